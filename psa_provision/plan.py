@@ -1,0 +1,147 @@
+"""Changes and plans: what `up` would do, as data.
+
+Planning is pure (components turn spec + facts into Changes, see components/); `plan` prints a
+Plan, `up` applies the same Plan (apply.py). A Change never performs a side effect itself.
+
+Every Change belongs to one host (a container's hostname) and one component, and carries a
+human summary that is safe to print (secrets masked). A component that finds nothing to do
+records a `Noop` with the reason instead, so the summary can say `N changed, M unchanged`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+MASK = "***"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret value. Printing it shows `***`; only `.value` gives the real thing."""
+
+    value: str
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK})"
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret value in text by `***` (longest first, so prefixes don't leak)."""
+    for value in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
+
+
+def sha256(content: str | bytes) -> str:
+    data = content.encode() if isinstance(content, str) else content
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One step of a plan on one host."""
+
+    host: str
+    component: str
+    summary: str
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class Noop(Change):
+    """Nothing to do; summary says why (e.g. `postgresql.conf already up to date`)."""
+
+
+Effect = Literal["live", "restart", "recreate", "create"]
+
+
+@dataclass(frozen=True)
+class ApiCall(Change):
+    """A Proxmox API write. `effect` says how a config change lands (live, restart, recreate)."""
+
+    method: Literal["POST", "PUT", "DELETE"] = "PUT"
+    path: str = ""
+    params: dict[str, object] = field(default_factory=dict)
+    effect: Effect = "live"
+    diff: dict[str, tuple[object, object]] = field(default_factory=dict)  # key -> (old, new)
+
+
+@dataclass(frozen=True)
+class PutFile(Change):
+    """Write a file atomically (temp + mv) with mode and owner. `diff` is masked, `content` is not."""
+
+    path: str = ""
+    content: str = ""
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    diff: str = ""
+
+    @property
+    def digest(self) -> str:
+        return sha256(self.content)
+
+
+@dataclass(frozen=True)
+class Package(Change):
+    """apt packages to install (after any repository set-up Change of the same component)."""
+
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Service(Change):
+    """A systemd unit (or `pm2:<app>`) action."""
+
+    name: str = ""
+    action: Literal["start", "restart", "reload", "enable", "enable-now", "stop", "disable"] = "restart"
+
+
+@dataclass(frozen=True)
+class Command(Change):
+    """A shell script run as `user`; secrets go in via `stdin` (never argv), see Secret."""
+
+    script: str = ""
+    user: str = "root"
+    stdin: str | None = None
+    cwd: str | None = None
+
+
+@dataclass
+class Plan:
+    """An ordered list of Changes (order = execution order)."""
+
+    changes: list[Change] = field(default_factory=list)
+
+    def add(self, changes: Iterable[Change]) -> None:
+        self.changes.extend(changes)
+
+    @property
+    def actions(self) -> list[Change]:
+        return [c for c in self.changes if not isinstance(c, Noop)]
+
+    @property
+    def noops(self) -> list[Change]:
+        return [c for c in self.changes if isinstance(c, Noop)]
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+
+def unified_diff(path: str, old: str | None, new: str, secrets: Sequence[str] = ()) -> str:
+    """A unified diff of a rendered file against what the guest holds, secrets masked."""
+    before = mask(old or "", secrets).splitlines(keepends=True)
+    after = mask(new, secrets).splitlines(keepends=True)
+    label = "/dev/null" if old is None else path
+    return "".join(difflib.unified_diff(before, after, fromfile=label, tofile=path))
