@@ -1,0 +1,408 @@
+"""The Proxmox VE API adapter: the only importer of proxmoxer and requests.
+
+Connects with an API token (or a ticket login), verifies TLS (system CAs, a CA file, or a pinned
+certificate fingerprint), waits for UPID tasks, and turns every HTTP failure into one clear
+ProxmoxError sentence. Counts API calls so performance work can see the cost of a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from proxmoxer import ProxmoxAPI
+from proxmoxer.core import AuthenticationError, ResourceException
+from requests.adapters import HTTPAdapter
+
+from psa_provision.errors import ConnectionFailed, ProxmoxAuthError, ProxmoxError, TaskError
+
+TASK_POLL_START = 0.2
+TASK_POLL_MAX = 2.0
+GET_RETRIES = 2
+RETRY_STATUS = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Everything needed to reach one Proxmox VE API (read from the inventory)."""
+
+    host: str
+    port: int = 8006
+    user: str = "root@pam"
+    token_name: str | None = None
+    token_secret: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    fingerprint: str | None = None
+    insecure: bool = False
+    http_timeout: float = 30.0
+    task_timeout: float = 900.0
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def who(self) -> str:
+        return f"{self.user}!{self.token_name}" if self.token_name else self.user
+
+
+def normalize_fingerprint(fingerprint: str) -> str:
+    """`AB:CD:..` or `abcd..` -> lowercase hex without colons (urllib3's form); checks it is sha256."""
+    hexed = fingerprint.replace(":", "").strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", hexed):
+        raise ProxmoxError(f"TLS fingerprint {fingerprint!r} is not a SHA-256 fingerprint",
+                           hint="write 64 hex digits, colons allowed (as `pvenode cert info` shows)")
+    return hexed
+
+
+def pretty_fingerprint(hexed: str) -> str:
+    """lowercase hex -> `AB:CD:...` as Proxmox shows it."""
+    return ":".join(hexed[i:i + 2] for i in range(0, len(hexed), 2)).upper()
+
+
+def peer_fingerprint(host: str, port: int, timeout: float) -> str:
+    """The SHA-256 of the certificate the server presents (no CA check: for pinning only)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=timeout) as sock, \
+            ctx.wrap_socket(sock, server_hostname=host) as tls:
+        der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise ProxmoxError(f"{host}:{port} presented no TLS certificate")
+    return hashlib.sha256(der).hexdigest()
+
+
+class FingerprintAdapter(HTTPAdapter):
+    """A requests adapter that accepts exactly one server certificate, by its SHA-256."""
+
+    def __init__(self, fingerprint: str) -> None:
+        self.fingerprint = normalize_fingerprint(fingerprint)
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["assert_fingerprint"] = self.fingerprint
+        super().init_poolmanager(*args, **kwargs)
+
+
+@dataclass
+class CallCounter:
+    """Counts HTTP requests made to the API (GET vs writes), for the performance report."""
+
+    reads: int = 0
+    writes: int = 0
+    by_path: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return self.reads + self.writes
+
+    def hook(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        method = (response.request.method or "GET").upper()
+        if method == "GET":
+            self.reads += 1
+        else:
+            self.writes += 1
+        path = re.sub(r"^https://[^/]+/api2/json", "", (response.request.url or "").split("?")[0])
+        key = f"{method} {re.sub(r'UPID:[^/]+', 'UPID', path)}"
+        self.by_path[key] = self.by_path.get(key, 0) + 1
+
+
+def verify_setting(settings: ApiSettings) -> bool | str:
+    """The `verify` value for requests: a CA file path, False (fingerprint/insecure), or True."""
+    if settings.ca_file:
+        ca = Path(settings.ca_file).expanduser()
+        if not ca.is_file():
+            raise ProxmoxError(f"CA file {ca} does not exist",
+                               hint="fix proxmox.tls.ca_file in the inventory")
+        return str(ca)
+    return not (settings.fingerprint or settings.insecure)
+
+
+def map_error(exc: BaseException, settings: ApiSettings, what: str) -> ProxmoxError | ConnectionFailed:
+    """One clear sentence for a failed API call (`what` names the call, e.g. `GET /version`)."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        text = str(exc)
+        seen = re.search(r'got "([0-9a-f]+)"', text)
+        if seen:
+            return ProxmoxError(
+                f"TLS fingerprint mismatch for {settings.url}: the server presents "
+                f"{pretty_fingerprint(seen.group(1))}",
+                hint="if that is your Proxmox host's certificate, put it in proxmox.tls.fingerprint")
+        return ProxmoxError(f"TLS verification of {settings.url} failed ({_short(text)})",
+                            hint="set proxmox.tls.ca_file or proxmox.tls.fingerprint in the inventory")
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return ConnectionFailed(
+            f"Proxmox API {settings.url} is unreachable ({type(exc).__name__}: {_short(str(exc))})",
+            hint="check proxmox.host/port in the inventory and that the API is up (sandbox: pvesim up)")
+    if isinstance(exc, AuthenticationError):
+        return ProxmoxAuthError(f"Proxmox rejected the login of {settings.user} at {settings.url}",
+                                hint="check the user and password in the inventory")
+    if isinstance(exc, ResourceException):
+        return map_http(exc.status_code, str(exc.content or ""), exc.errors, settings, what)
+    return ProxmoxError(f"{what} failed: {exc}")
+
+
+def map_http(status: int, reason: str, errors: object, settings: ApiSettings, what: str) -> ProxmoxError:
+    """Map an HTTP status + PVE reason phrase/errors to a ProxmoxError subclass."""
+    detail = reason.strip()
+    if isinstance(errors, dict) and errors:
+        detail = f"{detail} ({'; '.join(f'{k}: {str(v).strip()}' for k, v in errors.items())})"
+    if status == 401:
+        return ProxmoxAuthError(f"Proxmox rejected the credentials of {settings.who} (401 {detail})",
+                                hint="check the token id and its secret (env var or file in the inventory)")
+    if status == 403:
+        privilege = re.search(r"\(([^)]*)\)", detail)
+        named = privilege.group(1) if privilege else detail
+        return ProxmoxAuthError(f"{settings.who} lacks a privilege for {what}: {named}",
+                                hint="grant it to the token (pveum acl modify ... --roles ...) "
+                                     "or disable privilege separation")
+    return ProxmoxError(f"{what} failed: {status} {detail}".rstrip())
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def task_succeeded(exitstatus: str | None) -> bool:
+    """PVE task success: `OK`, or `WARNINGS: n` (the task did its work and logged warnings)."""
+    return exitstatus == "OK" or bool(exitstatus and exitstatus.startswith("WARNINGS"))
+
+
+def upid_node(upid: str) -> str:
+    """The node a UPID ran on (`UPID:node:pid:...`)."""
+    parts = upid.split(":")
+    if len(parts) < 3 or parts[0] != "UPID":
+        raise ProxmoxError(f"not a task id: {upid!r}")
+    return parts[1]
+
+
+class ProxmoxClient:
+    """A connected Proxmox VE API: typed reads, waited writes, errors as ProxmoxError."""
+
+    def __init__(self, api: Any, settings: ApiSettings, counter: CallCounter) -> None:
+        self._api = api
+        self.settings = settings
+        self.counter = counter
+
+    # -- generic ---------------------------------------------------------------------------------
+    def request(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
+        """One API call (`GET /nodes`); GETs retry on connection errors and 502/503/504."""
+        what = f"{method} {path}"
+        resource = self._api(path.strip("/"))
+        attempts = GET_RETRIES + 1 if method == "GET" else 1
+        for attempt in range(attempts):
+            try:
+                call: Callable[..., Any] = getattr(resource, method.lower())
+                return call(**(params or {}))
+            except ResourceException as exc:
+                if attempt + 1 < attempts and exc.status_code in RETRY_STATUS:
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                raise map_error(exc, self.settings, what) from exc
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                if attempt + 1 < attempts and not isinstance(exc, requests.exceptions.SSLError):
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                raise map_error(exc, self.settings, what) from exc
+            except AuthenticationError as exc:
+                raise map_error(exc, self.settings, what) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def call(self, method: str, path: str, params: dict[str, Any] | None = None,
+             *, timeout: float | None = None) -> Any:
+        """A write; if it answers with a UPID, wait for the task and return its final status."""
+        data = self.request(method, path, params)
+        if isinstance(data, str) and data.startswith("UPID:"):
+            return self.wait_task(upid_node(data), data, timeout)
+        return data
+
+    # -- reads -----------------------------------------------------------------------------------
+    def version(self) -> dict[str, Any]:
+        """GET /version: proves reachability, TLS and authentication in one call."""
+        data = self.request("GET", "/version")
+        return dict(data or {})
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/nodes") or [])
+
+    def node_online(self, node: str) -> bool:
+        return any(n.get("node") == node and n.get("status") == "online" for n in self.nodes())
+
+    def node_status(self, node: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/nodes/{node}/status") or {})
+
+    def containers(self, node: str) -> list[dict[str, Any]]:
+        return list(self.request("GET", f"/nodes/{node}/lxc") or [])
+
+    def get_container(self, node: str, vmid: int) -> dict[str, Any] | None:
+        """The container's config (with `digest`), or None when the node has no such container."""
+        if not any(int(c.get("vmid", -1)) == vmid for c in self.containers(node)):
+            return None
+        return dict(self.request("GET", f"/nodes/{node}/lxc/{vmid}/config") or {})
+
+    def find_vmid(self, vmid: int) -> str | None:
+        """The node holding guest `vmid` anywhere in the cluster (nextid reserves nothing)."""
+        for res in self.request("GET", "/cluster/resources", {"type": "vm"}) or []:
+            if int(res.get("vmid", -1)) == vmid:
+                return str(res.get("node"))
+        return None
+
+    def cluster_guests(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/cluster/resources", {"type": "vm"}) or [])
+
+    def storage(self, node: str, storage: str) -> dict[str, Any] | None:
+        """The storage's status on the node, or None when it is not there."""
+        for s in self.request("GET", f"/nodes/{node}/storage") or []:
+            if s.get("storage") == storage:
+                return dict(s)
+        return None
+
+    def bridges(self, node: str) -> list[str]:
+        data = self.request("GET", f"/nodes/{node}/network", {"type": "any_bridge"}) or []
+        return [str(n["iface"]) for n in data if "iface" in n]
+
+    def templates(self, node: str, storage: str) -> list[str]:
+        """Volume ids of the container templates on a storage (`local:vztmpl/debian-12-...`)."""
+        data = self.request("GET", f"/nodes/{node}/storage/{storage}/content", {"content": "vztmpl"})
+        return [str(v["volid"]) for v in data or []]
+
+    def available_templates(self, node: str) -> list[str]:
+        """Template names the node can download (`GET /nodes/{node}/aplinfo`)."""
+        return [str(t.get("template")) for t in self.request("GET", f"/nodes/{node}/aplinfo") or []]
+
+    def status(self, node: str, vmid: int) -> dict[str, Any]:
+        return dict(self.request("GET", f"/nodes/{node}/lxc/{vmid}/status/current") or {})
+
+    # -- writes (each waits for its task) ----------------------------------------------------------
+    def download_template(self, node: str, storage: str, name: str) -> Any:
+        return self.call("POST", f"/nodes/{node}/aplinfo", {"storage": storage, "template": name})
+
+    def create_container(self, node: str, params: dict[str, Any]) -> Any:
+        return self.call("POST", f"/nodes/{node}/lxc", params)
+
+    def update_config(self, node: str, vmid: int, params: dict[str, Any], digest: str | None = None) -> Any:
+        body = dict(params)
+        if digest:
+            body["digest"] = digest
+        return self.call("PUT", f"/nodes/{node}/lxc/{vmid}/config", body)
+
+    def start(self, node: str, vmid: int) -> Any:
+        return self.call("POST", f"/nodes/{node}/lxc/{vmid}/status/start")
+
+    def stop(self, node: str, vmid: int) -> Any:
+        return self.call("POST", f"/nodes/{node}/lxc/{vmid}/status/stop")
+
+    def shutdown(self, node: str, vmid: int, timeout: int = 60) -> Any:
+        return self.call("POST", f"/nodes/{node}/lxc/{vmid}/status/shutdown", {"timeout": timeout})
+
+    def delete(self, node: str, vmid: int, *, purge: bool = True) -> Any:
+        params = {"purge": 1, "destroy-unreferenced-disks": 1} if purge else {}
+        return self.call("DELETE", f"/nodes/{node}/lxc/{vmid}", params)
+
+    def snapshot(self, node: str, vmid: int, name: str, description: str = "") -> Any:
+        params = {"snapname": name, **({"description": description} if description else {})}
+        return self.call("POST", f"/nodes/{node}/lxc/{vmid}/snapshot", params)
+
+    def rollback(self, node: str, vmid: int, name: str) -> Any:
+        return self.call("POST", f"/nodes/{node}/lxc/{vmid}/snapshot/{name}/rollback")
+
+    # -- tasks -----------------------------------------------------------------------------------
+    def wait_task(self, node: str, upid: str, timeout: float | None = None) -> dict[str, Any]:
+        """Poll the task until `stopped`; OK / `WARNINGS: n` returns its status, else TaskError."""
+        limit = self.settings.task_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        pause = TASK_POLL_START
+        while True:
+            status = dict(self.request("GET", f"/nodes/{node}/tasks/{upid}/status") or {})
+            if status.get("status") == "stopped":
+                if task_succeeded(status.get("exitstatus")):
+                    return status
+                raise TaskError(
+                    f"Proxmox task {status.get('type', '?')} on {node} failed: "
+                    f"{status.get('exitstatus')}\n{self.task_log_tail(node, upid)}",
+                    hint=f"task id {upid}")
+            if time.monotonic() >= deadline:
+                raise TaskError(f"Proxmox task {upid} still running after {limit:.0f} s",
+                                hint="raise proxmox.task_timeout in the inventory if the host is slow")
+            time.sleep(pause)
+            pause = min(pause * 1.5, TASK_POLL_MAX)
+
+    def task_log_tail(self, node: str, upid: str, lines: int = 10) -> str:
+        """The last lines of a task's log, indented, for error messages."""
+        try:
+            log = self.request("GET", f"/nodes/{node}/tasks/{upid}/log", {"limit": 100000}) or []
+        except ProxmoxError as exc:
+            return f"    (task log unavailable: {exc.message})"
+        texts = [str(entry.get("t", "")) for entry in log][-lines:]
+        return "\n".join(f"    {t}" for t in texts)
+
+
+def connect_settings(settings: ApiSettings) -> ProxmoxClient:
+    """Open an authenticated API session and prove it with GET /version."""
+    counter = CallCounter()
+    verify = verify_setting(settings)
+    if settings.fingerprint:
+        _check_pin_before_login(settings)
+    common: dict[str, Any] = {"port": settings.port, "verify_ssl": verify, "timeout": settings.http_timeout}
+    try:
+        if settings.token_name:
+            api = ProxmoxAPI(settings.host, user=settings.user, token_name=settings.token_name,
+                             token_value=settings.token_secret or "", **common)
+        else:
+            api = ProxmoxAPI(settings.host, user=settings.user, password=settings.password or "", **common)
+    except (requests.exceptions.RequestException, AuthenticationError) as exc:
+        raise map_error(exc, settings, "POST /access/ticket") from exc
+    session = api._store["session"]  # proxmoxer keeps its requests.Session there
+    if settings.fingerprint:
+        session.mount(f"{settings.url}/", FingerprintAdapter(settings.fingerprint))
+    session.hooks["response"].append(counter.hook)
+    client = ProxmoxClient(api, settings, counter)
+    client.version()
+    return client
+
+
+def _check_pin_before_login(settings: ApiSettings) -> None:
+    """With a pinned fingerprint, check it before any credential is sent (ticket login too)."""
+    want = normalize_fingerprint(settings.fingerprint or "")
+    try:
+        seen = peer_fingerprint(settings.host, settings.port, settings.http_timeout)
+    except OSError as exc:
+        raise ConnectionFailed(f"Proxmox API {settings.url} is unreachable ({exc})",
+                               hint="check proxmox.host/port in the inventory") from exc
+    if seen != want:
+        raise ProxmoxError(
+            f"TLS fingerprint mismatch for {settings.url}: the server presents {pretty_fingerprint(seen)}",
+            hint="if that is your Proxmox host's certificate, put it in proxmox.tls.fingerprint")
+
+
+def settings_from_inventory(inv: Any) -> ApiSettings:
+    """ApiSettings from an inventory.Inventory (reads the token secret/password now)."""
+    px = inv.proxmox
+    host, _, port = px.base_url.removeprefix("https://").partition(":")
+    auth = px.auth
+    secret = auth.secret()
+    user, _, token_name = (auth.token_id or auth.user or "").partition("!")
+    return ApiSettings(
+        host=host, port=int(port or px.port), user=user,
+        token_name=token_name or None,
+        token_secret=secret if auth.kind == "token" else None,
+        password=secret if auth.kind == "ticket" else None,
+        ca_file=str(px.tls.ca_file) if px.tls.ca_file else None,
+        fingerprint=px.tls.fingerprint, insecure=px.tls.insecure,
+        http_timeout=float(px.http_timeout_s), task_timeout=float(px.task_timeout_s))
+
+
+def connect(inv: Any) -> ProxmoxClient:
+    """Connect to the inventory's Proxmox VE API (token or ticket, TLS as configured)."""
+    return connect_settings(settings_from_inventory(inv))

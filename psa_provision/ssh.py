@@ -1,0 +1,297 @@
+"""SSH to guests: the only importer of fabric and paramiko.
+
+One Connection per host, opened lazily and reused. Scripts travel on stdin (`bash -s`) or, when
+stdin carries data for the script (a secret), as a quoted `bash -c` argument: secrets never reach
+argv. Files are written atomically (temp name in the same directory, chmod/chown, mv).
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import secrets as pysecrets
+import shlex
+import socket
+import tarfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from fabric import Connection as FabricConnection
+
+from psa_provision.errors import ConnectionFailed, GuestError
+
+CONNECT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = 1800.0
+DEFAULT_EXCLUDE = ("node_modules", "dist", ".git")
+# stdin: a line with the file count, that many paths (the manifest), then a tar.gz stream.
+# Files under the directory that the manifest does not name are removed, except pruned names.
+PUT_TREE_SCRIPT = """set -e
+mkdir -p {dir}
+cd {dir}
+manifest=$(mktemp)
+IFS= read -r count
+for _ in $(seq 1 "$count"); do IFS= read -r line; printf '%s\\n' "$line"; done > "$manifest"
+tar -xzf - --no-same-owner --no-overwrite-dir
+find . \\( {prune} \\) -prune -o -type f -print | sed 's|^\\./||' | sort > "$manifest.have"
+sort "$manifest" | comm -13 - "$manifest.have" | while IFS= read -r f; do rm -f -- "$f"; done
+rm -f "$manifest" "$manifest.have"
+chown -R {owner}:{group} .
+"""
+DROPPED = (paramiko.SSHException, EOFError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a remote command did."""
+
+    stdout: str
+    stderr: str
+    exit_code: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def tail(self, lines: int = 20) -> str:
+        """The last lines of stderr+stdout, for error messages."""
+        text = "\n".join(p for p in (self.stdout.rstrip(), self.stderr.rstrip()) if p)
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def as_user(command: str, user: str, login_user: str) -> str:
+    """Wrap `command` to run as `user` (runuser when logged in as root, else sudo -n)."""
+    if user == login_user:
+        return command
+    if login_user == "root":
+        return f"runuser -l {shlex.quote(user)} -s /bin/bash -c {shlex.quote(command)}"
+    return f"sudo -n -H -u {shlex.quote(user)} bash -c {shlex.quote(command)}"
+
+
+def command_for(script: str, *, has_stdin: bool, cwd: str | None = None) -> tuple[str, bytes]:
+    """(argv command, stdin bytes): the script rides stdin unless stdin carries the script's data."""
+    body = f"cd {shlex.quote(cwd)} || exit 1\n{script}" if cwd else script
+    if has_stdin:
+        return f"bash -c {shlex.quote(body)}", b""
+    return "bash -s", body.encode()
+
+
+class Connection:
+    """A lazily opened, reused SSH connection to one guest (optionally through a jump host)."""
+
+    def __init__(self, host: str, user: str, key_file: str | Path, jump: str | None = None,
+                 *, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        self.host = host
+        self.user = user
+        self.key_file = str(key_file)
+        self.jump = jump
+        self.connect_timeout = connect_timeout
+        self._fabric: FabricConnection | None = None
+
+    def __repr__(self) -> str:
+        via = f" via {self.jump}" if self.jump else ""
+        return f"Connection({self.user}@{self.host}{via})"
+
+    # -- connection ------------------------------------------------------------------------------
+    def _new(self) -> FabricConnection:
+        kwargs: dict[str, Any] = {"key_filename": self.key_file, "look_for_keys": False,
+                                  "allow_agent": False, "banner_timeout": self.connect_timeout,
+                                  "auth_timeout": self.connect_timeout}
+        gateway = None
+        if self.jump:
+            juser, _, jhost = self.jump.rpartition("@")
+            gateway = FabricConnection(jhost, user=juser or self.user, connect_timeout=self.connect_timeout,
+                                       connect_kwargs=dict(kwargs))
+        return FabricConnection(self.host, user=self.user, connect_timeout=self.connect_timeout,
+                                connect_kwargs=kwargs, gateway=gateway)
+
+    def open(self) -> None:
+        """Connect and authenticate now (ConnectionFailed with the reason if that fails)."""
+        if self._fabric is not None and self._fabric.is_connected:
+            return
+        self.close()
+        conn = self._new()
+        try:
+            conn.open()
+        except paramiko.AuthenticationException as exc:
+            conn.close()
+            raise ConnectionFailed(
+                f"SSH to {self.user}@{self.host} refused the key {self.key_file} ({exc})",
+                hint="the container must have been created with the inventory's public key") from exc
+        except (*DROPPED, OSError) as exc:
+            conn.close()
+            raise ConnectionFailed(f"SSH to {self.user}@{self.host} failed: {exc}",
+                                   hint="is the container running and on the bridge?") from exc
+        self._fabric = conn
+
+    def close(self) -> None:
+        if self._fabric is not None:
+            self._fabric.close()
+            self._fabric = None
+
+    def _transport(self) -> paramiko.Transport:
+        self.open()
+        assert self._fabric is not None
+        transport = self._fabric.client.get_transport()
+        if transport is None or not transport.is_active():
+            self.close()
+            self.open()
+            transport = self._fabric.client.get_transport()
+        assert isinstance(transport, paramiko.Transport)
+        return transport
+
+    # -- commands --------------------------------------------------------------------------------
+    def run(self, script: str, *, stdin: str | bytes | None = None, user: str = "root", check: bool = True,
+            timeout: float = DEFAULT_TIMEOUT, cwd: str | None = None, idempotent: bool = True) -> Result:
+        """Run a bash script as `user`; GuestError when it exits non-zero and check is set.
+
+        `stdin` is data for the script (e.g. a password read with `read -r`): it never touches argv.
+        A dropped connection is reopened and the script retried once when `idempotent`.
+        """
+        command, body = command_for(script, has_stdin=stdin is not None, cwd=cwd)
+        data = body if stdin is None else (stdin.encode() if isinstance(stdin, str) else stdin)
+        wrapped = as_user(command, user, self.user)
+        try:
+            result = self._exec(wrapped, data, timeout)
+        except DROPPED:
+            if not idempotent:
+                raise
+            self.close()
+            result = self._exec(wrapped, data, timeout)
+        if check and not result.ok:
+            first = script.strip().splitlines()[0] if script.strip() else "(empty script)"
+            raise GuestError(f"{self.host}: `{first[:80]}` exited {result.exit_code}\n{result.tail()}")
+        return result
+
+    def _exec(self, command: str, data: bytes, timeout: float) -> Result:
+        """exec_command with stdin sent in one go and stdout/stderr read concurrently."""
+        channel = self._transport().open_session()
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            err_chunks: list[bytes] = []
+            reader = threading.Thread(target=_drain, args=(channel.makefile_stderr("rb"), err_chunks),
+                                      daemon=True)
+            reader.start()
+            if data:
+                channel.sendall(data)
+            channel.shutdown_write()
+            out = channel.makefile("rb").read()
+            code = channel.recv_exit_status()
+            reader.join(timeout)
+        except TimeoutError as exc:
+            raise GuestError(f"{self.host}: command still running after {timeout:.0f} s") from exc
+        finally:
+            channel.close()
+        return Result(out.decode(errors="replace"), b"".join(err_chunks).decode(errors="replace"), code)
+
+    # -- files -----------------------------------------------------------------------------------
+    def put(self, path: str, content: bytes | str, *, mode: int = 0o644, owner: str = "root",
+            group: str = "root") -> None:
+        """Write a file atomically: sftp to a temp name beside it, chmod/chown, then mv over."""
+        data = content.encode() if isinstance(content, str) else content
+        directory = posixpath.dirname(path) or "/"
+        tmp_dir = directory if self.user == "root" else "/tmp"
+        tmp = posixpath.join(tmp_dir, f".{posixpath.basename(path)}.psa-{pysecrets.token_hex(4)}")
+        for attempt in (1, 2, 3):
+            try:
+                self._sftp_write(tmp, data)
+                break
+            except FileNotFoundError:
+                if attempt == 3:
+                    raise
+                self.run(f"mkdir -p {shlex.quote(tmp_dir)}", user="root")
+            except DROPPED:
+                if attempt == 3:
+                    raise
+                self.close()
+        q = shlex.quote
+        install = f"chown {q(owner)}:{q(group)} {q(tmp)} && chmod {mode:o} {q(tmp)}"
+        install += f" && mv -f {q(tmp)} {q(path)}"
+        self.run(f"{install} || {{ rc=$?; rm -f {q(tmp)}; exit $rc; }}", user="root")
+
+    def _sftp_write(self, path: str, data: bytes) -> None:
+        self.open()
+        assert self._fabric is not None
+        sftp = self._fabric.client.open_sftp()
+        try:
+            with sftp.open(path, "wb") as handle:
+                handle.set_pipelined(True)
+                handle.write(data)
+            sftp.chmod(path, 0o600)
+        finally:
+            sftp.close()
+
+    def put_tree(self, local_dir: str | Path, remote_dir: str, exclude: Iterable[str] = DEFAULT_EXCLUDE,
+                 *, owner: str = "root", group: str = "root") -> int:
+        """Ship a directory as a tar stream on stdin; files gone from the source are removed remotely.
+
+        Paths matching `exclude` (name globs: node_modules, dist) are neither sent nor removed, so
+        an installed node_modules survives a re-ship. Returns the number of files sent.
+        """
+        patterns = tuple(exclude)
+        archive, names = tar_tree(Path(local_dir), patterns)
+        q = shlex.quote
+        prune = " -o ".join(f"-name {q(p)}" for p in patterns) or "-false"
+        script = PUT_TREE_SCRIPT.format(dir=q(remote_dir), prune=prune, owner=q(owner), group=q(group))
+        header = f"{len(names)}\n" + "".join(f"{n}\n" for n in names)
+        self.run(script, stdin=header.encode() + archive, user="root")
+        return len(names)
+
+
+def tar_tree(root: Path, exclude: tuple[str, ...]) -> tuple[bytes, list[str]]:
+    """A gzip tar of `root` (paths relative to it), skipping names matching `exclude`; + file list."""
+    buf = io.BytesIO()
+    names: list[str] = []
+
+    def skip(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        parts = Path(info.name).parts
+        if any(fnmatch(part, pat) for part in parts for pat in exclude):
+            return None
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        if info.isfile():
+            names.append(info.name.removeprefix("./"))
+        return info
+
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for child in sorted(root.iterdir()):
+            tar.add(child, arcname=child.name, filter=skip)
+    return buf.getvalue(), sorted(names)
+
+
+def _drain(stream: Any, sink: list[bytes]) -> None:
+    sink.append(stream.read())
+
+
+def tcp_open(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True when a TCP connection to host:port succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_ssh(conn: Connection, deadline_s: float, *, poll: float = 1.0) -> None:
+    """Wait until `conn` accepts TCP 22 and authenticates with the key, or ConnectionFailed."""
+    deadline = time.monotonic() + deadline_s
+    last = "no answer on TCP 22"
+    while True:
+        if conn.jump or tcp_open(conn.host, 22):
+            try:
+                conn.open()
+                return
+            except ConnectionFailed as exc:
+                last = exc.message
+        if time.monotonic() >= deadline:
+            raise ConnectionFailed(
+                f"waited {deadline_s:.0f} s for SSH on {conn.user}@{conn.host}:22 with key "
+                f"{conn.key_file}: {last}",
+                hint="check the container console (pct enter) and that sshd is running")
+        time.sleep(poll)
