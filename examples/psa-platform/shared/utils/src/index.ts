@@ -1,0 +1,9 @@
+/** Shared utilities of the PSA services. */
+
+export * from './config';
+export * from './elasticsearch';
+export * from './http';
+export * from './jwt';
+export * from './log';
+export * from './retry';
+export * from './service';
