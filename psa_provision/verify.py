@@ -78,6 +78,7 @@ class VerifyReport:
     results: list[CheckResult] = field(default_factory=list)
     pytest_exit: int = 0
     junit_xml: Path | None = None
+    planned: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -160,10 +161,15 @@ class Collector:
         self.secrets = [s for s in secrets if s]
         self.results: list[CheckResult] = []
         self._names: dict[str, tuple[str, str]] = {}
+        self.planned: list[tuple[str, str]] = []
 
     def pytest_itemcollected(self, item: pytest.Item) -> None:
         """Remember which host and which check each test item is (from testinfra's host parameter)."""
         self._names[item.nodeid] = check_name(item)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """The checks that will run (after the suites dropped the ones that do not apply)."""
+        self.planned = [check_name(item) for item in session.items]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Keep the call outcome, and setup/teardown only when they failed or skipped the check."""
@@ -252,7 +258,7 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
 
 def run_suite(files: Sequence[Path], hosts: Sequence[str], *, context: dict[str, Any],
               secrets: Iterable[str] = (), ssh_config_text_: str | None = None,
-              junit_xml: Path | None = None, phase: str = "") -> VerifyReport:
+              junit_xml: Path | None = None, phase: str = "", extra: Sequence[str] = ()) -> VerifyReport:
     """Run suite files in process against hosts; the context reaches conftest via a 0600 JSON file."""
     secret_values = list(secrets)
     with tempfile.TemporaryDirectory(prefix="psa-verify-") as tmp:
@@ -265,12 +271,13 @@ def run_suite(files: Sequence[Path], hosts: Sequence[str], *, context: dict[str,
         write_context(context_file, {**context, "ssh_config": str(ssh_config) if ssh_config else None})
         collector = Collector(secret_values)
         aliases = [h.split("://", 1)[1] for h in hosts]
-        args = pytest_args(files, hosts, ssh_config=ssh_config, rootdir=workdir, junit_xml=junit_xml)
+        args = pytest_args(files, hosts, ssh_config=ssh_config, rootdir=workdir, junit_xml=junit_xml,
+                           extra=extra)
         env = {CONTEXT_ENV: str(context_file)}
         with _environ(env):
             code = int(pytest.main(args, plugins=[collector]))
             report = VerifyReport(phase=phase, results=collector.results, pytest_exit=code,
-                                  junit_xml=junit_xml)
+                                  junit_xml=junit_xml, planned=collector.planned)
             if ssh_config is not None:
                 _close_masters(ssh_config, aliases)
     if junit_xml is not None and junit_xml.exists() and secret_values:
@@ -300,3 +307,67 @@ def quote(*words: str) -> str:
 def context_dict(**values: Any) -> dict[str, Any]:
     """Dataclasses and paths made JSON-ready for the context file."""
     return {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in values.items()}
+
+
+# --- from inventory + phase ------------------------------------------------------------------------
+
+def parse_jump(text: str | None, default_user: str) -> JumpHost | None:
+    """`[user@]host[:port]` (the inventory's ssh.jump_host) -> JumpHost."""
+    if not text:
+        return None
+    user, _, hostport = text.rpartition("@")
+    host, _, port = hostport.partition(":")
+    return JumpHost(address=host, user=user or default_user, port=int(port) if port else 22)
+
+
+def targets_of(phase: Any, user: str = "root") -> list[Target]:
+    """One Target per container of the phase, addressed by its IP, named by its hostname."""
+    return [Target(hostname=c.hostname, address=c.ip, user=user) for c in phase.containers]
+
+
+def expected_values(inventory: Any, container: Any) -> dict[str, Any]:
+    """Values the rendered configs put in effect on this container (settings, cluster name, heap)."""
+    out: dict[str, Any] = {}
+    tuning = inventory.tuning
+    if "postgresql" in container.components:
+        pg = tuning.postgresql.model_dump(exclude_none=True)
+        out["postgresql"] = {k: str(v) for k, v in pg.items()}
+    if "elasticsearch" in container.components:
+        out["elasticsearch"] = {"cluster_name": "psa-platform"}
+        if tuning.elasticsearch.heap:
+            out["elasticsearch"]["heap"] = tuning.elasticsearch.heap
+    return out
+
+
+def build_context(inventory: Any, phase: Any) -> dict[str, Any]:
+    """The suites' context: paths, the phase's containers by hostname, services by name, expectations."""
+    containers = {c.hostname: {**c.model_dump(mode="json"), "ip": c.ip} for c in phase.containers}
+    by_vmid = {c.vmid: c.hostname for c in phase.containers}
+    services = {name: {**s.model_dump(mode="json"), "hostname": by_vmid.get(s.container)}
+                for name, s in phase.services.items()}
+    return {
+        "phase": phase.name,
+        "inventory_path": str(inventory.path),
+        "secrets_file": str(inventory.secrets_file),
+        "containers": containers,
+        "services": services,
+        "expected": {c.hostname: expected_values(inventory, c) for c in phase.containers},
+    }
+
+
+def run(inventory: Any, phase: Any, *, junit_xml: Path | None = None,
+        secrets: Iterable[str] = ()) -> VerifyReport:
+    """Verify a phase on the live containers: its suite through SSH, one CheckResult per check.
+
+    `secrets` are the values to mask in details and in the JUnit XML (Secrets.values()).
+    Example: `report = verify.run(inv, load_phase("phase0", inv.phases_dir)); sys.exit(report.exit_code)`.
+    """
+    files = suite_files(phase.name)
+    targets = targets_of(phase, inventory.ssh.user)
+    with tempfile.TemporaryDirectory(prefix="psa-ssh-") as control:
+        control_dir = Path(control)
+        ssh = SshSettings(identity_file=Path(inventory.ssh.key_file), known_hosts=control_dir / "known_hosts",
+                          jump=parse_jump(inventory.ssh.jump_host, inventory.ssh.user))
+        config = ssh_config_text(targets, ssh, control_dir)
+        return run_suite(files, host_specs(targets), context=build_context(inventory, phase),
+                         secrets=secrets, ssh_config_text_=config, junit_xml=junit_xml, phase=phase.name)

@@ -155,3 +155,20 @@ def test_context_reaches_the_suite_through_the_environment(tmp_path: Path, secre
     report = verify.run_suite([suite], ["local://"], context={"expected": {"cores": 2}}, phase="t")
     assert report.exit_code == 0, report.results
     assert json.dumps(report.results[0].__dict__)
+
+
+def test_phase0_suite_runs_each_check_only_where_its_component_is(tmp_path: Path) -> None:
+    context = {
+        "containers": {"local": {"components": ["base", "redis", "app"], "services": ["crm"]}},
+        "services": {"crm": {"port": 3020, "instances": 2}, "tickets": {"port": 3030, "instances": 4}},
+    }
+    report = verify.run_suite(verify.suite_files("phase0"), ["local://"], context=context, phase="phase0",
+                              extra=["--collect-only"])
+    checks = {check for host, check in report.planned}
+    assert {host for host, _ in report.planned} == {"local"}
+    assert "test_redis_requires_auth" in checks
+    assert "test_redis_flush_commands_unavailable[FLUSHALL]" in checks
+    assert "test_pm2_app_online_with_instances[crm]" in checks
+    assert "test_pm2_app_online_with_instances[tickets]" not in checks  # placed elsewhere
+    assert not any(c.startswith("test_postgresql") for c in checks)  # no postgresql component here
+    assert "test_container_config_matches_phase" in checks

@@ -1,0 +1,41 @@
+"""Pure helpers of the verify suites: parse what a guest or the Proxmox API answered (unit-tested)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+_PG_UNITS = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+_SIZE_UNITS = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+LOOPBACK = ("127.", "::1", "[::1]")
+
+
+def listening_ports(sockets: Iterable[str], port: int) -> list[str]:
+    """testinfra socket specs (`tcp://127.0.0.1:5432`, `tcp://::1:5432`) listening on `port`."""
+    return sorted(s for s in sockets if s.startswith(("tcp://", "tcp6://")) and s.endswith(f":{port}"))
+
+
+def loopback_only(sockets: Iterable[str]) -> bool:
+    """True when every socket is bound to a loopback address (not 0.0.0.0, ::, or an interface IP)."""
+    return all(s.split("://", 1)[1].startswith(LOOPBACK) for s in sockets)
+
+
+def net0_fields(net0: str) -> dict[str, str]:
+    """`name=eth0,bridge=vmbr20,ip=10.0.20.100/24,gw=10.0.20.1` -> {name: eth0, bridge: vmbr20, ...}."""
+    return dict(part.split("=", 1) for part in net0.split(",") if "=" in part)
+
+
+def pg_bytes(value: str) -> int | str:
+    """A PostgreSQL memory setting in bytes (`4GB`, `20MB`, `128kB`); other values unchanged (`1.1`)."""
+    m = re.fullmatch(r"\s*(\d+)\s*(B|kB|MB|GB|TB)\s*", value)
+    if m is None:
+        return value.strip()
+    return int(m.group(1)) * _PG_UNITS[m.group(2)]
+
+
+def size_bytes(value: str) -> int:
+    """A heap/memory size (`4g`, `512m`, `2gb`, `1073741824`) in bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*([bkmgt]?)b?\s*", value.lower())
+    if m is None:
+        raise ValueError(f"not a size: {value!r}")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2) or "b"]

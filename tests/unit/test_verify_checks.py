@@ -1,0 +1,82 @@
+"""The suites' pure helpers and the context built from a phase (what the suites compare against)."""
+
+from __future__ import annotations
+
+import pytest
+
+from psa_provision import verify
+from psa_provision.inventory import Inventory
+from psa_provision.phases import ContainerSpec, Phase, ServiceSpec
+from psa_provision.suites import checks
+
+
+def test_listening_ports_and_loopback() -> None:
+    sockets = ["tcp://127.0.0.1:5432", "tcp://::1:5432", "tcp://0.0.0.0:22", "unix:///run/x.sock",
+               "tcp://127.0.0.1:15432"]
+    found = checks.listening_ports(sockets, 5432)
+    assert found == ["tcp://127.0.0.1:5432", "tcp://::1:5432"]
+    assert checks.loopback_only(found)
+    assert not checks.loopback_only([*found, "tcp://0.0.0.0:5432"])
+    assert not checks.loopback_only(["tcp://10.0.20.100:6379"])
+
+
+def test_net0_fields() -> None:
+    net0 = "name=eth0,bridge=vmbr20,hwaddr=BC:24:11:00:00:01,ip=10.0.20.100/24,gw=10.0.20.1,type=veth"
+    fields = checks.net0_fields(net0)
+    assert (fields["bridge"], fields["ip"], fields["gw"]) == ("vmbr20", "10.0.20.100/24", "10.0.20.1")
+
+
+@pytest.mark.parametrize(("a", "b", "equal"), [
+    ("4GB", "4096MB", True), ("128MB", "131072kB", True), ("20MB", "2GB", False), ("1.1", "1.1", True),
+    ("200", "100", False),
+])
+def test_pg_bytes_compares_units(a: str, b: str, equal: bool) -> None:
+    assert (checks.pg_bytes(a) == checks.pg_bytes(b)) is equal
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("4g", 4 * 1024**3), ("512m", 512 * 1024**2), ("2gb", 2 * 1024**3), ("1073741824", 1024**3)])
+def test_size_bytes(text: str, value: int) -> None:
+    assert checks.size_bytes(text) == value
+
+
+def test_jump_host_parsing() -> None:
+    assert verify.parse_jump(None, "root") is None
+    jump = verify.parse_jump("ops@bastion.example:2222", "root")
+    assert jump == verify.JumpHost("bastion.example", "ops", 2222)
+    assert verify.parse_jump("bastion", "root") == verify.JumpHost("bastion", "root", 22)
+
+
+def _inventory() -> Inventory:
+    return Inventory.model_validate({
+        "proxmox": {"url": "https://127.0.0.1:8006", "node": "pve1",
+                    "auth": {"token_id": "root@pam!psa", "token_secret_env": "X"}},
+        "network": {"bridge": "vmbr20", "gateway": "10.0.20.1", "nameserver": "10.0.20.1"},
+        "template": "debian-12-standard_12.7-1_amd64.tar.zst",
+        "ssh": {"key_file": "/inv/id_ed25519", "jump_host": "ops@bastion"},
+        "secrets_file": "/inv/sandbox.secrets.yml",
+        "tuning": {"postgresql": {"shared_buffers": "1GB"}, "elasticsearch": {"heap": "1g"}},
+        "path": "/inv/sandbox.yml",
+    })
+
+
+def _phase() -> Phase:
+    aio = ContainerSpec(vmid=200, hostname="psa-all-in-one", role="all-in-one", node="pve1", cores=4,
+                        memory_mb=8192, swap_mb=1024, rootfs_gb=20, bridge="vmbr20", ip_cidr="10.0.20.100/24",
+                        gateway="10.0.20.1", components=["base", "postgresql", "elasticsearch", "app"],
+                        services=["api-gateway"])
+    return Phase(name="phase0", containers=[aio],
+                 services={"api-gateway": ServiceSpec(port=3000, instances=2, container=200)})
+
+
+def test_context_names_containers_by_hostname_and_places_services() -> None:
+    ctx = verify.build_context(_inventory(), _phase())
+    aio = ctx["containers"]["psa-all-in-one"]
+    assert (aio["vmid"], aio["ip"], aio["memory_mb"]) == (200, "10.0.20.100", 8192)
+    assert ctx["services"]["api-gateway"] == {"port": 3000, "instances": 2, "container": 200,
+                                              "hostname": "psa-all-in-one"}
+    assert ctx["expected"]["psa-all-in-one"]["postgresql"] == {"shared_buffers": "1GB"}
+    es = ctx["expected"]["psa-all-in-one"]["elasticsearch"]
+    assert es == {"cluster_name": "psa-platform", "heap": "1g"}
+    assert ctx["secrets_file"] == "/inv/sandbox.secrets.yml"
+    assert verify.targets_of(_phase()) == [verify.Target("psa-all-in-one", "10.0.20.100")]
