@@ -117,6 +117,22 @@ class Command(Change):
     cwd: str | None = None
 
 
+@dataclass(frozen=True)
+class PutTree(Change):
+    """Ship a local directory tree to the guest (the app bundle), replacing `remote_dir`'s content.
+
+    `checksum` is the source's content checksum (components/bundle.py); apply ships the tree
+    (ssh.put_tree), skipping `exclude` globs, then chowns it to owner:group.
+    """
+
+    local_dir: str = ""
+    remote_dir: str = ""
+    exclude: tuple[str, ...] = ()
+    owner: str = "root"
+    group: str = "root"
+    checksum: str = ""
+
+
 @dataclass
 class Plan:
     """An ordered list of Changes (order = execution order)."""

@@ -1,0 +1,69 @@
+"""What each guest component manages: files, directories, services, packages (shared by facts + planning).
+
+Leaf module (stdlib only) so that facts.py can ask which paths to probe without importing planning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+APP_DIR = "/opt/psa-platform"
+APP_USER = "psa"
+APP_HOME = "/home/psa"
+ENV_FILE = f"{APP_DIR}/.env"
+ECOSYSTEM_FILE = f"{APP_DIR}/ecosystem.config.js"
+BUNDLE_STAMP = f"{APP_DIR}/.bundle-sha256"
+PG_VERSION = "15"
+PG_CONF_DIR = f"/etc/postgresql/{PG_VERSION}/main"
+ES_BACKUP_DIR = f"{APP_DIR}/backups/elasticsearch"
+CA_DIR = "/usr/local/share/ca-certificates"
+KEYRINGS = "/etc/apt/keyrings"
+
+FILES: dict[str, tuple[str, ...]] = {
+    "base": ("/etc/apt/apt.conf.d/01psa-proxy",),
+    "postgresql": (f"{PG_CONF_DIR}/conf.d/psa.conf", f"{PG_CONF_DIR}/pg_hba.conf"),
+    "redis": ("/etc/redis/redis.conf",),
+    "rabbitmq": ("/etc/rabbitmq/rabbitmq.conf", "/etc/rabbitmq/enabled_plugins"),
+    "elasticsearch": (
+        "/etc/elasticsearch/elasticsearch.yml", "/etc/elasticsearch/jvm.options.d/heap.options",
+        "/etc/apt/sources.list.d/elastic-8.x.list", f"{KEYRINGS}/elastic.asc",
+    ),
+    "nodejs": ("/etc/apt/sources.list.d/nodesource.list", f"{KEYRINGS}/nodesource.asc"),
+    "app": (ENV_FILE, ECOSYSTEM_FILE, "/etc/systemd/system/pm2-psa.service", BUNDLE_STAMP),
+    "scripts": ("/usr/local/bin/health-check.sh", "/usr/local/bin/backup-psa.sh", "/etc/cron.d/psa-backup"),
+    "haproxy": (),
+}
+# Files whose content holds a secret: facts carry only their checksum, never their content.
+SECRET_FILES = frozenset({ENV_FILE, "/etc/redis/redis.conf"})
+
+DIRS: dict[str, tuple[str, ...]] = {
+    "app": (
+        APP_DIR, f"{APP_DIR}/services", f"{APP_DIR}/shared", f"{APP_DIR}/logs", f"{APP_DIR}/logs/services",
+        f"{APP_DIR}/backups", f"{APP_DIR}/data",
+    ),
+    "elasticsearch": (ES_BACKUP_DIR,),
+}
+
+SERVICES: dict[str, tuple[str, ...]] = {
+    "base": ("cron",),
+    "postgresql": ("postgresql",),
+    "redis": ("redis-server",),
+    "rabbitmq": ("rabbitmq-server",),
+    "elasticsearch": ("elasticsearch",),
+    "app": ("pm2-psa",),
+    "haproxy": ("haproxy",),
+}
+
+
+def managed_files(components: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
+    """Every file path the given components manage (plus `extra`, e.g. CA certificates), sorted."""
+    out = {p for c in components for p in FILES.get(c, ())}
+    return sorted(out | set(extra))
+
+
+def managed_dirs(components: Iterable[str]) -> list[str]:
+    return sorted({d for c in components for d in DIRS.get(c, ())})
+
+
+def managed_services(components: Iterable[str]) -> list[str]:
+    return sorted({s for c in components for s in SERVICES.get(c, ())})

@@ -1,0 +1,91 @@
+"""Small planning helpers shared by the components: files, packages, services, environment."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+
+from ..facts import GuestFacts
+from ..plan import Change, Command, Noop, Package, PutFile, Service, sha256, unified_diff
+from .catalog import SECRET_FILES
+from .context import HostContext
+
+
+def put_file(ctx: HostContext, facts: GuestFacts, component: str, path: str, content: str, *,
+             mode: int = 0o644, owner: str = "root", group: str = "root") -> Change:
+    """PutFile when content, mode or ownership differ from the guest's file, else Noop."""
+    have = facts.files.get(path)
+    if have is not None and have.sha256 == sha256(content) and (have.mode, have.owner, have.group) == (
+            mode, owner, group):
+        return Noop(ctx.host, component, f"{path} up to date")
+    secrets = ctx.secrets.values()
+    if have is None:
+        diff = unified_diff(path, None, content, secrets)
+        why = "create"
+    elif have.sha256 == sha256(content):
+        diff = f"{path}: mode/owner {have.mode:04o} {have.owner}:{have.group} -> {mode:04o} {owner}:{group}\n"
+        why = "fix mode/owner of"
+    elif have.content is None or path in SECRET_FILES:
+        diff = f"--- {path}\n+++ {path}\n(content changed; holds secrets, diff not shown)\n"
+        why = "update"
+    else:
+        diff = unified_diff(path, have.content, content, secrets)
+        why = "update"
+    return PutFile(ctx.host, component, f"{why} {path}", path=path, content=content, mode=mode,
+                   owner=owner, group=group, diff=diff)
+
+
+def changed(changes: Iterable[Change]) -> bool:
+    """True if any of these changes is a real write (not a Noop)."""
+    return any(not isinstance(c, Noop) for c in changes)
+
+
+def packages(ctx: HostContext, facts: GuestFacts, component: str, names: Iterable[str]) -> Change:
+    """Package change for the names not installed yet, else Noop."""
+    names = tuple(names)
+    missing = tuple(n for n in names if n not in facts.packages)
+    if not missing:
+        return Noop(ctx.host, component, f"packages installed: {' '.join(names)}")
+    return Package(ctx.host, component, f"install {' '.join(missing)}", names=missing)
+
+
+def service(ctx: HostContext, facts: GuestFacts, component: str, name: str, *, restart: bool = False,
+            reload: bool = False) -> Change:
+    """Ensure a unit is enabled and running; restart/reload it when its files changed."""
+    have = facts.services.get(name)
+    if have is None or not (have.active and have.enabled):
+        return Service(ctx.host, component, f"enable and start {name}", name=name, action="enable-now")
+    if restart:
+        return Service(ctx.host, component, f"restart {name} (configuration changed)", name=name,
+                       action="restart")
+    if reload:
+        return Service(ctx.host, component, f"reload {name} (configuration changed)", name=name,
+                       action="reload")
+    return Noop(ctx.host, component, f"{name} enabled and running")
+
+
+def proxy_env(ctx: HostContext) -> str:
+    """`export ...` lines giving a guest command the package proxy and the system CA bundle."""
+    pk = ctx.inventory.packages
+    lines = ["export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt",
+             "export npm_config_cafile=/etc/ssl/certs/ca-certificates.crt"]
+    if pk.proxy:
+        proxy = shlex.quote(pk.proxy)
+        no_proxy = shlex.quote(",".join(pk.no_proxy))
+        lines += [f"export http_proxy={proxy} https_proxy={proxy} HTTP_PROXY={proxy} HTTPS_PROXY={proxy}",
+                  f"export no_proxy={no_proxy} NO_PROXY={no_proxy}",
+                  f"export npm_config_proxy={proxy} npm_config_https_proxy={proxy}",
+                  f"export npm_config_noproxy={no_proxy}"]
+    return "\n".join(lines) + "\n"
+
+
+def command(ctx: HostContext, component: str, summary: str, script: str, *, user: str = "root",
+            stdin: str | None = None, cwd: str | None = None) -> Command:
+    """A Command with `set -euo pipefail` in front."""
+    return Command(ctx.host, component, summary, script="set -euo pipefail\n" + script, user=user,
+                   stdin=stdin, cwd=cwd)
+
+
+def size_mb(mb: int, *, units: tuple[str, str] = ("MB", "GB")) -> str:
+    """4096 -> '4GB', 1536 -> '1536MB' (units: PostgreSQL style by default)."""
+    return f"{mb // 1024}{units[1]}" if mb % 1024 == 0 and mb >= 1024 else f"{mb}{units[0]}"

@@ -1,0 +1,109 @@
+"""HostContext: everything a component needs to plan one guest, read from disk once, then pure.
+
+`build_context(...)` does the only local reads (extra CA files, the app bundle checksum); the
+components then turn (ctx, facts) into Changes without touching anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from ..inventory import REPO_ROOT, Inventory
+from ..phases import ContainerSpec, Phase, ServiceSpec
+from ..secrets import Secrets
+
+DEFAULT_BUNDLE = REPO_ROOT / "examples" / "psa-platform"
+BUNDLE_EXCLUDE: tuple[str, ...] = ("node_modules", "dist", ".git", "*.log", ".env", "coverage")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The app source shipped to /opt/psa-platform, and its content checksum."""
+
+    path: Path
+    checksum: str
+    exclude: tuple[str, ...] = BUNDLE_EXCLUDE
+
+
+@dataclass(frozen=True)
+class HostContext:
+    """One guest to plan: the site (inventory), the phase, this container, secrets, CA files, bundle."""
+
+    inventory: Inventory
+    phase: Phase
+    container: ContainerSpec
+    secrets: Secrets
+    extra_cas: tuple[tuple[str, str], ...] = ()  # (guest file name, PEM text)
+    bundle: Bundle | None = None
+    ssh_public_key: str = ""
+    overrides: dict[str, object] = field(default_factory=dict)  # test hook: template values
+
+    @property
+    def host(self) -> str:
+        return self.container.hostname
+
+    @property
+    def services(self) -> dict[str, ServiceSpec]:
+        """The app services that run on this container."""
+        return self.phase.services_on(self.container.vmid)
+
+    def address_of(self, component: str) -> str:
+        """Where `component` is reached from this container: 127.0.0.1 if local, else its container's IP."""
+        if component in self.container.components:
+            return "127.0.0.1"
+        hosts = self.phase.with_component(component)
+        if not hosts:
+            raise InputError(f"phase {self.phase.name}: no container runs {component}, "
+                             f"needed by {self.container.hostname}")
+        return hosts[0].ip
+
+    def listen_address(self) -> str:
+        """Infrastructure services bind to 127.0.0.1 when only local apps use them, else the private IP."""
+        consumers = [c for c in self.phase.containers if c.vmid != self.container.vmid and "app" in c.components]
+        return self.container.ip if consumers else "127.0.0.1"
+
+    def client_addresses(self) -> list[str]:
+        """IPs of other containers of this phase that run the app (pg_hba / firewall clients)."""
+        return sorted(c.ip for c in self.phase.containers
+                      if c.vmid != self.container.vmid and "app" in c.components)
+
+
+def bundle_checksum(root: Path, exclude: tuple[str, ...] = BUNDLE_EXCLUDE) -> str:
+    """sha256 over (relative path, content) of every file under root, skipping `exclude` names/globs."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if any(part == pat or Path(part).match(pat) for part in rel.parts for pat in exclude):
+            continue
+        digest.update(str(rel).encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def read_extra_cas(inv: Inventory) -> tuple[tuple[str, str], ...]:
+    """The inventory's extra CA files as (psa-extra-N-NAME.crt, PEM) pairs."""
+    out: list[tuple[str, str]] = []
+    for i, path in enumerate(inv.packages.extra_ca_files):
+        try:
+            pem = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read CA certificate: {exc.strerror}",
+                             hint="fix packages.extra_ca_files in the inventory") from None
+        if "BEGIN CERTIFICATE" not in pem:
+            raise InputError(f"{path}: not a PEM certificate", hint="give a PEM (.crt/.pem) file")
+        out.append((f"psa-extra-{i}-{path.stem}.crt", pem))
+    return tuple(out)
+
+
+def build_context(inventory: Inventory, phase: Phase, container: ContainerSpec, secrets: Secrets, *,
+                  bundle_dir: Path | None = DEFAULT_BUNDLE, ssh_public_key: str = "") -> HostContext:
+    """Read the local inputs (CA files, bundle checksum) once and freeze them into a HostContext."""
+    bundle = None
+    if bundle_dir is not None and "app" in container.components:
+        if not (bundle_dir / "package.json").is_file():
+            raise InputError(f"{bundle_dir}: the app bundle is missing (no package.json)")
+        bundle = Bundle(bundle_dir, bundle_checksum(bundle_dir))
+    return HostContext(inventory, phase, container, secrets, read_extra_cas(inventory), bundle, ssh_public_key)

@@ -1,0 +1,14 @@
+"""postgresql on a guest (stub: filled in next)."""
+
+from __future__ import annotations
+
+from ..facts import GuestFacts
+from ..plan import Change
+from .context import HostContext
+
+COMPONENT = "postgresql"
+
+
+def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
+    """Changes that bring postgresql on this guest to the wanted state (Noops when converged)."""
+    return []

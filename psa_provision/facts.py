@@ -1,0 +1,319 @@
+"""Guest facts: one bash script, one SSH round trip, one JSON document, parsed into GuestFacts.
+
+The script is read-only and works on a fresh guest (nothing installed): PostgreSQL, RabbitMQ and
+PM2 are asked only when present and running. Free text travels base64-encoded inside the JSON so
+the script needs nothing beyond coreutils. Facts hold no secrets: files listed in
+catalog.SECRET_FILES come back as checksums only; PM2's process list is reduced to name/status.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from .components import catalog
+from .errors import GuestError
+from .phases import ContainerSpec
+
+FACTS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FileFact:
+    """A file on the guest: checksum, mode (int), owner, group; content only for non-secret files."""
+
+    path: str
+    sha256: str
+    mode: int
+    owner: str
+    group: str
+    content: str | None = None
+
+
+@dataclass(frozen=True)
+class DirFact:
+    path: str
+    mode: int
+    owner: str
+    group: str
+
+
+@dataclass(frozen=True)
+class ServiceFact:
+    name: str
+    active: bool
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class PgRole:
+    name: str
+    login: bool
+    superuser: bool
+    password_verifier: str  # pg_authid.rolpassword (SCRAM verifier), "" if none
+
+
+@dataclass(frozen=True)
+class PostgresFacts:
+    roles: dict[str, PgRole] = field(default_factory=dict)
+    databases: dict[str, str] = field(default_factory=dict)  # name -> owner
+    extensions: dict[str, frozenset[str]] = field(default_factory=dict)  # db -> extension names
+    default_acls: dict[str, frozenset[str]] = field(default_factory=dict)  # db -> {"r", "S"} for psa_app
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RabbitFacts:
+    users: dict[str, frozenset[str]] = field(default_factory=dict)  # name -> tags
+    permissions: dict[tuple[str, str], tuple[str, str, str]] = field(default_factory=dict)  # (vhost,user)
+
+
+@dataclass(frozen=True)
+class Pm2App:
+    name: str
+    status: str
+    instances: int
+
+
+@dataclass(frozen=True)
+class GuestFacts:
+    """Everything planning needs to know about one guest (absent = not installed / not there)."""
+
+    hostname: str = ""
+    os_id: str = ""
+    os_version: str = ""
+    packages: dict[str, str] = field(default_factory=dict)  # installed packages -> version
+    files: dict[str, FileFact] = field(default_factory=dict)
+    dirs: dict[str, DirFact] = field(default_factory=dict)
+    services: dict[str, ServiceFact] = field(default_factory=dict)
+    users: frozenset[str] = frozenset()
+    npm_globals: frozenset[str] = frozenset()
+    postgres: PostgresFacts | None = None
+    rabbitmq: RabbitFacts | None = None
+    pm2: list[Pm2App] | None = None  # None: pm2 daemon not running (or not installed)
+    bundle_checksum: str | None = None
+
+    def service_ok(self, name: str) -> bool:
+        s = self.services.get(name)
+        return bool(s and s.active and s.enabled)
+
+
+_PG_SQL = r"""
+SELECT 'role', rolname, rolcanlogin, rolsuper, coalesce(rolpassword, '') FROM pg_authid;
+SELECT 'db', datname, pg_get_userbyid(datdba) FROM pg_database WHERE datallowconn;
+SELECT 'setting', name, setting FROM pg_settings WHERE name IN
+  ('listen_addresses','port','max_connections','shared_buffers','effective_cache_size',
+   'maintenance_work_mem','work_mem','random_page_cost','effective_io_concurrency',
+   'log_min_duration_statement','password_encryption');
+"""
+_PG_DB_SQL = r"""
+SELECT 'ext', current_database(), extname FROM pg_extension;
+SELECT 'defacl', current_database(), defaclobjtype FROM pg_default_acl d
+  JOIN pg_namespace n ON n.oid = d.defaclnamespace
+  WHERE n.nspname = 'public' AND array_to_string(d.defaclacl, ',') LIKE '%psa_app=%';
+"""
+_PM2_FILTER = (
+    "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const a=JSON.parse(s||'[]');"
+    "console.log(JSON.stringify(a.map(p=>({name:p.name,status:p.pm2_env.status}))))})"
+)
+
+
+def gather_script(spec: ContainerSpec, databases: tuple[str, ...] = ("psa_platform",)) -> str:
+    """The read-only bash script that prints this guest's facts as one JSON document."""
+    files = catalog.managed_files(spec.components)
+    dirs = catalog.managed_dirs(spec.components)
+    services = catalog.managed_services(spec.components)
+    secret = [p for p in files if p in catalog.SECRET_FILES]
+    q = shlex.quote
+    return f"""#!/bin/bash
+# psa-provision facts (read-only). Prints one JSON document.
+set -u
+export LC_ALL=C
+b64() {{ base64 -w0; }}
+FILES=({' '.join(q(f) for f in files)})
+SECRET=({' '.join(q(f) for f in secret)})
+DIRS=({' '.join(q(d) for d in dirs)})
+SERVICES=({' '.join(q(s) for s in services)})
+is_secret() {{ local s; for s in "${{SECRET[@]}}"; do [ "$s" = "$1" ] && return 0; done; return 1; }}
+printf '{{"version":{FACTS_VERSION},"hostname":"%s"' "$(hostname)"
+printf ',"os_release":"%s"' "$(cat /etc/os-release 2>/dev/null | b64)"
+printf ',"packages":"%s"' "$(dpkg-query -W -f='${{db:Status-Abbrev}}\\t${{Package}}\\t${{Version}}\\n' 2>/dev/null | b64)"
+printf ',"files":['
+sep=""
+for f in "${{FILES[@]}}" {catalog.CA_DIR}/psa-*.crt; do
+  [ -f "$f" ] || continue
+  content=""
+  is_secret "$f" || content="$(b64 < "$f")"
+  printf '%s{{"path":"%s","sha256":"%s","stat":"%s","content":"%s"}}' "$sep" "$f" \\
+    "$(sha256sum "$f" | cut -d' ' -f1)" "$(stat -c '%a %U %G' "$f")" "$content"
+  sep=","
+done
+printf '],"dirs":"%s"' "$(for d in "${{DIRS[@]}}"; do [ -d "$d" ] && stat -c '%n %a %U %G' "$d"; done | b64)"
+printf ',"services":"%s"' "$(for s in "${{SERVICES[@]}}"; do
+  printf '%s %s %s\\n' "$s" "$(systemctl is-active "$s" 2>/dev/null)" "$(systemctl is-enabled "$s" 2>/dev/null)"
+done | b64)"
+printf ',"users":"%s"' "$(cut -d: -f1 /etc/passwd | b64)"
+printf ',"npm_globals":"%s"' "$(ls /usr/lib/node_modules /usr/local/lib/node_modules 2>/dev/null | b64)"
+pg=""
+if command -v psql >/dev/null && systemctl is-active -q postgresql 2>/dev/null; then
+  pg="$( {{ runuser -u postgres -- psql -XAtq -F $'\\t' -c {q(_PG_SQL)} 2>/dev/null
+         for db in {' '.join(q(d) for d in databases)}; do
+           runuser -u postgres -- psql -XAtq -F $'\\t' -d "$db" -c {q(_PG_DB_SQL)} 2>/dev/null
+         done; }} | b64)"
+  printf ',"postgres":"%s"' "$pg"
+fi
+if command -v rabbitmqctl >/dev/null && systemctl is-active -q rabbitmq-server 2>/dev/null; then
+  printf ',"rabbitmq_users":"%s"' "$(rabbitmqctl -q list_users --formatter json 2>/dev/null | b64)"
+  printf ',"rabbitmq_permissions":"%s"' "$(rabbitmqctl -q list_permissions -p / --formatter json 2>/dev/null | b64)"
+fi
+if id {catalog.APP_USER} >/dev/null 2>&1 && [ -f {catalog.APP_HOME}/.pm2/pm2.pid ] \\
+   && kill -0 "$(cat {catalog.APP_HOME}/.pm2/pm2.pid)" 2>/dev/null && command -v pm2 >/dev/null; then
+  printf ',"pm2":"%s"' "$(cd / && runuser -u {catalog.APP_USER} -- env HOME={catalog.APP_HOME} \\
+    PM2_HOME={catalog.APP_HOME}/.pm2 pm2 jlist 2>/dev/null | node -e {q(_PM2_FILTER)} 2>/dev/null | b64)"
+fi
+printf ',"bundle_checksum":"%s"' "$(cat {catalog.BUNDLE_STAMP} 2>/dev/null | tr -dc '0-9a-f')"
+printf '}}\\n'
+"""
+
+
+def _text(doc: dict[str, Any], key: str) -> str:
+    raw = doc.get(key) or ""
+    try:
+        return base64.b64decode(raw).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        raise GuestError(f"facts: field {key} is not base64") from None
+
+
+def _os(text: str) -> tuple[str, str]:
+    kv = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return kv.get("ID", "").strip('"'), kv.get("VERSION_ID", "").strip('"')
+
+
+def _packages(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[0].startswith("ii"):
+            out[parts[1].split(":")[0]] = parts[2]
+    return out
+
+
+def _file(entry: dict[str, Any]) -> FileFact:
+    mode, owner, group = str(entry["stat"]).split()
+    content = entry.get("content")
+    return FileFact(
+        path=str(entry["path"]), sha256=str(entry["sha256"]), mode=int(mode, 8), owner=owner, group=group,
+        content=base64.b64decode(content).decode("utf-8", "replace") if content else (
+            None if entry["path"] in catalog.SECRET_FILES else ""),
+    )
+
+
+def _dirs(text: str) -> dict[str, DirFact]:
+    out: dict[str, DirFact] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            out[parts[0]] = DirFact(parts[0], int(parts[1], 8), parts[2], parts[3])
+    return out
+
+
+def _services(text: str) -> dict[str, ServiceFact]:
+    out: dict[str, ServiceFact] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if parts:
+            active = len(parts) > 1 and parts[1] == "active"
+            enabled = len(parts) > 2 and parts[2] in ("enabled", "static", "alias")
+            out[parts[0]] = ServiceFact(parts[0], active, enabled)
+    return out
+
+
+def _postgres(text: str) -> PostgresFacts:
+    roles: dict[str, PgRole] = {}
+    dbs: dict[str, str] = {}
+    exts: dict[str, set[str]] = {}
+    acls: dict[str, set[str]] = {}
+    settings: dict[str, str] = {}
+    for line in text.splitlines():
+        p = line.split("\t")
+        if p[0] == "role" and len(p) == 5:
+            roles[p[1]] = PgRole(p[1], p[2] == "t", p[3] == "t", p[4])
+        elif p[0] == "db" and len(p) == 3:
+            dbs[p[1]] = p[2]
+        elif p[0] == "ext" and len(p) == 3:
+            exts.setdefault(p[1], set()).add(p[2])
+        elif p[0] == "defacl" and len(p) == 3:
+            acls.setdefault(p[1], set()).add(p[2])
+        elif p[0] == "setting" and len(p) == 3:
+            settings[p[1]] = p[2]
+    return PostgresFacts(roles, dbs, {k: frozenset(v) for k, v in exts.items()},
+                         {k: frozenset(v) for k, v in acls.items()}, settings)
+
+
+def _json_list(text: str) -> list[dict[str, Any]]:
+    text = text.strip()
+    if not text:
+        return []
+    data = json.loads(text)
+    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+
+def _rabbitmq(users_text: str, perms_text: str) -> RabbitFacts:
+    users: dict[str, frozenset[str]] = {}
+    for u in _json_list(users_text):
+        tags = u.get("tags", [])
+        if isinstance(tags, str):
+            tags = [t for t in tags.strip("[]").replace(",", " ").split() if t]
+        users[str(u["user"])] = frozenset(str(t) for t in tags)
+    perms = {("/", str(p["user"])): (str(p["configure"]), str(p["write"]), str(p["read"]))
+             for p in _json_list(perms_text)}
+    return RabbitFacts(users, perms)
+
+
+def _pm2(text: str) -> list[Pm2App]:
+    counts: dict[str, list[str]] = {}
+    for p in _json_list(text):
+        counts.setdefault(str(p["name"]), []).append(str(p.get("status", "")))
+    return [Pm2App(name, "online" if all(s == "online" for s in st) else next(s for s in st if s != "online"),
+                   len(st)) for name, st in counts.items()]
+
+
+def parse_guest_facts(stdout: str) -> GuestFacts:
+    """Parse the gather script's output (GuestError if it is not the expected JSON)."""
+    try:
+        doc = json.loads(stdout.strip().splitlines()[-1] if stdout.strip() else "")
+    except (json.JSONDecodeError, IndexError):
+        raise GuestError("facts: the gather script did not print one JSON document",
+                         hint="run it by hand on the guest to see its error") from None
+    if not isinstance(doc, dict) or doc.get("version") != FACTS_VERSION:
+        raise GuestError(f"facts: unexpected document version {doc.get('version') if isinstance(doc, dict) else '?'}")
+    os_id, os_version = _os(_text(doc, "os_release"))
+    try:
+        rabbit = (_rabbitmq(_text(doc, "rabbitmq_users"), _text(doc, "rabbitmq_permissions"))
+                  if "rabbitmq_users" in doc else None)
+        pm2 = _pm2(_text(doc, "pm2")) if "pm2" in doc else None
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise GuestError(f"facts: malformed rabbitmq/pm2 section: {exc}") from None
+    return GuestFacts(
+        hostname=str(doc.get("hostname", "")),
+        os_id=os_id, os_version=os_version,
+        packages=_packages(_text(doc, "packages")),
+        files={f.path: f for f in (_file(e) for e in doc.get("files", []))},
+        dirs=_dirs(_text(doc, "dirs")),
+        services=_services(_text(doc, "services")),
+        users=frozenset(_text(doc, "users").split()),
+        npm_globals=frozenset(_text(doc, "npm_globals").split()),
+        postgres=_postgres(_text(doc, "postgres")) if "postgres" in doc else None,
+        rabbitmq=rabbit,
+        pm2=pm2,
+        bundle_checksum=str(doc.get("bundle_checksum") or "") or None,
+    )
+
+
+def fresh() -> GuestFacts:
+    """Facts of a guest where nothing is installed yet (for `plan` before the container exists)."""
+    return GuestFacts()

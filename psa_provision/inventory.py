@@ -1,0 +1,261 @@
+"""The inventory: where Proxmox is, how to reach it and the guests, where packages come from.
+
+Strict pydantic models (unknown keys are errors); `load_inventory(path)` reports every problem as
+`file:line: key: what is wrong -> what to write`. Relative paths resolve against the inventory
+file's directory. No network here: secrets for the API are read only when asked (`Auth.secret()`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+
+from .errors import InputError
+from .loader import load_model
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_INVENTORY = REPO_ROOT / "inventories" / "sandbox.yml"
+_FINGERPRINT = re.compile(r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$")
+_SIZE = re.compile(r"^[0-9]+(kB|MB|GB|TB)$")
+_REDIS_SIZE = re.compile(r"^[0-9]+(kb|mb|gb)$")
+_HEAP = re.compile(r"^[0-9]+[mg]$")
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    """Resolve a relative path against the inventory file's directory (validation context)."""
+    base = (info.context or {}).get("base_dir")
+    if value.is_absolute() or base is None:
+        return value
+    return (Path(base) / value).resolve()
+
+
+RelPath = Annotated[Path, AfterValidator(_resolve)]
+
+
+def _ip(value: str) -> str:
+    ipaddress.IPv4Address(value)
+    return value
+
+
+IPv4 = Annotated[str, AfterValidator(_ip)]
+
+
+class Strict(BaseModel):
+    """Base of every inventory model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Auth(Strict):
+    """API token (from an env var or a file) or a ticket login (user + password env/file)."""
+
+    token_id: str | None = Field(default=None, pattern=r"^[^@\s]+@[^!\s]+![A-Za-z0-9_.-]+$")
+    token_secret_env: str | None = None
+    token_secret_file: RelPath | None = None
+    user: str | None = Field(default=None, pattern=r"^[^@\s]+@\S+$")
+    password_env: str | None = None
+    password_file: RelPath | None = None
+
+    @model_validator(mode="after")
+    def _one_method(self) -> Auth:
+        token = self.token_id is not None
+        login = self.user is not None
+        if token == login:
+            raise ValueError("give either token_id (API token, e.g. root@pam!psa-provision) or user "
+                             "(ticket login, e.g. root@pam), not both or neither")
+        if token and (self.token_secret_env is None) == (self.token_secret_file is None):
+            raise ValueError("an API token needs exactly one of token_secret_env or token_secret_file")
+        if login and (self.password_env is None) == (self.password_file is None):
+            raise ValueError("a ticket login needs exactly one of password_env or password_file")
+        if token and (self.password_env or self.password_file):
+            raise ValueError("password_env/password_file belong to a user login; remove them")
+        if login and (self.token_secret_env or self.token_secret_file):
+            raise ValueError("token_secret_env/token_secret_file belong to token_id; remove them")
+        return self
+
+    @property
+    def kind(self) -> Literal["token", "ticket"]:
+        return "token" if self.token_id else "ticket"
+
+    def secret(self) -> str:
+        """The token secret or password, read now from its env var or file (InputError if absent)."""
+        env = self.token_secret_env or self.password_env
+        file = self.token_secret_file or self.password_file
+        if env is not None:
+            value = os.environ.get(env)
+            if not value:
+                raise InputError(f"environment variable {env} is not set",
+                                 hint=f"export {env}=... (the Proxmox {self.kind} secret)")
+            return value
+        assert file is not None
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise InputError(f"{file}: cannot read the Proxmox {self.kind} secret: {exc.strerror}",
+                             hint="check proxmox.auth in the inventory") from None
+
+
+class Tls(Strict):
+    """TLS is verified unless `insecure: true` is spelled out; a CA file or fingerprint pins it."""
+
+    verify: bool = True
+    ca_file: RelPath | None = None
+    fingerprint: str | None = None
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Tls:
+        if self.fingerprint is not None and not _FINGERPRINT.match(self.fingerprint):
+            raise ValueError("fingerprint must be a SHA-256 fingerprint like 'AA:BB:...' (32 hex pairs)")
+        if not self.verify and not self.insecure:
+            raise ValueError("to turn TLS verification off write `insecure: true` (and expect a warning); "
+                             "better: set ca_file or fingerprint")
+        if self.insecure and (self.ca_file or self.fingerprint):
+            raise ValueError("insecure: true cannot be combined with ca_file or fingerprint")
+        return self
+
+    @property
+    def verifies(self) -> bool:
+        return not self.insecure
+
+
+class Proxmox(Strict):
+    """The Proxmox VE API endpoint and the node to create containers on."""
+
+    url: str | None = Field(default=None, pattern=r"^https://[^/\s]+/?$")
+    host: str | None = None
+    port: int = Field(default=8006, ge=1, le=65535)
+    node: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9-]*$")
+    auth: Auth
+    tls: Tls = Tls()
+    http_timeout_s: float = Field(default=30.0, gt=0)
+    task_timeout_s: float = Field(default=1800.0, gt=0)
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> Proxmox:
+        if (self.url is None) == (self.host is None):
+            raise ValueError("give either url (https://HOST:8006) or host (+ port), not both or neither")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """`https://host:port` (no trailing slash, no /api2/json)."""
+        return self.url.rstrip("/") if self.url else f"https://{self.host}:{self.port}"
+
+
+class Storage(Strict):
+    rootfs: str = "local-lvm"
+    templates: str = "local"
+
+
+class Network(Strict):
+    bridge: str = Field(pattern=r"^vmbr[0-9]+$")
+    gateway: IPv4
+    nameserver: IPv4
+    searchdomain: str | None = None
+
+
+class Ssh(Strict):
+    user: str = "root"
+    key_file: RelPath
+    jump_host: str | None = None
+
+    @property
+    def public_key_file(self) -> Path:
+        return self.key_file.with_name(self.key_file.name + ".pub")
+
+
+class AptRepo(Strict):
+    """An upstream apt repository: `deb [signed-by=KEY] repo_url suite component`."""
+
+    repo_url: str = Field(pattern=r"^https?://\S+$")
+    suite: str
+    component: str = "main"
+    key_url: str = Field(pattern=r"^https?://\S+$")
+
+
+def _nodesource() -> AptRepo:
+    return AptRepo(repo_url="https://deb.nodesource.com/node_20.x", suite="nodistro",
+                   key_url="https://deb.nodesource.com/gpgkey/nodesource-repo.gpg.key")
+
+
+def _elastic() -> AptRepo:
+    return AptRepo(repo_url="https://artifacts.elastic.co/packages/8.x/apt", suite="stable",
+                   key_url="https://artifacts.elastic.co/GPG-KEY-elasticsearch")
+
+
+class RabbitmqSource(Strict):
+    source: Literal["debian"] = "debian"
+
+
+class Packages(Strict):
+    """Where guests get packages: an optional proxy, extra CAs, and per-component repositories."""
+
+    proxy: str | None = Field(default=None, pattern=r"^https?://[^/\s]+/?$")
+    no_proxy: list[str] = []
+    extra_ca_files: list[RelPath] = []
+    nodejs: AptRepo = Field(default_factory=_nodesource)
+    elasticsearch: AptRepo = Field(default_factory=_elastic)
+    rabbitmq: RabbitmqSource = RabbitmqSource()
+
+
+class PostgresTuning(Strict):
+    """Overrides for the memory-derived PostgreSQL settings (PostgreSQL units, e.g. 4GB, 20MB)."""
+
+    shared_buffers: Annotated[str, Field(pattern=_SIZE.pattern)] | None = None
+    effective_cache_size: Annotated[str, Field(pattern=_SIZE.pattern)] | None = None
+    maintenance_work_mem: Annotated[str, Field(pattern=_SIZE.pattern)] | None = None
+    work_mem: Annotated[str, Field(pattern=_SIZE.pattern)] | None = None
+    max_connections: int | None = Field(default=None, ge=10, le=10000)
+
+
+class RedisTuning(Strict):
+    maxmemory: Annotated[str, Field(pattern=_REDIS_SIZE.pattern)] | None = None
+
+
+class ElasticsearchTuning(Strict):
+    heap: Annotated[str, Field(pattern=_HEAP.pattern)] | None = None
+
+
+class Tuning(Strict):
+    postgresql: PostgresTuning = PostgresTuning()
+    redis: RedisTuning = RedisTuning()
+    elasticsearch: ElasticsearchTuning = ElasticsearchTuning()
+
+
+class Inventory(Strict):
+    """One site: Proxmox endpoint, network, template, SSH, package sources, secrets, tuning."""
+
+    proxmox: Proxmox
+    storage: Storage = Storage()
+    network: Network
+    template: str = Field(pattern=r"^[A-Za-z0-9._+-]+\.tar\.(zst|gz|xz)$")
+    ssh: Ssh
+    packages: Packages = Packages()
+    secrets_file: RelPath
+    phases_dir: RelPath = REPO_ROOT / "phases"
+    tuning: Tuning = Tuning()
+    path: Path | None = Field(default=None, exclude=True)
+
+    @property
+    def template_volid(self) -> str:
+        """`local:vztmpl/debian-12-standard_...tar.zst`"""
+        return f"{self.storage.templates}:vztmpl/{self.template}"
+
+
+def load_inventory(path: Path) -> Inventory:
+    """Load and validate an inventory file; InputError `file:line: ...` on any problem. No network."""
+    path = Path(path)
+    inv = load_model(path, Inventory, context={"base_dir": str(path.resolve().parent)})
+    return inv.model_copy(update={"path": path.resolve()})
+
+
+def inventory_data_paths(inv: Inventory) -> dict[str, Any]:
+    """Local files the inventory names (for `init` and preflight messages)."""
+    return {"secrets_file": inv.secrets_file, "ssh_key": inv.ssh.key_file,
+            "extra_ca_files": list(inv.packages.extra_ca_files)}

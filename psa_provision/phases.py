@@ -1,0 +1,319 @@
+"""Phase files (phases/phaseN.yml) -> topology: containers, their components, where services run.
+
+Data, not code. `load_phase(name, dir)` validates one file (unique vmids/IPs/hostnames, known
+components and services, IPs inside their bridge's subnet, memory >= component minimums).
+`check_all(dir)` also checks across files: a vmid keeps one role (and hostname) for its whole life,
+and reports capacity per node as warnings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import InputError
+from .loader import Loc, line_of, load_model, load_yaml
+
+APP_SERVICES: dict[str, int] = {
+    "api-gateway": 3000, "auth": 3010, "crm": 3020, "tickets": 3030,
+    "billing": 3040, "projects": 3050, "assets": 3060, "reports": 3070,
+}
+# Components in install order; a container lists the ones it runs.
+COMPONENTS: tuple[str, ...] = (
+    "base", "postgresql", "redis", "rabbitmq", "elasticsearch", "nodejs", "app", "scripts", "haproxy",
+)
+# Memory a component needs at least (MiB), summed per container.
+MIN_MEMORY_MB: dict[str, int] = {
+    "base": 128, "postgresql": 1024, "redis": 256, "rabbitmq": 512, "elasticsearch": 2048,
+    "nodejs": 0, "app": 0, "scripts": 0, "haproxy": 128,
+}
+APP_INSTANCE_MB = 128
+SUBNETS: dict[str, str] = {"vmbr20": "10.0.20.0/24", "vmbr30": "10.0.30.0/24"}
+_PHASE_NAME = re.compile(r"^phase[0-9]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ContainerSpec(_Strict):
+    """One LXC container, as `pct create` takes it, plus what runs on it."""
+
+    vmid: int = Field(ge=100, le=999_999_999)
+    hostname: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    role: str = Field(pattern=r"^[a-z0-9-]+$")
+    node: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9-]*$")
+    cores: int = Field(ge=1, le=512)
+    memory_mb: int = Field(ge=256)
+    swap_mb: int = Field(default=0, ge=0)
+    rootfs_storage: str = "local-lvm"
+    rootfs_gb: int = Field(ge=1)
+    bridge: str = Field(pattern=r"^vmbr[0-9]+$")
+    ip_cidr: str
+    gateway: str
+    nameserver: str | None = None  # None: the inventory's network.nameserver
+    unprivileged: bool = True
+    features: dict[str, int] = {"nesting": 1}
+    onboot: bool = True
+    components: list[str] = []
+    services: list[str] = []
+    cluster: str | None = None  # members of one cluster must sit on different nodes
+
+    @model_validator(mode="after")
+    def _check(self) -> ContainerSpec:
+        try:
+            iface = ipaddress.IPv4Interface(self.ip_cidr)
+        except ValueError:
+            raise ValueError(f"ip_cidr '{self.ip_cidr}' is not an IPv4 address with prefix, "
+                             "write e.g. 10.0.20.100/24") from None
+        if "/" not in self.ip_cidr:
+            raise ValueError(f"ip_cidr '{self.ip_cidr}' needs a prefix, e.g. {self.ip_cidr}/24")
+        try:
+            gw = ipaddress.IPv4Address(self.gateway)
+        except ValueError:
+            raise ValueError(f"gateway '{self.gateway}' is not an IPv4 address") from None
+        if gw not in iface.network:
+            raise ValueError(f"gateway {gw} is outside {iface.network}")
+        subnet = SUBNETS.get(self.bridge)
+        if subnet and iface.network != ipaddress.IPv4Network(subnet):
+            raise ValueError(f"ip_cidr {self.ip_cidr} is not in {self.bridge}'s subnet {subnet}")
+        unknown = [c for c in self.components if c not in COMPONENTS]
+        if unknown:
+            raise ValueError(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(COMPONENTS)}")
+        if self.services and "app" not in self.components:
+            raise ValueError("a container with services needs the 'app' component")
+        return self
+
+    @property
+    def ip(self) -> str:
+        """The address without prefix (e.g. 10.0.20.100)."""
+        return str(ipaddress.IPv4Interface(self.ip_cidr).ip)
+
+    @property
+    def min_memory_mb(self) -> int:
+        return sum(MIN_MEMORY_MB[c] for c in self.components)
+
+
+class ServiceSpec(_Strict):
+    """An application service: its port, PM2 instance count, and the container (vmid) it runs on."""
+
+    port: int = Field(ge=1024, le=65535)
+    instances: int = Field(default=2, ge=1, le=64)
+    container: int
+
+
+class NodeSpec(_Strict):
+    """A Proxmox node's capacity, for the per-node capacity check (warnings only)."""
+
+    cores: int = Field(ge=1)
+    memory_mb: int = Field(ge=1024)
+
+
+class Phase(_Strict):
+    """One phase: its containers and where each app service runs."""
+
+    name: str = Field(pattern=_PHASE_NAME.pattern)
+    description: str = ""
+    nodes: dict[str, NodeSpec] = {}
+    containers: list[ContainerSpec]
+    services: dict[str, ServiceSpec] = {}
+
+    def container(self, vmid: int) -> ContainerSpec:
+        for c in self.containers:
+            if c.vmid == vmid:
+                return c
+        raise KeyError(vmid)
+
+    def services_on(self, vmid: int) -> dict[str, ServiceSpec]:
+        return {n: s for n, s in self.services.items() if s.container == vmid}
+
+    def with_component(self, component: str) -> list[ContainerSpec]:
+        """Containers running `component` (e.g. where PostgreSQL lives)."""
+        return [c for c in self.containers if component in c.components]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A validation finding; errors fail `phases --check`, warnings (capacity) are printed."""
+
+    file: str
+    line: int
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.severity}: {self.message}"
+
+
+def phase_path(name: str, phases_dir: Path) -> Path:
+    return Path(phases_dir) / f"{name}.yml"
+
+
+def _raw(name: str, phases_dir: Path) -> tuple[Phase, dict[Loc, int], Path]:
+    if not _PHASE_NAME.match(name):
+        raise InputError(f"unknown phase '{name}'", hint="write phase0, phase1, phase2 or phase3")
+    path = phase_path(name, phases_dir)
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(Path(phases_dir).glob("phase*.yml"))) or "none"
+        raise InputError(f"unknown phase '{name}': no {path}", hint=f"phases in {phases_dir}: {known}")
+    phase = load_model(path, Phase)
+    _, lines = load_yaml(path)
+    if phase.name != name:
+        raise InputError(f"{path}:{line_of(('name',), lines)}: name is '{phase.name}' but the file is "
+                         f"{path.name} -> write name: {name}")
+    return phase, lines, path
+
+
+def _dupes(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]:
+    """Duplicate vmids, IPs, hostnames within one phase, naming both places."""
+    out: list[Problem] = []
+    for key in ("vmid", "ip", "hostname"):
+        seen: dict[object, int] = {}
+        for i, c in enumerate(phase.containers):
+            value = getattr(c, key)
+            line = line_of(("containers", i, "ip_cidr" if key == "ip" else key), lines)
+            if value in seen:
+                out.append(Problem(str(path), line, f"duplicate {key} {value}: also at "
+                                   f"{path}:{seen[value]} -> give each container its own {key}"))
+            else:
+                seen[value] = line
+    return out
+
+
+def _placement(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]:
+    """Every service placed on a container of this phase that runs the app; known services only."""
+    out: list[Problem] = []
+    vmids = {c.vmid: c for c in phase.containers}
+    for name, svc in phase.services.items():
+        line = line_of(("services", name), lines)
+        if name not in APP_SERVICES:
+            out.append(Problem(str(path), line, f"unknown service '{name}'; known: {', '.join(APP_SERVICES)}"))
+        if svc.container not in vmids:
+            out.append(Problem(str(path), line, f"service {name} placed on container {svc.container}, "
+                               "which this phase does not define"))
+        elif name not in vmids[svc.container].services:
+            out.append(Problem(str(path), line, f"service {name} placed on {svc.container} but that "
+                               f"container's services list does not name it"))
+    for i, c in enumerate(phase.containers):
+        for s in c.services:
+            if s not in phase.services:
+                out.append(Problem(str(path), line_of(("containers", i, "services"), lines),
+                                   f"container {c.vmid} lists service '{s}' that has no entry under services"))
+    if phase.services and set(phase.services) != set(APP_SERVICES):
+        missing = sorted(set(APP_SERVICES) - set(phase.services))
+        if missing:
+            out.append(Problem(str(path), line_of(("services",), lines),
+                               f"services not placed: {', '.join(missing)}"))
+    ports: dict[tuple[int, int], str] = {}
+    for name, svc in phase.services.items():
+        if (svc.container, svc.port) in ports:
+            out.append(Problem(str(path), line_of(("services", name, "port"), lines),
+                               f"port {svc.port} on {svc.container} also used by {ports[svc.container, svc.port]}"))
+        ports[svc.container, svc.port] = name
+    return out
+
+
+def _resources(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]:
+    """Memory >= component minimums (error); clusters spread over nodes; node capacity (warning)."""
+    out: list[Problem] = []
+    for i, c in enumerate(phase.containers):
+        need = c.min_memory_mb + APP_INSTANCE_MB * sum(
+            s.instances for n, s in phase.services.items() if s.container == c.vmid)
+        if c.memory_mb < need:
+            out.append(Problem(str(path), line_of(("containers", i, "memory_mb"), lines),
+                               f"container {c.vmid} has {c.memory_mb} MB, its components need >= {need} MB"))
+    members: dict[str, dict[str, int]] = defaultdict(dict)
+    for i, c in enumerate(phase.containers):
+        if c.cluster is None:
+            continue
+        if c.node in members[c.cluster]:
+            other = members[c.cluster][c.node]
+            out.append(Problem(str(path), line_of(("containers", i, "node"), lines),
+                               f"cluster {c.cluster}: {c.vmid} and {other} share node {c.node} -> "
+                               "place cluster members on different nodes"))
+        members[c.cluster][c.node] = c.vmid
+    for node, cap in phase.nodes.items():
+        on = [c for c in phase.containers if c.node == node]
+        mem = sum(c.memory_mb for c in on)
+        if mem > cap.memory_mb:
+            out.append(Problem(str(path), line_of(("nodes", node), lines),
+                               f"node {node}: containers ask {mem} MB of {cap.memory_mb} MB", "warning"))
+        cores = sum(c.cores for c in on)
+        if cores > cap.cores:
+            out.append(Problem(str(path), line_of(("nodes", node), lines),
+                               f"node {node}: containers ask {cores} cores of {cap.cores} (overcommit)",
+                               "warning"))
+    return out
+
+
+def validate(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]:
+    """All single-file checks beyond the schema."""
+    return _dupes(phase, lines, path) + _placement(phase, lines, path) + _resources(phase, lines, path)
+
+
+def load_phase(name: str, phases_dir: Path) -> Phase:
+    """Load and validate phases_dir/NAME.yml; InputError (file:line) on any error-level problem."""
+    phase, lines, path = _raw(name, phases_dir)
+    errors = [p for p in validate(phase, lines, path) if p.severity == "error"]
+    if errors:
+        raise InputError("\n".join(str(p) for p in errors))
+    return phase
+
+
+def load_all(phases_dir: Path) -> list[Phase]:
+    """Every phase file in the directory, in order (each validated alone)."""
+    return [load_phase(p.stem, phases_dir) for p in sorted(Path(phases_dir).glob("phase*.yml"))]
+
+
+def _across(loaded: list[tuple[Phase, dict[Loc, int], Path]]) -> list[Problem]:
+    """A vmid keeps its role and hostname across phases; an IP belongs to one vmid."""
+    out: list[Problem] = []
+    by_vmid: dict[int, tuple[str, str, str]] = {}
+    by_ip: dict[str, tuple[int, str]] = {}
+    for phase, lines, path in loaded:
+        for i, c in enumerate(phase.containers):
+            here = f"{path}:{line_of(('containers', i, 'vmid'), lines)}"
+            if c.vmid in by_vmid:
+                role, host, there = by_vmid[c.vmid]
+                if (role, host) != (c.role, c.hostname):
+                    out.append(Problem(str(path), line_of(("containers", i, "vmid"), lines),
+                                       f"vmid {c.vmid} is {c.role} ({c.hostname}) here but {role} ({host}) "
+                                       f"at {there} -> a vmid keeps one role for life; pick a free vmid"))
+            else:
+                by_vmid[c.vmid] = (c.role, c.hostname, here)
+            if c.ip in by_ip and by_ip[c.ip][0] != c.vmid:
+                vmid, there = by_ip[c.ip]
+                out.append(Problem(str(path), line_of(("containers", i, "ip_cidr"), lines),
+                                   f"IP {c.ip} is vmid {c.vmid} here but vmid {vmid} at {there}"))
+            by_ip.setdefault(c.ip, (c.vmid, here))
+    return out
+
+
+def check_all(phases_dir: Path) -> list[Problem]:
+    """Validate every phase file alone and together; returns problems (errors and warnings)."""
+    problems: list[Problem] = []
+    loaded: list[tuple[Phase, dict[Loc, int], Path]] = []
+    files = sorted(Path(phases_dir).glob("phase*.yml"))
+    if not files:
+        return [Problem(str(phases_dir), 0, "no phase*.yml files here")]
+    for f in files:
+        try:
+            phase, lines, path = _raw(f.stem, phases_dir)
+        except InputError as exc:
+            problems.extend(Problem(str(f), _line(m), m) for m in exc.message.splitlines())
+            continue
+        problems.extend(validate(phase, lines, path))
+        loaded.append((phase, lines, path))
+    return problems + _across(loaded)
+
+
+def _line(message: str) -> int:
+    """The line number out of a `file:line: ...` message (0 if none)."""
+    m = re.match(r"^[^:]+:(\d+):", message)
+    return int(m.group(1)) if m else 0
