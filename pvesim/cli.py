@@ -1,0 +1,223 @@
+"""`pvesim up|status|down|credentials|fault|daemon`: the sandbox's command line (argparse, stdlib)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pvesim import daemon
+from pvesim.faults import Faults
+from pvesim.paths import DEFAULT_STATE_DIR, StateDir
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _optional(module: str) -> Any:
+    """A teammate's module, or None when it is not there (reported, never silently skipped)."""
+    try:
+        return importlib.import_module(f"pvesim.{module}")
+    except ImportError as e:
+        _say(f"  ! pvesim.{module} not available: {e}")
+        return None
+
+
+def _step(what: str, fn: Callable[[], Any]) -> Any:
+    _say(f"- {what}")
+    return fn()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Bring the sandbox up; idempotent (a second run changes nothing)."""
+    state = StateDir(Path(args.state_dir))
+    state.root.mkdir(parents=True, exist_ok=True)
+    state.root.chmod(0o700)
+    settings = daemon.load_settings(state)
+    if args.nodes:
+        settings["nodes"] = [n.strip() for n in args.nodes.split(",") if n.strip()]
+    nodes_changed = daemon.save_settings(state, settings)
+    if daemon.ensure_ca(state):
+        _say("- created the sandbox CA and the API certificate")
+    daemon.ensure_secrets(state)
+    extra: dict[str, Any] = {}
+    network = _optional("network")
+    if network is not None:
+        _step("network: bridges vmbr20/vmbr30, unreachable route, nft rules",
+              lambda: network.setup_network(state))
+    proxy = _optional("proxy")
+    if proxy is not None:
+        _step("package proxy (apt-cacher-ng)", lambda: proxy.start_proxy(state))
+        extra["proxy"] = proxy.status(state)
+    repos = _optional("repos")
+    if repos is not None:
+        _step("local apt repositories", lambda: repos.build_repos(state, _say))
+        extra["repos"] = repos.client_info(state)
+    if daemon.write_credentials(state, extra):
+        _say(f"- wrote {state.credentials}")
+    if nodes_changed and daemon.daemon_pid(state) is not None:
+        daemon.stop(state)
+    if daemon.start_detached(state):
+        _say(f"- started the API daemon (log {state.api_log})")
+    _say(f"pvesim is up: https://127.0.0.1:8006/api2/json  nodes={','.join(settings['nodes'])}  "
+         f"credentials: pvesim credentials --json")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print what runs: daemon, nodes, containers, proxy."""
+    state = StateDir(Path(args.state_dir))
+    pid = daemon.daemon_pid(state)
+    info: dict[str, Any] = {
+        "state_dir": str(state.root),
+        "api": {"pid": pid, "answers": daemon.answers(state) if pid else False},
+        "nodes": daemon.load_settings(state)["nodes"],
+        "containers": {n: sorted(p.stem for p in (state.node_dir(n) / "lxc").glob("*.conf"))
+                       for n in daemon.load_settings(state)["nodes"]},
+    }
+    try:
+        info["proxy"] = importlib.import_module("pvesim.proxy").status(state)
+    except ImportError:
+        info["proxy"] = None
+    print(json.dumps(info, indent=1))
+    return 0 if info["api"]["answers"] else 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop the API and the proxy; with --purge also containers, network and the state dir."""
+    state = StateDir(Path(args.state_dir))
+    if daemon.stop(state):
+        _say("- stopped the API daemon")
+    if not args.purge:
+        # containers keep running, like a pveproxy restart; the proxy and repos stay for them
+        _say("pvesim API is down (containers, proxy and network left running; --purge removes all)")
+        return 0
+    lxc = _optional("lxc")
+    if lxc is not None:
+        _step("destroying the sandbox's containers", lambda: lxc.destroy_all(state))
+    proxy = _optional("proxy")
+    if proxy is not None:
+        _step("stopping the package proxy", lambda: proxy.stop_proxy(state))
+    network = _optional("network")
+    if network is not None:
+        _step("removing bridges, route and nft rules", lambda: network.teardown_network(state))
+    if state.root.exists():
+        shutil.rmtree(state.root)
+        _say(f"- removed {state.root}")
+    _say("pvesim purged")
+    return 0
+
+
+def cmd_credentials(args: argparse.Namespace) -> int:
+    """Print credentials.json (after `pvesim up`)."""
+    state = StateDir(Path(args.state_dir))
+    if not state.credentials.exists():
+        print(f"no credentials in {state.root}: run `pvesim up` first", file=sys.stderr)
+        return 1
+    data = json.loads(state.credentials.read_text())
+    if args.json:
+        print(json.dumps(data, indent=1))
+    else:
+        for k, v in data.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    """Set, list or clear fault injection rules."""
+    faults = Faults(StateDir(Path(args.state_dir)).faults)
+    kind = args.kind
+    if kind == "list":
+        print(json.dumps(faults.read(), indent=1))
+    elif kind == "clear":
+        faults.clear()
+        faults.set_ticket_lifetime(None)
+    elif kind == "expire-tickets":
+        faults.expire_tickets()
+    elif kind == "ticket-lifetime":
+        faults.set_ticket_lifetime(args.seconds)
+    else:
+        rule: dict[str, Any] = {"kind": kind, "count": args.count}
+        for key in ("type", "message", "seconds", "status", "path"):
+            value = getattr(args, key, None)
+            if value is not None:
+                rule[key] = value
+        faults.add(rule)
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    """Run the API in the foreground (what `up` starts detached)."""
+    daemon.serve(StateDir(Path(args.state_dir)))
+    return 0
+
+
+def _fault_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("fault", parents=[common], help="fault injection for tests")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    k = kinds.add_parser("task-fail", help="fail the next task(s)")
+    k.add_argument("--type", help="only tasks of this type (vzcreate, vzstart, download, ...)")
+    k.add_argument("--message", default="injected failure (pvesim fault)")
+    k.add_argument("--count", type=int, default=1)
+    k = kinds.add_parser("delay", help="delay responses")
+    k.add_argument("--seconds", type=float, required=True)
+    k.add_argument("--count", type=int, default=1)
+    k.add_argument("--path", help="regex on the request path")
+    k = kinds.add_parser("http-error", help="answer 5xx")
+    k.add_argument("--status", type=int, default=500)
+    k.add_argument("--message")
+    k.add_argument("--count", type=int, default=1)
+    k.add_argument("--path", help="regex on the request path")
+    k = kinds.add_parser("drop", help="drop the connection without an answer")
+    k.add_argument("--count", type=int, default=1)
+    k.add_argument("--path", help="regex on the request path")
+    kinds.add_parser("expire-tickets", help="every ticket issued until now is expired")
+    k = kinds.add_parser("ticket-lifetime", help="override the 2 h ticket lifetime")
+    k.add_argument("seconds", type=int)
+    kinds.add_parser("clear", help="remove all rules")
+    kinds.add_parser("list", help="show the rules")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
+                        help="state directory (default /var/lib/pvesim or $PVESIM_STATE_DIR)")
+    p = argparse.ArgumentParser(prog="pvesim",
+                                description="Proxmox VE API sandbox backed by real LXC containers")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", parents=[common], help="start the sandbox (idempotent)")
+    up.add_argument("--nodes", help="comma-separated node names (default pve1,pve2,pve3)")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("status", parents=[common], help="show what runs").set_defaults(func=cmd_status)
+    down = sub.add_parser("down", parents=[common], help="stop the API (and with --purge remove everything)")
+    down.add_argument("--purge", action="store_true")
+    down.set_defaults(func=cmd_down)
+    cred = sub.add_parser("credentials", parents=[common], help="print what clients need")
+    cred.add_argument("--json", action="store_true")
+    cred.set_defaults(func=cmd_credentials)
+    _fault_parser(sub, common)
+    sub.choices["fault"].set_defaults(func=cmd_fault)
+    sub.add_parser("daemon", parents=[common], help=argparse.SUPPRESS).set_defaults(func=cmd_daemon)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `pvesim` console script."""
+    args = parser().parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except (OSError, RuntimeError, TimeoutError, ValueError) as e:
+        print(f"pvesim: {e}", file=sys.stderr)
+        return 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Fault injection for tests: rules in state.faults (JSON), set by `pvesim fault`, consumed by the API.
+
+Rules (each with a `count`, decremented when used, removed at 0):
+  {"kind": "task-fail", "count": 1, "type": "vzcreate" | null, "message": "..."}
+  {"kind": "delay", "count": 3, "seconds": 2.0, "path": "regex" | null}
+  {"kind": "http-error", "count": 1, "status": 503, "path": "regex" | null}
+  {"kind": "drop", "count": 1, "path": "regex" | null}
+and `tickets_not_before` (epoch seconds): tickets issued earlier are expired, and
+`ticket_lifetime` (seconds): overrides PVE's 2 h ticket lifetime.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+Rule = dict[str, Any]
+KINDS = ("task-fail", "delay", "http-error", "drop")
+
+
+class Faults:
+    """Reads and consumes fault rules; the file is locked so the CLI and the daemon can share it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            text = f.read()
+            data: dict[str, Any] = json.loads(text) if text.strip() else {}
+            data.setdefault("rules", [])
+            yield data
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps(data, indent=1))
+
+    def read(self) -> dict[str, Any]:
+        """The current rules (for `pvesim fault --list`)."""
+        with self._locked() as data:
+            return dict(data)
+
+    def add(self, rule: Rule) -> None:
+        """Add a rule."""
+        if rule.get("kind") not in KINDS:
+            raise ValueError(f"unknown fault kind {rule.get('kind')!r}; one of {', '.join(KINDS)}")
+        with self._locked() as data:
+            data["rules"].append(rule)
+
+    def clear(self) -> None:
+        """Remove every rule (ticket expiry stays: it is a moment, not a rule)."""
+        with self._locked() as data:
+            data["rules"] = []
+
+    def expire_tickets(self) -> None:
+        """Every ticket issued before now is rejected from now on."""
+        with self._locked() as data:
+            data["tickets_not_before"] = time.time()
+
+    def set_ticket_lifetime(self, seconds: int | None) -> None:
+        """Override PVE's 2 h ticket lifetime (None restores it)."""
+        with self._locked() as data:
+            if seconds is None:
+                data.pop("ticket_lifetime", None)
+            else:
+                data["ticket_lifetime"] = int(seconds)
+
+    def ticket_policy(self) -> tuple[float, int | None]:
+        """(tickets_not_before, ticket_lifetime override or None)."""
+        if not self.path.exists():
+            return 0.0, None
+        with self._locked() as data:
+            life = data.get("ticket_lifetime")
+            return float(data.get("tickets_not_before", 0.0)), int(life) if life is not None else None
+
+    def take(self, kind: str, path: str = "", task_type: str = "") -> Rule | None:
+        """Consume one use of the first matching rule of `kind`; None if none applies."""
+        if not self.path.exists():
+            return None
+        with self._locked() as data:
+            for rule in data["rules"]:
+                if rule.get("kind") != kind:
+                    continue
+                if rule.get("path") and not re.search(rule["path"], path):
+                    continue
+                if rule.get("type") and rule["type"] != task_type:
+                    continue
+                rule["count"] = int(rule.get("count", 1)) - 1
+                data["rules"] = [r for r in data["rules"] if int(r.get("count", 1)) > 0]
+                return dict(rule)
+        return None
+
+    def task_failure(self, task_type: str) -> str | None:
+        """The error message for this task if a `task-fail` rule applies to it."""
+        rule = self.take("task-fail", task_type=task_type)
+        if rule is None:
+            return None
+        return str(rule.get("message") or "injected failure (pvesim fault)")

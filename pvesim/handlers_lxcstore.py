@@ -1,0 +1,160 @@
+"""Where containers are recorded: PVE configs per node, their volumes, and runtime status entries."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pvesim import pveconf
+from pvesim.backend import BackendError, RuntimeStatus
+from pvesim.pveconf import PveConf
+from pvesim.server import ApiError, App
+
+MIB = 1024 * 1024
+
+
+def vmids(app: App, node: str) -> list[int]:
+    """Containers whose config lives on `node`."""
+    d = app.state.node_dir(node) / "lxc"
+    if not d.is_dir():
+        return []
+    return sorted(int(p.stem) for p in d.glob("*.conf") if p.stem.isdigit())
+
+
+def locate(app: App, vmid: int) -> str | None:
+    """The node that holds container `vmid`, or None."""
+    for node in app.nodes:
+        if app.state.lxc_conf(node, vmid).exists():
+            return node
+    return None
+
+
+def load(app: App, node: str, vmid: int) -> tuple[PveConf, str]:
+    """Config and digest; PVE's error when the container is not on this node."""
+    path = app.state.lxc_conf(node, vmid)
+    if not path.exists():
+        raise ApiError(500, f"Configuration file 'nodes/{node}/lxc/{vmid}.conf' does not exist")
+    return pveconf.read(path)
+
+
+def save(app: App, node: str, vmid: int, conf: PveConf) -> str:
+    """Write the config; returns the new digest."""
+    return pveconf.write(app.state.lxc_conf(node, vmid), conf)
+
+
+def check_lock(conf: PveConf) -> None:
+    """PVE refuses most operations while a config lock is set (create, snapshot, rollback...)."""
+    lock = conf.main.values.get("lock")
+    if lock:
+        raise ApiError(500, f"CT is locked ({lock})")
+
+
+def effective(conf: PveConf) -> dict[str, str]:
+    """The main section with pending changes applied (what GET config shows by default)."""
+    values = conf.main.as_dict()
+    for key in conf.pending_delete:
+        values.pop(key, None)
+    values.update(conf.pending)
+    return values
+
+
+def apply_pending(conf: PveConf) -> bool:
+    """Move pending changes into the main section (done at start, as PVE does); True if any."""
+    if not conf.pending and not conf.pending_delete:
+        return False
+    for key in conf.pending_delete:
+        if key == "description":
+            conf.main.description = ""
+        conf.main.values.pop(key, None)
+    for key, value in conf.pending.items():
+        if key == "description":
+            conf.main.description = value
+        else:
+            conf.main.values[key] = value
+    conf.pending, conf.pending_delete = {}, []
+    return True
+
+
+def runtime(app: App, vmid: int) -> RuntimeStatus:
+    """Runtime status from the backend; `stopped` when the backend does not know the container."""
+    try:
+        return app.backend.status(vmid)
+    except BackendError:
+        return RuntimeStatus(status="stopped")
+
+
+def is_running(app: App, vmid: int) -> bool:
+    """True when the container is running."""
+    return runtime(app, vmid).status == "running"
+
+
+def rootfs_size(values: dict[str, str]) -> int:
+    """Bytes of the rootfs volume from `size=` in the rootfs property string."""
+    props = pveconf.parse_property_string(values.get("rootfs", ""), "volume")
+    return pveconf.parse_size(props.get("size", "0")) or 0
+
+
+def volumes(app: App, node: str, vmid: int) -> list[dict[str, Any]]:
+    """Volumes on local-lvm owned by the container (rootfs and mp[n]), with configured sizes."""
+    path = app.state.lxc_conf(node, vmid)
+    try:
+        conf, _ = pveconf.read(path)
+        ctime = int(path.stat().st_mtime)
+    except FileNotFoundError:
+        return []
+    out = []
+    for key, value in sorted(conf.main.values.items()):
+        if key == "rootfs" or (key.startswith("mp") and key[2:].isdigit()):
+            props = pveconf.parse_property_string(value, "volume")
+            volid = props.get("volume", "")
+            if volid.startswith("local-lvm:"):
+                out.append({"volid": volid, "size": pveconf.parse_size(props.get("size", "0")) or 0,
+                            "ctime": ctime, "key": key})
+    return out
+
+
+def status_entry(app: App, node: str, vmid: int) -> dict[str, Any]:
+    """What GET lxc and status/current share: status, limits, usage."""
+    conf, _ = load(app, node, vmid)
+    values = conf.main.values
+    rt = runtime(app, vmid)
+    running = rt.status == "running"
+    entry: dict[str, Any] = {
+        "vmid": vmid, "name": values.get("hostname", f"CT{vmid}"), "type": "lxc", "status": rt.status,
+        "cpus": float(values.get("cores", 0)) or 1, "cpu": rt.cpu if running else 0,
+        "maxmem": int(values.get("memory", "512")) * MIB, "mem": rt.mem if running else 0,
+        "maxswap": int(values.get("swap", "512")) * MIB, "swap": rt.swap if running else 0,
+        "maxdisk": rootfs_size(values), "disk": rt.disk if running else 0,
+        "uptime": rt.uptime if running else 0, "netin": rt.netin, "netout": rt.netout,
+        "diskread": 0, "diskwrite": 0, "template": 0, "ha": {"managed": 0},
+    }
+    if running and rt.pid:
+        entry["pid"] = rt.pid
+    if "tags" in values:
+        entry["tags"] = values["tags"]
+    if "lock" in values:
+        entry["lock"] = values["lock"]
+    return entry
+
+
+def resource_entry(app: App, node: str, vmid: int) -> dict[str, Any]:
+    """A /cluster/resources entry (type lxc) for a container on its node."""
+    try:
+        e = status_entry(app, node, vmid)
+    except (ApiError, FileNotFoundError):
+        e = {"vmid": vmid, "status": "unknown", "name": f"CT{vmid}", "maxmem": 0, "mem": 0,
+             "maxdisk": 0, "disk": 0, "cpu": 0, "cpus": 1, "uptime": 0, "netin": 0, "netout": 0}
+    out = {"id": f"lxc/{vmid}", "type": "lxc", "node": node, "vmid": vmid, "name": e["name"],
+           "status": e["status"], "maxcpu": e["cpus"], "cpu": e["cpu"], "maxmem": e["maxmem"],
+           "mem": e["mem"],
+           "maxdisk": e["maxdisk"], "disk": e["disk"], "uptime": e["uptime"], "netin": e["netin"],
+           "netout": e["netout"], "diskread": 0, "diskwrite": 0, "template": 0}
+    for key in ("tags", "lock"):
+        if key in e:
+            out[key] = e[key]
+    return out
+
+
+def now() -> int:
+    """Epoch seconds (snaptime)."""
+    return int(time.time())
