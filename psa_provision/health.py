@@ -1,0 +1,262 @@
+"""`psa-provision health`: the seed's health-check script as a command, for any phase.
+
+For each container of the phase: its Proxmox status (CPU, memory, disk from status/current), then
+one probe script over SSH that prints raw facts (`probe<TAB>code<TAB>detail`), judged here into one
+line per component: OK or FAILED and why. Judging is pure, so it is tested with recorded output.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from psa_provision.errors import ProvisionError
+
+GIB = 1024**3
+PROBE_TIMEOUT = 120.0
+# Components with a health probe; base/nodejs/scripts are covered by the app and verify.
+PROBED = ("postgresql", "redis", "rabbitmq", "elasticsearch", "haproxy", "app")
+
+_PROBES: dict[str, str] = {
+    "postgresql": "probe postgresql runuser -u postgres -- psql -XAt -c \"SELECT 'accepting connections'\"",
+    "redis": 'probe redis env REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 --no-auth-warning PING',
+    "rabbitmq": "probe rabbitmq rabbitmq-diagnostics -q ping",
+    "elasticsearch": "probe elasticsearch curl -sS --max-time 10 http://127.0.0.1:9200/_cluster/health",
+    "haproxy": "probe haproxy systemctl is-active haproxy",
+}
+_PM2 = r"""pm2_counts() {
+  set -o pipefail
+  runuser -u psa -- pm2 jlist 2>/dev/null | node -e '
+let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
+  const i = s.indexOf("["); const c = {};
+  for (const p of JSON.parse(i >= 0 ? s.slice(i) : "[]")) {
+    c[p.name] = c[p.name] || [0, 0]; c[p.name][1]++; if (p.pm2_env.status === "online") c[p.name][0]++;
+  }
+  console.log(Object.entries(c).map(([n, v]) => n + "=" + v[0] + "/" + v[1]).join(","));
+});'
+}
+probe pm2 pm2_counts"""
+_PRELUDE = r"""IFS= read -r REDIS_PASSWORD || true
+probe() {
+  name=$1; shift
+  out=$("$@" 2>&1); rc=$?
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$(printf '%s' "$out" | tr '\t\n' '  ' | cut -c1-300)"
+}
+http() {
+  code=$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$2/health")
+  printf 'http:%s\t%s\t\n' "$1" "${code:-000}"
+}
+"""
+
+
+@dataclass(frozen=True)
+class HealthLine:
+    """One component (or service) of one container: OK or FAILED, and why."""
+
+    container: str
+    component: str
+    ok: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A container's resources from Proxmox status/current."""
+
+    status: str
+    cpu_percent: float
+    cpus: int
+    mem_bytes: int
+    maxmem_bytes: int
+    disk_bytes: int
+    maxdisk_bytes: int
+
+    def describe(self) -> str:
+        """`CPU 3.1% of 4 cores, RAM 1.2/8.0 GiB, disk 2.5/20.0 GiB (12%)`."""
+        disk_pct = 100 * self.disk_bytes / self.maxdisk_bytes if self.maxdisk_bytes else 0.0
+        return (f"CPU {self.cpu_percent:.1f}% of {self.cpus} cores, "
+                f"RAM {self.mem_bytes / GIB:.1f}/{self.maxmem_bytes / GIB:.1f} GiB, "
+                f"disk {self.disk_bytes / GIB:.1f}/{self.maxdisk_bytes / GIB:.1f} GiB ({disk_pct:.0f}%)")
+
+
+@dataclass
+class ContainerHealth:
+    """All lines of one container plus its resources."""
+
+    hostname: str
+    vmid: int
+    usage: Usage | None
+    lines: list[HealthLine] = field(default_factory=list)
+
+
+@dataclass
+class HealthReport:
+    """Health of every container of a phase; exit code 1 when anything is down."""
+
+    phase: str
+    containers: list[ContainerHealth] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[HealthLine]:
+        return [line for c in self.containers for line in c.lines if not line.ok]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed or not self.containers else 0
+
+
+def usage_from(status: Mapping[str, Any]) -> Usage:
+    """Usage from a status/current answer (`cpu` is the fraction of the container's cores in use)."""
+    def num(key: str) -> int:
+        return int(status.get(key) or 0)
+
+    return Usage(status=str(status.get("status", "unknown")), cpu_percent=100 * float(status.get("cpu") or 0),
+                 cpus=num("cpus") or 1, mem_bytes=num("mem"), maxmem_bytes=num("maxmem"),
+                 disk_bytes=num("disk"), maxdisk_bytes=num("maxdisk"))
+
+
+def probe_script(components: Iterable[str], services: Mapping[str, int]) -> str:
+    """The bash script probing one container's components (reads the Redis password from stdin)."""
+    parts = [_PRELUDE]
+    comps = list(components)
+    parts += [_PROBES[c] for c in PROBED if c in comps and c in _PROBES]
+    if "app" in comps and services:
+        parts.append(_PM2)
+        parts += [f"http {shlex.quote(name)} {int(port)}" for name, port in sorted(services.items())]
+    return "\n".join(parts) + "\n"
+
+
+def parse_probes(stdout: str) -> dict[str, tuple[int, str]]:
+    """`name<TAB>code<TAB>detail` lines -> {name: (code, detail)}; other lines are ignored."""
+    out: dict[str, tuple[int, str]] = {}
+    for line in stdout.splitlines():
+        parts = line.split("\t", 2)
+        if len(parts) >= 2 and parts[1].strip().lstrip("-").isdigit():
+            out[parts[0]] = (int(parts[1]), parts[2].strip() if len(parts) == 3 else "")
+    return out
+
+
+def _judge_component(name: str, code: int, detail: str) -> tuple[bool, str]:
+    if name == "redis":
+        return (detail == "PONG", "PING answered PONG" if detail == "PONG" else f"PING answered {detail!r}")
+    if name == "elasticsearch" and code == 0:
+        try:
+            status = json.loads(detail).get("status")
+        except ValueError:
+            return False, f"/_cluster/health is not JSON: {detail[:80]}"
+        return status in ("green", "yellow"), f"cluster status {status}"
+    if code == 0:
+        return True, detail or "ok"
+    return False, f"exit {code}: {detail[:160]}" if detail else f"exit {code}"
+
+
+def judge(hostname: str, components: Iterable[str], services: Mapping[str, tuple[int, int]],
+          probes: Mapping[str, tuple[int, str]]) -> list[HealthLine]:
+    """One HealthLine per probed component and per service (services: name -> (port, instances))."""
+    lines: list[HealthLine] = []
+    comps = list(components)
+    for name in (c for c in PROBED if c in comps and c != "app"):
+        if name not in probes:
+            lines.append(HealthLine(hostname, name, False, "no answer from the probe"))
+            continue
+        ok, why = _judge_component(name, *probes[name])
+        lines.append(HealthLine(hostname, name, ok, why))
+    if "app" in comps:
+        lines += _judge_services(hostname, services, probes)
+    return lines
+
+
+def _pm2_counts(detail: str) -> dict[str, tuple[int, int]]:
+    counts: dict[str, tuple[int, int]] = {}
+    for item in filter(None, detail.split(",")):
+        name, _, frac = item.partition("=")
+        online, _, total = frac.partition("/")
+        if online.isdigit() and total.isdigit():
+            counts[name] = (int(online), int(total))
+    return counts
+
+
+def _judge_services(hostname: str, services: Mapping[str, tuple[int, int]],
+                    probes: Mapping[str, tuple[int, str]]) -> list[HealthLine]:
+    pm2_code, pm2_detail = probes.get("pm2", (-1, "no answer"))
+    counts = _pm2_counts(pm2_detail) if pm2_code == 0 else {}
+    lines: list[HealthLine] = []
+    for name, (port, instances) in sorted(services.items()):
+        online, total = counts.get(name, (0, 0))
+        http = probes.get(f"http:{name}", (0, ""))[0]
+        problems = []
+        if pm2_code != 0:
+            problems.append(f"pm2 jlist failed: {pm2_detail[:80]}")
+        elif online != instances:
+            in_pm2 = f" ({total} in pm2)" if total else ""
+            problems.append(f"{online}/{instances} instances online{in_pm2}")
+        if http != 200:
+            problems.append(f"GET :{port}/health answered {http:03d}")
+        why = "; ".join(problems) or f"{online}/{instances} online, /health 200"
+        lines.append(HealthLine(hostname, name, not problems, why))
+    return lines
+
+
+def format_report(report: HealthReport) -> list[str]:
+    """Plain lines: per container a heading with its resources, then one line per component."""
+    out: list[str] = []
+    for c in report.containers:
+        usage = c.usage.describe() if c.usage else "status unknown"
+        state = c.usage.status if c.usage else "?"
+        out.append(f"{c.hostname} ({c.vmid}) {state}: {usage}")
+        width = max((len(line.component) for line in c.lines), default=0)
+        out += [f"  {line.component:<{width}}  {'OK' if line.ok else 'FAILED':<6}  {line.why}"
+                for line in c.lines]
+    failed = len(report.failed)
+    out.append(f"{failed} failed" if failed else "all components OK")
+    return out
+
+
+class Runner(Protocol):
+    """What health needs of an SSH connection (ssh.Connection fits)."""
+
+    def run(self, script: str, *, stdin: str | bytes | None = None, user: str = "root", check: bool = True,
+            timeout: float = ..., cwd: str | None = None, idempotent: bool = True) -> Any: ...
+
+
+def check_container(spec: Any, phase: Any, usage: Usage | None, conn: Runner,
+                    redis_password: str) -> ContainerHealth:
+    """Probe one container over SSH and judge the answers; a stopped or unreachable one fails whole."""
+    health = ContainerHealth(hostname=spec.hostname, vmid=spec.vmid, usage=usage)
+    comps = [c for c in PROBED if c in spec.components]
+    services = {n: (s.port, s.instances) for n, s in phase.services_on(spec.vmid).items()}
+    names = [c for c in comps if c != "app"] + (sorted(services) if "app" in comps else [])
+    if usage is not None and usage.status != "running":
+        health.lines = [HealthLine(spec.hostname, n, False, f"container is {usage.status}") for n in names]
+        return health
+    script = probe_script(comps, {n: p for n, (p, _) in services.items()})
+    try:
+        result = conn.run(script, stdin=redis_password + "\n", check=False, timeout=PROBE_TIMEOUT)
+    except (ProvisionError, OSError) as exc:  # SSH down: every component of it is FAILED
+        health.lines = [HealthLine(spec.hostname, n, False, f"SSH failed: {exc}") for n in names]
+        return health
+    health.lines = judge(spec.hostname, comps, services, parse_probes(result.stdout))
+    return health
+
+
+def run(inventory: Any, phase: Any, *, redis_password: str, proxmox: Any,
+        connect: Callable[[Any], Runner]) -> HealthReport:
+    """Health of every container of the phase (`connect(spec)` gives an SSH connection to one).
+
+    Example (cli): `health.run(inv, phase, redis_password=secrets.get("redis.password").value,
+    proxmox=proxmox.connect(inv), connect=lambda c: ssh.Connection(c.ip, inv.ssh.user, inv.ssh.key_file,
+    inv.ssh.jump_host))`.
+    """
+    report = HealthReport(phase=phase.name)
+    for spec in phase.containers:
+        try:
+            usage: Usage | None = usage_from(proxmox.status(spec.node, spec.vmid))
+        except (ProvisionError, OSError) as exc:  # an absent container is a FAILED line, not a crash
+            report.containers.append(ContainerHealth(spec.hostname, spec.vmid, None, [
+                HealthLine(spec.hostname, "container", False, f"Proxmox status failed: {exc}")]))
+            continue
+        report.containers.append(check_container(spec, phase, usage, connect(spec), redis_password))
+    return report

@@ -1,0 +1,137 @@
+"""health: probe script (run for real with bash here), judging recorded answers, usage, line format."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+from psa_provision import health
+from psa_provision.health import HealthLine, HealthReport
+from psa_provision.phases import ContainerSpec, Phase, ServiceSpec
+
+ES_GREEN = '{"cluster_name":"psa-platform","status":"green","number_of_nodes":1}'
+ALL_GOOD = "\n".join([
+    "postgresql\t0\taccepting connections",
+    "redis\t0\tPONG",
+    "rabbitmq\t0\tPing succeeded",
+    f"elasticsearch\t0\t{ES_GREEN}",
+    "pm2\t0\tapi-gateway=2/2,tickets=4/4",
+    "http:api-gateway\t200\t",
+    "http:tickets\t200\t",
+])
+PROBED = ["postgresql", "redis", "rabbitmq", "elasticsearch"]
+COMPONENTS = ["base", "postgresql", "redis", "rabbitmq", "elasticsearch", "nodejs", "app", "scripts"]
+SERVICES = {"api-gateway": (3000, 2), "tickets": (3030, 4)}
+
+
+class LocalBash:
+    """Runs the probe script with this machine's bash (a real run, not a stand-in for SSH's result)."""
+
+    def __init__(self) -> None:
+        self.stdin: str | bytes | None = None
+
+    def run(self, script: str, *, stdin: str | bytes | None = None, user: str = "root", check: bool = True,
+            timeout: float = 60, cwd: str | None = None, idempotent: bool = True) -> Any:
+        self.stdin = stdin
+        data = stdin.decode() if isinstance(stdin, bytes) else stdin
+        return subprocess.run(["bash", "-c", script], input=data, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
+
+def _by_component(lines: list[HealthLine]) -> dict[str, HealthLine]:
+    return {line.component: line for line in lines}
+
+
+def test_all_components_ok() -> None:
+    lines = health.judge("aio", COMPONENTS, SERVICES, health.parse_probes(ALL_GOOD))
+    assert [line.component for line in lines] == ["postgresql", "redis", "rabbitmq", "elasticsearch",
+                                                  "api-gateway", "tickets"]
+    assert all(line.ok for line in lines), lines
+    assert _by_component(lines)["tickets"].why == "4/4 online, /health 200"
+
+
+def test_failures_say_why() -> None:
+    recorded = (ALL_GOOD.replace("redis\t0\tPONG", "redis\t0\tNOAUTH Authentication required.")
+                .replace('"status":"green"', '"status":"red"')
+                .replace("tickets=4/4", "tickets=3/4")
+                .replace("http:tickets\t200", "http:tickets\t503")
+                .replace("rabbitmq\t0\tPing succeeded", "rabbitmq\t69\tError: unable to connect"))
+    lines = _by_component(health.judge("aio", COMPONENTS, SERVICES, health.parse_probes(recorded)))
+    assert not lines["redis"].ok and "NOAUTH" in lines["redis"].why
+    assert not lines["elasticsearch"].ok and lines["elasticsearch"].why == "cluster status red"
+    assert not lines["rabbitmq"].ok and lines["rabbitmq"].why.startswith("exit 69: Error")
+    assert not lines["tickets"].ok
+    assert lines["tickets"].why == "3/4 instances online (4 in pm2); GET :3030/health answered 503"
+    assert lines["api-gateway"].ok and lines["postgresql"].ok
+
+
+def test_missing_probe_answer_is_a_failure() -> None:
+    lines = _by_component(health.judge("aio", ["postgresql", "app"], {"crm": (3020, 2)}, {}))
+    assert not lines["postgresql"].ok and lines["postgresql"].why == "no answer from the probe"
+    assert not lines["crm"].ok and "pm2 jlist failed" in lines["crm"].why
+
+
+def test_probe_script_runs_and_reports_absent_tools_as_failed() -> None:
+    # On this machine there is no psql/redis-cli/pm2 for user psa: every probe must come back FAILED.
+    script = health.probe_script(["postgresql", "redis", "app"], {"crm": 3020})
+    result = LocalBash().run(script, stdin="pw\n")
+    probes = health.parse_probes(result.stdout)
+    assert set(probes) == {"postgresql", "redis", "pm2", "http:crm"}
+    lines = _by_component(health.judge("here", ["postgresql", "redis", "app"], {"crm": (3020, 2)}, probes))
+    assert not any(line.ok for line in lines.values())
+    assert lines["crm"].why.endswith("GET :3020/health answered 000")
+
+
+def test_probe_script_keeps_the_password_off_argv() -> None:
+    script = health.probe_script(COMPONENTS, {"crm": 3020})
+    assert "REDIS_PASSWORD" in script and "read -r REDIS_PASSWORD" in script
+
+
+def _phase() -> Phase:
+    spec = ContainerSpec(vmid=200, hostname="aio", role="all-in-one", node="pve1", cores=4, memory_mb=8192,
+                         rootfs_gb=20, bridge="vmbr20", ip_cidr="10.0.20.100/24", gateway="10.0.20.1",
+                         components=COMPONENTS, services=["crm"])
+    return Phase(name="phase0", containers=[spec], services={"crm": ServiceSpec(port=3020, container=200)})
+
+
+STATUS = {"status": "running", "cpu": 0.031, "cpus": 4, "mem": 1288490189, "maxmem": 8589934592,
+          "disk": 2684354560, "maxdisk": 21474836480}
+
+
+def test_usage_line() -> None:
+    usage = health.usage_from(STATUS)
+    assert usage.describe() == "CPU 3.1% of 4 cores, RAM 1.2/8.0 GiB, disk 2.5/20.0 GiB (12%)"
+
+
+def test_stopped_container_fails_every_component_without_ssh() -> None:
+    phase = _phase()
+    runner = LocalBash()
+    usage = health.usage_from({**STATUS, "status": "stopped"})
+    result = health.check_container(phase.containers[0], phase, usage, runner, "pw")
+    assert runner.stdin is None  # no probe was run
+    assert [(line.component, line.ok, line.why) for line in result.lines] == [
+        (c, False, "container is stopped") for c in [*PROBED, "crm"]]
+
+
+def test_running_container_is_probed_with_password_on_stdin() -> None:
+    phase = _phase()
+    runner = LocalBash()
+    result = health.check_container(phase.containers[0], phase, health.usage_from(STATUS), runner, "pw-xyz")
+    assert runner.stdin == "pw-xyz\n"
+    assert {line.component for line in result.lines} == {*PROBED, "crm"}
+
+
+def test_report_format_and_exit_code() -> None:
+    ok = health.ContainerHealth("aio", 200, health.usage_from(STATUS),
+                                [HealthLine("aio", "postgresql", True, "accepting connections"),
+                                 HealthLine("aio", "crm", False, "0/2 instances online")])
+    report = HealthReport("phase0", [ok])
+    lines = health.format_report(report)
+    assert lines[0] == "aio (200) running: CPU 3.1% of 4 cores, RAM 1.2/8.0 GiB, disk 2.5/20.0 GiB (12%)"
+    assert lines[1] == "  postgresql  OK      accepting connections"
+    assert lines[2] == "  crm         FAILED  0/2 instances online"
+    assert lines[-1] == "1 failed"
+    assert report.exit_code == 1
+    ok.lines.pop()
+    assert report.exit_code == 0 and health.format_report(report)[-1] == "all components OK"
+    assert HealthReport("phase0").exit_code == 1  # nothing checked is not healthy
