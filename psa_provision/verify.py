@@ -325,17 +325,26 @@ def targets_of(phase: Any, user: str = "root") -> list[Target]:
     return [Target(hostname=c.hostname, address=c.ip, user=user) for c in phase.containers]
 
 
-def expected_values(inventory: Any, container: Any) -> dict[str, Any]:
-    """Values the rendered configs put in effect on this container (settings, cluster name, heap)."""
+PG_EXPECTED = ("listen_addresses", "port", "max_connections", "shared_buffers", "effective_cache_size",
+               "maintenance_work_mem", "work_mem")
+
+
+def expected_values(inventory: Any, phase: Any, container: Any) -> dict[str, Any]:
+    """Values the rendered configs put in effect on this container (PostgreSQL settings, ES name/heap),
+    computed by the same component code that renders them."""
+    from psa_provision.components import postgresql
+    from psa_provision.components.context import HostContext
+    from psa_provision.secrets import Secrets
+
     out: dict[str, Any] = {}
-    tuning = inventory.tuning
+    ctx = HostContext(inventory, phase, container, Secrets({}))
     if "postgresql" in container.components:
-        pg = tuning.postgresql.model_dump(exclude_none=True)
-        out["postgresql"] = {k: str(v) for k, v in pg.items()}
+        settings = postgresql.settings(ctx)
+        out["postgresql"] = {k: str(settings[k]) for k in PG_EXPECTED if k in settings}
     if "elasticsearch" in container.components:
         out["elasticsearch"] = {"cluster_name": "psa-platform"}
-        if tuning.elasticsearch.heap:
-            out["elasticsearch"]["heap"] = tuning.elasticsearch.heap
+        if inventory.tuning.elasticsearch.heap:
+            out["elasticsearch"]["heap"] = inventory.tuning.elasticsearch.heap
     return out
 
 
@@ -351,7 +360,7 @@ def build_context(inventory: Any, phase: Any) -> dict[str, Any]:
         "secrets_file": str(inventory.secrets_file),
         "containers": containers,
         "services": services,
-        "expected": {c.hostname: expected_values(inventory, c) for c in phase.containers},
+        "expected": {c.hostname: expected_values(inventory, phase, c) for c in phase.containers},
     }
 
 

@@ -75,7 +75,10 @@ def test_context_names_containers_by_hostname_and_places_services() -> None:
     assert (aio["vmid"], aio["ip"], aio["memory_mb"]) == (200, "10.0.20.100", 8192)
     assert ctx["services"]["api-gateway"] == {"port": 3000, "instances": 2, "container": 200,
                                               "hostname": "psa-all-in-one"}
-    assert ctx["expected"]["psa-all-in-one"]["postgresql"] == {"shared_buffers": "1GB"}
+    pg = ctx["expected"]["psa-all-in-one"]["postgresql"]
+    # the inventory's override wins; the rest derive from the container's 8 GiB like the rendered file
+    assert (pg["shared_buffers"], pg["listen_addresses"], pg["port"]) == ("1GB", "localhost", "5432")
+    assert pg["effective_cache_size"] == "1536MB"
     es = ctx["expected"]["psa-all-in-one"]["elasticsearch"]
     assert es == {"cluster_name": "psa-platform", "heap": "1g"}
     assert ctx["secrets_file"] == "/inv/sandbox.secrets.yml"
