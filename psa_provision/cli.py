@@ -1,0 +1,277 @@
+"""The `psa-provision` command line (Typer): parse, call the engine, print. No logic here.
+
+Exit codes: 0 ok, 1 error (one red line + hint, never a traceback), 2 `plan` found changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from psa_provision import engine
+from psa_provision.errors import InputError, ProvisionError
+from psa_provision.inventory import DEFAULT_INVENTORY, load_inventory
+from psa_provision.output import Output, plan_json
+
+T = TypeVar("T")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Infrastructure as code for the PSA platform on Proxmox VE.")
+secrets_app = typer.Typer(no_args_is_help=True, help="Read one secret (for scripts).")
+app.add_typer(secrets_app, name="secrets")
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@dataclass
+class State:
+    inventory: Path
+    verbose: bool = False
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _guard(out: Output, fn: Callable[[], T]) -> T:
+    """Run fn; a ProvisionError becomes one red line + hint and exit 1."""
+    try:
+        return fn()
+    except ProvisionError as exc:
+        out.error(exc)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        out.warn("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _state(ctx: typer.Context) -> State:
+    state = ctx.obj
+    assert isinstance(state, State)
+    return state
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    inventory: Annotated[Path | None, typer.Option(
+        "-i", "--inventory", envvar="PSA_INVENTORY",
+        help="inventory file (default inventories/sandbox.yml)")] = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="also list unchanged checks")] = False,
+) -> None:
+    ctx.obj = State(inventory or DEFAULT_INVENTORY, verbose)
+
+
+@app.command()
+def init(ctx: typer.Context,
+         force: Annotated[bool, typer.Option(
+             help="regenerate secrets and key (destroys the old ones)")] = False,
+         ) -> None:
+    """Write the inventory (if absent), generate secrets (0600) and an SSH key pair. No network."""
+    from psa_provision import init as init_mod
+
+    out = Output()
+    result = _guard(out, lambda: init_mod.init(_state(ctx).inventory, force=force))
+    for item in result.created:
+        out.line(f"created {item}")
+    for item in result.kept:
+        out.line(f"kept {item}")
+
+
+@app.command()
+def plan(ctx: typer.Context, phase: str,
+         output: Annotated[Format, typer.Option("--output", "-o", help="text or json")] = Format.text,
+         force: Annotated[bool, typer.Option(help="plan a recreate where a setting needs one")] = False,
+         ) -> None:
+    """Show what `up` would change (exit 0: nothing, 2: changes, 1: error). Changes nothing."""
+    state = _state(ctx)
+    out = Output(json_mode=output is Format.json, verbose=state.verbose)
+
+    def run() -> int:
+        site = engine.load_site(state.inventory, phase)
+        result = engine.plan(site, out, force=force)
+        if out.json_mode:
+            out.json(plan_json(result, phase=phase, inventory=str(state.inventory)))
+        else:
+            out.plan(result, f"phase {phase} ({state.inventory})")
+        return 0 if result.empty else 2
+
+    raise typer.Exit(_guard(out, run))
+
+
+@app.command()
+def up(ctx: typer.Context, phase: str,
+       yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+       force: Annotated[bool, typer.Option(help="allow recreating a container (its data is lost)")] = False,
+       ) -> None:
+    """Converge a phase: create/adopt containers, configure them, ship the app, wait until healthy."""
+    state = _state(ctx)
+    out = Output(verbose=state.verbose)
+
+    def run() -> int:
+        site = engine.load_site(state.inventory, phase)
+        if not yes and _interactive():
+            preview = engine.plan(site, out, force=force)
+            out.plan(preview, f"phase {phase} ({state.inventory})")
+            if preview.empty:
+                out.line("nothing to change")
+            elif not out.confirm(f"apply {len(preview.actions)} changes?"):
+                raise InputError("aborted: nothing was changed")
+        try:
+            result = engine.up(site, out, force=force)
+        except ProvisionError:
+            out.note("the next `up` continues from where this one stopped")
+            raise
+        out.summary(result.summary.changed, result.summary.unchanged, result.summary.failed)
+        out.table("where things are", ["what", "where"], engine.endpoints(site))
+        out.line("psa-provision status   shows containers and service health")
+        return 0
+
+    raise typer.Exit(_guard(out, run))
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """One table of containers (node, vmid, state, cpu/mem) and one of services (health)."""
+    out = Output()
+    containers, services = _guard(out, lambda: engine.status(_state(ctx).inventory))
+    out.table("containers", ["node", "vmid", "hostname", "state", "cpu", "memory"], containers)
+    if services:
+        out.table("services", ["phase", "container", "service", "port", "health"], services)
+    else:
+        out.line("no phase has all its containers running: no services to show")
+
+
+@app.command()
+def destroy(ctx: typer.Context, phase: str,
+            yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+            ) -> None:
+    """Stop and delete the phase's containers that psa-provision created (asks first)."""
+    state = _state(ctx)
+    out = Output()
+
+    def run() -> int:
+        site = engine.load_site(state.inventory, phase, need_secrets=False)
+        px, targets, notes = engine.destroy_targets(site)
+        for note in notes:
+            out.line(note)
+        if not targets:
+            out.line("nothing to destroy")
+            return 0
+        for t in targets:
+            out.line(f"will stop and delete container {t.spec.vmid} ({t.spec.hostname}) on {t.spec.node}",
+                     style="red")
+        if not yes and _interactive() and not out.confirm("destroy these containers and their data?"):
+            raise InputError("aborted: nothing was destroyed")
+        summary = engine.destroy(site, px, targets, out)
+        out.line(f"{summary.changed} destroyed")
+        return 0
+
+    raise typer.Exit(_guard(out, run))
+
+
+@secrets_app.command("show")
+def secrets_show(ctx: typer.Context, key: str) -> None:
+    """Print one secret (e.g. app.admin_password): the only command that prints a secret."""
+    from psa_provision.secrets import load_secrets
+
+    out = Output()
+
+    def run() -> str:
+        inv = load_inventory(_state(ctx).inventory)
+        return load_secrets(inv.secrets_file).get(key).value
+
+    value = _guard(out, run)
+    sys.stdout.write(value + "\n")
+
+
+@app.command()
+def verify(ctx: typer.Context, phase: str,
+           junit_xml: Annotated[Path | None, typer.Option("--junit-xml", help="write JUnit XML here")] = None,
+           ) -> None:
+    """Run the phase's verification suite against the live containers (exit 1 if a check fails)."""
+    state = _state(ctx)
+    out = Output()
+
+    def run() -> int:
+        site = engine.load_site(state.inventory, phase)
+        verify_mod = importlib.import_module("psa_provision.verify")
+        report = verify_mod.run(site.inventory, site.phase, junit_xml=junit_xml, secrets=site.secret_values)
+        rows = [[r.host, r.check, "skipped" if r.skipped else "ok" if r.passed else "FAILED", r.detail]
+                for r in report.results if state.verbose or not r.passed]
+        if rows:
+            out.table(f"verify {phase}", ["host", "check", "result", "detail"], rows)
+        out.line(f"{len(report.passed)} passed, {len(report.failed)} failed")
+        return int(report.exit_code)
+
+    raise typer.Exit(_guard(out, run))
+
+
+@app.command()
+def health(ctx: typer.Context,
+           phase: Annotated[str, typer.Argument(help="phase whose services to check")] = "phase0") -> None:
+    """Check every service's /health (and the stores behind it) right now."""
+    state = _state(ctx)
+    out = Output()
+
+    def run() -> int:
+        try:
+            health_mod: Any = importlib.import_module("psa_provision.health")
+        except ModuleNotFoundError:
+            raise ProvisionError("the health command is not available in this build") from None
+        site = engine.load_site(state.inventory, phase)
+        report = health_mod.run(site.inventory, site.phase)
+        printer = getattr(report, "rows", None)
+        if callable(printer):
+            out.table("health", list(report.columns), printer())
+        else:
+            out.line(str(report))
+        return int(getattr(report, "exit_code", 0))
+
+    raise typer.Exit(_guard(out, run))
+
+
+@app.command()
+def phases(ctx: typer.Context,
+           check: Annotated[bool, typer.Option("--check", help="validate all phase files together")] = False,
+           ) -> None:
+    """List the phases (containers, services); with --check validate them (exit 1 on errors)."""
+    from psa_provision import phases as phases_mod
+
+    out = Output()
+
+    def run() -> int:
+        inv = load_inventory(_state(ctx).inventory)
+        if check:
+            problems = phases_mod.check_all(inv.phases_dir)
+            for p in problems:
+                (out.warn if p.severity == "warning" else out.line)(str(p))
+            errors = [p for p in problems if p.severity == "error"]
+            out.line(f"{len(errors)} errors, {len(problems) - len(errors)} warnings")
+            return 1 if errors else 0
+        rows = []
+        for ph in phases_mod.load_all(inv.phases_dir):
+            for c in ph.containers:
+                rows.append([ph.name, str(c.vmid), c.hostname, c.node, c.ip_cidr,
+                             ", ".join(sorted(ph.services_on(c.vmid))) or "-"])
+        out.table("phases", ["phase", "vmid", "hostname", "node", "ip", "services"], rows)
+        return 0
+
+    raise typer.Exit(_guard(out, run))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    if not sys.stdout.isatty():
+        os.environ.setdefault("COLUMNS", "120")  # wide tables and diffs in CI logs
+    app()

@@ -1,0 +1,435 @@
+"""Sequencing of `plan`, `up`, `status` and `destroy`: load, connect, preflight, plan, apply, wait.
+
+All decisions live in the pure modules (components, planner); all I/O in the adapters (proxmox,
+ssh). This module only puts them in order and says what it is waiting for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psa_provision import facts as facts_mod
+from psa_provision import planner
+from psa_provision.apply import Summary, apply
+from psa_provision.components import container as container_component
+from psa_provision.components.catalog import APP_HOME, APP_USER
+from psa_provision.errors import ConnectionFailed, GuestError, InputError, ProxmoxError
+from psa_provision.inventory import Inventory, load_inventory
+from psa_provision.journal import Journal, PhaseLock
+from psa_provision.output import Output, StepProgress
+from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase
+from psa_provision.plan import ApiCall, Change, Plan
+from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.secrets import Secrets, load_secrets
+from psa_provision.ssh import Connection, wait_for_ssh
+
+MARKER = "psa-provision"
+RUNNING_TIMEOUT = 120.0
+SSH_TIMEOUT = 180.0
+HEALTH_TIMEOUT = 600.0
+
+
+@dataclass
+class Site:
+    """What every command starts from: inventory, phase, secrets (validated, no network yet)."""
+
+    inventory: Inventory
+    inventory_path: Path
+    phase: Phase
+    secrets: Secrets
+    ssh_public_key: str = ""
+
+    @property
+    def secret_values(self) -> list[str]:
+        return self.secrets.values()
+
+
+@dataclass
+class ContainerState:
+    """One phase container as Proxmox has it (config None: not there yet)."""
+
+    spec: ContainerSpec
+    config: dict[str, Any] | None
+    running: bool = False
+
+
+@dataclass
+class UpResult:
+    summary: Summary
+    plan: Plan = field(default_factory=Plan)
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_site(inventory_path: Path, phase_name: str, *, need_secrets: bool = True) -> Site:
+    """Validate inventory, phase file and secrets before any network call."""
+    inv = load_inventory(inventory_path)
+    phase = load_phase(phase_name, inv.phases_dir)
+    secrets = load_secrets(inv.secrets_file) if need_secrets else Secrets({})
+    pub = inv.ssh.public_key_file
+    key = pub.read_text(encoding="utf-8").strip() if pub.is_file() else ""
+    if need_secrets and not key:
+        raise InputError(f"{pub}: SSH public key not found",
+                         hint="run `psa-provision init` to create the key pair")
+    return Site(inv, Path(inventory_path), phase, secrets, key)
+
+
+def ssh_connection(inv: Inventory, spec: ContainerSpec) -> Connection:
+    return Connection(spec.ip, inv.ssh.user, inv.ssh.key_file, inv.ssh.jump_host)
+
+
+def is_ours(config: dict[str, Any]) -> bool:
+    """Created by psa-provision: our tag (or the marker in the description) is on it."""
+    tags = str(config.get("tags", "")).replace(",", ";").split(";")
+    return MARKER in tags or MARKER in str(config.get("description", ""))
+
+
+# -- preflight ---------------------------------------------------------------------------------------
+def preflight(px: ProxmoxClient, site: Site, *, download: bool,
+              note: Callable[[str], None]) -> list[ContainerState]:
+    """Node online, vmids free or ours, storage/bridge/template present, capacity; returns states."""
+    inv, phase = site.inventory, site.phase
+    warnings: list[str] = []
+    nodes = {c.node for c in phase.containers}
+    for node in sorted(nodes):
+        if not px.node_online(node):
+            raise ProxmoxError(f"node {node} is not online in the cluster at {px.settings.url}",
+                               hint="check the node name in the phase file / inventory")
+        _check_node_resources(px, site, node)
+        warnings += _capacity(px, phase, node)
+    for text in warnings:
+        note(f"warning: {text}")
+    states = []
+    for spec in phase.containers:
+        states.append(_container_state(px, spec))
+    for node in sorted(nodes):
+        _ensure_template(px, inv, node, download=download, note=note)
+    return states
+
+
+def _check_node_resources(px: ProxmoxClient, site: Site, node: str) -> None:
+    specs = [c for c in site.phase.containers if c.node == node]
+    for storage in sorted({c.rootfs_storage for c in specs} | {site.inventory.storage.templates}):
+        if px.storage(node, storage) is None:
+            raise ProxmoxError(f"storage {storage} does not exist on node {node}",
+                               hint="create it or fix storage in the inventory / rootfs_storage in the phase")
+    bridges = px.bridges(node)
+    for bridge in sorted({c.bridge for c in specs}):
+        if bridge not in bridges:
+            raise ProxmoxError(f"bridge {bridge} does not exist on node {node} (have: {', '.join(bridges)})",
+                               hint="create the bridge or fix network.bridge / the phase's bridge")
+
+
+def _capacity(px: ProxmoxClient, phase: Phase, node: str) -> list[str]:
+    """Overcommit warnings (memory, cores) for the node: phase containers vs node size."""
+    status = px.node_status(node)
+    total_mb = int(status.get("memory", {}).get("total", 0)) // (1024 * 1024)
+    cpus = int(status.get("cpuinfo", {}).get("cpus", 0))
+    specs = [c for c in phase.containers if c.node == node]
+    want_mb = sum(c.memory_mb for c in specs)
+    want_cores = max((c.cores for c in specs), default=0)
+    out = []
+    if total_mb and want_mb > total_mb:
+        out.append(f"node {node}: containers want {want_mb} MiB memory, the node has {total_mb} MiB "
+                   "(overcommit)")
+    if cpus and want_cores > cpus:
+        out.append(f"node {node}: a container wants {want_cores} cores, the node has {cpus}")
+    return out
+
+
+def _container_state(px: ProxmoxClient, spec: ContainerSpec) -> ContainerState:
+    where = px.find_vmid(spec.vmid)
+    if where is None:
+        return ContainerState(spec, None)
+    if where != spec.node:
+        raise ProxmoxError(f"vmid {spec.vmid} already exists on node {where}, "
+                           f"the phase puts it on {spec.node}",
+                           hint="migrate it or change the node in the phase file")
+    config = px.get_container(spec.node, spec.vmid)
+    if config is None:
+        raise ProxmoxError(f"vmid {spec.vmid} is taken by a guest that is not a container (a VM?)",
+                           hint="free the vmid or choose another one in the phase file")
+    if not is_ours(config) and config.get("hostname") != spec.hostname:
+        raise ProxmoxError(f"vmid {spec.vmid} is taken by container '{config.get('hostname')}', "
+                           f"not {spec.hostname}; psa-provision will not touch it",
+                           hint="free the vmid or choose another one in the phase file")
+    running = px.status(spec.node, spec.vmid).get("status") == "running"
+    return ContainerState(spec, config, running)
+
+
+def _ensure_template(px: ProxmoxClient, inv: Inventory, node: str, *, download: bool,
+                     note: Callable[[str], None]) -> None:
+    storage = inv.storage.templates
+    if inv.template_volid in px.templates(node, storage):
+        return
+    if inv.template not in px.available_templates(node):
+        raise ProxmoxError(f"template {inv.template} is neither on {node}:{storage} "
+                           "nor downloadable (aplinfo)",
+                           hint="fix `template` in the inventory (pveam available lists the names)")
+    if not download:
+        note(f"template {inv.template} is missing on {node}; `up` will download it")
+        return
+    note(f"downloading template {inv.template} to {node}:{storage}")
+    px.download_template(node, storage, inv.template)
+
+
+# -- planning ----------------------------------------------------------------------------------------
+def container_changes(site: Site, state: ContainerState, *, force: bool) -> list[Change]:
+    """The container component's ApiCalls, with our marker added at create."""
+    inv = site.inventory
+    changes = container_component.plan(
+        state.spec, state.config, node=state.spec.node, template_volid=inv.template_volid,
+        ssh_public_key=site.ssh_public_key, nameserver=inv.network.nameserver,
+        searchdomain=inv.network.searchdomain, force=force)
+    return [_marked(c, site.phase.name) for c in changes]
+
+
+def _marked(change: Change, phase: str) -> Change:
+    if isinstance(change, ApiCall) and change.effect == "create":
+        params = {**change.params, "tags": MARKER, "description": f"{MARKER}: {phase}"}
+        return dataclasses.replace(change, params=params)
+    return change
+
+
+def gather_facts(conn: Connection, spec: ContainerSpec) -> facts_mod.GuestFacts:
+    """ONE ssh command: the facts script, parsed."""
+    result = conn.run(facts_mod.gather_script(spec))
+    return facts_mod.parse_guest_facts(result.stdout)
+
+
+def guest_plan(site: Site, spec: ContainerSpec, facts: facts_mod.GuestFacts) -> Plan:
+    ctx = planner.build_context(site.inventory, site.phase, spec, site.secrets,
+                                ssh_public_key=site.ssh_public_key)
+    return planner.plan_guest(ctx, facts)
+
+
+@contextmanager
+def connections(site: Site) -> Iterator[dict[str, Connection]]:
+    conns = {c.hostname: ssh_connection(site.inventory, c) for c in site.phase.containers}
+    try:
+        yield conns
+    finally:
+        for conn in conns.values():
+            conn.close()
+
+
+def plan(site: Site, out: Output, *, force: bool = False) -> Plan:
+    """What `up` would do, Proxmox and guests; no writes anywhere."""
+    px = connect(site.inventory)
+    states = preflight(px, site, download=False, note=out.note)
+    full = Plan()
+    with connections(site) as conns:
+        for state in states:
+            full.add(container_changes(site, state, force=force))
+            facts = facts_mod.fresh()
+            if state.running:
+                facts = gather_facts(conns[state.spec.hostname], state.spec)
+            elif state.config is not None:
+                out.note(f"{state.spec.hostname} is stopped: planning as for a fresh guest")
+            full.add(guest_plan(site, state.spec, facts).changes)
+    return full
+
+
+# -- up ----------------------------------------------------------------------------------------------
+def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
+    """Converge the phase: container(s), guest configuration, app, then wait until healthy."""
+    started = time.monotonic()
+    journal = Journal.for_phase(site.inventory_path, site.phase.name)
+    with PhaseLock.for_phase(site.inventory_path, site.phase.name).held():
+        px = connect(site.inventory)
+        states = preflight(px, site, download=True, note=out.note)
+        journal.record("run-start", phase=site.phase.name, command="up")
+        result = UpResult(Summary())
+        with connections(site) as conns, out.steps() as progress:
+            for state in states:
+                _up_container(site, px, state, conns, progress, journal, result, force=force)
+        journal.record("run-end", phase=site.phase.name, changed=result.summary.changed,
+                       unchanged=result.summary.unchanged, failed=result.summary.failed,
+                       seconds=round(time.monotonic() - started, 1), api_calls=px.counter.total)
+    return result
+
+
+def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: dict[str, Connection],
+                  progress: StepProgress, journal: Journal, result: UpResult, *, force: bool) -> None:
+    spec = state.spec
+    cplan = Plan(container_changes(site, state, force=force))
+    _apply(cplan, conns, px, journal, progress, result)
+    restart = any(isinstance(c, ApiCall) and c.effect == "restart" for c in cplan.actions)
+    running = state.running and not any(isinstance(c, ApiCall) and c.effect in ("create", "recreate")
+                                        for c in cplan.actions)
+    if running and restart:
+        progress.message(f"rebooting container {spec.vmid} so its new settings take effect")
+        px.call("POST", f"/nodes/{spec.node}/lxc/{spec.vmid}/status/reboot")
+        result.summary.changed += 1
+    elif not running:
+        progress.message(f"starting container {spec.vmid}")
+        px.start(spec.node, spec.vmid)
+        result.summary.changed += 1
+    wait_running(px, spec, progress)
+    conn = conns[spec.hostname]
+    progress.message(f"waiting for SSH on {conn.user}@{conn.host}")
+    wait_for_ssh(conn, SSH_TIMEOUT)
+    progress.message(f"gathering facts on {spec.hostname}")
+    gplan = guest_plan(site, spec, gather_facts(conn, spec))
+    _apply(gplan, conns, px, journal, progress, result)
+    if spec.services or "app" in spec.components:
+        wait_healthy(conn, site.phase, spec, progress)
+
+
+def _apply(plan_: Plan, conns: dict[str, Connection], px: ProxmoxClient, journal: Journal,
+           progress: StepProgress, result: UpResult) -> None:
+    result.plan.add(plan_.changes)
+    summary = apply(plan_, conns, px, journal, progress, pm2_user=APP_USER, pm2_home=APP_HOME)
+    result.summary.add(summary)
+    if summary.error is not None:
+        raise summary.error
+
+
+def wait_running(px: ProxmoxClient, spec: ContainerSpec, progress: StepProgress,
+                 timeout: float = RUNNING_TIMEOUT) -> None:
+    """Poll the container status until `running` (deadline: timeout seconds)."""
+    progress.message(f"waiting for container {spec.vmid} to run")
+    deadline = time.monotonic() + timeout
+    while True:
+        status = px.status(spec.node, spec.vmid).get("status")
+        if status == "running":
+            return
+        if time.monotonic() >= deadline:
+            raise ProxmoxError(f"container {spec.vmid} is still {status} after {timeout:.0f} s",
+                               hint=f"check `pct start {spec.vmid}` on node {spec.node}")
+        time.sleep(1.0)
+
+
+HEALTH_SCRIPT = """for p in {ports}; do
+  code=$(curl -s -o /dev/null -m 5 -w '%{{http_code}}' http://127.0.0.1:$p/health || true)
+  echo "$p $code"
+done
+"""
+
+
+def wait_healthy(conn: Connection, phase: Phase, spec: ContainerSpec, progress: StepProgress,
+                 timeout: float = HEALTH_TIMEOUT) -> None:
+    """Poll GET /health of every app service on the container (curl inside) until all answer 200."""
+    services = phase.services_on(spec.vmid)
+    if not services:
+        return
+    ports = {str(s.port): name for name, s in services.items()}
+    script = HEALTH_SCRIPT.format(ports=" ".join(shlex.quote(p) for p in ports))
+    deadline = time.monotonic() + timeout
+    while True:
+        codes = dict(line.split() for line in conn.run(script).stdout.splitlines() if len(line.split()) == 2)
+        sick = [f"{ports[p]} (:{p} -> {codes.get(p, 'no answer')})" for p in ports if codes.get(p) != "200"]
+        if not sick:
+            return
+        progress.message(f"waiting for /health of {', '.join(sick)}")
+        if time.monotonic() >= deadline:
+            raise GuestError(f"{spec.hostname}: services not healthy after {timeout:.0f} s: "
+                             f"{', '.join(sick)}",
+                             hint=f"pm2 logs on the guest (runuser -u {APP_USER} -- pm2 logs --lines 50)")
+        time.sleep(2.0)
+
+
+def endpoints(site: Site) -> list[tuple[str, str]]:
+    """Where things are after `up`: (what, where) rows."""
+    rows = []
+    for spec in site.phase.containers:
+        rows.append((f"container {spec.vmid} {spec.hostname}", f"ssh {site.inventory.ssh.user}@{spec.ip}"))
+    for name, svc in sorted(site.phase.services.items(), key=lambda kv: kv[1].port):
+        host = site.phase.container(svc.container)
+        rows.append((f"{name} (x{svc.instances})", f"http://{host.ip}:{svc.port}/health"))
+    return rows
+
+
+# -- status ------------------------------------------------------------------------------------------
+def status(inventory_path: Path) -> tuple[list[list[str]], list[list[str]]]:
+    """(container rows, service rows) for every container any phase file names that exists."""
+    inv = load_inventory(inventory_path)
+    phases = load_all(inv.phases_dir)
+    px = connect(inv)
+    guests = {int(g["vmid"]): g for g in px.cluster_guests()}
+    seen: dict[int, ContainerSpec] = {}
+    for ph in phases:
+        for spec in ph.containers:
+            seen.setdefault(spec.vmid, spec)
+    crow: list[list[str]] = []
+    for vmid, spec in sorted(seen.items()):
+        g = guests.get(vmid)
+        if g is None:
+            continue
+        mem = f"{int(g.get('mem', 0)) // 2**20}/{int(g.get('maxmem', 0)) // 2**20} MiB"
+        crow.append([str(g.get("node")), str(vmid), spec.hostname, str(g.get("status")),
+                     f"{float(g.get('cpu', 0)) * 100:.0f}%", mem])
+    srow = _service_rows(inv, phases, guests)
+    return crow, srow
+
+
+def _service_rows(inv: Inventory, phases: list[Phase], guests: dict[int, dict[str, Any]]) -> list[list[str]]:
+    """Services of the newest phase whose containers all run: pm2 state + /health per service."""
+    live = [p for p in phases if p.containers and all(
+        guests.get(c.vmid, {}).get("status") == "running" for c in p.containers)]
+    if not live:
+        return []
+    phase = live[-1]
+    rows = []
+    for spec in phase.containers:
+        services = phase.services_on(spec.vmid)
+        if not services:
+            continue
+        conn = ssh_connection(inv, spec)
+        try:
+            ports = " ".join(str(s.port) for s in services.values())
+            out = conn.run(HEALTH_SCRIPT.format(ports=ports), check=False).stdout
+        except ConnectionFailed as exc:
+            out = ""
+            rows.append([phase.name, spec.hostname, "(ssh)", "-", exc.message])
+        finally:
+            conn.close()
+        codes = dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+        for name, svc in sorted(services.items(), key=lambda kv: kv[1].port):
+            code = codes.get(str(svc.port), "-")
+            health = "healthy" if code == "200" else code
+            rows.append([phase.name, spec.hostname, name, str(svc.port), health])
+    return rows
+
+
+# -- destroy -----------------------------------------------------------------------------------------
+def destroy_targets(site: Site) -> tuple[ProxmoxClient, list[ContainerState], list[str]]:
+    """(client, containers we may delete, notes about the ones we must leave alone)."""
+    px = connect(site.inventory)
+    ours: list[ContainerState] = []
+    notes: list[str] = []
+    for spec in site.phase.containers:
+        where = px.find_vmid(spec.vmid)
+        if where is None:
+            notes.append(f"container {spec.vmid} ({spec.hostname}) does not exist")
+            continue
+        config = px.get_container(where, spec.vmid)
+        if config is None or not is_ours(config):
+            notes.append(f"container {spec.vmid} on {where} was not created by psa-provision: left alone")
+            continue
+        running = px.status(where, spec.vmid).get("status") == "running"
+        ours.append(ContainerState(dataclasses.replace(spec, node=where), config, running))
+    return px, ours, notes
+
+
+def destroy(site: Site, px: ProxmoxClient, targets: list[ContainerState], out: Output) -> Summary:
+    """Stop and delete the given containers (already filtered by destroy_targets)."""
+    summary = Summary()
+    journal = Journal.for_phase(site.inventory_path, site.phase.name)
+    with PhaseLock.for_phase(site.inventory_path, site.phase.name).held():
+        for state in targets:
+            spec = state.spec
+            if state.running:
+                out.note(f"stopping container {spec.vmid}")
+                px.stop(spec.node, spec.vmid)
+            out.note(f"deleting container {spec.vmid}")
+            px.delete(spec.node, spec.vmid)
+            journal.record("destroy", vmid=spec.vmid, node=spec.node, hostname=spec.hostname)
+            summary.changed += 1
+    return summary
