@@ -1,0 +1,166 @@
+"""The sandbox's package services for real: signed apt repositories readable by apt, and the package proxy.
+
+apt runs on this host against a temporary sources.list and lists dir (the host's apt config is untouched).
+The repositories are built into a temporary state dir and served on a free port of 127.0.0.1, so the test
+does not collide with a running `pvesim up` (which serves the same tree on :8080).
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pvesim import proxy, repos
+from pvesim.es_standin.config import ES_VERSION
+from pvesim.paths import StateDir
+
+pytestmark = pytest.mark.sandbox
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def built_state(tmp_path_factory: pytest.TempPathFactory) -> StateDir:
+    state = StateDir(tmp_path_factory.mktemp("pvesim-state"))
+    started = time.monotonic()
+    repos.build_repos(state, print)
+    print(f"repository build time: {time.monotonic() - started:.1f}s")
+    return state
+
+
+@pytest.fixture(scope="module")
+def served(built_state: StateDir) -> Iterator[str]:
+    port = _free_port()
+    server = repos.RepoServer(built_state, port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def _apt(tmp: Path, base: str, key: Path, *args: str) -> str:
+    """apt-get/apt-cache with only our sources.list, lists and cache under tmp."""
+    node, es = repos.REPOS["nodejs"], repos.REPOS["elasticsearch"]
+    (tmp / "sources.list").write_text(
+        f"deb [signed-by={key}] {base}/{node['path']} {node['suite']} {node['component']}\n"
+        f"deb [signed-by={key}] {base}/{es['path']} {es['suite']} {es['component']}\n"
+    )
+    (tmp / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (tmp / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    options = [
+        f"-oDir::Etc::sourcelist={tmp / 'sources.list'}",
+        "-oDir::Etc::sourceparts=-",
+        f"-oDir::State::Lists={tmp / 'lists'}",
+        f"-oDir::Cache={tmp / 'cache'}",
+        "-oAcquire::http::Proxy::127.0.0.1=DIRECT",
+        "-oAPT::Get::List-Cleanup=0",
+    ]
+    result = subprocess.run([args[0], *options, *args[1:]], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_second_build_is_cached(built_state: StateDir) -> None:
+    messages: list[str] = []
+    repos.build_repos(built_state, messages.append)
+    assert messages == ["apt repositories up to date (nodejs, elasticsearch stand-in)"]
+
+
+def test_apt_reads_the_signed_repositories(served: str, tmp_path: Path) -> None:
+    key = tmp_path / "pvesim.asc"
+    with urllib.request.urlopen(f"{served}/{repos.REPOS['nodejs']['key']}", timeout=10) as response:  # noqa: S310
+        key.write_bytes(response.read())
+    with urllib.request.urlopen(f"{served}/{repos.REPOS['elasticsearch']['key']}", timeout=10) as response:  # noqa: S310
+        assert response.read() == key.read_bytes()
+    update = _apt(tmp_path, served, key, "apt-get", "update")
+    assert "NO_PUBKEY" not in update and "not signed" not in update
+    policy = _apt(tmp_path, served, key, "apt-cache", "policy", "nodejs", "elasticsearch")
+    assert "-1nodesource1" in policy
+    assert f"{ES_VERSION}-standin" in policy
+    show = _apt(tmp_path, served, key, "apt-cache", "show", "elasticsearch")
+    assert "STAND-IN, not Elasticsearch: pvesim sandbox only" in show
+
+
+def test_unsigned_index_is_rejected(served: str, tmp_path: Path) -> None:
+    """The signature is really checked: another key makes apt refuse the repository."""
+    other = tmp_path / "gnupg"
+    other.mkdir(mode=0o700)
+    gpg = ["gpg", "--batch", "--quiet", "--homedir", str(other)]
+    subprocess.run(
+        [
+            *gpg,
+            "--passphrase",
+            "",
+            "--pinentry-mode",
+            "loopback",
+            "--quick-gen-key",
+            "other <other@localhost>",
+            "rsa2048",
+            "sign",
+            "never",
+        ],
+        check=True,
+    )
+    wrong = tmp_path / "wrong.asc"
+    wrong.write_text(
+        subprocess.run([*gpg, "--armor", "--export"], check=True, capture_output=True, text=True).stdout
+    )
+    with pytest.raises(AssertionError, match=r"NO_PUBKEY|not signed|signature"):
+        _apt(tmp_path, served, wrong, "apt-get", "update", "-oAPT::Update::Error-Mode=any")
+
+
+def test_client_info_names_the_repositories(built_state: StateDir) -> None:
+    info = repos.client_info(built_state)
+    assert info["proxy"] == "http://10.0.20.1:3142"
+    assert info["repos"]["nodejs"]["url"] == "http://10.0.20.1:8080/node_20.x"
+    assert (
+        info["repos"]["elasticsearch"]["key_url"]
+        == "http://10.0.20.1:8080/elasticsearch/GPG-KEY-elasticsearch"
+    )
+
+
+@pytest.fixture(scope="module")
+def running_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StateDir]:
+    """The package proxy; reuses one already running on :3142 (pvesim up) rather than colliding."""
+    state = StateDir(tmp_path_factory.mktemp("pvesim-proxy"))
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.PROXY_PORT), timeout=1):
+            already = True
+    except OSError:
+        already = False
+    if already:
+        proxy.write_config(state, ["127.0.0.1"])  # only for guest-ca.crt
+        yield state
+        return
+    proxy.start_proxy(state)
+    yield state
+    proxy.stop_proxy(state)
+    assert not proxy.status(state)["running"]
+
+
+def test_proxy_serves_debian(running_proxy: StateDir) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": "http://127.0.0.1:3142"}))
+    with opener.open("http://deb.debian.org/debian/dists/bookworm/Release", timeout=60) as response:
+        assert b"Codename: bookworm" in response.read(400)
+
+
+def test_proxy_tunnels_to_npm_registry(running_proxy: StateDir) -> None:
+    context = ssl.create_default_context(cafile=str(proxy.guest_ca_file(running_proxy)))
+    conn = http.client.HTTPSConnection("127.0.0.1", proxy.PROXY_PORT, context=context, timeout=30)
+    conn.set_tunnel("registry.npmjs.org", 443)
+    conn.request("GET", "/is-number", headers={"Accept": "application/vnd.npm.install-v1+json"})
+    response = conn.getresponse()
+    assert response.status == 200
+    assert b'"name":"is-number"' in response.read().replace(b" ", b"")
+    conn.close()
