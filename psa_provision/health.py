@@ -11,7 +11,7 @@ import json
 import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from psa_provision.errors import ProvisionError
 
@@ -106,6 +106,18 @@ class HealthReport:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed or not self.containers else 0
+
+    columns: ClassVar[tuple[str, ...]] = ("container", "component", "result", "why")
+
+    def rows(self) -> list[list[str]]:
+        """Table rows: per container its resources, then one row per component (cli's table)."""
+        out: list[list[str]] = []
+        for c in self.containers:
+            name = f"{c.hostname} ({c.vmid})"
+            usage = c.usage.describe() if c.usage else "status unknown"
+            out.append([name, "resources", c.usage.status if c.usage else "?", usage])
+            out += [[name, line.component, "OK" if line.ok else "FAILED", line.why] for line in c.lines]
+        return out
 
 
 def usage_from(status: Mapping[str, Any]) -> Usage:
@@ -242,21 +254,42 @@ def check_container(spec: Any, phase: Any, usage: Usage | None, conn: Runner,
     return health
 
 
-def run(inventory: Any, phase: Any, *, redis_password: str, proxmox: Any,
-        connect: Callable[[Any], Runner]) -> HealthReport:
-    """Health of every container of the phase (`connect(spec)` gives an SSH connection to one).
+def run(inventory: Any, phase: Any, *, redis_password: str | None = None, proxmox: Any = None,
+        connect: Callable[[Any], Runner] | None = None) -> HealthReport:
+    """Health of every container of the phase; what is not given is opened from the inventory.
 
-    Example (cli): `health.run(inv, phase, redis_password=secrets.get("redis.password").value,
-    proxmox=proxmox.connect(inv), connect=lambda c: ssh.Connection(c.ip, inv.ssh.user, inv.ssh.key_file,
-    inv.ssh.jump_host))`.
+    `connect(spec)` gives an SSH connection to one container (default: ssh.Connection to its IP,
+    through the inventory's jump host); `redis_password` defaults to the secrets file's.
     """
+    from psa_provision import proxmox as proxmox_api
+    from psa_provision import ssh
+    from psa_provision.secrets import load_secrets
+
+    if redis_password is None:
+        redis_password = load_secrets(inventory.secrets_file).get("redis.password").value
+    api = proxmox if proxmox is not None else proxmox_api.connect(inventory)
+    opened: list[Any] = []
+
+    def default_connect(spec: Any) -> Runner:
+        conn = ssh.Connection(spec.ip, inventory.ssh.user, inventory.ssh.key_file, inventory.ssh.jump_host)
+        opened.append(conn)
+        return conn
+
     report = HealthReport(phase=phase.name)
-    for spec in phase.containers:
-        try:
-            usage: Usage | None = usage_from(proxmox.status(spec.node, spec.vmid))
-        except (ProvisionError, OSError) as exc:  # an absent container is a FAILED line, not a crash
-            report.containers.append(ContainerHealth(spec.hostname, spec.vmid, None, [
-                HealthLine(spec.hostname, "container", False, f"Proxmox status failed: {exc}")]))
-            continue
-        report.containers.append(check_container(spec, phase, usage, connect(spec), redis_password))
+    try:
+        for spec in phase.containers:
+            report.containers.append(_container(spec, phase, api, connect or default_connect, redis_password))
+    finally:
+        for conn in opened:
+            conn.close()
     return report
+
+
+def _container(spec: Any, phase: Any, api: Any, connect: Callable[[Any], Runner],
+               redis_password: str) -> ContainerHealth:
+    try:
+        usage = usage_from(api.status(spec.node, spec.vmid))
+    except (ProvisionError, OSError) as exc:  # an absent container is a FAILED line, not a crash
+        return ContainerHealth(spec.hostname, spec.vmid, None, [
+            HealthLine(spec.hostname, "container", False, f"Proxmox status failed: {exc}")])
+    return check_container(spec, phase, usage, connect(spec), redis_password)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from typing import Any
 
@@ -71,15 +72,23 @@ def test_missing_probe_answer_is_a_failure() -> None:
     assert not lines["crm"].ok and "pm2 jlist failed" in lines["crm"].why
 
 
+def _free_port() -> int:
+    """A loopback port nobody listens on (bound then released), so the /health probe finds nothing."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_probe_script_runs_and_reports_absent_tools_as_failed() -> None:
     # On this machine there is no psql/redis-cli/pm2 for user psa: every probe must come back FAILED.
-    script = health.probe_script(["postgresql", "redis", "app"], {"crm": 3020})
+    port = _free_port()
+    script = health.probe_script(["postgresql", "redis", "app"], {"crm": port})
     result = LocalBash().run(script, stdin="pw\n")
     probes = health.parse_probes(result.stdout)
     assert set(probes) == {"postgresql", "redis", "pm2", "http:crm"}
-    lines = _by_component(health.judge("here", ["postgresql", "redis", "app"], {"crm": (3020, 2)}, probes))
+    lines = _by_component(health.judge("here", ["postgresql", "redis", "app"], {"crm": (port, 2)}, probes))
     assert not any(line.ok for line in lines.values())
-    assert lines["crm"].why.endswith("GET :3020/health answered 000")
+    assert lines["crm"].why.endswith(f"GET :{port}/health answered 000")
 
 
 def test_probe_script_keeps_the_password_off_argv() -> None:
@@ -135,3 +144,13 @@ def test_report_format_and_exit_code() -> None:
     ok.lines.pop()
     assert report.exit_code == 0 and health.format_report(report)[-1] == "all components OK"
     assert HealthReport("phase0").exit_code == 1  # nothing checked is not healthy
+
+
+def test_table_rows_put_resources_first() -> None:
+    c = health.ContainerHealth("aio", 200, health.usage_from(STATUS),
+                               [HealthLine("aio", "redis", False, "PING answered 'NOAUTH'")])
+    rows = HealthReport("phase0", [c]).rows()
+    assert HealthReport.columns == ("container", "component", "result", "why")
+    assert rows[0][:3] == ["aio (200)", "resources", "running"]
+    assert rows[1] == ["aio (200)", "redis", "FAILED", "PING answered 'NOAUTH'"]
+
