@@ -88,21 +88,21 @@ class Auth:
         """Load from a JSON secrets file (auth.json in the state dir)."""
         return cls(json.loads(path.read_text()), lifetime)
 
-    def _sign(self, text: str) -> str:
-        mac = hmac.new(self._key, text.encode(), hashlib.sha256).digest()
+    def _sign(self, text: str, epoch: int = 0) -> str:
+        mac = hmac.new(self._key, f"{epoch}:{text}".encode(), hashlib.sha256).digest()
         return base64.b64encode(mac).decode().rstrip("=")
 
-    def make_ticket(self, user: str, now: float | None = None) -> str:
-        """A PVE-shaped ticket for `user`."""
+    def make_ticket(self, user: str, now: float | None = None, epoch: int = 0) -> str:
+        """A PVE-shaped ticket for `user`; `epoch` changes when all tickets are expired at once."""
         plain = f"PVE:{user}:{int(now if now is not None else time.time()):08X}"
-        return f"{plain}::{self._sign(plain)}"
+        return f"{plain}::{self._sign(plain, epoch)}"
 
     def make_csrf(self, user: str, now: float | None = None) -> str:
         """The CSRFPreventionToken bound to `user`."""
         stamp = f"{int(now if now is not None else time.time()):08X}"
         return f"{stamp}:{self._sign(f'{stamp}:{user}')}"
 
-    def login(self, username: str, password: str, realm: str | None = None, not_before: float = 0.0,
+    def login(self, username: str, password: str, realm: str | None = None, epoch: int = 0,
               lifetime: int | None = None) -> str:
         """Check a password (or a still-valid ticket, as PVE allows for renewal); returns the user."""
         user = username if "@" in username else f"{username}@{realm or 'pam'}"
@@ -112,24 +112,24 @@ class Auth:
             return user
         if password.startswith("PVE:"):
             try:
-                if self.check_ticket(password, not_before=not_before, lifetime=lifetime) == user:
+                if self.check_ticket(password, epoch=epoch, lifetime=lifetime) == user:
                     return user
             except AuthError:
                 pass
         raise AuthError("authentication failure")
 
-    def check_ticket(self, ticket: str, now: float | None = None, not_before: float = 0.0,
+    def check_ticket(self, ticket: str, now: float | None = None, epoch: int = 0,
                      lifetime: int | None = None) -> str:
         """The user a ticket belongs to; AuthError if forged or expired."""
         parts = ticket.split(":")
         if len(parts) != 5 or parts[0] != "PVE" or parts[3] != "":
             raise AuthError("invalid PVE ticket")
         plain = ":".join(parts[:3])
-        if not hmac.compare_digest(self._sign(plain), parts[4]):
+        if not hmac.compare_digest(self._sign(plain, epoch), parts[4]):
             raise AuthError("invalid PVE ticket")
         issued = int(parts[2], 16)
         t = now if now is not None else time.time()
-        if issued + (lifetime or self.lifetime) < t or issued < int(not_before):
+        if issued + (lifetime or self.lifetime) < t:
             raise AuthError("invalid PVE ticket")
         return parts[1]
 

@@ -5,7 +5,7 @@ Rules (each with a `count`, decremented when used, removed at 0):
   {"kind": "delay", "count": 3, "seconds": 2.0, "path": "regex" | null}
   {"kind": "http-error", "count": 1, "status": 503, "path": "regex" | null}
   {"kind": "drop", "count": 1, "path": "regex" | null}
-and `tickets_not_before` (epoch seconds): tickets issued earlier are expired, and
+and `ticket_epoch` (bumped by `expire-tickets`: every ticket signed before is invalid), and
 `ticket_lifetime` (seconds): overrides PVE's 2 h ticket lifetime.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import json
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,9 +61,9 @@ class Faults:
             data["rules"] = []
 
     def expire_tickets(self) -> None:
-        """Every ticket issued before now is rejected from now on."""
+        """Every ticket issued until now is rejected from now on (new logins work)."""
         with self._locked() as data:
-            data["tickets_not_before"] = time.time()
+            data["ticket_epoch"] = int(data.get("ticket_epoch", 0)) + 1
 
     def set_ticket_lifetime(self, seconds: int | None) -> None:
         """Override PVE's 2 h ticket lifetime (None restores it)."""
@@ -74,13 +73,13 @@ class Faults:
             else:
                 data["ticket_lifetime"] = int(seconds)
 
-    def ticket_policy(self) -> tuple[float, int | None]:
-        """(tickets_not_before, ticket_lifetime override or None)."""
+    def ticket_policy(self) -> tuple[int, int | None]:
+        """(ticket epoch, ticket_lifetime override or None)."""
         if not self.path.exists():
-            return 0.0, None
+            return 0, None
         with self._locked() as data:
             life = data.get("ticket_lifetime")
-            return float(data.get("tickets_not_before", 0.0)), int(life) if life is not None else None
+            return int(data.get("ticket_epoch", 0)), int(life) if life is not None else None
 
     def take(self, kind: str, path: str = "", task_type: str = "") -> Rule | None:
         """Consume one use of the first matching rule of `kind`; None if none applies."""

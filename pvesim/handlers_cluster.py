@@ -42,12 +42,12 @@ def check_node(req: Request) -> str:
 @route("POST", "/access/ticket")
 def ticket(req: Request) -> dict[str, Any]:
     """Log in with a password (or renew with a ticket as password)."""
-    not_before, lifetime = req.app.faults.ticket_policy()
+    epoch, lifetime = req.app.faults.ticket_policy()
     user = req.app.auth.login(req.params["username"], req.params["password"], req.params.get("realm"),
-                              not_before, lifetime)
+                              epoch, lifetime)
     return {
         "username": user,
-        "ticket": req.app.auth.make_ticket(user),
+        "ticket": req.app.auth.make_ticket(user, epoch=epoch),
         "CSRFPreventionToken": req.app.auth.make_csrf(user),
         "clustername": "pvesim",
         "cap": {"vms": {p: 1 for p in sorted(req.app.auth.ticket_identity(user).privs)

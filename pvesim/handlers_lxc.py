@@ -133,17 +133,10 @@ def lxc_create(req: Request) -> str:
     start = req.flag("start")
 
     def work(log: Log) -> None:
-        values = {k: v for k, v in conf.main.values.items() if k != "lock"}
-        if conf.main.description:
-            values["description"] = conf.main.description
-        try:
-            app.backend.create(vmid, values, template, keys, log)
-            set_password = getattr(app.backend, "set_password", None)
-            if password and callable(set_password):
-                set_password(vmid, password, log)
-        except BaseException:
-            _discard(req, node, vmid, log)
-            raise
+        app.backend.create(vmid, _backend_values(conf), template, keys, log)
+        set_password = getattr(app.backend, "set_password", None)
+        if password and callable(set_password):
+            set_password(vmid, password, log)
         with app.conf_lock:
             current, _ = store.load(app, node, vmid)
             current.main.values.pop("lock", None)
@@ -151,7 +144,11 @@ def lxc_create(req: Request) -> str:
         if start:
             app.backend.start(vmid, log)
 
-    return app.tasks.start(node, "vzcreate", str(vmid), req.identity.name, work, vmid=vmid)
+    def finalize(log: Log, ok: bool) -> None:
+        if not ok:
+            _discard(req, node, vmid, log)
+
+    return app.tasks.start(node, "vzcreate", str(vmid), req.identity.name, work, vmid=vmid, finalize=finalize)
 
 
 def _discard(req: Request, node: str, vmid: int, log: Log) -> None:
@@ -188,22 +185,23 @@ def lxc_destroy(req: Request) -> str:
         store.save(app, node, vmid, conf)
 
     def work(log: Log) -> None:
-        try:
-            if force and store.is_running(app, vmid):
-                app.backend.stop(vmid, log)
-            if app.backend.exists(vmid):
-                app.backend.destroy(vmid, log)
-        except BaseException:
-            with app.conf_lock:
-                current, _ = store.load(app, node, vmid)
-                current.main.values.pop("lock", None)
-                store.save(app, node, vmid, current)
-            raise
+        if force and store.is_running(app, vmid):
+            app.backend.stop(vmid, log)
+        if app.backend.exists(vmid):
+            app.backend.destroy(vmid, log)
         app.state.lxc_conf(node, vmid).unlink(missing_ok=True)
         if req.flag("purge"):
             log(f"purging CT {vmid} from related configurations..")
 
-    return app.tasks.start(node, "vzdestroy", str(vmid), req.identity.name, work, vmid=vmid)
+    def finalize(log: Log, ok: bool) -> None:
+        if not ok:
+            with app.conf_lock:
+                current, _ = store.load(app, node, vmid)
+                current.main.values.pop("lock", None)
+                store.save(app, node, vmid, current)
+
+    return app.tasks.start(node, "vzdestroy", str(vmid), req.identity.name, work, vmid=vmid,
+                           finalize=finalize)
 
 
 # --- config ----------------------------------------------------------------------------------

@@ -35,16 +35,13 @@ def _locked_task(req: Request, kind: str, lock: str, work: Any, prepare: Any = N
         conf.main.values["lock"] = lock
         store.save(app, node, vmid, conf)
 
-    def run(log: Log) -> None:
-        try:
-            work(log)
-        finally:
-            with app.conf_lock:
-                current, _ = store.load(app, node, vmid)
-                current.main.values.pop("lock", None)
-                store.save(app, node, vmid, current)
+    def unlock(log: Log, ok: bool) -> None:
+        with app.conf_lock:
+            current, _ = store.load(app, node, vmid)
+            current.main.values.pop("lock", None)
+            store.save(app, node, vmid, current)
 
-    return app.tasks.start(node, kind, str(vmid), req.identity.name, run, vmid=vmid)
+    return app.tasks.start(node, kind, str(vmid), req.identity.name, work, vmid=vmid, finalize=unlock)
 
 
 @route("GET", "/nodes/{node}/lxc/{vmid}/snapshot")

@@ -161,8 +161,8 @@ class App:
             ticket = unquote(authz.split("=", 1)[1])
         if not ticket:
             raise AuthError("No ticket")
-        not_before, lifetime = self.faults.ticket_policy()
-        user = self.auth.check_ticket(ticket, not_before=not_before, lifetime=lifetime)
+        epoch, lifetime = self.faults.ticket_policy()
+        user = self.auth.check_ticket(ticket, epoch=epoch, lifetime=lifetime)
         if method != "GET":
             self.auth.check_csrf(headers.get("csrfpreventiontoken"), user)
         return self.auth.ticket_identity(user)

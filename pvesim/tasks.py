@@ -21,6 +21,7 @@ from typing import Any
 
 Log = Callable[[str], None]
 Worker = Callable[[Log], None]
+Finalizer = Callable[[Log, bool], None]  # called after the worker (also after an injected failure)
 LOCK_TIMEOUT = 10.0
 
 
@@ -64,7 +65,20 @@ def _process_start() -> int:
 
 
 class TaskError(Exception):
-    """A task could not be started (e.g. the container is locked)."""
+    """A task failed before its work (lock timeout, injected failure)."""
+
+
+def _work(worker: Worker, log: Log, failure: str | None, finalize: Finalizer | None) -> None:
+    """Run the worker (or the injected failure), then the finalizer with the outcome."""
+    ok = False
+    try:
+        if failure is not None:
+            raise TaskError(failure)
+        worker(log)
+        ok = True
+    finally:
+        if finalize is not None:
+            finalize(log, ok)
 
 
 class Tasks:
@@ -94,8 +108,8 @@ class Tasks:
                 f.write_text(json.dumps(rec))
 
     def start(self, node: str, type_: str, id_: str, user: str, worker: Worker,
-              vmid: int | None = None) -> str:
-        """Start a worker thread; returns its UPID at once."""
+              vmid: int | None = None, finalize: Finalizer | None = None) -> str:
+        """Start a worker thread; returns its UPID at once. `finalize(log, ok)` runs last, under the lock."""
         with self._guard:
             upid = Upid(node, next(self._pids), self._pstart, int(time.time()), type_, id_, user)
         text = str(upid)
@@ -104,7 +118,7 @@ class Tasks:
         meta.write_text(json.dumps(rec))
         log.write_text("")
         failure = self._task_failure(type_) if self._task_failure else None
-        thread = threading.Thread(target=self._run, args=(text, worker, vmid, failure), daemon=True,
+        thread = threading.Thread(target=self._run, args=(text, worker, vmid, failure, finalize), daemon=True,
                                   name=f"task-{type_}-{id_}")
         self._threads[text] = thread
         thread.start()
@@ -114,7 +128,8 @@ class Tasks:
         with self._guard:
             return self._vm_locks.setdefault(str(vmid), threading.Lock())
 
-    def _run(self, upid: str, worker: Worker, vmid: int | None, failure: str | None) -> None:
+    def _run(self, upid: str, worker: Worker, vmid: int | None, failure: str | None,
+             finalize: Finalizer | None) -> None:
         meta, logfile = self._files(upid)
 
         def log(line: str) -> None:
@@ -132,9 +147,7 @@ class Tasks:
                     raise TaskError(f"can't lock file '/run/lock/lxc/pve-config-{vmid}.lock' - got timeout")
                 log(" OK")
             try:
-                if failure is not None:
-                    raise TaskError(failure)
-                worker(log)
+                _work(worker, log, failure, finalize)
             finally:
                 if lock is not None:
                     lock.release()
