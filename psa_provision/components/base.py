@@ -1,14 +1,32 @@
-"""base on a guest (stub: filled in next)."""
+"""Base of every guest: apt proxy, extra CA certificates, the packages every other component needs."""
 
 from __future__ import annotations
 
 from ..facts import GuestFacts
-from ..plan import Change
+from ..plan import Change, Noop, PutFile
+from ..render import render
+from .catalog import CA_DIR
+from .common import changed, command, install, put_file, service
 from .context import HostContext
 
 COMPONENT = "base"
+PACKAGES = ("ca-certificates", "curl", "sudo", "cron", "gzip", "tar")
 
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
-    """Changes that bring base on this guest to the wanted state (Noops when converged)."""
-    return []
+    """Proxy conf first (apt needs it), then base packages, then CA files + update-ca-certificates."""
+    pk = ctx.inventory.packages
+    out: list[Change] = []
+    if pk.proxy:
+        out.append(put_file(ctx, facts, COMPONENT, "/etc/apt/apt.conf.d/01psa-proxy",
+                            render("apt-proxy.conf.j2", proxy=pk.proxy, no_proxy=pk.no_proxy)))
+    else:
+        out.append(Noop(ctx.host, COMPONENT, "no package proxy configured"))
+    out += install(ctx, facts, COMPONENT, PACKAGES)
+    cas = [put_file(ctx, facts, COMPONENT, f"{CA_DIR}/{name}", pem) for name, pem in ctx.extra_cas]
+    out.extend(cas)
+    if changed(cas):
+        files = " ".join(c.path for c in cas if isinstance(c, PutFile))
+        out.append(command(ctx, COMPONENT, f"update-ca-certificates ({files})", "update-ca-certificates\n"))
+    out.extend(service(ctx, facts, COMPONENT, "cron"))
+    return out

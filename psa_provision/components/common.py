@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable
+from pathlib import PurePosixPath
 
 from ..facts import GuestFacts
+from ..inventory import AptRepo
 from ..plan import Change, Command, Noop, Package, PutFile, Service, sha256, unified_diff
+from ..render import render
 from .catalog import SECRET_FILES
 from .context import HostContext
 
@@ -50,18 +53,29 @@ def packages(ctx: HostContext, facts: GuestFacts, component: str, names: Iterabl
 
 
 def service(ctx: HostContext, facts: GuestFacts, component: str, name: str, *, restart: bool = False,
-            reload: bool = False) -> Change:
-    """Ensure a unit is enabled and running; restart/reload it when its files changed."""
+            reload: bool = False) -> list[Change]:
+    """Ensure a unit is enabled and running; restart/reload it when files it reads changed.
+
+    On a fresh guest the package just installed may already run with its default config, so a
+    changed file always means restart (which also starts a stopped unit), plus enable if needed.
+    """
     have = facts.services.get(name)
-    if have is None or not (have.active and have.enabled):
-        return Service(ctx.host, component, f"enable and start {name}", name=name, action="enable-now")
-    if restart:
-        return Service(ctx.host, component, f"restart {name} (configuration changed)", name=name,
-                       action="restart")
-    if reload:
-        return Service(ctx.host, component, f"reload {name} (configuration changed)", name=name,
-                       action="reload")
-    return Noop(ctx.host, component, f"{name} enabled and running")
+    enabled = bool(have and have.enabled)
+    active = bool(have and have.active)
+    out: list[Change] = []
+    if restart or (reload and not active):
+        if not enabled:
+            out.append(Service(ctx.host, component, f"enable {name}", name=name, action="enable"))
+        out.append(Service(ctx.host, component, f"restart {name} (configuration changed)", name=name,
+                           action="restart"))
+    elif not (active and enabled):
+        out.append(Service(ctx.host, component, f"enable and start {name}", name=name, action="enable-now"))
+    elif reload:
+        out.append(Service(ctx.host, component, f"reload {name} (configuration changed)", name=name,
+                           action="reload"))
+    else:
+        out.append(Noop(ctx.host, component, f"{name} enabled and running"))
+    return out
 
 
 def proxy_env(ctx: HostContext) -> str:
@@ -89,3 +103,36 @@ def command(ctx: HostContext, component: str, summary: str, script: str, *, user
 def size_mb(mb: int, *, units: tuple[str, str] = ("MB", "GB")) -> str:
     """4096 -> '4GB', 1536 -> '1536MB' (units: PostgreSQL style by default)."""
     return f"{mb // 1024}{units[1]}" if mb % 1024 == 0 and mb >= 1024 else f"{mb}{units[0]}"
+
+
+def apt_update(ctx: HostContext, component: str, why: str) -> Command:
+    """`apt-get update` (through the proxy conf base wrote), before installing from new sources."""
+    return command(ctx, component, f"apt-get update ({why})", "apt-get update -qq\n")
+
+
+def install(ctx: HostContext, facts: GuestFacts, component: str, names: Iterable[str], *,
+            refresh: bool = False) -> list[Change]:
+    """apt-get update + Package for missing packages; update alone if only the sources changed."""
+    pkg = packages(ctx, facts, component, names)
+    if isinstance(pkg, Noop):
+        return [apt_update(ctx, component, "sources changed"), pkg] if refresh else [pkg]
+    return [apt_update(ctx, component, "package lists"), pkg]
+
+
+def apt_repo(ctx: HostContext, facts: GuestFacts, component: str, repo: AptRepo, *, keyring: str,
+             list_file: str) -> list[Change]:
+    """Signing key (fetched by the guest through the proxy, ASCII-armored .asc) + sources list."""
+    out: list[Change] = []
+    if keyring in facts.files:
+        out.append(Noop(ctx.host, component, f"{keyring} present"))
+    else:
+        out.append(command(ctx, component, f"fetch apt key {repo.key_url} -> {keyring}",
+                           proxy_env(ctx) + f"install -d -m 0755 {shlex.quote(str(PurePosixPath(keyring).parent))}\n"
+                           f"curl -fsSL --retry 3 {shlex.quote(repo.key_url)} -o {shlex.quote(keyring)}.tmp\n"
+                           f"grep -q 'BEGIN PGP PUBLIC KEY BLOCK' {shlex.quote(keyring)}.tmp\n"
+                           f"chmod 0644 {shlex.quote(keyring)}.tmp && mv {shlex.quote(keyring)}.tmp "
+                           f"{shlex.quote(keyring)}\n"))
+    out.append(put_file(ctx, facts, component, list_file, render(
+        "apt-source.list.j2", name=component, keyring=keyring, repo_url=repo.repo_url, suite=repo.suite,
+        component=repo.component)))
+    return out

@@ -1,14 +1,55 @@
-"""elasticsearch on a guest (stub: filled in next)."""
+"""Elasticsearch 8 (Elastic's apt repository, or the sandbox's stand-in): config, heap, snapshot dir."""
 
 from __future__ import annotations
 
 from ..facts import GuestFacts
-from ..plan import Change
+from ..plan import Change, Noop
+from ..render import render
+from .catalog import ES_BACKUP_DIR, KEYRINGS
+from .common import apt_repo, changed, command, install, put_file, service
 from .context import HostContext
 
 COMPONENT = "elasticsearch"
+CONF = "/etc/elasticsearch/elasticsearch.yml"
+HEAP = "/etc/elasticsearch/jvm.options.d/heap.options"
+KEYRING = f"{KEYRINGS}/elastic.asc"
+LIST = "/etc/apt/sources.list.d/elastic-8.x.list"
+HEAP_CAP_MB = 31 * 1024
+
+
+def heap(ctx: HostContext) -> str:
+    """Inventory override, else 1/16 of the container's memory capped at 31g (4g at 64 GiB)."""
+    override = ctx.inventory.tuning.elasticsearch.heap
+    if override:
+        return override
+    mb = min(HEAP_CAP_MB, max(256, ctx.container.memory_mb // 16))
+    return f"{mb // 1024}g" if mb % 1024 == 0 else f"{mb}m"
+
+
+def conf_content(ctx: HostContext) -> str:
+    return render("elasticsearch.yml.j2", cluster_name="psa-platform", node_name="psa-node-1",
+                  bind=ctx.listen_address(), repo_path=ES_BACKUP_DIR)
+
+
+def heap_content(ctx: HostContext) -> str:
+    return render("heap.options.j2", heap=heap(ctx), memory_mb=ctx.container.memory_mb)
+
+
+def _backup_dir(ctx: HostContext, facts: GuestFacts) -> Change:
+    d = facts.dirs.get(ES_BACKUP_DIR)
+    if d and (d.owner, d.group) == ("elasticsearch", "elasticsearch"):
+        return Noop(ctx.host, COMPONENT, f"{ES_BACKUP_DIR} present")
+    parent = ES_BACKUP_DIR.rsplit("/", 1)[0]
+    return command(ctx, COMPONENT, f"create snapshot directory {ES_BACKUP_DIR} (path.repo)",
+                   f"install -d -m 0755 {parent}\n"
+                   f"install -d -m 0750 -o elasticsearch -g elasticsearch {ES_BACKUP_DIR}\n")
 
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
-    """Changes that bring elasticsearch on this guest to the wanted state (Noops when converged)."""
-    return []
+    repo = apt_repo(ctx, facts, COMPONENT, ctx.inventory.packages.elasticsearch, keyring=KEYRING, list_file=LIST)
+    out: list[Change] = [*repo, *install(ctx, facts, COMPONENT, ("elasticsearch",), refresh=changed(repo))]
+    conf = put_file(ctx, facts, COMPONENT, CONF, conf_content(ctx), mode=0o660, group="elasticsearch")
+    heap_file = put_file(ctx, facts, COMPONENT, HEAP, heap_content(ctx), mode=0o660, group="elasticsearch")
+    out += [conf, heap_file, _backup_dir(ctx, facts)]
+    out += service(ctx, facts, COMPONENT, "elasticsearch", restart=changed([conf, heap_file]))
+    return out

@@ -1,14 +1,148 @@
-"""postgresql on a guest (stub: filled in next)."""
+"""PostgreSQL 15: tuning drop-in, pg_hba, role psa_app, database psa_platform, extensions, grants.
+
+The settings go to conf.d/psa.conf, read through the `include_dir = 'conf.d'` line of Debian's
+stock postgresql.conf, so the package's conffile stays untouched. Whether psa_app's stored
+password still matches the secret is decided here, in Python, against the SCRAM verifier that
+the facts carry (pg_authid.rolpassword): no secret leaves this machine to be compared.
+"""
 
 from __future__ import annotations
 
-from ..facts import GuestFacts
-from ..plan import Change
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+
+from ..facts import GuestFacts, PostgresFacts
+from ..plan import Change, Noop
+from ..render import render
+from .catalog import PG_CONF_DIR
+from .common import changed, command, install, put_file, service, size_mb
 from .context import HostContext
 
 COMPONENT = "postgresql"
+DATABASE = "psa_platform"
+ROLE = "psa_app"
+EXTENSIONS = ("uuid-ossp", "pg_trgm", "btree_gin", "pgcrypto")
+CONF = f"{PG_CONF_DIR}/conf.d/psa.conf"
+HBA = f"{PG_CONF_DIR}/pg_hba.conf"
+PSQL = "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1"
+_SCRAM = re.compile(r"^SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)$")
+# Keep statements that carry a password out of the server log.
+_QUIET = "SET log_min_duration_statement = -1;\nSET log_statement = 'none';\n"
+
+
+def scram_matches(password: str, verifier: str) -> bool:
+    """True if `password` produces the StoredKey of a `SCRAM-SHA-256$iter:salt$stored:server` verifier."""
+    m = _SCRAM.match(verifier)
+    if not m:
+        return False
+    try:
+        salt = base64.b64decode(m.group(2), validate=True)
+        stored = base64.b64decode(m.group(3), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, int(m.group(1)))
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return hmac.compare_digest(hashlib.sha256(client_key).digest(), stored)
+
+
+def settings(ctx: HostContext) -> dict[str, object]:
+    """The seed's settings, memory-derived (4GB/12GB/1GB/20MB at 64 GiB), inventory overrides first."""
+    mem = ctx.container.memory_mb
+    tune = ctx.inventory.tuning.postgresql
+    listen = ctx.listen_address()
+    return {
+        "listen_addresses": "localhost" if listen == "127.0.0.1" else f"{listen},localhost",
+        "port": 5432,
+        "max_connections": tune.max_connections or 200,
+        "shared_buffers": tune.shared_buffers or size_mb(max(128, mem // 16)),
+        "effective_cache_size": tune.effective_cache_size or size_mb(max(256, mem * 3 // 16)),
+        "maintenance_work_mem": tune.maintenance_work_mem or size_mb(min(2048, max(64, mem // 64))),
+        "work_mem": tune.work_mem or size_mb(max(4, round(mem * 20 / 65536))),
+        "memory_mb": mem,
+    }
+
+
+def conf_content(ctx: HostContext) -> str:
+    return render("postgresql-psa.conf.j2", **settings(ctx))
+
+
+def hba_content(ctx: HostContext) -> str:
+    return render("pg_hba.conf.j2", database=DATABASE, user=ROLE, clients=ctx.client_addresses())
+
+
+def role_sql(password: str) -> str:
+    """Idempotent: create psa_app if absent, then (re)set LOGIN and its password."""
+    return (_QUIET + f"DO $$BEGIN\n  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN\n"
+            f"    CREATE ROLE {ROLE} LOGIN;\n  END IF;\nEND$$;\n"
+            f"ALTER ROLE {ROLE} WITH LOGIN PASSWORD '{password}';\n")
+
+
+def database_sql() -> str:
+    """Idempotent: database owned by psa_app, the seed's extensions and grants."""
+    exts = "".join(f'CREATE EXTENSION IF NOT EXISTS "{e}";\n' for e in EXTENSIONS)
+    return (
+        f"SELECT 'CREATE DATABASE {DATABASE} OWNER {ROLE}' WHERE NOT EXISTS "
+        f"(SELECT FROM pg_database WHERE datname = '{DATABASE}')\\gexec\n"
+        f"ALTER DATABASE {DATABASE} OWNER TO {ROLE};\n"
+        f"GRANT ALL PRIVILEGES ON DATABASE {DATABASE} TO {ROLE};\n"
+        f"\\connect {DATABASE}\n{exts}"
+        f"GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA public TO {ROLE};\n"
+        f"GRANT ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public TO {ROLE};\n"
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO {ROLE};\n"
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO {ROLE};\n"
+    )
+
+
+def _role_problem(pg: PostgresFacts | None, password: str) -> str | None:
+    role = pg.roles.get(ROLE) if pg else None
+    if role is None:
+        return f"create role {ROLE}"
+    if not role.login:
+        return f"allow login for {ROLE}"
+    if not scram_matches(password, role.password_verifier):
+        return f"set {ROLE}'s password (stored one differs from the secret)"
+    return None
+
+
+def _database_problems(pg: PostgresFacts | None) -> list[str]:
+    if pg is None or DATABASE not in pg.databases:
+        return [f"create database {DATABASE} owned by {ROLE}", "extensions " + ", ".join(EXTENSIONS), "grants"]
+    out = []
+    if pg.databases[DATABASE] != ROLE:
+        out.append(f"owner of {DATABASE} -> {ROLE} (is {pg.databases[DATABASE]})")
+    missing = [e for e in EXTENSIONS if e not in pg.extensions.get(DATABASE, frozenset())]
+    if missing:
+        out.append("extensions " + ", ".join(missing))
+    if not {"r", "S"} <= pg.default_acls.get(DATABASE, frozenset()):
+        out.append("grants + default privileges")
+    return out
+
+
+def objects(ctx: HostContext, facts: GuestFacts) -> list[Change]:
+    """Role, database, extensions, grants: SQL on stdin (password never in argv), only what is missing."""
+    password = ctx.secrets.get("postgresql.app_password").value
+    out: list[Change] = []
+    problem = _role_problem(facts.postgres, password)
+    if problem:
+        out.append(command(ctx, COMPONENT, problem, f"cd / && {PSQL} -d postgres\n", stdin=role_sql(password)))
+    else:
+        out.append(Noop(ctx.host, COMPONENT, f"role {ROLE} exists, password matches"))
+    problems = _database_problems(facts.postgres)
+    if problems:
+        out.append(command(ctx, COMPONENT, "; ".join(problems), f"cd / && {PSQL} -d postgres\n", stdin=database_sql()))
+    else:
+        out.append(Noop(ctx.host, COMPONENT, f"database {DATABASE}, extensions and grants in place"))
+    return out
 
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
-    """Changes that bring postgresql on this guest to the wanted state (Noops when converged)."""
-    return []
+    out: list[Change] = [*install(ctx, facts, COMPONENT, ("postgresql-15",))]
+    conf = put_file(ctx, facts, COMPONENT, CONF, conf_content(ctx), owner="postgres", group="postgres")
+    hba = put_file(ctx, facts, COMPONENT, HBA, hba_content(ctx), mode=0o640, owner="postgres", group="postgres")
+    out += [conf, hba]
+    out += service(ctx, facts, COMPONENT, "postgresql", restart=changed([conf]), reload=changed([hba]))
+    out += objects(ctx, facts)
+    return out

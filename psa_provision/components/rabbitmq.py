@@ -1,14 +1,63 @@
-"""rabbitmq on a guest (stub: filled in next)."""
+"""RabbitMQ (Debian 12's rabbitmq-server 3.10): config, management plugin, admin + psa_app users, no guest.
+
+Facts hold no secret, so a password is set only when its user is created (`rabbitmqctl add_user
+NAME` reads it from stdin); changing a stored password is `rotate-secrets`' job.
+"""
 
 from __future__ import annotations
 
-from ..facts import GuestFacts
-from ..plan import Change
+import shlex
+
+from ..facts import GuestFacts, RabbitFacts
+from ..plan import Change, Noop
+from ..render import render
+from .common import changed, command, install, put_file, service
 from .context import HostContext
 
 COMPONENT = "rabbitmq"
+CONF = "/etc/rabbitmq/rabbitmq.conf"
+PLUGINS = "/etc/rabbitmq/enabled_plugins"
+VHOST = "/"
+ALL = (".*", ".*", ".*")
+# name -> (secret key, tags)
+USERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "admin": ("rabbitmq.admin_password", ("administrator",)),
+    "psa_app": ("rabbitmq.app_password", ()),
+}
+
+
+def _user_changes(ctx: HostContext, rabbit: RabbitFacts | None, name: str) -> list[Change]:
+    key, tags = USERS[name]
+    q = shlex.quote
+    users = rabbit.users if rabbit else {}
+    perms = rabbit.permissions if rabbit else {}
+    out: list[Change] = []
+    if name not in users:
+        out.append(command(ctx, COMPONENT, f"create user {name}", f"rabbitmqctl -q list_users | grep -q '^{name}\\b' || rabbitmqctl -q add_user {q(name)}\n",
+                           stdin=ctx.secrets.get(key).value + "\n"))
+    if users.get(name, frozenset()) != frozenset(tags):
+        out.append(command(ctx, COMPONENT, f"set tags of {name}: {' '.join(tags) or '(none)'}",
+                           f"rabbitmqctl -q set_user_tags {q(name)} {' '.join(q(t) for t in tags)}\n"))
+    if perms.get((VHOST, name)) != ALL:
+        out.append(command(ctx, COMPONENT, f"grant {name} all permissions on vhost {VHOST}",
+                           f"rabbitmqctl -q set_permissions -p {q(VHOST)} {q(name)} '.*' '.*' '.*'\n"))
+    return out or [Noop(ctx.host, COMPONENT, f"user {name} present with tags and permissions")]
 
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
-    """Changes that bring rabbitmq on this guest to the wanted state (Noops when converged)."""
-    return []
+    out: list[Change] = [*install(ctx, facts, COMPONENT, ("rabbitmq-server",))]
+    bind = ctx.listen_address()
+    conf = put_file(ctx, facts, COMPONENT, CONF, render("rabbitmq.conf.j2", bind=bind),
+                    owner="rabbitmq", group="rabbitmq")
+    plugins = put_file(ctx, facts, COMPONENT, PLUGINS, render("enabled_plugins.j2"),
+                       owner="rabbitmq", group="rabbitmq")
+    out += [conf, plugins]
+    out += service(ctx, facts, COMPONENT, "rabbitmq-server", restart=changed([conf, plugins]))
+    for name in USERS:
+        out += _user_changes(ctx, facts.rabbitmq, name)
+    if facts.rabbitmq is None or "guest" in facts.rabbitmq.users:
+        out.append(command(ctx, COMPONENT, "delete the default guest user",
+                           "if rabbitmqctl -q list_users | grep -q '^guest\\b'; then rabbitmqctl -q delete_user guest; fi\n"))
+    else:
+        out.append(Noop(ctx.host, COMPONENT, "guest user absent"))
+    return out

@@ -1,14 +1,36 @@
-"""redis on a guest (stub: filled in next)."""
+"""Redis 7 (Debian 12's redis-server): full redis.conf with requirepass, maxmemory, AOF + RDB."""
 
 from __future__ import annotations
 
 from ..facts import GuestFacts
 from ..plan import Change
+from ..render import render
+from .common import changed, install, put_file, service
 from .context import HostContext
 
 COMPONENT = "redis"
+CONF = "/etc/redis/redis.conf"
+
+
+def maxmemory(ctx: HostContext) -> str:
+    """Inventory override, else 1/32 of the container's memory (2gb at 64 GiB, the seed's value)."""
+    override = ctx.inventory.tuning.redis.maxmemory
+    if override:
+        return override
+    mb = max(64, ctx.container.memory_mb // 32)
+    return f"{mb // 1024}gb" if mb % 1024 == 0 else f"{mb}mb"
+
+
+def content(ctx: HostContext) -> str:
+    bind = ctx.listen_address()
+    bind = "127.0.0.1" if bind == "127.0.0.1" else f"{bind} 127.0.0.1"
+    return render("redis.conf.j2", bind=bind, password=ctx.secrets.get("redis.password").value,
+                  maxmemory=maxmemory(ctx))
 
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
-    """Changes that bring redis on this guest to the wanted state (Noops when converged)."""
-    return []
+    out: list[Change] = [*install(ctx, facts, COMPONENT, ("redis-server", "redis-tools"))]
+    conf = put_file(ctx, facts, COMPONENT, CONF, content(ctx), mode=0o640, owner="redis", group="redis")
+    out.append(conf)
+    out.extend(service(ctx, facts, COMPONENT, "redis-server", restart=changed([conf])))
+    return out

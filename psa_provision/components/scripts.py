@@ -1,14 +1,37 @@
-"""scripts on a guest (stub: filled in next)."""
+"""Operations scripts from the seed: health-check.sh, backup-psa.sh and its daily cron entry (02:00)."""
 
 from __future__ import annotations
 
 from ..facts import GuestFacts
 from ..plan import Change
+from ..render import render
+from .catalog import APP_DIR, APP_USER, ENV_FILE, ES_BACKUP_DIR, PG_CONF_DIR
+from .common import put_file
 from .context import HostContext
 
 COMPONENT = "scripts"
+HEALTH = "/usr/local/bin/health-check.sh"
+BACKUP = "/usr/local/bin/backup-psa.sh"
+CRON = "/etc/cron.d/psa-backup"
+
+
+def _vars(ctx: HostContext) -> dict[str, object]:
+    comps = set(ctx.container.components)
+    checks = {c: c in comps for c in ("postgresql", "redis", "rabbitmq", "elasticsearch")}
+    config = [ENV_FILE, f"{APP_DIR}/ecosystem.config.js"]
+    if checks["postgresql"]:
+        config += [f"{PG_CONF_DIR}/postgresql.conf", f"{PG_CONF_DIR}/conf.d/psa.conf", f"{PG_CONF_DIR}/pg_hba.conf"]
+    if checks["redis"]:
+        config.append("/etc/redis/redis.conf")
+    return {"checks": checks, "services": ctx.services, "env_file": ENV_FILE, "app_user": APP_USER,
+            "app_dir": APP_DIR, "backup_dir": f"{APP_DIR}/backups", "es_repo_path": ES_BACKUP_DIR,
+            "elasticsearch_host": "127.0.0.1", "config_files": config}
 
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
-    """Changes that bring scripts on this guest to the wanted state (Noops when converged)."""
-    return []
+    v = _vars(ctx)
+    return [
+        put_file(ctx, facts, COMPONENT, HEALTH, render("health-check.sh.j2", **v), mode=0o755),
+        put_file(ctx, facts, COMPONENT, BACKUP, render("backup-psa.sh.j2", **v), mode=0o750),
+        put_file(ctx, facts, COMPONENT, CRON, render("cron-psa-backup.j2")),
+    ]
