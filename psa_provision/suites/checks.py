@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import re
+import time
+import uuid
 from collections.abc import Iterable
 
 _PG_UNITS = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
@@ -39,3 +45,18 @@ def size_bytes(value: str) -> int:
     if m is None:
         raise ValueError(f"not a size: {value!r}")
     return int(m.group(1)) * _SIZE_UNITS[m.group(2) or "b"]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256_token(secret: str, *, subject: str = "psa-verify", ttl_s: int = 300, now: int | None = None) -> str:
+    """A short-lived HS256 JWT with the claims the gateway checks (sub, email, role, jti, iat, exp)."""
+    issued = int(time.time()) if now is None else now
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    claims = {"sub": subject, "email": f"{subject}@psa-platform.local", "role": "admin",
+              "jti": uuid.uuid4().hex, "iat": issued, "exp": issued + ttl_s}
+    payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{_b64url(signature)}"

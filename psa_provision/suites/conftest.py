@@ -18,11 +18,13 @@ import pytest
 
 from psa_provision.verify import CONTEXT_ENV, read_context, remote_command
 
+GATEWAY = "api-gateway"
 StdinRunner = Callable[[str, str], subprocess.CompletedProcess[str]]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "component(name): the check needs this component on the container")
+    config.addinivalue_line("markers", "upstreams: one case per service behind the gateway, on its container")
 
 
 def _context() -> dict[str, Any]:
@@ -33,9 +35,13 @@ def _context() -> dict[str, Any]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Per-service checks get one case per service of the phase (placement filters them below)."""
+    """Per-service checks get one case per service of the phase (placement filters them below);
+    `upstreams` checks one per service behind the gateway."""
     if "service" in metafunc.fixturenames:
-        metafunc.parametrize("service", sorted(_context()["services"]))
+        services = sorted(_context()["services"])
+        if metafunc.definition.get_closest_marker("upstreams") is not None:
+            services = [s for s in services if s != GATEWAY]
+        metafunc.parametrize("service", services)
 
 
 def _host_name(item: pytest.Item) -> str | None:
@@ -59,7 +65,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         service = callspec.params.get("service") if callspec is not None else None
         if applies and service is not None:
-            applies = service in container["services"]
+            placed = GATEWAY if item.get_closest_marker("upstreams") is not None else service
+            applies = placed in container["services"]
         (keep if applies else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from psa_provision.suites.checks import (
+    hs256_token,
     listening_ports,
     loopback_only,
     net0_fields,
@@ -264,13 +265,22 @@ def test_service_health(host: Any, ctx: dict[str, Any], service: str) -> None:
 
 
 @pytest.mark.component("app")
-def test_gateway_routes_to_service(host: Any, ctx: dict[str, Any], service: str) -> None:
-    gateway = ctx["services"].get("api-gateway")
-    if service == "api-gateway" or gateway is None:
-        pytest.skip("the gateway itself")
-    path = ctx.get("gateway_health_path", "/api/{service}/health").format(service=service)
-    code, body = http_get(host, f"http://127.0.0.1:{gateway['port']}{path}")
-    assert code == 200, f"GET :{gateway['port']}{path} answered {code}: {body[:200]}"
+@pytest.mark.upstreams
+def test_gateway_routes_to_service(ctx: dict[str, Any], host: Any, service: str, run_stdin: Any,
+                                   secrets: Any) -> None:
+    port = ctx["services"]["api-gateway"]["port"]
+    _, body = http_get(host, f"http://127.0.0.1:{port}/health")
+    checks = json.loads(body).get("checks", {}) if body.startswith("{") else {}
+    assert checks.get(service) == "ok", f"gateway :{port}/health says {service}: {checks.get(service)!r}"
+    # A request with a valid token through /api/<service>: the service must answer, not the gateway's
+    # 401 (token refused) or 502/503/504 (upstream down). The token travels on stdin (curl -H @-).
+    token = hs256_token(secrets.get("app.jwt_secret").value)
+    url = shlex.quote(f"http://127.0.0.1:{port}/api/{service}")
+    result = run_stdin(f"curl -s --max-time 10 -o /dev/null -w '%{{http_code}}' -H @- {url}",
+                       f"Authorization: Bearer {token}\n")
+    status = result.stdout.strip()
+    assert status.isdigit() and int(status) not in (0, 401, 502, 503, 504), \
+        f"GET :{port}/api/{service} through the gateway answered {status or 'nothing'}"
 
 
 @pytest.mark.component("app")

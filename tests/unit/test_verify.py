@@ -172,3 +172,17 @@ def test_phase0_suite_runs_each_check_only_where_its_component_is(tmp_path: Path
     assert "test_pm2_app_online_with_instances[tickets]" not in checks  # placed elsewhere
     assert not any(c.startswith("test_postgresql") for c in checks)  # no postgresql component here
     assert "test_container_config_matches_phase" in checks
+    assert "test_gateway_routes_to_service[crm]" not in checks  # the gateway is not on this container
+
+
+def test_gateway_routing_checks_run_on_the_gateway_container_for_each_upstream(tmp_path: Path) -> None:
+    context = {
+        "containers": {"local": {"components": ["app"], "services": ["api-gateway"]}},
+        "services": {"api-gateway": {"port": 3000, "instances": 2}, "crm": {"port": 3020, "instances": 2}},
+    }
+    report = verify.run_suite(verify.suite_files("phase0"), ["local://"], context=context, phase="phase0",
+                              extra=["--collect-only"])
+    checks = {check for _, check in report.planned}
+    assert "test_gateway_routes_to_service[crm]" in checks
+    assert "test_gateway_routes_to_service[api-gateway]" not in checks
+    assert "test_pm2_app_online_with_instances[crm]" not in checks

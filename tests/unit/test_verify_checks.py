@@ -83,3 +83,19 @@ def test_context_names_containers_by_hostname_and_places_services() -> None:
     assert es == {"cluster_name": "psa-platform", "heap": "1g"}
     assert ctx["secrets_file"] == "/inv/sandbox.secrets.yml"
     assert verify.targets_of(_phase()) == [verify.Target("psa-all-in-one", "10.0.20.100")]
+
+
+def test_hs256_token_verifies_like_the_gateway() -> None:
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    token = checks.hs256_token("k" * 40, now=1_700_000_000, ttl_s=60)
+    header, payload, sig = token.split(".")
+    want = hmac.new(b"k" * 40, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    assert base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)) == want
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert {k: claims[k] for k in ("iat", "exp", "role")} == {"iat": 1_700_000_000, "exp": 1_700_000_060,
+                                                             "role": "admin"}
+    assert {"sub", "email", "jti"} <= set(claims)
