@@ -31,7 +31,7 @@ class ConfigError(Exception):
 def _scalar(text: str) -> str:
     """One YAML scalar without quotes or trailing comment."""
     text = text.strip()
-    if text[:1] in "\"'":
+    if text and text[0] in "\"'":
         quote = text[0]
         end = text.find(quote, 1)
         return text[1:end] if end > 0 else text[1:]

@@ -245,7 +245,7 @@ def _sort_key(spec: Any) -> tuple[str, bool]:
     """`"f"`, `"f:desc"`, `{"f": "desc"}`, `{"f": {"order": "desc"}}` -> (field, descending)."""
     if isinstance(spec, str):
         name, _, order = spec.partition(":")
-        return name, order == "desc"
+        return name, order == "desc" or (name == "_score" and order != "asc")
     name, order = next(iter(spec.items()))
     order = order.get("order", "asc") if isinstance(order, dict) else order
     return name, order == "desc" or (name == "_score" and order != "asc")

@@ -1,0 +1,406 @@
+"""The Elasticsearch stand-in: config parsing, query and snapshot logic, and the real process over HTTP.
+
+The process tests start `python3 -m es_standin` with only pvesim/ on PYTHONPATH (as in the guest:
+stdlib only, no pvesim imports) on 127.0.0.1 with a free port and a temporary config/data dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pvesim.es_standin import config, query
+from pvesim.es_standin.snapshots import Snapshots
+from pvesim.es_standin.store import EsError, Store
+
+PVESIM_DIR = Path(__file__).resolve().parents[2] / "pvesim"
+
+
+# -- config ----------------------------------------------------------------------------------------
+SEED_YML = """\
+cluster.name: psa-platform
+node.name: "psa-node-1"   # quoted, with a comment
+
+# Network
+network.host: 127.0.0.1
+http.port: 9200
+path.data: /var/lib/elasticsearch
+path.repo: ["/opt/backups/es", '/mnt/other']
+discovery.type: single-node
+xpack.security.enabled: false
+"""
+
+
+def test_yaml_subset_reads_the_seed_config() -> None:
+    values = config.parse_yaml_subset(SEED_YML)
+    assert values["cluster.name"] == "psa-platform"
+    assert values["node.name"] == "psa-node-1"
+    assert values["path.repo"] == ["/opt/backups/es", "/mnt/other"]
+    assert values["xpack.security.enabled"] == "false"
+
+
+def test_yaml_subset_block_lists_and_nested_keys() -> None:
+    text = "path:\n  data: /data\n  repo:\n    - /a\n    - /b\ncluster:\n  name: c1\n"
+    assert config.parse_yaml_subset(text) == {
+        "path.data": "/data",
+        "path.repo": ["/a", "/b"],
+        "cluster.name": "c1",
+    }
+
+
+def test_yaml_subset_rejects_garbage() -> None:
+    with pytest.raises(config.ConfigError, match="cannot parse"):
+        config.parse_yaml_subset("this is not yaml\n")
+
+
+@pytest.mark.parametrize(
+    ("texts", "expected"),
+    [
+        (["-Xms4g\n-Xmx4g\n"], {"Xms": 4 * 1024**3, "Xmx": 4 * 1024**3}),
+        (["## -Xms4g\n17-:-Xmx512m\n"], {"Xmx": 512 * 1024**2}),
+        (["-Xms1g\n-Xmx1g\n", "-Xms2g\n-Xmx2g\n"], {"Xms": 2 * 1024**3, "Xmx": 2 * 1024**3}),
+        (["-XX:+UseG1GC\n-Xmx100k\n"], {"Xmx": 100 * 1024}),
+    ],
+)
+def test_heap_options(texts: list[str], expected: dict[str, int]) -> None:
+    assert config.parse_heap_options(texts) == expected
+
+
+def test_jvm_options_d_is_read_in_order_after_jvm_options(tmp_path: Path) -> None:
+    (tmp_path / "jvm.options").write_text("-Xms1g\n-Xmx1g\n")
+    (tmp_path / "jvm.options.d").mkdir()
+    (tmp_path / "jvm.options.d" / "b.options").write_text("-Xmx3g\n")
+    (tmp_path / "jvm.options.d" / "a.options").write_text("-Xms2g\n-Xmx2g\n")
+    (tmp_path / "jvm.options.d" / "ignored.txt").write_text("-Xmx9g\n")
+    assert config.read_jvm_options(tmp_path) == {"Xms": 2 * 1024**3, "Xmx": 3 * 1024**3}
+
+
+@pytest.mark.parametrize(
+    ("size", "text"), [(4 * 1024**3, "4gb"), (512 * 1024**2, "512mb"), (1536 * 1024**2, "1.5gb"), (10, "10b")]
+)
+def test_format_bytes(size: int, text: str) -> None:
+    assert config.format_bytes(size) == text
+
+
+def test_settings_and_bootstrap_checks() -> None:
+    values = config.parse_yaml_subset(SEED_YML + "path.logs: /logs\n")
+    settings = config.settings_from(values, {"Xms": 1024**3, "Xmx": 2 * 1024**3})
+    assert settings.http_port == 9200
+    assert settings.path_repo == [Path("/opt/backups/es"), Path("/mnt/other")]
+    assert settings.path_logs == Path("/logs")
+    assert settings.heap_max == 2 * 1024**3
+    errors = config.bootstrap_errors(settings)
+    assert len(errors) == 1 and "initial heap size [1073741824] not equal to maximum heap size" in errors[0]
+    equal = config.settings_from({"path.repo": "/x,/y"}, {"Xms": 1024**3, "Xmx": 1024**3})
+    assert config.bootstrap_errors(equal) == []
+    assert equal.path_repo == [Path("/x"), Path("/y")]
+
+
+# -- queries ----------------------------------------------------------------------------------------
+DOCS = [
+    ("t", "1", {"title": "Printer is broken", "status": "open", "priority": 3, "customer": {"name": "Acme"}}),
+    (
+        "t",
+        "2",
+        {"title": "Email not working", "status": "closed", "priority": 1, "customer": {"name": "Globex"}},
+    ),
+    (
+        "t",
+        "3",
+        {"title": "Printer toner low", "status": "open", "priority": 2, "tags": ["hardware", "printer"]},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "ids"),
+    [
+        ({}, ["1", "2", "3"]),
+        ({"query": {"match_all": {}}}, ["1", "2", "3"]),
+        ({"query": {"match": {"title": "PRINTER"}}}, ["1", "3"]),
+        ({"query": {"match": {"title": {"query": "printer broken", "operator": "and"}}}}, ["1"]),
+        ({"query": {"multi_match": {"query": "acme", "fields": ["title", "customer.*"]}}}, ["1"]),
+        ({"query": {"query_string": {"query": "status:closed"}}}, ["2"]),
+        ({"query": {"query_string": {"query": "toner"}}}, ["3"]),
+        ({"query": {"query_string": {"query": "print*"}}}, ["1", "3"]),
+        ({"query": {"term": {"status.keyword": "open"}}}, ["1", "3"]),
+        ({"query": {"terms": {"priority": [1, 3]}}}, ["1", "2"]),
+        ({"query": {"range": {"priority": {"gte": 2}}}}, ["1", "3"]),
+        (
+            {
+                "query": {
+                    "bool": {
+                        "must": [{"match": {"title": "printer"}}],
+                        "must_not": [{"term": {"priority": 2}}],
+                    }
+                }
+            },
+            ["1"],
+        ),
+        (
+            {"query": {"bool": {"filter": [{"term": {"status": "open"}}]}}, "sort": [{"priority": "asc"}]},
+            ["3", "1"],
+        ),
+        (
+            {"query": {"match_all": {}}, "sort": [{"priority": {"order": "desc"}}], "from": 1, "size": 1},
+            ["3"],
+        ),
+        ({"query": {"exists": {"field": "tags"}}}, ["3"]),
+    ],
+)
+def test_search(body: dict[str, Any], ids: list[str]) -> None:
+    hits = query.search(DOCS, body, {})
+    found = [hit["_id"] for hit in hits["hits"]]
+    assert sorted(found) == sorted(ids) if "sort" not in body else found == ids
+    if "from" not in body:
+        assert hits["total"]["value"] == len(ids)
+
+
+def test_search_scores_more_matching_tokens_higher() -> None:
+    hits = query.search(DOCS, {"query": {"match": {"title": "printer broken"}}}, {})["hits"]
+    assert [h["_id"] for h in hits] == ["1", "3"]
+    assert hits[0]["_score"] > hits[1]["_score"]
+
+
+def test_q_parameter_and_unknown_query() -> None:
+    assert [h["_id"] for h in query.search(DOCS, {}, {"q": "email"})["hits"]] == ["2"]
+    with pytest.raises(EsError) as err:
+        query.search(DOCS, {"query": {"fuzzy_magic": {}}}, {})
+    assert err.value.status == 400 and err.value.kind == "parsing_exception"
+
+
+# -- store and snapshots ------------------------------------------------------------------------------
+def test_documents_survive_a_reload(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put_doc("tickets", "a/1", {"title": "x"})
+    store.put_doc("tickets", "a/1", {"title": "y"})
+    store.put_doc("tickets", "2", {"title": "z"})
+    store.delete_doc("tickets", "2")
+    again = Store(tmp_path)
+    assert {i: d.source for i, d in again.get("tickets").docs.items()} == {"a/1": {"title": "y"}}
+    assert again.get("tickets").docs["a/1"].version == 2
+
+
+def test_index_names_are_validated(tmp_path: Path) -> None:
+    with pytest.raises(EsError) as err:
+        Store(tmp_path).create_index("Tickets")
+    assert (err.value.status, err.value.kind) == (400, "invalid_index_name_exception")
+
+
+def test_snapshot_location_must_be_under_path_repo(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    snapshots = Snapshots(tmp_path / "data", [tmp_path / "repo"], store)
+    with pytest.raises(EsError) as err:
+        snapshots.put_repository(
+            "backup", {"type": "fs", "settings": {"location": str(tmp_path / "elsewhere")}}
+        )
+    assert (err.value.status, err.value.kind) == (500, "repository_exception")
+    assert "doesn't match any of the locations specified by path.repo" in err.value.reason
+    unset = Snapshots(tmp_path / "data", [], store)
+    with pytest.raises(EsError, match="because this setting is empty"):
+        unset.put_repository("backup", {"type": "fs", "settings": {"location": str(tmp_path / "repo")}})
+
+
+def test_snapshot_and_restore(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    snapshots = Snapshots(tmp_path / "data", [tmp_path / "repo"], store)
+    snapshots.put_repository(
+        "backup", {"type": "fs", "settings": {"location": "psa"}}
+    )  # relative: under path.repo
+    store.put_doc("tickets", "1", {"title": "before"})
+    info = snapshots.create("backup", "snap-1", {})
+    assert info["state"] == "SUCCESS" and info["indices"] == ["tickets"]
+    assert (tmp_path / "repo" / "psa" / "snap-1" / "snapshot.json").is_file()
+    store.put_doc("tickets", "1", {"title": "after"})
+    with pytest.raises(EsError) as err:
+        snapshots.restore("backup", "snap-1", {})
+    assert err.value.status == 500 and "open index with same name already exists" in err.value.reason
+    store.delete_index("tickets")
+    assert snapshots.restore("backup", "snap-1", {"indices": "tickets"})["indices"] == ["tickets"]
+    assert store.get("tickets").docs["1"].source == {"title": "before"}
+    renamed = snapshots.restore(
+        "backup", "snap-1", {"rename_pattern": "(.+)", "rename_replacement": "restored-$1"}
+    )
+    assert renamed["indices"] == ["restored-tickets"]
+    assert [s["snapshot"] for s in snapshots.get("backup", "_all")["snapshots"]] == ["snap-1"]
+    with pytest.raises(EsError) as missing:
+        snapshots.get("backup", "nope")
+    assert missing.value.kind == "snapshot_missing_exception"
+
+
+# -- the real process --------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Node:
+    base: str
+    root: Path
+    process: subprocess.Popen[bytes]
+
+    def call(self, method: str, path: str, body: Any = None, ndjson: str | None = None) -> tuple[int, Any]:
+        data = (
+            ndjson.encode()
+            if ndjson is not None
+            else (json.dumps(body).encode() if body is not None else None)
+        )
+        request = urllib.request.Request(  # noqa: S310 (http on loopback only)
+            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+                assert response.headers["X-Elastic-Product"] == "Elasticsearch"
+                raw = response.read()
+                status = response.status
+        except urllib.error.HTTPError as err:
+            raw, status = err.read(), err.code
+        text = raw.decode()
+        return status, (json.loads(text) if text.startswith(("{", "[")) else text)
+
+
+def _write_config(
+    root: Path, port: int, heap: tuple[str, str] = ("256m", "256m"), host: str = "127.0.0.1"
+) -> Path:
+    conf = root / "conf"
+    (conf / "jvm.options.d").mkdir(parents=True, exist_ok=True)
+    (conf / "elasticsearch.yml").write_text(
+        f"cluster.name: psa-test\nnode.name: node-1\nnetwork.host: {host}\nhttp.port: {port}\n"
+        f'path.data: {root / "data"}\npath.logs: {root / "logs"}\npath.repo: ["{root / "repo"}"]\n'
+        "discovery.type: single-node\n"
+    )
+    (conf / "jvm.options.d" / "heap.options").write_text(f"-Xms{heap[0]}\n-Xmx{heap[1]}\n")
+    return conf
+
+
+def _spawn(conf: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "ES_PATH_CONF": str(conf), "PYTHONPATH": str(PVESIM_DIR)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "es_standin"],
+        env=env,
+        cwd=conf,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_ready(node: Node) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        assert node.process.poll() is None, node.process.stdout.read().decode() if node.process.stdout else ""
+        try:
+            if node.call("GET", "/")[0] == 200:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "stand-in did not answer GET / within 15s"
+        time.sleep(0.05)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    port = _free_port()
+    conf = _write_config(tmp_path, port)
+    running = Node(f"http://127.0.0.1:{port}", tmp_path, _spawn(conf))
+    _wait_ready(running)
+    yield running
+    _stop(running.process)
+
+
+def test_banner_health_and_nodes(node: Node) -> None:
+    status, banner = node.call("GET", "/")
+    assert status == 200
+    assert banner["version"]["number"] == config.ES_VERSION and banner["tagline"] == "You Know, for Search"
+    assert "STAND-IN" in banner["standin"]
+    assert node.call("GET", "/_cluster/health")[1]["status"] == "green"
+    assert node.call("GET", "/_cat/nodes?format=json&h=name,heap.max")[1] == [
+        {"name": "node-1", "heap.max": "256mb"}
+    ]
+    assert "node-1" in node.call("GET", "/_cat/nodes?v")[1]
+    assert (node.root / "logs" / "psa-test.log").read_text().count("started") == 1
+
+
+def test_documents_and_search(node: Node) -> None:
+    assert node.call("PUT", "/tickets", {"mappings": {"properties": {"title": {"type": "text"}}}})[0] == 200
+    assert node.call("PUT", "/tickets")[1]["error"]["type"] == "resource_already_exists_exception"
+    assert node.call("HEAD", "/tickets")[0] == 200 and node.call("HEAD", "/nope")[0] == 404
+    assert node.call("PUT", "/tickets/_doc/1", {"title": "Printer broken"})[0] == 201
+    status, created = node.call("POST", "/tickets/_doc", {"title": "Email down"})
+    assert status == 201 and created["result"] == "created"
+    bulk = (
+        '{"index":{"_index":"tickets","_id":"3"}}\n{"title":"printer toner"}\n'
+        '{"delete":{"_index":"tickets","_id":"1"}}\n'
+    )
+    status, result = node.call("POST", "/_bulk", ndjson=bulk)
+    assert (
+        status == 200
+        and result["errors"] is False
+        and [i.get("index", i.get("delete"))["status"] for i in result["items"]] == [201, 200]
+    )
+    assert node.call("POST", "/tickets/_refresh")[0] == 200
+    search = node.call("POST", "/tickets/_search", {"query": {"match": {"title": "printer"}}})[1]
+    assert [h["_id"] for h in search["hits"]["hits"]] == ["3"] and search["hits"]["total"]["value"] == 1
+    assert node.call("GET", "/tickets/_count")[1]["count"] == 2
+    assert node.call("GET", f"/tickets/_doc/{created['_id']}")[1]["_source"] == {"title": "Email down"}
+    assert node.call("GET", "/tickets/_doc/1")[0] == 404
+    status, missing = node.call("GET", "/nope/_search")
+    assert status == 404 and missing["error"]["type"] == "index_not_found_exception"
+    indices = node.call("GET", "/_cat/indices?format=json")[1]
+    assert [(i["index"], i["docs.count"], i["health"]) for i in indices] == [("tickets", "2", "green")]
+    assert node.call("DELETE", "/tickets")[1] == {"acknowledged": True}
+    assert node.call("DELETE", "/tickets")[0] == 404
+
+
+def test_snapshot_restore_over_http_and_restart(node: Node) -> None:
+    node.call("PUT", "/crm/_doc/c1", {"name": "Acme"})
+    bad = node.call("PUT", "/_snapshot/psa", {"type": "fs", "settings": {"location": "/tmp/not-path-repo"}})
+    assert bad[0] == 500 and bad[1]["error"]["type"] == "repository_exception"
+    location = str(node.root / "repo" / "psa")
+    assert node.call("PUT", "/_snapshot/psa", {"type": "fs", "settings": {"location": location}})[0] == 200
+    assert node.call("GET", "/_snapshot/psa")[1]["psa"]["settings"]["location"] == location
+    status, snap = node.call("PUT", "/_snapshot/psa/nightly?wait_for_completion=true")
+    assert status == 200 and snap["snapshot"]["state"] == "SUCCESS" and snap["snapshot"]["indices"] == ["crm"]
+    assert node.call("GET", "/_snapshot/psa/_all")[1]["snapshots"][0]["snapshot"] == "nightly"
+    assert node.call("POST", "/_snapshot/psa/nightly/_restore")[0] == 500
+    node.call("DELETE", "/crm")
+    assert node.call("POST", "/_snapshot/psa/nightly/_restore?wait_for_completion=true")[0] == 200
+    assert node.call("GET", "/crm/_doc/c1")[1]["_source"] == {"name": "Acme"}
+    _stop(node.process)
+    node.process = _spawn(node.root / "conf")
+    _wait_ready(node)
+    assert node.call("GET", "/crm/_doc/c1")[1]["_source"] == {"name": "Acme"}
+    assert "psa" in node.call("GET", "/_snapshot")[1]
+
+
+@pytest.mark.parametrize(
+    ("heap", "host", "message"),
+    [
+        (("256m", "512m"), "127.0.0.1", "bootstrap check failure [1] of [1]: initial heap size"),
+        (("256m", "256m"), "192.0.2.123", "BindHttpException"),  # TEST-NET-1: not an address of this machine
+    ],
+)
+def test_refuses_to_start(tmp_path: Path, heap: tuple[str, str], host: str, message: str) -> None:
+    process = _spawn(_write_config(tmp_path, _free_port(), heap, host))
+    output = process.communicate(timeout=15)[0].decode()
+    assert process.returncode == 1
+    assert message in output
+    assert message in (tmp_path / "logs" / "psa-test.log").read_text()
