@@ -29,7 +29,11 @@ _PROBES: dict[str, str] = {
 }
 _PM2 = r"""pm2_counts() {
   set -o pipefail
-  runuser -u psa -- pm2 jlist 2>/dev/null | node -e '
+  # without a running daemon `pm2 jlist` would start one: health only looks
+  if ! kill -0 "$(cat /home/psa/.pm2/pm2.pid 2>/dev/null)" 2>/dev/null; then
+    echo "PM2 daemon of psa not running"; return 1
+  fi
+  runuser -u psa -- env HOME=/home/psa PM2_HOME=/home/psa/.pm2 pm2 jlist 2>/dev/null | node -e '
 let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
   const i = s.indexOf("["); const c = {};
   for (const p of JSON.parse(i >= 0 ? s.slice(i) : "[]")) {

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from psa_provision.components.catalog import APP_HOME, APP_USER, ENV_FILE
 from psa_provision.suites.checks import (
     hs256_token,
     listening_ports,
@@ -24,7 +25,8 @@ from psa_provision.suites.checks import (
 
 PG = "runuser -u postgres -- psql -XAt -v ON_ERROR_STOP=1"
 EXTENSIONS = {"uuid-ossp", "pg_trgm", "btree_gin", "pgcrypto"}
-ENV_FILE = "/opt/psa-platform/.env"
+PM2 = f"runuser -u {APP_USER} -- env HOME={APP_HOME} PM2_HOME={APP_HOME}/.pm2 pm2"
+PM2_PID = f"{APP_HOME}/.pm2/pm2.pid"
 HEAP_OPTIONS = "/etc/elasticsearch/jvm.options.d/heap.options"
 
 
@@ -232,8 +234,11 @@ def test_nodejs_20_and_pm2_present(host: Any) -> None:
 
 def pm2_apps(host: Any) -> dict[str, list[str]]:
     """name -> statuses of its instances, from `pm2 jlist` as user psa (output never echoed)."""
-    out = host.run("runuser -u psa -- pm2 jlist")
-    assert out.rc == 0, f"pm2 jlist as psa failed (exit {out.rc})"
+    # Without a running daemon `pm2 jlist` would start one: verify only looks.
+    alive = host.run(f"kill -0 \"$(cat {PM2_PID})\"")
+    assert alive.rc == 0, f"the PM2 daemon of {APP_USER} is not running ({PM2_PID})"
+    out = host.run(f"{PM2} jlist")
+    assert out.rc == 0, f"pm2 jlist as {APP_USER} failed (exit {out.rc})"
     start = out.stdout.find("[")
     apps: dict[str, list[str]] = {}
     for proc in json.loads(out.stdout[start:] if start >= 0 else "[]"):
@@ -287,8 +292,8 @@ def test_gateway_routes_to_service(ctx: dict[str, Any], host: Any, service: str,
 def test_env_file_private_to_psa(host: Any) -> None:
     env = host.file(ENV_FILE)
     assert env.exists, f"{ENV_FILE} is missing"
-    assert (env.mode, env.user) == (0o600, "psa"), f"{ENV_FILE} is mode {env.mode:04o} owner {env.user}, " \
-                                                   "want 0600 psa"
+    assert (env.mode, env.user) == (0o600, APP_USER), \
+        f"{ENV_FILE} is mode {env.mode:04o} owner {env.user}, want 0600 {APP_USER}"
 
 
 # --- scripts: backup schedule and health check ----------------------------------------------------
