@@ -52,6 +52,8 @@ SOURCES_LIST = (
     "deb http://deb.debian.org/debian bookworm-updates main contrib\n"
     "deb http://deb.debian.org/debian-security bookworm-security main contrib\n"
 )
+# An unprivileged container may not mount debugfs; masked so systemd reports `running`, not `degraded`.
+MASKED_UNITS = ("sys-kernel-debug.mount",)
 TEMPLATE_HOSTS = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
 
 
@@ -188,6 +190,10 @@ def _configure(rootfs: Path, log: Log) -> None:
     localtime.symlink_to("/usr/share/zoneinfo/Etc/UTC")
     (rootfs / "etc/hosts").write_text(TEMPLATE_HOSTS)
     (rootfs / "etc/hostname").write_text("localhost\n")
+    for unit in MASKED_UNITS:
+        link = rootfs / "etc/systemd/system" / unit
+        link.unlink(missing_ok=True)
+        link.symlink_to("/dev/null")
 
 
 def _clean(rootfs: Path) -> None:

@@ -1,0 +1,159 @@
+"""pvesim's LXC backend for real: create CT 9050 from the template, SSH in with the injected key,
+see hostname, IP and memory limit, snapshot + rollback, destroy. Needs root, lxc and the bridges."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from pvesim import network, templates
+from pvesim.lxc import LxcBackend
+from pvesim.paths import LXC_PATH, StateDir
+
+pytestmark = pytest.mark.sandbox
+
+VMID, IP, HOSTNAME = 9050, "10.0.20.250", "lxc-test-9050"
+MEMORY_MIB = 256
+TEMPLATE = "debian-12-standard_12.7-1_amd64.tar.zst"
+CONF = {
+    "hostname": HOSTNAME,
+    "memory": str(MEMORY_MIB),
+    "swap": "128",
+    "cores": "1",
+    "unprivileged": "1",
+    "ostype": "debian",
+    "rootfs": f"local-lvm:vm-{VMID}-disk-0,size=4G",
+    "net0": f"name=eth0,bridge=vmbr20,ip={IP}/24,gw=10.0.20.1,hwaddr=BC:24:11:90:50:01",
+}
+SSH_DEADLINE = 90.0
+
+
+def log(line: str) -> None:
+    print(f"  [backend] {line}")
+
+
+@pytest.fixture(scope="module")
+def state() -> StateDir:
+    return StateDir()
+
+
+@pytest.fixture(scope="module")
+def template(state: StateDir) -> Path:
+    """Bridges up and the template built (both idempotent: instant when `pvesim up` did it)."""
+    network.setup_network(state)
+    started = time.monotonic()
+    path = templates.build(state, TEMPLATE, log)
+    print(f"template ready after {time.monotonic() - started:.1f}s")
+    return path
+
+
+@pytest.fixture(scope="module")
+def client_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[paramiko.Ed25519Key, str]:
+    """A fresh ed25519 key pair: (private key for paramiko, public line for ssh-public-keys)."""
+    path = tmp_path_factory.mktemp("key") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pvesim-test", "-f", str(path)],
+                   check=True)
+    return paramiko.Ed25519Key.from_private_key_file(str(path)), path.with_suffix(".pub").read_text()
+
+
+@pytest.fixture(scope="module")
+def backend(state: StateDir, template: Path,
+            client_key: tuple[paramiko.Ed25519Key, str]) -> Iterator[LxcBackend]:
+    """CT 9050 created and started; destroyed afterwards whatever happened."""
+    lxc = LxcBackend(state)
+    if lxc.exists(VMID):
+        lxc.destroy(VMID, log)
+    started = time.monotonic()
+    lxc.create(VMID, CONF, template, client_key[1], log)
+    created = time.monotonic()
+    lxc.start(VMID, log)
+    ssh(state, client_key[0]).close()
+    print(f"create {created - started:.1f}s, create+start until SSH {time.monotonic() - started:.1f}s")
+    yield lxc
+    lxc.destroy(VMID, log)
+
+
+def ssh(state: StateDir, key: paramiko.Ed25519Key) -> paramiko.SSHClient:
+    """Connect as root with the injected key, checking the host key written at create."""
+    host_key = (state.volume(VMID) / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+    deadline, last_error = time.monotonic() + SSH_DEADLINE, "no attempt"
+    while time.monotonic() < deadline:
+        client = paramiko.SSHClient()
+        client.get_host_keys().add(IP, host_key[0], paramiko.Ed25519Key(data=base64.b64decode(host_key[1])))
+        try:
+            client.connect(IP, username="root", pkey=key, timeout=5, allow_agent=False, look_for_keys=False)
+            return client
+        except (OSError, paramiko.SSHException) as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+            client.close()
+            time.sleep(0.5)
+    raise AssertionError(f"SSH to root@{IP} with the injected key not accepted within {SSH_DEADLINE}s: "
+                         f"{last_error}")
+
+
+def run(client: paramiko.SSHClient, command: str) -> str:
+    """Run a command in the guest; fail the test on a non-zero exit."""
+    _, stdout, stderr = client.exec_command(command, timeout=30)
+    out = stdout.read().decode()
+    assert stdout.channel.recv_exit_status() == 0, f"{command}: {stderr.read().decode()}"
+    return out
+
+
+def test_ssh_sees_hostname_ip_and_memory_limit(
+        state: StateDir, backend: LxcBackend, client_key: tuple[paramiko.Ed25519Key, str]) -> None:
+    client = ssh(state, client_key[0])
+    try:
+        assert run(client, "hostname").strip() == HOSTNAME
+        assert f"inet {IP}/24" in run(client, "ip -4 addr show dev eth0")
+        assert run(client, "ip route show default").split()[:3] == ["default", "via", "10.0.20.1"]
+        limit = MEMORY_MIB * 2**20
+        assert int(run(client, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")) == limit
+        assert int(run(client, "free -b | awk '/^Mem:/ {print $2}'")) == limit  # lxcfs
+        assert run(client, "stat -c %a /root/.ssh /root/.ssh/authorized_keys").split() == ["700", "600"]
+    finally:
+        client.close()
+
+
+def test_status_and_interfaces_report_the_running_container(backend: LxcBackend) -> None:
+    status = backend.status(VMID)
+    assert status.status == "running"
+    assert status.maxmem == MEMORY_MIB * 2**20
+    assert 0 < status.mem < status.maxmem
+    assert status.disk > 100 * 2**20
+    eth0 = next(i for i in backend.interfaces(VMID) if i["name"] == "eth0")
+    assert (eth0["inet"], eth0["hwaddr"]) == (f"{IP}/24", "bc:24:11:90:50:01")
+
+
+def test_snapshot_then_rollback_restores_the_rootfs(
+        state: StateDir, backend: LxcBackend, client_key: tuple[paramiko.Ed25519Key, str]) -> None:
+    client = ssh(state, client_key[0])
+    run(client, "echo before > /root/marker && sync")
+    backend.snapshot(VMID, "before", log)
+    run(client, "echo after > /root/marker && touch /root/created-after && sync")
+    client.close()
+    backend.rollback(VMID, "before", log)
+    assert backend.status(VMID).status == "stopped"
+    backend.start(VMID, log)
+    client = ssh(state, client_key[0])
+    try:
+        assert run(client, "cat /root/marker") == "before\n"
+        assert run(client, "ls /root/created-after 2>/dev/null || echo absent") == "absent\n"
+    finally:
+        client.close()
+    backend.delete_snapshot(VMID, "before", log)
+    assert not state.snapshot_dir(VMID, "before").exists()
+
+
+def test_destroy_leaves_nothing(state: StateDir, backend: LxcBackend) -> None:
+    backend.destroy(VMID, log)
+    assert not (LXC_PATH / str(VMID)).exists()
+    assert not state.volume(VMID).exists()
+    assert not state.snapshot_dir(VMID, "before").parent.exists()
+    assert not Path(f"/sys/class/net/veth{VMID}i0").exists()
+    assert not backend.exists(VMID)
