@@ -1,0 +1,110 @@
+"""CLI behaviour with bad input: exit codes, one clear line, never a traceback (typer CliRunner)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from psa_provision.cli import app
+from psa_provision.inventory import REPO_ROOT
+
+runner = CliRunner()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+INVENTORY = """\
+proxmox:
+  url: https://127.0.0.1:{port}
+  node: pve1
+  auth:
+    token_id: root@pam!psa-provision
+    token_secret_file: token
+network:
+  bridge: vmbr20
+  gateway: 10.0.20.1
+  nameserver: 10.0.20.1
+template: debian-12-standard_12.7-1_amd64.tar.zst
+ssh:
+  key_file: keys/id_ed25519
+secrets_file: site.secrets.yml
+phases_dir: {phases}
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """An inventory whose API port is closed, initialised (secrets + key) by `init`."""
+    (tmp_path / "token").write_text("not-a-real-token\n")
+    inv = tmp_path / "site.yml"
+    inv.write_text(INVENTORY.format(port=closed_port(), phases=REPO_ROOT / "phases"))
+    result = runner.invoke(app, ["-i", str(inv), "init"])
+    assert result.exit_code == 0, result.output
+    return inv
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def test_init_is_idempotent_and_keeps_secrets(site: Path) -> None:
+    before = (site.parent / "site.secrets.yml").read_text()
+    code, out = run("-i", str(site), "init")
+    assert code == 0 and "kept" in out
+    assert (site.parent / "site.secrets.yml").read_text() == before
+    assert (site.parent / "site.secrets.yml").stat().st_mode & 0o777 == 0o600
+
+
+def test_invalid_inventory_names_file_and_line(site: Path) -> None:
+    site.write_text(site.read_text().replace("  gateway: 10.0.20.1\n", "  gateway: 10.0.20\n"))
+    code, out = run("-i", str(site), "plan", "phase0")
+    assert code == 1
+    assert f"{site}:9" in out and "gateway" in out
+
+
+def test_unknown_phase(site: Path) -> None:
+    code, out = run("-i", str(site), "plan", "phase9")
+    assert code == 1 and "phase9" in out
+
+
+def test_unreachable_api_is_one_error_line(site: Path) -> None:
+    code, out = run("-i", str(site), "plan", "phase0")
+    assert code == 1
+    assert "error: Proxmox API https://127.0.0.1:" in out and "is unreachable" in out
+
+
+def test_up_with_unreachable_api_fails_cleanly(site: Path) -> None:
+    code, out = run("-i", str(site), "up", "phase0", "--yes")
+    assert code == 1 and "is unreachable" in out
+
+
+def test_secrets_show_prints_one_secret(site: Path) -> None:
+    code, out = run("-i", str(site), "secrets", "show", "app.admin_email")
+    assert code == 0 and out.strip() == "admin@psa-platform.local"
+    code, out = run("-i", str(site), "secrets", "show", "nope.key")
+    assert code == 1 and "nope.key" in out
+
+
+def test_world_readable_secrets_are_refused(site: Path) -> None:
+    (site.parent / "site.secrets.yml").chmod(0o644)
+    code, out = run("-i", str(site), "plan", "phase0")
+    assert code == 1 and "chmod 600" in out
+
+
+def test_missing_inventory(tmp_path: Path) -> None:
+    code, out = run("-i", str(tmp_path / "absent.yml"), "plan", "phase0")
+    assert code == 1 and "absent.yml" in out
+
+
+def test_phases_lists_container_200(site: Path) -> None:
+    code, out = run("-i", str(site), "phases")
+    assert code == 0 and "psa-all-in-one" in out and "200" in out

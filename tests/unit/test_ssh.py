@@ -1,0 +1,56 @@
+"""ssh.py pure parts: how scripts and data reach the guest (never secrets in argv), tar shipping."""
+
+from __future__ import annotations
+
+import io
+import shlex
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from psa_provision.ssh import Result, as_user, command_for, tar_tree
+
+
+def test_script_rides_stdin_when_there_is_no_data() -> None:
+    command, body = command_for("echo hi", has_stdin=False)
+    assert command == "bash -s" and body == b"echo hi"
+
+
+def test_with_data_on_stdin_the_script_is_the_argument_and_data_stays_off_argv() -> None:
+    command, body = command_for('read -r pw; psql -c "..."', has_stdin=True, cwd="/opt/psa platform")
+    argv = shlex.split(command)
+    assert argv[:2] == ["bash", "-c"] and body == b""
+    assert argv[2] == "cd '/opt/psa platform' || exit 1\nread -r pw; psql -c \"...\""
+
+
+@pytest.mark.parametrize(("user", "login", "want"), [
+    ("root", "root", "bash -s"),
+    ("psa", "root", "runuser -l psa -s /bin/bash -c 'bash -s'"),
+    ("psa", "admin", "sudo -n -H -u psa bash -c 'bash -s'"),
+])
+def test_as_user(user: str, login: str, want: str) -> None:
+    assert as_user("bash -s", user, login) == want
+
+
+def test_tar_tree_skips_excluded_names_anywhere(tmp_path: Path) -> None:
+    (tmp_path / "services" / "auth" / "src").mkdir(parents=True)
+    (tmp_path / "services" / "auth" / "src" / "index.ts").write_text("x")
+    (tmp_path / "services" / "auth" / "node_modules" / "lib").mkdir(parents=True)
+    (tmp_path / "services" / "auth" / "node_modules" / "lib" / "a.js").write_text("x")
+    (tmp_path / "services" / "auth" / "dist").mkdir()
+    (tmp_path / "services" / "auth" / "dist" / "index.js").write_text("x")
+    (tmp_path / "package.json").write_text("{}")
+    data, names = tar_tree(tmp_path, ("node_modules", "dist"))
+    assert names == ["package.json", "services/auth/src/index.ts"]
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert "services/auth/src/index.ts" in members
+    assert not any("node_modules" in n or "dist" in n for n in members)
+    assert {m.uname for m in members.values()} == {"root"}
+
+
+def test_result_tail_keeps_the_last_lines() -> None:
+    result = Result("\n".join(f"out {i}" for i in range(30)), "boom", 1)
+    tail = result.tail(3).splitlines()
+    assert tail == ["out 28", "out 29", "boom"] and not result.ok
