@@ -16,9 +16,11 @@ export function createRedis(log: Logger): Redis {
     port: envInt('REDIS_PORT', 6379),
     password: process.env.REDIS_PASSWORD || undefined,
     connectTimeout: 3000,
-    // Commands issued while disconnected fail after one retry instead of waiting forever.
+    // While disconnected, commands fail at once (no offline queue) and a command without an
+    // answer fails after 2 s: callers fall back or answer 503 instead of hanging.
+    enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
-    enableOfflineQueue: true,
+    commandTimeout: envInt('REDIS_COMMAND_TIMEOUT_MS', 2000),
     retryStrategy: (times: number) => backoffDelay(times, 200, 10_000),
   });
   client.on('error', (err: Error) => {

@@ -21,7 +21,9 @@ export function errorText(err: unknown): string {
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
     const msg = err.message || err.name;
-    return typeof code === 'string' && !msg.includes(code) ? `${code}: ${msg}` : msg;
+    const text = typeof code === 'string' && !msg.includes(code) ? `${code}: ${msg}` : msg;
+    // fetch() rejects with "fetch failed" and the real reason (ECONNREFUSED ...) as its cause.
+    return err.cause !== undefined && err.cause !== err ? `${text}: ${errorText(err.cause)}` : text;
   }
   return String(err);
 }

@@ -7,7 +7,7 @@ import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http
 import { env, envInt } from './config';
 import { HttpError, Router, sendJson } from './http';
 import { errorText, Logger } from './log';
-import { retryUntilDone, withTimeout } from './retry';
+import { retryUntilDone, TimeoutError, withTimeout } from './retry';
 
 export type HealthCheck = () => Promise<void>;
 
@@ -108,6 +108,25 @@ export async function runChecks(service: string, checks: Record<string, HealthCh
   return { status: healthy ? 200 : 503, body: { status: healthy ? 'ok' : 'error', service, checks: report } };
 }
 
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN',
+  '57P01', '57P02', '57P03', '08000', '08003', '08006', '08001', '08004', // PostgreSQL shutdown / connection classes
+]);
+
+/** Whether err means a store could not be reached (answer 503) rather than a bug (500). */
+export function isStoreUnavailable(err: unknown): boolean {
+  if (err instanceof TimeoutError) return true;
+  if (typeof err !== 'object' || err === null) return false;
+  const { code, name, message } = err as { code?: unknown; name?: unknown; message?: unknown };
+  if (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) return true;
+  if (name === 'MaxRetriesPerRequestError' || name === 'TimeoutError' || name === 'AbortError') return true;
+  const { cause } = err as { cause?: unknown };
+  if (cause !== undefined && cause !== err && isStoreUnavailable(cause)) return true;
+  const text = typeof message === 'string' ? message : '';
+  return /Connection terminated|timeout exceeded when trying to connect|Stream isn't writeable|Connection is closed|Command timed out|rabbitmq unavailable/i.test(text)
+    || (err instanceof AggregateError && err.errors.some(isStoreUnavailable));
+}
+
 async function dispatch(options: ServiceOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://service.invalid');
   if (url.pathname === '/health' && (req.method === 'GET' || req.method === 'HEAD')) {
@@ -133,6 +152,9 @@ function handler(options: ServiceOptions): (req: IncomingMessage, res: ServerRes
         res.destroy();
       } else if (err instanceof HttpError) {
         sendJson(res, err.status, { error: err.message });
+      } else if (isStoreUnavailable(err)) {
+        options.log.warn('store unavailable', { method: req.method, path: req.url?.split('?')[0], error: errorText(err) });
+        sendJson(res, 503, { error: `a store is unavailable: ${errorText(err)}` });
       } else {
         options.log.error('request failed', { method: req.method, path: req.url?.split('?')[0], error: errorText(err) });
         sendJson(res, 500, { error: 'internal error' });
