@@ -23,6 +23,16 @@ Response = tuple[int, Any]
 Handler = Callable[["Request"], Response]
 
 
+_BYTE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+
+
+def _size(size: int, unit: str | None) -> str:
+    """A _cat size: `bytes=b|kb|mb|gb|tb` gives a whole number in that unit, else `4gb`-style text."""
+    if unit in _BYTE_UNITS:
+        return str(size // _BYTE_UNITS[unit])
+    return format_bytes(size)
+
+
 @dataclass
 class Request:
     method: str
@@ -182,7 +192,7 @@ class Api:
             "ip": self.address.rsplit(":", 1)[0],
             "heap.percent": "10",
             "heap.current": "0b",
-            "heap.max": format_bytes(self.settings.heap_max),
+            "heap.max": _size(self.settings.heap_max, req.params.get("bytes")),
             "ram.percent": "50",
             "cpu": "1",
             "load_1m": f"{load[0]:.2f}",
@@ -230,7 +240,7 @@ class Api:
         rows = []
         for name in names:
             index = self.store.indices[name]
-            size = format_bytes(len(json.dumps(index.export())))
+            size = _size(len(json.dumps(index.export())), req.params.get("bytes"))
             rows.append(
                 {
                     "health": "green",
