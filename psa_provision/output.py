@@ -67,23 +67,23 @@ class Output:
     # -- lines -----------------------------------------------------------------------------------
     def line(self, text: str = "", style: str | None = None) -> None:
         if not self.json_mode:
-            self.out.print(escape(text), style=style)
+            self.out.print(text, style=style, markup=False)
 
     def note(self, text: str) -> None:
         """Progress-like information (stderr, so stdout stays a clean plan or JSON)."""
-        self.err.print(escape(text), style="dim")
+        self.err.print(text, style="dim", markup=False)
 
     def warn(self, text: str) -> None:
-        self.err.print(f"warning: {escape(text)}", style="yellow")
+        self.err.print(f"warning: {text}", style="yellow", markup=False)
 
     def error(self, exc: ProvisionError) -> None:
         """One red line (+ indented detail lines) and the hint; never a traceback."""
         first, *rest = exc.message.splitlines() or [type(exc).__name__]
-        self.err.print(f"error: {escape(first)}", style="bold red")
+        self.err.print(f"error: {first}", style="bold red", markup=False)
         for line in rest:
-            self.err.print(escape(line), style="red")
+            self.err.print(line, style="red", markup=False)
         if exc.hint:
-            self.err.print(f"  -> {escape(exc.hint)}", style="yellow")
+            self.err.print(f"  -> {exc.hint}", style="yellow", markup=False)
 
     def json(self, data: Any) -> None:
         """Print one JSON document on stdout (plain, no markup)."""
@@ -104,7 +104,7 @@ class Output:
         if self.verbose:
             for change in plan.noops:
                 line = f"  = {change.host} {change.component}: {change.summary}"
-                self.out.print(escape(line), style="dim")
+                self.out.print(line, style="dim", markup=False)
         self.out.print(f"Plan: {len(plan.actions)} to change, {len(plan.noops)} unchanged.", style="bold")
 
     def _change(self, change: Change) -> None:
@@ -130,7 +130,7 @@ class Output:
     def _diff(self, diff: str) -> None:
         for line in diff.splitlines():
             style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
-            self.out.print(f"      {escape(line)}", style=style)
+            self.out.print(f"      {line}", style=style, markup=False)
 
     # -- progress --------------------------------------------------------------------------------
     @contextmanager
