@@ -33,10 +33,11 @@ DU_CACHE_SECONDS = 60.0
 _VOLUME = re.compile(r"^[^:]+:(vm-\d+-disk-\d+)$")
 
 
-def _run(argv: list[str], what: str, timeout: float = 120) -> str:
+def _run(argv: list[str], what: str, timeout: float = 120, stdin: str | None = None) -> str:
     """Run a command; a failure or timeout is a BackendError saying what failed."""
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
+                                check=False)
     except subprocess.TimeoutExpired as exc:
         raise BackendError(f"{what}: timed out after {timeout:.0f}s") from exc
     if result.returncode != 0:
@@ -121,6 +122,20 @@ class LxcBackend:
             self._remove(vmid, rootfs)
             raise BackendError(f"CT {vmid} create failed: {exc}") from exc
         log(f"CT {vmid} created ({'unprivileged' if owner else 'privileged'})")
+
+    def set_password(self, vmid: int, password: str, log: Log) -> None:
+        """`pct create --password`: root's password hash (SHA-512) into the guest's /etc/shadow."""
+        self._require(vmid)
+        shadow = _safe_target(self._volume(vmid), "etc/shadow")
+        if shadow.is_symlink() or not shadow.is_file():
+            raise BackendError(f"CT {vmid}: /etc/shadow is not a regular file")
+        hashed = _run(["openssl", "passwd", "-6", "-stdin"], "hashing the root password",
+                      stdin=password + "\n").strip()
+        before = shadow.stat()
+        lines = [_with_password(line, hashed) for line in shadow.read_text().splitlines()]
+        _atomic_write(shadow, "".join(f"{line}\n" for line in lines), before.st_mode & 0o7777)
+        os.chown(shadow, before.st_uid, before.st_gid)
+        log(f"CT {vmid}: root password set")
 
     def _write_config(self, vmid: int, conf: Mapping[str, str], rootfs: Path) -> None:
         """The LXC config in /var/lib/lxc/<vmid>/config, atomically."""
@@ -398,6 +413,15 @@ def _write_guest_file(rootfs: Path, relative: str, content: str, owner: int, mod
     os.chown(path, owner, owner)
 
 
+def _with_password(shadow_line: str, hashed: str) -> str:
+    """root's /etc/shadow line with a new hash (other lines unchanged)."""
+    fields = shadow_line.split(":")
+    if fields[0] != "root" or len(fields) < 3:
+        return shadow_line
+    fields[1] = hashed
+    return ":".join(fields)
+
+
 def _write_guest_files(rootfs: Path, conf: Mapping[str, str], owner: int, fresh: bool) -> None:
     """network/interfaces, hosts (keeping lines outside PVE's block), hostname, resolv.conf."""
     hosts = rootfs / "etc/hosts"
@@ -523,13 +547,16 @@ def stop_lxcfs(state: StateDir) -> None:
     pidfile.unlink(missing_ok=True)
 
 
-def pvesim_containers(lxcpath: Path = LXC_PATH) -> list[int]:
-    """vmids of the LXC containers whose config pvesim wrote (recognised by its marker line)."""
+def pvesim_containers(state: StateDir, lxcpath: Path = LXC_PATH) -> list[int]:
+    """vmids of the LXC containers this state dir's pvesim created: our marker line and a rootfs
+    in its storage (containers of another state dir, or not ours at all, are left alone)."""
     found = []
+    rootfs_line = f"lxc.rootfs.path = dir:{state.rootdir_storage}/"
     for config in lxcpath.glob("*/config"):
         name = config.parent.name
         with contextlib.suppress(OSError):
-            if name.isdigit() and config.read_text().startswith(MARKER):
+            text = config.read_text()
+            if name.isdigit() and text.startswith(MARKER) and rootfs_line in text:
                 found.append(int(name))
     return sorted(found)
 
@@ -539,7 +566,7 @@ def destroy_all(state: StateDir, log: Log | None = None) -> None:
     then stop the lxcfs it started."""
     say = log or (lambda _line: None)
     backend = LxcBackend(state)
-    for vmid in pvesim_containers():
+    for vmid in pvesim_containers(state):
         backend.destroy(vmid, say)
     for leftover in (state.rootdir_storage, state.root / "snapshots"):
         shutil.rmtree(leftover, ignore_errors=True)

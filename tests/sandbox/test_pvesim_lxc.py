@@ -120,6 +120,19 @@ def test_ssh_sees_hostname_ip_and_memory_limit(
         client.close()
 
 
+def test_set_password_writes_a_hash_root_can_use(
+        state: StateDir, backend: LxcBackend, client_key: tuple[paramiko.Ed25519Key, str]) -> None:
+    backend.set_password(VMID, "s3cret-pw", log)
+    client = ssh(state, client_key[0])
+    try:
+        assert run(client, "stat -c %U:%G:%a /etc/shadow").strip() == "root:shadow:640"
+        hashed = run(client, "getent shadow root | cut -d: -f2").strip()
+        salt = hashed.split("$")[2]
+        assert run(client, f"echo s3cret-pw | openssl passwd -6 -salt {salt} -stdin").strip() == hashed
+    finally:
+        client.close()
+
+
 def test_status_and_interfaces_report_the_running_container(backend: LxcBackend) -> None:
     status = backend.status(VMID)
     assert status.status == "running"
