@@ -247,6 +247,7 @@ class ApiServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64
 
 
 def make_server(app: App, cert: Path, key: Path, host: str = "127.0.0.1", port: int = 8006) -> ApiServer:

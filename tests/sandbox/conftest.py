@@ -1,0 +1,110 @@
+"""Shared sandbox fixtures: pvesim credentials, proxmoxer clients (token, ticket, read-only), an SSH key pair,
+and a task waiter. Everything here needs `pvesim up` (scripts/test runs it first)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from proxmoxer import ProxmoxAPI
+
+API_TIMEOUT = 30  # seconds per HTTP call; task waits are separate
+
+
+@pytest.fixture(scope="session")
+def pvesim_credentials() -> dict[str, Any]:
+    """What `pvesim credentials --json` prints (url, ca_file, nodes, tokens, user/password, ...)."""
+    proc = subprocess.run([sys.executable, "-m", "pvesim", "credentials", "--json"], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"pvesim is not up (run `pvesim up`): {proc.stderr.strip()}")
+    creds: dict[str, Any] = json.loads(proc.stdout)
+    return creds
+
+
+def _client(creds: dict[str, Any], **auth: Any) -> ProxmoxAPI:
+    return ProxmoxAPI(creds["host"], port=creds["port"], backend="https", verify_ssl=creds["ca_file"],
+                      timeout=API_TIMEOUT, **auth)
+
+
+def _token(creds: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    user, _, name = creds[f"{prefix}token_id"].partition("!")
+    return {"user": user, "token_name": name, "token_value": creds[f"{prefix}token_secret"]}
+
+
+@pytest.fixture(scope="session")
+def proxmox(pvesim_credentials: dict[str, Any]) -> ProxmoxAPI:
+    """proxmoxer with the full-privilege API token."""
+    return _client(pvesim_credentials, **_token(pvesim_credentials))
+
+
+@pytest.fixture(scope="session")
+def proxmox_ticket(pvesim_credentials: dict[str, Any]) -> ProxmoxAPI:
+    """proxmoxer logged in with user/password (ticket + CSRF)."""
+    creds = pvesim_credentials
+    return _client(creds, user=creds["user"], password=creds["password"])
+
+
+@pytest.fixture(scope="session")
+def proxmox_readonly(pvesim_credentials: dict[str, Any]) -> ProxmoxAPI:
+    """proxmoxer with the read-only (PVEAuditor) token."""
+    return _client(pvesim_credentials, **_token(pvesim_credentials, "readonly_"))
+
+
+@pytest.fixture(scope="session")
+def proxmox_restricted(pvesim_credentials: dict[str, Any]) -> ProxmoxAPI:
+    """proxmoxer with the token lacking VM.Allocate and Datastore.AllocateTemplate."""
+    return _client(pvesim_credentials, **_token(pvesim_credentials, "restricted_"))
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """An ed25519 key pair: file for ssh/fabric, paramiko key, and the public line for ssh-public-keys."""
+
+    private_file: Path
+    pkey: paramiko.Ed25519Key
+    public_line: str
+
+
+@pytest.fixture(scope="session")
+def ed25519_keypair(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
+    """A fresh key pair for this test session (never reused, never committed)."""
+    key = Ed25519PrivateKey.generate()
+    path = tmp_path_factory.mktemp("ssh") / "id_ed25519"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    line = f"{public.decode()} pvesim-sandbox-test"
+    path.with_suffix(".pub").write_text(line + "\n")
+    return KeyPair(path, paramiko.Ed25519Key.from_private_key_file(str(path)), line)
+
+
+TaskWaiter = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture(scope="session")
+def wait_task(proxmox: ProxmoxAPI) -> TaskWaiter:
+    """wait_task(node, upid, timeout=600) -> final task status; fails the test if it does not stop in time."""
+
+    def wait(node: str, upid: str, timeout: float = 600) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status: dict[str, Any] = proxmox.nodes(node).tasks(upid).status.get()
+            if status["status"] == "stopped":
+                return status
+            if time.monotonic() > deadline:
+                pytest.fail(f"task {upid} still running after {timeout:.0f}s")
+            time.sleep(0.5)
+
+    return wait

@@ -1,0 +1,245 @@
+"""pvesim's API with plain proxmoxer against the running sandbox: auth, CSRF, privileges, schema rejections,
+a full container life cycle with SSH, task status/log, and placement on several nodes. vmids 9000-9009."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import paramiko
+import pytest
+import requests
+from proxmoxer import ProxmoxAPI
+from proxmoxer.core import AuthenticationError, ResourceException
+
+if TYPE_CHECKING:  # fixtures' types from this directory's conftest.py
+    from conftest import KeyPair, TaskWaiter
+
+pytestmark = pytest.mark.sandbox
+
+TEMPLATE = "debian-12-standard_12.7-1_amd64.tar.zst"
+VMID, IP, HOSTNAME, MEMORY = 9000, "10.0.20.90", "pvesim-api-9000", 384
+PLACED = {"pve2": 9001, "pve3": 9002}
+SSH_DEADLINE = 120.0
+
+
+def _purge(api: ProxmoxAPI, wait_task: TaskWaiter, vmids: list[int]) -> None:
+    """Remove test containers wherever they are (stop first), so a failed run leaves nothing."""
+    for res in api.cluster.resources.get(type="vm"):
+        if res["vmid"] in vmids:
+            ct = api.nodes(res["node"]).lxc(res["vmid"])
+            if res["status"] == "running":
+                wait_task(res["node"], ct.status.stop.post())
+            wait_task(res["node"], ct.delete(purge=1))
+
+
+@pytest.fixture(scope="module")
+def template(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> str:
+    """The Debian 12 template in `local`, downloaded (= built) through aplinfo if missing."""
+    content = proxmox.nodes("pve1").storage("local").content.get(content="vztmpl")
+    volid = f"local:vztmpl/{TEMPLATE}"
+    if volid not in [c["volid"] for c in content]:
+        assert TEMPLATE in [t["template"] for t in proxmox.nodes("pve1").aplinfo.get()]
+        upid = proxmox.nodes("pve1").aplinfo.post(storage="local", template=TEMPLATE)
+        assert wait_task("pve1", upid, timeout=1800)["exitstatus"] == "OK"
+    return volid
+
+
+@pytest.fixture(scope="module")
+def container(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str,
+              ed25519_keypair: KeyPair) -> Iterator[dict[str, Any]]:
+    """CT 9000 on pve1 created (not started) with the session's SSH key; removed afterwards."""
+    _purge(proxmox, wait_task, [VMID])
+    started = time.monotonic()
+    upid = proxmox.nodes("pve1").lxc.post(
+        vmid=VMID, ostemplate=template, hostname=HOSTNAME, memory=MEMORY, swap=128, cores=1,
+        rootfs="local-lvm:4", unprivileged=1, nameserver="10.0.20.1", features="nesting=1",
+        net0=f"name=eth0,bridge=vmbr20,ip={IP}/24,gw=10.0.20.1", password="not-the-key-1",
+        **{"ssh-public-keys": ed25519_keypair.public_line})
+    status = wait_task("pve1", upid)
+    print(f"create took {time.monotonic() - started:.1f}s")
+    yield {"upid": upid, "status": status}
+    _purge(proxmox, wait_task, [VMID])
+
+
+def ssh(key: KeyPair) -> paramiko.SSHClient:
+    """SSH as root with the injected key, polling until sshd accepts it (deadline SSH_DEADLINE)."""
+    deadline, last = time.monotonic() + SSH_DEADLINE, "no attempt"
+    while time.monotonic() < deadline:
+        client = paramiko.SSHClient()
+        # a guest created seconds ago on the sandbox bridge: its host key cannot be known in advance
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # noqa: S507
+        try:
+            client.connect(IP, username="root", pkey=key.pkey, timeout=5, allow_agent=False,
+                           look_for_keys=False)
+            return client
+        except (OSError, paramiko.SSHException) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+            client.close()
+            time.sleep(0.5)
+    raise AssertionError(f"SSH root@{IP} not accepted within {SSH_DEADLINE}s: {last}")
+
+
+def run(client: paramiko.SSHClient, command: str) -> str:
+    """Run a command in the guest; fail on non-zero exit."""
+    _, stdout, stderr = client.exec_command(command, timeout=60)
+    out = stdout.read().decode()
+    assert stdout.channel.recv_exit_status() == 0, f"{command}: {stderr.read().decode()}"
+    return out
+
+
+# --- auth ------------------------------------------------------------------------------------
+
+def test_token_and_ticket_auth(proxmox: ProxmoxAPI, proxmox_ticket: ProxmoxAPI,
+                               pvesim_credentials: dict[str, Any]) -> None:
+    assert proxmox.version.get()["release"] == "9.2"
+    assert [n["node"] for n in proxmox_ticket.nodes.get()] == pvesim_credentials["nodes"]
+    with pytest.raises(AuthenticationError):
+        ProxmoxAPI(pvesim_credentials["host"], port=pvesim_credentials["port"], user="root@pam",
+                   password="wrong-password", verify_ssl=pvesim_credentials["ca_file"])
+
+
+def test_csrf_is_required_for_writes_with_a_ticket(pvesim_credentials: dict[str, Any]) -> None:
+    url, ca = pvesim_credentials["url"] + "/api2/json", pvesim_credentials["ca_file"]
+    login = requests.post(f"{url}/access/ticket", verify=ca, timeout=30,
+                          data={"username": "root@pam", "password": pvesim_credentials["password"]})
+    assert login.status_code == 200
+    data = login.json()["data"]
+    cookies = {"PVEAuthCookie": data["ticket"]}
+    assert requests.get(f"{url}/version", cookies=cookies, verify=ca, timeout=30).status_code == 200
+    target = f"{url}/nodes/pve1/lxc/9009/status/start"
+    without = requests.post(target, cookies=cookies, verify=ca, timeout=30)
+    assert without.status_code == 401
+    assert "invalid csrf token" in without.reason.lower()
+    with_csrf = requests.post(target, cookies=cookies, verify=ca, timeout=30,
+                              headers={"CSRFPreventionToken": data["CSRFPreventionToken"]})
+    assert with_csrf.status_code == 500  # past auth and CSRF: CT 9009 does not exist
+    assert "9009.conf' does not exist" in with_csrf.reason
+
+
+def test_readonly_token_reads_but_cannot_write(proxmox_readonly: ProxmoxAPI) -> None:
+    assert proxmox_readonly.cluster.resources.get(type="node")
+    with pytest.raises(ResourceException) as err:
+        proxmox_readonly.nodes("pve1").aplinfo.post(storage="local", template=TEMPLATE)
+    assert err.value.status_code == 403
+    assert "Datastore.AllocateTemplate" in str(err.value)
+
+
+@pytest.mark.parametrize(("params", "name"), [
+    ({"colour": "blue"}, "colour"),
+    ({"net0": "name=eth0,bridge=vmbr20,ip=10.0.20.300/24"}, "net0"),
+    ({"memory": "lots"}, "memory"),
+])
+def test_schema_rejections_name_the_parameter(proxmox: ProxmoxAPI, params: dict[str, str], name: str) -> None:
+    with pytest.raises(ResourceException) as err:
+        proxmox.nodes("pve1").lxc.post(vmid=9009, ostemplate=f"local:vztmpl/{TEMPLATE}", **params)
+    assert err.value.status_code == 400
+    assert name in (err.value.errors or {}), err.value.errors
+
+
+# --- life cycle ------------------------------------------------------------------------------
+
+def test_create_task_status_and_log(proxmox: ProxmoxAPI, container: dict[str, Any]) -> None:
+    upid = container["upid"]
+    assert upid.startswith("UPID:pve1:") and f":vzcreate:{VMID}:root@pam!psa-provision:" in upid
+    assert container["status"]["exitstatus"] == "OK", container["status"]
+    log = proxmox.nodes("pve1").tasks(upid).log.get(limit=1000)
+    assert log[-1]["t"] == "TASK OK"
+    assert [e["n"] for e in log] == list(range(1, len(log) + 1))
+    first = proxmox.nodes("pve1").tasks(upid).log.get(start=0, limit=1)
+    assert first == log[:1]
+    conf = proxmox.nodes("pve1").lxc(VMID).config.get()
+    assert conf["hostname"] == HOSTNAME and conf["memory"] == MEMORY
+    assert conf["rootfs"] == f"local-lvm:vm-{VMID}-disk-0,size=4G"
+    assert "ssh-public-keys" not in conf and "password" not in conf
+
+
+def test_start_and_ssh_sees_hostname_ip_memory(proxmox: ProxmoxAPI, wait_task: TaskWaiter,
+                                               container: dict[str, Any], ed25519_keypair: KeyPair) -> None:
+    started = time.monotonic()
+    assert wait_task("pve1", proxmox.nodes("pve1").lxc(VMID).status.start.post())["exitstatus"] == "OK"
+    client = ssh(ed25519_keypair)
+    print(f"start until SSH took {time.monotonic() - started:.1f}s")
+    try:
+        assert run(client, "hostname").strip() == HOSTNAME
+        assert f"inet {IP}/24" in run(client, "ip -4 addr show dev eth0")
+        assert int(run(client, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")) == MEMORY * 2**20
+    finally:
+        client.close()
+    current = proxmox.nodes("pve1").lxc(VMID).status.current.get()
+    assert current["status"] == "running" and current["maxmem"] == MEMORY * 2**20
+    assert any(i.get("inet") == f"{IP}/24" for i in proxmox.nodes("pve1").lxc(VMID).interfaces.get())
+
+
+def test_config_change_live_and_pending(proxmox: ProxmoxAPI, container: dict[str, Any],
+                                        ed25519_keypair: KeyPair) -> None:
+    ct = proxmox.nodes("pve1").lxc(VMID)
+    digest = ct.config.get()["digest"]
+    ct.config.put(memory=512, hostname="renamed-9000", digest=digest)
+    with pytest.raises(ResourceException) as err:
+        ct.config.put(cores=2, digest=digest)
+    assert "detected modified configuration" in str(err.value)
+    pending = {e["key"]: e for e in ct.pending.get()}
+    assert pending["hostname"]["pending"] == "renamed-9000" and "pending" not in pending["memory"]
+    client = ssh(ed25519_keypair)
+    try:
+        assert int(run(client, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")) == 512 * 2**20
+        assert run(client, "hostname").strip() == HOSTNAME  # hostname waits for a restart, as in PVE
+    finally:
+        client.close()
+    ct.config.put(revert="hostname")
+    assert "pending" not in {e["key"]: e for e in ct.pending.get()}["hostname"]
+
+
+def test_snapshot_then_rollback_restores_a_file(proxmox: ProxmoxAPI, wait_task: TaskWaiter,
+                                                container: dict[str, Any], ed25519_keypair: KeyPair) -> None:
+    ct = proxmox.nodes("pve1").lxc(VMID)
+    client = ssh(ed25519_keypair)
+    run(client, "echo before > /root/marker && sync")
+    client.close()
+    assert wait_task("pve1", ct.snapshot.post(snapname="before", description="marker"))["exitstatus"] == "OK"
+    assert [s["name"] for s in ct.snapshot.get()] == ["before", "current"]
+    client = ssh(ed25519_keypair)
+    run(client, "echo after > /root/marker && sync")
+    client.close()
+    assert wait_task("pve1", ct.snapshot("before").rollback.post(start=1))["exitstatus"] == "OK"
+    client = ssh(ed25519_keypair)
+    try:
+        assert run(client, "cat /root/marker") == "before\n"
+    finally:
+        client.close()
+    assert wait_task("pve1", ct.snapshot("before").delete())["exitstatus"] == "OK"
+
+
+def test_running_container_cannot_be_destroyed_then_stop_and_delete(
+        proxmox: ProxmoxAPI, wait_task: TaskWaiter, container: dict[str, Any]) -> None:
+    ct = proxmox.nodes("pve1").lxc(VMID)
+    with pytest.raises(ResourceException) as err:
+        ct.delete()
+    assert "container is running" in str(err.value)
+    assert wait_task("pve1", ct.status.stop.post())["exitstatus"] == "OK"
+    assert ct.status.current.get()["status"] == "stopped"
+    assert wait_task("pve1", ct.delete(purge=1))["exitstatus"] == "OK"
+    assert VMID not in [r["vmid"] for r in proxmox.cluster.resources.get(type="vm")]
+
+
+# --- several nodes ---------------------------------------------------------------------------
+
+def test_containers_live_on_the_node_named(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str) -> None:
+    _purge(proxmox, wait_task, list(PLACED.values()))
+    try:
+        for node, vmid in PLACED.items():
+            upid = proxmox.nodes(node).lxc.post(vmid=vmid, ostemplate=template, hostname=f"placed-{vmid}",
+                                                rootfs="local-lvm:2", unprivileged=1, memory=128)
+            assert wait_task(node, upid)["exitstatus"] == "OK"
+        placed = {r["vmid"]: r["node"] for r in proxmox.cluster.resources.get(type="vm")}
+        assert {v: placed.get(v) for v in PLACED.values()} == {v: n for n, v in PLACED.items()}
+        with pytest.raises(ResourceException) as err:
+            proxmox.nodes("pve1").lxc(PLACED["pve2"]).config.get()
+        assert err.value.status_code == 500
+        with pytest.raises(ResourceException) as err:
+            proxmox.cluster.nextid.get(vmid=PLACED["pve3"])
+        assert err.value.status_code == 400
+    finally:
+        _purge(proxmox, wait_task, list(PLACED.values()))
