@@ -4,6 +4,8 @@ see hostname, IP and memory limit, snapshot + rollback, destroy. Needs root, lxc
 from __future__ import annotations
 
 import base64
+import json
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -118,6 +120,32 @@ def test_ssh_sees_hostname_ip_and_memory_limit(
         assert run(client, "stat -c %a /root/.ssh /root/.ssh/authorized_keys").split() == ["700", "600"]
     finally:
         client.close()
+
+
+def _host_address_outside_sandbox() -> str:
+    """An address of this host that is not a bridge address (eth0's): guests must not reach it."""
+    route = subprocess.run(["ip", "-j", "-4", "addr", "show", "scope", "global"], capture_output=True,
+                           text=True, check=True).stdout
+    addresses = [a["local"] for link in json.loads(route) for a in link.get("addr_info", [])
+                 if not a["local"].startswith(("10.0.20.", "10.0.30."))]
+    assert addresses, "this host has no address outside the sandbox bridges"
+    return str(addresses[0])
+
+
+def test_guest_reaches_the_bridge_address_only(
+        state: StateDir, backend: LxcBackend, client_key: tuple[paramiko.Ed25519Key, str]) -> None:
+    """The nft table lets guests reach the host's bridge addresses (proxy, repos), nothing else of it."""
+    with socket.create_server(("0.0.0.0", 0)) as listener:  # noqa: S104 - the test needs every address
+        port = listener.getsockname()[1]
+        other = _host_address_outside_sandbox()
+        client = ssh(state, client_key[0])
+        try:
+            probe = "timeout 3 bash -c '</dev/tcp/{}/{}' && echo open || echo closed"
+            assert run(client, probe.format("10.0.20.1", port)).strip() == "open"
+            assert run(client, probe.format("10.0.30.1", port)).strip() == "open"
+            assert run(client, probe.format(other, port)).strip() == "closed"
+        finally:
+            client.close()
 
 
 def test_set_password_writes_a_hash_root_can_use(
