@@ -3,8 +3,12 @@ a full container life cycle with SSH, task status/log, and placement on several 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paramiko
@@ -243,3 +247,84 @@ def test_containers_live_on_the_node_named(proxmox: ProxmoxAPI, wait_task: TaskW
         assert err.value.status_code == 400
     finally:
         _purge(proxmox, wait_task, list(PLACED.values()))
+
+
+# --- operations: idempotent up, faults, access log -------------------------------------------
+
+def pvesim(*args: str) -> str:
+    """Run the pvesim CLI (same interpreter as the tests); fail on non-zero exit."""
+    proc = subprocess.run([sys.executable, "-m", "pvesim", *args], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_second_up_changes_nothing(pvesim_credentials: dict[str, Any]) -> None:
+    before = json.loads(pvesim("status"))["api"]["pid"]
+    creds_before = Path(pvesim_credentials["state_dir"], "credentials.json").read_text()
+    out = pvesim("up")
+    assert "started the API daemon" not in out and "created the sandbox CA" not in out
+    assert json.loads(pvesim("status"))["api"]["pid"] == before
+    assert Path(pvesim_credentials["state_dir"], "credentials.json").read_text() == creds_before
+
+
+@pytest.fixture
+def faults() -> Iterator[None]:
+    """Fault rules cleared before and after, so a failing test leaves none behind."""
+    pvesim("fault", "clear")
+    yield
+    pvesim("fault", "clear")
+
+
+@pytest.mark.usefixtures("faults")
+def test_injected_http_error_and_dropped_connection(proxmox: ProxmoxAPI) -> None:
+    pvesim("fault", "http-error", "--status", "503", "--path", "^/api2/json/version$",
+           "--message", "maintenance")
+    with pytest.raises(ResourceException) as err:
+        proxmox.version.get()
+    assert err.value.status_code == 503
+    assert proxmox.version.get()["release"] == "9.2"  # consumed: one use only
+    pvesim("fault", "drop", "--path", "^/api2/json/nodes$")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        proxmox.nodes.get()
+    assert proxmox.nodes.get()
+
+
+@pytest.mark.usefixtures("faults")
+def test_injected_task_failure(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str) -> None:
+    _purge(proxmox, wait_task, [9009])
+    pvesim("fault", "task-fail", "--type", "vzcreate", "--message", "storage went away")
+    upid = proxmox.nodes("pve1").lxc.post(vmid=9009, ostemplate=template, rootfs="local-lvm:2",
+                                          unprivileged=1)
+    status = wait_task("pve1", upid)
+    assert status["exitstatus"] == "storage went away"
+    assert proxmox.nodes("pve1").tasks(upid).log.get()[-1]["t"] == "TASK ERROR: storage went away"
+    assert 9009 not in [r["vmid"] for r in proxmox.cluster.resources.get(type="vm")]
+
+
+@pytest.mark.usefixtures("faults")
+def test_expired_tickets_are_refused_then_a_new_login_works(pvesim_credentials: dict[str, Any]) -> None:
+    creds = pvesim_credentials
+    api = ProxmoxAPI(creds["host"], port=creds["port"], user=creds["user"], password=creds["password"],
+                     verify_ssl=creds["ca_file"])
+    assert api.version.get()
+    pvesim("fault", "expire-tickets")
+    with pytest.raises(ResourceException) as err:
+        api.version.get()
+    assert err.value.status_code == 401
+    again = ProxmoxAPI(creds["host"], port=creds["port"], user=creds["user"], password=creds["password"],
+                       verify_ssl=creds["ca_file"])
+    assert again.version.get()
+
+
+def test_access_log_records_requests_with_secrets_masked(proxmox_ticket: ProxmoxAPI,
+                                                         pvesim_credentials: dict[str, Any]) -> None:
+    proxmox_ticket.nodes("pve1").status.get()
+    lines = Path(pvesim_credentials["access_log"]).read_text().splitlines()
+    entries = [json.loads(line) for line in lines[-2000:]]
+    logins = [e for e in entries if e["path"] == "/api2/json/access/ticket" and e["status"] == 200]
+    assert logins and all(e["params"]["password"] == "***" for e in logins)
+    assert pvesim_credentials["password"] not in "\n".join(lines)
+    assert pvesim_credentials["token_secret"] not in "\n".join(lines)
+    status = [e for e in entries if e["path"] == "/api2/json/nodes/pve1/status"]
+    assert status[-1]["user"] == "root@pam" and status[-1]["method"] == "GET"
