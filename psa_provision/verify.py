@@ -198,7 +198,22 @@ class Collector:
             return mask(str(longrepr[2]), self.secrets)
         crash = getattr(longrepr, "reprcrash", None)
         text = crash.message if crash is not None else str(longrepr)
-        return mask(_trim(text), self.secrets)
+        return mask(failure_message(text), self.secrets)
+
+
+def failure_message(text: str) -> str:
+    """The check's own words from a failure: `AssertionError: <msg>` without pytest's `assert ...`
+    explanation that follows it; a bare assert or another exception keeps its first lines."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if lines and lines[0].startswith("AssertionError: "):
+        own: list[str] = []
+        for line in lines:
+            if line.startswith("assert ") or line.lstrip().startswith("+"):
+                break
+            own.append(line)
+        own[0] = own[0].removeprefix("AssertionError: ")
+        return "\n".join(own[:DETAIL_LINES])
+    return _trim(text)
 
 
 def check_name(item: pytest.Item) -> tuple[str, str]:

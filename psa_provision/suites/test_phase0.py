@@ -30,10 +30,17 @@ PM2_PID = f"{APP_HOME}/.pm2/pm2.pid"
 HEAP_OPTIONS = "/etc/elasticsearch/jvm.options.d/heap.options"
 
 
+def output(host: Any, command: str, what: str) -> str:
+    """stdout of a command that must succeed; the failure names `what` and the command's complaint."""
+    result = host.run(command)
+    complaint = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
+    assert result.rc == 0, f"{what} failed (exit {result.rc}): {complaint[0][:200]}"
+    return str(result.stdout)
+
+
 def sql(host: Any, query: str, db: str = "postgres") -> str:
     """One psql query as the postgres superuser (local socket), its unaligned output."""
-    out: str = host.check_output(f"{PG} -d {shlex.quote(db)} -c {shlex.quote(query)}")
-    return out.strip()
+    return output(host, f"{PG} -d {shlex.quote(db)} -c {shlex.quote(query)}", f"psql {query!r}").strip()
 
 
 # --- the container itself (Proxmox config == phase file) -------------------------------------------
@@ -164,7 +171,7 @@ def test_redis_aof_on_and_bound_to_loopback(run_stdin: Any, secrets: Any, host: 
 # --- RabbitMQ -----------------------------------------------------------------------------------
 
 def rabbit_users(host: Any) -> dict[str, list[str]]:
-    out = host.check_output("rabbitmqctl -q list_users --formatter json")
+    out = output(host, "rabbitmqctl -q list_users --formatter json", "rabbitmqctl list_users")
     return {u["user"]: list(u.get("tags", [])) for u in json.loads(out)}
 
 
@@ -194,7 +201,7 @@ def test_rabbitmq_psa_app_authenticates(run_stdin: Any, secrets: Any) -> None:
 
 def es_get(host: Any, path: str) -> Any:
     url = shlex.quote("http://127.0.0.1:9200" + path)
-    return json.loads(host.check_output(f"curl -sf --max-time 10 {url}"))
+    return json.loads(output(host, f"curl -sSf --max-time 10 {url}", f"GET :9200{path}"))
 
 
 @pytest.mark.component("elasticsearch")
@@ -265,7 +272,8 @@ def http_get(host: Any, url: str) -> tuple[int, str]:
 def test_service_health(host: Any, ctx: dict[str, Any], service: str) -> None:
     port = ctx["services"][service]["port"]
     code, body = http_get(host, f"http://127.0.0.1:{port}/health")
-    assert code == 200, f"GET :{port}/health answered {code}: {body[:200]}"
+    assert code == 200, f"GET :{port}/health answered {code:03d} {body[:200]!r}" if code else \
+        f"nothing answers GET :{port}/health"
     assert json.loads(body).get("status") == "ok", f"{service} /health: {body[:200]}"
 
 
@@ -274,9 +282,10 @@ def test_service_health(host: Any, ctx: dict[str, Any], service: str) -> None:
 def test_gateway_routes_to_service(ctx: dict[str, Any], host: Any, service: str, run_stdin: Any,
                                    secrets: Any) -> None:
     port = ctx["services"]["api-gateway"]["port"]
-    _, body = http_get(host, f"http://127.0.0.1:{port}/health")
-    checks = json.loads(body).get("checks", {}) if body.startswith("{") else {}
-    assert checks.get(service) == "ok", f"gateway :{port}/health says {service}: {checks.get(service)!r}"
+    code, body = http_get(host, f"http://127.0.0.1:{port}/health")
+    assert body.startswith("{"), f"gateway GET :{port}/health answered {code:03d} {body[:100]!r}"
+    check = json.loads(body).get("checks", {}).get(service)
+    assert check == "ok", f"gateway :{port}/health says {service}: {check!r}"
     # A request with a valid token through /api/<service>: the service must answer, not the gateway's
     # 401 (token refused) or 502/503/504 (upstream down). The token travels on stdin (curl -H @-).
     token = hs256_token(secrets.get("app.jwt_secret").value)
@@ -312,4 +321,5 @@ def test_backup_scheduled_daily_at_2(host: Any) -> None:
 def test_health_check_script_passes(host: Any) -> None:
     result = host.run("/usr/local/bin/health-check.sh")
     failed = [line for line in result.stdout.splitlines() if "FAIL" in line]
-    assert result.rc == 0, f"health-check.sh exited {result.rc}; failing lines: {failed[:8]}"
+    complaint = result.stderr.strip().splitlines()[-1:] or [""]
+    assert result.rc == 0, f"health-check.sh exited {result.rc}: {failed[:8] or complaint[0][:200]}"

@@ -186,3 +186,12 @@ def test_gateway_routing_checks_run_on_the_gateway_container_for_each_upstream(t
     assert "test_gateway_routes_to_service[crm]" in checks
     assert "test_gateway_routes_to_service[api-gateway]" not in checks
     assert "test_pm2_app_online_with_instances[crm]" not in checks
+
+
+def test_failure_message_keeps_the_checks_own_words() -> None:
+    text = ("AssertionError: /opt/psa-platform/.env is mode 0644 owner psa, want 0600 psa\n"
+            "assert (420, 'psa') == (384, 'psa')\n  +  where 420 = <file>.mode")
+    assert verify.failure_message(text) == "/opt/psa-platform/.env is mode 0644 owner psa, want 0600 psa"
+    assert verify.failure_message("assert 1 == 2\n +  where 1 = f()") == "assert 1 == 2\n +  where 1 = f()"
+    refused = "RuntimeError: ssh: connect refused"
+    assert verify.failure_message(refused) == refused
