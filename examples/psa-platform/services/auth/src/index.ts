@@ -54,6 +54,9 @@ interface UserRow {
 }
 
 const router = new Router(jwtSecret)
+  .add('GET', '/api/auth', async () => ({
+    status: 200, body: { endpoints: ['POST /api/auth/login', 'GET /api/auth/me', 'POST /api/auth/logout'] },
+  }))
   .add('POST', '/api/auth/login', async (req) => {
     const email = stringField(req.body, 'email', 320);
     const password = stringField(req.body, 'password', 1024);
@@ -79,6 +82,7 @@ const router = new Router(jwtSecret)
   .add('GET', '/api/auth/me', async (req) => {
     const claims = req.user;
     if (claims === undefined) throw new HttpError(401, 'missing Bearer token');
+    if (!/^[1-9][0-9]{0,15}$/.test(claims.sub)) throw new HttpError(401, 'token is not for a user of this service');
     const session = await redis.get(`session:${claims.jti}`);
     if (session === null) throw new HttpError(401, 'session expired or logged out');
     const result = await pool.query<UserRow>('SELECT id, email, role FROM auth_users WHERE id = $1', [claims.sub]);

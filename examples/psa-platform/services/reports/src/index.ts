@@ -58,7 +58,9 @@ async function elasticsearchCount(): Promise<{ count: number } | { error: string
   }
 }
 
-const router = new Router(jwtSecret).add('GET', '/api/reports/tickets', async (req) => {
+const router = new Router(jwtSecret).add('GET', '/api/reports', async () => ({
+  status: 200, body: { reports: ['/api/reports/tickets'] },
+})).add('GET', '/api/reports/tickets', async (req) => {
   const [postgres, elasticsearch] = await Promise.all([postgresCounts(), elasticsearchCount()]);
   const esCount = 'count' in elasticsearch ? elasticsearch.count : null;
   await pool.query(

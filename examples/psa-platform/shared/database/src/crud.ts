@@ -55,6 +55,11 @@ function toJson(row: Row): Row {
 export function crudRoutes(router: Router, pool: Pool, resource: CrudResource, ready: () => Promise<void>): Router {
   const names = resource.fields.map((f) => f.name);
   const columns = ['id', ...names, 'created_at'].join(', ');
+  const root = resource.path.split('/').slice(0, 3).join('/');
+  if (root !== resource.path) {
+    // e.g. GET /api/crm lists what the service offers, so the bare prefix answers too.
+    router.add('GET', root, async () => ({ status: 200, body: { resources: [resource.path] } }));
+  }
   return router
     .add('POST', resource.path, async (req) => {
       if (typeof req.body !== 'object' || req.body === null || Array.isArray(req.body)) throw new HttpError(400, 'body must be a JSON object');
