@@ -197,7 +197,7 @@ def _pm2_counts(detail: str) -> dict[str, tuple[int, int]]:
 
 def _judge_services(hostname: str, services: Mapping[str, tuple[int, int]],
                     probes: Mapping[str, tuple[int, str]]) -> list[HealthLine]:
-    pm2_code, pm2_detail = probes.get("pm2", (-1, "no answer"))
+    pm2_code, pm2_detail = probes.get("pm2", (-1, "no answer from pm2"))
     counts = _pm2_counts(pm2_detail) if pm2_code == 0 else {}
     lines: list[HealthLine] = []
     for name, (port, instances) in sorted(services.items()):
@@ -205,12 +205,13 @@ def _judge_services(hostname: str, services: Mapping[str, tuple[int, int]],
         http = probes.get(f"http:{name}", (0, ""))[0]
         problems = []
         if pm2_code != 0:
-            problems.append(f"pm2 jlist failed: {pm2_detail[:80]}")
+            problems.append(pm2_detail[:80] or f"pm2 jlist failed (exit {pm2_code})")
         elif online != instances:
             in_pm2 = f" ({total} in pm2)" if total else ""
             problems.append(f"{online}/{instances} instances online{in_pm2}")
         if http != 200:
-            problems.append(f"GET :{port}/health answered {http:03d}")
+            problems.append(f"GET :{port}/health answered {http:03d}" if http
+                            else f"nothing answers :{port}/health")
         why = "; ".join(problems) or f"{online}/{instances} online, /health 200"
         lines.append(HealthLine(hostname, name, not problems, why))
     return lines
