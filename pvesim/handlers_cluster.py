@@ -148,18 +148,21 @@ def cluster_resources(req: Request) -> list[dict[str, Any]]:
 
 
 @route("GET", "/cluster/nextid")
-def nextid(req: Request) -> int:
-    """The lowest free vmid >= 100; with `vmid`, that vmid if free (400 if taken). Reserves nothing."""
+def nextid(req: Request) -> str:
+    """The lowest free vmid >= 100; with `vmid`, that vmid if free (400 if taken). Reserves nothing.
+
+    PVE answers with the number as a JSON string ("data":"100"), which is why clients call int() on it.
+    """
     used = {v for n in req.app.nodes for v in store.vmids(req.app, n)}
     if "vmid" in req.params:
         vmid = int(req.params["vmid"])
         if vmid in used:
             raise ApiError(400, "Parameter verification failed.", {"vmid": f"VM {vmid} already exists"})
-        return vmid
+        return str(vmid)
     vmid = 100
     while vmid in used:
         vmid += 1
-    return vmid
+    return str(vmid)
 
 
 @route("GET", "/nodes/{node}/network")

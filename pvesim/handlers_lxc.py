@@ -227,6 +227,8 @@ def _typed(key: str, value: str) -> Any:
     if key in {"cores", "memory", "swap", "cpuunits", "onboot", "unprivileged", "protection", "tty",
                "snaptime", "template", "console", "debug"} and value.lstrip("-").isdigit():
         return int(value)
+    if key == "cpulimit":
+        return float(value)
     return value
 
 
@@ -419,4 +421,18 @@ def interfaces(req: Request) -> list[dict[str, str]]:
     store.load(req.app, node, vmid)
     if not store.is_running(req.app, vmid):
         raise ApiError(500, f"CT {vmid} is not running")
-    return req.app.backend.interfaces(vmid)
+    return [_interface(i) for i in req.app.backend.interfaces(vmid)]
+
+
+def _interface(entry: dict[str, str]) -> dict[str, Any]:
+    """Add PVE 8+'s `hardware-address` and `ip-addresses` next to hwaddr/inet/inet6."""
+    out: dict[str, Any] = dict(entry)
+    out.setdefault("hardware-address", entry.get("hwaddr", ""))
+    addresses = []
+    for family, key in (("ipv4", "inet"), ("ipv6", "inet6")):
+        if entry.get(key):
+            address, _, prefix = entry[key].partition("/")
+            addresses.append({"ip-address": address, "ip-address-type": family,
+                              "prefix": int(prefix) if prefix.isdigit() else 0})
+    out.setdefault("ip-addresses", addresses)
+    return out

@@ -239,7 +239,7 @@ def test_destroy_refuses_running_container(app: App, api: Client) -> None:
     api.task("POST", "/nodes/pve1/lxc/9000/status/stop")
     assert api.task("DELETE", "/nodes/pve1/lxc/9000", purge=1)["exitstatus"] == "OK"
     assert not app.state.lxc_conf("pve1", 9000).exists()
-    assert api.ok("GET", "/cluster/nextid", vmid=9000) == 9000
+    assert api.ok("GET", "/cluster/nextid", vmid=9000) == "9000"  # PVE sends the number as a string
 
 
 def test_cluster_resources_place_containers_on_their_nodes(api: Client) -> None:
@@ -249,8 +249,9 @@ def test_cluster_resources_place_containers_on_their_nodes(api: Client) -> None:
     assert vms == {9000: "pve1", 9001: "pve2"}
     status, body = api("GET", "/cluster/nextid", vmid=9001)
     assert (status, body["errors"]) == (400, {"vmid": "VM 9001 already exists"})
+    assert api.ok("GET", "/cluster/nextid") == "100"
     vols = api.ok("GET", "/nodes/pve2/storage/local-lvm/content")
-    assert [v["volid"] for v in vols] == ["local-lvm:vm-9001-disk-1"[:-1] + "0"]
+    assert [v["volid"] for v in vols] == ["local-lvm:vm-9001-disk-0"]
 
 
 def test_task_failure_fault_and_log_paging(app: App, api: Client) -> None:
