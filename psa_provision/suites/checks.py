@@ -60,3 +60,11 @@ def hs256_token(secret: str, *, subject: str = "psa-verify", ttl_s: int = 300, n
     payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
     signature = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
     return f"{header}.{payload}.{_b64url(signature)}"
+
+
+def rabbit_tags(tags: object) -> list[str]:
+    """A user's tags from `rabbitmqctl list_users --formatter json`: a list, or `[a, b]` text (older)."""
+    if isinstance(tags, list):
+        return [str(t) for t in tags]
+    text = str(tags).strip().strip("[]")
+    return [t.strip() for t in text.split(",") if t.strip()]

@@ -20,6 +20,7 @@ from psa_provision.suites.checks import (
     loopback_only,
     net0_fields,
     pg_bytes,
+    rabbit_tags,
     size_bytes,
 )
 
@@ -172,7 +173,7 @@ def test_redis_aof_on_and_bound_to_loopback(run_stdin: Any, secrets: Any, host: 
 
 def rabbit_users(host: Any) -> dict[str, list[str]]:
     out = output(host, "rabbitmqctl -q list_users --formatter json", "rabbitmqctl list_users")
-    return {u["user"]: list(u.get("tags", [])) for u in json.loads(out)}
+    return {u["user"]: rabbit_tags(u.get("tags", [])) for u in json.loads(out)}
 
 
 @pytest.mark.component("rabbitmq")

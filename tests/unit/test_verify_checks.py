@@ -99,3 +99,9 @@ def test_hs256_token_verifies_like_the_gateway() -> None:
     assert {k: claims[k] for k in ("iat", "exp", "role")} == {"iat": 1_700_000_000, "exp": 1_700_000_060,
                                                              "role": "admin"}
     assert {"sub", "email", "jti"} <= set(claims)
+
+
+@pytest.mark.parametrize("tags", [["administrator"], "[administrator]", "administrator"])
+def test_rabbit_tags_in_either_format(tags: object) -> None:
+    assert checks.rabbit_tags(tags) == ["administrator"]
+    assert checks.rabbit_tags("[]") == [] and checks.rabbit_tags([]) == []
