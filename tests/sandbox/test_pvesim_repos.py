@@ -8,6 +8,8 @@ does not collide with a running `pvesim up` (which serves the same tree on :8080
 from __future__ import annotations
 
 import http.client
+import json
+import shlex
 import socket
 import ssl
 import subprocess
@@ -164,3 +166,114 @@ def test_proxy_tunnels_to_npm_registry(running_proxy: StateDir) -> None:
     assert response.status == 200
     assert b'"name":"is-number"' in response.read().replace(b" ", b"")
     conn.close()
+
+
+# -- a guest installs both packages, as the tool does -------------------------------------------------
+GUEST_VMID, GUEST_IP = 9060, "10.0.20.246"
+GUEST_TEMPLATE = "debian-12-standard_12.7-1_amd64.tar.zst"
+
+
+def _attach(vmid: int, script: str, timeout: float = 600) -> str:
+    """Run a shell script in the container (lxc-attach, as root); a failure shows its output."""
+    result = subprocess.run(
+        ["lxc-attach", "-n", str(vmid), "--", "sh", "-ec", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, f"{script}\n---\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def guest() -> Iterator[int]:
+    """CT 9060 on vmbr20, started, with the live sandbox's repositories built; destroyed afterwards."""
+    from pvesim import network, templates
+    from pvesim.lxc import LxcBackend
+
+    state = StateDir()
+    network.setup_network(state)
+    proxy.start_proxy(state)
+    repos.build_repos(state, print)
+    template = templates.build(state, GUEST_TEMPLATE, print)
+    backend = LxcBackend(state)
+    if backend.exists(GUEST_VMID):
+        backend.destroy(GUEST_VMID, print)
+    conf = {
+        "hostname": "repo-test-9060",
+        "memory": "512",
+        "swap": "256",
+        "cores": "1",
+        "unprivileged": "1",
+        "ostype": "debian",
+        "rootfs": f"local-lvm:vm-{GUEST_VMID}-disk-0,size=4G",
+        "net0": f"name=eth0,bridge=vmbr20,ip={GUEST_IP}/24,gw=10.0.20.1,hwaddr=BC:24:11:90:60:01",
+    }
+    backend.create(GUEST_VMID, conf, template, None, print)
+    backend.start(GUEST_VMID, print)
+    deadline = time.monotonic() + 60
+    while _attach(GUEST_VMID, "systemctl is-system-running --wait || true", timeout=90).strip() not in (
+        "running",
+        "degraded",
+    ):
+        assert time.monotonic() < deadline, "guest systemd did not finish booting within 60s"
+    try:
+        yield GUEST_VMID
+    finally:
+        backend.destroy(GUEST_VMID, print)
+
+
+def test_guest_installs_nodejs_and_elasticsearch_through_the_repos(guest: int) -> None:
+    """The tool's code path: proxy for Debian, signed-by keyrings, NodeSource/Elastic-shaped sources."""
+    info = repos.client_info(StateDir())
+    node, es = info["repos"]["nodejs"], info["repos"]["elasticsearch"]
+    node_line = f"{node['url']} {node['suite']} {node['component']}"
+    es_line = f"{es['url']} {es['suite']} {es['component']}"
+    started = time.monotonic()
+    _attach(
+        guest,
+        f"""
+        printf 'Acquire::http::Proxy "{info["proxy"]}";\\nAcquire::http::Proxy::10.0.20.1 "DIRECT";\\n' \
+            > /etc/apt/apt.conf.d/80proxy
+        install -d /etc/apt/keyrings
+        curl -fsS --noproxy '*' -o /etc/apt/keyrings/nodesource.asc {node["key_url"]}
+        curl -fsS --noproxy '*' -o /etc/apt/keyrings/elastic.asc {es["key_url"]}
+        cd /etc/apt/sources.list.d
+        echo "deb [signed-by=/etc/apt/keyrings/nodesource.asc] {node_line}" > nodesource.list
+        echo "deb [signed-by=/etc/apt/keyrings/elastic.asc] {es_line}" > elastic-8.x.list
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs elasticsearch
+    """,
+    )
+    print(f"guest apt-get update + install nodejs elasticsearch: {time.monotonic() - started:.1f}s")
+    versions = _attach(guest, "node --version; npm --version; dpkg-query -W -f '${Version}' elasticsearch")
+    assert versions.startswith("v20.")
+    assert versions.strip().endswith(f"{ES_VERSION}-standin")
+    assert _attach(guest, "systemctl is-active elasticsearch || true").strip() == "inactive"  # not started
+    yml = (
+        "cluster.name: psa-platform\nnode.name: psa-node-1\nnetwork.host: 127.0.0.1\nhttp.port: 9200\n"
+        "path.data: /var/lib/elasticsearch\npath.logs: /var/log/elasticsearch\npath.repo: /srv/es-backups\n"
+        "discovery.type: single-node\n"
+    )
+    _attach(
+        guest,
+        f"""
+        install -d -o elasticsearch -g elasticsearch /srv/es-backups
+        printf '%s' {shlex.quote(yml)} > /etc/elasticsearch/elasticsearch.yml
+        printf -- '-Xms256m\\n-Xmx256m\\n' > /etc/elasticsearch/jvm.options.d/heap.options
+        systemctl start elasticsearch
+    """,
+    )
+    banner = json.loads(_attach(guest, "curl -fsS --noproxy '*' http://127.0.0.1:9200/"))
+    assert banner["cluster_name"] == "psa-platform" and "STAND-IN" in banner["standin"]
+    owner = _attach(guest, "ps -o user= -C python3; ls /var/log/elasticsearch")
+    assert owner.split()[0] == "elasticsearch" and "psa-platform.log" in owner
+    snapshot = _attach(
+        guest,
+        """
+        curl -fsS --noproxy '*' -XPUT localhost:9200/_snapshot/b -H 'Content-Type: application/json' \
+            -d '{"type":"fs","settings":{"location":"/srv/es-backups/b"}}' >/dev/null
+        curl -fsS --noproxy '*' -XPUT 'localhost:9200/_snapshot/b/s1?wait_for_completion=true'
+    """,
+    )
+    assert json.loads(snapshot)["snapshot"]["state"] == "SUCCESS"
