@@ -166,9 +166,22 @@ class LxcBackend:
                 self._cgroup_read(vmid, "memory.limit_in_bytes") or 0):
             order.remove(memsw)
             order.insert(0, memsw)
+        applied = []
         for key in order:
-            _run(self._lxc("lxc-cgroup", vmid, key, limits[key]), f"CT {vmid}: setting {key}")
-        log(f"CT {vmid}: applied live: {', '.join(f'{k}={limits[k]}' for k in order)}")
+            try:
+                self._cgroup_write(vmid, key, limits[key])
+                applied.append(f"{key}={limits[key]}")
+            except OSError as exc:
+                if not key.startswith("cpuset."):
+                    raise BackendError(f"CT {vmid}: setting {key}={limits[key]} failed: {exc}") from exc
+                # cgroup v1 refuses to shrink a cpuset that a child cgroup of the guest still uses
+                log(f"CT {vmid}: {key}={limits[key]} not applied live ({exc.strerror}); "
+                    "it applies at the next start")
+        log(f"CT {vmid}: applied live: {', '.join(applied)}")
+
+    def _cgroup_write(self, vmid: int, key: str, value: str) -> None:
+        """Write one cgroup v1 file of the running container (lxc.payload.<vmid>)."""
+        (CGROUP_V1 / key.split(".", 1)[0] / f"lxc.payload.{vmid}" / key).write_text(value)
 
     # --- start / stop --------------------------------------------------------------------------
 
