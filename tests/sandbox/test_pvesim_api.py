@@ -142,6 +142,24 @@ def test_schema_rejections_name_the_parameter(proxmox: ProxmoxAPI, params: dict[
     assert name in (err.value.errors or {}), err.value.errors
 
 
+def test_read_endpoints_have_pve_shapes(proxmox: ProxmoxAPI, pvesim_credentials: dict[str, Any]) -> None:
+    nodes = pvesim_credentials["nodes"]
+    cluster = proxmox.cluster.status.get()
+    assert cluster[0]["type"] == "cluster" and cluster[0]["quorate"] == 1
+    assert [c["name"] for c in cluster[1:]] == nodes
+    bridges = {b["iface"]: b for b in proxmox.nodes(nodes[-1]).network.get(type="bridge")}
+    assert bridges["vmbr20"]["cidr"] == "10.0.20.1/24" and bridges["vmbr30"]["cidr"] == "10.0.30.1/24"
+    assert all(b["active"] == 1 and b["type"] == "bridge" for b in bridges.values())
+    storages = {s["storage"]: s for s in proxmox.nodes("pve1").storage.get()}
+    assert storages["local-lvm"]["type"] == "lvmthin" and "rootdir" in storages["local-lvm"]["content"]
+    assert "vztmpl" in storages["local"]["content"]
+    assert proxmox.nodes("pve1").storage("local-lvm").status.get()["total"] > 0
+    status = proxmox.nodes("pve2").status.get()
+    assert status["memory"]["total"] > 0 and status["cpuinfo"]["cpus"] >= 1
+    assert {r["node"] for r in proxmox.cluster.resources.get(type="node")} == set(nodes)
+    assert int(proxmox.cluster.nextid.get()) >= 100
+
+
 # --- life cycle ------------------------------------------------------------------------------
 
 def test_create_task_status_and_log(proxmox: ProxmoxAPI, container: dict[str, Any]) -> None:
