@@ -281,13 +281,13 @@ def _across(loaded: list[tuple[Phase, dict[Loc, int], Path]]) -> list[Problem]:
             here = f"{path}:{line_of(('containers', i, 'vmid'), lines)}"
             if c.vmid in by_vmid:
                 role, host, there = by_vmid[c.vmid]
-                if (role, host) != (c.role, c.hostname):
+                if (role, host) != (c.role, c.hostname) and not there.startswith(f"{path}:"):
                     out.append(Problem(str(path), line_of(("containers", i, "vmid"), lines),
                                        f"vmid {c.vmid} is {c.role} ({c.hostname}) here but {role} ({host}) "
                                        f"at {there} -> a vmid keeps one role for life; pick a free vmid"))
             else:
                 by_vmid[c.vmid] = (c.role, c.hostname, here)
-            if c.ip in by_ip and by_ip[c.ip][0] != c.vmid:
+            if c.ip in by_ip and by_ip[c.ip][0] != c.vmid and not by_ip[c.ip][1].startswith(f"{path}:"):
                 vmid, there = by_ip[c.ip]
                 out.append(Problem(str(path), line_of(("containers", i, "ip_cidr"), lines),
                                    f"IP {c.ip} is vmid {c.vmid} here but vmid {vmid} at {there}"))
@@ -306,14 +306,14 @@ def check_all(phases_dir: Path) -> list[Problem]:
         try:
             phase, lines, path = _raw(f.stem, phases_dir)
         except InputError as exc:
-            problems.extend(Problem(str(f), _line(m), m) for m in exc.message.splitlines())
+            problems.extend(_problem(str(f), m) for m in exc.message.splitlines())
             continue
         problems.extend(validate(phase, lines, path))
         loaded.append((phase, lines, path))
     return problems + _across(loaded)
 
 
-def _line(message: str) -> int:
-    """The line number out of a `file:line: ...` message (0 if none)."""
-    m = re.match(r"^[^:]+:(\d+):", message)
-    return int(m.group(1)) if m else 0
+def _problem(file: str, message: str) -> Problem:
+    """A Problem from an InputError line `file:line: text` (line 0 if it has none)."""
+    m = re.match(r"^([^:]+):(\d+): (.*)$", message)
+    return Problem(m.group(1), int(m.group(2)), m.group(3)) if m else Problem(file, 0, message)
