@@ -2,21 +2,24 @@
 
 The suites (psa_provision/suites/) ship with the package and read like the seed's checklist. This
 module turns inventory + phase into testinfra host specs (`ssh://<container hostname>`, resolved by
-a generated ssh_config: address, key, jump host, known_hosts in the state dir), writes a context
-file the suites' conftest reads (paths and expected values, never a secret), runs pytest in process
-and collects one CheckResult per check. It is the only importer of pytest and testinfra.
+a generated ssh_config: address, key, jump host, a run-local known_hosts), writes a context file the
+suites' conftest reads (paths and expected values, never a secret), runs pytest in process and
+collects one CheckResult per check. It is the only importer of pytest and testinfra.
+
+Host keys are accepted on first contact within one run and checked for the rest of it (the
+provisioning SSH in ssh.py trusts the same way); a persistent known_hosts would turn every
+`destroy` + `up` of a container into a host-key mismatch.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,6 @@ from psa_provision.plan import mask
 
 SUITES_DIR = Path(__file__).parent / "suites"
 CONTEXT_ENV = "PSA_VERIFY_CONTEXT"
-PLUGIN_NAME = "psa-verify-collector"
 DETAIL_LINES = 6
 
 
@@ -312,16 +314,6 @@ def remote_command(ssh_config: Path | None, alias: str, command: str) -> list[st
     if ssh_config is None:
         return ["sh", "-c", command]
     return ["ssh", "-F", str(ssh_config), alias, command]
-
-
-def quote(*words: str) -> str:
-    """A shell command line from words, each quoted (testinfra's habit, used by the suites)."""
-    return " ".join(shlex.quote(w) for w in words)
-
-
-def context_dict(**values: Any) -> dict[str, Any]:
-    """Dataclasses and paths made JSON-ready for the context file."""
-    return {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in values.items()}
 
 
 # --- from inventory + phase ------------------------------------------------------------------------
