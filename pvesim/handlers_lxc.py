@@ -18,10 +18,12 @@ from pvesim.server import ApiError, Request, route
 NOT_CONFIG = {"node", "vmid", "ostemplate", "password", "ssh-public-keys", "start", "storage", "force",
               "unique", "restore", "pool", "ignore-unpack-errors", "bwlimit", "ha-managed", "digest",
               "delete", "revert"}
-# Keys PVE changes on a running container at once (vmconfig_hotplug_pending); others become pending.
-LIVE_KEYS = {"memory", "swap", "cores", "cpulimit", "cpuunits", "description", "onboot", "startup",
-             "protection", "tags", "hookscript", "lock"}
-LIVE_PATTERN = re.compile(r"^(net|mp)\d+$")
+# What PVE changes on a running container at once (pve-container's LXC_FASTPLUG_OPTIONS plus
+# vmconfig_hotplug_pending: cgroup limits, network; mp/dev only when new); the rest becomes pending.
+FASTPLUG = {"description", "onboot", "startup", "protection", "hostname", "hookscript", "cores", "tags",
+            "lock"}
+HOTPLUG = FASTPLUG | {"memory", "swap", "cpulimit", "cpuunits"}
+HOT_DELETE = FASTPLUG | {"swap", "cpulimit", "cpuunits"}
 PVE_OUI = "BC:24:11"  # Proxmox's default MAC prefix
 
 
@@ -232,8 +234,16 @@ def _typed(key: str, value: str) -> Any:
     return value
 
 
-def _is_live(key: str) -> bool:
-    return key in LIVE_KEYS or bool(LIVE_PATTERN.match(key))
+def _is_live(key: str, current: dict[str, str]) -> bool:
+    """Whether setting `key` applies now on a running container."""
+    if key in HOTPLUG or re.fullmatch(r"net\d+", key):
+        return True
+    return bool(re.fullmatch(r"(mp|dev)\d+", key)) and key not in current
+
+
+def _is_live_delete(key: str) -> bool:
+    """Whether deleting `key` applies now on a running container."""
+    return key in HOT_DELETE or bool(re.fullmatch(r"(net|unused)\d+", key))
 
 
 def _set(section: Section, key: str, value: str) -> None:
@@ -288,7 +298,7 @@ def _apply_changes(conf: PveConf, vmid: int, changes: dict[str, str], deletes: l
         conf.pending_delete = [k for k in conf.pending_delete if k != key]
     for key in deletes:
         conf.pending.pop(key, None)
-        if running and not _is_live(key):
+        if running and not _is_live_delete(key):
             if key not in conf.pending_delete:
                 conf.pending_delete.append(key)
         else:
@@ -300,7 +310,7 @@ def _apply_changes(conf: PveConf, vmid: int, changes: dict[str, str], deletes: l
         elif key == "rootfs" or re.fullmatch(r"mp\d+", key):
             value, _ = _rootfs(value, vmid, 0 if key == "rootfs" else int(key[2:]) + 1)
         conf.pending_delete = [k for k in conf.pending_delete if k != key]
-        if running and not _is_live(key):
+        if running and not _is_live(key, conf.main.values):
             conf.pending[key] = value
         else:
             conf.pending.pop(key, None)

@@ -198,20 +198,20 @@ def test_config_change_live_and_pending(proxmox: ProxmoxAPI, container: dict[str
                                         ed25519_keypair: KeyPair) -> None:
     ct = proxmox.nodes("pve1").lxc(VMID)
     digest = ct.config.get()["digest"]
-    ct.config.put(memory=512, hostname="renamed-9000", digest=digest)
+    ct.config.put(memory=512, searchdomain="sandbox.test", digest=digest)
     with pytest.raises(ResourceException) as err:
         ct.config.put(cores=2, digest=digest)
     assert "detected modified configuration" in str(err.value)
     pending = {e["key"]: e for e in ct.pending.get()}
-    assert pending["hostname"]["pending"] == "renamed-9000" and "pending" not in pending["memory"]
+    assert pending["searchdomain"]["pending"] == "sandbox.test" and "pending" not in pending["memory"]
     client = ssh(ed25519_keypair)
     try:
         assert int(run(client, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")) == 512 * 2**20
-        assert run(client, "hostname").strip() == HOSTNAME  # hostname waits for a restart, as in PVE
+        assert "sandbox.test" not in run(client, "cat /etc/resolv.conf")  # pending until a restart, as in PVE
     finally:
         client.close()
-    ct.config.put(revert="hostname")
-    assert "pending" not in {e["key"]: e for e in ct.pending.get()}["hostname"]
+    ct.config.put(revert="searchdomain")
+    assert "searchdomain" not in {e["key"] for e in ct.pending.get()}
 
 
 def test_snapshot_then_rollback_restores_a_file(proxmox: ProxmoxAPI, wait_task: TaskWaiter,

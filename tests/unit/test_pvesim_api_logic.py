@@ -197,19 +197,21 @@ def test_create_writes_pve_config_and_never_returns_keys(app: App, api: Client) 
 def test_live_and_pending_changes(app: App, api: Client) -> None:
     create(api, start=1)
     digest = api.ok("GET", "/nodes/pve1/lxc/9000/config")["digest"]
-    api.ok("PUT", "/nodes/pve1/lxc/9000/config", memory=1024, hostname="renamed", digest=digest)
+    api.ok("PUT", "/nodes/pve1/lxc/9000/config", memory=1024, hostname="renamed", nameserver="10.0.20.1",
+           digest=digest)
     status, body = api("PUT", "/nodes/pve1/lxc/9000/config", cores=2, digest=digest)
     assert status == 500 and "detected modified configuration" in body["message"]
     pending = {e["key"]: e for e in api.ok("GET", "/nodes/pve1/lxc/9000/pending")}
     assert pending["memory"] == {"key": "memory", "value": "1024"}
-    assert pending["hostname"] == {"key": "hostname", "value": "ct9000", "pending": "renamed"}
-    assert api.ok("GET", "/nodes/pve1/lxc/9000/config", current=1)["hostname"] == "ct9000"
-    assert api.ok("GET", "/nodes/pve1/lxc/9000/config")["hostname"] == "renamed"
+    assert pending["hostname"] == {"key": "hostname", "value": "renamed"}  # fast-plugged, as in pve-container
+    assert pending["nameserver"] == {"key": "nameserver", "pending": "10.0.20.1"}
+    assert "nameserver" not in api.ok("GET", "/nodes/pve1/lxc/9000/config", current=1)
+    assert api.ok("GET", "/nodes/pve1/lxc/9000/config")["nameserver"] == "10.0.20.1"
     api.task("POST", "/nodes/pve1/lxc/9000/status/reboot")
     assert api.ok("GET", "/nodes/pve1/lxc/9000/pending") == [
         {"key": k, "value": v} for k, v in sorted(app.backend.cts[9000]["conf"].items())  # type: ignore[attr-defined]
     ]
-    assert app.backend.cts[9000]["conf"]["hostname"] == "renamed"  # type: ignore[attr-defined]
+    assert app.backend.cts[9000]["conf"]["nameserver"] == "10.0.20.1"  # type: ignore[attr-defined]
 
 
 def test_snapshot_rollback_and_delete(app: App, api: Client) -> None:
