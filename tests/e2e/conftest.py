@@ -1,0 +1,135 @@
+"""Phase 0 end to end against the running sandbox (`pvesim up`).
+
+One session fixture provisions phase 0 ONCE, through the real CLI in a subprocess, from a
+clean start: `init` on a temp copy of inventories/sandbox.yml, `destroy phase0 --yes` (removes
+only a container this tool created), then a cold `up phase0 --yes`. Tests then look at the guest
+over SSH, at Proxmox over the API, and at the app over HTTP from this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from psa_provision.inventory import REPO_ROOT, Inventory, load_inventory
+from psa_provision.phases import ContainerSpec, Phase, load_phase
+from psa_provision.ssh import Connection
+
+PVESIM = Path(sys.executable).with_name("pvesim")
+CLI = [str(Path(sys.executable).with_name("psa-provision"))]
+UP_TIMEOUT = 3600
+
+
+@dataclass
+class Run:
+    """One CLI run: exit code, output, wall time."""
+
+    args: list[str]
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def summary(self) -> tuple[int, int, int]:
+        m = re.search(r"^(\d+) changed, (\d+) unchanged, (\d+) failed$", self.stdout, re.M)
+        assert m, f"no summary line in:\n{self.output[-3000:]}"
+        return int(m[1]), int(m[2]), int(m[3])
+
+
+@dataclass
+class Site:
+    """The provisioned phase 0 of this session."""
+
+    inventory_path: Path
+    inventory: Inventory
+    phase: Phase
+    container: ContainerSpec
+    cold_up: Run
+
+    def cli(self, *args: str, timeout: float = UP_TIMEOUT) -> Run:
+        return run_cli(self.inventory_path, *args, timeout=timeout)
+
+    def ssh(self) -> Connection:
+        return Connection(self.container.ip, self.inventory.ssh.user, self.inventory.ssh.key_file,
+                          self.inventory.ssh.jump_host)
+
+    def secret(self, key: str) -> str:
+        run = self.cli("secrets", "show", key, timeout=60)
+        assert run.code == 0, run.output
+        return run.stdout.strip()
+
+
+def run_cli(inventory: Path, *args: str, timeout: float = UP_TIMEOUT) -> Run:
+    argv = [*CLI, "-i", str(inventory), *args]
+    started = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
+                          stdin=subprocess.DEVNULL, check=False)
+    return Run(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+def sandbox_credentials() -> dict[str, object]:
+    """`pvesim credentials --json`, or a failure saying the sandbox is not up."""
+    proc = subprocess.run([str(PVESIM), "credentials", "--json"], capture_output=True, text=True, check=False,
+                          timeout=60)
+    if proc.returncode != 0:
+        pytest.fail(f"the sandbox is not running (pvesim credentials: {proc.stderr.strip()}); "
+                    "run `pvesim up`")
+    data = json.loads(proc.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def write_inventory(workdir: Path, creds: dict[str, object]) -> Path:
+    """A copy of inventories/sandbox.yml in workdir: phases from the repo, token from the sandbox."""
+    text = (REPO_ROOT / "inventories" / "sandbox.yml").read_text()
+    text = re.sub(r"(?m)^phases_dir: .*$", f"phases_dir: {REPO_ROOT / 'phases'}", text)
+    token_file = Path(str(creds.get("token_secret_file") or "/var/lib/pvesim/tokens/psa-provision"))
+    if not token_file.is_file():
+        token_file = workdir / "token"
+        token_file.write_text(f"{creds['token_secret']}\n")
+        token_file.chmod(0o600)
+    text = re.sub(r"(?m)^(\s*token_secret_file:) .*$", rf"\1 {token_file}", text)
+    inventory = workdir / "sandbox.yml"
+    inventory.write_text(text)
+    return inventory
+
+
+@pytest.fixture(scope="session")
+def phase0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """Phase 0 provisioned once from a clean start by `psa-provision up phase0 --yes`."""
+    workdir = tmp_path_factory.mktemp("e2e-phase0")
+    inventory = write_inventory(workdir, sandbox_credentials())
+    for args in (("init",), ("destroy", "phase0", "--yes")):
+        run = run_cli(inventory, *args, timeout=600)
+        assert run.code == 0, f"{' '.join(args)} failed:\n{run.output}"
+    cold = run_cli(inventory, "up", "phase0", "--yes")
+    sys.stderr.write(f"\n[e2e] cold `up phase0`: exit {cold.code} in {cold.seconds:.0f} s\n")
+    assert cold.code == 0, f"cold up failed:\n{cold.output[-6000:]}"
+    inv = load_inventory(inventory)
+    phase = load_phase("phase0", inv.phases_dir)
+    yield Site(inventory, inv, phase, phase.container(200), cold)
+
+
+@pytest.fixture(scope="session")
+def guest(phase0: Site) -> Iterator[Connection]:
+    conn = phase0.ssh()
+    yield conn
+    conn.close()
+
+
+def q(*words: str) -> str:
+    return " ".join(shlex.quote(w) for w in words)
+

@@ -1,0 +1,212 @@
+"""Phase 0 for real: the guest holds what the seed says, `up` converges, drift is repaired.
+
+Order matters (one provisioned container per session): content checks first, then the second
+`up` (nothing may change), then one template value, then a broken guest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from psa_provision import proxmox
+from psa_provision.components import catalog
+from psa_provision.ssh import Connection
+
+from .conftest import Site, q
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.phase0]
+
+UNITS = ("postgresql", "postgresql@15-main", "redis-server", "rabbitmq-server", "elasticsearch", "cron",
+         "pm2-psa")
+LOOPBACK = {"127.0.0.1", "::1"}
+INFRA_PORTS = {5432: "postgresql", 6379: "redis", 5672: "rabbitmq", 15672: "rabbitmq management",
+               9200: "elasticsearch"}
+PM2_LIST = (
+    "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{for(const p of JSON.parse(s||'[]'))"
+    "console.log(['pm2',p.name,p.pm_id,p.pid,p.pm2_env.status,p.pm2_env.restart_time].join(' '))})"
+)
+# file mtimes/modes, unit start times, the app tree's mtimes (not node_modules/logs), pm2 pids + restarts
+SNAPSHOT = """for f in {files}; do
+  [ -e "$f" ] && find "$f" -maxdepth 0 -printf 'file %p %T@ %m %u:%g\\n'
+done
+for u in {units}; do echo "unit $u $(systemctl show -p ActiveEnterTimestampMonotonic --value $u)"; done
+echo "tree app $(find {app} \\( -name node_modules -o -name logs -o -name backups -o -name data \\) -prune \\
+  -o -type f -printf '%p %T@\\n' | sort | sha256sum | cut -c1-16)"
+{pm2} pm2 jlist | node -e {pm2_list}
+"""
+PM2 = f"cd / && runuser -u {catalog.APP_USER} -- env HOME={catalog.APP_HOME} PM2_HOME={catalog.APP_HOME}/.pm2"
+
+
+def snapshot(guest: Connection, site: Site) -> dict[str, str]:
+    """What a no-op run must not touch: file mtimes, unit start times, pm2 pids and restarts."""
+    files = catalog.managed_files(site.container.components)
+    script = SNAPSHOT.format(files=q(*files), units=q(*UNITS), app=catalog.APP_DIR, pm2=PM2,
+                             pm2_list=q(PM2_LIST))
+    out = guest.run(script).stdout
+    snap = {}
+    for line in out.splitlines():
+        kind, name, rest = [*line.split(" ", 2), "", ""][:3]
+        key = f"{kind} {name}" if kind != "pm2" else f"pm2 {name} {rest.split()[0]}"
+        snap[key] = rest
+    return snap
+
+
+def changed_keys(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
+
+def config_digest(site: Site) -> str:
+    client = proxmox.connect(site.inventory)
+    config = client.get_container(site.container.node, site.container.vmid)
+    assert config is not None
+    return str(config["digest"])
+
+
+def http(method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None,
+         timeout: float = 10.0) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http to the sandbox guest
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http to the sandbox guest
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
+# -- what the guest holds ----------------------------------------------------------------------------
+def test_cold_up_converged(phase0: Site) -> None:
+    changed, _, failed = phase0.cold_up.summary()
+    assert failed == 0 and changed > 0
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_active_and_enabled(guest: Connection, unit: str) -> None:
+    out = guest.run(f"systemctl is-active {q(unit)}; systemctl is-enabled {q(unit)} || true", check=False)
+    active, *enabled = out.stdout.split()
+    assert active == "active", f"{unit}: {out.stdout}"
+    if unit != "postgresql@15-main":  # the instance unit is enabled through the postgresql wrapper
+        assert enabled[:1] == ["enabled"], f"{unit}: {out.stdout}"
+
+
+def listeners(guest: Connection) -> dict[int, set[str]]:
+    out = guest.run("ss -ltnH").stdout
+    found: dict[int, set[str]] = {}
+    for line in out.splitlines():
+        local = line.split()[3]
+        addr, _, port = local.rpartition(":")
+        found.setdefault(int(port), set()).add(addr.strip("[]").split("%")[0])
+    return found
+
+
+def test_stores_and_services_listen_on_loopback_only(guest: Connection, phase0: Site) -> None:
+    found = listeners(guest)
+    ports = dict(INFRA_PORTS)
+    ports.update({s.port: name for name, s in phase0.phase.services.items() if name != "api-gateway"})
+    for port, what in ports.items():
+        assert port in found, f"{what} does not listen on :{port}"
+        assert found[port] <= LOOPBACK, f"{what} listens on {sorted(found[port])}:{port}"
+    assert 3000 in found, "the api-gateway does not listen on :3000"
+
+
+def test_env_file_is_private_to_the_app_user(guest: Connection) -> None:
+    out = guest.run(f"stat -c '%a %U %G' {catalog.ENV_FILE}").stdout.split()
+    assert out == ["600", catalog.APP_USER, catalog.APP_USER]
+
+
+def test_pm2_runs_every_service_with_its_instance_count(guest: Connection, phase0: Site) -> None:
+    lines = guest.run(f"{PM2} pm2 jlist | node -e {q(PM2_LIST)}").stdout.splitlines()
+    online: dict[str, int] = {}
+    for line in lines:
+        _, name, _, _, status, _ = line.split()
+        online[name] = online.get(name, 0) + (status == "online")
+    want = {name: s.instances for name, s in phase0.phase.services.items()}
+    assert online == want
+    user = guest.run("ps -o user= -C node | sort -u").stdout.split()
+    assert "root" not in user and catalog.APP_USER in user
+
+
+def test_gateway_health_from_the_host(phase0: Site) -> None:
+    status, body = http("GET", f"http://{phase0.container.ip}:3000/health")
+    assert status == 200, body
+
+
+def test_login_create_ticket_and_search_through_the_gateway(phase0: Site) -> None:
+    base = f"http://{phase0.container.ip}:3000"
+    status, body = http("POST", f"{base}/api/auth/login", {"email": phase0.secret("app.admin_email"),
+                                                            "password": phase0.secret("app.admin_password")})
+    assert status == 200 and body.get("token"), body
+    token = body["token"]
+    word = f"zebra{int(time.time())}"
+    new = {"title": f"printer {word}", "body": "on fire"}
+    status, ticket = http("POST", f"{base}/api/tickets", new, token)
+    assert status == 201 and ticket.get("id"), ticket
+    status, got = http("GET", f"{base}/api/tickets/{ticket['id']}", token=token)
+    assert status == 200 and word in json.dumps(got)
+    deadline = time.monotonic() + 30
+    while True:  # Elasticsearch indexes asynchronously (refresh interval)
+        status, found = http("GET", f"{base}/api/tickets?q={word}", token=token)
+        if status == 200 and str(ticket["id"]) in json.dumps(found):
+            break
+        assert time.monotonic() < deadline, f"ticket {ticket['id']} not found by search for {word}: {found}"
+        time.sleep(1)
+    status, _ = http("POST", f"{base}/api/tickets", {"title": "x", "body": "y"}, token="not-a-jwt")
+    assert status == 401
+
+
+# -- convergence -------------------------------------------------------------------------------------
+def test_second_up_changes_nothing(phase0: Site, guest: Connection) -> None:
+    before, digest = snapshot(guest, phase0), config_digest(phase0)
+    run = phase0.cli("up", "phase0", "--yes")
+    assert run.code == 0, run.output[-4000:]
+    changed, unchanged, failed = run.summary()
+    assert (changed, failed) == (0, 0) and unchanged > 0
+    assert changed_keys(before, snapshot(guest, phase0)) == set()
+    assert config_digest(phase0) == digest
+    plan = phase0.cli("plan", "phase0")
+    assert plan.code == 0, plan.stdout[-3000:]
+
+
+def test_one_template_value_changes_one_file_and_its_service(phase0: Site, guest: Connection) -> None:
+    text = phase0.inventory_path.read_text()
+    assert re.search(r"(?m)^tuning: \{\}", text), "the sandbox inventory's tuning changed; adapt this test"
+    tuned = re.sub(r"(?m)^tuning: \{\}.*$", "tuning: {redis: {maxmemory: 301mb}}", text)
+    phase0.inventory_path.write_text(tuned)
+    plan = phase0.cli("plan", "phase0", "--output", "json")
+    assert plan.code == 2, plan.output[-3000:]
+    changes = [(c["kind"], c.get("path") or c.get("name")) for c in json.loads(plan.stdout)["changes"]]
+    assert changes == [("PutFile", "/etc/redis/redis.conf"), ("Service", "redis-server")]
+    before = snapshot(guest, phase0)
+    run = phase0.cli("up", "phase0", "--yes")
+    assert run.code == 0, run.output[-4000:]
+    assert run.summary()[0] == 2
+    after = snapshot(guest, phase0)
+    assert changed_keys(before, after) == {"file /etc/redis/redis.conf", "unit redis-server"}
+    conf = guest.run("grep -E '^maxmemory ' /etc/redis/redis.conf").stdout.split()
+    assert conf == ["maxmemory", "301mb"]
+
+
+def test_a_broken_guest_is_repaired(phase0: Site, guest: Connection) -> None:
+    guest.run(f"systemctl stop redis-server && chmod 644 {catalog.ENV_FILE}")
+    plan = phase0.cli("plan", "phase0")
+    assert plan.code == 2, plan.output[-3000:]
+    run = phase0.cli("up", "phase0", "--yes")
+    assert run.code == 0, run.output[-4000:]
+    assert guest.run("systemctl is-active redis-server", check=False).stdout.strip() == "active"
+    assert guest.run(f"stat -c %a {catalog.ENV_FILE}").stdout.strip() == "600"
+    again = phase0.cli("up", "phase0", "--yes")
+    assert again.code == 0 and again.summary()[0] == 0, again.output[-3000:]
