@@ -1,0 +1,51 @@
+"""`init`: writes inventory, secrets (0600) and an ed25519 key; a second run keeps everything."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from psa_provision import secrets
+from psa_provision.init import init
+
+pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen (openssh-client)")
+
+
+def test_init_creates_then_keeps(tmp_path: Path) -> None:
+    inv = tmp_path / "site" / "sandbox.yml"
+    first = init(inv)
+    assert inv.is_file()
+    key = tmp_path / "site" / "keys" / "sandbox_ed25519"
+    sec = tmp_path / "site" / "sandbox.secrets.yml"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(sec.stat().st_mode) == 0o600
+    assert key.with_name("sandbox_ed25519.pub").read_text().startswith("ssh-ed25519 ")
+    assert len(first.created) == 3
+    before = secrets.load_secrets(sec).as_dict()
+    key_before = key.read_bytes()
+
+    second = init(inv)
+    assert second.created == [] and len(second.kept) == 3
+    assert secrets.load_secrets(sec).as_dict() == before
+    assert key.read_bytes() == key_before
+
+    init(inv, force=True)
+    assert secrets.load_secrets(sec).as_dict() != before
+    assert key.read_bytes() != key_before
+
+
+def test_init_adds_only_missing_secrets(tmp_path: Path) -> None:
+    inv = tmp_path / "sandbox.yml"
+    init(inv)
+    sec = tmp_path / "sandbox.secrets.yml"
+    values = secrets.load_secrets(sec).as_dict()
+    del values["app.admin_password"]
+    secrets.store(sec, values)
+    result = init(inv)
+    after = secrets.load_secrets(sec).as_dict()
+    assert {k: after[k] for k in values} == values
+    assert "app.admin_password" in after
+    assert any("added app.admin_password" in c for c in result.created)
