@@ -1,6 +1,6 @@
 """SSH to guests: the only importer of fabric and paramiko.
 
-One Connection per host, opened lazily and reused. Scripts travel on stdin (`bash -s`) or, when
+One Connection per host, opened lazily and reused. Scripts travel on stdin (to a temp file) or, when
 stdin carries data for the script (a secret), as a quoted `bash -c` argument: secrets never reach
 argv. Files are written atomically (temp name in the same directory, chmod/chown, mv).
 """
@@ -73,12 +73,17 @@ def as_user(command: str, user: str, login_user: str) -> str:
     return f"sudo -n -H -u {shlex.quote(user)} bash -c {shlex.quote(command)}"
 
 
+# The script arrives on stdin and is saved to a private temp file that runs with stdin from /dev/null:
+# with plain `bash -s` a command inside that reads stdin (rabbitmqctl does) would eat the script.
+RUN_FROM_STDIN = 'f=$(mktemp) && cat > "$f" && bash "$f" </dev/null; rc=$?; rm -f "$f"; exit $rc'
+
+
 def command_for(script: str, *, has_stdin: bool, cwd: str | None = None) -> tuple[str, bytes]:
     """(argv command, stdin bytes): the script rides stdin unless stdin carries the script's data."""
     body = f"cd {shlex.quote(cwd)} || exit 1\n{script}" if cwd else script
     if has_stdin:
         return f"bash -c {shlex.quote(body)}", b""
-    return "bash -s", body.encode()
+    return f"bash -c {shlex.quote(RUN_FROM_STDIN)}", body.encode()
 
 
 class Connection:

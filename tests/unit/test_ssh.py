@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import io
 import shlex
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from psa_provision.ssh import Result, as_user, command_for, tar_tree
+from psa_provision.ssh import RUN_FROM_STDIN, Result, as_user, command_for, tar_tree
 
 
 def test_script_rides_stdin_when_there_is_no_data() -> None:
     command, body = command_for("echo hi", has_stdin=False)
-    assert command == "bash -s" and body == b"echo hi"
+    assert shlex.split(command) == ["bash", "-c", RUN_FROM_STDIN] and body == b"echo hi"
+
+
+def test_a_command_reading_stdin_cannot_eat_the_rest_of_the_script(tmp_path: Path) -> None:
+    """Run the wrapper locally: `cat` inside the script must not swallow the lines after it."""
+    command, body = command_for("cat\necho after", has_stdin=False)
+    proc = subprocess.run(["/bin/sh", "-c", command], input=body, capture_output=True, check=False)
+    assert proc.stdout == b"after\n" and proc.returncode == 0
 
 
 def test_with_data_on_stdin_the_script_is_the_argument_and_data_stays_off_argv() -> None:
@@ -28,6 +36,7 @@ def test_with_data_on_stdin_the_script_is_the_argument_and_data_stays_off_argv()
     ("root", "root", "bash -s"),
     ("psa", "root", "runuser -l psa -s /bin/bash -c 'bash -s'"),
     ("psa", "admin", "sudo -n -H -u psa bash -c 'bash -s'"),
+    ("root", "admin", "sudo -n -H -u root bash -c 'bash -s'"),
 ])
 def test_as_user(user: str, login: str, want: str) -> None:
     assert as_user("bash -s", user, login) == want
