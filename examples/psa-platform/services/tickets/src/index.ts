@@ -2,7 +2,9 @@
  * tickets (port 3030): a ticket is answered 201 only once its INSERT is committed in
  * PostgreSQL. After the commit it is published to RabbitMQ (`ticket.created` on psa.events),
  * cached in Redis (ticket:<id>) and indexed in Elasticsearch (index `tickets`); a failure
- * of any of those is logged and reported in the reply, never loses the ticket.
+ * of any of those is logged and reported in the reply, never loses the ticket: the row keeps
+ * published_at / indexed_at empty and a sweeper (one instance at a time, under an advisory lock)
+ * publishes and indexes it again later. Billing counts by message id, so a re-publish is harmless.
  * Ids are bigserial (numbers): ordered, compact, easy to count and compare when migrating.
  */
 
@@ -11,7 +13,7 @@ import { checkPostgres, createPool, ensureSchema } from '@psa/database';
 import { RabbitClient } from '@psa/rabbitmq';
 import { checkRedis, closeRedis, createRedis } from '@psa/redis';
 import {
-  createLogger, Elasticsearch, env, errorText, HttpError, loadConfig, optionalStringField, Router, runService,
+  createLogger, Elasticsearch, env, errorText, HttpError, isStopping, loadConfig, optionalStringField, Router, runService,
   StartupTask, stringField, withTimeout,
 } from '@psa/utils';
 
@@ -19,6 +21,8 @@ const SERVICE = 'tickets';
 const INDEX = 'tickets';
 const CACHE_TTL_SECONDS = 3600;
 const SIDE_EFFECT_TIMEOUT_MS = 5000;
+const SWEEP_INTERVAL_MS = 15_000;
+const SWEEP_LOCK = 'psa-platform:tickets-sweeper';
 
 const log = createLogger(SERVICE);
 const { jwtSecret, pool, redis, rabbit, search } = loadConfig(log, () => ({
@@ -41,6 +45,10 @@ const SCHEMA = [
      created_at timestamptz NOT NULL DEFAULT now()
    )`,
   'CREATE INDEX IF NOT EXISTS tickets_created_at_idx ON tickets (created_at)',
+  // When the ticket.created event was confirmed by RabbitMQ / the document indexed; NULL = still to do.
+  'ALTER TABLE tickets ADD COLUMN IF NOT EXISTS published_at timestamptz, ADD COLUMN IF NOT EXISTS indexed_at timestamptz',
+  `CREATE INDEX IF NOT EXISTS tickets_unpropagated_idx ON tickets (id)
+     WHERE published_at IS NULL OR indexed_at IS NULL`,
 ];
 
 const MAPPINGS = {
@@ -75,7 +83,8 @@ interface TicketRow {
 const COLUMNS = 'id, title, body, status, created_by, created_at';
 
 function toTicket(row: TicketRow): Ticket {
-  return { ...row, id: Number(row.id), created_at: row.created_at.toISOString() };
+  const { id, title, body, status, created_by: createdBy, created_at: createdAt } = row;
+  return { id: Number(id), title, body, status, created_by: createdBy, created_at: createdAt.toISOString() };
 }
 
 function ticketId(raw: string | undefined): number {
@@ -91,15 +100,21 @@ function pageSize(query: URLSearchParams): number {
   return size;
 }
 
-/** Publish, cache and index a committed ticket; each outcome is "ok" or the logged error. */
-async function propagate(ticket: Ticket): Promise<Record<string, string>> {
-  const steps: Record<string, () => Promise<unknown>> = {
+type Step = 'rabbitmq' | 'redis' | 'elasticsearch';
+
+/**
+ * Publish, cache and index a committed ticket (or only the given steps); each outcome is "ok"
+ * or the logged error. Successful publish/index are marked on the row for the sweeper.
+ */
+async function propagate(ticket: Ticket, only: Step[] = ['rabbitmq', 'redis', 'elasticsearch']): Promise<Record<string, string>> {
+  const all: Record<Step, () => Promise<unknown>> = {
     rabbitmq: () => rabbit.publish('ticket.created', {
       event: 'ticket.created', event_id: randomUUID(), occurred_at: new Date().toISOString(), ticket,
     }, `ticket.created:${ticket.id}`),
     redis: () => redis.set(`ticket:${ticket.id}`, JSON.stringify(ticket), 'EX', CACHE_TTL_SECONDS),
     elasticsearch: () => search.indexDocument(INDEX, String(ticket.id), ticket),
   };
+  const steps = Object.fromEntries(only.map((step) => [step, all[step]]));
   const names = Object.keys(steps);
   const results = await Promise.allSettled(
     names.map((name) => withTimeout((steps[name] as () => Promise<unknown>)(), SIDE_EFFECT_TIMEOUT_MS, name)),
@@ -114,7 +129,57 @@ async function propagate(ticket: Ticket): Promise<Record<string, string>> {
       log.error('ticket saved but not propagated', { ticket_id: ticket.id, store: name, error: errorText(result.reason) });
     }
   });
+  if (outcome.rabbitmq === 'ok' || outcome.elasticsearch === 'ok') {
+    await pool.query(
+      `UPDATE tickets SET published_at = CASE WHEN $2 THEN now() ELSE published_at END,
+                          indexed_at = CASE WHEN $3 THEN now() ELSE indexed_at END WHERE id = $1`,
+      [ticket.id, outcome.rabbitmq === 'ok', outcome.elasticsearch === 'ok'],
+    ).catch((err: unknown) => log.warn('could not mark the ticket propagated (the sweeper retries)', { ticket_id: ticket.id, error: errorText(err) }));
+  }
   return outcome;
+}
+
+interface PendingRow extends TicketRow {
+  published: boolean;
+  indexed: boolean;
+}
+
+/** Publish/index tickets older than a few seconds that missed it; one instance at a time. */
+async function sweep(): Promise<void> {
+  const client = await pool.connect();
+  try {
+    const lock = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [SWEEP_LOCK]);
+    if (lock.rows[0]?.ok !== true) return;
+    try {
+      const pending = await client.query<PendingRow>(
+        `SELECT ${COLUMNS}, published_at IS NOT NULL AS published, indexed_at IS NOT NULL AS indexed FROM tickets
+          WHERE (published_at IS NULL OR indexed_at IS NULL) AND created_at < now() - interval '10 seconds'
+          ORDER BY id LIMIT 100`,
+      );
+      for (const row of pending.rows) {
+        const steps: Step[] = [...(row.published ? [] : ['rabbitmq' as const]), ...(row.indexed ? [] : ['elasticsearch' as const])];
+        const outcome = await propagate(toTicket(row), steps);
+        log.info('sweeper retried ticket propagation', { ticket_id: Number(row.id), ...outcome });
+      }
+    } finally {
+      await client.query('SELECT pg_advisory_unlock(hashtext($1))', [SWEEP_LOCK]);
+    }
+  } finally {
+    client.release();
+  }
+}
+
+function startSweeper(): void {
+  let running = false;
+  setInterval(() => {
+    if (running || isStopping()) return;
+    running = true;
+    sweep()
+      .catch((err: unknown) => log.warn('sweep failed', { error: errorText(err) }))
+      .finally(() => {
+        running = false;
+      });
+  }, SWEEP_INTERVAL_MS).unref();
 }
 
 async function cachedTicket(id: number): Promise<Ticket | undefined> {
@@ -191,7 +256,7 @@ runService({
   start: async () => {
     rabbit.start();
     await Promise.all([
-      schema.run(() => ensureSchema(pool, SCHEMA)),
+      schema.run(() => ensureSchema(pool, SCHEMA)).then(startSweeper),
       searchIndex.run(() => search.ensureIndex(INDEX, MAPPINGS)),
     ]);
   },
