@@ -321,11 +321,19 @@ class LxcBackend:
         partial = target.with_name(f".{name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
+        previous = self._latest_snapshot(vmid)
         with self._frozen(vmid, log):
-            log(f"copying rootfs of CT {vmid} to snapshot '{name}'")
-            _rsync(self._volume(vmid), partial, f"CT {vmid}: snapshot '{name}'")
+            log(f"copying rootfs of CT {vmid} to snapshot '{name}'"
+                + (f" (unchanged files hard-linked to '{previous.name}')" if previous else ""))
+            _rsync(self._volume(vmid), partial, f"CT {vmid}: snapshot '{name}'", link_dest=previous)
         partial.rename(target)
         log(f"snapshot '{name}' of CT {vmid} done")
+
+    def _latest_snapshot(self, vmid: int) -> Path | None:
+        """The newest complete snapshot copy of the CT (snapshots are never modified once taken)."""
+        parent = self.state.snapshot_dir(vmid, "x").parent
+        done = [p for p in parent.glob("*") if p.is_dir() and not p.name.startswith(".")]
+        return max(done, key=lambda p: p.stat().st_mtime) if done else None
 
     @contextlib.contextmanager
     def _frozen(self, vmid: int, log: Log) -> Iterator[None]:
@@ -474,9 +482,12 @@ def _atomic_write(path: Path, content: str, mode: int = 0o644) -> None:
     tmp.replace(path)
 
 
-def _rsync(source: Path, target: Path, what: str) -> None:
-    """Make target an exact copy of source (hard links, ACLs, xattrs, numeric ids)."""
-    _run(["rsync", "-aHAX", "--numeric-ids", "--delete", f"{source}/", f"{target}/"], what, timeout=3600)
+def _rsync(source: Path, target: Path, what: str, link_dest: Path | None = None) -> None:
+    """Make target an exact copy of source (hard links, ACLs, xattrs, numeric ids); files equal to
+    those in link_dest are hard-linked to them instead of copied."""
+    extra = [f"--link-dest={link_dest}"] if link_dest else []
+    _run(["rsync", "-aHAX", "--numeric-ids", "--delete", *extra, f"{source}/", f"{target}/"], what,
+         timeout=3600)
 
 
 # --- runtime facts -------------------------------------------------------------------------------

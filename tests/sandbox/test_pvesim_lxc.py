@@ -111,6 +111,7 @@ def test_ssh_sees_hostname_ip_and_memory_limit(
         state: StateDir, backend: LxcBackend, client_key: tuple[paramiko.Ed25519Key, str]) -> None:
     client = ssh(state, client_key[0])
     try:
+        assert run(client, "timeout 60 systemctl is-system-running --wait || true").strip() == "running"
         assert run(client, "hostname").strip() == HOSTNAME
         assert f"inet {IP}/24" in run(client, "ip -4 addr show dev eth0")
         assert run(client, "ip route show default").split()[:3] == ["default", "via", "10.0.20.1"]
@@ -177,6 +178,7 @@ def test_snapshot_then_rollback_restores_the_rootfs(
     run(client, "echo before > /root/marker && sync")
     backend.snapshot(VMID, "before", log)
     run(client, "echo after > /root/marker && touch /root/created-after && sync")
+    backend.snapshot(VMID, "after", log)  # hard-linked to 'before' where unchanged; both stay intact
     client.close()
     backend.rollback(VMID, "before", log)
     assert backend.status(VMID).status == "stopped"
@@ -187,8 +189,12 @@ def test_snapshot_then_rollback_restores_the_rootfs(
         assert run(client, "ls /root/created-after 2>/dev/null || echo absent") == "absent\n"
     finally:
         client.close()
-    backend.delete_snapshot(VMID, "before", log)
-    assert not state.snapshot_dir(VMID, "before").exists()
+    backend.rollback(VMID, "after", log)
+    assert (state.volume(VMID) / "root/marker").read_text() == "after\n"
+    assert (state.volume(VMID) / "root/created-after").exists()
+    for name in ("before", "after"):
+        backend.delete_snapshot(VMID, name, log)
+        assert not state.snapshot_dir(VMID, name).exists()
 
 
 def test_destroy_leaves_nothing(state: StateDir, backend: LxcBackend) -> None:
