@@ -24,14 +24,12 @@ def _snapshot(conf: pveconf.PveConf, name: str) -> Section:
     return snap
 
 
-def _locked_task(req: Request, kind: str, lock: str, work: Any, prepare: Any = None) -> str:
+def _locked_task(req: Request, kind: str, lock: str, work: Any) -> str:
     """Set the config lock, run `work(log)` in a task, clear the lock whatever happens."""
     app, node, vmid = _target(req)
     with app.conf_lock:
         conf, _ = store.load(app, node, vmid)
         store.check_lock(conf)
-        if prepare is not None:
-            prepare(conf)
         conf.main.values["lock"] = lock
         store.save(app, node, vmid, conf)
 
@@ -71,11 +69,13 @@ def snapshot_create(req: Request) -> str:
     name = req.params["snapname"]
     description = req.params.get("description", "")
 
-    def prepare(conf: pveconf.PveConf) -> None:
-        if name in conf.snapshots or name == "current":
-            raise ApiError(500, f"snapshot name '{name}' already used")
+    if name.lower() in ("current", "pending"):
+        raise ApiError(500, f"unable to use snapshot name '{name}' (reserved name)")
 
     def work(log: Log) -> None:
+        with app.conf_lock:
+            if name in store.load(app, node, vmid)[0].snapshots:  # checked in the worker, as PVE does
+                raise ApiError(500, f"snapshot name '{name}' already used")
         app.backend.snapshot(vmid, name, log)
         with app.conf_lock:
             conf, _ = store.load(app, node, vmid)
@@ -85,7 +85,7 @@ def snapshot_create(req: Request) -> str:
             conf.main.values["parent"] = name
             store.save(app, node, vmid, conf)
 
-    return _locked_task(req, "vzsnapshot", "snapshot", work, prepare)
+    return _locked_task(req, "vzsnapshot", "snapshot", work)
 
 
 @route("GET", "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}")
@@ -127,10 +127,9 @@ def snapshot_delete(req: Request) -> str:
     app, node, vmid = _target(req)
     name = req.params["snapname"]
 
-    def prepare(conf: pveconf.PveConf) -> None:
-        _snapshot(conf, name)
-
     def work(log: Log) -> None:
+        with app.conf_lock:
+            _snapshot(store.load(app, node, vmid)[0], name)
         app.backend.delete_snapshot(vmid, name, log)
         with app.conf_lock:
             conf, _ = store.load(app, node, vmid)
@@ -144,7 +143,7 @@ def snapshot_delete(req: Request) -> str:
                         section.values.pop("parent", None)
             store.save(app, node, vmid, conf)
 
-    return _locked_task(req, "vzdelsnapshot", "snapshot-delete", work, prepare)
+    return _locked_task(req, "vzdelsnapshot", "snapshot-delete", work)
 
 
 @route("POST", "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/rollback")
@@ -154,10 +153,9 @@ def snapshot_rollback(req: Request) -> str:
     name = req.params["snapname"]
     start = req.flag("start")
 
-    def prepare(conf: pveconf.PveConf) -> None:
-        _snapshot(conf, name)
-
     def work(log: Log) -> None:
+        with app.conf_lock:
+            _snapshot(store.load(app, node, vmid)[0], name)
         app.backend.rollback(vmid, name, log)
         with app.conf_lock:
             conf, _ = store.load(app, node, vmid)
@@ -173,7 +171,7 @@ def snapshot_rollback(req: Request) -> str:
         if start:
             app.backend.start(vmid, log)
 
-    return _locked_task(req, "vzrollback", "rollback", work, prepare)
+    return _locked_task(req, "vzrollback", "rollback", work)
 
 
 @route("PUT", "/nodes/{node}/lxc/{vmid}/resize")

@@ -64,6 +64,13 @@ def _process_start() -> int:
         return 0
 
 
+def _save(path: Path, rec: dict[str, Any]) -> None:
+    """Write a task record atomically: readers in other threads never see a half-written file."""
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(rec))
+    os.replace(tmp, path)
+
+
 class TaskError(Exception):
     """A task failed before its work (lock timeout, injected failure)."""
 
@@ -105,7 +112,7 @@ class Tasks:
             rec = json.loads(f.read_text())
             if rec.get("status") == "running":
                 rec.update(status="stopped", exitstatus="unexpected status", endtime=int(time.time()))
-                f.write_text(json.dumps(rec))
+                _save(f, rec)
 
     def start(self, node: str, type_: str, id_: str, user: str, worker: Worker,
               vmid: int | None = None, finalize: Finalizer | None = None) -> str:
@@ -115,7 +122,7 @@ class Tasks:
         text = str(upid)
         rec = {**asdict(upid), "upid": text, "status": "running"}
         meta, log = self._files(text)
-        meta.write_text(json.dumps(rec))
+        _save(meta, rec)
         log.write_text("")
         failure = self._task_failure(type_) if self._task_failure else None
         thread = threading.Thread(target=self._run, args=(text, worker, vmid, failure, finalize), daemon=True,
@@ -159,7 +166,7 @@ class Tasks:
         rec = json.loads(meta.read_text())
         if rec.get("status") == "running":
             rec.update(status="stopped", exitstatus=exitstatus, endtime=int(time.time()))
-            meta.write_text(json.dumps(rec))
+            _save(meta, rec)
 
     def status(self, upid: str) -> dict[str, Any] | None:
         """The task record (status/exitstatus/...), or None if there is no such task."""
@@ -184,7 +191,7 @@ class Tasks:
             with logfile.open("a") as f:
                 f.write("received interrupt\nTASK ERROR: interrupted by signal\n")
             rec.update(status="stopped", exitstatus="interrupted by signal", endtime=int(time.time()))
-            meta.write_text(json.dumps(rec))
+            _save(meta, rec)
         return True
 
     def all(self) -> list[dict[str, Any]]:

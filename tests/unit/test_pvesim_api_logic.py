@@ -219,8 +219,11 @@ def test_snapshot_rollback_and_delete(app: App, api: Client) -> None:
     create(api)
     rec = api.task("POST", "/nodes/pve1/lxc/9000/snapshot", snapname="s1", description="before")
     assert rec["exitstatus"] == "OK"
-    _, body = api("POST", "/nodes/pve1/lxc/9000/snapshot", snapname="s1")
-    assert body["message"] == "snapshot name 's1' already used"
+    again = api.task("POST", "/nodes/pve1/lxc/9000/snapshot", snapname="s1")
+    assert again["exitstatus"] == "snapshot name 's1' already used"  # found by the task, as in PVE
+    assert api("POST", "/nodes/pve1/lxc/9000/snapshot", snapname="current")[0] == 500
+    assert api.task("POST", "/nodes/pve1/lxc/9000/snapshot/nope/rollback")["exitstatus"] == (
+        "snapshot 'nope' does not exist")
     backend.cts[9000]["file"] = "changed"
     api.ok("PUT", "/nodes/pve1/lxc/9000/config", memory=2048)
     snaps = api.ok("GET", "/nodes/pve1/lxc/9000/snapshot")
