@@ -144,8 +144,11 @@ function handler(options: ServiceOptions): (req: IncomingMessage, res: ServerRes
     const started = process.hrtime.bigint();
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      const path = (req.url ?? '').split('?')[0];
-      options.log.info('request', { method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 });
+      const path = (req.url ?? '').split('?')[0] ?? '';
+      const fields = { method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 };
+      // Health probes (PM2 checks, health-check.sh, the gateway) would drown the other lines.
+      if (path === '/health' && res.statusCode === 200) options.log.debug('request', fields);
+      else options.log.info('request', fields);
     });
     dispatch(options, req, res).catch((err: unknown) => {
       if (res.headersSent) {
