@@ -562,8 +562,10 @@ def stop_lxcfs(state: StateDir) -> None:
     pidfile = state.root / "lxcfs.pid"
     if not pidfile.is_file():
         return
-    with contextlib.suppress(ValueError, ProcessLookupError):
-        os.kill(int(pidfile.read_text().strip()), 15)
+    with contextlib.suppress(ValueError, OSError):
+        pid = int(pidfile.read_text().strip())
+        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"lxcfs"):
+            os.kill(pid, 15)  # only if that pid is still our lxcfs, not a reused pid
     deadline = time.monotonic() + 10
     while _lxcfs_mounted() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -72,7 +72,7 @@ def setup_network(state: StateDir) -> None:
     record = _load_record(state)
     for bridge in BRIDGES:
         if _ensure_bridge(bridge):
-            record.setdefault("bridges", []).append(bridge.name)
+            _remember(record, "bridges", bridge.name)
         _save_record(state, record)
     if _ensure_unreachable_route():
         record["route"] = UNREACHABLE
@@ -82,8 +82,15 @@ def setup_network(state: StateDir) -> None:
     _raise_sysctl(record, "max_map_count", SYSCTL_MAX_MAP, MAX_MAP_COUNT)
     for path in SUBID_FILES:
         if _ensure_line(path, SUBID_LINE):
-            record.setdefault("subid_added", []).append(str(path))
+            _remember(record, "subid_added", str(path))
     _save_record(state, record)
+
+
+def _remember(record: dict[str, Any], key: str, item: str) -> None:
+    """Add item to the record's list under key, once (a bridge re-created after a reboot, say)."""
+    items = record.setdefault(key, [])
+    if item not in items:
+        items.append(item)
 
 
 def teardown_network(state: StateDir) -> None:
