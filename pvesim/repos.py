@@ -8,13 +8,16 @@ The tool installs both through the same code path as the real repositories, with
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
+import re
 import shutil
 import subprocess
 import tempfile
 import threading
+import urllib.request
 from collections.abc import Callable
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +32,7 @@ REPO_PORT = 8080
 BIND_ADDRESSES = ("127.0.0.1", "10.0.20.1", "10.0.30.1")
 GUEST_HOST = "10.0.20.1"
 NODE_MAJOR, NPM_MAJOR = 20, 10
+NPM_REGISTRY = "https://registry.npmjs.org"
 BUILDER_VERSION = 1  # bump when the package layout changes, to force a rebuild
 ES_STANDIN_DIR = Path(__file__).parent / "es_standin"
 KEY_UID = "pvesim sandbox repository signing key <pvesim@localhost>"
@@ -101,10 +105,38 @@ def ensure_key(state: StateDir) -> str:
 
 # -- packages ----------------------------------------------------------------------------------
 def _npm_pack(spec: str, dest: Path) -> Path:
-    """Download a package tarball from the npm registry with the host's npm and its config."""
+    """Download a package tarball from the npm registry: the host's npm and its config when present,
+    else straight from the registry (a fresh Debian 12 host has no npm)."""
     dest.mkdir(parents=True, exist_ok=True)
+    if shutil.which("npm") is None:
+        return _registry_download(spec, dest)
     out = _run(["npm", "pack", spec, "--json", "--pack-destination", str(dest)], cwd=dest)
     return dest / str(json.loads(out)[0]["filename"])
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def _registry_download(spec: str, dest: Path) -> Path:
+    """`name@major` -> the newest release of that major from registry.npmjs.org, integrity-checked."""
+    name, _, major = spec.rpartition("@")
+    accept = {"Accept": "application/vnd.npm.install-v1+json"}
+    request = urllib.request.Request(f"{NPM_REGISTRY}/{name}", headers=accept)  # noqa: S310
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (fixed https URL)
+        versions: dict[str, Any] = json.loads(response.read())["versions"]
+    releases = [v for v in versions if re.fullmatch(rf"{re.escape(major)}\.\d+\.\d+", v)]
+    if not releases:
+        raise RepoError(f"the npm registry has no release of {spec}")
+    dist = versions[max(releases, key=_version_key)]["dist"]
+    with urllib.request.urlopen(dist["tarball"], timeout=600) as response:  # noqa: S310 (registry URL)
+        data = response.read()
+    algo, _, expected = dist["integrity"].partition("-")
+    if base64.b64encode(hashlib.new(algo, data).digest()).decode() != expected:
+        raise RepoError(f"{dist['tarball']}: integrity check failed")
+    target = dest / str(dist["tarball"]).rsplit("/", 1)[1]
+    target.write_bytes(data)
+    return target
 
 
 def _cached_tarball(downloads: Path, prefix: str, spec: str) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 from . import query
 from .config import ES_VERSION, Settings, format_bytes
 from .snapshots import Snapshots
-from .store import EsError, JsonDict, Store, new_id
+from .store import EsError, Index, JsonDict, Store, new_id
 
 STANDIN_NOTE = "pvesim sandbox STAND-IN, not Elasticsearch"
 SHARDS = {"total": 1, "successful": 1, "failed": 0}
@@ -236,26 +236,26 @@ class Api:
         return self._cat(req, [row], list(row))
 
     def cat_indices(self, req: Request) -> Response:
-        names = self.store.resolve(req.match.get("index") or "_all")
-        rows = []
-        for name in names:
-            index = self.store.indices[name]
-            size = _size(len(json.dumps(index.export())), req.params.get("bytes"))
-            rows.append(
-                {
-                    "health": "green",
-                    "status": "close" if index.closed else "open",
-                    "index": name,
-                    "uuid": index.uuid,
-                    "pri": "1",
-                    "rep": "0",
-                    "docs.count": str(len(index.docs)),
-                    "docs.deleted": "0",
-                    "store.size": size,
-                    "pri.store.size": size,
-                }
-            )
+        with self.store.lock:  # export() iterates the documents; writers hold the same lock
+            names = self.store.resolve(req.match.get("index") or "_all")
+            rows = [self._index_row(self.store.indices[n], req.params.get("bytes")) for n in names]
         return self._cat(req, rows, list(rows[0]) if rows else ["health", "status", "index"])
+
+    @staticmethod
+    def _index_row(index: Index, unit: str | None) -> dict[str, str]:
+        size = _size(len(json.dumps(index.export())), unit)
+        return {
+            "health": "green",
+            "status": "close" if index.closed else "open",
+            "index": index.name,
+            "uuid": index.uuid,
+            "pri": "1",
+            "rep": "0",
+            "docs.count": str(len(index.docs)),
+            "docs.deleted": "0",
+            "store.size": size,
+            "pri.store.size": size,
+        }
 
     def nodes(self, _req: Request) -> Response:
         heap = self.settings.heap_max

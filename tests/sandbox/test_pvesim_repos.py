@@ -122,6 +122,14 @@ def test_unsigned_index_is_rejected(served: str, tmp_path: Path) -> None:
         _apt(tmp_path, served, wrong, "apt-get", "update", "-oAPT::Update::Error-Mode=any")
 
 
+def test_registry_download_without_npm(tmp_path: Path) -> None:
+    """What a fresh host without npm does: the newest npm 10 from the registry, integrity-checked."""
+    tarball = repos._registry_download(f"npm@{repos.NPM_MAJOR}", tmp_path)
+    assert tarball.name.startswith(f"npm-{repos.NPM_MAJOR}.") and tarball.suffix == ".tgz"
+    package = repos._untar(tarball, tmp_path / "x")
+    assert json.loads((package / "package.json").read_text())["version"].startswith(f"{repos.NPM_MAJOR}.")
+
+
 def test_client_info_names_the_repositories(built_state: StateDir) -> None:
     info = repos.client_info(built_state)
     assert info["proxy"] == "http://10.0.20.1:3142"
@@ -248,6 +256,7 @@ def test_guest_installs_nodejs_and_elasticsearch_through_the_repos(guest: int) -
     print(f"guest apt-get update + install nodejs elasticsearch: {time.monotonic() - started:.1f}s")
     versions = _attach(guest, "node --version; npm --version; dpkg-query -W -f '${Version}' elasticsearch")
     assert versions.startswith("v20.")
+    assert versions.splitlines()[1].startswith(f"{repos.NPM_MAJOR}.")  # npm from the package, runs on node
     assert versions.strip().endswith(f"{ES_VERSION}-standin")
     assert _attach(guest, "systemctl is-active elasticsearch || true").strip() == "inactive"  # not started
     yml = (
