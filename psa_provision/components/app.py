@@ -14,7 +14,7 @@ from ..phases import APP_SERVICES
 from ..plan import Change, Noop, PutTree
 from ..render import render
 from .catalog import APP_DIR, APP_HOME, APP_USER, BUNDLE_STAMP, DIRS, ECOSYSTEM_FILE, ENV_FILE
-from .common import changed, command, proxy_env, put_file
+from .common import changed, command, content_changed, proxy_env, put_file
 from .context import HostContext
 
 COMPONENT = "app"
@@ -131,5 +131,5 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     eco = put_file(ctx, facts, COMPONENT, ECOSYSTEM_FILE, ecosystem_content(ctx), owner=APP_USER, group=APP_USER)
     bundle = _bundle(ctx, facts)
     out += [env, eco, *bundle, *_pm2_unit(ctx, facts)]
-    out += _processes(ctx, facts, restart_needed=changed([env, eco, *bundle]))
+    out += _processes(ctx, facts, restart_needed=content_changed(facts, [env, eco, *bundle]))
     return out

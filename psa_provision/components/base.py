@@ -6,7 +6,7 @@ from ..facts import GuestFacts
 from ..plan import Change, Noop, PutFile
 from ..render import render
 from .catalog import CA_DIR
-from .common import changed, command, install, put_file, service
+from .common import command, content_changed, install, put_file, service
 from .context import HostContext
 
 COMPONENT = "base"
@@ -25,7 +25,7 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     out += install(ctx, facts, COMPONENT, PACKAGES)
     cas = [put_file(ctx, facts, COMPONENT, f"{CA_DIR}/{name}", pem) for name, pem in ctx.extra_cas]
     out.extend(cas)
-    if changed(cas):
+    if content_changed(facts, cas):
         files = " ".join(c.path for c in cas if isinstance(c, PutFile))
         out.append(command(ctx, COMPONENT, f"update-ca-certificates ({files})", "update-ca-certificates\n"))
     out.extend(service(ctx, facts, COMPONENT, "cron"))

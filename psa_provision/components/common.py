@@ -43,6 +43,18 @@ def changed(changes: Iterable[Change]) -> bool:
     return any(not isinstance(c, Noop) for c in changes)
 
 
+def content_changed(facts: GuestFacts, changes: Iterable[Change]) -> bool:
+    """True if any PutFile here changes a file's content (a mode/owner fix restarts nothing)."""
+    for c in changes:
+        if isinstance(c, PutFile):
+            have = facts.files.get(c.path)
+            if have is None or have.sha256 != c.digest:
+                return True
+        elif not isinstance(c, Noop):
+            return True
+    return False
+
+
 def packages(ctx: HostContext, facts: GuestFacts, component: str, names: Iterable[str]) -> Change:
     """Package change for the names not installed yet, else Noop."""
     names = tuple(names)

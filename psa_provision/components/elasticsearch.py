@@ -6,7 +6,7 @@ from ..facts import GuestFacts
 from ..plan import Change, Noop
 from ..render import render
 from .catalog import ES_BACKUP_DIR, KEYRINGS
-from .common import apt_repo, changed, command, install, put_file, service
+from .common import apt_repo, changed, command, content_changed, install, put_file, service
 from .context import HostContext
 
 COMPONENT = "elasticsearch"
@@ -51,5 +51,5 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     conf = put_file(ctx, facts, COMPONENT, CONF, conf_content(ctx), mode=0o660, group="elasticsearch")
     heap_file = put_file(ctx, facts, COMPONENT, HEAP, heap_content(ctx), mode=0o660, group="elasticsearch")
     out += [conf, heap_file, _backup_dir(ctx, facts)]
-    out += service(ctx, facts, COMPONENT, "elasticsearch", restart=changed([conf, heap_file]))
+    out += service(ctx, facts, COMPONENT, "elasticsearch", restart=content_changed(facts, [conf, heap_file]))
     return out

@@ -11,7 +11,7 @@ import shlex
 from ..facts import GuestFacts, RabbitFacts
 from ..plan import Change, Noop
 from ..render import render
-from .common import changed, command, install, put_file, service
+from .common import command, content_changed, install, put_file, service
 from .context import HostContext
 
 COMPONENT = "rabbitmq"
@@ -52,7 +52,7 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     plugins = put_file(ctx, facts, COMPONENT, PLUGINS, render("enabled_plugins.j2"),
                        owner="rabbitmq", group="rabbitmq")
     out += [conf, plugins]
-    out += service(ctx, facts, COMPONENT, "rabbitmq-server", restart=changed([conf, plugins]))
+    out += service(ctx, facts, COMPONENT, "rabbitmq-server", restart=content_changed(facts, [conf, plugins]))
     for name in USERS:
         out += _user_changes(ctx, facts.rabbitmq, name)
     if facts.rabbitmq is None or "guest" in facts.rabbitmq.users:

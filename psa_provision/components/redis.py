@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..facts import GuestFacts
 from ..plan import Change
 from ..render import render
-from .common import changed, install, put_file, service
+from .common import content_changed, install, put_file, service
 from .context import HostContext
 
 COMPONENT = "redis"
@@ -32,5 +32,5 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     out: list[Change] = [*install(ctx, facts, COMPONENT, ("redis-server", "redis-tools"))]
     conf = put_file(ctx, facts, COMPONENT, CONF, content(ctx), mode=0o640, owner="redis", group="redis")
     out.append(conf)
-    out.extend(service(ctx, facts, COMPONENT, "redis-server", restart=changed([conf])))
+    out.extend(service(ctx, facts, COMPONENT, "redis-server", restart=content_changed(facts, [conf])))
     return out

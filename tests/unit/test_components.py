@@ -1,0 +1,70 @@
+"""Data-driven component cases: tests/unit/cases/components/<case>.yml = converged facts + a
+modification -> the exact list of non-Noop changes (kind, component, summary) the plan must hold."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_planner import actions, converged, make_ctx, scram_verifier
+
+from psa_provision import planner
+from psa_provision.facts import GuestFacts, Pm2App, ServiceFact
+
+CASES = sorted((Path(__file__).parent / "cases" / "components").glob("*.yml"))
+
+
+def modify(facts: GuestFacts, m: dict[str, Any]) -> GuestFacts:
+    """Apply one case's `modify` block to converged facts."""
+    files = dict(facts.files)
+    for path, content in (m.get("file_content") or {}).items():
+        files[path] = dataclasses.replace(files[path], sha256="0" * 64, content=content)
+    for path, mode in (m.get("file_mode") or {}).items():
+        files[path] = dataclasses.replace(files[path], mode=int(str(mode), 8) if isinstance(mode, str) else mode)
+    for path in m.get("remove_files") or []:
+        del files[path]
+    dirs = {k: v for k, v in facts.dirs.items() if k not in (m.get("remove_dirs") or [])}
+    packages = {k: v for k, v in facts.packages.items() if k not in (m.get("remove_packages") or [])}
+    services = dict(facts.services)
+    for name, (active, enabled) in (m.get("services") or {}).items():
+        services[name] = ServiceFact(name, active, enabled)
+    pg = facts.postgres
+    if pg and "pg_password" in m:
+        roles = dict(pg.roles, psa_app=dataclasses.replace(pg.roles["psa_app"],
+                                                           password_verifier=scram_verifier(m["pg_password"])))
+        pg = dataclasses.replace(pg, roles=roles)
+    if pg and m.get("pg_drop_extensions"):
+        exts = {db: e - set(m["pg_drop_extensions"]) for db, e in pg.extensions.items()}
+        pg = dataclasses.replace(pg, extensions=exts)
+    rabbit = facts.rabbitmq
+    if rabbit and "rabbit_users" in m:
+        users = dict(rabbit.users)
+        for name, tags in m["rabbit_users"].items():
+            if tags is None:
+                users.pop(name, None)
+            else:
+                users[name] = frozenset(tags)
+        perms = {k: v for k, v in rabbit.permissions.items() if k[1] in users}
+        rabbit = dataclasses.replace(rabbit, users=users, permissions=perms)
+    pm2 = facts.pm2
+    if pm2 is not None and m.get("pm2"):
+        pm2 = [Pm2App(a.name, *m["pm2"][a.name]) if a.name in m["pm2"] else a for a in pm2]
+    if m.get("pm2_none"):
+        pm2 = None
+    return dataclasses.replace(
+        facts, files=files, dirs=dirs, packages=packages, services=services, postgres=pg, rabbitmq=rabbit,
+        pm2=pm2, users=facts.users - set(m.get("users_remove") or []),
+        npm_globals=facts.npm_globals - set(m.get("npm_globals_remove") or []),
+        bundle_checksum=m.get("bundle_checksum", facts.bundle_checksum))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[p.stem for p in CASES])
+def test_component_case(case: Path) -> None:
+    spec = yaml.safe_load(case.read_text())
+    ctx = make_ctx(spec.get("phase", "phase0"), spec.get("vmid"), **(spec.get("tuning") or {}))
+    facts = modify(converged(ctx), spec.get("modify") or {})
+    got = actions(planner.plan_guest(ctx, facts).changes)
+    assert got == spec["expect"], f"{case.name}: {spec['description']}"

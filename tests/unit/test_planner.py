@@ -1,0 +1,159 @@
+"""The guest plan: fresh guest -> full plan in install order; converged guest -> only Noops;
+one template value changed -> exactly that file and a restart of exactly the services reading it.
+
+`converged()` builds the facts a guest has after a plan ran (what the gather script would report),
+so these tests exercise the same comparison code `plan` uses against a real guest.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+from pathlib import Path
+
+import pytest
+
+from psa_provision import inventory, phases, planner
+from psa_provision.components import catalog
+from psa_provision.components.context import Bundle, HostContext
+from psa_provision.facts import (
+    DirFact,
+    FileFact,
+    GuestFacts,
+    PgRole,
+    Pm2App,
+    PostgresFacts,
+    RabbitFacts,
+    ServiceFact,
+)
+from psa_provision.plan import Change, Noop, Package, PutFile, PutTree, Service
+from psa_provision.secrets import Secrets, generate
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRETS = generate()
+CA = ("psa-extra-0-guest-ca.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+
+
+def make_ctx(phase_name: str = "phase0", vmid: int | None = None, **tuning: dict[str, object]) -> HostContext:
+    inv = inventory.load_inventory(ROOT / "inventories" / "sandbox.yml")
+    if tuning:
+        inv = inv.model_copy(update={"tuning": inventory.Tuning.model_validate(tuning)})
+    phase = phases.load_phase(phase_name, ROOT / "phases")
+    spec = phase.containers[0] if vmid is None else phase.container(vmid)
+    bundle = Bundle(ROOT / "examples" / "psa-platform", "b" * 64)
+    return HostContext(inv, phase, spec, Secrets(SECRETS), (CA,), bundle)
+
+
+def scram_verifier(password: str, salt: bytes = b"0123456789abcdef", iterations: int = 4096) -> str:
+    """A PostgreSQL-format SCRAM-SHA-256 verifier (what pg_authid.rolpassword holds)."""
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored = hashlib.sha256(hmac.new(salted, b"Client Key", hashlib.sha256).digest()).digest()
+    server = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = base64.b64encode
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored).decode()}:{b64(server).decode()}"
+
+
+def converged(ctx: HostContext) -> GuestFacts:
+    """Facts of this guest after its full plan ran."""
+    fresh_plan = planner.plan_guest(ctx, GuestFacts()).changes
+    files = {c.path: FileFact(c.path, c.digest, c.mode, c.owner, c.group,
+                              None if c.path in catalog.SECRET_FILES else c.content)
+             for c in fresh_plan if isinstance(c, PutFile)}
+    for key in (f"{catalog.KEYRINGS}/elastic.asc", f"{catalog.KEYRINGS}/nodesource.asc"):
+        files[key] = FileFact(key, "k" * 64, 0o644, "root", "root", "-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
+    files[catalog.BUNDLE_STAMP] = FileFact(catalog.BUNDLE_STAMP, "s" * 64, 0o644, "psa", "psa", "b" * 64 + "\n")
+    owners = {catalog.ES_BACKUP_DIR: "elasticsearch", f"{catalog.APP_DIR}/backups": "root"}
+    dirs = {d: DirFact(d, 0o755, owners.get(d, "psa"), owners.get(d, "psa"))
+            for d in catalog.managed_dirs(ctx.container.components)}
+    services = {s: ServiceFact(s, True, True) for s in catalog.managed_services(ctx.container.components)}
+    packages = {n: "1" for c in fresh_plan if isinstance(c, Package) for n in c.names}
+    comps = set(ctx.container.components)
+    pg = PostgresFacts(
+        roles={"postgres": PgRole("postgres", True, True, ""),
+               "psa_app": PgRole("psa_app", True, False, scram_verifier(SECRETS["postgresql.app_password"]))},
+        databases={"postgres": "postgres", "psa_platform": "psa_app"},
+        extensions={"psa_platform": frozenset({"plpgsql", "uuid-ossp", "pg_trgm", "btree_gin", "pgcrypto"})},
+        default_acls={"psa_platform": frozenset({"r", "S"})},
+    ) if "postgresql" in comps else None
+    rabbit = RabbitFacts(
+        users={"admin": frozenset({"administrator"}), "psa_app": frozenset()},
+        permissions={("/", "admin"): (".*", ".*", ".*"), ("/", "psa_app"): (".*", ".*", ".*")},
+    ) if "rabbitmq" in comps else None
+    pm2 = [Pm2App(n, "online", s.instances) for n, s in ctx.services.items()] if "app" in comps else None
+    return GuestFacts(hostname=ctx.host, os_id="debian", os_version="12", packages=packages, files=files,
+                      dirs=dirs, services=services, users=frozenset({"root", "postgres", "psa"}),
+                      npm_globals=frozenset({"npm", "pm2"}), postgres=pg, rabbitmq=rabbit, pm2=pm2,
+                      bundle_checksum="b" * 64 if "app" in comps else None)
+
+
+def actions(changes: list[Change]) -> list[str]:
+    return [f"{c.kind} {c.component}: {c.summary}" for c in changes if not isinstance(c, Noop)]
+
+
+def test_fresh_guest_gets_every_component_in_order() -> None:
+    plan = planner.plan_guest(make_ctx(), GuestFacts())
+    assert plan.noops == []
+    order = [c.component for c in plan.changes]
+    seen = list(dict.fromkeys(order))
+    assert seen == ["base", "postgresql", "redis", "rabbitmq", "elasticsearch", "nodejs", "app", "scripts"]
+    paths = {c.path for c in plan.changes if isinstance(c, PutFile)}
+    assert paths >= set(catalog.managed_files(make_ctx().container.components)) - {
+        f"{catalog.KEYRINGS}/elastic.asc", f"{catalog.KEYRINGS}/nodesource.asc", catalog.BUNDLE_STAMP}
+    assert any(isinstance(c, PutTree) for c in plan.changes)
+    # apt proxy before the first package install; the app bundle before its build
+    first_pkg = next(i for i, c in enumerate(plan.changes) if isinstance(c, Package))
+    assert plan.changes[0].summary == "create /etc/apt/apt.conf.d/01psa-proxy" and first_pkg > 0
+
+
+def test_fresh_plan_never_puts_a_secret_in_summaries_diffs_or_argv() -> None:
+    plan = planner.plan_guest(make_ctx(), GuestFacts())
+    values = [v for k, v in SECRETS.items() if k != "app.admin_email"]
+    for c in plan.changes:
+        shown = c.summary + getattr(c, "diff", "") + getattr(c, "script", "")
+        assert not any(v in shown for v in values), c.summary
+
+
+def test_secrets_reach_the_guest_only_through_stdin_or_files() -> None:
+    plan = planner.plan_guest(make_ctx(), GuestFacts())
+    stdin = "".join(getattr(c, "stdin", None) or "" for c in plan.changes)
+    assert SECRETS["postgresql.app_password"] in stdin
+    assert SECRETS["rabbitmq.admin_password"] in stdin and SECRETS["rabbitmq.app_password"] in stdin
+
+
+@pytest.mark.parametrize(("phase", "vmid"), [("phase0", 200), ("phase1", 100), ("phase1", 230), ("phase2", 140)])
+def test_converged_guest_plans_only_noops(phase: str, vmid: int) -> None:
+    ctx = make_ctx(phase, vmid)
+    plan = planner.plan_guest(ctx, converged(ctx))
+    assert actions(plan.changes) == []
+    assert plan.empty and len(plan.noops) > 3
+
+
+@pytest.mark.parametrize(("tuning", "path", "service"), [
+    ({"redis": {"maxmemory": "1gb"}}, "/etc/redis/redis.conf", "redis-server"),
+    ({"postgresql": {"work_mem": "32MB"}}, "/etc/postgresql/15/main/conf.d/psa.conf", "postgresql"),
+    ({"elasticsearch": {"heap": "2g"}}, "/etc/elasticsearch/jvm.options.d/heap.options", "elasticsearch"),
+])
+def test_one_template_value_changes_one_file_and_one_restart(
+        tuning: dict[str, dict[str, object]], path: str, service: str) -> None:
+    facts = converged(make_ctx())
+    changes = planner.plan_guest(make_ctx(**tuning), facts).actions
+    assert [(type(c), getattr(c, "path", None) or getattr(c, "name", None)) for c in changes] == [
+        (PutFile, path), (Service, service)], actions(changes)
+    assert isinstance(changes[1], Service) and changes[1].action == "restart"
+
+
+def test_changed_secret_in_env_reloads_pm2_and_masks_diff() -> None:
+    ctx = make_ctx()
+    facts = converged(ctx)
+    rotated = dict(SECRETS, **{"app.jwt_secret": "f" * 64})
+    ctx2 = dataclasses.replace(ctx, secrets=Secrets(rotated))
+    changes = planner.plan_guest(ctx2, facts).actions
+    assert actions(changes) == [
+        "PutFile app: update /opt/psa-platform/.env",
+        "Command app: pm2: code or configuration changed",
+    ]
+    env = changes[0]
+    assert isinstance(env, PutFile) and "f" * 64 in env.content and "f" * 64 not in env.diff
+    assert "reload /opt/psa-platform/ecosystem.config.js --update-env" in getattr(changes[1], "script", "")
