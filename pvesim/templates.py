@@ -118,9 +118,9 @@ def _build_into(state: StateDir, target: Path, log: Log) -> None:
     """debootstrap, clean like Proxmox's templates, tar + zstd to a temp name, then rename."""
     work_parent = state.root / "build"
     work_parent.mkdir(parents=True, exist_ok=True)
-    for stale in work_parent.glob("template-*"):  # left by a build that was killed (we hold the lock)
+    for stale in work_parent.glob(f"{target.name}-*"):  # left by a killed build of it (we hold its lock)
         shutil.rmtree(stale, ignore_errors=True)
-    work = Path(tempfile.mkdtemp(prefix="template-", dir=work_parent))
+    work = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=work_parent))
     rootfs = work / "rootfs"
     try:
         mirror = pick_mirror()
