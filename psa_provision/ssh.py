@@ -30,7 +30,8 @@ CONNECT_TIMEOUT = 10.0
 DEFAULT_TIMEOUT = 1800.0
 DEFAULT_EXCLUDE = ("node_modules", "dist", ".git")
 # stdin: a line with the file count, that many paths (the manifest), then a tar.gz stream.
-# Files under the directory that the manifest does not name are removed, except pruned names.
+# Stale files are removed only inside the top-level directories the source ships (never .env,
+# logs, backups or anything else that lives beside the tree), except pruned names (node_modules).
 PUT_TREE_SCRIPT = """set -e
 mkdir -p {dir}
 cd {dir}
@@ -38,10 +39,12 @@ manifest=$(mktemp)
 IFS= read -r count
 for _ in $(seq 1 "$count"); do IFS= read -r line; printf '%s\\n' "$line"; done > "$manifest"
 tar -xzf - --no-same-owner --no-overwrite-dir
-find . \\( {prune} \\) -prune -o -type f -print | sed 's|^\\./||' | sort > "$manifest.have"
+for top in {dirs}; do
+  find "$top" \\( {prune} \\) -prune -o -type f -print
+done | sort > "$manifest.have"
 sort "$manifest" | comm -13 - "$manifest.have" | while IFS= read -r f; do rm -f -- "$f"; done
 rm -f "$manifest" "$manifest.have"
-chown -R {owner}:{group} .
+chown -R {owner}:{group} {top}
 """
 DROPPED = (paramiko.SSHException, EOFError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 
@@ -236,17 +239,28 @@ class Connection:
                  *, owner: str = "root", group: str = "root") -> int:
         """Ship a directory as a tar stream on stdin; files gone from the source are removed remotely.
 
+        Only inside the source's top-level directories: files beside the tree (.env, logs/) stay.
         Paths matching `exclude` (name globs: node_modules, dist) are neither sent nor removed, so
         an installed node_modules survives a re-ship. Returns the number of files sent.
         """
-        patterns = tuple(exclude)
-        archive, names = tar_tree(Path(local_dir), patterns)
-        q = shlex.quote
-        prune = " -o ".join(f"-name {q(p)}" for p in patterns) or "-false"
-        script = PUT_TREE_SCRIPT.format(dir=q(remote_dir), prune=prune, owner=q(owner), group=q(group))
-        header = f"{len(names)}\n" + "".join(f"{n}\n" for n in names)
-        self.run(script, stdin=header.encode() + archive, user="root")
-        return len(names)
+        script, payload, count = put_tree_payload(Path(local_dir), remote_dir, tuple(exclude),
+                                                  owner=owner, group=group)
+        self.run(script, stdin=payload, user="root")
+        return count
+
+
+def put_tree_payload(root: Path, remote_dir: str, exclude: tuple[str, ...], *, owner: str,
+                     group: str) -> tuple[str, bytes, int]:
+    """(bash script, its stdin, file count) that unpack `root` into remote_dir (see PUT_TREE_SCRIPT)."""
+    archive, names = tar_tree(root, exclude)
+    q = shlex.quote
+    prune = " -o ".join(f"-name {q(p)}" for p in exclude) or "-false"
+    tops = sorted({n.split("/", 1)[0] for n in names})
+    dirs = " ".join(q(t) for t in tops if (root / t).is_dir())
+    script = PUT_TREE_SCRIPT.format(dir=q(remote_dir), prune=prune, owner=q(owner), group=q(group),
+                                    dirs=dirs, top=" ".join(q(t) for t in tops) or ".")
+    header = f"{len(names)}\n" + "".join(f"{n}\n" for n in names)
+    return script, header.encode() + archive, len(names)
 
 
 def tar_tree(root: Path, exclude: tuple[str, ...]) -> tuple[bytes, list[str]]:

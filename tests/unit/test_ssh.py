@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from psa_provision.ssh import RUN_FROM_STDIN, Result, as_user, command_for, tar_tree
+from psa_provision.ssh import RUN_FROM_STDIN, Result, as_user, command_for, put_tree_payload, tar_tree
 
 
 def test_script_rides_stdin_when_there_is_no_data() -> None:
@@ -63,3 +63,31 @@ def test_result_tail_keeps_the_last_lines() -> None:
     result = Result("\n".join(f"out {i}" for i in range(30)), "boom", 1)
     tail = result.tail(3).splitlines()
     assert tail == ["out 28", "out 29", "boom"] and not result.ok
+
+
+def test_put_tree_script_unpacks_prunes_stale_files_and_keeps_what_lives_beside(tmp_path: Path) -> None:
+    """Run the shipping script locally (bash + tar, as on the guest) twice, the source changing between."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    (src / "services" / "auth").mkdir(parents=True)
+    (src / "services" / "auth" / "index.ts").write_text("v1")
+    (src / "services" / "auth" / "old.ts").write_text("gone soon")
+    (src / "package.json").write_text("{}")
+
+    def ship() -> None:
+        script, payload, _ = put_tree_payload(src, str(dest), ("node_modules", "dist"), owner="root",
+                                              group="root")
+        proc = subprocess.run(["bash", "-c", script], input=payload, capture_output=True, check=False)
+        assert proc.returncode == 0, proc.stderr.decode()
+
+    ship()
+    (dest / ".env").write_text("SECRET=1")  # written by another step, beside the tree
+    (dest / "services" / "auth" / "node_modules").mkdir()
+    (dest / "services" / "auth" / "node_modules" / "dep.js").write_text("installed")
+    (src / "services" / "auth" / "old.ts").unlink()
+    (src / "services" / "auth" / "index.ts").write_text("v2")
+    ship()
+    assert (dest / "services" / "auth" / "index.ts").read_text() == "v2"
+    assert not (dest / "services" / "auth" / "old.ts").exists()
+    assert (dest / ".env").read_text() == "SECRET=1"
+    assert (dest / "services" / "auth" / "node_modules" / "dep.js").exists()
+    assert (dest / "package.json").exists()
