@@ -1,0 +1,74 @@
+"""The container itself: phase spec + Proxmox GET config -> create / live / restart / recreate calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from psa_provision import phases
+from psa_provision.components import container
+from psa_provision.errors import InputError
+from psa_provision.plan import ApiCall, Noop
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = phases.load_phase("phase0", ROOT / "phases").containers[0]
+KW: dict[str, object] = {"node": "pve1", "template_volid": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+                         "ssh_public_key": "ssh-ed25519 AAAA test", "nameserver": "10.0.20.1"}
+# What PVE's GET /nodes/pve1/lxc/200/config returns for the seed's container.
+CURRENT: dict[str, object] = {
+    "arch": "amd64", "cores": 16, "digest": "d1g3st", "features": "nesting=1", "hostname": "psa-all-in-one",
+    "memory": 65536, "nameserver": "10.0.20.1", "onboot": 1, "ostype": "debian", "swap": 8192,
+    "net0": "name=eth0,bridge=vmbr20,gw=10.0.20.1,hwaddr=BC:24:11:AA:BB:CC,ip=10.0.20.100/24,type=veth",
+    "rootfs": "local-lvm:vm-200-disk-0,size=1000G", "unprivileged": 1,
+}
+
+
+def plan(current: dict[str, object] | None, force: bool = False) -> list[object]:
+    return list(container.plan(SPEC, current, force=force, **KW))  # type: ignore[arg-type]
+
+
+def test_absent_container_is_created_with_the_seed_parameters() -> None:
+    (call,) = plan(None)
+    assert isinstance(call, ApiCall) and (call.method, call.path, call.effect) == ("POST", "/nodes/pve1/lxc", "create")
+    assert call.params == {
+        "vmid": 200, "ostemplate": KW["template_volid"], "hostname": "psa-all-in-one", "cores": 16,
+        "memory": 65536, "swap": 8192, "rootfs": "local-lvm:1000",
+        "net0": "name=eth0,bridge=vmbr20,ip=10.0.20.100/24,gw=10.0.20.1", "nameserver": "10.0.20.1",
+        "features": "nesting=1", "unprivileged": 1, "onboot": 1, "ssh-public-keys": "ssh-ed25519 AAAA test"}
+    assert "ssh-public-keys" not in call.diff
+
+
+def test_matching_container_is_a_noop() -> None:
+    assert [type(c) for c in plan(CURRENT)] == [Noop]
+
+
+def test_memory_change_is_live_and_carries_the_digest() -> None:
+    (call,) = plan({**CURRENT, "memory": 32768, "cores": 8})
+    assert isinstance(call, ApiCall) and call.effect == "live" and call.method == "PUT"
+    assert call.params == {"memory": 65536, "cores": 16, "digest": "d1g3st"}
+    assert call.diff == {"memory": (32768, 65536), "cores": (8, 16)}
+
+
+def test_nameserver_needs_restart_and_net_change_keeps_the_mac() -> None:
+    (call,) = plan({**CURRENT, "nameserver": "10.0.10.1",
+                    "net0": CURRENT["net0"].replace("10.0.20.100", "10.0.20.99")})  # type: ignore[union-attr]
+    assert isinstance(call, ApiCall) and call.effect == "restart"
+    assert "hwaddr=BC:24:11:AA:BB:CC" in str(call.params["net0"])
+    assert "ip=10.0.20.100/24" in str(call.params["net0"])
+
+
+def test_bigger_rootfs_is_a_live_resize() -> None:
+    (call,) = plan({**CURRENT, "rootfs": "local-lvm:vm-200-disk-0,size=500G"})
+    assert isinstance(call, ApiCall) and call.path == "/nodes/pve1/lxc/200/resize"
+    assert call.params == {"disk": "rootfs", "size": "1000G"}
+
+
+@pytest.mark.parametrize("change", [{"unprivileged": 0}, {"rootfs": "local-lvm:vm-200-disk-0,size=2T"},
+                                    {"rootfs": "other:vm-200-disk-0,size=1000G"}])
+def test_recreate_refused_without_force(change: dict[str, object]) -> None:
+    with pytest.raises(InputError, match="--force"):
+        plan({**CURRENT, **change})
+    calls = plan({**CURRENT, **change}, force=True)
+    assert [(c.method, c.effect) for c in calls if isinstance(c, ApiCall)] == [
+        ("DELETE", "recreate"), ("POST", "create")]

@@ -1,0 +1,89 @@
+"""Facts: the gather script is valid, read-only and secret-free; the parser reads recorded outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from psa_provision import facts, phases
+from psa_provision.components import postgresql
+from psa_provision.errors import GuestError
+
+ROOT = Path(__file__).resolve().parents[2]
+CASES = Path(__file__).parent / "cases" / "facts"
+PG_TEST_PASSWORD = "Abc123xyzPASSWORDforTEST0123456789"
+
+
+@pytest.fixture(scope="module")
+def spec() -> phases.ContainerSpec:
+    return phases.load_phase("phase0", ROOT / "phases").containers[0]
+
+
+def test_gather_script_is_valid_bash_and_read_only(spec: phases.ContainerSpec, tmp_path: Path) -> None:
+    script = facts.gather_script(spec)
+    (tmp_path / "g.sh").write_text(script)
+    subprocess.run(["bash", "-n", str(tmp_path / "g.sh")], check=True)
+    for word in ("apt-get", "systemctl start", "systemctl restart", " rm ", "pm2 start", "> /etc"):
+        assert word not in script
+    assert "/opt/psa-platform/.env" in script and "is_secret" in script
+
+
+def test_fresh_template_recording(spec: phases.ContainerSpec) -> None:
+    f = facts.parse_guest_facts((CASES / "fresh_debian12_template.json").read_text())
+    assert (f.os_id, f.os_version) == ("debian", "12")
+    assert {"openssh-server", "curl", "ca-certificates"} <= set(f.packages)
+    assert "postgresql-15" not in f.packages
+    assert f.files == {} and f.postgres is None and f.rabbitmq is None and f.pm2 is None
+    assert not any(s.active for s in f.services.values())
+    assert "psa" not in f.users and f.bundle_checksum is None
+
+
+def test_installed_recording() -> None:
+    f = facts.parse_guest_facts((CASES / "installed_phase0.json").read_text())
+    assert f.hostname == "psa-all-in-one"
+    assert "postgresql-15" in f.packages and "rabbitmq-server" not in f.packages  # `rc` = removed
+    conf = f.files["/etc/postgresql/15/main/conf.d/psa.conf"]
+    assert (conf.mode, conf.owner, conf.group) == (0o644, "postgres", "postgres")
+    assert conf.content is not None and "listen_addresses" in conf.content
+    assert f.files["/opt/psa-platform/.env"].content is None  # secret-bearing: checksum only
+    assert f.files["/opt/psa-platform/.env"].mode == 0o600
+    assert f.service_ok("postgresql") and not f.service_ok("redis-server") and not f.service_ok("elasticsearch")
+    assert f.dirs["/opt/psa-platform/backups/elasticsearch"].owner == "elasticsearch"
+    assert "pm2" in f.npm_globals and "psa" in f.users
+    assert f.postgres is not None
+    assert f.postgres.databases["psa_platform"] == "psa_app"
+    assert {"uuid-ossp", "pg_trgm", "btree_gin", "pgcrypto"} <= f.postgres.extensions["psa_platform"]
+    assert f.postgres.default_acls["psa_platform"] == frozenset({"r", "S"})
+    assert f.rabbitmq is not None
+    assert f.rabbitmq.users == {"admin": frozenset({"administrator"}), "guest": frozenset({"administrator"}),
+                                "psa_app": frozenset()}
+    assert f.rabbitmq.permissions[("/", "psa_app")] == (".*", ".*", "^$")
+    assert {a.name: (a.status, a.instances) for a in f.pm2 or []} == {
+        "tickets": ("online", 4), "crm": ("errored", 2)}
+    assert f.bundle_checksum == "ab" * 32
+
+
+def test_real_scram_verifier_checks_the_password() -> None:
+    pg = facts.parse_guest_facts((CASES / "installed_phase0.json").read_text()).postgres
+    assert pg is not None
+    verifier = pg.roles["psa_app"].password_verifier
+    assert verifier.startswith("SCRAM-SHA-256$4096:")
+    assert postgresql.scram_matches(PG_TEST_PASSWORD, verifier)
+    assert not postgresql.scram_matches(PG_TEST_PASSWORD + "x", verifier)
+    assert not postgresql.scram_matches(PG_TEST_PASSWORD, "md5abcdef")
+    assert not postgresql.scram_matches(PG_TEST_PASSWORD, "")
+
+
+@pytest.mark.parametrize("stdout", ["", "bash: line 1: syntax error", '{"version": 99}', "[1, 2]"])
+def test_unexpected_output_is_guest_error(stdout: str) -> None:
+    with pytest.raises(GuestError):
+        facts.parse_guest_facts(stdout)
+
+
+def test_last_line_is_the_document() -> None:
+    doc = json.loads((CASES / "fresh_debian12_template.json").read_text())
+    f = facts.parse_guest_facts("motd noise\n" + json.dumps(doc) + "\n")
+    assert f.os_id == "debian"
