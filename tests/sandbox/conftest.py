@@ -48,9 +48,10 @@ def proxmox(pvesim_credentials: dict[str, Any]) -> ProxmoxAPI:
     return _client(pvesim_credentials, **_token(pvesim_credentials))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def proxmox_ticket(pvesim_credentials: dict[str, Any]) -> ProxmoxAPI:
-    """proxmoxer logged in with user/password (ticket + CSRF)."""
+    """proxmoxer logged in with user/password (ticket + CSRF); a fresh login per test, since a fault
+    test may expire every ticket issued before it."""
     creds = pvesim_credentials
     return _client(creds, user=creds["user"], password=creds["password"])
 
