@@ -13,6 +13,7 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -228,7 +229,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             status, reason, body = e.status, e.message, {"data": None, "message": e.message}
             if e.errors:
                 body["errors"] = e.errors
-        except Exception as e:  # any bug is a 500 with its text, like PVE
+        except Exception as e:  # any bug is a 500 with its text, like PVE; the traceback goes to api.log
+            traceback.print_exc()
             status, reason, body = 500, str(e) or type(e).__name__, {"data": None, "message": str(e)}
         payload = json.dumps(body).encode()
         self.send_response(status, _reason(reason))

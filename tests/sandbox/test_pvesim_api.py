@@ -309,6 +309,17 @@ def test_injected_http_error_and_dropped_connection(proxmox: ProxmoxAPI) -> None
 
 
 @pytest.mark.usefixtures("faults")
+def test_injected_delay_hits_the_client_timeout(pvesim_credentials: dict[str, Any]) -> None:
+    creds = pvesim_credentials
+    url = f"{creds['url']}/api2/json/version"
+    headers = {"Authorization": f"PVEAPIToken={creds['token_id']}={creds['token_secret']}"}
+    pvesim("fault", "delay", "--seconds", "3", "--path", "^/api2/json/version$")
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(url, headers=headers, verify=creds["ca_file"], timeout=0.5)
+    assert requests.get(url, headers=headers, verify=creds["ca_file"], timeout=30).status_code == 200
+
+
+@pytest.mark.usefixtures("faults")
 def test_injected_task_failure(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str) -> None:
     _purge(proxmox, wait_task, [9009])
     pvesim("fault", "task-fail", "--type", "vzcreate", "--message", "storage went away")
