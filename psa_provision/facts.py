@@ -141,7 +141,8 @@ SERVICES=({' '.join(q(s) for s in services)})
 is_secret() {{ local s; for s in "${{SECRET[@]}}"; do [ "$s" = "$1" ] && return 0; done; return 1; }}
 printf '{{"version":{FACTS_VERSION},"hostname":"%s"' "$(hostname)"
 printf ',"os_release":"%s"' "$(cat /etc/os-release 2>/dev/null | b64)"
-printf ',"packages":"%s"' "$(dpkg-query -W -f='${{db:Status-Abbrev}}\\t${{Package}}\\t${{Version}}\\n' 2>/dev/null | b64)"
+printf ',"packages":"%s"' \\
+  "$(dpkg-query -W -f='${{db:Status-Abbrev}}\\t${{Package}}\\t${{Version}}\\n' 2>/dev/null | b64)"
 printf ',"files":['
 sep=""
 for f in "${{FILES[@]}}" {catalog.CA_DIR}/psa-*.crt; do
@@ -154,7 +155,8 @@ for f in "${{FILES[@]}}" {catalog.CA_DIR}/psa-*.crt; do
 done
 printf '],"dirs":"%s"' "$(for d in "${{DIRS[@]}}"; do [ -d "$d" ] && stat -c '%n %a %U %G' "$d"; done | b64)"
 printf ',"services":"%s"' "$(for s in "${{SERVICES[@]}}"; do
-  printf '%s %s %s\\n' "$s" "$(systemctl is-active "$s" 2>/dev/null)" "$(systemctl is-enabled "$s" 2>/dev/null)"
+  printf '%s %s %s\\n' "$s" "$(systemctl is-active "$s" 2>/dev/null)" \\
+    "$(systemctl is-enabled "$s" 2>/dev/null)"
 done | b64)"
 printf ',"users":"%s"' "$(cut -d: -f1 /etc/passwd | b64)"
 printf ',"npm_globals":"%s"' "$(ls /usr/lib/node_modules /usr/local/lib/node_modules 2>/dev/null | b64)"
@@ -168,7 +170,8 @@ if command -v psql >/dev/null && systemctl is-active -q postgresql 2>/dev/null; 
 fi
 if command -v rabbitmqctl >/dev/null && systemctl is-active -q rabbitmq-server 2>/dev/null; then
   printf ',"rabbitmq_users":"%s"' "$(rabbitmqctl -q list_users --formatter json 2>/dev/null | b64)"
-  printf ',"rabbitmq_permissions":"%s"' "$(rabbitmqctl -q list_permissions -p / --formatter json 2>/dev/null | b64)"
+  printf ',"rabbitmq_permissions":"%s"' \\
+    "$(rabbitmqctl -q list_permissions -p / --formatter json 2>/dev/null | b64)"
 fi
 if id {catalog.APP_USER} >/dev/null 2>&1 && [ -f {catalog.APP_HOME}/.pm2/pm2.pid ] \\
    && kill -0 "$(cat {catalog.APP_HOME}/.pm2/pm2.pid)" 2>/dev/null && command -v pm2 >/dev/null; then
@@ -290,7 +293,8 @@ def parse_guest_facts(stdout: str) -> GuestFacts:
         raise GuestError("facts: the gather script did not print one JSON document",
                          hint="run it by hand on the guest to see its error") from None
     if not isinstance(doc, dict) or doc.get("version") != FACTS_VERSION:
-        raise GuestError(f"facts: unexpected document version {doc.get('version') if isinstance(doc, dict) else '?'}")
+        version = doc.get("version") if isinstance(doc, dict) else "?"
+        raise GuestError(f"facts: unexpected document version {version}")
     os_id, os_version = _os(_text(doc, "os_release"))
     try:
         rabbit = (_rabbitmq(_text(doc, "rabbitmq_users"), _text(doc, "rabbitmq_permissions"))

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
@@ -254,8 +254,3 @@ def load_inventory(path: Path) -> Inventory:
     inv = load_model(path, Inventory, context={"base_dir": str(path.resolve().parent)})
     return inv.model_copy(update={"path": path.resolve()})
 
-
-def inventory_data_paths(inv: Inventory) -> dict[str, Any]:
-    """Local files the inventory names (for `init` and preflight messages)."""
-    return {"secrets_file": inv.secrets_file, "ssh_key": inv.ssh.key_file,
-            "extra_ca_files": list(inv.packages.extra_ca_files)}

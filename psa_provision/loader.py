@@ -77,10 +77,9 @@ def _clean_loc(loc: tuple[str | int, ...], data: Any) -> Loc:
     out: list[str | int] = []
     cur = data
     for part in loc:
-        if isinstance(cur, dict) and part in cur:
-            cur = cur[part]
-            out.append(part)
-        elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
+        in_dict = isinstance(cur, dict) and part in cur
+        in_list = isinstance(cur, list) and isinstance(part, int) and part < len(cur)
+        if in_dict or in_list:
             cur = cur[part]
             out.append(part)
         elif isinstance(part, str) and ("[" in part or part.startswith("function")):

@@ -193,7 +193,8 @@ def _placement(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
     for name, svc in phase.services.items():
         line = line_of(("services", name), lines)
         if name not in APP_SERVICES:
-            out.append(Problem(str(path), line, f"unknown service '{name}'; known: {', '.join(APP_SERVICES)}"))
+            known = ", ".join(APP_SERVICES)
+            out.append(Problem(str(path), line, f"unknown service '{name}'; known: {known}"))
         if svc.container not in vmids:
             out.append(Problem(str(path), line, f"service {name} placed on container {svc.container}, "
                                "which this phase does not define"))
@@ -204,7 +205,7 @@ def _placement(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
         for s in c.services:
             if s not in phase.services:
                 out.append(Problem(str(path), line_of(("containers", i, "services"), lines),
-                                   f"container {c.vmid} lists service '{s}' that has no entry under services"))
+                                   f"container {c.vmid} lists service '{s}' without an entry under services"))
     if phase.services and set(phase.services) != set(APP_SERVICES):
         missing = sorted(set(APP_SERVICES) - set(phase.services))
         if missing:
@@ -213,8 +214,9 @@ def _placement(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
     ports: dict[tuple[int, int], str] = {}
     for name, svc in phase.services.items():
         if (svc.container, svc.port) in ports:
+            other = ports[svc.container, svc.port]
             out.append(Problem(str(path), line_of(("services", name, "port"), lines),
-                               f"port {svc.port} on {svc.container} also used by {ports[svc.container, svc.port]}"))
+                               f"port {svc.port} on {svc.container} also used by {other}"))
         ports[svc.container, svc.port] = name
     return out
 

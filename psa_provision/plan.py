@@ -119,10 +119,11 @@ class Command(Change):
 
 @dataclass(frozen=True)
 class PutTree(Change):
-    """Ship a local directory tree to the guest (the app bundle), replacing `remote_dir`'s content.
+    """Ship a local directory tree (the app bundle) into `remote_dir`.
 
-    `checksum` is the source's content checksum (components/bundle.py); apply ships the tree
-    (ssh.put_tree), skipping `exclude` globs, then chowns it to owner:group.
+    Every file of local_dir except names/globs in `exclude` is copied in, overwriting; nothing else
+    in remote_dir is deleted (.env, logs, node_modules live there). The copied paths are then
+    chowned to owner:group. `checksum` is the source's content checksum (components/context.py).
     """
 
     local_dir: str = ""

@@ -6,7 +6,6 @@ string in a config file. keep_trailing_newline keeps files byte-stable between r
 
 from __future__ import annotations
 
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,3 @@ def render(template_name: str, **context: Any) -> str:
 
 def template_names() -> list[str]:
     return sorted(p.name for p in TEMPLATES_DIR.glob("*.j2"))
-
-
-if __name__ == "__main__":  # pragma: no cover - debugging aid: python -m psa_provision.render NAME
-    print(template_names() if len(sys.argv) < 2 else render(sys.argv[1]))

@@ -96,7 +96,8 @@ def load_secrets(path: Path) -> Secrets:
         raise InputError(f"{path}:1: expected groups like `postgresql: {{app_password: ...}}`")
     for group, entries in data.items():
         if not isinstance(entries, dict):
-            raise InputError(f"{path}:{lines.get((group,), 1)}: {group}: expected a mapping of names to values")
+            raise InputError(f"{path}:{lines.get((group,), 1)}: {group}: expected a mapping of names "
+                             "to values")
         for name, value in entries.items():
             if not isinstance(value, str) or not value:
                 raise InputError(f"{path}:{lines.get((group, name), 1)}: {group}.{name}: expected a "

@@ -41,7 +41,8 @@ def env_content(ctx: HostContext) -> str:
         "env.j2",
         postgres_host=ctx.address_of("postgresql"), redis_host=ctx.address_of("redis"),
         rabbitmq_host=ctx.address_of("rabbitmq"), elasticsearch_host=ctx.address_of("elasticsearch"),
-        postgres_password=s.get("postgresql.app_password").value, redis_password=s.get("redis.password").value,
+        postgres_password=s.get("postgresql.app_password").value,
+        redis_password=s.get("redis.password").value,
         rabbitmq_password=s.get("rabbitmq.app_password").value, jwt_secret=s.get("app.jwt_secret").value,
         admin_email=s.get("app.admin_email").value, admin_password=s.get("app.admin_password").value,
         service_bind="127.0.0.1" if local_only else ctx.container.ip, gateway_bind="0.0.0.0",  # noqa: S104
@@ -65,7 +66,8 @@ def _dirs(ctx: HostContext, facts: GuestFacts) -> Change:
     def want(d: str) -> tuple[str, str]:
         return ("root", "root") if d in ROOT_OWNED_DIRS else (APP_USER, APP_USER)
 
-    wrong = [d for d in DIRS["app"] if d not in facts.dirs or (facts.dirs[d].owner, facts.dirs[d].group) != want(d)]
+    wrong = [d for d in DIRS["app"]
+             if d not in facts.dirs or (facts.dirs[d].owner, facts.dirs[d].group) != want(d)]
     if not wrong:
         return Noop(ctx.host, COMPONENT, f"{APP_DIR} layout present")
     lines = [f"install -d -m 0755 -o {want(d)[0]} -g {want(d)[1]} {shlex.quote(d)}" for d in wrong]
@@ -127,8 +129,10 @@ def _processes(ctx: HostContext, facts: GuestFacts, restart_needed: bool) -> lis
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     out: list[Change] = [_user(ctx, facts), _dirs(ctx, facts)]
-    env = put_file(ctx, facts, COMPONENT, ENV_FILE, env_content(ctx), mode=0o600, owner=APP_USER, group=APP_USER)
-    eco = put_file(ctx, facts, COMPONENT, ECOSYSTEM_FILE, ecosystem_content(ctx), owner=APP_USER, group=APP_USER)
+    env = put_file(ctx, facts, COMPONENT, ENV_FILE, env_content(ctx), mode=0o600, owner=APP_USER,
+                   group=APP_USER)
+    eco = put_file(ctx, facts, COMPONENT, ECOSYSTEM_FILE, ecosystem_content(ctx), owner=APP_USER,
+                   group=APP_USER)
     bundle = _bundle(ctx, facts)
     out += [env, eco, *bundle, *_pm2_unit(ctx, facts)]
     out += _processes(ctx, facts, restart_needed=content_changed(facts, [env, eco, *bundle]))

@@ -138,12 +138,13 @@ def apt_repo(ctx: HostContext, facts: GuestFacts, component: str, repo: AptRepo,
     if keyring in facts.files:
         out.append(Noop(ctx.host, component, f"{keyring} present"))
     else:
+        key = shlex.quote(keyring)
+        keydir = shlex.quote(str(PurePosixPath(keyring).parent))
         out.append(command(ctx, component, f"fetch apt key {repo.key_url} -> {keyring}",
-                           proxy_env(ctx) + f"install -d -m 0755 {shlex.quote(str(PurePosixPath(keyring).parent))}\n"
-                           f"curl -fsSL --retry 3 {shlex.quote(repo.key_url)} -o {shlex.quote(keyring)}.tmp\n"
-                           f"grep -q 'BEGIN PGP PUBLIC KEY BLOCK' {shlex.quote(keyring)}.tmp\n"
-                           f"chmod 0644 {shlex.quote(keyring)}.tmp && mv {shlex.quote(keyring)}.tmp "
-                           f"{shlex.quote(keyring)}\n"))
+                           proxy_env(ctx) + f"install -d -m 0755 {keydir}\n"
+                           f"curl -fsSL --retry 3 {shlex.quote(repo.key_url)} -o {key}.tmp\n"
+                           f"grep -q 'BEGIN PGP PUBLIC KEY BLOCK' {key}.tmp\n"
+                           f"chmod 0644 {key}.tmp && mv {key}.tmp {key}\n"))
     out.append(put_file(ctx, facts, component, list_file, render(
         "apt-source.list.j2", name=component, keyring=keyring, repo_url=repo.repo_url, suite=repo.suite,
         component=repo.component)))

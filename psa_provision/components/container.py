@@ -109,7 +109,8 @@ def plan(spec: ContainerSpec, current: dict[str, object] | None, *, node: str, t
     host = spec.hostname
     nameserver = spec.nameserver or nameserver
     if not nameserver:
-        raise InputError(f"container {spec.vmid}: no nameserver", hint="set network.nameserver in the inventory")
+        raise InputError(f"container {spec.vmid}: no nameserver",
+                         hint="set network.nameserver in the inventory")
     base = f"/nodes/{node}/lxc"
     params = create_params(spec, template_volid=template_volid, ssh_public_key=ssh_public_key,
                            nameserver=nameserver, searchdomain=searchdomain)
@@ -142,7 +143,8 @@ def plan(spec: ContainerSpec, current: dict[str, object] | None, *, node: str, t
             put["digest"] = current["digest"]
         changes.append(ApiCall(host, COMPONENT, f"update container {spec.vmid}: {', '.join(sorted(diff))} "
                                f"({effect})", method="PUT", path=f"{base}/{spec.vmid}/config", params=put,
-                               effect=effect, diff={k: (o, n) for k, (o, n, _) in diff.items() if k != "rootfs"}))
+                               effect=effect,
+                               diff={k: (o, n) for k, (o, n, _) in diff.items() if k != "rootfs"}))
     if "rootfs" in diff:
         changes.append(ApiCall(host, COMPONENT, f"grow rootfs of {spec.vmid} to {spec.rootfs_gb}G",
                                method="PUT", path=f"{base}/{spec.vmid}/resize",

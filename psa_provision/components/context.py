@@ -62,8 +62,7 @@ class HostContext:
 
     def listen_address(self) -> str:
         """Infrastructure services bind to 127.0.0.1 when only local apps use them, else the private IP."""
-        consumers = [c for c in self.phase.containers if c.vmid != self.container.vmid and "app" in c.components]
-        return self.container.ip if consumers else "127.0.0.1"
+        return self.container.ip if self.client_addresses() else "127.0.0.1"
 
     def client_addresses(self) -> list[str]:
         """IPs of other containers of this phase that run the app (pg_hba / firewall clients)."""
@@ -106,4 +105,5 @@ def build_context(inventory: Inventory, phase: Phase, container: ContainerSpec, 
         if not (bundle_dir / "package.json").is_file():
             raise InputError(f"{bundle_dir}: the app bundle is missing (no package.json)")
         bundle = Bundle(bundle_dir, bundle_checksum(bundle_dir))
-    return HostContext(inventory, phase, container, secrets, read_extra_cas(inventory), bundle, ssh_public_key)
+    cas = read_extra_cas(inventory)
+    return HostContext(inventory, phase, container, secrets, cas, bundle, ssh_public_key)

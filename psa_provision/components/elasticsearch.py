@@ -46,7 +46,8 @@ def _backup_dir(ctx: HostContext, facts: GuestFacts) -> Change:
 
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
-    repo = apt_repo(ctx, facts, COMPONENT, ctx.inventory.packages.elasticsearch, keyring=KEYRING, list_file=LIST)
+    source = ctx.inventory.packages.elasticsearch
+    repo = apt_repo(ctx, facts, COMPONENT, source, keyring=KEYRING, list_file=LIST)
     out: list[Change] = [*repo, *install(ctx, facts, COMPONENT, ("elasticsearch",), refresh=changed(repo))]
     conf = put_file(ctx, facts, COMPONENT, CONF, conf_content(ctx), mode=0o660, group="elasticsearch")
     heap_file = put_file(ctx, facts, COMPONENT, HEAP, heap_content(ctx), mode=0o660, group="elasticsearch")

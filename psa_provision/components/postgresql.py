@@ -83,8 +83,9 @@ def role_sql(password: str) -> str:
 def database_sql() -> str:
     """Idempotent: database owned by psa_app, the seed's extensions and grants."""
     exts = "".join(f'CREATE EXTENSION IF NOT EXISTS "{e}";\n' for e in EXTENSIONS)
+    # S608: module constants only, no input reaches this SQL
     return (
-        f"SELECT 'CREATE DATABASE {DATABASE} OWNER {ROLE}' WHERE NOT EXISTS "
+        f"SELECT 'CREATE DATABASE {DATABASE} OWNER {ROLE}' WHERE NOT EXISTS "  # noqa: S608
         f"(SELECT FROM pg_database WHERE datname = '{DATABASE}')\\gexec\n"
         f"ALTER DATABASE {DATABASE} OWNER TO {ROLE};\n"
         f"GRANT ALL PRIVILEGES ON DATABASE {DATABASE} TO {ROLE};\n"
@@ -109,7 +110,8 @@ def _role_problem(pg: PostgresFacts | None, password: str) -> str | None:
 
 def _database_problems(pg: PostgresFacts | None) -> list[str]:
     if pg is None or DATABASE not in pg.databases:
-        return [f"create database {DATABASE} owned by {ROLE}", "extensions " + ", ".join(EXTENSIONS), "grants"]
+        return [f"create database {DATABASE} owned by {ROLE}", "extensions " + ", ".join(EXTENSIONS),
+                "grants"]
     out = []
     if pg.databases[DATABASE] != ROLE:
         out.append(f"owner of {DATABASE} -> {ROLE} (is {pg.databases[DATABASE]})")
@@ -124,15 +126,16 @@ def _database_problems(pg: PostgresFacts | None) -> list[str]:
 def objects(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     """Role, database, extensions, grants: SQL on stdin (password never in argv), only what is missing."""
     password = ctx.secrets.get("postgresql.app_password").value
+    script = f"cd / && {PSQL} -d postgres\n"
     out: list[Change] = []
     problem = _role_problem(facts.postgres, password)
     if problem:
-        out.append(command(ctx, COMPONENT, problem, f"cd / && {PSQL} -d postgres\n", stdin=role_sql(password)))
+        out.append(command(ctx, COMPONENT, problem, script, stdin=role_sql(password)))
     else:
         out.append(Noop(ctx.host, COMPONENT, f"role {ROLE} exists, password matches"))
     problems = _database_problems(facts.postgres)
     if problems:
-        out.append(command(ctx, COMPONENT, "; ".join(problems), f"cd / && {PSQL} -d postgres\n", stdin=database_sql()))
+        out.append(command(ctx, COMPONENT, "; ".join(problems), script, stdin=database_sql()))
     else:
         out.append(Noop(ctx.host, COMPONENT, f"database {DATABASE}, extensions and grants in place"))
     return out
@@ -141,7 +144,8 @@ def objects(ctx: HostContext, facts: GuestFacts) -> list[Change]:
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     out: list[Change] = [*install(ctx, facts, COMPONENT, ("postgresql-15",))]
     conf = put_file(ctx, facts, COMPONENT, CONF, conf_content(ctx), owner="postgres", group="postgres")
-    hba = put_file(ctx, facts, COMPONENT, HBA, hba_content(ctx), mode=0o640, owner="postgres", group="postgres")
+    hba = put_file(ctx, facts, COMPONENT, HBA, hba_content(ctx), mode=0o640, owner="postgres",
+                   group="postgres")
     out += [conf, hba]
     out += service(ctx, facts, COMPONENT, "postgresql", restart=content_changed(facts, [conf]),
                    reload=content_changed(facts, [hba]))

@@ -33,7 +33,9 @@ def _user_changes(ctx: HostContext, rabbit: RabbitFacts | None, name: str) -> li
     perms = rabbit.permissions if rabbit else {}
     out: list[Change] = []
     if name not in users:
-        out.append(command(ctx, COMPONENT, f"create user {name}", f"rabbitmqctl -q list_users | grep -q '^{name}\\b' || rabbitmqctl -q add_user {q(name)}\n",
+        exists = f"rabbitmqctl -q list_users | grep -q '^{name}\\b'"
+        out.append(command(ctx, COMPONENT, f"create user {name}",
+                           f"{exists} || rabbitmqctl -q add_user {q(name)}\n",
                            stdin=ctx.secrets.get(key).value + "\n"))
     if users.get(name, frozenset()) != frozenset(tags):
         out.append(command(ctx, COMPONENT, f"set tags of {name}: {' '.join(tags) or '(none)'}",
@@ -57,7 +59,8 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
         out += _user_changes(ctx, facts.rabbitmq, name)
     if facts.rabbitmq is None or "guest" in facts.rabbitmq.users:
         out.append(command(ctx, COMPONENT, "delete the default guest user",
-                           "if rabbitmqctl -q list_users | grep -q '^guest\\b'; then rabbitmqctl -q delete_user guest; fi\n"))
+                           "if rabbitmqctl -q list_users | grep -q '^guest\\b'; then\n"
+                           "  rabbitmqctl -q delete_user guest\nfi\n"))
     else:
         out.append(Noop(ctx.host, COMPONENT, "guest user absent"))
     return out

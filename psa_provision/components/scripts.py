@@ -20,7 +20,7 @@ def _vars(ctx: HostContext) -> dict[str, object]:
     checks = {c: c in comps for c in ("postgresql", "redis", "rabbitmq", "elasticsearch")}
     config = [ENV_FILE, f"{APP_DIR}/ecosystem.config.js"]
     if checks["postgresql"]:
-        config += [f"{PG_CONF_DIR}/postgresql.conf", f"{PG_CONF_DIR}/conf.d/psa.conf", f"{PG_CONF_DIR}/pg_hba.conf"]
+        config += [f"{PG_CONF_DIR}/{name}" for name in ("postgresql.conf", "conf.d/psa.conf", "pg_hba.conf")]
     if checks["redis"]:
         config.append("/etc/redis/redis.conf")
     return {"checks": checks, "services": ctx.services, "env_file": ENV_FILE, "app_user": APP_USER,

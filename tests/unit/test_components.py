@@ -23,7 +23,7 @@ def modify(facts: GuestFacts, m: dict[str, Any]) -> GuestFacts:
     for path, content in (m.get("file_content") or {}).items():
         files[path] = dataclasses.replace(files[path], sha256="0" * 64, content=content)
     for path, mode in (m.get("file_mode") or {}).items():
-        files[path] = dataclasses.replace(files[path], mode=int(str(mode), 8) if isinstance(mode, str) else mode)
+        files[path] = dataclasses.replace(files[path], mode=int(str(mode), 8))
     for path in m.get("remove_files") or []:
         del files[path]
     dirs = {k: v for k, v in facts.dirs.items() if k not in (m.get("remove_dirs") or [])}

@@ -13,7 +13,8 @@ from psa_provision.plan import ApiCall, Noop
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = phases.load_phase("phase0", ROOT / "phases").containers[0]
-KW: dict[str, object] = {"node": "pve1", "template_volid": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+KW: dict[str, object] = {"node": "pve1",
+                         "template_volid": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
                          "ssh_public_key": "ssh-ed25519 AAAA test", "nameserver": "10.0.20.1"}
 # What PVE's GET /nodes/pve1/lxc/200/config returns for the seed's container.
 CURRENT: dict[str, object] = {
@@ -30,7 +31,8 @@ def plan(current: dict[str, object] | None, force: bool = False) -> list[object]
 
 def test_absent_container_is_created_with_the_seed_parameters() -> None:
     (call,) = plan(None)
-    assert isinstance(call, ApiCall) and (call.method, call.path, call.effect) == ("POST", "/nodes/pve1/lxc", "create")
+    assert isinstance(call, ApiCall)
+    assert (call.method, call.path, call.effect) == ("POST", "/nodes/pve1/lxc", "create")
     assert call.params == {
         "vmid": 200, "ostemplate": KW["template_volid"], "hostname": "psa-all-in-one", "cores": 16,
         "memory": 65536, "swap": 8192, "rootfs": "local-lvm:1000",

@@ -50,7 +50,8 @@ def test_installed_recording() -> None:
     assert conf.content is not None and "listen_addresses" in conf.content
     assert f.files["/opt/psa-platform/.env"].content is None  # secret-bearing: checksum only
     assert f.files["/opt/psa-platform/.env"].mode == 0o600
-    assert f.service_ok("postgresql") and not f.service_ok("redis-server") and not f.service_ok("elasticsearch")
+    assert f.service_ok("postgresql")
+    assert not f.service_ok("redis-server") and not f.service_ok("elasticsearch")
     assert f.dirs["/opt/psa-platform/backups/elasticsearch"].owner == "elasticsearch"
     assert "pm2" in f.npm_globals and "psa" in f.users
     assert f.postgres is not None

@@ -48,7 +48,8 @@ def test_defaults_for_optional_sections(tmp_path: Path) -> None:
     f = tmp_path / "inv.yml"
     f.write_text("proxmox: {host: pve, node: pve1, auth: {user: root@pam, password_file: pw}}\n"
                  "network: {bridge: vmbr20, gateway: 10.0.20.1, nameserver: 10.0.20.1}\n"
-                 "template: debian-12-standard_12.7-1_amd64.tar.zst\nssh: {key_file: k}\nsecrets_file: s.yml\n")
+                 "template: debian-12-standard_12.7-1_amd64.tar.zst\n"
+                 "ssh: {key_file: k}\nsecrets_file: s.yml\n")
     inv = load_inventory(f)
     assert isinstance(inv, Inventory)
     assert inv.proxmox.base_url == "https://pve:8006"

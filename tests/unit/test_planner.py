@@ -63,7 +63,8 @@ def converged(ctx: HostContext) -> GuestFacts:
              for c in fresh_plan if isinstance(c, PutFile)}
     for key in (f"{catalog.KEYRINGS}/elastic.asc", f"{catalog.KEYRINGS}/nodesource.asc"):
         files[key] = FileFact(key, "k" * 64, 0o644, "root", "root", "-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
-    files[catalog.BUNDLE_STAMP] = FileFact(catalog.BUNDLE_STAMP, "s" * 64, 0o644, "psa", "psa", "b" * 64 + "\n")
+    stamp = catalog.BUNDLE_STAMP
+    files[stamp] = FileFact(stamp, "s" * 64, 0o644, "psa", "psa", "b" * 64 + "\n")
     owners = {catalog.ES_BACKUP_DIR: "elasticsearch", f"{catalog.APP_DIR}/backups": "root"}
     dirs = {d: DirFact(d, 0o755, owners.get(d, "psa"), owners.get(d, "psa"))
             for d in catalog.managed_dirs(ctx.container.components)}
@@ -122,7 +123,8 @@ def test_secrets_reach_the_guest_only_through_stdin_or_files() -> None:
     assert SECRETS["rabbitmq.admin_password"] in stdin and SECRETS["rabbitmq.app_password"] in stdin
 
 
-@pytest.mark.parametrize(("phase", "vmid"), [("phase0", 200), ("phase1", 100), ("phase1", 230), ("phase2", 140)])
+@pytest.mark.parametrize(("phase", "vmid"),
+                         [("phase0", 200), ("phase1", 100), ("phase1", 230), ("phase2", 140)])
 def test_converged_guest_plans_only_noops(phase: str, vmid: int) -> None:
     ctx = make_ctx(phase, vmid)
     plan = planner.plan_guest(ctx, converged(ctx))

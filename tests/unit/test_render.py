@@ -42,7 +42,8 @@ def test_postgresql_seed_values_at_64_gib(ctx: HostContext) -> None:
 def test_postgresql_derives_from_memory_and_obeys_overrides(ctx: HostContext) -> None:
     small = ctx.container.model_copy(update={"memory_mb": 16384})
     conf = lines(postgresql.conf_content(HostContext(ctx.inventory, ctx.phase, small, ctx.secrets)))
-    assert "shared_buffers = 1GB" in conf and "effective_cache_size = 3GB" in conf and "work_mem = 5MB" in conf
+    assert "shared_buffers = 1GB" in conf and "effective_cache_size = 3GB" in conf
+    assert "work_mem = 5MB" in conf
     tuning = ctx.inventory.tuning.model_copy(update={"postgresql": ctx.inventory.tuning.postgresql.model_copy(
         update={"shared_buffers": "6GB"})})
     inv = ctx.inventory.model_copy(update={"tuning": tuning})
@@ -51,7 +52,8 @@ def test_postgresql_derives_from_memory_and_obeys_overrides(ctx: HostContext) ->
 
 
 def test_pg_hba_local_peer_and_scram_for_app(ctx: HostContext) -> None:
-    hba = [" ".join(line.split()) for line in postgresql.hba_content(ctx).splitlines() if not line.startswith("#")]
+    text = postgresql.hba_content(ctx)
+    hba = [" ".join(line.split()) for line in text.splitlines() if not line.startswith("#")]
     assert "local all postgres peer" in hba
     assert "host psa_platform psa_app 127.0.0.1/32 scram-sha-256" in hba
     assert "host psa_platform psa_app ::1/128 scram-sha-256" in hba
@@ -93,7 +95,7 @@ def test_env_has_the_app_contract_keys(ctx: HostContext) -> None:
                        "POSTGRES_USER": "psa_app", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": "6379",
                        "RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_PORT": "5672", "RABBITMQ_USER": "psa_app",
                        "RABBITMQ_VHOST": "/", "ELASTICSEARCH_HOST": "127.0.0.1", "ELASTICSEARCH_PORT": "9200",
-                       "NODE_ENV": "production", "SERVICE_BIND": "127.0.0.1", "GATEWAY_BIND": "0.0.0.0",
+                       "NODE_ENV": "production", "SERVICE_BIND": "127.0.0.1", "GATEWAY_BIND": "0.0.0.0",  # noqa: S104
                        "AUTH_SERVICE_URL": "http://127.0.0.1:3010",
                        "REPORTS_SERVICE_URL": "http://127.0.0.1:3070"}.items():
         assert env[key] == value, key
@@ -111,7 +113,7 @@ def test_ecosystem_has_no_secret_and_parses(ctx: HostContext, tmp_path: Path) ->
     script = eco.replace("/opt/psa-platform/.env", str(tmp_path / ".env"))
     (tmp_path / "eco.js").write_text(script)
     out = subprocess.run([node, "-e", f"const c=require('{tmp_path}/eco.js');"
-                          "console.log(c.apps.length, c.apps[3].instances, c.apps[3].env.A, c.apps[3].env.PORT)"],
+                          "const t=c.apps[3];console.log(c.apps.length, t.instances, t.env.A, t.env.PORT)"],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == ["8", "4", "1", "3030"]
 
@@ -126,7 +128,8 @@ def test_scripts_are_valid_bash_and_keep_secrets_off_argv(ctx: HostContext, tmp_
         assert "redis-cli -a" not in files[path] and "REDISCLI_AUTH" in files[path]
     assert "0 2 * * * root /usr/local/bin/backup-psa.sh" in files["/etc/cron.d/psa-backup"]
     backup = files["/usr/local/bin/backup-psa.sh"]
-    assert "_snapshot/psa_backup" in backup and '"location":"/opt/psa-platform/backups/elasticsearch"' in backup
+    assert "_snapshot/psa_backup" in backup
+    assert '"location":"/opt/psa-platform/backups/elasticsearch"' in backup
 
 
 def test_missing_value_names_template_file_and_line() -> None:

@@ -57,7 +57,7 @@ def test_refuses_group_or_world_readable(tmp_path: Path, mode: int) -> None:
 
 
 def test_missing_and_malformed(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="psa-provision init"):
+    with pytest.raises(InputError, match=r"psa-provision init"):
         secrets.load_secrets(tmp_path / "absent.yml")
     bad = tmp_path / "bad.yml"
     bad.write_text("redis:\n  password: 12\n")
@@ -72,7 +72,7 @@ def test_missing_and_malformed(tmp_path: Path) -> None:
 
 
 def test_missing_key_names_init() -> None:
-    with pytest.raises(InputError, match="secret 'redis.password' is missing"):
+    with pytest.raises(InputError, match=r"secret 'redis\.password' is missing"):
         secrets.Secrets({}).get("redis.password")
 
 
