@@ -9,6 +9,7 @@ over SSH, at Proxmox over the API, and at the app over HTTP from this machine.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -57,7 +58,8 @@ class Site:
     inventory: Inventory
     phase: Phase
     container: ContainerSpec
-    cold_up: Run
+    first_up: Run
+    cold: bool
 
     def cli(self, *args: str, timeout: float = UP_TIMEOUT) -> Run:
         return run_cli(self.inventory_path, *args, timeout=timeout)
@@ -109,18 +111,25 @@ def write_inventory(workdir: Path, creds: dict[str, object]) -> Path:
 
 @pytest.fixture(scope="session")
 def phase0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """Phase 0 provisioned once from a clean start by `psa-provision up phase0 --yes`."""
-    workdir = tmp_path_factory.mktemp("e2e-phase0")
+    """Phase 0 provisioned once from a clean start by `psa-provision up phase0 --yes`.
+
+    For quicker iterations PSA_E2E_KEEP=1 with PSA_E2E_WORKDIR=DIR (an earlier run's directory,
+    same SSH key) skips the destroy: the first `up` is then a warm one.
+    """
+    keep = os.environ.get("PSA_E2E_KEEP") == "1" and bool(os.environ.get("PSA_E2E_WORKDIR"))
+    workdir = Path(os.environ["PSA_E2E_WORKDIR"]) if keep else tmp_path_factory.mktemp("e2e-phase0")
     inventory = write_inventory(workdir, sandbox_credentials())
-    for args in (("init",), ("destroy", "phase0", "--yes")):
+    steps = [("init",)] if keep else [("init",), ("destroy", "phase0", "--yes")]
+    for args in steps:
         run = run_cli(inventory, *args, timeout=600)
         assert run.code == 0, f"{' '.join(args)} failed:\n{run.output}"
-    cold = run_cli(inventory, "up", "phase0", "--yes")
-    sys.stderr.write(f"\n[e2e] cold `up phase0`: exit {cold.code} in {cold.seconds:.0f} s\n")
-    assert cold.code == 0, f"cold up failed:\n{cold.output[-6000:]}"
+    first = run_cli(inventory, "up", "phase0", "--yes")
+    kind = "warm" if keep else "cold"
+    sys.stderr.write(f"\n[e2e] {kind} `up phase0`: exit {first.code} in {first.seconds:.0f} s\n")
+    assert first.code == 0, f"{kind} up failed:\n{first.output[-6000:]}"
     inv = load_inventory(inventory)
     phase = load_phase("phase0", inv.phases_dir)
-    yield Site(inventory, inv, phase, phase.container(200), cold)
+    yield Site(inventory, inv, phase, phase.container(200), first, cold=not keep)
 
 
 @pytest.fixture(scope="session")
