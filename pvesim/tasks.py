@@ -159,12 +159,13 @@ class Tasks:
                 if lock is not None:
                     lock.release()
         except Exception as e:  # any failure ends the task in error, as PVE does
-            exitstatus = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            log(f"TASK ERROR: {str(e).strip() or type(e).__name__}")
+            text = str(e).strip() or type(e).__name__
+            exitstatus, ending = text.splitlines()[0], f"TASK ERROR: {text}"
         else:
-            log("TASK OK")
+            ending = "TASK OK"
         rec = json.loads(meta.read_text())
-        if rec.get("status") == "running":
+        if rec.get("status") == "running":  # not when stopped through the API meanwhile
+            log(ending)
             rec.update(status="stopped", exitstatus=exitstatus, endtime=int(time.time()))
             _save(meta, rec)
 
