@@ -141,7 +141,7 @@ class Settings:
 
     cluster_name: str = "elasticsearch"
     node_name: str = field(default_factory=socket.gethostname)
-    network_host: str = "127.0.0.1"
+    network_host: str = "127.0.0.1"  # comma-separated when network.host is a list
     http_port: int = 9200
     path_data: Path = Path("/var/lib/elasticsearch")
     path_logs: Path = Path("/var/log/elasticsearch")
@@ -164,7 +164,8 @@ def settings_from(values: dict[str, Value], heap: dict[str, int]) -> Settings:
     if "node.name" in values:
         settings.node_name = _as_str(values["node.name"])
     if "network.host" in values:
-        settings.network_host = _as_str(values["network.host"])
+        host = values["network.host"]
+        settings.network_host = ",".join(host) if isinstance(host, list) else host
     if "http.port" in values:
         port = _as_str(values["http.port"]).split("-")[0]
         if not port.isdigit():

@@ -124,7 +124,21 @@ def _read_settings(conf_dir: Path, overrides: list[str]) -> Settings:
     return settings_from(values, read_jvm_options(conf_dir))
 
 
-def start(settings: Settings) -> tuple[ThreadingHTTPServer, Api]:
+def _bind(hosts: list[str], port: int) -> list[ThreadingHTTPServer]:
+    """One HTTP server per network.host address (a list binds each, like Elasticsearch)."""
+    servers: list[ThreadingHTTPServer] = []
+    for host in hosts:
+        try:
+            servers.append(ThreadingHTTPServer((host, port), BaseHTTPRequestHandler))
+        except OSError as err:
+            for server in servers:
+                server.server_close()
+            raise ConfigError(f"BindHttpException: Failed to bind to [{host}:{port}]: {err}") from err
+        port = port or servers[0].server_address[1]
+    return servers
+
+
+def start(settings: Settings) -> tuple[list[ThreadingHTTPServer], Api]:
     """Run the bootstrap checks, bind HTTP and open the data; raises ConfigError to refuse starting."""
     errors = bootstrap_errors(settings)
     if errors:
@@ -133,28 +147,20 @@ def start(settings: Settings) -> tuple[ThreadingHTTPServer, Api]:
             f"[{len(errors)}] bootstrap checks failed. You must address the points described in "
             "the following lines before starting Elasticsearch.\n" + "\n".join(lines)
         )
-    host = resolve_host(settings.network_host)
-    try:
-        server = ThreadingHTTPServer((host, settings.http_port), BaseHTTPRequestHandler)
-    except OSError as err:
-        raise ConfigError(
-            f"BindHttpException: Failed to bind to [{host}:{settings.http_port}]: {err}"
-        ) from err
+    hosts = list(
+        dict.fromkeys(resolve_host(h.strip()) for h in settings.network_host.split(",") if h.strip())
+    )
+    servers = _bind(hosts, settings.http_port)
     data_dir = settings.path_data / "standin"
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(data_dir)
     node_id, cluster_uuid = _node_identity(data_dir)
-    api = Api(
-        settings,
-        store,
-        Snapshots(data_dir, settings.path_repo, store),
-        node_id,
-        cluster_uuid,
-        f"{host}:{server.server_address[1]}",
-    )
-    server.RequestHandlerClass = make_handler(api)
-    server.daemon_threads = True
-    return server, api
+    address = f"{hosts[0]}:{servers[0].server_address[1]}"
+    api = Api(settings, store, Snapshots(data_dir, settings.path_repo, store), node_id, cluster_uuid, address)
+    for server in servers:
+        server.RequestHandlerClass = make_handler(api)
+        server.daemon_threads = True
+    return servers, api
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = _read_settings(Path(args.conf_dir), args.overrides)
         _setup_logging(settings)
-        server, api = start(settings)
+        servers, api = start(settings)
     except (ConfigError, OSError) as err:
         log.error("node validation exception / fatal error: %s", err)
         return 1
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    main_server, *others = servers
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=main_server.shutdown).start())
     log.info(
         "pvesim Elasticsearch STAND-IN (not Elasticsearch) version[%s], cluster[%s], heap max[%s], "
         "path.data[%s], path.repo%s",
@@ -181,11 +188,17 @@ def main(argv: list[str] | None = None) -> int:
         settings.path_data,
         [str(p) for p in settings.path_repo],
     )
-    log.info("publish_address {%s}, bound_addresses {%s}", api.address, api.address)
+    bound = ", ".join(f"{s.server_address[0]!s}:{s.server_address[1]}" for s in servers)
+    log.info("publish_address {%s}, bound_addresses {%s}", api.address, bound)
     log.info("started")
+    for other in others:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
     _notify_ready()
     with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
-    server.server_close()
+        main_server.serve_forever()
+    for other in others:
+        other.shutdown()
+    for server in servers:
+        server.server_close()
     log.info("stopped")
     return 0

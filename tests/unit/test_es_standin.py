@@ -406,3 +406,16 @@ def test_refuses_to_start(tmp_path: Path, heap: tuple[str, str], host: str, mess
     assert process.returncode == 1
     assert message in output
     assert message in (tmp_path / "logs" / "psa-test.log").read_text()
+
+
+def test_network_host_list_binds_every_address(tmp_path: Path) -> None:
+    """`network.host: [a, b]` serves on each address (127.0.0.2 is loopback too on Linux)."""
+    port = _free_port()
+    conf = _write_config(tmp_path, port, host='["127.0.0.1", "127.0.0.2"]')
+    node = Node(f"http://127.0.0.1:{port}", tmp_path, _spawn(conf))
+    try:
+        _wait_ready(node)
+        second = Node(f"http://127.0.0.2:{port}", tmp_path, node.process)
+        assert second.call("GET", "/_cluster/health")[1]["cluster_name"] == "psa-test"
+    finally:
+        _stop(node.process)
