@@ -292,3 +292,19 @@ def test_access_log_masks_secrets(app: App, api: Client, secrets: dict[str, Any]
     assert secrets["password"] not in text and "AAAA" not in text
     entry = json.loads(text.splitlines()[-1])
     assert entry["params"] == {"username": "root@pam", "password": "***", "ssh-public-keys": "***"}
+
+
+def test_resize_grows_and_refuses_to_shrink(app: App, api: Client) -> None:
+    create(api)
+    assert api.task("PUT", "/nodes/pve1/lxc/9000/resize", disk="rootfs", size="+2G")["exitstatus"] == "OK"
+    assert api.ok("GET", "/nodes/pve1/lxc/9000/config")["rootfs"] == "local-lvm:vm-9000-disk-0,size=10G"
+    assert app.backend.cts[9000]["size"] == 10 * 1024**3  # type: ignore[attr-defined]
+    status, body = api("PUT", "/nodes/pve1/lxc/9000/resize", disk="rootfs", size="4G")
+    assert (status, body["message"]) == (500, "unable to shrink disk size")
+
+
+def test_interfaces_carry_pve8_fields(api: Client) -> None:
+    create(api, start=1)
+    eth0 = api.ok("GET", "/nodes/pve1/lxc/9000/interfaces")[0]
+    assert eth0["hardware-address"] == eth0["hwaddr"]
+    assert eth0["ip-addresses"] == [{"ip-address": "10.0.20.50", "ip-address-type": "ipv4", "prefix": 24}]
