@@ -104,6 +104,8 @@ def format_errors(path: Path, exc: ValidationError, data: Any, lines: Mapping[Lo
             msg = f"missing key '{loc[-1]}' -> add it"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
+        elif isinstance(err.get("input"), str | int | float | bool):
+            msg = f"{msg} (got {err['input']!r})"
         found.append((line_of(loc, lines), f"{path}:{line_of(loc, lines)}: {where}: {msg}"))
     return "\n".join(m for _, m in sorted(found))
 

@@ -17,8 +17,8 @@ CRON = "/etc/cron.d/psa-backup"
 
 def _vars(ctx: HostContext) -> dict[str, object]:
     comps = set(ctx.container.components)
-    checks = {c: c in comps for c in ("postgresql", "redis", "rabbitmq", "elasticsearch")}
-    config = [ENV_FILE, f"{APP_DIR}/ecosystem.config.js"]
+    checks = {c: c in comps for c in ("postgresql", "redis", "rabbitmq", "elasticsearch", "app")}
+    config = [ENV_FILE, f"{APP_DIR}/ecosystem.config.js"] if checks["app"] else []
     if checks["postgresql"]:
         config += [f"{PG_CONF_DIR}/{name}" for name in ("postgresql.conf", "conf.d/psa.conf", "pg_hba.conf")]
     if checks["redis"]:
