@@ -20,7 +20,7 @@ from psa_provision import planner
 from psa_provision.apply import Summary, apply
 from psa_provision.components import container as container_component
 from psa_provision.components.catalog import APP_HOME, APP_USER
-from psa_provision.errors import ConnectionFailed, GuestError, InputError, ProxmoxError
+from psa_provision.errors import ConnectionFailed, GuestError, InputError, ProxmoxAuthError, ProxmoxError
 from psa_provision.inventory import Inventory, load_inventory
 from psa_provision.journal import Journal, PhaseLock
 from psa_provision.output import Output, StepProgress
@@ -108,9 +108,36 @@ def preflight(px: ProxmoxClient, site: Site, *, download: bool,
     states = []
     for spec in phase.containers:
         states.append(_container_state(px, spec))
+    _check_privileges(px, site, states, note)
     for node in sorted(nodes):
         _ensure_template(px, inv, node, download=download, note=note)
     return states
+
+
+def required_privileges(site: Site, states: list[ContainerState]) -> dict[str, set[str]]:
+    """ACL path -> privileges `up` needs there (create needs VM.Allocate, reconcile the Config.* ones)."""
+    need: dict[str, set[str]] = {}
+    for state in states:
+        vm = need.setdefault(f"/vms/{state.spec.vmid}", {"VM.PowerMgmt", "VM.Audit"})
+        vm |= {"VM.Allocate"} if state.config is None else {"VM.Config.CPU", "VM.Config.Memory"}
+        need.setdefault(f"/storage/{state.spec.rootfs_storage}", set()).add("Datastore.AllocateSpace")
+    need.setdefault(f"/storage/{site.inventory.storage.templates}", set()).add("Datastore.Audit")
+    return need
+
+
+def _check_privileges(px: ProxmoxClient, site: Site, states: list[ContainerState],
+                      note: Callable[[str], None]) -> None:
+    """Fail before any write when the token lacks a privilege `up` will need."""
+    for path, privileges in sorted(required_privileges(site, states).items()):
+        have = px.permissions(path)
+        if have is None:
+            note("the API cannot list permissions (GET /access/permissions): privileges are checked per call")
+            return
+        missing = sorted(privileges - have)
+        if missing:
+            raise ProxmoxAuthError(f"{px.settings.who} lacks {', '.join(missing)} on {path}",
+                                   hint="grant them (pveum acl modify PATH --tokens TOKEN --roles ...) "
+                                        "or use a token with more rights")
 
 
 def _check_node_resources(px: ProxmoxClient, site: Site, node: str) -> None:

@@ -281,6 +281,16 @@ class ProxmoxClient:
         """Template names the node can download (`GET /nodes/{node}/aplinfo`)."""
         return [str(t.get("template")) for t in self.request("GET", f"/nodes/{node}/aplinfo") or []]
 
+    def permissions(self, path: str) -> set[str] | None:
+        """The caller's effective privileges on `path`, or None when the API cannot tell (501)."""
+        try:
+            data = self.request("GET", "/access/permissions", {"path": path}) or {}
+        except ProxmoxError as exc:
+            if " failed: 501 " in exc.message:
+                return None
+            raise
+        return {priv for priv, on in dict(data.get(path) or {}).items() if on}
+
     def status(self, node: str, vmid: int) -> dict[str, Any]:
         return dict(self.request("GET", f"/nodes/{node}/lxc/{vmid}/status/current") or {})
 

@@ -261,3 +261,12 @@ def test_upid_node() -> None:
     assert proxmox.upid_node(UPID) == "pve1"
     with pytest.raises(ProxmoxError):
         proxmox.upid_node("nope")
+
+
+def test_permissions_of_a_path_or_none_when_not_implemented(server: Server) -> None:
+    client = proxmox.connect_settings(server.settings())
+    server.stub.routes[("GET", "/access/permissions")] = [
+        (200, "OK", {"/vms/200": {"VM.Audit": 1, "VM.PowerMgmt": 1, "VM.Allocate": 0}})]
+    assert client.permissions("/vms/200") == {"VM.Audit", "VM.PowerMgmt"}
+    server.stub.routes[("GET", "/access/permissions")] = [(501, "Method not implemented", None)]
+    assert client.permissions("/vms/200") is None
