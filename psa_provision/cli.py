@@ -147,7 +147,7 @@ def status(ctx: typer.Context) -> None:
     containers, services = _guard(out, lambda: engine.status(_state(ctx).inventory))
     out.table("containers", ["node", "vmid", "hostname", "state", "cpu", "memory"], containers)
     if services:
-        out.table("services", ["phase", "container", "service", "port", "health"], services)
+        out.table("services", ["phase", "container", "service", "port", "pm2", "health"], services)
     else:
         out.line("no phase has all its containers running: no services to show")
 

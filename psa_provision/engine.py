@@ -396,8 +396,15 @@ def status(inventory_path: Path) -> tuple[list[list[str]], list[list[str]]]:
     return crow, srow
 
 
+PM2_STATES = (
+    "cd / && runuser -u {user} -- env HOME={home} PM2_HOME={home}/.pm2 pm2 jlist 2>/dev/null | node -e "
+    "'let s=\"\";process.stdin.on(\"data\",d=>s+=d).on(\"end\",()=>{{for(const p of JSON.parse(s||\"[]\"))"
+    "console.log(\"pm2\",p.name,p.pm2_env.status)}})' 2>/dev/null || true\n"
+)
+
+
 def _service_rows(inv: Inventory, phases: list[Phase], guests: dict[int, dict[str, Any]]) -> list[list[str]]:
-    """Services of the newest phase whose containers all run: pm2 state + /health per service."""
+    """Services of the newest phase whose containers all run: PM2 instances online + /health."""
     live = [p for p in phases if p.containers and all(
         guests.get(c.vmid, {}).get("status") == "running" for c in p.containers)]
     if not live:
@@ -408,20 +415,27 @@ def _service_rows(inv: Inventory, phases: list[Phase], guests: dict[int, dict[st
         services = phase.services_on(spec.vmid)
         if not services:
             continue
+        script = (HEALTH_SCRIPT.format(ports=" ".join(str(s.port) for s in services.values()))
+                  + PM2_STATES.format(user=APP_USER, home=APP_HOME))
         conn = ssh_connection(inv, spec)
         try:
-            ports = " ".join(str(s.port) for s in services.values())
-            out = conn.run(HEALTH_SCRIPT.format(ports=ports), check=False).stdout
+            out = conn.run(script, check=False).stdout
         except ConnectionFailed as exc:
             out = ""
-            rows.append([phase.name, spec.hostname, "(ssh)", "-", exc.message])
+            rows.append([phase.name, spec.hostname, "(ssh)", "-", "-", exc.message])
         finally:
             conn.close()
         codes = dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+        online: dict[str, int] = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "pm2":
+                online[parts[1]] = online.get(parts[1], 0) + (parts[2] == "online")
         for name, svc in sorted(services.items(), key=lambda kv: kv[1].port):
             code = codes.get(str(svc.port), "-")
-            health = "healthy" if code == "200" else code
-            rows.append([phase.name, spec.hostname, name, str(svc.port), health])
+            health = "healthy" if code == "200" else f"unhealthy ({code})"
+            running = f"{online.get(name, 0)}/{svc.instances} online"
+            rows.append([phase.name, spec.hostname, name, str(svc.port), running, health])
     return rows
 
 
