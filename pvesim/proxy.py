@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 
 from pvesim.paths import StateDir
 
-PROXY_PORT = 3142
+PROXY_PORT = 3142  # apt-cacher-ng cannot bind ports above 32767
 BIND_ADDRESSES = ("127.0.0.1", "10.0.20.1", "10.0.30.1")
 GUEST_PROXY_URL = f"http://10.0.20.1:{PROXY_PORT}"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -58,7 +58,7 @@ def bind_addresses() -> list[str]:
     return [a for a in BIND_ADDRESSES if a in present]
 
 
-def config_text(state: StateDir, addresses: list[str]) -> str:
+def config_text(state: StateDir, addresses: list[str], port: int = PROXY_PORT) -> str:
     """acng.conf for the sandbox: own cache/log dirs, Debian backends, CONNECT to the npm registry."""
     root = _root(state)
     return "\n".join(
@@ -67,7 +67,7 @@ def config_text(state: StateDir, addresses: list[str]) -> str:
             f"CacheDir: {root / 'cache'}",
             f"LogDir: {root / 'log'}",
             "SupportDir: /usr/lib/apt-cacher-ng",
-            f"Port: {PROXY_PORT}",
+            f"Port: {port}",
             f"BindAddress: {' '.join(addresses)}",
             "ForeGround: 1",
             f"PidFile: {root / 'acng.pid'}",
@@ -84,12 +84,12 @@ def config_text(state: StateDir, addresses: list[str]) -> str:
     )
 
 
-def write_config(state: StateDir, addresses: list[str]) -> Path:
+def write_config(state: StateDir, addresses: list[str], port: int = PROXY_PORT) -> Path:
     """Write the config dir (acng.conf + backends_debian); returns it."""
     conf = _root(state) / "conf"
     for sub in (conf, _root(state) / "cache", _root(state) / "log"):
         sub.mkdir(parents=True, exist_ok=True)
-    (conf / "acng.conf").write_text(config_text(state, addresses))
+    (conf / "acng.conf").write_text(config_text(state, addresses, port))
     (conf / "backends_debian").write_text("http://deb.debian.org/debian/\n")
     shutil.copyfile(HOST_CA_BUNDLE, guest_ca_file(state))
     return conf
@@ -105,26 +105,47 @@ def _running_pid(state: StateDir) -> int | None:
     return pid if b"apt-cacher-ng" in cmdline else None
 
 
-def _listening(address: str, port: int = PROXY_PORT) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=1):
-            return True
-    except OSError:
-        return False
+def listeners(port: int = PROXY_PORT) -> dict[str, int]:
+    """Which process listens on port, per local address: {"127.0.0.1": pid, ...} (from `ss`)."""
+    out = subprocess.run(
+        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    found: dict[str, int] = {}
+    for line in out.splitlines():
+        fields = line.split()
+        pid = re.search(r"pid=(\d+)", line)
+        if len(fields) >= 4 and pid:
+            found[fields[3].rsplit(":", 1)[0].strip("[]")] = int(pid.group(1))
+    return found
 
 
-def start_proxy(state: StateDir) -> None:
-    """Start apt-cacher-ng (idempotent); returns once it accepts connections on 127.0.0.1:3142.
+def _refuse_foreign(port: int) -> None:
+    """The port held by another process (e.g. Debian's apt-cacher-ng service) -> a clear error."""
+    foreign = listeners(port)
+    if foreign:
+        address, pid = next(iter(foreign.items()))
+        comm = Path(f"/proc/{pid}/comm").read_text().strip() if Path(f"/proc/{pid}/comm").exists() else "?"
+        raise ProxyError(
+            f"port {port} on {address} is taken by pid {pid} ({comm}); stop it first "
+            "(Debian's own service: systemctl disable --now apt-cacher-ng)"
+        )
+
+
+def start_proxy(state: StateDir, port: int = PROXY_PORT) -> None:
+    """Start apt-cacher-ng (idempotent); returns once it listens on every bindable address.
 
     Restarts it when the set of bindable addresses changed (e.g. the bridges appeared since).
     """
     addresses = bind_addresses()
     pid = _running_pid(state)
-    if pid is not None and status(state)["addresses"] == addresses:
+    current = status(state)
+    wanted = (sorted(addresses), sorted(addresses), port)
+    if pid is not None and (sorted(current["addresses"]), current["listening"], current["port"]) == wanted:
         return
     if pid is not None:
         stop_proxy(state)
-    conf = write_config(state, addresses)
+    _refuse_foreign(port)
+    conf = write_config(state, addresses, port)
     log = open(_root(state) / "log" / "daemon.log", "ab")  # noqa: SIM115 (owned by the child)
     with log:
         child = subprocess.Popen(
@@ -137,12 +158,15 @@ def start_proxy(state: StateDir) -> None:
         )
     pidfile(state).write_text(f"{child.pid}\n")
     deadline = time.monotonic() + START_TIMEOUT
-    while not all(_listening(a) for a in addresses):
+    while sorted(a for a, p in listeners(port).items() if p == child.pid) != sorted(addresses):
         if child.poll() is not None:
-            raise ProxyError(f"apt-cacher-ng exited with {child.returncode}; see {_root(state) / 'log'}")
+            tail = (_root(state) / "log" / "daemon.log").read_text(errors="replace").strip().splitlines()[-3:]
+            raise ProxyError(f"apt-cacher-ng exited with {child.returncode}: {' / '.join(tail)}")
         if time.monotonic() > deadline:
+            stop_proxy(state)
             raise ProxyError(
-                f"apt-cacher-ng did not listen on {addresses} port {PROXY_PORT} within {START_TIMEOUT:.0f}s"
+                f"apt-cacher-ng did not listen on {addresses} port {port} within {START_TIMEOUT:.0f}s;"
+                f" see {_root(state) / 'log' / 'daemon.log'}"
             )
         time.sleep(0.1)
 
@@ -169,20 +193,22 @@ def _reap(pid: int) -> None:
 
 
 def status(state: StateDir) -> dict[str, Any]:
-    """{"running", "pid", "port", "addresses" (configured), "listening" (answering now), "cache_dir"}."""
+    """{"running", "pid", "port", "addresses" (configured), "listening" (bound by our pid now), ...}."""
     pid = _running_pid(state)
     conf = _root(state) / "conf" / "acng.conf"
-    addresses: list[str] = []
+    settings: dict[str, str] = {}
     if conf.is_file():
         for line in conf.read_text().splitlines():
-            if line.startswith("BindAddress:"):
-                addresses = line.split(":", 1)[1].split()
+            key, sep, value = line.partition(":")
+            if sep and not key.startswith("#"):
+                settings[key.strip()] = value.strip()
+    port = int(settings.get("Port", PROXY_PORT))
     return {
         "running": pid is not None,
         "pid": pid,
-        "port": PROXY_PORT,
-        "addresses": addresses,
-        "listening": [a for a in addresses if pid is not None and _listening(a)],
+        "port": port,
+        "addresses": settings.get("BindAddress", "").split(),
+        "listening": sorted(a for a, p in listeners(port).items() if pid is not None and p == pid),
         "cache_dir": str(_root(state) / "cache"),
         "guest_proxy": GUEST_PROXY_URL,
     }

@@ -159,6 +159,28 @@ def running_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StateDir
     assert not proxy.status(state)["running"]
 
 
+def test_proxy_start_stop_and_a_taken_port(tmp_path: Path) -> None:
+    """A second proxy on a spare port: starts, is idempotent, refuses a port another process holds, stops.
+
+    apt-cacher-ng cannot bind ports above 32767 ("Error resolving address for binding"), so the spare
+    port is looked for just above 3142 rather than taken from the kernel's ephemeral range.
+    """
+    port = next(p for p in range(proxy.PROXY_PORT + 1, proxy.PROXY_PORT + 100) if not proxy.listeners(p))
+    state, other = StateDir(tmp_path / "a"), StateDir(tmp_path / "b")
+    proxy.start_proxy(state, port=port)
+    try:
+        first = proxy.status(state)
+        assert first["running"] and first["port"] == port
+        assert first["listening"] == sorted(proxy.bind_addresses())
+        proxy.start_proxy(state, port=port)
+        assert proxy.status(state)["pid"] == first["pid"]  # idempotent: same process
+        with pytest.raises(proxy.ProxyError, match=f"port {port} on .* is taken by pid {first['pid']}"):
+            proxy.start_proxy(other, port=port)
+    finally:
+        proxy.stop_proxy(state)
+    assert not proxy.status(state)["running"] and proxy.listeners(port) == {}
+
+
 def test_proxy_serves_debian(running_proxy: StateDir) -> None:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": "http://127.0.0.1:3142"}))
     with opener.open("http://deb.debian.org/debian/dists/bookworm/Release", timeout=60) as response:
