@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from . import query
 from .config import ES_VERSION, Settings, format_bytes
@@ -120,7 +121,15 @@ class Api:
                 known_path = True
                 if route_method == method:
                     try:
-                        return handler(Request(method, path, params, body, match.groupdict()))
+                        return handler(
+                            Request(
+                                method,
+                                path,
+                                params,
+                                body,
+                                {k: unquote(v) for k, v in match.groupdict().items() if v is not None},
+                            )
+                        )
                     except EsError as err:
                         return err.status, err.body()
         if known_path:

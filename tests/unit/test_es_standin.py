@@ -364,10 +364,12 @@ def test_documents_and_search(node: Node) -> None:
     assert node.call("GET", "/tickets/_count")[1]["count"] == 2
     assert node.call("GET", f"/tickets/_doc/{created['_id']}")[1]["_source"] == {"title": "Email down"}
     assert node.call("GET", "/tickets/_doc/1")[0] == 404
+    assert node.call("PUT", "/tickets/_doc/a%2Fb%20c", {"title": "escaped id"})[1]["_id"] == "a/b c"
+    assert node.call("GET", "/tickets/_doc/a%2Fb%20c")[1]["_source"] == {"title": "escaped id"}
     status, missing = node.call("GET", "/nope/_search")
     assert status == 404 and missing["error"]["type"] == "index_not_found_exception"
     indices = node.call("GET", "/_cat/indices?format=json")[1]
-    assert [(i["index"], i["docs.count"], i["health"]) for i in indices] == [("tickets", "2", "green")]
+    assert [(i["index"], i["docs.count"], i["health"]) for i in indices] == [("tickets", "3", "green")]
     assert node.call("DELETE", "/tickets")[1] == {"acknowledged": True}
     assert node.call("DELETE", "/tickets")[0] == 404
 
