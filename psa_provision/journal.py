@@ -1,4 +1,4 @@
-"""The run journal and the phase lock, kept next to the inventory in `.psa-provision/`.
+"""The run journal and the phase lock, kept next to the inventory in `<inventory name>.journal/`.
 
 The journal is JSON lines: one record per step (host, component, kind, summary, state, task id),
 never secrets (summaries are masked by construction, see plan.Change). The lock stops two runs
@@ -19,12 +19,10 @@ from typing import Any
 
 from psa_provision.errors import LockHeld
 
-STATE_DIR = ".psa-provision"
-
 
 def state_dir(inventory_path: Path) -> Path:
-    """`<inventory dir>/.psa-provision/<inventory name>/` (created on demand)."""
-    return inventory_path.resolve().parent / STATE_DIR / inventory_path.stem
+    """`<inventory dir>/<inventory name>.journal/` (created on demand; git-ignored)."""
+    return inventory_path.resolve().parent / f"{inventory_path.stem}.journal"
 
 
 def _now() -> str:

@@ -16,7 +16,7 @@ from psa_provision.journal import Journal, PhaseLock, state_dir
 
 
 def test_state_dir_sits_next_to_the_inventory(tmp_path: Path) -> None:
-    assert state_dir(tmp_path / "inv" / "site.yml") == tmp_path / "inv" / ".psa-provision" / "site"
+    assert state_dir(tmp_path / "inv" / "site.yml") == tmp_path / "inv" / "site.journal"
 
 
 def test_journal_appends_records(tmp_path: Path) -> None:
