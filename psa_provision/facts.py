@@ -139,6 +139,8 @@ SECRET=({' '.join(q(f) for f in secret)})
 DIRS=({' '.join(q(d) for d in dirs)})
 SERVICES=({' '.join(q(s) for s in services)})
 is_secret() {{ local s; for s in "${{SECRET[@]}}"; do [ "$s" = "$1" ] && return 0; done; return 1; }}
+# One group read whole before it runs, stdin /dev/null: no command can eat a script fed on stdin.
+{{
 printf '{{"version":{FACTS_VERSION},"hostname":"%s"' "$(hostname)"
 printf ',"os_release":"%s"' "$(cat /etc/os-release 2>/dev/null | b64)"
 printf ',"packages":"%s"' \\
@@ -159,7 +161,8 @@ printf ',"services":"%s"' "$(for s in "${{SERVICES[@]}}"; do
     "$(systemctl is-enabled "$s" 2>/dev/null)"
 done | b64)"
 printf ',"users":"%s"' "$(cut -d: -f1 /etc/passwd | b64)"
-printf ',"npm_globals":"%s"' "$(ls /usr/lib/node_modules /usr/local/lib/node_modules 2>/dev/null | b64)"
+printf ',"npm_globals":"%s"' \\
+  "$(for d in /usr/lib/node_modules /usr/local/lib/node_modules; do ls "$d" 2>/dev/null; done | b64)"
 pg=""
 if command -v psql >/dev/null && systemctl is-active -q postgresql 2>/dev/null; then
   pg="$( {{ runuser -u postgres -- psql -XAtq -F $'\\t' -c {q(_PG_SQL)} 2>/dev/null
@@ -180,6 +183,7 @@ if id {catalog.APP_USER} >/dev/null 2>&1 && [ -f {catalog.APP_HOME}/.pm2/pm2.pid
 fi
 printf ',"bundle_checksum":"%s"' "$(cat {catalog.BUNDLE_STAMP} 2>/dev/null | tr -dc '0-9a-f')"
 printf '}}\\n'
+}} </dev/null
 """
 
 

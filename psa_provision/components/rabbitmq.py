@@ -26,6 +26,13 @@ USERS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+def _has_user(name: str) -> str:
+    """Shell test for a RabbitMQ user. stdin from /dev/null: rabbitmqctl would eat a password meant for
+    the next command; awk reads to the end, so pipefail never sees a SIGPIPE."""
+    found = "'$1 == u {f = 1} END {exit !f}'"
+    return f"rabbitmqctl -q list_users </dev/null | awk -v u={shlex.quote(name)} {found}"
+
+
 def _user_changes(ctx: HostContext, rabbit: RabbitFacts | None, name: str) -> list[Change]:
     key, tags = USERS[name]
     q = shlex.quote
@@ -33,7 +40,7 @@ def _user_changes(ctx: HostContext, rabbit: RabbitFacts | None, name: str) -> li
     perms = rabbit.permissions if rabbit else {}
     out: list[Change] = []
     if name not in users:
-        exists = f"rabbitmqctl -q list_users | grep -q '^{name}\\b'"
+        exists = _has_user(name)
         out.append(command(ctx, COMPONENT, f"create user {name}",
                            f"{exists} || rabbitmqctl -q add_user {q(name)}\n",
                            stdin=ctx.secrets.get(key).value + "\n"))
@@ -59,7 +66,7 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
         out += _user_changes(ctx, facts.rabbitmq, name)
     if facts.rabbitmq is None or "guest" in facts.rabbitmq.users:
         out.append(command(ctx, COMPONENT, "delete the default guest user",
-                           "if rabbitmqctl -q list_users | grep -q '^guest\\b'; then\n"
+                           f"if {_has_user('guest')}; then\n"
                            "  rabbitmqctl -q delete_user guest\nfi\n"))
     else:
         out.append(Noop(ctx.host, COMPONENT, "guest user absent"))

@@ -88,3 +88,25 @@ def test_last_line_is_the_document() -> None:
     doc = json.loads((CASES / "fresh_debian12_template.json").read_text())
     f = facts.parse_guest_facts("motd noise\n" + json.dumps(doc) + "\n")
     assert f.os_id == "debian"
+
+
+def test_converged_sandbox_recording_matches_what_the_plan_writes(spec: phases.ContainerSpec) -> None:
+    """Real facts of container 200 after `up phase0`: every planned file has the planned mode and owner,
+    every service runs, every app is online with its instance count."""
+    from test_planner import make_ctx
+
+    from psa_provision import planner
+    from psa_provision.plan import PutFile
+
+    f = facts.parse_guest_facts((CASES / "converged_phase0_sandbox.json").read_text())
+    fresh = planner.plan_guest(make_ctx(), facts.GuestFacts()).changes
+    for c in fresh:
+        if isinstance(c, PutFile):
+            have = f.files[c.path]
+            assert (have.mode, have.owner, have.group) == (c.mode, c.owner, c.group), c.path
+    assert f.files["/opt/psa-platform/.env"].content is None
+    assert all(s.active and s.enabled for s in f.services.values()), f.services
+    want = {n: s.instances for n, s in phases.load_phase("phase0", ROOT / "phases").services.items()}
+    assert {a.name: a.instances for a in f.pm2 or [] if a.status == "online"} == want
+    assert f.rabbitmq is not None and "guest" not in f.rabbitmq.users
+    assert f.npm_globals >= {"npm", "pm2"}

@@ -123,6 +123,19 @@ def test_secrets_reach_the_guest_only_through_stdin_or_files() -> None:
     assert SECRETS["rabbitmq.admin_password"] in stdin and SECRETS["rabbitmq.app_password"] in stdin
 
 
+def test_stdin_reaches_only_the_command_meant_to_read_it() -> None:
+    """rabbitmqctl (the Erlang VM) reads stdin: a list_users before add_user would swallow the password
+    (seen in the sandbox: "Password is not provided via argument or stdin")."""
+    plan = planner.plan_guest(make_ctx(), GuestFacts())
+    with_stdin = [c for c in plan.changes if getattr(c, "stdin", None)]
+    assert with_stdin
+    for c in with_stdin:
+        script: str = getattr(c, "script", "")
+        readers = [line for line in script.splitlines() for part in line.split("|")
+                   if ("rabbitmqctl" in part or "psql" in part) and "</dev/null" not in part]
+        assert len(readers) == 1, f"{c.summary}: more than one command may read stdin: {readers}"
+
+
 @pytest.mark.parametrize(("phase", "vmid"),
                          [("phase0", 200), ("phase1", 100), ("phase1", 230), ("phase2", 140)])
 def test_converged_guest_plans_only_noops(phase: str, vmid: int) -> None:
