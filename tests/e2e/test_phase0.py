@@ -171,6 +171,16 @@ def test_login_create_ticket_and_search_through_the_gateway(phase0: Site) -> Non
     assert status == 401
 
 
+def test_status_shows_the_container_and_healthy_services(phase0: Site) -> None:
+    run = phase0.cli("status", timeout=120)
+    assert run.code == 0, run.output[-3000:]
+    assert re.search(r"pve1\s*│\s*200\s*│\s*psa-all-in-one\s*│\s*running", run.stdout), run.stdout
+    for name, svc in phase0.phase.services.items():
+        pattern = rf"│ {re.escape(name)}\s*│\s*{svc.port}\s*│\s*(\d+)/(\d+) online\s*│\s*(\w+)"
+        row = re.search(pattern, run.stdout)
+        assert row and row[1] == row[2] == str(svc.instances) and row[3] == "healthy", f"{name}: {run.stdout}"
+
+
 # -- convergence -------------------------------------------------------------------------------------
 def test_second_up_changes_nothing(phase0: Site, guest: Connection) -> None:
     before, digest = snapshot(guest, phase0), config_digest(phase0)
@@ -213,3 +223,4 @@ def test_a_broken_guest_is_repaired(phase0: Site, guest: Connection) -> None:
     assert guest.run(f"stat -c %a {catalog.ENV_FILE}").stdout.strip() == "600"
     again = phase0.cli("up", "phase0", "--yes")
     assert again.code == 0 and again.summary()[0] == 0, again.output[-3000:]
+
