@@ -129,6 +129,8 @@ def test_scripts_are_valid_bash_and_keep_secrets_off_argv(ctx: HostContext, tmp_
     assert "0 2 * * * root /usr/local/bin/backup-psa.sh" in files["/etc/cron.d/psa-backup"]
     backup = files["/usr/local/bin/backup-psa.sh"]
     assert "_snapshot/psa_backup" in backup
+    # Debian's rabbitmqctl runs as rabbitmq: it writes the definitions to stdout, the root script to a file
+    assert 'export_definitions - </dev/null > "$BACKUP_DIR/rabbitmq_$DATE.json"' in backup
     assert '"location":"/opt/psa-platform/backups/elasticsearch"' in backup
 
 
