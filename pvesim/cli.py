@@ -34,6 +34,14 @@ def _step(what: str, fn: Callable[[], Any]) -> Any:
     return fn()
 
 
+PROXY_KEYS = ("guest_proxy", "port", "addresses", "cache_dir")
+
+
+def _stable(proxy_status: dict[str, Any]) -> dict[str, Any]:
+    """What clients need from the proxy's status (not its pid), so credentials.json stays put."""
+    return {k: proxy_status[k] for k in PROXY_KEYS if k in proxy_status}
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Bring the sandbox up; idempotent (a second run changes nothing)."""
     state = StateDir(Path(args.state_dir))
@@ -54,7 +62,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     proxy = _optional("proxy")
     if proxy is not None:
         _step("package proxy (apt-cacher-ng)", lambda: proxy.start_proxy(state))
-        extra["proxy"] = proxy.status(state)
+        extra["proxy"] = _stable(proxy.status(state))
     repos = _optional("repos")
     if repos is not None:
         _step("local apt repositories", lambda: repos.build_repos(state, _say))

@@ -11,6 +11,7 @@ import contextlib
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 import traceback
@@ -250,6 +251,14 @@ class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """TLS handshakes refused (client without our CA) are one line in api.log, not a traceback."""
+        err = sys.exc_info()[1]
+        if isinstance(err, (ssl.SSLError, ConnectionError)):
+            print(f"connection from {client_address[0]}: {err}", file=sys.stderr, flush=True)
+            return
+        super().handle_error(request, client_address)
 
 
 def make_server(app: App, cert: Path, key: Path, host: str = "127.0.0.1", port: int = 8006) -> ApiServer:
