@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
 from .errors import InputError
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:  # pydantic is imported at run time only by the model modules (inventory, phases)
+    from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound="BaseModel")
 Loc = tuple[str | int, ...]
 
 
@@ -117,8 +119,10 @@ def load_model(path: Path, model: type[M], *, context: dict[str, Any] | None = N
         raise InputError(f"{path}:1: expected a mapping of keys at the top level")
     try:
         return model.model_validate(data, context=context)
-    except ValidationError as exc:
-        raise InputError(format_errors(path, exc, data, lines)) from None
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        if not hasattr(exc, "errors"):
+            raise
+        raise InputError(format_errors(path, cast("ValidationError", exc), data, lines)) from None
 
 
 def dump_yaml(data: Any) -> str:

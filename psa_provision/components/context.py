@@ -7,7 +7,7 @@ components then turn (ctx, facts) into Changes without touching anything.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
@@ -39,7 +39,6 @@ class HostContext:
     extra_cas: tuple[tuple[str, str], ...] = ()  # (guest file name, PEM text)
     bundle: Bundle | None = None
     ssh_public_key: str = ""
-    overrides: dict[str, object] = field(default_factory=dict)  # test hook: template values
 
     @property
     def host(self) -> str:
