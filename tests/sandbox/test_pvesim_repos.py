@@ -203,13 +203,14 @@ GUEST_VMID, GUEST_IP = 9060, "10.0.20.246"
 GUEST_TEMPLATE = "debian-12-standard_12.7-1_amd64.tar.zst"
 
 
-def _attach(vmid: int, script: str, timeout: float = 600) -> str:
+def _attach(vmid: int, script: str, timeout: float = 600, stdin: str | None = None) -> str:
     """Run a shell script in the container (lxc-attach, as root); a failure shows its output."""
     result = subprocess.run(
         ["lxc-attach", "-n", str(vmid), "--", "sh", "-ec", script],
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=stdin,
     )
     assert result.returncode == 0, f"{script}\n---\n{result.stdout}\n{result.stderr}"
     return result.stdout
@@ -281,6 +282,14 @@ def test_guest_installs_nodejs_and_elasticsearch_through_the_repos(guest: int) -
     assert versions.splitlines()[1].startswith(f"{repos.NPM_MAJOR}.")  # npm from the package, runs on node
     assert versions.strip().endswith(f"{ES_VERSION}-standin")
     assert _attach(guest, "systemctl is-active elasticsearch || true").strip() == "inactive"  # not started
+    ca = Path(info["guest_ca_file"]).read_text()
+    npm_view = _attach(
+        guest,
+        f"cat > /root/host-ca.crt; npm view is-number version --proxy {info['proxy']}"
+        f" --https-proxy {info['proxy']} --cafile /root/host-ca.crt",
+        stdin=ca,
+    )
+    assert npm_view.strip().count(".") == 2  # npm in the guest reached the registry through the proxy
     yml = (
         "cluster.name: psa-platform\nnode.name: psa-node-1\nnetwork.host: 127.0.0.1\nhttp.port: 9200\n"
         "path.data: /var/lib/elasticsearch\npath.logs: /var/log/elasticsearch\npath.repo: /srv/es-backups\n"
