@@ -53,6 +53,12 @@ def _guard(out: Output, fn: Callable[[], T]) -> T:
     except KeyboardInterrupt:
         out.warn("interrupted")
         raise typer.Exit(130) from None
+    except Exception as exc:  # a bug of ours: still one line, the traceback only on request
+        if os.environ.get("PSA_DEBUG"):
+            raise
+        out.error(ProvisionError(f"internal error: {type(exc).__name__}: {exc}",
+                                 hint="this is a bug in psa-provision; PSA_DEBUG=1 shows the traceback"))
+        raise typer.Exit(1) from None
 
 
 def _state(ctx: typer.Context) -> State:

@@ -455,7 +455,7 @@ def destroy_targets(site: Site) -> tuple[ProxmoxClient, list[ContainerState], li
             notes.append(f"container {spec.vmid} on {where} was not created by psa-provision: left alone")
             continue
         running = px.status(where, spec.vmid).get("status") == "running"
-        ours.append(ContainerState(dataclasses.replace(spec, node=where), config, running))
+        ours.append(ContainerState(spec.model_copy(update={"node": where}), config, running))
     return px, ours, notes
 
 

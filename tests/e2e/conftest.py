@@ -28,6 +28,7 @@ from psa_provision.ssh import Connection
 PVESIM = Path(sys.executable).with_name("pvesim")
 CLI = [str(Path(sys.executable).with_name("psa-provision"))]
 UP_TIMEOUT = 3600
+_FAILED: list[str] = []
 
 
 @dataclass
@@ -116,6 +117,16 @@ def phase0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     For quicker iterations PSA_E2E_KEEP=1 with PSA_E2E_WORKDIR=DIR (an earlier run's directory,
     same SSH key) skips the destroy: the first `up` is then a warm one.
     """
+    if _FAILED:  # a failed session fixture is retried per test by pytest: do not provision again
+        pytest.fail(_FAILED[0])
+    try:
+        yield from _provision(tmp_path_factory)
+    except BaseException as exc:
+        _FAILED.append(f"phase 0 provisioning failed earlier in this session: {str(exc)[:3000]}")
+        raise
+
+
+def _provision(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     keep = os.environ.get("PSA_E2E_KEEP") == "1" and bool(os.environ.get("PSA_E2E_WORKDIR"))
     workdir = Path(os.environ["PSA_E2E_WORKDIR"]) if keep else tmp_path_factory.mktemp("e2e-phase0")
     inventory = write_inventory(workdir, sandbox_credentials())
