@@ -458,19 +458,24 @@ class Api:
         }
 
     def bulk(self, req: Request) -> Response:
+        """POST /_bulk: NDJSON action lines (index/create/update take the next line as the document)."""
         lines = [line for line in req.body.decode().splitlines() if line.strip()]
         items, errors, position = [], False, 0
-        while position < len(lines):
-            action_line = json.loads(lines[position])
-            action, meta = next(iter(action_line.items()))
-            position += 1
-            source: JsonDict = {}
-            if action in ("index", "create", "update"):
-                source = json.loads(lines[position])
+        try:
+            while position < len(lines):
+                action, meta = next(iter(json.loads(lines[position]).items()))
                 position += 1
-            item = self._bulk_item(action, meta, source, req.match.get("index"))
-            errors = errors or "error" in item
-            items.append({action: item})
+                source: JsonDict = {}
+                if action in ("index", "create", "update"):
+                    source = json.loads(lines[position])
+                    position += 1
+                item = self._bulk_item(action, meta, source, req.match.get("index"))
+                errors = errors or "error" in item
+                items.append({action: item})
+        except (ValueError, IndexError, StopIteration, AttributeError) as err:
+            raise EsError(
+                400, "illegal_argument_exception", f"Malformed action/metadata line [{position + 1}]: {err}"
+            ) from err
         return 200, {"took": 1, "errors": errors, "items": items}
 
     def _bulk_item(

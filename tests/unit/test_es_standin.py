@@ -358,6 +358,8 @@ def test_documents_and_search(node: Node) -> None:
         and result["errors"] is False
         and [i.get("index", i.get("delete"))["status"] for i in result["items"]] == [201, 200]
     )
+    bad = node.call("POST", "/_bulk", ndjson='{"index":{"_index":"tickets"}}\nnot json\n')
+    assert bad[0] == 400 and bad[1]["error"]["type"] == "illegal_argument_exception"
     assert node.call("POST", "/tickets/_refresh")[0] == 200
     search = node.call("POST", "/tickets/_search", {"query": {"match": {"title": "printer"}}})[1]
     assert [h["_id"] for h in search["hits"]["hits"]] == ["3"] and search["hits"]["total"]["value"] == 1
