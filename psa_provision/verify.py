@@ -207,6 +207,9 @@ def failure_message(text: str) -> str:
     """The check's own words from a failure: `AssertionError: <msg>` without pytest's `assert ...`
     explanation that follows it; a bare assert or another exception keeps its first lines."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
+    if lines and lines[0].startswith("Failed: "):  # pytest.fail(...) from a fixture
+        lines[0] = lines[0].removeprefix("Failed: ")
+        return "\n".join(lines[:DETAIL_LINES])
     if lines and lines[0].startswith("AssertionError: "):
         own: list[str] = []
         for line in lines:

@@ -80,16 +80,30 @@ def ctx() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def container(host: Any, ctx: dict[str, Any]) -> dict[str, Any]:
-    """The phase file's entry for the container behind `host` (its spec, components, services)."""
-    data: dict[str, Any] = ctx["containers"][host.backend.get_hostname()]
+def host(_testinfra_host: Any) -> Any:
+    """testinfra's host, checked once per container: if SSH fails, every check on it says why."""
+    name = _testinfra_host.backend.get_hostname()
+    try:
+        result = _testinfra_host.run("true")
+    except RuntimeError as exc:  # testinfra's ssh backend raises when ssh itself exits 255
+        stderr = getattr(exc.args[0], "stderr", "") if exc.args else ""
+        pytest.fail(f"SSH to {name} failed: {str(stderr).strip()[:200]}", pytrace=False)
+    if result.rc != 0:
+        pytest.fail(f"a shell on {name} failed: {result.stderr.strip()[:200]}", pytrace=False)
+    return _testinfra_host
+
+
+@pytest.fixture(scope="module")
+def container(_testinfra_host: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The phase file's entry for the container behind the host (its spec, components, services)."""
+    data: dict[str, Any] = ctx["containers"][_testinfra_host.backend.get_hostname()]
     return data
 
 
 @pytest.fixture(scope="module")
-def expected(host: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+def expected(_testinfra_host: Any, ctx: dict[str, Any]) -> dict[str, Any]:
     """Rendered values the container's components must show (settings, cluster name, heap...)."""
-    data: dict[str, Any] = ctx.get("expected", {}).get(host.backend.get_hostname(), {})
+    data: dict[str, Any] = ctx.get("expected", {}).get(_testinfra_host.backend.get_hostname(), {})
     return data
 
 

@@ -193,5 +193,6 @@ def test_failure_message_keeps_the_checks_own_words() -> None:
             "assert (420, 'psa') == (384, 'psa')\n  +  where 420 = <file>.mode")
     assert verify.failure_message(text) == "/opt/psa-platform/.env is mode 0644 owner psa, want 0600 psa"
     assert verify.failure_message("assert 1 == 2\n +  where 1 = f()") == "assert 1 == 2\n +  where 1 = f()"
+    assert verify.failure_message("Failed: SSH to aio failed: refused") == "SSH to aio failed: refused"
     refused = "RuntimeError: ssh: connect refused"
     assert verify.failure_message(refused) == refused
