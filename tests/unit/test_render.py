@@ -151,3 +151,20 @@ def test_secret_in_content_masked_in_diff(ctx: HostContext) -> None:
     pw = ctx.secrets.get("redis.password").value
     assert pw in put.content
     assert pw not in put.diff and f"+requirepass {MASK}" in put.diff
+
+
+def test_phase1_addresses_follow_the_phase_file() -> None:
+    """Infrastructure on its own container listens on its private address for the app container only."""
+    from test_planner import make_ctx
+
+    pg = make_ctx("phase1", 100)
+    assert "listen_addresses = '10.0.30.10,localhost'" in lines(postgresql.conf_content(pg))
+    hba = [" ".join(line.split()) for line in postgresql.hba_content(pg).splitlines()]
+    assert "host psa_platform psa_app 10.0.20.230/32 scram-sha-256" in hba
+    assert "bind 10.0.30.20 127.0.0.1" in lines(redis.content(make_ctx("phase1", 110)))
+    env = app.env_content(make_ctx("phase1", 230))
+    for want in ("POSTGRES_HOST=10.0.30.10", "REDIS_HOST=10.0.30.20", "RABBITMQ_HOST=10.0.30.30",
+                 "ELASTICSEARCH_HOST=10.0.30.40", "SERVICE_BIND=127.0.0.1", "AUTH_SERVICE_URL=http://127.0.0.1:3010"):
+        assert want in env.splitlines(), want
+    env2 = app.env_content(make_ctx("phase2", 120)).splitlines()
+    assert "TICKETS_SERVICE_URL=http://10.0.20.140:3030" in env2 and "SERVICE_BIND=10.0.20.120" in env2
