@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import secrets as secrets_mod
 from .errors import InputError
-from .inventory import DEFAULT_INVENTORY, load_inventory
+from .inventory import DEFAULT_INVENTORY, REPO_ROOT, load_inventory
 
 
 @dataclass
@@ -63,7 +63,11 @@ def init(inventory_path: Path = DEFAULT_INVENTORY, *, force: bool = False) -> In
     result = InitResult(inventory_path)
     if not inventory_path.exists():
         inventory_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(DEFAULT_INVENTORY, inventory_path)
+        text = DEFAULT_INVENTORY.read_text(encoding="utf-8")
+        if inventory_path.resolve().parent != DEFAULT_INVENTORY.parent:
+            # `../phases` is relative to inventories/; elsewhere point at this checkout's phases
+            text = text.replace("phases_dir: ../phases", f"phases_dir: {REPO_ROOT / 'phases'}")
+        inventory_path.write_text(text, encoding="utf-8")
         result.created.append(f"inventory {inventory_path} (copy of {DEFAULT_INVENTORY.name}: edit it)")
     else:
         result.kept.append(f"inventory {inventory_path}")

@@ -19,6 +19,9 @@ def test_init_creates_then_keeps(tmp_path: Path) -> None:
     inv = tmp_path / "site" / "sandbox.yml"
     first = init(inv)
     assert inv.is_file()
+    from psa_provision.inventory import REPO_ROOT, load_inventory
+
+    assert load_inventory(inv).phases_dir == REPO_ROOT / "phases"
     key = tmp_path / "site" / "keys" / "sandbox_ed25519"
     sec = tmp_path / "site" / "sandbox.secrets.yml"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
