@@ -35,8 +35,8 @@ class AccessLog:
         self._lock = threading.Lock()
 
     def record(self, method: str, path: str, params: Mapping[str, Any], status: int, user: str | None,
-               duration: float) -> None:
-        """Write one line: time, method, path, masked params, status, user, duration_ms."""
+               duration: float, error: str | None = None) -> None:
+        """Write one line: time, method, path, masked params, status, user, duration_ms (+ error)."""
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "method": method,
@@ -46,5 +46,7 @@ class AccessLog:
             "user": user,
             "duration_ms": round(duration * 1000, 1),
         }
+        if error is not None:
+            entry["error"] = _mask_text(error)
         with self._lock, self.path.open("a") as f:
             f.write(json.dumps(entry) + "\n")

@@ -55,6 +55,22 @@ def ticket(req: Request) -> dict[str, Any]:
     }
 
 
+@route("GET", "/access/permissions")
+def permissions(req: Request) -> dict[str, dict[str, int]]:
+    """The caller's (or `userid`'s) privileges per path: {path: {priv: propagate}} as PVE dumps them."""
+    from pvesim.auth import ROLES, TOKENS, require
+
+    who = req.params.get("userid", req.identity.name)
+    if who != req.identity.name:
+        require(req.identity, "/access", "Sys.Audit")
+    user, _, token = who.partition("!")
+    if user != "root@pam" or (token and token not in TOKENS):
+        raise ApiError(500, f"no such user ('{who}')")
+    privs = ROLES[TOKENS[token]] if token else req.app.auth.ticket_identity(user).privs
+    paths = [req.params["path"]] if "path" in req.params else ["/", "/access", "/nodes", "/storage", "/vms"]
+    return {path: dict.fromkeys(sorted(privs), 1) for path in paths}
+
+
 @route("GET", "/version")
 def version(req: Request) -> dict[str, str]:
     """PVE version info."""

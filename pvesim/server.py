@@ -240,7 +240,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "max-age=0")
         self.end_headers()
         self.wfile.write(payload)
-        app.access.record(self.command, path, params, status, user, time.monotonic() - start)
+        app.access.record(self.command, path, params, status, user, time.monotonic() - start,
+                          reason if status >= 400 else None)
 
     do_GET = do_POST = do_PUT = do_DELETE = _serve
 

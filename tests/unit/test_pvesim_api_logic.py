@@ -82,17 +82,17 @@ class Client:
     def __init__(self, app: App, headers: dict[str, str]) -> None:
         self.app, self.headers = app, headers
 
-    def __call__(self, method: str, path: str, **params: Any) -> tuple[int, dict[str, Any]]:
-        status, _reason, body, _user = self.app.handle(method, path, params, dict(self.headers))
+    def __call__(self, method: str, url: str, **params: Any) -> tuple[int, dict[str, Any]]:
+        status, _reason, body, _user = self.app.handle(method, url, params, dict(self.headers))
         return status, body
 
-    def ok(self, method: str, path: str, **params: Any) -> Any:
-        status, body = self(method, path, **params)
+    def ok(self, method: str, url: str, **params: Any) -> Any:
+        status, body = self(method, url, **params)
         assert status == 200, body
         return body["data"]
 
-    def task(self, method: str, path: str, **params: Any) -> dict[str, Any]:
-        upid = self.ok(method, path, **params)
+    def task(self, method: str, url: str, **params: Any) -> dict[str, Any]:
+        upid = self.ok(method, url, **params)
         deadline = time.monotonic() + 10
         while True:
             rec = self.app.tasks.status(upid)
@@ -292,6 +292,14 @@ def test_access_log_masks_secrets(app: App, api: Client, secrets: dict[str, Any]
     assert secrets["password"] not in text and "AAAA" not in text
     entry = json.loads(text.splitlines()[-1])
     assert entry["params"] == {"username": "root@pam", "password": "***", "ssh-public-keys": "***"}
+
+
+def test_permissions_dump(app: App, secrets: dict[str, Any], api: Client) -> None:
+    ro = token(app, secrets, "readonly")
+    mine = ro.ok("GET", "/access/permissions", path="/vms/9000")
+    assert mine == {"/vms/9000": dict.fromkeys(sorted(auth.ROLES["PVEAuditor"]), 1)}
+    assert "VM.Allocate" not in api.ok("GET", "/access/permissions", userid="root@pam!restricted")["/"]
+    assert ro("GET", "/access/permissions", userid="root@pam")[0] == 200  # auditors hold Sys.Audit
 
 
 def test_resize_grows_and_refuses_to_shrink(app: App, api: Client) -> None:
