@@ -150,6 +150,9 @@ def cmd_fault(args: argparse.Namespace) -> int:
         faults.expire_tickets()
     elif kind == "ticket-lifetime":
         faults.set_ticket_lifetime(args.seconds)
+    elif kind == "kill-guest":
+        lxc = importlib.import_module("pvesim.lxc")
+        lxc.LxcBackend(StateDir(Path(args.state_dir))).stop(args.vmid, _say)
     else:
         rule: dict[str, Any] = {"kind": kind, "count": args.count}
         for key in ("type", "message", "seconds", "status", "path"):
@@ -188,6 +191,8 @@ def _fault_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     kinds.add_parser("expire-tickets", help="every ticket issued until now is expired")
     k = kinds.add_parser("ticket-lifetime", help="override the 2 h ticket lifetime")
     k.add_argument("seconds", type=int)
+    k = kinds.add_parser("kill-guest", help="hard-stop a container behind the API's back (a crash)")
+    k.add_argument("vmid", type=int)
     kinds.add_parser("clear", help="remove all rules")
     kinds.add_parser("list", help="show the rules")
 

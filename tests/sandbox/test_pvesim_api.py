@@ -331,6 +331,19 @@ def test_injected_task_failure(proxmox: ProxmoxAPI, wait_task: TaskWaiter, templ
     assert 9009 not in [r["vmid"] for r in proxmox.cluster.resources.get(type="vm")]
 
 
+def test_killed_guest_reads_stopped(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str) -> None:
+    _purge(proxmox, wait_task, [9003])
+    try:
+        upid = proxmox.nodes("pve1").lxc.post(vmid=9003, ostemplate=template, rootfs="local-lvm:2",
+                                              unprivileged=1, start=1, memory=128)
+        assert wait_task("pve1", upid)["exitstatus"] == "OK"
+        assert proxmox.nodes("pve1").lxc(9003).status.current.get()["status"] == "running"
+        pvesim("fault", "kill-guest", "9003")
+        assert proxmox.nodes("pve1").lxc(9003).status.current.get()["status"] == "stopped"
+    finally:
+        _purge(proxmox, wait_task, [9003])
+
+
 @pytest.mark.usefixtures("faults")
 def test_expired_tickets_are_refused_then_a_new_login_works(pvesim_credentials: dict[str, Any]) -> None:
     creds = pvesim_credentials
