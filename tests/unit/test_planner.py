@@ -172,3 +172,40 @@ def test_changed_secret_in_env_reloads_pm2_and_masks_diff() -> None:
     env = changes[0]
     assert isinstance(env, PutFile) and "f" * 64 in env.content and "f" * 64 not in env.diff
     assert "reload /opt/psa-platform/ecosystem.config.js --update-env" in getattr(changes[1], "script", "")
+
+
+def test_bundle_checksum_follows_sources_not_build_output(tmp_path: Path) -> None:
+    from psa_provision.components.context import bundle_checksum
+
+    (tmp_path / "services" / "auth" / "src").mkdir(parents=True)
+    (tmp_path / "package.json").write_text("{}")
+    src = tmp_path / "services" / "auth" / "src" / "index.ts"
+    src.write_text("export {}\n")
+    first = bundle_checksum(tmp_path)
+    for built in ("node_modules/x/index.js", "services/auth/dist/index.js", "npm-debug.log"):
+        (tmp_path / built).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / built).write_text("built")
+    assert bundle_checksum(tmp_path) == first
+    src.write_text("export const x = 1\n")
+    assert bundle_checksum(tmp_path) != first
+
+
+def test_build_context_reads_cas_and_refuses_bad_ones(tmp_path: Path) -> None:
+    from psa_provision.components.context import build_context
+    from psa_provision.errors import InputError
+
+    ctx = make_ctx()
+    pem = tmp_path / "corp.pem"
+    pem.write_text(CA[1])
+    packages = ctx.inventory.packages.model_copy(update={"extra_ca_files": [pem]})
+    inv = ctx.inventory.model_copy(update={"packages": packages})
+    built = build_context(inv, ctx.phase, ctx.container, ctx.secrets, bundle_dir=None)
+    assert built.extra_cas == (("psa-extra-0-corp.crt", CA[1]),) and built.bundle is None
+    pem.write_text("not a certificate")
+    with pytest.raises(InputError, match="not a PEM certificate"):
+        build_context(inv, ctx.phase, ctx.container, ctx.secrets, bundle_dir=None)
+    pem.unlink()
+    with pytest.raises(InputError, match="cannot read CA certificate"):
+        build_context(inv, ctx.phase, ctx.container, ctx.secrets, bundle_dir=None)
+    with pytest.raises(InputError, match="app bundle is missing"):
+        build_context(ctx.inventory, ctx.phase, ctx.container, ctx.secrets, bundle_dir=tmp_path)
