@@ -223,7 +223,7 @@ def _repo_server(state: StateDir) -> Any:
 
 def serve(state: StateDir) -> None:
     """Run the API in the foreground until SIGTERM/SIGINT (what the detached process does)."""
-    from pvesim import handlers_cluster, handlers_lxc, handlers_snapshot, handlers_tasks  # noqa: F401
+    from pvesim import handlers  # noqa: F401 - registers every endpoint
     from pvesim.server import App, make_server
 
     settings = load_settings(state)

@@ -158,3 +158,11 @@ def resource_entry(app: App, node: str, vmid: int) -> dict[str, Any]:
 def now() -> int:
     """Epoch seconds (snaptime)."""
     return int(time.time())
+
+
+def backend_values(conf: PveConf) -> dict[str, str]:
+    """The main section as the backend sees it (description included, lock left out)."""
+    values = {k: v for k, v in conf.main.values.items() if k != "lock"}
+    if conf.main.description:
+        values["description"] = conf.main.description
+    return values

@@ -7,13 +7,12 @@ from typing import Any
 from pvesim import handlers_lxcstore as store
 from pvesim import pveconf
 from pvesim.backend import Log
-from pvesim.handlers_cluster import check_node
 from pvesim.pveconf import Section
 from pvesim.server import ApiError, App, Request, route
 
 
 def _target(req: Request) -> tuple[App, str, int]:
-    node = check_node(req)
+    node = req.node()
     return req.app, node, req.int("vmid")
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvesim.handlers_cluster import check_node
 from pvesim.server import ApiError, Reply, Request, route
 from pvesim.tasks import parse_upid
 
 
 def _task(req: Request) -> dict[str, Any]:
-    node = check_node(req)
+    node = req.node()
     upid = req.params["upid"]
     try:
         parsed = parse_upid(upid)
@@ -34,7 +33,7 @@ def _entry(rec: dict[str, Any]) -> dict[str, Any]:
 @route("GET", "/nodes/{node}/tasks")
 def task_list(req: Request) -> Reply:
     """Tasks of a node, newest first, with PVE's filters."""
-    node = check_node(req)
+    node = req.node()
     p = req.params
     recs = [r for r in req.app.tasks.all() if r["node"] == node]
     source = p.get("source", "archive")

@@ -76,6 +76,14 @@ class Request:
         """A boolean parameter (0/1)."""
         return self.params.get(name) == "1"
 
+    def node(self) -> str:
+        """The node named in the path; unknown nodes fail like PVE's hostname lookup."""
+        node = self.params["node"]
+        if node not in self.app.nodes:
+            raise ApiError(500, f"hostname lookup '{node}' failed - failed to get address info for: {node}: "
+                           "Name or service not known")
+        return node
+
 
 Handler = Callable[[Request], Any]
 HANDLERS: dict[tuple[str, str], Handler] = {}

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pvesim import auth, handlers_cluster, handlers_lxc, handlers_snapshot, handlers_tasks  # noqa: F401
+from pvesim import auth, handlers  # noqa: F401
 from pvesim.backend import BackendError, Log, RuntimeStatus
 from pvesim.paths import StateDir
 from pvesim.server import App

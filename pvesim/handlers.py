@@ -1,0 +1,10 @@
+"""Importing this registers every API endpoint with the server (each handlers_* module registers its own)."""
+
+from pvesim import (  # noqa: F401
+    handlers_cluster,
+    handlers_config,
+    handlers_lxc,
+    handlers_snapshot,
+    handlers_storage,
+    handlers_tasks,
+)
