@@ -92,7 +92,16 @@ def save_settings(state: StateDir, settings: dict[str, Any]) -> bool:
 
 
 def credentials(state: StateDir, extra: dict[str, Any]) -> dict[str, Any]:
-    """What a client needs: URL, CA, nodes, tokens, user/password, access log, plus `extra`."""
+    """What a client needs (`pvesim credentials --json`).
+
+    url, host, port, ca_file (the sandbox CA; verify TLS with it), nodes, user + password (ticket
+    login), token_id/token_secret (Administrator), readonly_token_id/readonly_token_secret
+    (PVEAuditor), restricted_token_id/restricted_token_secret (no VM.Allocate, no
+    Datastore.AllocateTemplate), access_log, state_dir, and from `extra` (written by `pvesim up`):
+    proxy = {guest_proxy, port, addresses, cache_dir} (apt-cacher-ng) and repos =
+    repos.client_info(): {proxy, no_proxy, guest_ca_file, repos: {nodejs|elasticsearch: {url, suite,
+    component, key_url, package}}}.
+    """
     sec = ensure_secrets(state)
     tokens = sec["tokens"]
     settings = load_settings(state)
