@@ -230,6 +230,15 @@ def _repo_server(state: StateDir) -> Any:
     return server
 
 
+def _host_rebooted(state: StateDir) -> bool:
+    """True once per host boot (kernel boot_id changed since the daemon last ran): time for onboot."""
+    current = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    record = state.root / "boot_id"
+    previous = record.read_text().strip() if record.exists() else None
+    record.write_text(current)
+    return previous is not None and previous != current
+
+
 def serve(state: StateDir) -> None:
     """Run the API in the foreground until SIGTERM/SIGINT (what the detached process does)."""
     from pvesim import handlers  # noqa: F401 - registers every endpoint
@@ -239,6 +248,10 @@ def serve(state: StateDir) -> None:
     app = App(state, list(settings["nodes"]), _backend(state), auth.Auth(ensure_secrets(state)),
               settings)
     server = make_server(app, state.ca / "server.pem", state.ca / "server.key", HOST, API_PORT)
+    if _host_rebooted(state):
+        from pvesim.handlers_lxc import start_onboot
+
+        print(f"host booted since the last run: onboot containers start in {start_onboot(app)}", flush=True)
     repo_server = _repo_server(state)
     state.pidfile.write_text(str(os.getpid()))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from pvesim import handlers_lxcstore as store
@@ -12,7 +13,7 @@ from pvesim.auth import require
 from pvesim.backend import Log
 from pvesim.handlers_storage import STORAGES
 from pvesim.pveconf import PveConf
-from pvesim.server import ApiError, Request, route
+from pvesim.server import ApiError, App, Request, route
 
 # Parameters of `pct create` that are actions or secrets, never config keys.
 NOT_CONFIG = {"node", "vmid", "ostemplate", "password", "ssh-public-keys", "start", "storage", "force",
@@ -300,3 +301,41 @@ def _interface(entry: dict[str, str]) -> dict[str, Any]:
                               "prefix": int(prefix) if prefix.isdigit() else 0})
     out.setdefault("ip-addresses", addresses)
     return out
+
+
+def _startup_order(values: dict[str, str]) -> int:
+    """`startup: order=3,up=30` -> 3; containers without an order start last, as in PVE."""
+    props = pveconf.parse_property_string(values.get("startup", ""), "order")
+    order = props.get("order", "")
+    return int(order) if order.isdigit() else 1 << 30
+
+
+def start_onboot(app: App) -> list[str]:
+    """After a host boot, start every stopped container with onboot=1 in a `startall` task per node."""
+    upids = []
+    for node in app.nodes:
+        todo = []
+        for vmid in store.vmids(app, node):
+            values = store.load(app, node, vmid)[0].main.values
+            if values.get("onboot") == "1" and "lock" not in values and not store.is_running(app, vmid):
+                todo.append((_startup_order(values), vmid))
+        if todo:
+            upids.append(app.tasks.start(node, "startall", "", "root@pam",
+                                         _start_all(app, node, [v for _, v in sorted(todo)])))
+    return upids
+
+
+def _start_all(app: App, node: str, vmids: list[int]) -> Callable[[Log], None]:
+    """The worker of a startall task: start each in order; one failing does not keep the others down."""
+    def work(log: Log) -> None:
+        failed = []
+        for vmid in vmids:
+            log(f"Starting CT {vmid}")
+            try:
+                _start(app, node, vmid, log)
+            except Exception as e:  # reported at the end, after the others were started
+                log(f"Starting CT {vmid} failed: {e}")
+                failed.append(vmid)
+        if failed:
+            raise RuntimeError(f"could not start CT {', '.join(map(str, failed))}")
+    return work

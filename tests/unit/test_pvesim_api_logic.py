@@ -316,3 +316,19 @@ def test_interfaces_carry_pve8_fields(api: Client) -> None:
     eth0 = api.ok("GET", "/nodes/pve1/lxc/9000/interfaces")[0]
     assert eth0["hardware-address"] == eth0["hwaddr"]
     assert eth0["ip-addresses"] == [{"ip-address": "10.0.20.50", "ip-address-type": "ipv4", "prefix": 24}]
+
+
+def test_onboot_containers_start_after_a_host_boot(app: App, api: Client) -> None:
+    from pvesim.handlers_lxc import start_onboot
+
+    create(api, 9000, startup="order=2", onboot=1)
+    create(api, 9001, onboot=0)
+    create(api, 9002, startup="order=1", onboot=1)
+    [upid] = start_onboot(app)
+    rec = app.tasks.wait(upid, timeout=10)
+    assert rec is not None and rec["exitstatus"] == "OK" and rec["type"] == "startall"
+    assert [line for line in app.tasks.log(upid) if line.startswith("Starting")] == [
+        "Starting CT 9002", "Starting CT 9000"]
+    running = {v for v, ct in app.backend.cts.items() if ct["running"]}  # type: ignore[attr-defined]
+    assert running == {9000, 9002}
+    assert start_onboot(app) == []  # nothing left to start
