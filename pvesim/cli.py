@@ -46,7 +46,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Bring the sandbox up; idempotent (a second run changes nothing)."""
     state = StateDir(Path(args.state_dir))
     state.root.mkdir(parents=True, exist_ok=True)
-    state.root.chmod(0o700)
+    # 0711: unprivileged containers (host uid 100000) must traverse it to reach their rootfs;
+    # nothing in it is listable, and secrets inside are 0600.
+    state.root.chmod(0o711)
     settings = daemon.load_settings(state)
     if args.nodes:
         settings["nodes"] = [n.strip() for n in args.nodes.split(",") if n.strip()]
@@ -62,11 +64,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     proxy = _optional("proxy")
     if proxy is not None:
         _step("package proxy (apt-cacher-ng)", lambda: proxy.start_proxy(state))
-        extra["proxy"] = _stable(proxy.status(state))
+        extra["proxy_service"] = _stable(proxy.status(state))
     repos = _optional("repos")
     if repos is not None:
         _step("local apt repositories", lambda: repos.build_repos(state, _say))
-        extra["repos"] = repos.client_info(state)
+        extra.update(repos.client_info(state))
     if daemon.write_credentials(state, extra):
         _say(f"- wrote {state.credentials}")
     if nodes_changed and daemon.daemon_pid(state) is not None:

@@ -98,9 +98,9 @@ def credentials(state: StateDir, extra: dict[str, Any]) -> dict[str, Any]:
     login), token_id/token_secret (Administrator), readonly_token_id/readonly_token_secret
     (PVEAuditor), restricted_token_id/restricted_token_secret (no VM.Allocate, no
     Datastore.AllocateTemplate), access_log, state_dir, and from `extra` (written by `pvesim up`):
-    proxy = {guest_proxy, port, addresses, cache_dir} (apt-cacher-ng) and repos =
-    repos.client_info(): {proxy, no_proxy, guest_ca_file, repos: {nodejs|elasticsearch: {url, suite,
-    component, key_url, package}}}.
+    token_secret_file (the full token's secret alone, for inventories), proxy_service = {guest_proxy,
+    port, addresses, cache_dir} (apt-cacher-ng), and repos.client_info(): proxy (URL for guests),
+    no_proxy, guest_ca_file, repos: {nodejs|elasticsearch: {url, suite, component, key_url, package}}.
     """
     sec = ensure_secrets(state)
     tokens = sec["tokens"]
@@ -119,23 +119,37 @@ def credentials(state: StateDir, extra: dict[str, Any]) -> dict[str, Any]:
         "readonly_token_secret": tokens["readonly"],
         "restricted_token_id": f"{auth.USER}!restricted",
         "restricted_token_secret": tokens["restricted"],
+        "token_secret_file": str(token_file(state, "psa-provision")),
         "access_log": str(state.access_log),
         "state_dir": str(state.root),
         **extra,
     }
 
 
-def write_credentials(state: StateDir, extra: dict[str, Any]) -> bool:
-    """credentials.json (0600); True when its content changed."""
-    text = json.dumps(credentials(state, extra), indent=1, sort_keys=True)
-    path = state.credentials
+def token_file(state: StateDir, name: str) -> Path:
+    """tokens/<name>: one token's secret alone (0600), for clients that read secrets from files."""
+    return state.root / "tokens" / name
+
+
+def _write_private(path: Path, text: str) -> bool:
+    """Write text to path with mode 0600 from the start; True when the content changed."""
     if path.exists() and path.read_text() == text:
         return False
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.chmod(path, 0o600)
     return True
+
+
+def write_credentials(state: StateDir, extra: dict[str, Any]) -> bool:
+    """credentials.json (0600); True when its content changed."""
+    creds = credentials(state, extra)
+    changed = False
+    for name, secret in ensure_secrets(state)["tokens"].items():
+        changed |= _write_private(token_file(state, name), f"{secret}\n")
+    return _write_private(state.credentials, json.dumps(creds, indent=1, sort_keys=True)) or changed
 
 
 # --- process management ----------------------------------------------------------------------
