@@ -22,13 +22,13 @@ from psa_provision.components import container as container_component
 from psa_provision.components.catalog import APP_HOME, APP_USER
 from psa_provision.errors import ConnectionFailed, GuestError, InputError, ProxmoxAuthError, ProxmoxError
 from psa_provision.inventory import Inventory, load_inventory
-from psa_provision.journal import Journal, PhaseLock
+from psa_provision.journal import Journal, PhaseLock, state_dir
 from psa_provision.output import Output, StepProgress
 from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase
 from psa_provision.plan import ApiCall, Change, Plan
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.secrets import Secrets, load_secrets
-from psa_provision.ssh import Connection, wait_for_ssh
+from psa_provision.ssh import Connection, forget_host, wait_for_ssh
 
 MARKER = "psa-provision"
 RUNNING_TIMEOUT = 120.0
@@ -80,8 +80,20 @@ def load_site(inventory_path: Path, phase_name: str, *, need_secrets: bool = Tru
     return Site(inv, Path(inventory_path), phase, secrets, key)
 
 
+def known_hosts(inv: Inventory) -> Path | None:
+    """The tool's own known_hosts (next to the journal): host keys are pinned after first use."""
+    return state_dir(inv.path) / "known_hosts" if inv.path else None
+
+
 def ssh_connection(inv: Inventory, spec: ContainerSpec) -> Connection:
-    return Connection(spec.ip, inv.ssh.user, inv.ssh.key_file, inv.ssh.jump_host)
+    return Connection(spec.ip, inv.ssh.user, inv.ssh.key_file, inv.ssh.jump_host,
+                      known_hosts=known_hosts(inv))
+
+
+def _forget(inv: Inventory, spec: ContainerSpec) -> None:
+    path = known_hosts(inv)
+    if path is not None:
+        forget_host(path, spec.ip)
 
 
 def is_ours(config: dict[str, Any]) -> bool:
@@ -288,8 +300,10 @@ def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: d
     cplan = Plan(container_changes(site, state, force=force))
     _apply(cplan, conns, px, journal, progress, result)
     restart = any(isinstance(c, ApiCall) and c.effect == "restart" for c in cplan.actions)
-    running = state.running and not any(isinstance(c, ApiCall) and c.effect in ("create", "recreate")
-                                        for c in cplan.actions)
+    created = any(isinstance(c, ApiCall) and c.effect in ("create", "recreate") for c in cplan.actions)
+    if created:
+        _forget(site.inventory, spec)  # a new container has a new SSH host key
+    running = state.running and not created
     if running and restart:
         progress.message(f"rebooting container {spec.vmid} so its new settings take effect")
         px.call("POST", f"/nodes/{spec.node}/lxc/{spec.vmid}/status/reboot")
@@ -471,6 +485,7 @@ def destroy(site: Site, px: ProxmoxClient, targets: list[ContainerState], out: O
                 px.stop(spec.node, spec.vmid)
             out.note(f"deleting container {spec.vmid}")
             px.delete(spec.node, spec.vmid)
+            _forget(site.inventory, spec)
             journal.record("destroy", vmid=spec.vmid, node=spec.node, hostname=spec.hostname)
             summary.changed += 1
     return summary

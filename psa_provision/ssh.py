@@ -93,12 +93,13 @@ class Connection:
     """A lazily opened, reused SSH connection to one guest (optionally through a jump host)."""
 
     def __init__(self, host: str, user: str, key_file: str | Path, jump: str | None = None,
-                 *, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+                 *, connect_timeout: float = CONNECT_TIMEOUT, known_hosts: Path | None = None) -> None:
         self.host = host
         self.user = user
         self.key_file = str(key_file)
         self.jump = jump
         self.connect_timeout = connect_timeout
+        self.known_hosts = known_hosts
         self._fabric: FabricConnection | None = None
 
     def __repr__(self) -> str:
@@ -115,8 +116,15 @@ class Connection:
             juser, _, jhost = self.jump.rpartition("@")
             gateway = FabricConnection(jhost, user=juser or self.user, connect_timeout=self.connect_timeout,
                                        connect_kwargs=dict(kwargs))
-        return FabricConnection(self.host, user=self.user, connect_timeout=self.connect_timeout,
+        conn = FabricConnection(self.host, user=self.user, connect_timeout=self.connect_timeout,
                                 connect_kwargs=kwargs, gateway=gateway)
+        for client in (conn.client, gateway.client if gateway else None):
+            if client is not None and self.known_hosts is not None:
+                # trust on first use, remembered: a changed host key is refused (BadHostKeyException)
+                self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+                self.known_hosts.touch(mode=0o600, exist_ok=True)
+                client.load_host_keys(str(self.known_hosts))
+        return conn
 
     def open(self) -> None:
         """Connect and authenticate now (ConnectionFailed with the reason if that fails)."""
@@ -126,6 +134,12 @@ class Connection:
         conn = self._new()
         try:
             conn.open()
+        except paramiko.BadHostKeyException as exc:
+            conn.close()
+            raise ConnectionFailed(
+                f"SSH host key of {exc.hostname} changed (known hosts: {self.known_hosts})",
+                hint="if the container was recreated outside psa-provision, delete its line from that file; "
+                     "otherwise someone may be intercepting the connection") from exc
         except paramiko.AuthenticationException as exc:
             conn.close()
             raise ConnectionFailed(
@@ -286,6 +300,17 @@ def tar_tree(root: Path, exclude: tuple[str, ...]) -> tuple[bytes, list[str]]:
 
 def _drain(stream: Any, sink: list[bytes]) -> None:
     sink.append(stream.read())
+
+
+def forget_host(known_hosts: Path, host: str) -> None:
+    """Drop a host's keys from a known_hosts file (its container was just created or destroyed)."""
+    if not known_hosts.exists():
+        return
+    keys = paramiko.HostKeys(str(known_hosts))
+    for name in (host, f"[{host}]:22"):
+        if name in keys:
+            del keys[name]
+    keys.save(str(known_hosts))
 
 
 def tcp_open(host: str, port: int, timeout: float = 2.0) -> bool:

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from psa_provision.ssh import RUN_FROM_STDIN, Result, as_user, command_for, put_tree_payload, tar_tree
+from psa_provision.ssh import (
+    RUN_FROM_STDIN,
+    Result,
+    as_user,
+    command_for,
+    forget_host,
+    put_tree_payload,
+    tar_tree,
+)
 
 
 def test_script_rides_stdin_when_there_is_no_data() -> None:
@@ -91,3 +99,13 @@ def test_put_tree_script_unpacks_prunes_stale_files_and_keeps_what_lives_beside(
     assert (dest / ".env").read_text() == "SECRET=1"
     assert (dest / "services" / "auth" / "node_modules" / "dep.js").exists()
     assert (dest / "package.json").exists()
+
+
+def test_forget_host_drops_only_that_host(tmp_path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    pub = " ".join((tmp_path / "k.pub").read_text().split()[:2])
+    known = tmp_path / "known_hosts"
+    known.write_text(f"10.0.20.100 {pub}\n10.0.20.101 {pub}\n")
+    forget_host(known, "10.0.20.100")
+    assert known.read_text().split() == ["10.0.20.101", *pub.split()]
+    forget_host(tmp_path / "absent", "10.0.20.100")  # no file: nothing to do
