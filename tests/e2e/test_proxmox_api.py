@@ -7,6 +7,7 @@ import hashlib
 import ssl
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from psa_provision import proxmox
 from psa_provision.errors import ProxmoxAuthError, ProxmoxError, TaskError
 
-from .conftest import PVESIM, sandbox_credentials
+from .conftest import PVESIM, run_cli, sandbox_credentials, write_inventory
 
 pytestmark = pytest.mark.sandbox
 
@@ -107,3 +108,17 @@ def test_calls_are_counted(creds: dict[str, Any]) -> None:
     client.node_online("pve1")
     client.templates("pve1", "local")
     assert client.counter.reads == 3 and client.counter.writes == 0
+
+
+def test_missing_template_is_one_sentence_before_any_write(tmp_path: Path, creds: dict[str, Any]) -> None:
+    inventory = write_inventory(tmp_path, creds)
+    text = inventory.read_text().replace("template: debian-12-standard_12.7-1_amd64.tar.zst",
+                                         "template: debian-99-nonexistent_1.0-1_amd64.tar.zst")
+    inventory.write_text(text)
+    assert run_cli(inventory, "init", timeout=120).code == 0
+    for command in (("plan", "phase0"), ("up", "phase0", "--yes")):
+        run = run_cli(inventory, *command, timeout=300)
+        assert run.code == 1, run.output
+        assert "error: template debian-99-nonexistent_1.0-1_amd64.tar.zst is neither on pve1:local " \
+               "nor downloadable (aplinfo)" in run.stderr
+        assert "Traceback" not in run.output
