@@ -263,11 +263,11 @@ def run(inventory: Any, phase: Any, *, redis_password: str | None = None, proxmo
         connect: Callable[[Any], Runner] | None = None) -> HealthReport:
     """Health of every container of the phase; what is not given is opened from the inventory.
 
-    `connect(spec)` gives an SSH connection to one container (default: ssh.Connection to its IP,
-    through the inventory's jump host); `redis_password` defaults to the secrets file's.
+    `connect(spec)` gives an SSH connection to one container (default: engine.ssh_connection, the
+    provisioning SSH with its pinned host keys); `redis_password` defaults to the secrets file's.
     """
     from psa_provision import proxmox as proxmox_api
-    from psa_provision import ssh
+    from psa_provision.engine import ssh_connection
     from psa_provision.secrets import load_secrets
 
     if redis_password is None:
@@ -276,7 +276,7 @@ def run(inventory: Any, phase: Any, *, redis_password: str | None = None, proxmo
     opened: list[Any] = []
 
     def default_connect(spec: Any) -> Runner:
-        conn = ssh.Connection(spec.ip, inventory.ssh.user, inventory.ssh.key_file, inventory.ssh.jump_host)
+        conn = ssh_connection(inventory, spec)  # the tool's pinned host keys
         opened.append(conn)
         return conn
 

@@ -2,13 +2,13 @@
 
 The suites (psa_provision/suites/) ship with the package and read like the seed's checklist. This
 module turns inventory + phase into testinfra host specs (`ssh://<container hostname>`, resolved by
-a generated ssh_config: address, key, jump host, a run-local known_hosts), writes a context file the
-suites' conftest reads (paths and expected values, never a secret), runs pytest in process and
-collects one CheckResult per check. It is the only importer of pytest and testinfra.
+a generated ssh_config: address, key, jump host, known_hosts), writes a context file the suites'
+conftest reads (paths and expected values, never a secret), runs pytest in process and collects one
+CheckResult per check. It is the only importer of pytest and testinfra.
 
-Host keys are accepted on first contact within one run and checked for the rest of it (the
-provisioning SSH in ssh.py trusts the same way); a persistent known_hosts would turn every
-`destroy` + `up` of a container into a host-key mismatch.
+Host keys: the tool's own known_hosts next to the journal (engine.known_hosts, the file the
+provisioning SSH pins keys in and clears when it creates or destroys a container); a key seen
+first is recorded (accept-new), a changed key fails the checks of that container.
 """
 
 from __future__ import annotations
@@ -381,11 +381,18 @@ def run(inventory: Any, phase: Any, *, junit_xml: Path | None = None,
     `secrets` are the values to mask in details and in the JUnit XML (Secrets.values()).
     Example: `report = verify.run(inv, load_phase("phase0", inv.phases_dir)); sys.exit(report.exit_code)`.
     """
+    from psa_provision.engine import known_hosts
+
     files = suite_files(phase.name)
     targets = targets_of(phase, inventory.ssh.user)
     with tempfile.TemporaryDirectory(prefix="psa-ssh-") as control:
         control_dir = Path(control)
-        ssh = SshSettings(identity_file=Path(inventory.ssh.key_file), known_hosts=control_dir / "known_hosts",
+        pinned = known_hosts(inventory)
+        if pinned is not None:
+            pinned.parent.mkdir(parents=True, exist_ok=True)
+            pinned.touch(mode=0o600, exist_ok=True)
+        ssh = SshSettings(identity_file=Path(inventory.ssh.key_file),
+                          known_hosts=pinned or control_dir / "known_hosts",
                           jump=parse_jump(inventory.ssh.jump_host, inventory.ssh.user))
         config = ssh_config_text(targets, ssh, control_dir)
         return run_suite(files, host_specs(targets), context=build_context(inventory, phase),
