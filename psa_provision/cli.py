@@ -139,6 +139,7 @@ def up(ctx: typer.Context, phase: str,
             out.note("the next `up` continues from where this one stopped")
             raise
         out.summary(result.summary.changed, result.summary.unchanged, result.summary.failed)
+        out.note(f"{result.seconds:.1f} s, {result.api_calls} Proxmox API calls")
         out.table("where things are", ["what", "where"], engine.endpoints(site))
         out.line("psa-provision status   shows containers and service health")
         return 0

@@ -62,9 +62,13 @@ class ContainerState:
 
 @dataclass
 class UpResult:
+    """What `up` did: counts, the changes applied, and its cost (seconds, Proxmox API calls)."""
+
     summary: Summary
     plan: Plan = field(default_factory=Plan)
     warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    api_calls: int = 0
 
 
 def load_site(inventory_path: Path, phase_name: str, *, need_secrets: bool = True) -> Site:
@@ -288,9 +292,11 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
         with connections(site) as conns, out.steps() as progress:
             for state in states:
                 _up_container(site, px, state, conns, progress, journal, result, force=force)
+        result.seconds = round(time.monotonic() - started, 1)
+        result.api_calls = px.counter.total
         journal.record("run-end", phase=site.phase.name, changed=result.summary.changed,
                        unchanged=result.summary.unchanged, failed=result.summary.failed,
-                       seconds=round(time.monotonic() - started, 1), api_calls=px.counter.total)
+                       seconds=result.seconds, api_calls=result.api_calls)
     return result
 
 

@@ -37,3 +37,16 @@ def test_endpoints_name_every_service_url() -> None:
     assert rows["container 200 psa-all-in-one"] == "ssh root@10.0.20.100"
     assert rows["tickets (x4)"] == "http://10.0.20.100:3030/health"
     assert len(rows) == 1 + len(phase.services)
+
+
+def test_privileges_needed_depend_on_create_or_reconcile() -> None:
+    phase = load_phase("phase0", REPO_ROOT / "phases")
+    inventory = REPO_ROOT / "inventories" / "sandbox.yml"
+    site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
+    spec = phase.container(200)
+    fresh = engine.required_privileges(site, [engine.ContainerState(spec, None)])
+    assert fresh["/vms/200"] == {"VM.Allocate", "VM.PowerMgmt", "VM.Audit"}
+    assert fresh["/storage/local-lvm"] == {"Datastore.AllocateSpace"}
+    existing = engine.required_privileges(site, [engine.ContainerState(spec, {"hostname": spec.hostname})])
+    assert "VM.Allocate" not in existing["/vms/200"]
+    assert {"VM.Config.CPU", "VM.Config.Memory"} <= existing["/vms/200"]
