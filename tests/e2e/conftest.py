@@ -114,8 +114,9 @@ def write_inventory(workdir: Path, creds: dict[str, object]) -> Path:
 def phase0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """Phase 0 provisioned once from a clean start by `psa-provision up phase0 --yes`.
 
-    For quicker iterations PSA_E2E_KEEP=1 with PSA_E2E_WORKDIR=DIR (an earlier run's directory,
-    same SSH key) skips the destroy: the first `up` is then a warm one.
+    PSA_E2E_WORKDIR=DIR keeps inventory, secrets and key there (to look at the guest afterwards);
+    with PSA_E2E_KEEP=1 too (same DIR as an earlier run, same SSH key) the destroy is skipped and
+    the first `up` is a warm one.
     """
     if _FAILED:  # a failed session fixture is retried per test by pytest: do not provision again
         pytest.fail(_FAILED[0])
@@ -127,8 +128,10 @@ def phase0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 def _provision(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    keep = os.environ.get("PSA_E2E_KEEP") == "1" and bool(os.environ.get("PSA_E2E_WORKDIR"))
-    workdir = Path(os.environ["PSA_E2E_WORKDIR"]) if keep else tmp_path_factory.mktemp("e2e-phase0")
+    given = os.environ.get("PSA_E2E_WORKDIR")
+    keep = os.environ.get("PSA_E2E_KEEP") == "1" and bool(given)
+    workdir = Path(given) if given else tmp_path_factory.mktemp("e2e-phase0")
+    workdir.mkdir(parents=True, exist_ok=True)
     inventory = write_inventory(workdir, sandbox_credentials())
     steps = [("init",)] if keep else [("init",), ("destroy", "phase0", "--yes")]
     for args in steps:
