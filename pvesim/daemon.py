@@ -266,6 +266,9 @@ def serve(state: StateDir) -> None:
         from pvesim.handlers_lxc import start_onboot
 
         print(f"host booted since the last run: onboot containers start in {start_onboot(app)}", flush=True)
+    from pvesim.handlers_firewall import sync as sync_firewall
+
+    sync_firewall(app)  # the .fw files are the truth; the nft tables follow them after any restart
     repo_server = _repo_server(state)
     state.pidfile.write_text(str(os.getpid()))
 

@@ -3,6 +3,7 @@
 from pvesim import (  # noqa: F401
     handlers_cluster,
     handlers_config,
+    handlers_firewall,
     handlers_lxc,
     handlers_snapshot,
     handlers_storage,

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from pvesim import handlers_lxcstore as store
+from pvesim.handlers_firewall import sync as sync_firewall
 from pvesim.handlers_lxc import NOT_CONFIG, normalize_net, normalize_volume
 from pvesim.pveconf import PveConf, Section
 from pvesim.server import ApiError, Request, route
@@ -97,6 +98,8 @@ def config_put(req: Request) -> None:
     if applied and app.backend.exists(vmid):
         logged: list[str] = []
         app.backend.update(vmid, store.backend_values(conf), logged.append)
+    if applied and app.state.vm_firewall(vmid).exists():
+        sync_firewall(app)  # net[n] firewall= and ip= decide what the firewall filters
 
 
 def _apply_changes(conf: PveConf, vmid: int, changes: dict[str, str], deletes: list[str],

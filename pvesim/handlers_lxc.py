@@ -11,6 +11,7 @@ from pvesim import handlers_lxcstore as store
 from pvesim import pveconf
 from pvesim.auth import require
 from pvesim.backend import Log
+from pvesim.handlers_firewall import forget as forget_firewall
 from pvesim.handlers_storage import STORAGES
 from pvesim.pveconf import PveConf
 from pvesim.server import ApiError, App, Request, route
@@ -187,6 +188,8 @@ def lxc_destroy(req: Request) -> str:
         if app.backend.exists(vmid):
             app.backend.destroy(vmid, log)
         app.state.lxc_conf(node, vmid).unlink(missing_ok=True)
+        if app.state.vm_firewall(vmid).exists():
+            forget_firewall(app, vmid)
         if req.flag("purge"):
             log(f"purging CT {vmid} from related configurations..")
 

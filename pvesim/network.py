@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pvesim import firewall_nft
 from pvesim.backend import BackendError
 from pvesim.paths import StateDir
 
@@ -98,6 +99,7 @@ def teardown_network(state: StateDir) -> None:
     record = _load_record(state)
     if record.get("nft_table"):
         _run("nft", "-f", "-", stdin=f"table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n")
+        _run("nft", "-f", "-", stdin=firewall_nft.removal())  # the guests' firewall (handlers_firewall)
     if record.get("route") and _route_exists():
         _run("ip", "route", "del", "unreachable", UNREACHABLE)
     for name in record.get("bridges", []):

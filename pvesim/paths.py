@@ -9,6 +9,7 @@ Layout (default /var/lib/pvesim):
   storage/local-lvm/        rootdir storage: volumes are directories (vm-<vmid>-disk-0/)
   snapshots/<vmid>/<name>/  rootfs copies for snapshot/rollback
   repos/                    local apt repositories served on the bridges (nodejs, elasticsearch)
+  etc/pve/firewall/         cluster.fw and <vmid>.fw (Proxmox firewall, enforced by firewall_nft)
   access.log                one JSON object per API request
   faults.json               fault injection (see faults.py)
   api.pid api.log           the API daemon
@@ -43,6 +44,18 @@ class StateDir:
 
     def lxc_conf(self, node: str, vmid: int) -> Path:
         return self.node_dir(node) / "lxc" / f"{vmid}.conf"
+
+    @property
+    def firewall_dir(self) -> Path:
+        return self.root / "etc" / "pve" / "firewall"
+
+    def vm_firewall(self, vmid: int) -> Path:
+        """A guest's firewall config, etc/pve/firewall/<vmid>.fw as on a PVE node."""
+        return self.firewall_dir / f"{vmid}.fw"
+
+    @property
+    def cluster_firewall(self) -> Path:
+        return self.firewall_dir / "cluster.fw"
 
     @property
     def tasks(self) -> Path:
