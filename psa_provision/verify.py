@@ -346,8 +346,8 @@ def expected_values(inventory: Any, phase: Any, container: Any) -> dict[str, Any
     from psa_provision.components.context import HostContext
     from psa_provision.secrets import Secrets
 
-    out: dict[str, Any] = {}
     ctx = HostContext(inventory, phase, container, Secrets({}))
+    out: dict[str, Any] = {"listen": ctx.listen_address()}
     if "postgresql" in container.components:
         settings = postgresql.settings(ctx)
         out["postgresql"] = {k: str(settings[k]) for k in PG_EXPECTED if k in settings}

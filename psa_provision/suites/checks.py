@@ -21,9 +21,13 @@ def listening_ports(sockets: Iterable[str], port: int) -> list[str]:
     return sorted(s for s in sockets if s.startswith(("tcp://", "tcp6://")) and s.endswith(f":{port}"))
 
 
-def loopback_only(sockets: Iterable[str]) -> bool:
-    """True when every socket is bound to a loopback address (not 0.0.0.0, ::, or an interface IP)."""
-    return all(s.split("://", 1)[1].startswith(LOOPBACK) for s in sockets)
+def loopback_only(sockets: Iterable[str], also: str = "127.0.0.1") -> bool:
+    """True when every socket is bound to loopback or to `also` (the container's private IP when
+    other containers use the service), never to a wildcard (0.0.0.0, ::) or another address."""
+    def allowed(sock: str) -> bool:
+        address = sock.split("://", 1)[1].rsplit(":", 1)[0]
+        return address.startswith(LOOPBACK) or address == also
+    return all(allowed(s) for s in sockets)
 
 
 def net0_fields(net0: str) -> dict[str, str]:

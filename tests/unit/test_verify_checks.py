@@ -18,6 +18,10 @@ def test_listening_ports_and_loopback() -> None:
     assert checks.loopback_only(found)
     assert not checks.loopback_only([*found, "tcp://0.0.0.0:5432"])
     assert not checks.loopback_only(["tcp://10.0.20.100:6379"])
+    # phase 1: the store also listens on its container's private IP for the app container
+    assert checks.loopback_only(["tcp://127.0.0.1:6379", "tcp://10.0.30.11:6379"], also="10.0.30.11")
+    assert not checks.loopback_only(["tcp://0.0.0.0:6379"], also="10.0.30.11")
+    assert not checks.loopback_only(["tcp://:::6379"], also="10.0.30.11")
 
 
 def test_net0_fields() -> None:
@@ -82,6 +86,7 @@ def test_context_names_containers_by_hostname_and_places_services() -> None:
     es = ctx["expected"]["psa-all-in-one"]["elasticsearch"]
     assert es == {"cluster_name": "psa-platform", "heap": "1g"}
     assert ctx["secrets_file"] == "/inv/sandbox.secrets.yml"
+    assert ctx["expected"]["psa-all-in-one"]["listen"] == "127.0.0.1"  # no other container uses its stores
     assert verify.targets_of(_phase()) == [verify.Target("psa-all-in-one", "10.0.20.100")]
 
 
