@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from psa_provision import verify
-from psa_provision.inventory import Inventory
-from psa_provision.phases import ContainerSpec, Phase, ServiceSpec
+from psa_provision.inventory import REPO_ROOT, Inventory
+from psa_provision.phases import ContainerSpec, Phase, ServiceSpec, load_phase
 from psa_provision.suites import checks
 
 
@@ -110,3 +110,24 @@ def test_hs256_token_verifies_like_the_gateway() -> None:
 def test_rabbit_tags_in_either_format(tags: object) -> None:
     assert checks.rabbit_tags(tags) == ["administrator"]
     assert checks.rabbit_tags("[]") == [] and checks.rabbit_tags([]) == []
+
+
+@pytest.mark.parametrize("name", ["phase1", "phase2"])
+def test_split_phases_place_each_check_on_its_container(name: str) -> None:
+    phase = load_phase(name, REPO_ROOT / "phases")
+    ctx = verify.build_context(_inventory(), phase)
+    report = verify.run_suite(verify.suite_files(name), verify.host_specs(verify.targets_of(phase)),
+                              context=ctx, phase=name, extra=["--collect-only"])
+    planned: dict[str, set[str]] = {}
+    for host, check in report.planned:
+        planned.setdefault(host, set()).add(check.split("[")[0])
+    for spec in phase.containers:
+        checks_here = planned.get(spec.hostname, set())
+        assert "test_container_config_matches_phase" in checks_here
+        assert ("test_redis_requires_auth" in checks_here) == ("redis" in spec.components)
+        assert ("test_postgresql_15_installed" in checks_here) == ("postgresql" in spec.components)
+        assert ("test_pm2_app_online_with_instances" in checks_here) == bool(spec.services)
+    gateway = phase.services["api-gateway"].container
+    routed = {c for h, c in report.planned if c.startswith("test_gateway_routes_to_service")}
+    assert routed == {f"test_gateway_routes_to_service[{s}]" for s in phase.services if s != "api-gateway"}
+    assert {h for h, c in report.planned if c in routed} == {phase.container(gateway).hostname}
