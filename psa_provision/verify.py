@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from psa_provision.errors import ProvisionError
 from psa_provision.plan import mask
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -384,6 +385,10 @@ def run(inventory: Any, phase: Any, *, junit_xml: Path | None = None,
     from psa_provision.engine import known_hosts
 
     files = suite_files(phase.name)
+    if not any(f.name == f"test_{phase.name}.py" for f in files):
+        known = ", ".join(sorted(f.stem.removeprefix("test_") for f in SUITES_DIR.glob("test_phase*.py")))
+        raise ProvisionError(f"no verify suite for {phase.name} (suites exist for {known})",
+                             hint=f"add {SUITES_DIR}/test_{phase.name}.py")
     targets = targets_of(phase, inventory.ssh.user)
     with tempfile.TemporaryDirectory(prefix="psa-ssh-") as control:
         control_dir = Path(control)

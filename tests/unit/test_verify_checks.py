@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from psa_provision import verify
+from psa_provision.errors import ProvisionError
 from psa_provision.inventory import REPO_ROOT, Inventory
 from psa_provision.phases import ContainerSpec, Phase, ServiceSpec, load_phase
 from psa_provision.suites import checks
@@ -131,3 +132,9 @@ def test_split_phases_place_each_check_on_its_container(name: str) -> None:
     routed = {c for h, c in report.planned if c.startswith("test_gateway_routes_to_service")}
     assert routed == {f"test_gateway_routes_to_service[{s}]" for s in phase.services if s != "api-gateway"}
     assert {h for h, c in report.planned if c in routed} == {phase.container(gateway).hostname}
+
+
+def test_a_phase_without_a_suite_is_refused_before_any_connection() -> None:
+    phase = load_phase("phase3", REPO_ROOT / "phases")
+    with pytest.raises(ProvisionError, match="no verify suite for phase3"):
+        verify.run(_inventory(), phase)
