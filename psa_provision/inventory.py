@@ -38,7 +38,11 @@ RelPath = Annotated[Path, AfterValidator(_resolve)]
 
 
 def _ip(value: str) -> str:
-    ipaddress.IPv4Address(value)
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError(f"'{value}' is not an IPv4 address -> write four numbers 0-255, "
+                         "e.g. 10.0.20.1") from None
     return value
 
 
@@ -54,10 +58,13 @@ class Strict(BaseModel):
 class Auth(Strict):
     """API token (from an env var or a file) or a ticket login (user + password env/file)."""
 
-    token_id: str | None = Field(default=None, pattern=r"^[^@\s]+@[^!\s]+![A-Za-z0-9_.-]+$")
+    token_id: str | None = Field(default=None, pattern=r"^[^@\s]+@[^!\s]+![A-Za-z0-9_.-]+$",
+                                 description="an API token id USER@REALM!TOKENID",
+                                 examples=["root@pam!psa-provision"])
     token_secret_env: str | None = None
     token_secret_file: RelPath | None = None
-    user: str | None = Field(default=None, pattern=r"^[^@\s]+@\S+$")
+    user: str | None = Field(default=None, pattern=r"^[^@\s]+@\S+$", description="a user USER@REALM",
+                             examples=["root@pam"])
     password_env: str | None = None
     password_file: RelPath | None = None
 
@@ -67,15 +74,17 @@ class Auth(Strict):
         login = self.user is not None
         if token == login:
             raise ValueError("give either token_id (API token, e.g. root@pam!psa-provision) or user "
-                             "(ticket login, e.g. root@pam), not both or neither")
+                             "(ticket login, e.g. root@pam), not both or neither -> keep exactly one")
         if token and (self.token_secret_env is None) == (self.token_secret_file is None):
-            raise ValueError("an API token needs exactly one of token_secret_env or token_secret_file")
+            raise ValueError("an API token needs exactly one of token_secret_env or token_secret_file "
+                             "-> add e.g. token_secret_env: PSA_PVE_TOKEN_SECRET")
         if login and (self.password_env is None) == (self.password_file is None):
-            raise ValueError("a ticket login needs exactly one of password_env or password_file")
+            raise ValueError("a ticket login needs exactly one of password_env or password_file "
+                             "-> add e.g. password_env: PSA_PVE_PASSWORD")
         if token and (self.password_env or self.password_file):
-            raise ValueError("password_env/password_file belong to a user login; remove them")
+            raise ValueError("password_env/password_file belong to a user login -> remove them")
         if login and (self.token_secret_env or self.token_secret_file):
-            raise ValueError("token_secret_env/token_secret_file belong to token_id; remove them")
+            raise ValueError("token_secret_env/token_secret_file belong to token_id -> remove them")
         return self
 
     @property
@@ -111,12 +120,18 @@ class Tls(Strict):
     @model_validator(mode="after")
     def _check(self) -> Tls:
         if self.fingerprint is not None and not _FINGERPRINT.match(self.fingerprint):
-            raise ValueError("fingerprint must be a SHA-256 fingerprint like 'AA:BB:...' (32 hex pairs)")
+            raise ValueError("fingerprint must be a SHA-256 fingerprint like 'AA:BB:...' (32 hex pairs) "
+                             "-> copy it from `openssl x509 -noout -fingerprint -sha256 -in CERT` "
+                             "or the node's Certificates panel")
         if not self.verify and not self.insecure:
-            raise ValueError("to turn TLS verification off write `insecure: true` (and expect a warning); "
-                             "better: set ca_file or fingerprint")
+            raise ValueError("to turn TLS verification off write `insecure: true` (verify: false alone "
+                             "is refused) -> better: set ca_file or fingerprint")
         if self.insecure and (self.ca_file or self.fingerprint):
-            raise ValueError("insecure: true cannot be combined with ca_file or fingerprint")
+            raise ValueError("insecure: true cannot be combined with ca_file or fingerprint -> remove "
+                             "insecure (pinning already verifies)")
+        if self.ca_file and self.fingerprint:
+            raise ValueError("give ca_file or fingerprint, not both -> keep ca_file for a CA you trust, "
+                             "fingerprint to pin one self-signed certificate")
         return self
 
     @property
@@ -127,19 +142,24 @@ class Tls(Strict):
 class Proxmox(Strict):
     """The Proxmox VE API endpoint and the node to create containers on."""
 
-    url: str | None = Field(default=None, pattern=r"^https://[^/\s]+/?$")
-    host: str | None = None
-    port: int = Field(default=8006, ge=1, le=65535)
-    node: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9-]*$")
+    url: str | None = Field(default=None, pattern=r"^https://[^/\s]+/?$",
+                            description="an https:// URL of the API without a path (Proxmox serves "
+                            "only https)", examples=["https://pve1.example.lan:8006"])
+    host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:-]+$",
+                             description="a host name or IP address", examples=["pve1.example.lan"])
+    port: int = Field(default=8006, ge=1, le=65535, examples=[8006])
+    node: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9-]*$", description="a Proxmox node name",
+                      examples=["pve1"])
     auth: Auth
     tls: Tls = Tls()
-    http_timeout_s: float = Field(default=30.0, gt=0)
-    task_timeout_s: float = Field(default=1800.0, gt=0)
+    http_timeout_s: float = Field(default=30.0, gt=0, le=3600, examples=[30])
+    task_timeout_s: float = Field(default=1800.0, gt=0, le=86400, examples=[1800])
 
     @model_validator(mode="after")
     def _endpoint(self) -> Proxmox:
         if (self.url is None) == (self.host is None):
-            raise ValueError("give either url (https://HOST:8006) or host (+ port), not both or neither")
+            raise ValueError("give either url or host (+ port), not both or neither -> keep one, "
+                             "e.g. url: https://pve1.example.lan:8006")
         return self
 
     @property
@@ -154,15 +174,16 @@ class Storage(Strict):
 
 
 class Network(Strict):
-    bridge: str = Field(pattern=r"^vmbr[0-9]+$")
-    gateway: IPv4
-    nameserver: IPv4
+    bridge: str = Field(pattern=r"^vmbr[0-9]+$", description="a Linux bridge name vmbrN",
+                        examples=["vmbr20"])
+    gateway: IPv4 = Field(examples=["10.0.20.1"])
+    nameserver: IPv4 = Field(examples=["10.0.20.1"])
     searchdomain: str | None = None
 
 
 class Ssh(Strict):
     user: str = "root"
-    key_file: RelPath
+    key_file: RelPath = Field(examples=["keys/sandbox_ed25519"])
     jump_host: str | None = None
 
     @property
@@ -173,10 +194,14 @@ class Ssh(Strict):
 class AptRepo(Strict):
     """An upstream apt repository: `deb [signed-by=KEY] repo_url suite component`."""
 
-    repo_url: str = Field(pattern=r"^https?://\S+$")
-    suite: str
-    component: str = "main"
-    key_url: str = Field(pattern=r"^https?://\S+$")
+    repo_url: str = Field(pattern=r"^https?://\S+$", description="an http(s):// URL without spaces",
+                          examples=["https://deb.nodesource.com/node_20.x"])
+    suite: str = Field(pattern=r"^[A-Za-z0-9._/-]+$", description="an apt suite name",
+                       examples=["nodistro"])
+    component: str = Field(default="main", pattern=r"^[A-Za-z0-9._-]+$",
+                           description="an apt component name", examples=["main"])
+    key_url: str = Field(pattern=r"^https?://\S+$", description="an http(s):// URL without spaces",
+                         examples=["https://deb.nodesource.com/gpgkey/nodesource-repo.gpg.key"])
 
 
 def _nodesource() -> AptRepo:
@@ -196,7 +221,8 @@ class RabbitmqSource(Strict):
 class Packages(Strict):
     """Where guests get packages: an optional proxy, extra CAs, and per-component repositories."""
 
-    proxy: str | None = Field(default=None, pattern=r"^https?://[^/\s]+/?$")
+    proxy: str | None = Field(default=None, pattern=r"^https?://[^/\s]+/?$",
+                              description="an http://HOST:PORT proxy URL", examples=["http://10.0.20.1:3142"])
     no_proxy: list[str] = []
     extra_ca_files: list[RelPath] = []
     nodejs: AptRepo = Field(default_factory=_nodesource)
@@ -204,22 +230,26 @@ class Packages(Strict):
     rabbitmq: RabbitmqSource = RabbitmqSource()
 
 
+PgSize = Annotated[str, Field(pattern=_SIZE.pattern)]
+
+
 class PostgresTuning(Strict):
     """Overrides for the memory-derived PostgreSQL settings (PostgreSQL units, e.g. 4GB, 20MB)."""
 
-    shared_buffers: Annotated[str, Field(pattern=_SIZE.pattern)] | None = None
-    effective_cache_size: Annotated[str, Field(pattern=_SIZE.pattern)] | None = None
-    maintenance_work_mem: Annotated[str, Field(pattern=_SIZE.pattern)] | None = None
-    work_mem: Annotated[str, Field(pattern=_SIZE.pattern)] | None = None
-    max_connections: int | None = Field(default=None, ge=10, le=10000)
+    shared_buffers: PgSize | None = Field(default=None, examples=["4GB"])
+    effective_cache_size: PgSize | None = Field(default=None, examples=["12GB"])
+    maintenance_work_mem: PgSize | None = Field(default=None, examples=["1GB"])
+    work_mem: PgSize | None = Field(default=None, examples=["20MB"])
+    max_connections: int | None = Field(default=None, ge=10, le=10000, examples=[200])
 
 
 class RedisTuning(Strict):
-    maxmemory: Annotated[str, Field(pattern=_REDIS_SIZE.pattern)] | None = None
+    maxmemory: Annotated[str, Field(pattern=_REDIS_SIZE.pattern)] | None = Field(default=None,
+                                                                                 examples=["2gb"])
 
 
 class ElasticsearchTuning(Strict):
-    heap: Annotated[str, Field(pattern=_HEAP.pattern)] | None = None
+    heap: Annotated[str, Field(pattern=_HEAP.pattern)] | None = Field(default=None, examples=["4g"])
 
 
 class Tuning(Strict):
@@ -234,10 +264,12 @@ class Inventory(Strict):
     proxmox: Proxmox
     storage: Storage = Storage()
     network: Network
-    template: str = Field(pattern=r"^[A-Za-z0-9._+-]+\.tar\.(zst|gz|xz)$")
+    template: str = Field(pattern=r"^[A-Za-z0-9._+-]+\.tar\.(zst|gz|xz)$",
+                          description="a template file name ending in .tar.zst/.tar.gz/.tar.xz",
+                          examples=["debian-12-standard_12.7-1_amd64.tar.zst"])
     ssh: Ssh
     packages: Packages = Packages()
-    secrets_file: RelPath
+    secrets_file: RelPath = Field(examples=["sandbox.secrets.yml"])
     phases_dir: RelPath = REPO_ROOT / "phases"
     tuning: Tuning = Tuning()
     path: Path | None = Field(default=None, exclude=True)

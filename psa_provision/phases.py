@@ -8,6 +8,7 @@ and reports capacity per node as warnings.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections import defaultdict
@@ -36,6 +37,8 @@ MIN_MEMORY_MB: dict[str, int] = {
 APP_INSTANCE_MB = 128
 SUBNETS: dict[str, str] = {"vmbr20": "10.0.20.0/24", "vmbr30": "10.0.30.0/24"}
 _PHASE_NAME = re.compile(r"^phase[0-9]+$")
+MAX_MEMORY_MB = 4 * 1024 * 1024  # 4 TiB: more than any Proxmox node holds
+MAX_DISK_GB = 1024 * 1024  # 1 PiB
 
 
 class _Strict(BaseModel):
@@ -45,18 +48,23 @@ class _Strict(BaseModel):
 class ContainerSpec(_Strict):
     """One LXC container, as `pct create` takes it, plus what runs on it."""
 
-    vmid: int = Field(ge=100, le=999_999_999)
-    hostname: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-    role: str = Field(pattern=r"^[a-z0-9-]+$")
-    node: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9-]*$")
-    cores: int = Field(ge=1, le=512)
-    memory_mb: int = Field(ge=256)
-    swap_mb: int = Field(default=0, ge=0)
-    rootfs_storage: str = "local-lvm"
-    rootfs_gb: int = Field(ge=1)
-    bridge: str = Field(pattern=r"^vmbr[0-9]+$")
-    ip_cidr: str
-    gateway: str
+    vmid: int = Field(ge=100, le=999_999_999, examples=[200])  # PVE reserves ids below 100
+    hostname: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", examples=["psa-db"],
+                          description="a host name: 1-63 lowercase letters, digits and '-' (no '_', "
+                          "no '-' at either end)")
+    role: str = Field(pattern=r"^[a-z0-9-]+$", description="lowercase letters, digits and '-'",
+                      examples=["postgresql"])
+    node: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9-]*$", description="a Proxmox node name",
+                      examples=["pve1"])
+    cores: int = Field(ge=1, le=512, examples=[4])
+    memory_mb: int = Field(ge=256, le=MAX_MEMORY_MB, examples=[8192])
+    swap_mb: int = Field(default=0, ge=0, le=MAX_MEMORY_MB, examples=[1024])
+    rootfs_storage: str = Field(default="local-lvm", pattern=r"^[A-Za-z][A-Za-z0-9._-]*$",
+                                description="a Proxmox storage id", examples=["local-lvm"])
+    rootfs_gb: int = Field(ge=1, le=MAX_DISK_GB, examples=[100])
+    bridge: str = Field(pattern=r"^vmbr[0-9]+$", description="a Linux bridge name vmbrN", examples=["vmbr20"])
+    ip_cidr: str = Field(examples=["10.0.20.100/24"])
+    gateway: str = Field(examples=["10.0.20.1"])
     nameserver: str | None = None  # None: the inventory's network.nameserver
     unprivileged: bool = True
     features: dict[str, int] = {"nesting": 1}
@@ -67,28 +75,42 @@ class ContainerSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ContainerSpec:
+        self._check_addresses()
+        unknown = [c for c in self.components if c not in COMPONENTS]
+        if unknown:
+            raise ValueError(f"unknown component(s) {', '.join(map(str, unknown))}"
+                             f"{_close(unknown, COMPONENTS)} -> use only: {', '.join(COMPONENTS)}")
+        if self.services and "app" not in self.components:
+            raise ValueError("a container with services needs the 'app' component -> add app (and nodejs) "
+                             "to its components")
+        return self
+
+    def _check_addresses(self) -> None:
+        """ip_cidr is a host address with prefix, in its bridge's subnet; the gateway is inside it."""
         try:
             iface = ipaddress.IPv4Interface(self.ip_cidr)
         except ValueError:
-            raise ValueError(f"ip_cidr '{self.ip_cidr}' is not an IPv4 address with prefix, "
-                             "write e.g. 10.0.20.100/24") from None
+            raise ValueError(f"ip_cidr '{self.ip_cidr}' is not an IPv4 address with prefix "
+                             "-> write e.g. 10.0.20.100/24") from None
         if "/" not in self.ip_cidr:
-            raise ValueError(f"ip_cidr '{self.ip_cidr}' needs a prefix, e.g. {self.ip_cidr}/24")
+            raise ValueError(f"ip_cidr '{self.ip_cidr}' needs a prefix -> write e.g. {self.ip_cidr}/24")
+        net = iface.network
+        if net.prefixlen < 31 and iface.ip in (net.network_address, net.broadcast_address):
+            raise ValueError(f"ip_cidr {self.ip_cidr} is the network's own or broadcast address -> "
+                             f"write a host address, e.g. {_host(net, 100)}/{net.prefixlen}")
         try:
             gw = ipaddress.IPv4Address(self.gateway)
         except ValueError:
-            raise ValueError(f"gateway '{self.gateway}' is not an IPv4 address") from None
+            raise ValueError(f"gateway '{self.gateway}' is not an IPv4 address -> write e.g. "
+                             f"{_host(iface.network, 1)}") from None
         if gw not in iface.network:
-            raise ValueError(f"gateway {gw} is outside {iface.network}")
+            raise ValueError(f"gateway {gw} is outside {iface.network} -> write the bridge's address in "
+                             f"{iface.network}, e.g. {_host(iface.network, 1)}")
         subnet = SUBNETS.get(self.bridge)
         if subnet and iface.network != ipaddress.IPv4Network(subnet):
-            raise ValueError(f"ip_cidr {self.ip_cidr} is not in {self.bridge}'s subnet {subnet}")
-        unknown = [c for c in self.components if c not in COMPONENTS]
-        if unknown:
-            raise ValueError(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(COMPONENTS)}")
-        if self.services and "app" not in self.components:
-            raise ValueError("a container with services needs the 'app' component")
-        return self
+            net = ipaddress.IPv4Network(subnet)
+            raise ValueError(f"ip_cidr {self.ip_cidr} is not in {self.bridge}'s subnet {subnet} -> write an "
+                             f"address in {subnet}, e.g. {_host(net, 100)}/{net.prefixlen}, or change bridge")
 
     @property
     def ip(self) -> str:
@@ -100,25 +122,40 @@ class ContainerSpec(_Strict):
         return sum(MIN_MEMORY_MB[c] for c in self.components)
 
 
+def _host(net: ipaddress.IPv4Network, n: int) -> ipaddress.IPv4Address:
+    """The n-th address of a network (or its first host when the network is smaller)."""
+    return net.network_address + n if n < net.num_addresses - 1 else next(net.hosts(), net.network_address)
+
+
+def _close(words: list[str], known: tuple[str, ...] | dict[str, int]) -> str:
+    """` (did you mean 'x'?)` for the first misspelt word that resembles a known one, else ''."""
+    for w in words:
+        close = difflib.get_close_matches(str(w), list(known), n=1, cutoff=0.6)
+        if close:
+            return f" (did you mean '{close[0]}'?)"
+    return ""
+
+
 class ServiceSpec(_Strict):
     """An application service: its port, PM2 instance count, and the container (vmid) it runs on."""
 
-    port: int = Field(ge=1024, le=65535)
-    instances: int = Field(default=2, ge=1, le=64)
-    container: int
+    port: int = Field(ge=1024, le=65535, examples=[3000])
+    instances: int = Field(default=2, ge=1, le=64, examples=[2])
+    container: int = Field(examples=[200])
 
 
 class NodeSpec(_Strict):
     """A Proxmox node's capacity, for the per-node capacity check (warnings only)."""
 
-    cores: int = Field(ge=1)
-    memory_mb: int = Field(ge=1024)
+    cores: int = Field(ge=1, le=65536, examples=[32])
+    memory_mb: int = Field(ge=1024, le=MAX_MEMORY_MB, examples=[131072])
 
 
 class Phase(_Strict):
     """One phase: its containers and where each app service runs."""
 
-    name: str = Field(pattern=_PHASE_NAME.pattern)
+    name: str = Field(pattern=_PHASE_NAME.pattern, description="phase followed by a number",
+                      examples=["phase0"])
     description: str = ""
     nodes: dict[str, NodeSpec] = {}
     containers: list[ContainerSpec]
@@ -194,29 +231,34 @@ def _placement(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
         line = line_of(("services", name), lines)
         if name not in APP_SERVICES:
             known = ", ".join(APP_SERVICES)
-            out.append(Problem(str(path), line, f"unknown service '{name}'; known: {known}"))
+            out.append(Problem(str(path), line, f"unknown service '{name}'{_close([name], APP_SERVICES)}"
+                               f" -> use one of: {known}"))
         if svc.container not in vmids:
             out.append(Problem(str(path), line, f"service {name} placed on container {svc.container}, "
-                               "which this phase does not define"))
+                               "which this phase does not define -> set container: to one of "
+                               f"{', '.join(map(str, vmids)) or '(none defined)'}"))
         elif name not in vmids[svc.container].services:
             out.append(Problem(str(path), line, f"service {name} placed on {svc.container} but that "
-                               f"container's services list does not name it"))
+                               f"container's services list does not name it -> add {name} to it"))
     for i, c in enumerate(phase.containers):
         for s in c.services:
             if s not in phase.services:
                 out.append(Problem(str(path), line_of(("containers", i, "services"), lines),
-                                   f"container {c.vmid} lists service '{s}' without an entry under services"))
+                                   f"container {c.vmid} lists service '{s}' without an entry under services"
+                                   f" -> add `{s}: {{port: ..., container: {c.vmid}}}` under services"))
     if phase.services and set(phase.services) != set(APP_SERVICES):
         missing = sorted(set(APP_SERVICES) - set(phase.services))
         if missing:
             out.append(Problem(str(path), line_of(("services",), lines),
-                               f"services not placed: {', '.join(missing)}"))
+                               f"services not placed: {', '.join(missing)} -> add each under services "
+                               "with its port and container"))
     ports: dict[tuple[int, int], str] = {}
     for name, svc in phase.services.items():
         if (svc.container, svc.port) in ports:
             other = ports[svc.container, svc.port]
             out.append(Problem(str(path), line_of(("services", name, "port"), lines),
-                               f"port {svc.port} on {svc.container} also used by {other}"))
+                               f"port {svc.port} on {svc.container} also used by {other} -> give each "
+                               "service its own port"))
         ports[svc.container, svc.port] = name
     return out
 
@@ -229,7 +271,8 @@ def _resources(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
             s.instances for n, s in phase.services.items() if s.container == c.vmid)
         if c.memory_mb < need:
             out.append(Problem(str(path), line_of(("containers", i, "memory_mb"), lines),
-                               f"container {c.vmid} has {c.memory_mb} MB, its components need >= {need} MB"))
+                               f"container {c.vmid} has {c.memory_mb} MB, its components need >= {need} MB"
+                               f" -> write memory_mb: {need} or more"))
     members: dict[str, dict[str, int]] = defaultdict(dict)
     for i, c in enumerate(phase.containers):
         if c.cluster is None:
@@ -292,7 +335,8 @@ def _across(loaded: list[tuple[Phase, dict[Loc, int], Path]]) -> list[Problem]:
             if c.ip in by_ip and by_ip[c.ip][0] != c.vmid and not by_ip[c.ip][1].startswith(f"{path}:"):
                 vmid, there = by_ip[c.ip]
                 out.append(Problem(str(path), line_of(("containers", i, "ip_cidr"), lines),
-                                   f"IP {c.ip} is vmid {c.vmid} here but vmid {vmid} at {there}"))
+                                   f"IP {c.ip} is vmid {c.vmid} here but vmid {vmid} at {there} -> an IP "
+                                   "belongs to one container; pick a free one"))
             by_ip.setdefault(c.ip, (c.vmid, here))
     return out
 

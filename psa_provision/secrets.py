@@ -6,13 +6,16 @@ Passwords are 32 characters of [A-Za-z0-9] only, so they are safe unquoted in ev
 
 from __future__ import annotations
 
+import difflib
 import secrets as _random
+import shlex
 import stat
 import string
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError
-from .loader import dump_yaml, load_yaml, write_private
+from .loader import Loc, dump_yaml, load_yaml, write_private
 from .plan import Secret
 
 KEYS: tuple[str, ...] = (
@@ -44,14 +47,17 @@ def generate(admin_email: str = "admin@psa-platform.local") -> dict[str, str]:
 class Secrets:
     """Loaded secrets; `get(key)` gives a plan.Secret, `values()` every value to mask in output."""
 
-    def __init__(self, data: dict[str, str], path: Path | None = None) -> None:
+    def __init__(self, data: dict[str, str], path: Path | None = None,
+                 group_lines: dict[str, int] | None = None) -> None:
         self._data = dict(data)
         self.path = path
+        self._group_lines = group_lines or {}
 
     def get(self, key: str) -> Secret:
         if key not in self._data:
-            where = self.path or "the secrets file"
-            raise InputError(f"{where}: secret '{key}' is missing",
+            group, _, name = key.partition(".")
+            where = f"{self.path}:{self._group_lines.get(group, 1)}" if self.path else "the secrets file"
+            raise InputError(f"{where}: secret '{key}' is missing (no `{name}:` under `{group}:`)",
                              hint="run `psa-provision init` to add missing secrets (existing ones are kept)")
         return Secret(self._data[key])
 
@@ -80,8 +86,8 @@ def check_mode(path: Path) -> None:
     """Refuse a secrets file that group or others can read or write."""
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InputError(f"{path}: mode {stat.S_IMODE(mode):04o} lets others read the secrets",
-                         hint=f"chmod 600 {path}")
+        raise InputError(f"{path}: mode {stat.S_IMODE(mode):04o} lets group or others read the secrets; "
+                         "refused", hint=f"chmod 600 {shlex.quote(str(path))}")
 
 
 def load_secrets(path: Path) -> Secrets:
@@ -91,20 +97,36 @@ def load_secrets(path: Path) -> Secrets:
         raise InputError(f"{path}: secrets file not found", hint="run `psa-provision init` first")
     check_mode(path)
     data, lines = load_yaml(path)
-    flat: dict[str, str] = {}
     if not isinstance(data, dict):
-        raise InputError(f"{path}:1: expected groups like `postgresql: {{app_password: ...}}`")
-    for group, entries in data.items():
-        if not isinstance(entries, dict):
-            raise InputError(f"{path}:{lines.get((group,), 1)}: {group}: expected a mapping of names "
-                             "to values")
-        for name, value in entries.items():
-            if not isinstance(value, str) or not value:
-                raise InputError(f"{path}:{lines.get((group, name), 1)}: {group}.{name}: expected a "
-                                 "non-empty string (quote it)")
-            flat[f"{group}.{name}"] = value
+        raise InputError(f"{path}:1: expected groups like `postgresql: {{app_password: ...}}`",
+                         hint="run `psa-provision init` on a copy to see the layout")
+    flat = {key: _entry(path, key, value, line) for key, value, line in _flatten(path, data, lines)}
     jwt = flat.get("app.jwt_secret", "")
     if jwt and len(jwt) < 32:
         raise InputError(f"{path}:{lines.get(('app', 'jwt_secret'), 1)}: app.jwt_secret must be at least "
-                         "32 characters")
-    return Secrets(flat, path)
+                         f"32 characters, it has {len(jwt)}", hint="delete the line and run "
+                         "`psa-provision init` to generate one")
+    return Secrets(flat, path, {str(k[0]): v for k, v in lines.items() if len(k) == 1})
+
+
+def _flatten(path: Path, data: dict[Any, Any], lines: dict[Loc, int]) -> list[tuple[str, object, int]]:
+    """[("group.name", value, line)] from `group: {name: value}`; a group not a mapping is an error."""
+    out: list[tuple[str, object, int]] = []
+    for group, entries in data.items():
+        if not isinstance(entries, dict):
+            raise InputError(f"{path}:{lines.get((group,), 1)}: {group}: expected a mapping of names "
+                             "to values", hint=f"write e.g. `{group}:` then `  password: ...` indented below")
+        out.extend((f"{group}.{name}", value, lines.get((group, name), 1)) for name, value in entries.items())
+    return out
+
+
+def _entry(path: Path, key: str, value: object, line: int) -> str:
+    """One secret's value: a non-empty string under a known key (a typo would read as 'missing')."""
+    if key not in KEYS:
+        close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.6)
+        raise InputError(f"{path}:{line}: unknown secret '{key}'",
+                         hint=f"did you mean '{close[0]}'?" if close else f"known: {', '.join(KEYS)}")
+    if not isinstance(value, str) or not value:
+        raise InputError(f"{path}:{line}: {key}: expected a non-empty string",
+                         hint="quote the value, e.g. password: '0123'")
+    return value
