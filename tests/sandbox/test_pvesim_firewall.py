@@ -1,0 +1,152 @@
+"""The Proxmox firewall for containers, for real: rules through the API, enforced on the guests' traffic.
+
+Three containers: a database on vmbr30 listening on tcp/5432, an app container and an other container on
+vmbr20. With the datacenter and the database's firewall on and one rule (tcp/5432 from the app's
+address), the app connects and the other container does not; without the rule neither does; with the
+guest's firewall off both do again.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from proxmoxer import ProxmoxAPI
+from proxmoxer.core import ResourceException
+
+if TYPE_CHECKING:
+    from conftest import TaskWaiter
+
+pytestmark = pytest.mark.sandbox
+
+NODE = "pve1"
+TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
+DB = (9110, "vmbr30", "10.0.30.210", "10.0.30.1")
+APP = (9111, "vmbr20", "10.0.20.211", "10.0.20.1")
+OTHER = (9112, "vmbr20", "10.0.20.212", "10.0.20.1")
+# a one-line PostgreSQL stand-in: answers "pg-ok" to every connection (perl is in the template)
+LISTENER = ("perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalPort => 5432, Listen => 5, "
+            "ReuseAddr => 1) or die $!; while ($c = $s->accept) { print $c \"pg-ok\\n\"; close $c }'")
+CONNECT_TIMEOUT = 3  # seconds: a dropped SYN is never answered
+
+
+def _attach(vmid: int, script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a shell script inside the container as root."""
+    return subprocess.run(["lxc-attach", "-n", str(vmid), "--", "bash", "-c", script], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def _reaches_db(vmid: int) -> bool:
+    """Whether the container gets the listener's answer from DB:5432 within the connect timeout."""
+    script = (f"timeout {CONNECT_TIMEOUT} bash -c 'exec 3<>/dev/tcp/{DB[2]}/5432 && read -r line <&3 "
+              "&& echo \"$line\"'")
+    return _attach(vmid, script).stdout.strip() == "pg-ok"
+
+
+def _wait_for(what: str, check: Any, deadline_s: float = 60) -> None:
+    """Poll `check()` until it is true; fail naming `what` after the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {deadline_s:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def _destroy(proxmox: ProxmoxAPI, wait_task: TaskWaiter, vmid: int) -> None:
+    """Stop and destroy a container if it exists (leftovers of an interrupted run too)."""
+    existing = {int(c["vmid"]) for c in proxmox.nodes(NODE).lxc.get()}
+    if vmid in existing:
+        wait_task(NODE, proxmox.nodes(NODE).lxc(vmid).delete(force=1, purge=1), timeout=180)
+
+
+@pytest.fixture(scope="module")
+def containers(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> Iterator[None]:
+    """DB, APP and OTHER created and running (net0 with firewall=1), the listener up; all destroyed after."""
+    for vmid, *_ in (DB, APP, OTHER):
+        _destroy(proxmox, wait_task, vmid)
+    try:
+        for vmid, bridge, ip, gw in (DB, APP, OTHER):
+            upid = proxmox.nodes(NODE).lxc.post(
+                vmid=vmid, ostemplate=TEMPLATE, hostname=f"fwtest-{vmid}", memory=256, swap=0, cores=1,
+                unprivileged=1, rootfs="local-lvm:2", start=1,
+                net0=f"name=eth0,bridge={bridge},ip={ip}/24,gw={gw},firewall=1")
+            status = wait_task(NODE, upid, timeout=300)
+            assert status["exitstatus"] == "OK", status
+        for vmid, *_ in (DB, APP, OTHER):
+            _wait_for(f"systemd in CT {vmid}", lambda v=vmid: _attach(v, "systemctl is-system-running")
+                      .stdout.strip() in ("running", "degraded"))
+        started = _attach(DB[0], f"setsid -f {LISTENER} </dev/null >/dev/null 2>&1")
+        assert started.returncode == 0, started.stderr
+        _wait_for("the listener on CT 9110 tcp/5432",
+                  lambda: ":5432" in _attach(DB[0], "ss -ltn").stdout)
+        yield
+    finally:
+        for vmid, *_ in (DB, APP, OTHER):
+            _destroy(proxmox, wait_task, vmid)
+
+
+@pytest.fixture(scope="module")
+def datacenter_firewall(proxmox: ProxmoxAPI) -> Iterator[None]:
+    """The datacenter firewall on for the test, then back to what it was."""
+    before = proxmox.cluster.firewall.options.get().get("enable", 0)
+    proxmox.cluster.firewall.options.put(enable=1)
+    try:
+        yield
+    finally:
+        proxmox.cluster.firewall.options.put(enable=before)
+
+
+def test_rule_lets_the_app_reach_postgres_and_no_one_else(
+        proxmox: ProxmoxAPI, containers: None, datacenter_firewall: None) -> None:
+    fw = proxmox.nodes(NODE).lxc(DB[0]).firewall
+    assert _reaches_db(APP[0]) and _reaches_db(OTHER[0]), "before the firewall, both containers connect"
+
+    fw.rules.post(type="in", action="ACCEPT", source=APP[2], proto="tcp", dport="5432", enable=1,
+                  comment="app -> postgres")
+    fw.rules.post(type="in", action="ACCEPT", macro="SSH", enable=1, pos=1)
+    fw.options.put(enable=1, policy_in="DROP")
+    assert [(r["pos"], r.get("macro"), r.get("source")) for r in fw.rules.get()] == [
+        (0, None, APP[2]), (1, "SSH", None)]
+    assert _reaches_db(APP[0]), "the app container has a rule for tcp/5432"
+    assert not _reaches_db(OTHER[0]), "a container without a rule must not reach PostgreSQL"
+
+    digest = fw.rules.get()[0]["digest"]
+    fw.rules(0).delete(digest=digest)
+    assert not _reaches_db(APP[0]), "without its rule the app is blocked too"
+
+    fw.options.put(enable=0)
+    assert _reaches_db(APP[0]) and _reaches_db(OTHER[0]), "with the guest's firewall off both connect"
+
+
+def test_firewall_files_and_validation(proxmox: ProxmoxAPI, containers: None) -> None:
+    fw = proxmox.nodes(NODE).lxc(DB[0]).firewall
+    before = fw.rules.get()
+    fw.rules.post(type="in", action="ACCEPT", macro="postgresql", source=APP[2], enable=1)
+    rule = fw.rules(0).get()
+    assert (rule["macro"], rule["enable"], rule["ipversion"]) == ("PostgreSQL", 1, 4)
+    text = (subprocess.run(["cat", f"/var/lib/pvesim/etc/pve/firewall/{DB[0]}.fw"], capture_output=True,
+                           text=True, check=True).stdout)
+    assert f"IN PostgreSQL(ACCEPT) -source {APP[2]}" in text
+
+    with pytest.raises(ResourceException) as bad_port:
+        fw.rules.post(type="in", action="ACCEPT", dport="5432")
+    assert bad_port.value.status_code == 400 and "dport" in str(bad_port.value.errors)
+    with pytest.raises(ResourceException) as bad_policy:
+        fw.options.put(policy_in="MAYBE")
+    assert bad_policy.value.status_code == 400
+    with pytest.raises(ResourceException) as stale:
+        fw.rules(0).put(comment="x", digest="0" * 40)
+    assert stale.value.status_code == 500 and "modified" in str(stale.value.content)
+    fw.rules(0).delete()
+    assert len(fw.rules.get()) == len(before), "the rule is gone, the others stay"
+
+
+def test_readonly_token_cannot_change_rules(proxmox_readonly: ProxmoxAPI, containers: None) -> None:
+    fw = proxmox_readonly.nodes(NODE).lxc(DB[0]).firewall
+    assert isinstance(fw.rules.get(), list)
+    with pytest.raises(ResourceException) as denied:
+        fw.rules.post(type="in", action="DROP")
+    assert denied.value.status_code == 403 and "VM.Config.Network" in str(denied.value.content)
