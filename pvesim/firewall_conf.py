@@ -203,4 +203,4 @@ def write(conf: FirewallConf) -> str:
         out.append("")
     if conf.rules:
         out += ["[RULES]", ""] + [format_rule(r) for r in conf.rules] + [""]
-    return "\n".join(out) + ("\n" if out else "")
+    return "\n".join(out).rstrip("\n") + "\n" if out else ""
