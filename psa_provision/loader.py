@@ -81,7 +81,9 @@ def _syntax_error(path: Path, exc: yaml.YAMLError, text: str) -> InputError:
     """`file:line: YAML syntax error: ...` with a hint fitted to the usual causes (tabs, quotes)."""
     if isinstance(exc, yaml.reader.ReaderError):  # a control character or similar
         line = text[:exc.position].count("\n") + 1
-        return InputError(f"{path}:{line}: character {exc.character!r} is not allowed in YAML",
+        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+        return InputError(f"{path}:{line}: character {char!r} (U+{ord(char[:1] or ' '):04X}) is not allowed "
+                          "in YAML",
                           hint="save the file as plain UTF-8 text without control characters")
     if not isinstance(exc, yaml.MarkedYAMLError):
         return InputError(f"{path}:1: not valid YAML: {exc}", hint="check the file is YAML text")
@@ -93,10 +95,12 @@ def _syntax_error(path: Path, exc: yaml.YAMLError, text: str) -> InputError:
         hint = "indent with spaces, not tabs"
     if "another document" in problem:
         hint = "one document per file: remove the `---` line and what follows, or merge them"
-    if exc.context and "quoted" in exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+    opened = exc.context and ("quoted" in exc.context or "flow" in exc.context)
+    if opened and exc.context_mark and exc.context_mark.line + 1 != line:
         start = exc.context_mark.line + 1
         problem = f"{problem} ({exc.context} that starts at line {start})"
-        line, hint = start, f"close the quote opened on line {start}"
+        what = "quote" if "quoted" in str(exc.context) else "bracket"
+        line, hint = start, f"close the {what} opened on line {start}"
     return InputError(f"{path}:{line}: YAML syntax error: {problem}", hint=hint)
 
 
@@ -244,7 +248,8 @@ def load_model(path: Path, model: type[M], *, context: dict[str, Any] | None = N
     """Parse and validate one YAML file as `model`; every problem -> InputError with file:line."""
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
-        raise InputError(f"{path}:1: expected a mapping of keys at the top level")
+        raise InputError(f"{path}:{line_of((), lines)}: expected a mapping of keys at the top level "
+                         f"-> start with `{next(iter(model.model_fields))}:`")
     try:
         return model.model_validate(data, context=context)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError

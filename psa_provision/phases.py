@@ -226,7 +226,9 @@ def _dupes(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]:
 def _placement(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]:
     """Every service placed on a container of this phase that runs the app; known services only."""
     out: list[Problem] = []
-    vmids = {c.vmid: c for c in phase.containers}
+    vmids: dict[int, ContainerSpec] = {}
+    for c in phase.containers:  # the first of duplicate vmids (the duplicate is reported by _dupes)
+        vmids.setdefault(c.vmid, c)
     for name, svc in phase.services.items():
         line = line_of(("services", name), lines)
         if name not in APP_SERVICES:
@@ -352,7 +354,10 @@ def check_all(phases_dir: Path) -> list[Problem]:
         try:
             phase, lines, path = _raw(f.stem, phases_dir)
         except InputError as exc:
-            problems.extend(_problem(str(f), m) for m in exc.message.splitlines())
+            found = exc.message.splitlines()
+            if exc.hint:  # keep the "what to write" of a one-line error (e.g. a YAML syntax error)
+                found[-1] += f" -> {exc.hint}"
+            problems.extend(_problem(str(f), m) for m in found)
             continue
         problems.extend(validate(phase, lines, path))
         loaded.append((phase, lines, path))

@@ -86,7 +86,8 @@ def check_mode(path: Path) -> None:
     """Refuse a secrets file that group or others can read or write."""
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InputError(f"{path}: mode {stat.S_IMODE(mode):04o} lets group or others read the secrets; "
+        raise InputError(f"{path}: mode {stat.S_IMODE(mode):04o} lets group or others read or change "
+                         "the secrets; "
                          "refused", hint=f"chmod 600 {shlex.quote(str(path))}")
 
 
@@ -98,7 +99,8 @@ def load_secrets(path: Path) -> Secrets:
     check_mode(path)
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
-        raise InputError(f"{path}:1: expected groups like `postgresql: {{app_password: ...}}`",
+        raise InputError(f"{path}:{lines.get((), 1)}: expected groups like "
+                         "`postgresql: {app_password: ...}`",
                          hint="run `psa-provision init` on a copy to see the layout")
     flat = {key: _entry(path, key, value, line) for key, value, line in _flatten(path, data, lines)}
     jwt = flat.get("app.jwt_secret", "")
