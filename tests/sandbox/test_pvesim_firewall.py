@@ -39,9 +39,9 @@ def _attach(vmid: int, script: str, timeout: float = 60) -> subprocess.Completed
                           text=True, timeout=timeout, check=False)
 
 
-def _reaches_db(vmid: int) -> bool:
-    """Whether the container gets the listener's answer from DB:5432 within the connect timeout."""
-    script = (f"timeout {CONNECT_TIMEOUT} bash -c 'exec 3<>/dev/tcp/{DB[2]}/5432 && read -r line <&3 "
+def _reaches_db(vmid: int, address: str = DB[2]) -> bool:
+    """Whether the container gets the listener's answer from address:5432 within the connect timeout."""
+    script = (f"timeout {CONNECT_TIMEOUT} bash -c 'exec 3<>/dev/tcp/{address}/5432 && read -r line <&3 "
               "&& echo \"$line\"'")
     return _attach(vmid, script).stdout.strip() == "pg-ok"
 
@@ -78,10 +78,11 @@ def containers(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> Iterator[None]:
         for vmid, *_ in (DB, APP, OTHER):
             _wait_for(f"systemd in CT {vmid}", lambda v=vmid: _attach(v, "systemctl is-system-running")
                       .stdout.strip() in ("running", "degraded"))
-        started = _attach(DB[0], f"setsid -f {LISTENER} </dev/null >/dev/null 2>&1")
-        assert started.returncode == 0, started.stderr
-        _wait_for("the listener on CT 9110 tcp/5432",
-                  lambda: ":5432" in _attach(DB[0], "ss -ltn").stdout)
+        for vmid in (DB[0], APP[0]):
+            started = _attach(vmid, f"setsid -f {LISTENER} </dev/null >/dev/null 2>&1")
+            assert started.returncode == 0, started.stderr
+            _wait_for(f"the listener on CT {vmid} tcp/5432",
+                      lambda v=vmid: ":5432" in _attach(v, "ss -ltn").stdout)
         yield
     finally:
         for vmid, *_ in (DB, APP, OTHER):
@@ -107,7 +108,7 @@ def test_rule_lets_the_app_reach_postgres_and_no_one_else(
     fw.rules.post(type="in", action="ACCEPT", source=APP[2], proto="tcp", dport="5432", enable=1,
                   comment="app -> postgres")
     fw.rules.post(type="in", action="ACCEPT", macro="SSH", enable=1, pos=1)
-    fw.options.put(enable=1, policy_in="DROP")
+    fw.options.put(enable=1, policy_in="DROP", ipfilter=1)  # ipfilter: only its own address leaves the DB
     assert [(r["pos"], r.get("macro"), r.get("source")) for r in fw.rules.get()] == [
         (0, None, APP[2]), (1, "SSH", None)]
     assert _reaches_db(APP[0]), "the app container has a rule for tcp/5432"
@@ -150,3 +151,45 @@ def test_readonly_token_cannot_change_rules(proxmox_readonly: ProxmoxAPI, contai
     with pytest.raises(ResourceException) as denied:
         fw.rules.post(type="in", action="DROP")
     assert denied.value.status_code == 403 and "VM.Config.Network" in str(denied.value.content)
+
+
+def test_guests_on_one_bridge_are_filtered_too(proxmox: ProxmoxAPI, containers: None,
+                                               datacenter_firewall: None) -> None:
+    """APP and OTHER share vmbr20 (bridged, not routed): APP's firewall still decides, per net[n] flag."""
+    ct = proxmox.nodes(NODE).lxc(APP[0])
+    assert _reaches_db(OTHER[0], APP[2]), "before the firewall, OTHER reaches APP"
+    ct.firewall.options.put(enable=1)  # policy_in defaults to DROP
+    try:
+        assert not _reaches_db(OTHER[0], APP[2]), "APP's firewall drops OTHER on the same bridge"
+        net0 = ct.config.get()["net0"]
+        ct.config.put(net0=net0.replace("firewall=1", "firewall=0"))
+        assert _reaches_db(OTHER[0], APP[2]), "with firewall=0 on net0 nothing is filtered there"
+        ct.config.put(net0=net0)
+    finally:
+        ct.firewall.options.put(enable=0)
+
+
+SPOOFED = "10.0.30.211"  # an address DB takes without it being in its config
+
+
+def _reaches_app_from(address: str) -> bool:
+    """Whether DB, sending from `address`, gets APP's listener answer within the connect timeout."""
+    script = (f"timeout {CONNECT_TIMEOUT} perl -MIO::Socket::INET -e '$c = IO::Socket::INET->new("
+              f"PeerAddr => \"{APP[2]}:5432\", LocalAddr => \"{address}\") or exit 1; print scalar <$c>'")
+    return _attach(DB[0], script).stdout.strip() == "pg-ok"
+
+
+def test_ipfilter_drops_what_a_guest_sends_from_an_address_not_its_own(
+        proxmox: ProxmoxAPI, containers: None, datacenter_firewall: None) -> None:
+    fw = proxmox.nodes(NODE).lxc(DB[0]).firewall
+    added = _attach(DB[0], f"ip addr add {SPOOFED}/24 dev eth0")
+    assert added.returncode == 0, added.stderr
+    try:
+        fw.options.put(enable=1, policy_in="ACCEPT", ipfilter=0)
+        assert _reaches_app_from(SPOOFED), "without ipfilter the extra address works"
+        fw.options.put(ipfilter=1)
+        assert not _reaches_app_from(SPOOFED), "ipfilter drops traffic from an address not in net0"
+        assert _reaches_app_from(DB[2]), "its own address still works"
+    finally:
+        fw.options.put(enable=0, delete="ipfilter,policy_in")
+        _attach(DB[0], f"ip addr del {SPOOFED}/24 dev eth0")
