@@ -179,6 +179,12 @@ def _verify(req: Request, rule: dict[str, str], conf: FirewallConf) -> None:
         raise ApiError(400, "Parameter verification failed.", {e.field: str(e)}) from None
 
 
+def moved(rules: list[dict[str, str]], pos: int, moveto: int) -> list[dict[str, str]]:
+    """The rule at `pos` placed before the rule now at `moveto` (at the end past the last), as PVE does."""
+    out = [r for i, r in enumerate(rules) if i != pos and i < moveto]
+    return out + [rules[pos]] + [r for i, r in enumerate(rules) if i != pos and i >= moveto]
+
+
 def _rule_at(conf: FirewallConf, pos: int) -> dict[str, str]:
     if pos >= len(conf.rules):
         raise ApiError(500, f"no rule at position {pos}")
@@ -226,8 +232,7 @@ def rule_put(req: Request) -> None:
         _check_digest(req, fw_digest)
         rule = _rule_at(conf, pos)
         if "moveto" in req.params:
-            conf.rules.pop(pos)
-            conf.rules.insert(min(req.int("moveto"), len(conf.rules)), rule)
+            conf.rules = moved(conf.rules, pos, req.int("moveto"))
         else:
             updated = {**rule, **{k: req.params[k] for k in RULE_FIELDS if k in req.params}}
             for key in (k for k in re.split(r"[,;\s]+", req.params.get("delete", "")) if k):

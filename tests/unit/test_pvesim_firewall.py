@@ -7,6 +7,7 @@ import pytest
 from pvesim import firewall_conf, firewall_nft
 from pvesim.firewall_conf import FirewallConf, FirewallConfError
 from pvesim.firewall_nft import Guest, RuleError
+from pvesim.handlers_firewall import moved
 
 DB_FW = """\
 [OPTIONS]
@@ -157,3 +158,10 @@ def test_ruleset_dispatches_out_before_in_and_drops_spoofed_sources() -> None:
 def test_nothing_is_filtered_while_the_datacenter_firewall_is_off() -> None:
     script = firewall_nft.ruleset(False, [_db()])
     assert "jump" not in script and "ct130" not in script and "drop" not in script.split("delete table")[-1]
+
+
+@pytest.mark.parametrize(("pos", "moveto", "order"), [
+    (0, 2, "BAC"), (0, 3, "BCA"), (0, 9, "BCA"), (2, 0, "CAB"), (2, 1, "ACB"), (1, 1, "ABC")])
+def test_moveto_places_the_rule_before_the_one_at_moveto(pos: int, moveto: int, order: str) -> None:
+    rules = [{"comment": name} for name in "ABC"]
+    assert "".join(r["comment"] for r in moved(rules, pos, moveto)) == order
