@@ -268,7 +268,10 @@ def serve(state: StateDir) -> None:
         print(f"host booted since the last run: onboot containers start in {start_onboot(app)}", flush=True)
     from pvesim.handlers_firewall import sync as sync_firewall
 
-    sync_firewall(app)  # the .fw files are the truth; the nft tables follow them after any restart
+    try:
+        sync_firewall(app)  # the .fw files are the truth; the nft tables follow them after any restart
+    except Exception as e:  # the API must come up to let the caller fix a bad rule through it
+        print(f"firewall not enforced: {e}", file=sys.stderr, flush=True)
     repo_server = _repo_server(state)
     state.pidfile.write_text(str(os.getpid()))
 
