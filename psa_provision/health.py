@@ -51,8 +51,10 @@ probe() {
   printf '%s\t%s\t%s\n' "$name" "$rc" "$(printf '%s' "$out" | tr '\t\n' '  ' | cut -c1-300)"
 }
 http() {
-  code=$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$2/health")
-  printf 'http:%s\t%s\t\n' "$1" "${code:-000}"
+  body=$(curl -s --max-time 10 -w '\n%{http_code}' "http://127.0.0.1:$2/health")
+  code=$(printf '%s' "$body" | tail -n1)
+  body=$(printf '%s' "$body" | head -n -1 | tr '\t\n' '  ' | cut -c1-300)
+  printf 'http:%s\t%s\t%s\n' "$1" "${code:-000}" "$body"
 }
 """
 
@@ -202,7 +204,7 @@ def _judge_services(hostname: str, services: Mapping[str, tuple[int, int]],
     lines: list[HealthLine] = []
     for name, (port, instances) in sorted(services.items()):
         online, total = counts.get(name, (0, 0))
-        http = probes.get(f"http:{name}", (0, ""))[0]
+        http, body = probes.get(f"http:{name}", (0, ""))
         problems = []
         if pm2_code != 0:
             problems.append(pm2_detail[:80] or f"pm2 jlist failed (exit {pm2_code})")
@@ -210,11 +212,18 @@ def _judge_services(hostname: str, services: Mapping[str, tuple[int, int]],
             in_pm2 = f" ({total} in pm2)" if total else ""
             problems.append(f"{online}/{instances} instances online{in_pm2}")
         if http != 200:
-            problems.append(f"GET :{port}/health answered {http:03d}" if http
+            problems.append(f"GET :{port}/health answered {http:03d}{failing_checks(body)}" if http
                             else f"nothing answers :{port}/health")
         why = "; ".join(problems) or f"{online}/{instances} online, /health 200"
         lines.append(HealthLine(hostname, name, not problems, why))
     return lines
+
+
+def failing_checks(body: str) -> str:
+    """` (redis: error: ...)` from a service's /health body: the store checks that are not ok."""
+    found = re.finditer(r'"([\w-]+)":"((?:error|fail)[^"]*)"', body)
+    bad = list(dict.fromkeys(f"{m.group(1)}: {m.group(2)}" for m in found if m.group(1) != "status"))
+    return f" ({'; '.join(bad)[:160]})" if bad else ""
 
 
 def format_report(report: HealthReport) -> list[str]:

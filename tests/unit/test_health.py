@@ -57,14 +57,16 @@ def test_failures_say_why() -> None:
     recorded = (ALL_GOOD.replace("redis\t0\tPONG", "redis\t0\tNOAUTH Authentication required.")
                 .replace('"status": "green"', '"status": "red"')
                 .replace("tickets=4/4", "tickets=3/4")
-                .replace("http:tickets\t200", "http:tickets\t503")
+                .replace("http:tickets\t200\t", 'http:tickets\t503\t{"status":"error","service":"tickets",'
+                         '"checks":{"postgres":"ok","redis":"error: redis connection is reconnecting"}}')
                 .replace("rabbitmq\t0\tPing succeeded", "rabbitmq\t69\tError: unable to connect"))
     lines = _by_component(health.judge("aio", COMPONENTS, SERVICES, health.parse_probes(recorded)))
     assert not lines["redis"].ok and "NOAUTH" in lines["redis"].why
     assert not lines["elasticsearch"].ok and lines["elasticsearch"].why == "cluster status red"
     assert not lines["rabbitmq"].ok and lines["rabbitmq"].why.startswith("exit 69: Error")
     assert not lines["tickets"].ok
-    assert lines["tickets"].why == "3/4 instances online (4 in pm2); GET :3030/health answered 503"
+    assert lines["tickets"].why == ("3/4 instances online (4 in pm2); GET :3030/health answered 503 "
+                                    "(redis: error: redis connection is reconnecting)")
     assert lines["api-gateway"].ok and lines["postgresql"].ok
 
 
