@@ -224,3 +224,17 @@ def test_a_broken_guest_is_repaired(phase0: Site, guest: Connection) -> None:
     again = phase0.cli("up", "phase0", "--yes")
     assert again.code == 0 and again.summary()[0] == 0, again.output[-3000:]
 
+
+
+def test_no_secret_in_output_plan_or_journal(phase0: Site) -> None:
+    from psa_provision.journal import state_dir
+    from psa_provision.secrets import load_secrets
+
+    values = load_secrets(phase0.inventory.secrets_file).values()
+    plan = phase0.cli("plan", "phase0", "--output", "json")
+    texts = {"first up": phase0.first_up.output, "plan json": plan.output,
+             "journal": (state_dir(phase0.inventory_path) / "phase0.journal.jsonl").read_text()}
+    assert len(values) >= 6
+    for name, text in texts.items():
+        leaked = [v[:3] + "..." for v in values if v in text]
+        assert not leaked, f"{name} shows secrets starting {leaked}"
