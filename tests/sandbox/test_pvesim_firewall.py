@@ -161,6 +161,10 @@ def test_guests_on_one_bridge_are_filtered_too(proxmox: ProxmoxAPI, containers: 
     ct.firewall.options.put(enable=1)  # policy_in defaults to DROP
     try:
         assert not _reaches_db(OTHER[0], APP[2]), "APP's firewall drops OTHER on the same bridge"
+        proxmox.cluster.firewall.options.put(enable=0)
+        assert _reaches_db(OTHER[0], APP[2]), "no guest firewall is active while the datacenter's is off"
+        proxmox.cluster.firewall.options.put(enable=1)
+        assert not _reaches_db(OTHER[0], APP[2]), "the datacenter firewall back on"
         net0 = ct.config.get()["net0"]
         ct.config.put(net0=net0.replace("firewall=1", "firewall=0"))
         assert _reaches_db(OTHER[0], APP[2]), "with firewall=0 on net0 nothing is filtered there"
