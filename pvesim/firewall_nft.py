@@ -44,6 +44,10 @@ MACROS: dict[str, list[tuple[str, str]]] = {
     "Syslog": [("udp", "514"), ("tcp", "514")],
     "Ping": [("icmp", "")],
 }
+ICMP_TYPES = {"echo-reply", "destination-unreachable", "source-quench", "redirect", "echo-request",
+              "router-advertisement", "router-solicitation", "time-exceeded", "parameter-problem",
+              "timestamp-request", "timestamp-reply", "info-request", "info-reply", "address-mask-request",
+              "address-mask-reply"}
 _PORT = re.compile(r"^(\d+)(?::(\d+))?$")
 
 
@@ -144,8 +148,21 @@ def verify_rule(rule: Mapping[str, str], conf: FirewallConf, net_keys: Iterable[
                 ports(rule[key])
             except ValueError as e:
                 raise RuleError(key, str(e)) from None
-    if proto and not re.fullmatch(r"tcp|udp|icmp|\d+", proto):
+    if proto and protocol_number(proto) is None:
         raise RuleError("proto", f"unknown protocol '{proto}'")
+    icmp_type = rule.get("icmp-type")
+    if icmp_type and (proto != "icmp" or not (icmp_type in ICMP_TYPES or icmp_type.isdigit())):
+        raise RuleError("icmp-type", f"icmp-type '{icmp_type}' needs proto icmp and a known type")
+
+
+def protocol_number(proto: str) -> int | None:
+    """'tcp' -> 6, '47' -> 47, per /etc/protocols as PVE resolves names; None if unknown."""
+    if proto.isdigit():
+        return int(proto) if int(proto) < 256 else None
+    try:
+        return socket.getprotobyname(proto)
+    except OSError:
+        return None
 
 
 # --- translation ------------------------------------------------------------------------------
@@ -179,7 +196,7 @@ def _matches(rule: Mapping[str, str], conf: FirewallConf) -> list[str]:
             parts.append(f"icmp type {rule.get('icmp-type') or 'echo-request'}" if rule.get("macro")
                          or rule.get("icmp-type") else "meta l4proto icmp")
         elif proto:
-            parts.append(f"meta l4proto {proto}")
+            parts.append(f"meta l4proto {protocol_number(proto)}")
         out.append(" ".join(parts))
     return out
 

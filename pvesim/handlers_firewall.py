@@ -41,12 +41,24 @@ def _read(path: Path) -> tuple[FirewallConf, str]:
 
 
 def _write(app: App, path: Path, conf: FirewallConf) -> None:
-    """Write atomically, then enforce the new state."""
+    """Write atomically, then enforce the new state; if nft refuses it, the old file comes back."""
+    previous = path.read_text() if path.exists() else None
+    _replace(path, write(conf))
+    try:
+        sync(app)
+    except ApiError:
+        if previous is None:
+            path.unlink(missing_ok=True)
+        else:
+            _replace(path, previous)
+        raise
+
+
+def _replace(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(write(conf))
+    tmp.write_text(text)
     os.replace(tmp, path)
-    sync(app)
 
 
 def _check_digest(req: Request, current: str) -> None:

@@ -80,6 +80,9 @@ def test_digest_is_sha1_of_the_file() -> None:
     ({"type": "in", "action": "MAYBE"}, "action"),
     ({"type": "group", "action": "webservers"}, "action"),
     ({"type": "in", "action": "ACCEPT", "proto": "gre!"}, "proto"),
+    ({"type": "in", "action": "ACCEPT", "proto": "300"}, "proto"),
+    ({"type": "in", "action": "ACCEPT", "proto": "icmp", "icmp-type": "echo-please"}, "icmp-type"),
+    ({"type": "in", "action": "ACCEPT", "proto": "tcp", "icmp-type": "echo-request"}, "icmp-type"),
 ])
 def test_verify_rule_names_the_bad_field(rule: dict[str, str], field: str) -> None:
     with pytest.raises(RuleError) as err:
@@ -92,6 +95,14 @@ def test_verify_rule_accepts_pve_specs() -> None:
     firewall_nft.verify_rule({"type": "in", "action": "ACCEPT", "source": "+apps,10.0.20.1-10.0.20.5",
                               "proto": "tcp", "dport": "5432,8000:8010,ssh", "iface": "net0"}, conf, ["net0"])
     firewall_nft.verify_rule({"type": "in", "action": "ACCEPT", "macro": "PostgreSQL"}, conf, [])
+    firewall_nft.verify_rule({"type": "in", "action": "ACCEPT", "proto": "icmp", "icmp-type": "echo-request"},
+                             conf, [])
+
+
+def test_protocol_names_become_numbers() -> None:
+    guest = _db("[OPTIONS]\nenable: 1\n[RULES]\nIN ACCEPT -p gre\nIN DROP -p icmp -icmp-type echo-request\n")
+    assert firewall_nft.chain_rules(guest, "net0", inbound=True)[2:4] == [
+        "meta l4proto 47 accept", "icmp type echo-request drop"]
 
 
 def test_in_chain_rules_in_order_then_policy() -> None:
