@@ -70,7 +70,7 @@ def _mapping(node: yaml.MappingNode, loc: Loc, lines: dict[Loc, int], loader: _L
                            "write a plain word as the key, e.g. `memory_mb:`")
         key = loader.construct_object(key_node, deep=True)
         if key in out:
-            raise _Refused(key_line, f"duplicate key '{key}' (first at line {lines[(*loc, key)]})",
+            raise _Refused(key_line, f"duplicate key '{show(key)}' (first at line {lines[(*loc, key)]})",
                            "keep one of the two; YAML would silently use the last")
         lines[(*loc, key)] = key_line
         out[key] = _compose(value_node, (*loc, key), lines, loader, budget)
@@ -129,6 +129,9 @@ def load_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
         raise _syntax_error(path, exc, text) from None
     except _Refused as exc:
         raise InputError(f"{path}:{exc.line}: {exc.message}", hint=exc.hint) from None
+    except RecursionError:  # PyYAML's composer recurses once per level: [[[[...]]]] thousands deep
+        raise InputError(f"{path}:{loader.line + 1}: nested deeper than {MAX_DEPTH} levels",
+                         hint="no inventory or phase file needs this; check the brackets") from None
     finally:
         loader.dispose()
     return data, lines
@@ -218,14 +221,14 @@ def format_errors(path: Path, exc: ValidationError, data: Any, lines: Mapping[Lo
     found: list[tuple[int, str]] = []
     for err in exc.errors(include_url=False):
         loc = _clean_loc(tuple(err["loc"]), data)
-        where = ".".join(str(p) for p in loc) or "(top level)"
+        where = ".".join(show(p) for p in loc) or "(top level)"
         msg = str(err["msg"])
         kind = err["type"]
         info, _ = _field_at(model, loc)
         if kind == "extra_forbidden":
-            msg = f"unknown key '{loc[-1]}'"
+            msg = f"unknown key '{show(loc[-1])}'"
         elif kind == "missing":
-            msg = f"missing key '{loc[-1]}'"
+            msg = f"missing key '{show(loc[-1])}'"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         elif kind == "string_pattern_mismatch" and info is not None and info.description:
@@ -236,6 +239,14 @@ def format_errors(path: Path, exc: ValidationError, data: Any, lines: Mapping[Lo
             msg += _hint(kind, err, loc, model)
         found.append((line_of(loc, lines), f"{path}:{line_of(loc, lines)}: {where}: {msg}"))
     return "\n".join(m for _, m in sorted(found))
+
+
+def show(value: object, limit: int = 40) -> str:
+    """A key or value as written, safe on one line: control characters escaped, cut to `limit`."""
+    text = str(value)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _short(value: object) -> str:

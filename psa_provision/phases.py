@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import InputError
-from .loader import Loc, line_of, load_model, load_yaml
+from .loader import Loc, line_of, load_model, load_yaml, show
 
 APP_SERVICES: dict[str, int] = {
     "api-gateway": 3000, "auth": 3010, "crm": 3020, "tickets": 3030,
@@ -78,7 +78,7 @@ class ContainerSpec(_Strict):
         self._check_addresses()
         unknown = [c for c in self.components if c not in COMPONENTS]
         if unknown:
-            raise ValueError(f"unknown component(s) {', '.join(map(str, unknown))}"
+            raise ValueError(f"unknown component(s) {', '.join(map(show, unknown))}"
                              f"{_close(unknown, COMPONENTS)} -> use only: {', '.join(COMPONENTS)}")
         if self.services and "app" not in self.components:
             raise ValueError("a container with services needs the 'app' component -> add app (and nodejs) "
@@ -233,21 +233,22 @@ def _placement(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
         line = line_of(("services", name), lines)
         if name not in APP_SERVICES:
             known = ", ".join(APP_SERVICES)
-            out.append(Problem(str(path), line, f"unknown service '{name}'{_close([name], APP_SERVICES)}"
-                               f" -> use one of: {known}"))
+            out.append(Problem(str(path), line, f"unknown service '{show(name)}'"
+                               f"{_close([name], APP_SERVICES)} -> use one of: {known}"))
         if svc.container not in vmids:
-            out.append(Problem(str(path), line, f"service {name} placed on container {svc.container}, "
+            out.append(Problem(str(path), line, f"service {show(name)} placed on container {svc.container}, "
                                "which this phase does not define -> set container: to one of "
                                f"{', '.join(map(str, vmids)) or '(none defined)'}"))
         elif name not in vmids[svc.container].services:
-            out.append(Problem(str(path), line, f"service {name} placed on {svc.container} but that "
-                               f"container's services list does not name it -> add {name} to it"))
+            out.append(Problem(str(path), line, f"service {show(name)} placed on {svc.container} but that "
+                               f"container's services list does not name it -> add {show(name)} to it"))
     for i, c in enumerate(phase.containers):
         for s in c.services:
             if s not in phase.services:
                 out.append(Problem(str(path), line_of(("containers", i, "services"), lines),
-                                   f"container {c.vmid} lists service '{s}' without an entry under services"
-                                   f" -> add `{s}: {{port: ..., container: {c.vmid}}}` under services"))
+                                   f"container {c.vmid} lists service '{show(s)}' without an entry under "
+                                   f"services -> add `{show(s)}: {{port: ..., container: {c.vmid}}}` "
+                                   "under services"))
     if phase.services and set(phase.services) != set(APP_SERVICES):
         missing = sorted(set(APP_SERVICES) - set(phase.services))
         if missing:
@@ -259,7 +260,7 @@ def _placement(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
         if (svc.container, svc.port) in ports:
             other = ports[svc.container, svc.port]
             out.append(Problem(str(path), line_of(("services", name, "port"), lines),
-                               f"port {svc.port} on {svc.container} also used by {other} -> give each "
+                               f"port {svc.port} on {svc.container} also used by {show(other)} -> give each "
                                "service its own port"))
         ports[svc.container, svc.port] = name
     return out
@@ -282,7 +283,7 @@ def _resources(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
         if c.node in members[c.cluster]:
             other = members[c.cluster][c.node]
             out.append(Problem(str(path), line_of(("containers", i, "node"), lines),
-                               f"cluster {c.cluster}: {c.vmid} and {other} share node {c.node} -> "
+                               f"cluster {show(c.cluster)}: {c.vmid} and {other} share node {c.node} -> "
                                "place cluster members on different nodes"))
         members[c.cluster][c.node] = c.vmid
     for node, cap in phase.nodes.items():
@@ -290,11 +291,12 @@ def _resources(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
         mem = sum(c.memory_mb for c in on)
         if mem > cap.memory_mb:
             out.append(Problem(str(path), line_of(("nodes", node), lines),
-                               f"node {node}: containers ask {mem} MB of {cap.memory_mb} MB", "warning"))
+                               f"node {show(node)}: containers ask {mem} MB of {cap.memory_mb} MB",
+                               "warning"))
         cores = sum(c.cores for c in on)
         if cores > cap.cores:
             out.append(Problem(str(path), line_of(("nodes", node), lines),
-                               f"node {node}: containers ask {cores} cores of {cap.cores} (overcommit)",
+                               f"node {show(node)}: containers ask {cores} cores of {cap.cores} (overcommit)",
                                "warning"))
     return out
 

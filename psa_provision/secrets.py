@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .loader import Loc, dump_yaml, load_yaml, write_private
+from .loader import Loc, dump_yaml, load_yaml, show, write_private
 from .plan import Secret
 
 KEYS: tuple[str, ...] = (
@@ -116,8 +116,9 @@ def _flatten(path: Path, data: dict[Any, Any], lines: dict[Loc, int]) -> list[tu
     out: list[tuple[str, object, int]] = []
     for group, entries in data.items():
         if not isinstance(entries, dict):
-            raise InputError(f"{path}:{lines.get((group,), 1)}: {group}: expected a mapping of names "
-                             "to values", hint=f"write e.g. `{group}:` then `  password: ...` indented below")
+            raise InputError(f"{path}:{lines.get((group,), 1)}: {show(group)}: expected a mapping of names "
+                             "to values", hint=f"write e.g. `{show(group)}:` then `  password: ...` indented "
+                             "below")
         out.extend((f"{group}.{name}", value, lines.get((group, name), 1)) for name, value in entries.items())
     return out
 
@@ -126,9 +127,9 @@ def _entry(path: Path, key: str, value: object, line: int) -> str:
     """One secret's value: a non-empty string under a known key (a typo would read as 'missing')."""
     if key not in KEYS:
         close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.6)
-        raise InputError(f"{path}:{line}: unknown secret '{key}'",
+        raise InputError(f"{path}:{line}: unknown secret '{show(key)}'",
                          hint=f"did you mean '{close[0]}'?" if close else f"known: {', '.join(KEYS)}")
     if not isinstance(value, str) or not value:
-        raise InputError(f"{path}:{line}: {key}: expected a non-empty string",
+        raise InputError(f"{path}:{line}: {show(key)}: expected a non-empty string",
                          hint="quote the value, e.g. password: '0123'")
     return value
