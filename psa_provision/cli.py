@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from psa_provision import engine
-from psa_provision.errors import InputError, ProvisionError
+from psa_provision.errors import GuestError, InputError, ProvisionError, TaskError
 from psa_provision.inventory import DEFAULT_INVENTORY, load_inventory
 from psa_provision.output import Output, plan_json
 
@@ -135,7 +135,7 @@ def up(ctx: typer.Context, phase: str,
                 raise InputError("aborted: nothing was changed")
         try:
             result = engine.up(site, out, force=force)
-        except ProvisionError:
+        except (GuestError, TaskError):
             out.note("the next `up` continues from where this one stopped")
             raise
         out.summary(result.summary.changed, result.summary.unchanged, result.summary.failed)
