@@ -218,12 +218,16 @@ class RabbitmqSource(Strict):
     source: Literal["debian"] = "debian"
 
 
+NoProxyHost = Annotated[str, Field(pattern=r"^[A-Za-z0-9.*:/_-]+$", examples=["10.0.20.1"],
+                                   description="a host, .domain or CIDR (no spaces or quotes)")]
+
+
 class Packages(Strict):
     """Where guests get packages: an optional proxy, extra CAs, and per-component repositories."""
 
     proxy: str | None = Field(default=None, pattern=r"^https?://[^/\s]+/?$",
                               description="an http://HOST:PORT proxy URL", examples=["http://10.0.20.1:3142"])
-    no_proxy: list[str] = []
+    no_proxy: list[NoProxyHost] = Field(default=[], examples=["[10.0.20.1, localhost]"])
     extra_ca_files: list[RelPath] = []
     nodejs: AptRepo = Field(default_factory=_nodesource)
     elasticsearch: AptRepo = Field(default_factory=_elastic)

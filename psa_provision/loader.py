@@ -179,6 +179,7 @@ def _field_at(model: Any, loc: Loc) -> tuple[Any, dict[str, Any]]:
             if isinstance(part, str) and info is not None and get_origin(info.annotation) is dict:
                 continue  # a free-form key such as a service name
             if isinstance(part, int):
+                info = _item_info(info) if i == len(loc) - 1 else info
                 continue
             return None, fields
         info = fields[part]
@@ -186,6 +187,15 @@ def _field_at(model: Any, loc: Loc) -> tuple[Any, dict[str, Any]]:
             models = _unwrap(info.annotation)
             fields = dict(models[0].model_fields) if models else {}
     return info, fields
+
+
+def _item_info(info: Any) -> Any:
+    """For an item of a list field: the item type's own Field (description, examples), else the list's."""
+    for item in get_args(getattr(info, "annotation", None)):
+        for meta in get_args(item)[1:]:
+            if getattr(meta, "description", None):
+                return meta
+    return info
 
 
 def _hint(kind: str, err: Any, loc: Loc, model: Any) -> str:

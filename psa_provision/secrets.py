@@ -132,4 +132,12 @@ def _entry(path: Path, key: str, value: object, line: int) -> str:
     if not isinstance(value, str) or not value:
         raise InputError(f"{path}:{line}: {show(key)}: expected a non-empty string",
                          hint="quote the value, e.g. password: '0123'")
+    if not value.isprintable() or value != value.strip():
+        raise InputError(f"{path}:{line}: {show(key)}: a secret must be one line of printable characters "
+                         "without leading or trailing spaces (.env holds it as KEY=value)",
+                         hint="remove the line breaks or outer spaces, or delete the line and run "
+                         "`psa-provision init`")
+    if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+        raise InputError(f"{path}:{line}: {show(key)}: the value itself starts and ends with {value[0]}; "
+                         ".env readers would strip those", hint="drop the inner pair of quotes")
     return value

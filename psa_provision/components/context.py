@@ -7,6 +7,7 @@ components then turn (ctx, facts) into Changes without touching anything.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,8 @@ def read_extra_cas(inv: Inventory) -> tuple[tuple[str, str], ...]:
                              hint="fix packages.extra_ca_files in the inventory") from None
         if "BEGIN CERTIFICATE" not in pem:
             raise InputError(f"{path}: not a PEM certificate", hint="give a PEM (.crt/.pem) file")
-        out.append((f"psa-extra-{i}-{path.stem}.crt", pem))
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem)  # a plain guest file name, whatever the local one
+        out.append((f"psa-extra-{i}-{stem}.crt", pem))
     return tuple(out)
 
 

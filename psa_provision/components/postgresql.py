@@ -77,7 +77,12 @@ def role_sql(password: str) -> str:
     """Idempotent: create psa_app if absent, then (re)set LOGIN and its password."""
     return (_QUIET + f"DO $$BEGIN\n  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN\n"
             f"    CREATE ROLE {ROLE} LOGIN;\n  END IF;\nEND$$;\n"
-            f"ALTER ROLE {ROLE} WITH LOGIN PASSWORD '{password}';\n")
+            f"ALTER ROLE {ROLE} WITH LOGIN PASSWORD {sql_literal(password)};\n")
+
+
+def sql_literal(value: str) -> str:
+    """A standard SQL string literal: quotes doubled (standard_conforming_strings: backslash is plain)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def database_sql() -> str:

@@ -24,8 +24,27 @@ def maxmemory(ctx: HostContext) -> str:
 def content(ctx: HostContext) -> str:
     bind = ctx.listen_address()
     bind = "127.0.0.1" if bind == "127.0.0.1" else f"{bind} 127.0.0.1"
-    return render("redis.conf.j2", bind=bind, password=ctx.secrets.get("redis.password").value,
+    return render("redis.conf.j2", bind=bind, password=conf_word(ctx.secrets.get("redis.password").value),
                   maxmemory=maxmemory(ctx))
+
+
+def conf_word(value: str) -> str:
+    """One redis.conf argument: as is when plain, else double-quoted with \\, \\" and \\xHH escapes.
+
+    Redis splits config lines like a shell (sdssplitargs): whitespace ends a word and a quote starts a
+    quoted section, so a password holding either must be quoted to reach Redis whole.
+    """
+    if value and not any(c.isspace() or c in "\"'" or not c.isprintable() for c in value):
+        return value
+    out = []
+    for c in value:
+        if c in "\\\"":
+            out.append("\\" + c)
+        elif c == " " or (c.isprintable() and c.isascii() and not c.isspace()):
+            out.append(c)
+        else:
+            out.extend(f"\\x{b:02x}" for b in c.encode())
+    return '"' + "".join(out) + '"'
 
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
