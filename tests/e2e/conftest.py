@@ -156,3 +156,58 @@ def guest(phase0: Site) -> Iterator[Connection]:
 def q(*words: str) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
+
+
+CONVERGED_SNAPSHOT = "e2e_converged"  # a PVE configid: letters, digits, _
+
+
+def _wait_gateway_healthy(site: Site, deadline_s: float = 180.0) -> None:
+    """Poll the gateway's aggregated /health from this machine until 200 (or fail saying so)."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{site.container.ip}:3000/health"
+    deadline = time.monotonic() + deadline_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+                last = f"HTTP {resp.status}"
+        except (OSError, urllib.error.URLError) as exc:
+            last = str(exc)
+        time.sleep(1.0)
+    pytest.fail(f"gateway {url} not healthy after {deadline_s:.0f} s: {last}")
+
+
+@pytest.fixture(scope="session")
+def converged_snapshot(phase0: Site) -> str:
+    """A Proxmox snapshot of the converged phase-0 container, taken once per session.
+
+    Destructive tests roll back to it (fixture `reset_phase0`) instead of provisioning again.
+    """
+    from psa_provision import proxmox
+
+    px = proxmox.connect(phase0.inventory)
+    node, vmid = phase0.container.node, phase0.container.vmid
+    names = {str(s.get("name")) for s in px.request("GET", f"/nodes/{node}/lxc/{vmid}/snapshot") or []}
+    if CONVERGED_SNAPSHOT in names:
+        px.call("DELETE", f"/nodes/{node}/lxc/{vmid}/snapshot/{CONVERGED_SNAPSHOT}")  # waits for the task
+    px.snapshot(node, vmid, CONVERGED_SNAPSHOT, "converged phase 0 (e2e session)")
+    return CONVERGED_SNAPSHOT
+
+
+@pytest.fixture
+def reset_phase0(phase0: Site, converged_snapshot: str) -> Iterator[Site]:
+    """For a test that breaks container 200: afterwards roll back to the converged snapshot,
+    start the container and wait until the gateway is healthy again."""
+    yield phase0
+    from psa_provision import proxmox
+
+    px = proxmox.connect(phase0.inventory)
+    node, vmid = phase0.container.node, phase0.container.vmid
+    px.rollback(node, vmid, converged_snapshot)  # each call waits for its task
+    if px.status(node, vmid).get("status") != "running":
+        px.start(node, vmid)
+    _wait_gateway_healthy(phase0)
