@@ -95,10 +95,31 @@ def sandbox_credentials() -> dict[str, object]:
     return data
 
 
+VMID = int(os.environ.get("PSA_E2E_VMID", "200"))
+
+
+def phases_dir(workdir: Path) -> Path:
+    """The repo's phases; with PSA_E2E_VMID=N a private copy where phase 0's container is N at
+    10.0.20.(N-100) named psa-e2e-N, so developers can run e2e side by side without sharing 200."""
+    if VMID == 200:
+        return REPO_ROOT / "phases"
+    private = workdir / "phases"
+    private.mkdir(exist_ok=True)
+    for src in (REPO_ROOT / "phases").glob("*.yml"):
+        text = src.read_text()
+        if src.name == "phase0.yml":
+            text = re.sub(r"\bvmid: 200\b", f"vmid: {VMID}", text)
+            text = re.sub(r"\bcontainer: 200\b", f"container: {VMID}", text)
+            text = text.replace("10.0.20.100/24", f"10.0.20.{VMID - 100}/24")
+            text = text.replace("hostname: psa-all-in-one", f"hostname: psa-e2e-{VMID}")
+        (private / src.name).write_text(text)
+    return private
+
+
 def write_inventory(workdir: Path, creds: dict[str, object]) -> Path:
     """A copy of inventories/sandbox.yml in workdir: phases from the repo, token from the sandbox."""
     text = (REPO_ROOT / "inventories" / "sandbox.yml").read_text()
-    text = re.sub(r"(?m)^phases_dir: .*$", f"phases_dir: {REPO_ROOT / 'phases'}", text)
+    text = re.sub(r"(?m)^phases_dir: .*$", f"phases_dir: {phases_dir(workdir)}", text)
     token_file = Path(str(creds.get("token_secret_file") or "/var/lib/pvesim/tokens/psa-provision"))
     if not token_file.is_file():
         token_file = workdir / "token"
@@ -143,7 +164,7 @@ def _provision(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     assert first.code == 0, f"{kind} up failed:\n{first.output[-6000:]}"
     inv = load_inventory(inventory)
     phase = load_phase("phase0", inv.phases_dir)
-    yield Site(inventory, inv, phase, phase.container(200), first, cold=not keep)
+    yield Site(inventory, inv, phase, phase.container(VMID), first, cold=not keep)
 
 
 @pytest.fixture(scope="session")

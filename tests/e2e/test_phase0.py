@@ -174,7 +174,8 @@ def test_login_create_ticket_and_search_through_the_gateway(phase0: Site) -> Non
 def test_status_shows_the_container_and_healthy_services(phase0: Site) -> None:
     run = phase0.cli("status", timeout=120)
     assert run.code == 0, run.output[-3000:]
-    assert re.search(r"pve1\s*│\s*200\s*│\s*psa-all-in-one\s*│\s*running", run.stdout), run.stdout
+    spec = phase0.container
+    assert re.search(rf"pve1\s*│\s*{spec.vmid}\s*│\s*{spec.hostname}\s*│\s*running", run.stdout), run.stdout
     for name, svc in phase0.phase.services.items():
         pattern = rf"│ {re.escape(name)}\s*│\s*{svc.port}\s*│\s*(\d+)/(\d+) online\s*│\s*(\w+)"
         row = re.search(pattern, run.stdout)
