@@ -24,6 +24,8 @@ _FINGERPRINT = re.compile(r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$")
 _SIZE = re.compile(r"^[0-9]+(kB|MB|GB|TB)$")
 _REDIS_SIZE = re.compile(r"^[0-9]+(kb|mb|gb)$")
 _HEAP = re.compile(r"^[0-9]+[mg]$")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_STORAGE_ID = r"^[A-Za-z][A-Za-z0-9._-]*$"  # PVE's pve-storage-id
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
@@ -61,11 +63,13 @@ class Auth(Strict):
     token_id: str | None = Field(default=None, pattern=r"^[^@\s]+@[^!\s]+![A-Za-z0-9_.-]+$",
                                  description="an API token id USER@REALM!TOKENID",
                                  examples=["root@pam!psa-provision"])
-    token_secret_env: str | None = None
+    token_secret_env: str | None = Field(default=None, pattern=_ENV_NAME, description="an environment "
+                                         "variable name", examples=["PSA_PVE_TOKEN_SECRET"])
     token_secret_file: RelPath | None = None
     user: str | None = Field(default=None, pattern=r"^[^@\s]+@\S+$", description="a user USER@REALM",
                              examples=["root@pam"])
-    password_env: str | None = None
+    password_env: str | None = Field(default=None, pattern=_ENV_NAME, description="an environment "
+                                     "variable name", examples=["PSA_PVE_PASSWORD"])
     password_file: RelPath | None = None
 
     @model_validator(mode="after")
@@ -169,8 +173,10 @@ class Proxmox(Strict):
 
 
 class Storage(Strict):
-    rootfs: str = "local-lvm"
-    templates: str = "local"
+    rootfs: str = Field(default="local-lvm", pattern=_STORAGE_ID, description="a Proxmox storage id",
+                        examples=["local-lvm"])
+    templates: str = Field(default="local", pattern=_STORAGE_ID, description="a Proxmox storage id",
+                           examples=["local"])
 
 
 class Network(Strict):
@@ -178,13 +184,16 @@ class Network(Strict):
                         examples=["vmbr20"])
     gateway: IPv4 = Field(examples=["10.0.20.1"])
     nameserver: IPv4 = Field(examples=["10.0.20.1"])
-    searchdomain: str | None = None
+    searchdomain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
+                                     description="a DNS domain", examples=["example.lan"])
 
 
 class Ssh(Strict):
-    user: str = "root"
+    user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]*$", description="a Unix user name",
+                      examples=["root"])
     key_file: RelPath = Field(examples=["keys/sandbox_ed25519"])
-    jump_host: str | None = None
+    jump_host: str | None = Field(default=None, pattern=r"^([a-z_][a-z0-9_-]*@)?[A-Za-z0-9.-]+(:[0-9]+)?$",
+                                 description="[USER@]HOST[:PORT]", examples=["root@pve1.example.lan"])
 
     @property
     def public_key_file(self) -> Path:

@@ -14,7 +14,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -65,13 +65,16 @@ class ContainerSpec(_Strict):
     bridge: str = Field(pattern=r"^vmbr[0-9]+$", description="a Linux bridge name vmbrN", examples=["vmbr20"])
     ip_cidr: str = Field(examples=["10.0.20.100/24"])
     gateway: str = Field(examples=["10.0.20.1"])
-    nameserver: str | None = None  # None: the inventory's network.nameserver
+    nameserver: str | None = Field(default=None, examples=["10.0.20.1"])  # None: the inventory's
     unprivileged: bool = True
-    features: dict[str, int] = {"nesting": 1}
+    features: dict[Literal["nesting", "keyctl", "fuse", "mknod", "force_rw_sys"],
+                   Annotated[int, Field(ge=0, le=1)]] = Field(default={"nesting": 1},
+                                                              examples=["{nesting: 1}"])
     onboot: bool = True
     components: list[str] = []
     services: list[str] = []
-    cluster: str | None = None  # members of one cluster must sit on different nodes
+    cluster: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$", examples=["postgresql"],
+                                description="lowercase letters, digits and '-'")  # members on different nodes
 
     @model_validator(mode="after")
     def _check(self) -> ContainerSpec:
@@ -87,6 +90,12 @@ class ContainerSpec(_Strict):
 
     def _check_addresses(self) -> None:
         """ip_cidr is a host address with prefix, in its bridge's subnet; the gateway is inside it."""
+        if self.nameserver is not None:
+            try:
+                ipaddress.IPv4Address(self.nameserver)
+            except ValueError:
+                raise ValueError(f"nameserver '{self.nameserver}' is not an IPv4 address -> write e.g. "
+                                 "10.0.20.1, or leave it out to use the inventory's") from None
         try:
             iface = ipaddress.IPv4Interface(self.ip_cidr)
         except ValueError:
