@@ -208,7 +208,7 @@ def _hint(kind: str, err: Any, loc: Loc, model: Any) -> str:
         return f" -> did you mean '{close[0]}'?" if close else (
             f" -> remove it or check its spelling (allowed here: {', '.join(siblings)})")
     if kind == "missing":
-        return f" -> add it{eg}"
+        return f" -> add it, e.g. `{show(loc[-1])}: {example}`" if example is not None else " -> add it"
     ctx = err.get("ctx") or {}
     bounds = [f"{op} {ctx[k]}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
               if k in ctx]
