@@ -27,8 +27,10 @@ def heap(ctx: HostContext) -> str:
 
 
 def conf_content(ctx: HostContext) -> str:
+    listen = ctx.listen_address()
+    bind = listen if listen == "127.0.0.1" else f"[{listen}, 127.0.0.1]"  # clients use the IP; loopback too
     return render("elasticsearch.yml.j2", cluster_name="psa-platform", node_name="psa-node-1",
-                  bind=ctx.listen_address(), repo_path=ES_BACKUP_DIR)
+                  bind=bind, repo_path=ES_BACKUP_DIR)
 
 
 def heap_content(ctx: HostContext) -> str:

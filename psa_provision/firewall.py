@@ -1,0 +1,152 @@
+"""The Proxmox firewall of a phase's containers: the rules the topology needs, and the API calls to get there.
+
+Pure: the phase says which container serves what to whom; the current Proxmox state (GET config,
+firewall options and rules, datacenter options) comes in as dicts. Only a phase of several containers
+gets the firewall (phase 0 keeps everything on loopback in one container, with nothing to filter).
+Rules carry a `psa-provision:` comment; rules without it (an operator's own) are left where they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .phases import ContainerSpec, Phase
+from .plan import ApiCall, Change, Noop
+
+COMPONENT = "firewall"
+TAG = "psa-provision:"
+GATEWAY = "api-gateway"
+SSH_PORT = 22
+# component -> the TCP port its clients (the app containers) use
+STORE_PORTS: dict[str, int] = {"postgresql": 5432, "redis": 6379, "rabbitmq": 5672, "elasticsearch": 9200}
+OPTIONS: dict[str, str] = {"enable": "1", "policy_in": "DROP", "policy_out": "ACCEPT"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One inbound ACCEPT rule of a container's firewall (tcp to dport, from source or anywhere)."""
+
+    dport: int
+    source: str
+    comment: str
+
+    def params(self) -> dict[str, object]:
+        """POST .../firewall/rules parameters (enabled: PVE adds rules disabled unless enable=1)."""
+        params: dict[str, object] = {"type": "in", "action": "ACCEPT", "proto": "tcp",
+                                     "dport": str(self.dport), "enable": 1,
+                                     "comment": f"{TAG} {self.comment}"}
+        if self.source:
+            params["source"] = self.source
+        return params
+
+    def key(self) -> tuple[str, str, str, str, str, str, str]:
+        p = self.params()
+        return _rule_key({k: str(v) for k, v in p.items()})
+
+
+def _rule_key(rule: dict[str, Any]) -> tuple[str, str, str, str, str, str, str]:
+    """What makes two rules the same (as GET rules returns them or as we would POST them)."""
+    return tuple(str(rule.get(k, "")) for k in  # type: ignore[return-value]
+                 ("type", "action", "proto", "dport", "source", "enable", "comment"))
+
+
+def enabled(phase: Phase) -> bool:
+    """A phase of several containers gets the firewall: its containers talk to each other."""
+    return len(phase.containers) > 1
+
+
+def admin_sources(phase: Phase) -> list[str]:
+    """Where SSH comes from: the host side of the phase's bridges (their gateways), as in the sandbox."""
+    return sorted({c.gateway for c in phase.containers if c.gateway})
+
+
+def clients(phase: Phase, spec: ContainerSpec) -> list[str]:
+    """IPs of the other containers that run the app: they use this container's stores."""
+    return sorted(c.ip for c in phase.containers if c.vmid != spec.vmid and "app" in c.components)
+
+
+def rules(phase: Phase, spec: ContainerSpec) -> list[Rule]:
+    """The inbound rules `spec` needs in `phase`: SSH from the admin side, each store's port from its
+    clients, the gateway's port from anywhere, other services' ports from the other app containers."""
+    out = [Rule(SSH_PORT, src, "ssh from the admin side") for src in admin_sources(phase)]
+    for component in spec.components:
+        port = STORE_PORTS.get(component)
+        if port is not None:
+            out += [Rule(port, ip, f"{component} client") for ip in clients(phase, spec)]
+    for name, service in sorted(phase.services_on(spec.vmid).items(), key=lambda kv: kv[1].port):
+        if name == GATEWAY:
+            out.append(Rule(service.port, "", f"{name} (public entry)"))
+        else:
+            out += [Rule(service.port, ip, f"{name} caller") for ip in clients(phase, spec)]
+    return out
+
+
+def _kv(text: str) -> dict[str, str]:
+    return dict(p.split("=", 1) for p in str(text).split(",") if "=" in p)
+
+
+def net_flag_change(spec: ContainerSpec, config: dict[str, Any]) -> Change:
+    """PUT config net0 with firewall=1 (the MAC and the rest kept) unless the flag is already set."""
+    net0 = str(config.get("net0", ""))
+    if _kv(net0).get("firewall") == "1":
+        return Noop(spec.hostname, COMPONENT, f"net0 of {spec.vmid} has firewall=1")
+    parts = [p for p in net0.split(",") if p and not p.startswith("firewall=")]
+    value = ",".join([*parts, "firewall=1"])
+    params: dict[str, object] = {"net0": value}
+    if config.get("digest"):
+        params["digest"] = config["digest"]
+    return ApiCall(spec.hostname, COMPONENT, f"firewall=1 on net0 of container {spec.vmid}", method="PUT",
+                   path=f"/nodes/{spec.node}/lxc/{spec.vmid}/config", params=params, effect="live",
+                   diff={"net0": (net0, value)})
+
+
+def rule_changes(spec: ContainerSpec, want: list[Rule], current: list[dict[str, Any]]) -> list[Change]:
+    """Our rules exactly as wanted, in order, on top; else delete ours (last first) and add the wanted."""
+    base = f"/nodes/{spec.node}/lxc/{spec.vmid}/firewall/rules"
+    ordered = sorted(current, key=lambda r: int(r.get("pos", 0)))
+    ours = [r for r in ordered if str(r.get("comment", "")).startswith(TAG)]
+    if [_rule_key(r) for r in ordered[:len(want)]] == [w.key() for w in want] and len(ours) == len(want):
+        return [Noop(spec.hostname, COMPONENT, f"{len(want)} firewall rules in place")]
+    out: list[Change] = []
+    for old in sorted(ours, key=lambda r: -int(r.get("pos", 0))):
+        out.append(ApiCall(spec.hostname, COMPONENT, f"delete stale rule {old.get('pos')} "
+                           f"({old.get('comment', '')})", method="DELETE", path=f"{base}/{old.get('pos')}",
+                           diff={"rule": (old.get("comment"), None)}))
+    for pos, new in enumerate(want):
+        params = {**new.params(), "pos": pos}
+        where = f" from {new.source}" if new.source else " from anywhere"
+        out.append(ApiCall(spec.hostname, COMPONENT, f"allow tcp/{new.dport}{where} ({new.comment})",
+                           method="POST", path=base, params=params, diff={"rule": (None, new.comment)}))
+    return out
+
+
+def options_change(spec: ContainerSpec, current: dict[str, Any]) -> Change:
+    """enable=1, policy_in DROP, policy_out ACCEPT on the container's firewall."""
+    diff = {k: (current.get(k), v) for k, v in OPTIONS.items() if str(current.get(k, "")) != v}
+    if not diff:
+        return Noop(spec.hostname, COMPONENT, f"firewall of {spec.vmid} on (policy_in DROP)")
+    params: dict[str, object] = dict(OPTIONS)
+    if current.get("digest"):
+        params["digest"] = current["digest"]
+    return ApiCall(spec.hostname, COMPONENT, f"enable the firewall of container {spec.vmid} (policy_in DROP)",
+                   method="PUT", path=f"/nodes/{spec.node}/lxc/{spec.vmid}/firewall/options", params=params,
+                   diff={k: (o, n) for k, (o, n) in diff.items()})
+
+
+def cluster_change(host: str, current: dict[str, Any]) -> Change:
+    """The datacenter firewall on: without it no container rule is enforced."""
+    if str(current.get("enable", "0")) == "1":
+        return Noop(host, COMPONENT, "datacenter firewall on")
+    return ApiCall(host, COMPONENT, "enable the datacenter firewall", method="PUT",
+                   path="/cluster/firewall/options", params={"enable": 1},
+                   diff={"enable": (current.get("enable", 0), 1)})
+
+
+def plan(phase: Phase, spec: ContainerSpec, *, config: dict[str, Any], options: dict[str, Any],
+         current_rules: list[dict[str, Any]], cluster: dict[str, Any]) -> list[Change]:
+    """Rules first (so SSH stays open), then the container's options, the net0 flag, the datacenter switch."""
+    if not enabled(phase):
+        return []
+    return [*rule_changes(spec, rules(phase, spec), current_rules), options_change(spec, options),
+            net_flag_change(spec, config), cluster_change(spec.hostname, cluster)]

@@ -1,0 +1,229 @@
+"""Phase 1 planning differences, pure: firewall rules from the phase topology, their reconcile calls,
+pg_hba client lines and listen addresses per phase, and the parallel runner's waves and failures."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from psa_provision import firewall, inventory, phase_up, phases
+from psa_provision.components import elasticsearch, postgresql
+from psa_provision.components.context import HostContext
+from psa_provision.errors import GuestError
+from psa_provision.phases import ContainerSpec, Phase
+from psa_provision.plan import ApiCall, Noop
+from psa_provision.render import render
+from psa_provision.secrets import Secrets, generate
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRETS = Secrets(generate())
+
+
+def phase(name: str) -> Phase:
+    return phases.load_phase(name, ROOT / "phases")
+
+
+def ctx(name: str, vmid: int) -> HostContext:
+    inv = inventory.load_inventory(ROOT / "inventories" / "sandbox.yml")
+    ph = phase(name)
+    return HostContext(inv, ph, ph.container(vmid), SECRETS)
+
+
+def hba_clients(text: str) -> list[str]:
+    """Addresses of the `host` lines of a pg_hba.conf (loopback included), each checked for SCRAM."""
+    out = []
+    for line in text.splitlines():
+        words = line.split()
+        if words and words[0] == "host":
+            assert words[1:3] == ["psa_platform", "psa_app"] and words[4] == "scram-sha-256", line
+            out.append(words[3])
+    return out
+
+
+# -- listen addresses and pg_hba per phase -------------------------------------------------------------
+def test_phase0_keeps_every_store_on_loopback() -> None:
+    c = ctx("phase0", 200)
+    assert c.listen_address() == "127.0.0.1"
+    assert hba_clients(postgresql.hba_content(c)) == ["127.0.0.1/32", "::1/128"]
+    assert postgresql.settings(c)["listen_addresses"] == "localhost"
+
+
+def test_phase1_pg_hba_admits_the_app_container_only() -> None:
+    c = ctx("phase1", 100)
+    assert hba_clients(postgresql.hba_content(c)) == ["127.0.0.1/32", "::1/128", "10.0.20.230/32"]
+    assert postgresql.settings(c)["listen_addresses"] == "10.0.30.10,localhost"
+
+
+def test_phase2_pg_hba_admits_each_service_container() -> None:
+    c = ctx("phase2", 100)
+    apps = sorted(f"{s.ip}/32" for s in c.phase.containers if "app" in s.components)
+    assert len(apps) == 8
+    assert hba_clients(postgresql.hba_content(c)) == ["127.0.0.1/32", "::1/128", *apps]
+
+
+def test_phase1_rabbitmq_and_elasticsearch_listen_on_their_private_address() -> None:
+    rabbit = ctx("phase1", 210)
+    conf = render("rabbitmq.conf.j2", bind=rabbit.listen_address()).splitlines()
+    assert "listeners.tcp.default = 10.0.30.30:5672" in conf
+    es = elasticsearch.conf_content(ctx("phase1", 220)).splitlines()
+    assert "network.host: [10.0.30.40, 127.0.0.1]" in es
+
+
+def test_phase0_rabbitmq_and_elasticsearch_stay_on_loopback() -> None:
+    c = ctx("phase0", 200)
+    conf = render("rabbitmq.conf.j2", bind=c.listen_address()).splitlines()
+    listeners = [line for line in conf if line.startswith("listeners.")]
+    assert listeners == ["listeners.tcp.default = 127.0.0.1:5672"]
+    assert "network.host: 127.0.0.1" in elasticsearch.conf_content(c).splitlines()
+
+
+# -- rules from the topology ---------------------------------------------------------------------------
+def rule_rows(ph: Phase, vmid: int) -> list[tuple[int, str]]:
+    return [(r.dport, r.source) for r in firewall.rules(ph, ph.container(vmid))]
+
+
+def test_phase0_has_no_firewall() -> None:
+    ph = phase("phase0")
+    assert not firewall.enabled(ph)
+    assert firewall.plan(ph, ph.containers[0], config={}, options={}, current_rules=[], cluster={}) == []
+
+
+def test_phase1_rules_follow_the_topology() -> None:
+    ph = phase("phase1")
+    ssh = [(22, "10.0.20.1"), (22, "10.0.30.1")]
+    assert rule_rows(ph, 100) == [*ssh, (5432, "10.0.20.230")]
+    assert rule_rows(ph, 110) == [*ssh, (6379, "10.0.20.230")]
+    assert rule_rows(ph, 210) == [*ssh, (5672, "10.0.20.230")]
+    assert rule_rows(ph, 220) == [*ssh, (9200, "10.0.20.230")]
+    assert rule_rows(ph, 230) == [*ssh, (3000, "")]  # the gateway is the public entry; 3010.. stay local
+
+
+def test_phase2_service_ports_open_to_the_other_app_containers_only() -> None:
+    ph = phase("phase2")
+    auth = ph.services["auth"]
+    rows = rule_rows(ph, auth.container)
+    callers = sorted(c.ip for c in ph.containers if "app" in c.components and c.vmid != auth.container)
+    assert [src for port, src in rows if port == auth.port] == callers
+    assert ph.container(auth.container).ip not in callers
+
+
+@pytest.mark.parametrize("name", ["phase1", "phase2"])
+def test_firewall_clients_are_pg_hba_clients(name: str) -> None:
+    """The firewall and pg_hba/bind decisions come from one topology: they must name the same hosts."""
+    ph = phase(name)
+    for spec in ph.containers:
+        assert firewall.clients(ph, spec) == ctx(name, spec.vmid).client_addresses()
+
+
+def test_rule_params_are_enabled_tcp_accepts() -> None:
+    params = firewall.Rule(5432, "10.0.20.230", "postgresql client").params()
+    assert params == {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": "5432", "enable": 1,
+                      "comment": "psa-provision: postgresql client", "source": "10.0.20.230"}
+    assert "source" not in firewall.Rule(3000, "", "gateway").params()
+
+
+# -- reconcile -----------------------------------------------------------------------------------------
+def as_listed(rules: list[firewall.Rule]) -> list[dict[str, Any]]:
+    """Rules as GET .../firewall/rules returns them (pos, enable as a number)."""
+    return [{**{k: v for k, v in r.params().items()}, "pos": i, "digest": "d"} for i, r in enumerate(rules)]
+
+
+def spec100() -> tuple[Phase, ContainerSpec]:
+    ph = phase("phase1")
+    return ph, ph.container(100)
+
+
+CONFIG = {"net0": "name=eth0,bridge=vmbr30,hwaddr=BC:24:11:00:00:01,ip=10.0.30.10/24,gw=10.0.30.1,type=veth",
+          "digest": "abc"}
+
+
+def test_fresh_container_gets_rules_in_order_then_options_net_flag_and_datacenter() -> None:
+    ph, spec = spec100()
+    changes = firewall.plan(ph, spec, config=CONFIG, options={}, current_rules=[], cluster={"enable": 0})
+    calls = [c for c in changes if isinstance(c, ApiCall)]
+    posts = [c for c in calls if c.method == "POST"]
+    assert [(c.params["dport"], c.params.get("source"), c.params["pos"]) for c in posts] == [
+        ("22", "10.0.20.1", 0), ("22", "10.0.30.1", 1), ("5432", "10.0.20.230", 2)]
+    assert all(c.params["enable"] == 1 and c.path == "/nodes/pve1/lxc/100/firewall/rules" for c in posts)
+    options, net, cluster = calls[3:]
+    assert options.path.endswith("/lxc/100/firewall/options") and options.params["policy_in"] == "DROP"
+    assert options.params["enable"] == "1"
+    assert net.params["net0"] == CONFIG["net0"] + ",firewall=1" and net.params["digest"] == "abc"
+    assert (cluster.path, cluster.params) == ("/cluster/firewall/options", {"enable": 1})
+
+
+def test_converged_firewall_is_all_noops() -> None:
+    ph, spec = spec100()
+    config = {**CONFIG, "net0": CONFIG["net0"] + ",firewall=1"}
+    options = {"enable": 1, "policy_in": "DROP", "policy_out": "ACCEPT", "digest": "x"}
+    changes = firewall.plan(ph, spec, config=config, options=options,
+                            current_rules=as_listed(firewall.rules(ph, spec)), cluster={"enable": 1})
+    assert changes and all(isinstance(c, Noop) for c in changes)
+
+
+def test_stale_rules_of_ours_are_replaced_and_an_operators_rule_kept() -> None:
+    ph, spec = spec100()
+    stale = firewall.Rule(5432, "10.0.20.99", "postgresql client")
+    listed = as_listed([*firewall.rules(ph, spec)[:2], stale])
+    listed.append({"type": "in", "action": "ACCEPT", "proto": "icmp", "enable": 1, "pos": 3,
+                   "comment": "operator's ping"})
+    changes = firewall.rule_changes(spec, firewall.rules(ph, spec), listed)
+    deletes = [c.path for c in changes if isinstance(c, ApiCall) and c.method == "DELETE"]
+    assert deletes == [f"/nodes/pve1/lxc/100/firewall/rules/{i}" for i in (2, 1, 0)]  # last first
+    assert sum(isinstance(c, ApiCall) and c.method == "POST" for c in changes) == 3
+
+
+def test_a_disabled_rule_of_ours_is_not_in_place() -> None:
+    ph, spec = spec100()
+    listed = as_listed(firewall.rules(ph, spec))
+    listed[2]["enable"] = 0
+    assert not all(isinstance(c, Noop) for c in firewall.rule_changes(spec, firewall.rules(ph, spec), listed))
+
+
+# -- parallel runner -----------------------------------------------------------------------------------
+class State:
+    def __init__(self, spec: ContainerSpec) -> None:
+        self.spec = spec
+
+
+def test_stores_come_before_the_app_container() -> None:
+    waves = phase_up.waves([State(c) for c in phase("phase1").containers])
+    assert [[s.spec.vmid for s in w] for w in waves] == [[100, 110, 210, 220], [230]]
+
+
+def test_a_failing_container_does_not_stop_the_others_and_the_app_waits_for_stores() -> None:
+    ph = phase("phase1")
+    done: list[int] = []
+    lock = threading.Lock()
+    running = [0, 0]  # now, most at once
+
+    def work(state: State) -> None:
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        try:
+            if state.spec.vmid == 110:
+                raise GuestError("redis: install failed")
+            with lock:
+                done.append(state.spec.vmid)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    notes: list[str] = []
+    failures = phase_up.run_all([State(c) for c in ph.containers], work, note=notes.append, workers=2)
+    assert [f.spec.vmid for f in failures] == [110]
+    assert sorted(done) == [100, 210, 220]  # the others converged; 230 needs redis: skipped
+    assert any("psa-redis-1" in n and "redis: install failed" in n for n in notes)
+    assert any(n.startswith("psa-app: skipped") for n in notes)
+    assert running[1] <= 2
+
+
+def test_all_containers_run_when_none_fails() -> None:
+    seen: list[int] = []
+    failures = phase_up.run_all([State(c) for c in phase("phase1").containers],
+                                lambda s: seen.append(s.spec.vmid), note=lambda _: None)
+    assert failures == [] and sorted(seen) == [100, 110, 210, 220, 230] and seen[-1] == 230
