@@ -7,13 +7,14 @@ Every step is recorded in the run journal (summaries only: they are masked by co
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from psa_provision.errors import GuestError, ProvisionError
-from psa_provision.journal import Journal
+from psa_provision.journal import Journal, kill_point
 from psa_provision.plan import (
     ApiCall,
     Change,
@@ -26,7 +27,7 @@ from psa_provision.plan import (
     Secret,
     Service,
 )
-from psa_provision.proxmox import ProxmoxClient
+from psa_provision.proxmox import ProxmoxClient, upid_node
 from psa_provision.ssh import Connection, Result
 
 APT_ENV = "export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a\n"
@@ -77,6 +78,7 @@ class Targets:
     proxmox: ProxmoxClient | None
     pm2_user: str = "psa"
     pm2_home: str = "/home/psa"
+    journal: Journal | None = None
 
     def conn(self, host: str) -> Connection:
         try:
@@ -89,7 +91,7 @@ def apply(plan: Plan, conns: Mapping[str, Connection], proxmox: ProxmoxClient | 
           journal: Journal | None = None, progress: Progress | None = None, *,
           pm2_user: str = "psa", pm2_home: str = "/home/psa") -> Summary:
     """Run every change in order; stop at the first failure (Summary.error says what and where)."""
-    targets = Targets(conns, proxmox, pm2_user, pm2_home)
+    targets = Targets(conns, proxmox, pm2_user, pm2_home, journal)
     summary = Summary()
     for index, change in enumerate(plan.changes):
         if isinstance(change, Noop):
@@ -101,6 +103,7 @@ def apply(plan: Plan, conns: Mapping[str, Connection], proxmox: ProxmoxClient | 
             progress.begin(change)
         step = {"index": index, "host": change.host, "component": change.component, "kind": change.kind,
                 "summary": change.summary}
+        kill_point(step_name(change))
         try:
             detail = execute(change, targets)
         except ProvisionError as exc:
@@ -117,6 +120,45 @@ def apply(plan: Plan, conns: Mapping[str, Connection], proxmox: ProxmoxClient | 
         if progress:
             progress.end(change, changed=True)
     return summary
+
+
+def step_name(change: Change) -> str:
+    """`<component>: <summary>`: how PSA_KILL_AT (test hook) and the journal name a step."""
+    return f"{change.component}: {change.summary}"
+
+
+def api_task(proxmox: ProxmoxClient, journal: Journal | None, step: str, method: str, path: str,
+             params: dict[str, Any] | None = None) -> Any:
+    """One API write; a task it starts is journaled (UPID) BEFORE it is waited for, then its end.
+
+    A run killed while waiting leaves the task `running` in the journal: the next run waits for it
+    (engine.finish_open_tasks) instead of starting the work a second time.
+    """
+    data = proxmox.request(method, path, params)
+    if not (isinstance(data, str) and data.startswith("UPID:")):
+        return data
+    found = re.search(r"/lxc/(\d+)", path)
+    vmid = (params or {}).get("vmid") or (found.group(1) if found else None)
+    if journal:
+        journal.task_started(data, step, method=method, path=path, vmid=vmid)
+    kill_point(f"{step} (task running)")
+    try:
+        status = proxmox.wait_task(upid_node(data), data)
+    except ProvisionError:
+        if journal and _task_stopped(proxmox, data):
+            journal.task_ended(data, "failed")
+        raise
+    if journal:
+        journal.task_ended(data, "done", exitstatus=status.get("exitstatus"))
+    return status
+
+
+def _task_stopped(proxmox: ProxmoxClient, upid: str) -> bool:
+    try:
+        status = proxmox.request("GET", f"/nodes/{upid_node(upid)}/tasks/{upid}/status") or {}
+    except ProvisionError:
+        return False
+    return dict(status).get("status") == "stopped"
 
 
 def _located(exc: ProvisionError, change: Change) -> ProvisionError:
@@ -142,7 +184,8 @@ def _api(change: Change, targets: Targets) -> dict[str, Any]:
     if targets.proxmox is None:
         raise GuestError("an API change needs a Proxmox connection")
     params = {k: (v.value if isinstance(v, Secret) else v) for k, v in change.params.items()}
-    result = targets.proxmox.call(change.method, change.path, params)
+    result = api_task(targets.proxmox, targets.journal, step_name(change), change.method, change.path,
+                      params)
     if isinstance(result, dict) and "upid" in result:
         return {"task": result["upid"], "exitstatus": result.get("exitstatus")}
     return {}

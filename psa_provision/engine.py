@@ -16,19 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from psa_provision import facts as facts_mod
-from psa_provision import planner
-from psa_provision.apply import Summary, apply
+from psa_provision import phase_up, planner
+from psa_provision.apply import Summary, api_task, apply
 from psa_provision.components import container as container_component
 from psa_provision.components.catalog import APP_HOME, APP_USER
 from psa_provision.errors import ConnectionFailed, GuestError, InputError, ProxmoxAuthError, ProxmoxError
 from psa_provision.inventory import Inventory, load_inventory
-from psa_provision.journal import Journal, PhaseLock, state_dir
+from psa_provision.journal import Journal, PhaseLock, kill_point, state_dir
 from psa_provision.output import Output, StepProgress
 from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase
 from psa_provision.plan import ApiCall, Change, Plan
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.secrets import Secrets, load_secrets
+from psa_provision.ssh import COUNTER as SSH_COUNTER
 from psa_provision.ssh import Connection, forget_host, wait_for_ssh
+from psa_provision.timing import WATCH, StepTimer, Stopwatch
 
 MARKER = "psa-provision"
 RUNNING_TIMEOUT = 120.0
@@ -61,6 +63,30 @@ class ContainerState:
 
 
 @dataclass
+class Cost:
+    """What a run cost: wall seconds, Proxmox API calls, SSH connections opened, guest commands run,
+    and seconds per category (timing.CATEGORIES). `up` and `plan` report it; bench/run reads it."""
+
+    seconds: float = 0.0
+    api_calls: int = 0
+    ssh_connections: int = 0
+    guest_commands: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def line(self) -> str:
+        return (f"{self.seconds:.1f} s, {self.api_calls} Proxmox API calls, "
+                f"{self.ssh_connections} SSH connections, {self.guest_commands} guest commands")
+
+    def measure(self, started: float, px: ProxmoxClient, watch: Stopwatch = WATCH) -> None:
+        """Fill in the figures of the run that started at `started` (time.monotonic())."""
+        self.seconds = round(time.monotonic() - started, 1)
+        self.api_calls = px.counter.total
+        self.ssh_connections, self.guest_commands = SSH_COUNTER.connections, SSH_COUNTER.commands
+        self.timings = watch.rounded()
+
+
+@dataclass
 class UpResult:
     """What `up` did: counts, the changes applied, and its cost (seconds, Proxmox API calls)."""
 
@@ -69,6 +95,7 @@ class UpResult:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     api_calls: int = 0
+    cost: Cost = field(default_factory=Cost)
 
 
 def load_site(inventory_path: Path, phase_name: str, *, need_secrets: bool = True) -> Site:
@@ -111,19 +138,21 @@ def preflight(px: ProxmoxClient, site: Site, *, download: bool,
               note: Callable[[str], None]) -> list[ContainerState]:
     """Node online, vmids free or ours, storage/bridge/template present, capacity; returns states."""
     inv, phase = site.inventory, site.phase
+    resources = px.cluster_resources()  # nodes, guests and storages: one call, not one per container
     warnings: list[str] = []
     nodes = {c.node for c in phase.containers}
     for node in sorted(nodes):
-        if not px.node_online(node):
+        entry = _resource(resources, "node", node=node)
+        if entry is None or entry.get("status") != "online":
             raise ProxmoxError(f"node {node} is not online in the cluster at {px.settings.url}",
                                hint="check the node name in the phase file / inventory")
-        _check_node_resources(px, site, node)
-        warnings += _capacity(px, phase, node)
+        _check_node_resources(px, site, node, resources)
+        warnings += _capacity(entry, phase, node)
     for text in warnings:
         note(f"warning: {text}")
     states = []
     for spec in phase.containers:
-        states.append(_container_state(px, spec))
+        states.append(_container_state(px, spec, resources))
     _check_privileges(px, site, states, note)
     for node in sorted(nodes):
         _ensure_template(px, inv, node, download=download, note=note)
@@ -156,10 +185,18 @@ def _check_privileges(px: ProxmoxClient, site: Site, states: list[ContainerState
                                         "or use a token with more rights")
 
 
-def _check_node_resources(px: ProxmoxClient, site: Site, node: str) -> None:
+def _resource(resources: list[dict[str, Any]], *types: str, **match: object) -> dict[str, Any] | None:
+    """The first /cluster/resources entry of one of `types` whose fields equal `match`."""
+    for entry in resources:
+        if entry.get("type") in types and all(str(entry.get(k)) == str(v) for k, v in match.items()):
+            return entry
+    return None
+
+
+def _check_node_resources(px: ProxmoxClient, site: Site, node: str, resources: list[dict[str, Any]]) -> None:
     specs = [c for c in site.phase.containers if c.node == node]
     for storage in sorted({c.rootfs_storage for c in specs} | {site.inventory.storage.templates}):
-        if px.storage(node, storage) is None:
+        if _resource(resources, "storage", node=node, storage=storage) is None:
             raise ProxmoxError(f"storage {storage} does not exist on node {node}",
                                hint="create it or fix storage in the inventory / rootfs_storage in the phase")
     bridges = px.bridges(node)
@@ -169,11 +206,10 @@ def _check_node_resources(px: ProxmoxClient, site: Site, node: str) -> None:
                                hint="create the bridge or fix network.bridge / the phase's bridge")
 
 
-def _capacity(px: ProxmoxClient, phase: Phase, node: str) -> list[str]:
-    """Overcommit warnings (memory, cores) for the node: phase containers vs node size."""
-    status = px.node_status(node)
-    total_mb = int(status.get("memory", {}).get("total", 0)) // (1024 * 1024)
-    cpus = int(status.get("cpuinfo", {}).get("cpus", 0))
+def _capacity(node_entry: dict[str, Any], phase: Phase, node: str) -> list[str]:
+    """Overcommit warnings (memory, cores) for the node (its /cluster/resources entry): containers vs size."""
+    total_mb = int(node_entry.get("maxmem") or 0) // (1024 * 1024)
+    cpus = int(node_entry.get("maxcpu") or 0)
     specs = [c for c in phase.containers if c.node == node]
     want_mb = sum(c.memory_mb for c in specs)
     want_cores = max((c.cores for c in specs), default=0)
@@ -186,24 +222,27 @@ def _capacity(px: ProxmoxClient, phase: Phase, node: str) -> list[str]:
     return out
 
 
-def _container_state(px: ProxmoxClient, spec: ContainerSpec) -> ContainerState:
-    where = px.find_vmid(spec.vmid)
-    if where is None:
+def _container_state(px: ProxmoxClient, spec: ContainerSpec,
+                     resources: list[dict[str, Any]] | None = None) -> ContainerState:
+    """The container as Proxmox has it, from /cluster/resources (read now unless given) + its config."""
+    guests = px.cluster_resources() if resources is None else resources
+    guest = _resource(guests, "lxc", "qemu", vmid=spec.vmid)
+    if guest is None:
         return ContainerState(spec, None)
+    where = str(guest.get("node"))
     if where != spec.node:
         raise ProxmoxError(f"vmid {spec.vmid} already exists on node {where}, "
                            f"the phase puts it on {spec.node}",
                            hint="migrate it or change the node in the phase file")
-    config = px.get_container(spec.node, spec.vmid)
-    if config is None:
+    if guest.get("type") != "lxc":
         raise ProxmoxError(f"vmid {spec.vmid} is taken by a guest that is not a container (a VM?)",
                            hint="free the vmid or choose another one in the phase file")
+    config = px.container_config(spec.node, spec.vmid)
     if not is_ours(config) and config.get("hostname") != spec.hostname:
         raise ProxmoxError(f"vmid {spec.vmid} is taken by container '{config.get('hostname')}', "
                            f"not {spec.hostname}; psa-provision will not touch it",
                            hint="free the vmid or choose another one in the phase file")
-    running = px.status(spec.node, spec.vmid).get("status") == "running"
-    return ContainerState(spec, config, running)
+    return ContainerState(spec, config, guest.get("status") == "running")
 
 
 def _ensure_template(px: ProxmoxClient, inv: Inventory, node: str, *, download: bool,
@@ -246,6 +285,26 @@ def gather_facts(conn: Connection, spec: ContainerSpec) -> facts_mod.GuestFacts:
     return facts_mod.parse_guest_facts(result.stdout)
 
 
+HEALTH_MARK = "@@psa-provision-health@@"
+
+
+def gather_facts_and_health(conn: Connection, phase: Phase,
+                            spec: ContainerSpec) -> tuple[facts_mod.GuestFacts, bool]:
+    """ONE ssh command: the facts script, then one /health probe of the container's services.
+
+    Returns (facts, every service answered 200): a converged `up` then needs no second round trip.
+    """
+    services = phase.services_on(spec.vmid)
+    script = facts_mod.gather_script(spec)
+    if services:
+        ports = " ".join(shlex.quote(str(s.port)) for s in services.values())
+        script += f"\necho {HEALTH_MARK}\n" + HEALTH_SCRIPT.format(ports=ports)
+    head, _, tail = conn.run(script).stdout.partition(f"{HEALTH_MARK}\n")
+    codes = dict(line.split() for line in tail.splitlines() if len(line.split()) == 2)
+    healthy = bool(services) and all(codes.get(str(s.port)) == "200" for s in services.values())
+    return facts_mod.parse_guest_facts(head), healthy
+
+
 def guest_plan(site: Site, spec: ContainerSpec, facts: facts_mod.GuestFacts) -> Plan:
     ctx = planner.build_context(site.inventory, site.phase, spec, site.secrets,
                                 ssh_public_key=site.ssh_public_key)
@@ -262,20 +321,26 @@ def connections(site: Site) -> Iterator[dict[str, Connection]]:
             conn.close()
 
 
-def plan(site: Site, out: Output, *, force: bool = False) -> Plan:
-    """What `up` would do, Proxmox and guests; no writes anywhere."""
+def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = None) -> Plan:
+    """What `up` would do, Proxmox and guests; no writes anywhere (`cost` gets what it cost)."""
+    started = time.monotonic()
     px = connect(site.inventory)
     states = preflight(px, site, download=False, note=out.note)
     full = Plan()
+    for text in _earlier_containers(px, site):
+        out.note(text)
     with connections(site) as conns:
         for state in states:
             full.add(container_changes(site, state, force=force))
+            full.add(phase_up.firewall_changes(px, site.phase, state.spec, state.config))
             facts = facts_mod.fresh()
             if state.running:
                 facts = gather_facts(conns[state.spec.hostname], state.spec)
             elif state.config is not None:
                 out.note(f"{state.spec.hostname} is stopped: planning as for a fresh guest")
             full.add(guest_plan(site, state.spec, facts).changes)
+    if cost is not None:
+        cost.measure(started, px)
     return full
 
 
@@ -285,19 +350,56 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
     started = time.monotonic()
     journal = Journal.for_phase(site.inventory_path, site.phase.name)
     with PhaseLock.for_phase(site.inventory_path, site.phase.name).held():
-        px = connect(site.inventory)
-        states = preflight(px, site, download=True, note=out.note)
+        with WATCH.timed("proxmox"):
+            px = connect(site.inventory)
+            states = preflight(px, site, download=True, note=out.note)
         journal.record("run-start", phase=site.phase.name, command="up")
+        if finish_open_tasks(px, journal, states, out.note):
+            states = [_container_state(px, s.spec) for s in states]
         result = UpResult(Summary())
+        for text in _earlier_containers(px, site):
+            out.note(text)
         with connections(site) as conns, out.steps() as progress:
-            for state in states:
-                _up_container(site, px, state, conns, progress, journal, result, force=force)
-        result.seconds = round(time.monotonic() - started, 1)
-        result.api_calls = px.counter.total
+            failures = _up_all(site, px, states, conns, progress, journal, result, force=force)
+        result.summary.failed += len(failures)
+        cost = result.cost
+        cost.measure(started, px)
+        result.seconds, result.api_calls = cost.seconds, cost.api_calls
         journal.record("run-end", phase=site.phase.name, changed=result.summary.changed,
                        unchanged=result.summary.unchanged, failed=result.summary.failed,
-                       seconds=result.seconds, api_calls=result.api_calls)
+                       seconds=cost.seconds, api_calls=cost.api_calls, ssh_connections=cost.ssh_connections,
+                       guest_commands=cost.guest_commands, timings=cost.timings)
+    if failures:
+        raise failures[0].error
     return result
+
+
+def _earlier_containers(px: ProxmoxClient, site: Site) -> list[str]:
+    """Notes on containers of earlier phases that this phase leaves running (they hold the data)."""
+    phases = load_all(site.inventory.phases_dir)
+    names = [p.name for p in phases]
+    if site.phase.name not in names:
+        return []
+    return phase_up.others_holding_data(px, site.phase, phases[:names.index(site.phase.name)])
+
+
+def _up_all(site: Site, px: ProxmoxClient, states: list[ContainerState], conns: dict[str, Connection],
+            progress: StepProgress, journal: Journal, result: UpResult,
+            *, force: bool) -> list[phase_up.Failure]:
+    """Every container in parallel (stores, then app containers); each keeps its own counts."""
+    parts: dict[int, UpResult] = {}
+
+    def work(state: ContainerState) -> None:
+        part = parts[state.spec.vmid] = UpResult(Summary())
+        _up_container(site, px, state, conns, progress, journal, part, force=force)
+
+    failures = phase_up.run_all(states, work, note=progress.output.note)
+    for state in states:  # phase order, whatever order the threads finished in
+        part = parts.get(state.spec.vmid)
+        if part is not None:
+            result.summary.add(dataclasses.replace(part.summary, error=None))
+            result.plan.add(part.plan.changes)
+    return failures
 
 
 def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: dict[str, Connection],
@@ -316,23 +418,71 @@ def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: d
         result.summary.changed += 1
     elif not running:
         progress.message(f"starting container {spec.vmid}")
-        px.start(spec.node, spec.vmid)
+        step = f"container: start container {spec.vmid}"
+        kill_point(step)
+        with WATCH.timed("proxmox"):
+            api_task(px, journal, step, "POST", f"/nodes/{spec.node}/lxc/{spec.vmid}/status/start")
         result.summary.changed += 1
-    wait_running(px, spec, progress)
+    if cplan.actions or not state.running:  # preflight just saw it running and nothing changed since
+        with WATCH.timed("proxmox"):
+            wait_running(px, spec, progress)
+    config = px.container_config(spec.node, spec.vmid) if cplan.actions else state.config
+    fw = phase_up.firewall_changes(px, site.phase, spec, config)
+    _apply(Plan(fw), conns, px, journal, progress, result)
     conn = conns[spec.hostname]
     progress.message(f"waiting for SSH on {conn.user}@{conn.host}")
-    wait_for_ssh(conn, SSH_TIMEOUT)
+    with WATCH.timed("waiting"):
+        wait_for_ssh(conn, SSH_TIMEOUT)
     progress.message(f"gathering facts on {spec.hostname}")
-    gplan = guest_plan(site, spec, gather_facts(conn, spec))
+    with WATCH.timed("facts"):
+        facts, healthy = gather_facts_and_health(conn, site.phase, spec)
+    gplan = guest_plan(site, spec, facts)
     _apply(gplan, conns, px, journal, progress, result)
     if spec.services or "app" in spec.components:
-        wait_healthy(conn, site.phase, spec, progress)
+        kill_point("app: wait for /health")
+        if not (healthy and state.running and not cplan.actions and not gplan.actions):
+            with WATCH.timed("waiting"):  # else: healthy in the facts batch, nothing changed since
+                wait_healthy(conn, site.phase, spec, progress)
+
+
+def finish_open_tasks(px: ProxmoxClient, journal: Journal, states: list[ContainerState],
+                      note: Callable[[str], None]) -> bool:
+    """Wait for the tasks an interrupted run left running (journal, or the API for a locked container).
+
+    A container whose config still says `lock: create` is being built by such a task: creating it
+    again would fail and deleting it would lose the work, so the rerun waits for that task. Returns
+    True when something was waited for (the container states must be read again).
+    """
+    tasks = {str(t["upid"]): t for t in journal.open_tasks()}
+    for state in states:
+        lock = (state.config or {}).get("lock")
+        if not lock or any(str(t.get("vmid")) == str(state.spec.vmid) for t in tasks.values()):
+            continue
+        active = px.request("GET", f"/nodes/{state.spec.node}/tasks",
+                            {"vmid": state.spec.vmid, "source": "active"}) or []
+        vmid = state.spec.vmid
+        if not active:
+            raise ProxmoxError(f"container {vmid} is locked ({lock}) and no task is running for it",
+                               hint=f"find out why on node {state.spec.node}, then `pct unlock {vmid}`")
+        for task in active:
+            tasks[str(task["upid"])] = {"upid": task["upid"], "step": task.get("type"), "vmid": vmid}
+    for upid, task in tasks.items():
+        note(f"waiting for task {upid} ({task.get('step')}) left running by an earlier, interrupted run")
+        try:
+            status = px.wait_task(upid.split(":")[1], upid)
+        except ProxmoxError as exc:
+            journal.task_ended(upid, "failed")
+            note(f"that task failed ({exc.message.splitlines()[0]}): this run redoes its step")
+            continue
+        journal.task_ended(upid, "done", exitstatus=status.get("exitstatus"))
+    return bool(tasks)
 
 
 def _apply(plan_: Plan, conns: dict[str, Connection], px: ProxmoxClient, journal: Journal,
            progress: StepProgress, result: UpResult) -> None:
     result.plan.add(plan_.changes)
-    summary = apply(plan_, conns, px, journal, progress, pm2_user=APP_USER, pm2_home=APP_HOME)
+    summary = apply(plan_, conns, px, journal, StepTimer(progress, WATCH), pm2_user=APP_USER,
+                    pm2_home=APP_HOME)
     result.summary.add(summary)
     if summary.error is not None:
         raise summary.error

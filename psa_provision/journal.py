@@ -10,14 +10,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from psa_provision.errors import LockHeld
+
+KILL_AT_ENV = "PSA_KILL_AT"
+KILL_DELAY_ENV = "PSA_KILL_DELAY"
 
 
 def state_dir(inventory_path: Path) -> Path:
@@ -52,7 +58,54 @@ class Journal:
         if not self.path.exists():
             return []
         lines = self.path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a record cut short by a kill: skip it, the run is redone anyway
+                continue
+        return out
+
+    def task_started(self, upid: str, step: str, **fields: Any) -> None:
+        """Record a Proxmox task before waiting for it, so a rerun after a kill can wait for it too."""
+        self.record("task", upid=upid, step=step, state="running", **fields)
+
+    def task_ended(self, upid: str, state: str, **fields: Any) -> None:
+        """Record the end of a task (`done` or `failed`) that task_started announced."""
+        self.record("task", upid=upid, state=state, **fields)
+
+    def open_tasks(self) -> list[dict[str, Any]]:
+        """Tasks some run started and no run saw end (its process was killed while waiting)."""
+        running: dict[str, dict[str, Any]] = {}
+        for entry in self.entries():
+            if entry.get("event") != "task" or not entry.get("upid"):
+                continue
+            if entry.get("state") == "running":
+                running[str(entry["upid"])] = entry
+            else:
+                running.pop(str(entry["upid"]), None)
+        return list(running.values())
+
+
+def kill_point(step: str) -> None:
+    """TEST HOOK: PSA_KILL_AT=<glob> makes the process SIGKILL itself when a step matching it starts.
+
+    Step names are `<component>: <summary>` as the journal shows them (e.g. `postgresql: install
+    postgresql-15`), `<...> (task running)` once a Proxmox task was submitted, and the engine's own
+    steps (`container: start container 200`, `app: wait for /health`). With PSA_KILL_DELAY=<seconds>
+    the kill comes that long after the step started, i.e. in the middle of it. Used by
+    tests/e2e/test_resume.py to prove that a rerun finishes an interrupted run.
+    """
+    pattern = os.environ.get(KILL_AT_ENV)
+    if not pattern or not fnmatchcase(step, pattern):
+        return
+    os.environ.pop(KILL_AT_ENV, None)  # once per process
+    delay = float(os.environ.get(KILL_DELAY_ENV) or 0)
+    if delay <= 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    timer = threading.Timer(delay, os.kill, args=(os.getpid(), signal.SIGKILL))
+    timer.daemon = True
+    timer.start()
 
 
 def pid_alive(pid: int) -> bool:

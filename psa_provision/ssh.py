@@ -8,6 +8,8 @@ argv. Files are written atomically (temp name in the same directory, chmod/chown
 from __future__ import annotations
 
 import io
+import json
+import os
 import posixpath
 import secrets as pysecrets
 import shlex
@@ -16,7 +18,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from fabric import Connection as FabricConnection
 
 from psa_provision.errors import ConnectionFailed, GuestError
 
+RECORD_ENV = "PSA_RECORD_COMMANDS"
 CONNECT_TIMEOUT = 10.0
 DEFAULT_TIMEOUT = 1800.0
 DEFAULT_EXCLUDE = ("node_modules", "dist", ".git")
@@ -47,6 +50,24 @@ rm -f "$manifest" "$manifest.have"
 chown -R {owner}:{group} {top}
 """
 DROPPED = (paramiko.SSHException, EOFError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+
+
+@dataclass
+class SshCounter:
+    """SSH connections opened, commands run and files sent in this process (the cost of a run)."""
+
+    connections: int = 0
+    commands: int = 0
+    transfers: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, what: str) -> None:
+        """Add one to `connections`, `commands` or `transfers` (hosts are served from threads)."""
+        with self._lock:
+            setattr(self, what, getattr(self, what) + 1)
+
+
+COUNTER = SshCounter()
 
 
 @dataclass(frozen=True)
@@ -150,6 +171,7 @@ class Connection:
             raise ConnectionFailed(f"SSH to {self.user}@{self.host} failed: {exc}",
                                    hint="is the container running and on the bridge?") from exc
         self._fabric = conn
+        COUNTER.count("connections")
 
     def close(self) -> None:
         if self._fabric is not None:
@@ -178,6 +200,7 @@ class Connection:
         command, body = command_for(script, has_stdin=stdin is not None, cwd=cwd)
         data = body if stdin is None else (stdin.encode() if isinstance(stdin, str) else stdin)
         wrapped = as_user(command, user, self.user)
+        record_command(self.host, wrapped, script)
         try:
             result = self._exec(wrapped, data, timeout)
         except DROPPED:
@@ -193,6 +216,7 @@ class Connection:
     def _exec(self, command: str, data: bytes, timeout: float) -> Result:
         """exec_command with stdin sent in one go and stdout/stderr read concurrently."""
         channel = self._transport().open_session()
+        COUNTER.count("commands")
         try:
             channel.settimeout(timeout)
             channel.exec_command(command)
@@ -241,6 +265,7 @@ class Connection:
         self.open()
         assert self._fabric is not None
         sftp = self._fabric.client.open_sftp()
+        COUNTER.count("transfers")
         try:
             with sftp.open(path, "wb") as handle:
                 handle.set_pipelined(True)
@@ -296,6 +321,19 @@ def tar_tree(root: Path, exclude: tuple[str, ...]) -> tuple[bytes, list[str]]:
         for child in sorted(root.iterdir()):
             tar.add(child, arcname=child.name, filter=skip)
     return buf.getvalue(), sorted(names)
+
+
+def record_command(host: str, command: str, script: str) -> None:
+    """TEST HOOK: with PSA_RECORD_COMMANDS=<file>, append every command line and script sent to a guest.
+
+    Both can end up in argv on the guest (`ps`); stdin data and file contents cannot, and they are
+    not recorded. tests/e2e/test_secrets.py greps this file for every secret value.
+    """
+    path = os.environ.get(RECORD_ENV)
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"host": host, "command": command, "script": script}) + "\n")
 
 
 def _drain(stream: Any, sink: list[bytes]) -> None:
