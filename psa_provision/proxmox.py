@@ -26,8 +26,10 @@ from psa_provision.errors import ConnectionFailed, ProxmoxAuthError, ProxmoxErro
 
 TASK_POLL_START = 0.2
 TASK_POLL_MAX = 2.0
-GET_RETRIES = 2
-RETRY_STATUS = frozenset({502, 503, 504})
+RETRY_PAUSES = (0.5, 1.0, 2.0)  # backoff before retry 1, 2, 3 of a call whose answer was lost
+RETRY_STATUS = frozenset({502, 503, 504})  # gateway/overload answers; PVE's 500 is a real error
+TASK_CLOCK_SLACK = 5  # seconds: a task the lost call started began at most this long before we asked
+Notify = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -138,8 +140,10 @@ def map_error(exc: BaseException, settings: ApiSettings, what: str) -> ProxmoxEr
                 f"TLS fingerprint mismatch for {settings.url}: the server presents "
                 f"{pretty_fingerprint(seen.group(1))}",
                 hint="if that is your Proxmox host's certificate, put it in proxmox.tls.fingerprint")
-        return ProxmoxError(f"TLS verification of {settings.url} failed ({_short(text)})",
-                            hint="set proxmox.tls.ca_file or proxmox.tls.fingerprint in the inventory")
+        return ProxmoxError(f"TLS verification of {settings.url} failed ({_short(text)}); "
+                            f"the server presents {_seen_fingerprint(settings)}",
+                            hint="compare that with `pvenode cert info` on the host; if it is the host's, "
+                                 "set proxmox.tls.ca_file (its CA) or proxmox.tls.fingerprint")
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
         return ConnectionFailed(
             f"Proxmox API {settings.url} is unreachable ({type(exc).__name__}: {_short(str(exc))})",
@@ -150,6 +154,15 @@ def map_error(exc: BaseException, settings: ApiSettings, what: str) -> ProxmoxEr
     if isinstance(exc, ResourceException):
         return map_http(exc.status_code, str(exc.content or ""), exc.errors, settings, what)
     return ProxmoxError(f"{what} failed: {exc}")
+
+
+def _seen_fingerprint(settings: ApiSettings) -> str:
+    """The SHA-256 fingerprint of the certificate the API presents, for a TLS error message."""
+    try:
+        seen = peer_fingerprint(settings.host, settings.port, settings.http_timeout)
+    except (OSError, ProxmoxError) as exc:
+        return f"a certificate whose fingerprint could not be read ({exc})"
+    return f"the certificate with SHA-256 fingerprint {pretty_fingerprint(seen)}"
 
 
 def map_http(status: int, reason: str, errors: object, settings: ApiSettings, what: str) -> ProxmoxError:
@@ -174,6 +187,87 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+@dataclass(frozen=True)
+class WriteEffect:
+    """What a write does, readable afterwards: lets a write whose answer was lost be checked, not repeated.
+
+    kind: `exists` / `absent` (container), `running` / `stopped` (status), `config` (values set),
+    `template` (volid on a storage). task: the PVE task type the write starts (None: synchronous).
+    """
+
+    kind: str
+    node: str
+    task: str | None
+    vmid: int | None = None
+    values: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def task_id(self) -> str:
+        """The `id` field of the task the write starts (vmid, or the template name for a download)."""
+        return dict(self.values).get("template", "") if self.kind == "template" else str(self.vmid)
+
+
+def write_effect(method: str, path: str, params: dict[str, Any] | None) -> WriteEffect | None:
+    """The read-back for a write that may be retried after a lost answer; None: never retried.
+
+    POST create is not idempotent (a second create fails or duplicates): after a lost answer the
+    container is looked up (and its create task waited for) instead. A reboot or snapshot has no
+    effect one can read back, so those are never retried.
+    """
+    p = {k: str(v) for k, v in (params or {}).items()}
+    m = re.fullmatch(r"/?nodes/([^/]+)/(lxc|aplinfo)(?:/(\d+))?(/.*)?", path)
+    if not m:
+        return None
+    node, what, vmid_s, rest = m.group(1), m.group(2), m.group(3), m.group(4) or ""
+    if what == "aplinfo":
+        if method != "POST" or vmid_s or rest or "template" not in p:
+            return None
+        return WriteEffect("template", node, "download",
+                           values=(("storage", p.get("storage", "local")), ("template", p["template"])))
+    if vmid_s is None:
+        if method == "POST" and rest == "" and p.get("vmid", "").isdigit():
+            return WriteEffect("exists", node, "vzcreate", int(p["vmid"]))
+        return None
+    vmid = int(vmid_s)
+    table: dict[tuple[str, str], tuple[str, str | None]] = {
+        ("DELETE", ""): ("absent", "vzdestroy"),
+        ("POST", "/status/start"): ("running", "vzstart"),
+        ("POST", "/status/stop"): ("stopped", "vzstop"),
+        ("POST", "/status/shutdown"): ("stopped", "vzshutdown"),
+    }
+    if (method, rest) in table:
+        kind, task = table[(method, rest)]
+        return WriteEffect(kind, node, task, vmid)
+    if method == "PUT" and rest == "/config":
+        values = tuple(sorted((k, v) for k, v in p.items() if k != "digest"))
+        return WriteEffect("config", node, None, vmid, values)
+    return None
+
+
+def config_has(config: dict[str, Any], values: tuple[tuple[str, str], ...]) -> bool:
+    """True when a GET config shows every value of a PUT (and none of the keys it deletes)."""
+    for key, value in values:
+        if key == "delete":
+            if any(k.strip() in config for k in re.split(r"[,;\s]+", value) if k.strip()):
+                return False
+        elif str(config.get(key)) != value:
+            return False
+    return True
+
+
+def transient(exc: BaseException) -> str | None:
+    """Why a call's answer was lost (`503 Service Unavailable`, `timeout`), or None for a real answer."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return None
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "no answer (timeout)"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return "connection lost"
+    if isinstance(exc, ResourceException) and exc.status_code in RETRY_STATUS:
+        return f"{exc.status_code} {_short(str(exc.status_message or ''), 60)}".strip()
+    return None
+
+
 def task_succeeded(exitstatus: str | None) -> bool:
     """PVE task success: `OK`, or `WARNINGS: n` (the task did its work and logged warnings)."""
     return exitstatus == "OK" or bool(exitstatus and exitstatus.startswith("WARNINGS"))
@@ -190,34 +284,97 @@ def upid_node(upid: str) -> str:
 class ProxmoxClient:
     """A connected Proxmox VE API: typed reads, waited writes, errors as ProxmoxError."""
 
-    def __init__(self, api: Any, settings: ApiSettings, counter: CallCounter) -> None:
+    def __init__(self, api: Any, settings: ApiSettings, counter: CallCounter,
+                 notify: Notify | None = None) -> None:
         self._api = api
         self.settings = settings
         self.counter = counter
+        self.notify: Notify = notify or _stderr_warning
 
     # -- generic ---------------------------------------------------------------------------------
     def request(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
-        """One API call (`GET /nodes`); GETs retry on connection errors and 502/503/504."""
+        """One API call (`GET /nodes`) with PVE's answer (a UPID for a task).
+
+        A lost answer (502/503/504, timeout, dropped connection) is retried with backoff, each retry
+        announced via `notify`: a GET as it is, a write only when its effect can be read back
+        (write_effect): then the task it started is found and returned, or the effect seen, before
+        the write is sent again. An expired ticket is renewed once, transparently.
+        """
         what = f"{method} {path}"
-        resource = self._api(path.strip("/"))
-        attempts = GET_RETRIES + 1 if method == "GET" else 1
-        for attempt in range(attempts):
+        effect = None if method == "GET" else write_effect(method, path, params)
+        asked = time.time()
+        for attempt in range(len(RETRY_PAUSES) + 1):
             try:
-                call: Callable[..., Any] = getattr(resource, method.lower())
-                return call(**(params or {}))
-            except ResourceException as exc:
-                if attempt + 1 < attempts and exc.status_code in RETRY_STATUS:
-                    time.sleep(0.5 * (attempt + 1))
-                    continue
-                raise map_error(exc, self.settings, what) from exc
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-                if attempt + 1 < attempts and not isinstance(exc, requests.exceptions.SSLError):
-                    time.sleep(0.5 * (attempt + 1))
-                    continue
-                raise map_error(exc, self.settings, what) from exc
-            except AuthenticationError as exc:
-                raise map_error(exc, self.settings, what) from exc
+                return self._send(method, path, params)
+            except (ResourceException, requests.exceptions.RequestException, AuthenticationError) as exc:
+                why = transient(exc)
+                if why is None or attempt == len(RETRY_PAUSES) or (method != "GET" and effect is None):
+                    raise map_error(exc, self.settings, what) from exc
+                pause = RETRY_PAUSES[attempt]
+                self.notify(f"Proxmox API {what}: {why}; retry {attempt + 1}/{len(RETRY_PAUSES)} "
+                            f"in {pause:g} s")
+                time.sleep(pause)
+                if effect is not None:
+                    found, upid = self._look_for(effect, asked)
+                    if found:
+                        self.notify(f"Proxmox API {what}: it took effect"
+                                    + (f" (task {upid})" if upid else "") + ", not sent again")
+                        return upid
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(self, method: str, path: str, params: dict[str, Any] | None) -> Any:
+        """One HTTP request; a 401 on a ticket session logs in again once and repeats the request."""
+        call: Callable[..., Any] = getattr(self._api(path.strip("/")), method.lower())
+        try:
+            return call(**(params or {}))
+        except ResourceException as exc:
+            if exc.status_code != 401 or self.settings.token_name or not self.settings.password:
+                raise
+        self._login_again()
+        self.notify(f"Proxmox API ticket of {self.settings.user} expired: logged in again")
+        return call(**(params or {}))
+
+    def _login_again(self) -> None:
+        """Renew the ticket + CSRF token of a password session (PVE tickets live 2 h)."""
+        if self.settings.fingerprint:
+            _check_pin_before_login(self.settings)
+        auth = self._api._store["session"].auth  # proxmoxer's ProxmoxHTTPAuth holds the ticket
+        auth._get_new_tokens(password=self.settings.password)
+
+    def _look_for(self, effect: WriteEffect, asked: float) -> tuple[bool, str | None]:
+        """(took effect, UPID of the task it started): the read-back of a write whose answer was lost."""
+        if effect.task:
+            upid = self._task_since(effect, asked)
+            if upid:
+                return True, upid
+        if effect.kind == "exists":
+            return self.find_vmid(effect.vmid or 0) == effect.node, None
+        if effect.kind == "absent":
+            return self.find_vmid(effect.vmid or 0) is None, None
+        if effect.kind in ("running", "stopped"):
+            return self.status(effect.node, effect.vmid or 0).get("status") == effect.kind, None
+        if effect.kind == "config":
+            config = self.get_container(effect.node, effect.vmid or 0) or {}
+            return config_has(config, effect.values), None
+        values = dict(effect.values)
+        volid = f"{values['storage']}:vztmpl/{values['template']}"
+        return volid in self.templates(effect.node, values["storage"]), None
+
+    def _task_since(self, effect: WriteEffect, asked: float) -> str | None:
+        """The newest task of the write's type for its guest that began since we sent the write."""
+        try:  # the node's clock, not ours: task start times are the node's
+            now = float(dict(self.request("GET", f"/nodes/{effect.node}/time") or {}).get("time") or 0)
+        except ProxmoxError:
+            now = 0.0
+        now = now or time.time()
+        since = int(now - (time.time() - asked)) - TASK_CLOCK_SLACK
+        params: dict[str, Any] = {"typefilter": effect.task, "source": "all", "since": since, "limit": 10}
+        if effect.vmid is not None:
+            params["vmid"] = effect.vmid
+        for task in self.request("GET", f"/nodes/{effect.node}/tasks", params) or []:
+            if str(task.get("id", "")) == effect.task_id:
+                return str(task["upid"])
+        return None
 
     def call(self, method: str, path: str, params: dict[str, Any] | None = None,
              *, timeout: float | None = None) -> Any:
@@ -260,6 +417,14 @@ class ProxmoxClient:
 
     def cluster_guests(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/cluster/resources", {"type": "vm"}) or [])
+
+    def cluster_resources(self) -> list[dict[str, Any]]:
+        """Nodes, guests and storages of the whole cluster in ONE call (type node|lxc|qemu|storage)."""
+        return list(self.request("GET", "/cluster/resources") or [])
+
+    def container_config(self, node: str, vmid: int) -> dict[str, Any]:
+        """GET the config (with `digest`) of a container known to exist (e.g. from cluster_resources)."""
+        return dict(self.request("GET", f"/nodes/{node}/lxc/{vmid}/config") or {})
 
     def storage(self, node: str, storage: str) -> dict[str, Any] | None:
         """The storage's status on the node, or None when it is not there."""
@@ -358,7 +523,14 @@ class ProxmoxClient:
         return "\n".join(f"    {t}" for t in texts)
 
 
-def connect_settings(settings: ApiSettings) -> ProxmoxClient:
+def _stderr_warning(text: str) -> None:
+    """Default `notify`: one warning line on stderr (through output.py, the terminal's one writer)."""
+    from psa_provision.output import Output  # late: output imports the plan types, not us
+
+    Output().warn(text)
+
+
+def connect_settings(settings: ApiSettings, notify: Notify | None = None) -> ProxmoxClient:
     """Open an authenticated API session and prove it with GET /version."""
     counter = CallCounter()
     verify = verify_setting(settings)
@@ -377,7 +549,7 @@ def connect_settings(settings: ApiSettings) -> ProxmoxClient:
     if settings.fingerprint:
         session.mount(f"{settings.url}/", FingerprintAdapter(settings.fingerprint))
     session.hooks["response"].append(counter.hook)
-    client = ProxmoxClient(api, settings, counter)
+    client = ProxmoxClient(api, settings, counter, notify)
     client.version()
     return client
 
@@ -413,6 +585,9 @@ def settings_from_inventory(inv: Any) -> ApiSettings:
         http_timeout=float(px.http_timeout_s), task_timeout=float(px.task_timeout_s))
 
 
-def connect(inv: Any) -> ProxmoxClient:
-    """Connect to the inventory's Proxmox VE API (token or ticket, TLS as configured)."""
-    return connect_settings(settings_from_inventory(inv))
+def connect(inv: Any, notify: Notify | None = None) -> ProxmoxClient:
+    """Connect to the inventory's Proxmox VE API (token or ticket, TLS as configured).
+
+    `notify` gets one line per retried call or renewed login (default: a warning on stderr).
+    """
+    return connect_settings(settings_from_inventory(inv), notify)

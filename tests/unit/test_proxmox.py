@@ -183,15 +183,138 @@ def test_unreachable_api_is_one_sentence() -> None:
         proxmox.connect_settings(settings)
 
 
-def test_get_retries_on_503_but_writes_do_not(server: Server) -> None:
-    client = proxmox.connect_settings(server.settings())
-    server.stub.routes[("GET", "/nodes")] = [(503, "busy", None), (200, "OK", [{"node": "pve1",
-                                                                                 "status": "online"}])]
+def sent(server: Server, method: str, path: str) -> int:
+    """How many times the stub received `method path`."""
+    return sum(1 for m, p, _ in server.stub.seen if m == method and p.split("?")[0] == "/api2/json" + path)
+
+
+def quiet(server: Server, notes: list[str], **kw: object) -> proxmox.ProxmoxClient:
+    """A client whose retry announcements land in `notes`."""
+    return proxmox.connect_settings(server.settings(**kw), notes.append)
+
+
+def test_get_retries_with_backoff_and_says_so(server: Server) -> None:
+    notes: list[str] = []
+    client = quiet(server, notes)
+    server.stub.routes[("GET", "/nodes")] = [(503, "busy", None), (502, "Bad Gateway", None),
+                                             (200, "OK", [{"node": "pve1", "status": "online"}])]
     assert client.node_online("pve1")
+    assert [n.split(";")[1].strip() for n in notes] == ["retry 1/3 in 0.5 s", "retry 2/3 in 1 s"]
+    assert notes[0].startswith("Proxmox API GET /nodes: 503 ")
+
+
+def test_get_gives_up_after_three_retries(server: Server) -> None:
+    notes: list[str] = []
+    client = quiet(server, notes)
+    server.stub.routes[("GET", "/nodes")] = [(503, "busy", None)]
+    with pytest.raises(ProxmoxError, match="GET /nodes failed: 503"):
+        client.nodes()
+    assert len(notes) == 3
+
+
+def test_a_500_is_an_answer_not_retried(server: Server) -> None:
+    notes: list[str] = []
+    client = quiet(server, notes)
+    server.stub.routes[("GET", "/nodes")] = [(500, "CT 200 does not exist", None), (200, "OK", [])]
+    with pytest.raises(ProxmoxError, match="500 CT 200 does not exist"):
+        client.nodes()
+    assert notes == []
+
+
+def test_a_write_without_read_back_is_never_repeated(server: Server) -> None:
+    notes: list[str] = []
+    client = quiet(server, notes)
+    reboot = ("POST", "/nodes/pve1/lxc/200/status/reboot")
+    server.stub.routes[reboot] = [(503, "busy", None), (200, "OK", None)]
+    with pytest.raises(ProxmoxError, match="503"):
+        client.call(*reboot)
+    assert notes == [] and sent(server, *reboot) == 1
+
+
+def test_a_lost_start_whose_task_runs_is_not_sent_again(server: Server) -> None:
+    notes: list[str] = []
+    client = quiet(server, notes)
+    start = ("POST", "/nodes/pve1/lxc/200/status/start")
+    upid = UPID.replace("vzcreate", "vzstart")
+    server.stub.routes[start] = [(504, "Gateway Timeout", None), (200, "OK", "UPID:must-not-be-sent")]
+    server.stub.routes[("GET", "/nodes/pve1/tasks")] = [(200, "OK", [{"upid": upid, "id": "200",
+                                                                      "type": "vzstart"}])]
+    assert client.request(*start) == upid
+    assert sent(server, *start) == 1
+    assert "it took effect" in notes[-1]
+    query = next(s[1] for s in server.stub.seen if s[1].startswith("/api2/json/nodes/pve1/tasks"))
+    assert "typefilter=vzstart" in query and "vmid=200" in query and "since=" in query
+
+
+def test_a_lost_start_that_did_nothing_is_sent_again(server: Server) -> None:
+    notes: list[str] = []
+    client = quiet(server, notes)
     start = ("POST", "/nodes/pve1/lxc/200/status/start")
     server.stub.routes[start] = [(503, "busy", None), (200, "OK", None)]
-    with pytest.raises(ProxmoxError, match="503"):
-        client.start("pve1", 200)
+    server.stub.routes[("GET", "/nodes/pve1/tasks")] = [(200, "OK", [])]
+    server.stub.routes[("GET", "/nodes/pve1/lxc/200/status/current")] = [(200, "OK", {"status": "stopped"})]
+    assert client.request(*start) is None
+    assert sent(server, *start) == 2
+    assert len(notes) == 1
+
+
+def test_a_lost_config_put_that_landed_is_not_repeated(server: Server) -> None:
+    notes: list[str] = []
+    client = quiet(server, notes)
+    put = ("PUT", "/nodes/pve1/lxc/200/config")
+    server.stub.routes[put] = [(503, "busy", None), (200, "OK", None)]
+    server.stub.routes[("GET", "/nodes/pve1/lxc")] = [(200, "OK", [{"vmid": 200}])]
+    landed = {"memory": 2048, "digest": "new"}
+    server.stub.routes[("GET", "/nodes/pve1/lxc/200/config")] = [(200, "OK", landed)]
+    client.update_config("pve1", 200, {"memory": 2048}, digest="old")
+    assert sent(server, *put) == 1
+
+
+def test_an_expired_ticket_logs_in_again(server: Server) -> None:
+    notes: list[str] = []
+    ticket = {"ticket": "PVE:root@pam:1", "CSRFPreventionToken": "csrf", "username": "root@pam"}
+    server.stub.routes[("POST", "/access/ticket")] = [(200, "OK", ticket)]
+    client = quiet(server, notes, token_name=None, token_secret=None, password="pw")
+    server.stub.routes[("GET", "/nodes")] = [(401, "No ticket", None), (200, "OK", [])]
+    assert client.nodes() == []
+    assert sent(server, "POST", "/access/ticket") == 2
+    assert notes == ["Proxmox API ticket of root@pam expired: logged in again"]
+
+
+def test_a_token_401_is_not_a_login_to_renew(server: Server) -> None:
+    client = proxmox.connect_settings(server.settings(), [].append)
+    server.stub.routes[("GET", "/nodes")] = [(401, "invalid token", None), (200, "OK", [])]
+    with pytest.raises(ProxmoxAuthError, match="401"):
+        client.nodes()
+
+
+@pytest.mark.parametrize(("method", "path", "params", "want"), [
+    ("POST", "/nodes/pve1/lxc", {"vmid": 200}, ("exists", "vzcreate", 200)),
+    ("POST", "nodes/pve1/lxc/200/status/start", None, ("running", "vzstart", 200)),
+    ("POST", "/nodes/pve1/lxc/200/status/stop", None, ("stopped", "vzstop", 200)),
+    ("POST", "/nodes/pve1/lxc/200/status/shutdown", {"timeout": 60}, ("stopped", "vzshutdown", 200)),
+    ("DELETE", "/nodes/pve1/lxc/200", {"purge": 1}, ("absent", "vzdestroy", 200)),
+    ("PUT", "/nodes/pve1/lxc/200/config", {"memory": 2048, "digest": "d"}, ("config", None, 200)),
+    ("POST", "/nodes/pve1/aplinfo", {"storage": "local", "template": "t.tar.zst"},
+     ("template", "download", None)),
+    ("POST", "/nodes/pve1/lxc/200/status/reboot", None, None),
+    ("POST", "/nodes/pve1/lxc/200/snapshot", {"snapname": "s"}, None),
+    ("PUT", "/nodes/pve1/lxc/200/resize", {"disk": "rootfs", "size": "+1G"}, None),
+    ("POST", "/nodes/pve1/lxc", {}, None),
+])
+def test_which_writes_can_be_read_back(method: str, path: str, params: dict[str, object] | None,
+                                       want: tuple[str, str | None, int | None] | None) -> None:
+    effect = proxmox.write_effect(method, path, params)
+    assert (None if effect is None else (effect.kind, effect.task, effect.vmid)) == want
+
+
+def test_config_read_back_compares_values_and_deletes() -> None:
+    effect = proxmox.write_effect("PUT", "/nodes/pve1/lxc/200/config",
+                                  {"memory": 2048, "delete": "swap", "digest": "x"})
+    assert effect is not None
+    assert proxmox.config_has({"memory": 2048, "digest": "y"}, effect.values)
+    assert not proxmox.config_has({"memory": 2048, "swap": 512}, effect.values)
+    assert not proxmox.config_has({"memory": 1024}, effect.values)
 
 
 def _task(server: Server, *statuses: dict[str, object], log: Callable[[], list[dict[str, object]]]) -> None:
