@@ -234,7 +234,7 @@ NoProxyHost = Annotated[str, Field(pattern=r"^[A-Za-z0-9.*:/_-]+$", examples=["1
 class Packages(Strict):
     """Where guests get packages: an optional proxy, extra CAs, and per-component repositories."""
 
-    proxy: str | None = Field(default=None, pattern=r"^https?://[^/\s]+/?$",
+    proxy: str | None = Field(default=None, pattern=r"^https?://[A-Za-z0-9._~%:@\[\]-]+/?$",
                               description="an http://HOST:PORT proxy URL", examples=["http://10.0.20.1:3142"])
     no_proxy: list[NoProxyHost] = Field(default=[], examples=["[10.0.20.1, localhost]"])
     extra_ca_files: list[RelPath] = []

@@ -18,9 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from psa_provision import inventory, phases, planner
 from psa_provision.components import postgresql
+from psa_provision.components.common import apt_repo
 from psa_provision.components.context import HostContext, build_context
 from psa_provision.facts import GuestFacts
 from psa_provision.inventory import AptRepo
@@ -167,3 +170,34 @@ def test_redis_accepts_exactly_the_hostile_password(plan: Plan, tmp_path: Path,
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+URL_CHARS = st.characters(min_codepoint=33, max_codepoint=0x2FF, blacklist_categories=("Cc", "Cs", "Zs"))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tail=st.text(URL_CHARS, min_size=1, max_size=30),
+       hosts=st.lists(st.from_regex(r"[A-Za-z0-9.*:/_-]{1,20}", fullmatch=True), max_size=3))
+def test_any_accepted_url_or_no_proxy_host_is_one_argument(tmp_path_factory: pytest.TempPathFactory,
+                                                           tail: str, hosts: list[str]) -> None:
+    """Whatever key URL and no_proxy hosts validation lets through reach curl/export as single words."""
+    tmp = tmp_path_factory.mktemp("argv")
+    inv = inventory.load_inventory(ROOT / "inventories" / "sandbox.yml")
+    url = "http://10.0.20.1:8080/" + tail
+    nodejs = AptRepo.model_validate({**inv.packages.nodejs.model_dump(), "key_url": url})
+    packages = inventory.Packages.model_validate({**inv.packages.model_dump(), "nodejs": nodejs.model_dump(),
+                                                  "no_proxy": hosts})
+    inv = inv.model_copy(update={"packages": packages})
+    phase = phases.load_phase("phase0", ROOT / "phases")
+    ctx = HostContext(inv, phase, phase.container(200), Secrets({}), (), None)
+    (fetch,) = [c for c in apt_repo(ctx, GuestFacts(), "nodejs", nodejs, keyring="/k/n.asc", list_file="/l")
+                if isinstance(c, Command)]
+    log = tmp / "argv.log"
+    env = {"PATH": str(tmp / "none"), "ARGV_LOG": str(log), "HOME": str(tmp)}
+    probe = 'printf "%s\\0" "$no_proxy" >> "$ARGV_LOG"\n'
+    subprocess.run(["/bin/bash", "-c", LOGGER + fetch.script.replace("\ncurl", "\n" + probe + "curl", 1)],
+                   env=env, cwd=tmp, capture_output=True, check=False, timeout=30)
+    argv = log.read_bytes().split(b"\0")
+    assert url.encode() in argv, argv
+    assert ",".join(hosts).encode() in argv, argv
