@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from psa_provision.errors import GuestError, ProvisionError
+from psa_provision.errors import ConnectionFailed, GuestError, ProvisionError
 from psa_provision.journal import Journal, kill_point
 from psa_provision.plan import (
     ApiCall,
@@ -28,7 +28,7 @@ from psa_provision.plan import (
     Service,
 )
 from psa_provision.proxmox import ProxmoxClient, upid_node
-from psa_provision.ssh import Connection, Result
+from psa_provision.ssh import Connection, Result, wait_for_ssh
 
 APT_ENV = "export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a\n"
 APT_OPTS = ("-y -q -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef"
@@ -38,6 +38,8 @@ APT_RETRY_MARKERS = ("Could not get lock", "Unable to locate package", "dpkg was
 SYSTEMCTL = {"start": "start", "restart": "restart", "reload": "reload", "enable": "enable",
              "enable-now": "enable --now", "stop": "stop", "disable": "disable"}
 STARTS = frozenset({"start", "restart", "reload", "enable-now"})
+PREV_DIR = "/var/lib/psa-provision/previous"  # a managed file's content before this run wrote it
+REVIVE_TIMEOUT = 180.0
 PM2 = {"start": "start", "restart": "restart", "reload": "reload", "enable-now": "start", "stop": "stop",
        "enable": "save", "disable": "delete"}
 
@@ -79,6 +81,7 @@ class Targets:
     pm2_user: str = "psa"
     pm2_home: str = "/home/psa"
     journal: Journal | None = None
+    written: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (host, component) -> paths
 
     def conn(self, host: str) -> Connection:
         try:
@@ -105,7 +108,7 @@ def apply(plan: Plan, conns: Mapping[str, Connection], proxmox: ProxmoxClient | 
                 "summary": change.summary}
         kill_point(step_name(change))
         try:
-            detail = execute(change, targets)
+            detail = execute_reviving(change, targets)
         except ProvisionError as exc:
             summary.failed += 1
             summary.error = _located(exc, change)
@@ -171,6 +174,46 @@ def _located(exc: ProvisionError, change: Change) -> ProvisionError:
     return located
 
 
+def execute_reviving(change: Change, targets: Targets) -> dict[str, Any]:
+    """execute(); a guest step that failed because its container stopped: start it, retry once."""
+    try:
+        return execute(change, targets)
+    except (ConnectionFailed, GuestError):
+        if isinstance(change, ApiCall) or not _revived(targets, change.host):
+            raise
+        return execute(change, targets)
+
+
+def _revived(targets: Targets, host: str) -> bool:
+    """True when `host`'s container was found stopped and is running and reachable again."""
+    px = targets.proxmox
+    if px is None:
+        return False
+    guest = next((g for g in px.cluster_guests() if g.get("name") == host and g.get("type") == "lxc"), None)
+    if guest is None or guest.get("status") == "running":
+        return False
+    node, vmid = str(guest["node"]), int(guest["vmid"])
+    if px.status(node, vmid).get("status") == "running":
+        return False
+    _warn(f"container {vmid} ({host}) stopped during the step: starting it and running the step again")
+    px.start(node, vmid)
+    conn = targets.conn(host)
+    conn.close()
+    wait_for_ssh(conn, REVIVE_TIMEOUT)
+    return True
+
+
+def _warn(text: str) -> None:
+    from psa_provision.output import Output  # late: apply reports through output.py's one writer
+
+    Output().warn(text)
+
+
+def previous_path(path: str) -> str:
+    """Where _put_file keeps a managed file's previous content (`/etc/redis/redis.conf` -> one name)."""
+    return f"{PREV_DIR}/{path.strip('/').replace('/', '%')}"
+
+
 def execute(change: Change, targets: Targets) -> dict[str, Any]:
     """Perform one Change; returns journal details (task id, ...)."""
     handler = HANDLERS.get(type(change))
@@ -194,7 +237,8 @@ def _api(change: Change, targets: Targets) -> dict[str, Any]:
 def _put_file(change: Change, targets: Targets) -> dict[str, Any]:
     assert isinstance(change, PutFile)
     targets.conn(change.host).put(change.path, change.content.encode(), mode=change.mode,
-                                  owner=change.owner, group=change.group)
+                                  owner=change.owner, group=change.group, backup=previous_path(change.path))
+    targets.written.setdefault((change.host, change.component), []).append(change.path)
     return {"path": change.path, "sha256": change.digest}
 
 
@@ -233,10 +277,15 @@ def _service(change: Change, targets: Targets) -> dict[str, Any]:
         return {"service": change.name, "action": change.action}
     unit = shlex.quote(change.name)
     result = conn.run(f"systemctl {SYSTEMCTL[change.action]} {unit}", check=False)
-    if not result.ok:
-        raise GuestError(_service_failure(conn, change, result))
-    if change.action in STARTS:
-        _check_active(conn, change)
+    try:
+        if not result.ok:
+            raise GuestError(_service_failure(conn, change, result))
+        if change.action in STARTS:
+            _check_active(conn, change)
+    except GuestError as exc:
+        restored = _restore_previous(conn, change, targets.written.get((change.host, change.component), []))
+        raise GuestError(f"{exc.message}\n{restored}".rstrip(),
+                         hint="fix the value in the inventory and run up again") from exc
     return {"service": change.name, "action": change.action}
 
 
@@ -246,6 +295,29 @@ def _check_active(conn: Connection, change: Service) -> None:
     state = conn.run(f"systemctl is-active {unit} || true", check=False).stdout.strip()
     if state in ("failed", "inactive"):
         raise GuestError(_service_failure(conn, change, Result("", f"{change.name} is {state}", 3)))
+
+
+RESTORE_SCRIPT = """for pair in {pairs}; do
+  prev=${{pair%%|*}} path=${{pair#*|}}
+  if [ -e "$prev" ]; then cp -p "$prev" "$path"; echo "restored $path"; fi
+done
+systemctl restart {unit} >/dev/null 2>&1 || true
+echo "state $(systemctl is-active {unit} || true)"
+"""
+
+
+def _restore_previous(conn: Connection, change: Service, paths: list[str]) -> str:
+    """Put back the files this run wrote for the failing service's component and restart it."""
+    if change.action not in STARTS or not paths:
+        return ""
+    pairs = " ".join(shlex.quote(f"{previous_path(p)}|{p}") for p in dict.fromkeys(paths))
+    out = conn.run(RESTORE_SCRIPT.format(pairs=pairs, unit=shlex.quote(change.name)), check=False).stdout
+    back = [line.removeprefix("restored ") for line in out.splitlines() if line.startswith("restored ")]
+    state = next((line.split()[-1] for line in out.splitlines() if line.startswith("state ")), "unknown")
+    if not back:
+        return f"nothing to restore: {', '.join(paths)} had no previous version"
+    return (f"restored the previous {', '.join(back)}; {change.name} is {state} again" if state == "active"
+            else f"restored the previous {', '.join(back)}, but {change.name} is still {state}")
 
 
 def _service_failure(conn: Connection, change: Service, result: Result) -> str:

@@ -203,9 +203,13 @@ class Connection:
         record_command(self.host, wrapped, script)
         try:
             result = self._exec(wrapped, data, timeout)
-        except DROPPED:
+        except DROPPED as exc:
             if not idempotent:
-                raise
+                raise ConnectionFailed(f"SSH to {self.host} dropped during a command that is not safe "
+                                       f"to repeat ({exc or type(exc).__name__})",
+                                       hint="check on the guest whether it ran, then run again") from exc
+            _warn(f"SSH to {self.user}@{self.host} dropped ({exc or type(exc).__name__}): "
+                  "reconnecting and running the step again")
             self.close()
             result = self._exec(wrapped, data, timeout)
         if check and not result.ok:
@@ -230,6 +234,8 @@ class Connection:
             out = channel.makefile("rb").read()
             code = channel.recv_exit_status()
             reader.join(timeout)
+            if code == -1 and not channel.get_transport().is_active():
+                raise EOFError("the connection closed before the command's exit status arrived")
         except TimeoutError as exc:
             raise GuestError(f"{self.host}: command still running after {timeout:.0f} s") from exc
         finally:
@@ -238,8 +244,12 @@ class Connection:
 
     # -- files -----------------------------------------------------------------------------------
     def put(self, path: str, content: bytes | str, *, mode: int = 0o644, owner: str = "root",
-            group: str = "root") -> None:
-        """Write a file atomically: sftp to a temp name beside it, chmod/chown, then mv over."""
+            group: str = "root", backup: str | None = None) -> None:
+        """Write a file atomically: sftp to a temp name beside it, chmod/chown, then mv over.
+
+        `backup`: a path that receives the file's previous content (removed when there was none),
+        so a config a service refuses can be put back.
+        """
         data = content.encode() if isinstance(content, str) else content
         directory = posixpath.dirname(path) or "/"
         tmp_dir = directory if self.user == "root" else "/tmp"
@@ -258,6 +268,11 @@ class Connection:
                 self.close()
         q = shlex.quote
         install = f"chown {q(owner)}:{q(group)} {q(tmp)} && chmod {mode:o} {q(tmp)}"
+        if backup:
+            keep = f"install -d -m 0700 {q(posixpath.dirname(backup) or '/')} && "
+            keep += f"{{ if [ -e {q(path)} ]; then cp -p {q(path)} {q(backup)}; "
+            keep += f"else rm -f {q(backup)}; fi; }}"
+            install = f"{keep} && {install}"
         install += f" && mv -f {q(tmp)} {q(path)}"
         self.run(f"{install} || {{ rc=$?; rm -f {q(tmp)}; exit $rc; }}", user="root")
 
@@ -334,6 +349,13 @@ def record_command(host: str, command: str, script: str) -> None:
         return
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps({"host": host, "command": command, "script": script}) + "\n")
+
+
+def _warn(text: str) -> None:
+    """One warning line on stderr, through output.py (the terminal's one writer)."""
+    from psa_provision.output import Output  # late: keeps this adapter importable on its own
+
+    Output().warn(text)
 
 
 def _drain(stream: Any, sink: list[bytes]) -> None:

@@ -60,7 +60,8 @@ def test_runs_in_order_and_counts(tmp_path: Any) -> None:
     assert (summary.changed, summary.unchanged, summary.failed) == (3, 1, 0)
     assert summary.line == "3 changed, 1 unchanged, 0 failed"
     assert guest.calls[0] == ("put", {"path": "/opt/psa-platform/.env", "content": b"A=1\n", "mode": 0o600,
-                                      "owner": "psa", "group": "psa"})
+                                      "owner": "psa", "group": "psa",
+                                      "backup": "/var/lib/psa-provision/previous/opt%psa-platform%.env"})
     assert guest.calls[1][1]["stdin"] == "s3cret"
     assert guest.scripts()[1] == "systemctl restart redis-server"
     assert "s3cret" not in journal.path.read_text()
@@ -87,6 +88,23 @@ def test_failing_service_shows_its_journal() -> None:
     assert summary.error is not None
     assert "journalctl -u redis-server -n 20" in summary.error.message
     assert "bad directive line 7" in summary.error.message
+
+
+def test_a_refused_config_is_put_back_and_the_service_restarted() -> None:
+    guest = Guest([("systemctl restart redis-server", Result("", "Job failed", 1)),
+                   ("journalctl", Result("Bad directive or wrong number of arguments\n", "", 0)),
+                   ("restored", Result("restored /etc/redis/redis.conf\nstate active\n", "", 0))])
+    plan = Plan([PutFile("ct", "redis", "redis.conf", path="/etc/redis/redis.conf", content="maxmemory x\n"),
+                 PutFile("ct", "postgresql", "pg conf", path="/etc/postgresql/15/main/postgresql.conf"),
+                 Service("ct", "redis", "restart redis", name="redis-server", action="restart")])
+    summary = apply(plan, conns(guest), None)
+    assert summary.error is not None
+    text = summary.error.message
+    assert "Bad directive" in text
+    assert text.endswith("restored the previous /etc/redis/redis.conf; redis-server is active again")
+    restore = guest.scripts()[-1]
+    assert "/var/lib/psa-provision/previous/etc%redis%redis.conf|/etc/redis/redis.conf" in restore
+    assert "postgresql.conf" not in restore  # only the failing service's component is put back
 
 
 def test_service_that_dies_after_start_is_a_failure() -> None:
