@@ -126,9 +126,7 @@ def options_change(spec: ContainerSpec, current: dict[str, Any]) -> Change:
     diff = {k: (current.get(k), v) for k, v in OPTIONS.items() if str(current.get(k, "")) != v}
     if not diff:
         return Noop(spec.hostname, COMPONENT, f"firewall of {spec.vmid} on (policy_in DROP)")
-    params: dict[str, object] = dict(OPTIONS)
-    if current.get("digest"):
-        params["digest"] = current["digest"]
+    params: dict[str, object] = dict(OPTIONS)  # no digest: the rule changes before it rewrite the same file
     return ApiCall(spec.hostname, COMPONENT, f"enable the firewall of container {spec.vmid} (policy_in DROP)",
                    method="PUT", path=f"/nodes/{spec.node}/lxc/{spec.vmid}/firewall/options", params=params,
                    diff={k: (o, n) for k, (o, n) in diff.items()})

@@ -151,6 +151,7 @@ def test_fresh_container_gets_rules_in_order_then_options_net_flag_and_datacente
     options, net, cluster = calls[3:]
     assert options.path.endswith("/lxc/100/firewall/options") and options.params["policy_in"] == "DROP"
     assert options.params["enable"] == "1"
+    assert "digest" not in options.params  # the rule posts before it change the file the digest is of
     assert net.params["net0"] == CONFIG["net0"] + ",firewall=1" and net.params["digest"] == "abc"
     assert (cluster.path, cluster.params) == ("/cluster/firewall/options", {"enable": 1})
 
