@@ -157,7 +157,7 @@ def cmd_fault(args: argparse.Namespace) -> int:
         lxc.LxcBackend(StateDir(Path(args.state_dir))).stop(args.vmid, _say)
     else:
         rule: dict[str, Any] = {"kind": kind, "count": args.count}
-        for key in ("type", "message", "seconds", "status", "path"):
+        for key in ("type", "id", "message", "seconds", "status", "path"):
             value = getattr(args, key, None)
             if value is not None:
                 rule[key] = value
@@ -176,6 +176,7 @@ def _fault_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     kinds = p.add_subparsers(dest="kind", required=True)
     k = kinds.add_parser("task-fail", help="fail the next task(s)")
     k.add_argument("--type", help="only tasks of this type (vzcreate, vzstart, download, ...)")
+    k.add_argument("--id", help="only tasks of this guest (vmid): tests sharing the sandbox stay apart")
     k.add_argument("--message", default="injected failure (pvesim fault)")
     k.add_argument("--count", type=int, default=1)
     k = kinds.add_parser("delay", help="delay responses")

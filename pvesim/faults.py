@@ -1,7 +1,7 @@
 """Fault injection for tests: rules in state.faults (JSON), set by `pvesim fault`, consumed by the API.
 
 Rules (each with a `count`, decremented when used, removed at 0):
-  {"kind": "task-fail", "count": 1, "type": "vzcreate" | null, "message": "..."}
+  {"kind": "task-fail", "count": 1, "type": "vzcreate" | null, "id": "202" | null, "message": "..."}
   {"kind": "delay", "count": 3, "seconds": 2.0, "path": "regex" | null}
   {"kind": "http-error", "count": 1, "status": 503, "path": "regex" | null}
   {"kind": "drop", "count": 1, "path": "regex" | null}
@@ -81,7 +81,7 @@ class Faults:
             life = data.get("ticket_lifetime")
             return int(data.get("ticket_epoch", 0)), int(life) if life is not None else None
 
-    def take(self, kind: str, path: str = "", task_type: str = "") -> Rule | None:
+    def take(self, kind: str, path: str = "", task_type: str = "", task_id: str = "") -> Rule | None:
         """Consume one use of the first matching rule of `kind`; None if none applies."""
         if not self.path.exists():
             return None
@@ -93,14 +93,16 @@ class Faults:
                     continue
                 if rule.get("type") and rule["type"] != task_type:
                     continue
+                if rule.get("id") and str(rule["id"]) != task_id:
+                    continue
                 rule["count"] = int(rule.get("count", 1)) - 1
                 data["rules"] = [r for r in data["rules"] if int(r.get("count", 1)) > 0]
                 return dict(rule)
         return None
 
-    def task_failure(self, task_type: str) -> str | None:
-        """The error message for this task if a `task-fail` rule applies to it."""
-        rule = self.take("task-fail", task_type=task_type)
+    def task_failure(self, task_type: str, task_id: str = "") -> str | None:
+        """The error message for this task (type, id = vmid) if a `task-fail` rule applies to it."""
+        rule = self.take("task-fail", task_type=task_type, task_id=task_id)
         if rule is None:
             return None
         return str(rule.get("message") or "injected failure (pvesim fault)")

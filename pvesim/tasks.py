@@ -91,7 +91,7 @@ def _work(worker: Worker, log: Log, failure: str | None, finalize: Finalizer | N
 class Tasks:
     """Runs and records tasks for one daemon."""
 
-    def __init__(self, root: Path, task_failure: Callable[[str], str | None] | None = None) -> None:
+    def __init__(self, root: Path, task_failure: Callable[[str, str], str | None] | None = None) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self._pids = itertools.count(os.getpid() * 16 % 0x400000 + 1)
@@ -124,7 +124,7 @@ class Tasks:
         meta, log = self._files(text)
         _save(meta, rec)
         log.write_text("")
-        failure = self._task_failure(type_) if self._task_failure else None
+        failure = self._task_failure(type_, id_) if self._task_failure else None
         thread = threading.Thread(target=self._run, args=(text, worker, vmid, failure, finalize), daemon=True,
                                   name=f"task-{type_}-{id_}")
         self._threads[text] = thread

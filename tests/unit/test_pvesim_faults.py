@@ -28,6 +28,14 @@ def test_task_failures_match_type(tmp_path: Path) -> None:
     assert faults.task_failure("vzcreate") is None
 
 
+def test_task_failures_match_the_guest(tmp_path: Path) -> None:
+    faults = Faults(tmp_path / "faults.json")
+    faults.add({"kind": "task-fail", "count": 1, "type": "vzstart", "id": "202", "message": "mine"})
+    assert faults.task_failure("vzstart", "201") is None
+    assert faults.task_failure("vzstart", "202") == "mine"
+    assert faults.task_failure("vzstart", "202") is None
+
+
 def test_ticket_policy_and_clear(tmp_path: Path) -> None:
     faults = Faults(tmp_path / "faults.json")
     assert faults.ticket_policy() == (0, None)

@@ -48,7 +48,7 @@ def test_tasks_on_one_vmid_serialize_and_time_out(tmp_path: Path, monkeypatch: p
 
 
 def test_finalizer_runs_after_injected_failure(tmp_path: Path) -> None:
-    runner = Tasks(tmp_path, task_failure=lambda kind: "disk on fire" if kind == "vzcreate" else None)
+    runner = Tasks(tmp_path, task_failure=lambda kind, _id: "disk on fire" if kind == "vzcreate" else None)
     outcomes: list[bool] = []
     upid = runner.start("pve1", "vzcreate", "200", "root@pam", lambda log: None,
                         finalize=lambda log, ok: outcomes.append(ok))
