@@ -105,7 +105,9 @@ def plan(ctx: typer.Context, phase: str,
 
     def run() -> int:
         site = engine.load_site(state.inventory, phase)
-        result = engine.plan(site, out, force=force)
+        cost = engine.Cost()
+        result = engine.plan(site, out, force=force, cost=cost)
+        out.note(cost.line)
         if out.json_mode:
             out.json(plan_json(result, phase=phase, inventory=str(state.inventory)))
         else:
@@ -139,7 +141,7 @@ def up(ctx: typer.Context, phase: str,
             out.note("the next `up` continues from where this one stopped")
             raise
         out.summary(result.summary.changed, result.summary.unchanged, result.summary.failed)
-        out.note(f"{result.seconds:.1f} s, {result.api_calls} Proxmox API calls")
+        out.note(result.cost.line)
         out.table("where things are", ["what", "where"], engine.endpoints(site))
         out.line("psa-provision status   shows containers and service health")
         return 0
