@@ -189,6 +189,33 @@ def destroy(ctx: typer.Context, phase: str,
     raise typer.Exit(_guard(out, run))
 
 
+@app.command("rotate-secrets")
+def rotate_secrets(ctx: typer.Context,
+                   component: Annotated[str, typer.Argument(
+                       help="postgresql, redis, rabbitmq, app (JWT secret + admin password) or all")] = "all",
+                   phase: Annotated[str, typer.Option(help="the phase whose containers use them")] = "phase0",
+                   yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask to confirm")] = False,
+                   ) -> None:
+    """New passwords for a component: secrets file, the service itself, .env; restarts what uses them."""
+    from psa_provision import rotate
+
+    state = _state(ctx)
+    out = Output(verbose=state.verbose)
+
+    def run() -> int:
+        keys = rotate.keys_for(component)
+        site = engine.load_site(state.inventory, phase)
+        if not yes and _interactive() and not out.confirm(
+                f"replace {', '.join(keys)} in {site.inventory.secrets_file} and on the containers?"):
+            raise InputError("aborted: nothing was changed")
+        result = rotate.rotate(site, component, out)
+        out.summary(result.up.summary.changed, result.up.summary.unchanged, result.up.summary.failed)
+        out.line(f"rotated {', '.join(result.keys)}")
+        return 0
+
+    raise typer.Exit(_guard(out, run))
+
+
 @secrets_app.command("show")
 def secrets_show(ctx: typer.Context, key: str) -> None:
     """Print one secret (e.g. app.admin_password): the only command that prints a secret."""

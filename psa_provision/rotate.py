@@ -1,0 +1,87 @@
+"""`psa-provision rotate-secrets [component]`: new passwords in the secrets file, the services and .env.
+
+Order, so that a rerun always converges: (1) the new values are written to the secrets file
+(atomic, 0600); (2) what `up` cannot see is set directly: RabbitMQ keeps no readable trace of a
+password, so `rabbitmqctl change_password` runs with the new one on stdin; (3) a normal `up` does
+the rest, because it compares against the secrets file: PostgreSQL's role password (SCRAM verifier
+differs -> ALTER ROLE with the SQL on stdin), redis.conf (requirepass -> restart redis), .env (JWT
+secret, admin and store passwords -> pm2 reload), then waits until every service is healthy.
+Interrupted? Run the same command again: it rotates once more and converges.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from psa_provision import engine
+from psa_provision import secrets as secrets_mod
+from psa_provision.errors import InputError
+from psa_provision.output import Output
+from psa_provision.secrets import Secrets
+
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "postgresql": ("postgresql.app_password",),
+    "redis": ("redis.password",),
+    "rabbitmq": ("rabbitmq.admin_password", "rabbitmq.app_password"),
+    "app": ("app.jwt_secret", "app.admin_password"),
+}
+RABBIT_USERS = {"rabbitmq.admin_password": "admin", "rabbitmq.app_password": "psa_app"}
+# stdin carries the password only; rabbitmqctl reads it when no password argument is given
+RABBIT_CHANGE = "rabbitmqctl -q change_password {user}"
+
+
+@dataclass
+class RotateResult:
+    """What was rotated (key names only) and the `up` that carried the values to the services."""
+
+    keys: list[str]
+    up: engine.UpResult
+
+
+def keys_for(component: str) -> tuple[str, ...]:
+    """The secret keys of a component (`all`: every rotatable key)."""
+    if component == "all":
+        return tuple(k for keys in COMPONENTS.values() for k in keys)
+    if component not in COMPONENTS:
+        raise InputError(f"unknown component {component!r} for rotate-secrets",
+                         hint=f"one of: {', '.join([*COMPONENTS, 'all'])}")
+    return COMPONENTS[component]
+
+
+def new_values(current: Secrets, keys: tuple[str, ...]) -> dict[str, str]:
+    """The secrets file's content with fresh values for `keys` (every other value kept)."""
+    fresh = secrets_mod.generate()
+    return {**current.as_dict(), **{k: fresh[k] for k in keys}}
+
+
+def rotate(site: engine.Site, component: str, out: Output) -> RotateResult:
+    """Rotate the component's secrets everywhere they are used, then converge with `up`."""
+    keys = keys_for(component)
+    path = site.inventory.secrets_file
+    values = new_values(site.secrets, keys)
+    secrets_mod.store(path, values)
+    out.note(f"new values for {', '.join(keys)} written to {path}")
+    site.secrets = secrets_mod.load_secrets(path)
+    _rabbitmq_passwords(site, [k for k in keys if k in RABBIT_USERS], out)
+    return RotateResult(list(keys), engine.up(site, out))
+
+
+def _rabbitmq_passwords(site: engine.Site, keys: list[str], out: Output) -> None:
+    """Set RabbitMQ user passwords (stdin only) where RabbitMQ runs and the user exists already."""
+    if not keys:
+        return
+    for spec in site.phase.containers:
+        if "rabbitmq" not in spec.components:
+            continue
+        conn = engine.ssh_connection(site.inventory, spec)
+        try:
+            for key in keys:
+                user = RABBIT_USERS[key]
+                out.note(f"{spec.hostname}: rabbitmqctl change_password {user} (password on stdin)")
+                exists = (f"rabbitmqctl -q list_users </dev/null | awk -v u={shlex.quote(user)} "
+                          "'$1 == u {f = 1} END {exit !f}'")
+                script = f"if {exists}; then {RABBIT_CHANGE.format(user=shlex.quote(user))}; fi\n"
+                conn.run(script, stdin=site.secrets.get(key).value + "\n")
+        finally:
+            conn.close()
