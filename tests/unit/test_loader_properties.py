@@ -27,7 +27,7 @@ SECRETS = {"postgresql": {"app_password": "a" * 32}, "redis": {"password": "b" *
            "app": {"jwt_secret": "c" * 64, "admin_email": "admin@x.local"}}
 # Fixed examples in the suite (bounded time, reproducible); PSA_PROPERTY_EXAMPLES=5000 explores at random.
 EXPLORE = int(os.environ.get("PSA_PROPERTY_EXAMPLES", "0"))
-RUN = settings(max_examples=EXPLORE or 120, deadline=None, derandomize=not EXPLORE,
+RUN = settings(max_examples=EXPLORE or 80, deadline=None, derandomize=not EXPLORE,
                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 scalars = st.one_of(
