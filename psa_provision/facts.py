@@ -141,6 +141,21 @@ SERVICES=({' '.join(q(s) for s in services)})
 is_secret() {{ local s; for s in "${{SECRET[@]}}"; do [ "$s" = "$1" ] && return 0; done; return 1; }}
 # One group read whole before it runs, stdin /dev/null: no command can eat a script fed on stdin.
 {{
+# The slow probes (each rabbitmqctl boots an Erlang VM, pm2 a Node.js) start now, side by side, and
+# are read where their JSON field goes: the facts cost the slowest probe, not their sum.
+rabbit=""
+if command -v rabbitmqctl >/dev/null && systemctl is-active -q rabbitmq-server 2>/dev/null; then
+  rabbit=1
+  exec 4< <(rabbitmqctl -q list_users --formatter json 2>/dev/null | b64)
+  exec 5< <(rabbitmqctl -q list_permissions -p / --formatter json 2>/dev/null | b64)
+fi
+pm2=""
+if id {catalog.APP_USER} >/dev/null 2>&1 && [ -f {catalog.APP_HOME}/.pm2/pm2.pid ] \\
+   && kill -0 "$(cat {catalog.APP_HOME}/.pm2/pm2.pid)" 2>/dev/null && command -v pm2 >/dev/null; then
+  pm2=1
+  exec 6< <(cd / && runuser -u {catalog.APP_USER} -- env HOME={catalog.APP_HOME} \\
+    PM2_HOME={catalog.APP_HOME}/.pm2 pm2 jlist 2>/dev/null | node -e {q(_PM2_FILTER)} 2>/dev/null | b64)
+fi
 printf '{{"version":{FACTS_VERSION},"hostname":"%s"' "$(hostname)"
 printf ',"os_release":"%s"' "$(cat /etc/os-release 2>/dev/null | b64)"
 printf ',"packages":"%s"' \\
@@ -171,15 +186,14 @@ if command -v psql >/dev/null && systemctl is-active -q postgresql 2>/dev/null; 
          done; }} | b64)"
   printf ',"postgres":"%s"' "$pg"
 fi
-if command -v rabbitmqctl >/dev/null && systemctl is-active -q rabbitmq-server 2>/dev/null; then
-  printf ',"rabbitmq_users":"%s"' "$(rabbitmqctl -q list_users --formatter json 2>/dev/null | b64)"
-  printf ',"rabbitmq_permissions":"%s"' \\
-    "$(rabbitmqctl -q list_permissions -p / --formatter json 2>/dev/null | b64)"
+if [ -n "$rabbit" ]; then
+  printf ',"rabbitmq_users":"%s"' "$(cat <&4)"
+  printf ',"rabbitmq_permissions":"%s"' "$(cat <&5)"
+  exec 4<&- 5<&-
 fi
-if id {catalog.APP_USER} >/dev/null 2>&1 && [ -f {catalog.APP_HOME}/.pm2/pm2.pid ] \\
-   && kill -0 "$(cat {catalog.APP_HOME}/.pm2/pm2.pid)" 2>/dev/null && command -v pm2 >/dev/null; then
-  printf ',"pm2":"%s"' "$(cd / && runuser -u {catalog.APP_USER} -- env HOME={catalog.APP_HOME} \\
-    PM2_HOME={catalog.APP_HOME}/.pm2 pm2 jlist 2>/dev/null | node -e {q(_PM2_FILTER)} 2>/dev/null | b64)"
+if [ -n "$pm2" ]; then
+  printf ',"pm2":"%s"' "$(cat <&6)"
+  exec 6<&-
 fi
 printf ',"bundle_checksum":"%s"' "$(cat {catalog.BUNDLE_STAMP} 2>/dev/null | tr -dc '0-9a-f')"
 printf '}}\\n'
