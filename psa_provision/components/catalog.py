@@ -23,7 +23,10 @@ FILES: dict[str, tuple[str, ...]] = {
     "base": ("/etc/apt/apt.conf.d/01psa-proxy",),
     "postgresql": (f"{PG_CONF_DIR}/conf.d/psa.conf", f"{PG_CONF_DIR}/pg_hba.conf"),
     "redis": ("/etc/redis/redis.conf",),
-    "rabbitmq": ("/etc/rabbitmq/rabbitmq.conf", "/etc/rabbitmq/enabled_plugins"),
+    "rabbitmq": (
+        "/etc/rabbitmq/rabbitmq.conf", "/etc/rabbitmq/enabled_plugins", "/etc/rabbitmq/rabbitmq-env.conf",
+        "/etc/rabbitmq/erl_inetrc", "/etc/systemd/system/epmd.socket.d/psa-loopback.conf",
+    ),
     "elasticsearch": (
         "/etc/elasticsearch/elasticsearch.yml", "/etc/elasticsearch/jvm.options.d/heap.options",
         "/etc/apt/sources.list.d/elastic-8.x.list", f"{KEYRINGS}/elastic.asc",

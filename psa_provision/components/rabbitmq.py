@@ -1,5 +1,9 @@
 """RabbitMQ (Debian 12's rabbitmq-server 3.10): config, management plugin, admin + psa_app users, no guest.
 
+Everything listens on loopback, epmd (4369) and the distribution port (25672) too, without renaming
+the node: the files doing so are written before the package (a cold install starts right) and, when
+they change on an installed guest, epmd is rebound and the node restarted.
+
 Facts hold no secret, so a password is set only when its user is created (`rabbitmqctl add_user
 NAME` reads it from stdin); changing a stored password is `rotate-secrets`' job.
 """
@@ -17,6 +21,13 @@ from .context import HostContext
 COMPONENT = "rabbitmq"
 CONF = "/etc/rabbitmq/rabbitmq.conf"
 PLUGINS = "/etc/rabbitmq/enabled_plugins"
+ENV_CONF = "/etc/rabbitmq/rabbitmq-env.conf"
+INETRC = "/etc/rabbitmq/erl_inetrc"
+EPMD_DROPIN = "/etc/systemd/system/epmd.socket.d/psa-loopback.conf"
+# stop the node and epmd, reload the socket unit, start it on 127.0.0.1:4369 (the node restart follows)
+REBIND_EPMD = ("systemctl daemon-reload\n"
+               "systemctl stop rabbitmq-server.service epmd.service epmd.socket\n"
+               "systemctl start epmd.socket\n")
 VHOST = "/"
 ALL = (".*", ".*", ".*")
 # name -> (secret key, tags)
@@ -53,15 +64,28 @@ def _user_changes(ctx: HostContext, rabbit: RabbitFacts | None, name: str) -> li
     return out or [Noop(ctx.host, COMPONENT, f"user {name} present with tags and permissions")]
 
 
+def loopback_files(ctx: HostContext, facts: GuestFacts) -> list[Change]:
+    """rabbitmq-env.conf, erl_inetrc and the epmd.socket drop-in (root's files: the package may be absent)."""
+    host = ctx.container.hostname
+    return [put_file(ctx, facts, COMPONENT, ENV_CONF, render("rabbitmq-env.conf.j2", hostname=host,
+                                                              inetrc=INETRC)),
+            put_file(ctx, facts, COMPONENT, INETRC, render("erl_inetrc.j2", hostname=host)),
+            put_file(ctx, facts, COMPONENT, EPMD_DROPIN, render("epmd-loopback.conf.j2"))]
+
+
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
-    out: list[Change] = [*install(ctx, facts, COMPONENT, ("rabbitmq-server",))]
+    loopback = loopback_files(ctx, facts)
+    out: list[Change] = [*loopback, *install(ctx, facts, COMPONENT, ("rabbitmq-server",))]
     bind = ctx.listen_address()
     conf = put_file(ctx, facts, COMPONENT, CONF, render("rabbitmq.conf.j2", bind=bind),
                     owner="rabbitmq", group="rabbitmq")
     plugins = put_file(ctx, facts, COMPONENT, PLUGINS, render("enabled_plugins.j2"),
                        owner="rabbitmq", group="rabbitmq")
     out += [conf, plugins]
-    out += service(ctx, facts, COMPONENT, "rabbitmq-server", restart=content_changed(facts, [conf, plugins]))
+    if content_changed(facts, loopback[2:]):
+        out.append(command(ctx, COMPONENT, "rebind epmd to 127.0.0.1:4369", REBIND_EPMD))
+    restart = content_changed(facts, [*loopback, conf, plugins])
+    out += service(ctx, facts, COMPONENT, "rabbitmq-server", restart=restart)
     for name in USERS:
         out += _user_changes(ctx, facts.rabbitmq, name)
     if facts.rabbitmq is None or "guest" in facts.rabbitmq.users:
