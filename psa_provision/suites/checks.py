@@ -9,11 +9,14 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 _PG_UNITS = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 _SIZE_UNITS = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 LOOPBACK = ("127.", "::1", "[::1]")
+WILDCARDS = frozenset({"0.0.0.0", "::", "[::]", "*"})  # noqa: S104 - addresses to look for, not to bind
+SSH_PORT = 22
 
 
 def listening_ports(sockets: Iterable[str], port: int) -> list[str]:
@@ -28,6 +31,31 @@ def loopback_only(sockets: Iterable[str], also: str = "127.0.0.1") -> bool:
         address = sock.split("://", 1)[1].rsplit(":", 1)[0]
         return address.startswith(LOOPBACK) or address == also
     return all(allowed(s) for s in sockets)
+
+
+def wildcard_listeners(sockets: Iterable[str], allowed_ports: Iterable[int]) -> list[str]:
+    """TCP sockets (testinfra specs) bound to a wildcard address on a port not in `allowed_ports`."""
+    allowed = set(allowed_ports)
+    found = []
+    for sock in sockets:
+        if not sock.startswith(("tcp://", "tcp6://")):
+            continue
+        address, _, port = sock.split("://", 1)[1].rpartition(":")
+        if address.split("%")[0] in WILDCARDS and port.isdigit() and int(port) not in allowed:
+            found.append(sock)
+    return sorted(found)
+
+
+def public_ports(services: Mapping[str, Mapping[str, Any]], hostname: str,
+                 gateway: str = "api-gateway") -> set[int]:
+    """Ports a container may open on every address: SSH, the gateway's if it runs there, and those of
+    its services that a gateway on another container must reach. Stores never (they bind an IP)."""
+    gateway_host = services.get(gateway, {}).get("hostname")
+    ports = {SSH_PORT}
+    for name, svc in services.items():
+        if svc.get("hostname") == hostname and (name == gateway or gateway_host != hostname):
+            ports.add(int(svc["port"]))
+    return ports
 
 
 def net0_fields(net0: str) -> dict[str, str]:

@@ -20,8 +20,10 @@ from psa_provision.suites.checks import (
     loopback_only,
     net0_fields,
     pg_bytes,
+    public_ports,
     rabbit_tags,
     size_bytes,
+    wildcard_listeners,
 )
 
 PG = "runuser -u postgres -- psql -XAt -v ON_ERROR_STOP=1"
@@ -67,6 +69,14 @@ def test_container_config_matches_phase(container: dict[str, Any], proxmox: Any)
     wrong += [f"features {k}={found_features[k]!r} (phase: {want_features[k]!r})"
               for k in want_features if found_features[k] != want_features[k]]
     assert not wrong, "Proxmox config differs from the phase file: " + "; ".join(wrong)
+
+
+def test_no_wildcard_listener_but_ssh_and_public_services(host: Any, container: dict[str, Any],
+                                                         ctx: dict[str, Any]) -> None:
+    # Stores, epmd (4369) and RabbitMQ's distribution port (25672) bind loopback or the private IP.
+    allowed = public_ports(ctx["services"], container["hostname"])
+    found = wildcard_listeners(host.socket.get_listening_sockets(), allowed)
+    assert not found, f"listening on every address (only ports {sorted(allowed)} may): {found}"
 
 
 # --- PostgreSQL 15 ------------------------------------------------------------------------------

@@ -25,6 +25,28 @@ def test_listening_ports_and_loopback() -> None:
     assert not checks.loopback_only(["tcp://:::6379"], also="10.0.30.11")
 
 
+def test_wildcard_listeners_outside_the_allowed_ports() -> None:
+    # as testinfra reports `ss -ltn`: `*:4369` becomes both `::` and `0.0.0.0`, `[::]` loses brackets
+    sockets = ["tcp://0.0.0.0:22", "tcp://:::22", "tcp://0.0.0.0:3000", "tcp://127.0.0.1:4369",
+               "tcp://::1:5432", "tcp://10.0.20.100:6379", "unix:///run/x.sock", "udp://0.0.0.0:68"]
+    assert checks.wildcard_listeners(sockets, {22, 3000}) == []
+    # the guest before epmd and the distribution port were bound to loopback
+    before = [*sockets, "tcp://:::4369", "tcp://0.0.0.0:4369", "tcp://0.0.0.0:25672", "tcp://0.0.0.0%lo:9300"]
+    assert checks.wildcard_listeners(before, {22, 3000}) == [
+        "tcp://0.0.0.0%lo:9300", "tcp://0.0.0.0:25672", "tcp://0.0.0.0:4369", "tcp://:::4369"]
+    assert checks.wildcard_listeners(sockets, {22}) == ["tcp://0.0.0.0:3000"]
+
+
+def test_public_ports_per_placement() -> None:
+    phase0 = {"api-gateway": {"port": 3000, "hostname": "aio"}, "auth": {"port": 3010, "hostname": "aio"}}
+    assert checks.public_ports(phase0, "aio") == {22, 3000}
+    # the gateway on another container reaches auth: auth may listen beyond loopback there
+    split = {"api-gateway": {"port": 3000, "hostname": "gw"}, "auth": {"port": 3010, "hostname": "app"}}
+    assert checks.public_ports(split, "gw") == {22, 3000}
+    assert checks.public_ports(split, "app") == {22, 3010}
+    assert checks.public_ports(split, "db") == {22}
+
+
 def test_net0_fields() -> None:
     net0 = "name=eth0,bridge=vmbr20,hwaddr=BC:24:11:00:00:01,ip=10.0.20.100/24,gw=10.0.20.1,type=veth"
     fields = checks.net0_fields(net0)
