@@ -26,7 +26,7 @@ from psa_provision.journal import Journal, PhaseLock, kill_point, state_dir
 from psa_provision.output import Output, StepProgress
 from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase
 from psa_provision.plan import ApiCall, Change, Plan
-from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.proxmox import ProxmoxClient, connect, inherited_privileges
 from psa_provision.secrets import Secrets, load_secrets
 from psa_provision.ssh import COUNTER as SSH_COUNTER
 from psa_provision.ssh import Connection, forget_host, wait_for_ssh
@@ -172,9 +172,16 @@ def required_privileges(site: Site, states: list[ContainerState]) -> dict[str, s
 
 def _check_privileges(px: ProxmoxClient, site: Site, states: list[ContainerState],
                       note: Callable[[str], None]) -> None:
-    """Fail before any write when the token lacks a privilege `up` will need."""
+    """Fail before any write when the token lacks a privilege `up` will need.
+
+    One GET /access/permissions for all paths; a path where the dump shows something missing is asked
+    about on its own (authoritative) before refusing.
+    """
+    dump = px.permission_dump()
     for path, privileges in sorted(required_privileges(site, states).items()):
-        have = px.permissions(path)
+        have: set[str] | None = inherited_privileges(dump, path) if dump is not None else set()
+        if have is not None and not privileges <= have:
+            have = px.permissions(path)
         if have is None:
             note("the API cannot list permissions (GET /access/permissions): privileges are checked per call")
             return

@@ -456,6 +456,16 @@ class ProxmoxClient:
             raise
         return {priv for priv, on in dict(data.get(path) or {}).items() if on}
 
+    def permission_dump(self) -> dict[str, dict[str, int]] | None:
+        """The caller's privileges on every ACL path in ONE call ({path: {priv: propagate}}), None on 501."""
+        try:
+            data = self.request("GET", "/access/permissions") or {}
+        except ProxmoxError as exc:
+            if " failed: 501 " in exc.message:
+                return None
+            raise
+        return {str(path): dict(privs or {}) for path, privs in dict(data).items()}
+
     def status(self, node: str, vmid: int) -> dict[str, Any]:
         return dict(self.request("GET", f"/nodes/{node}/lxc/{vmid}/status/current") or {})
 
@@ -521,6 +531,22 @@ class ProxmoxClient:
             return f"    (task log unavailable: {exc.message})"
         texts = [str(entry.get("t", "")) for entry in log][-lines:]
         return "\n".join(f"    {t}" for t in texts)
+
+
+def inherited_privileges(dump: dict[str, dict[str, int]], path: str) -> set[str]:
+    """Privileges on `path` by a permission dump: its own entry, else the nearest ancestor's propagated ones.
+
+    Example: {"/vms": {"VM.Audit": 1}} gives /vms/200 VM.Audit. A dump lists only paths with ACLs, so
+    a grant it cannot show (e.g. through a pool) is missed: callers ask about that path before refusing.
+    """
+    if path in dump:
+        return set(dump[path])
+    parts = path.rstrip("/").split("/")
+    for end in range(len(parts) - 1, 0, -1):
+        parent = "/".join(parts[:end]) or "/"
+        if parent in dump:
+            return {priv for priv, propagate in dump[parent].items() if propagate}
+    return set()
 
 
 def _stderr_warning(text: str) -> None:
