@@ -150,6 +150,7 @@ def cold_up(bench: Bench) -> None:
     bench.add("cold up phase0: API calls / SSH connections / guest commands", f"{api} / {ssh} / {cmds}",
               run.command)
     bench.add("cold up phase0: apt-cacher-ng", acng_summary(mark, bench.vmid), f"(log {ACNG_LOG})")
+    bench.add("cold up phase0: npm downloads (guest npm caches)", npm_caches(bench), NPM_CACHES)
 
 
 def converged(bench: Bench, runs: int) -> None:
@@ -176,6 +177,22 @@ def verify(bench: Bench) -> None:
     run = bench.cli("verify", "phase0", check=False)
     verdict = "passed" if run.code == 0 else f"exit {run.code}"
     bench.add("verify phase0: wall", f"{run.wall:.1f} s ({verdict})", run.command)
+
+
+NPM_CACHES = "du -sb /root/.npm/_cacache /home/psa/.npm/_cacache (in the guest)"
+
+
+def npm_caches(bench: Bench) -> str:
+    """What npm fetched from the registry on a fresh guest (its caches start empty; no proxy cache)."""
+    key = bench.workdir / "keys" / "sandbox_ed25519"
+    known = bench.workdir / "sandbox.journal" / "known_hosts"
+    argv = ["ssh", "-i", str(key), "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", f"root@10.0.20.{bench.vmid - 100}", NPM_CACHES.split(" (")[0]]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    sizes = [int(line.split()[0]) for line in proc.stdout.splitlines() if line.strip()]
+    if not sizes:
+        return f"could not read ({proc.stderr.strip()[:80]})"
+    return f"{sum(sizes) / 2**20:.1f} MiB fetched from registry.npmjs.org (pm2 + the app's dependencies)"
 
 
 def acng_size() -> int:
