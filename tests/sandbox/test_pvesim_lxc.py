@@ -111,7 +111,9 @@ def test_ssh_sees_hostname_ip_and_memory_limit(
         state: StateDir, backend: LxcBackend, client_key: tuple[paramiko.Ed25519Key, str]) -> None:
     client = ssh(state, client_key[0])
     try:
-        assert run(client, "timeout 60 systemctl is-system-running --wait || true").strip() == "running"
+        state_ = run(client, "timeout 60 systemctl is-system-running --wait || true").strip()
+        failed = run(client, "systemctl --failed --no-legend --plain || true")
+        assert state_ == "running", f"systemd is {state_}; failed units:\n{failed}"
         assert run(client, "hostname").strip() == HOSTNAME
         assert f"inet {IP}/24" in run(client, "ip -4 addr show dev eth0")
         assert run(client, "ip route show default").split()[:3] == ["default", "via", "10.0.20.1"]
