@@ -27,7 +27,8 @@ UNITS = ("postgresql", "postgresql@15-main", "redis-server", "rabbitmq-server", 
          "pm2-psa")
 LOOPBACK = {"127.0.0.1", "::1"}
 INFRA_PORTS = {5432: "postgresql", 6379: "redis", 5672: "rabbitmq", 15672: "rabbitmq management",
-               9200: "elasticsearch"}
+               9200: "elasticsearch", 4369: "epmd", 25672: "rabbitmq distribution"}
+WILDCARD = {"0.0.0.0", "::", "*"}  # noqa: S104 - addresses looked for, not bound
 PM2_LIST = (
     "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{for(const p of JSON.parse(s||'[]'))"
     "console.log(['pm2',p.name,p.pm_id,p.pid,p.pm2_env.status,p.pm2_env.restart_time].join(' '))})"
@@ -123,6 +124,8 @@ def test_stores_and_services_listen_on_loopback_only(guest: Connection, phase0: 
         assert port in found, f"{what} does not listen on :{port}"
         assert found[port] <= LOOPBACK, f"{what} listens on {sorted(found[port])}:{port}"
     assert 3000 in found, "the api-gateway does not listen on :3000"
+    wide = {port: sorted(a) for port, a in found.items() if a & WILDCARD and port not in (22, 3000)}
+    assert not wide, f"listening on every address beyond :22 and :3000: {wide}"
 
 
 def test_env_file_is_private_to_the_app_user(guest: Connection) -> None:
@@ -172,12 +175,14 @@ def test_login_create_ticket_and_search_through_the_gateway(phase0: Site) -> Non
 
 
 def test_status_shows_the_container_and_healthy_services(phase0: Site) -> None:
-    run = phase0.cli("status", timeout=120)
+    run = phase0.cli("status", "phase0", timeout=120)
     assert run.code == 0, run.output[-3000:]
     spec = phase0.container
     assert re.search(rf"pve1\s*│\s*{spec.vmid}\s*│\s*{spec.hostname}\s*│\s*running", run.stdout), run.stdout
     for name, svc in phase0.phase.services.items():
-        pattern = rf"│ {re.escape(name)}\s*│\s*{svc.port}\s*│\s*(\d+)/(\d+) online\s*│\s*(\w+)"
+        # this phase's row: other phases' containers may exist in the sandbox too
+        pattern = (rf"│\s*phase0\s*│\s*{re.escape(spec.hostname)}\s*│\s*{re.escape(name)}\s*│\s*{svc.port}"
+                   rf"\s*│\s*(\d+)/(\d+) online\s*│\s*(\w+)")
         row = re.search(pattern, run.stdout)
         assert row and row[1] == row[2] == str(svc.instances) and row[3] == "healthy", f"{name}: {run.stdout}"
 
