@@ -148,7 +148,7 @@ class Output:
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         table = Table(title=title, title_justify="left")
         for column in columns:
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # wrap long names (checks, hosts), never cut them
         for row in rows:
             table.add_row(*(escape(str(cell)) for cell in row))
         self.out.print(table)
