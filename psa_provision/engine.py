@@ -361,7 +361,11 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
             px = connect(site.inventory)
             states = preflight(px, site, download=True, note=out.note)
         journal.record("run-start", phase=site.phase.name, command="up")
-        if finish_open_tasks(px, journal, states, out.note):
+        waited = finish_open_tasks(px, journal, states, out.note)
+        if waited:
+            for state in states:  # created by the killed run, which may have died before forgetting
+                if any(f":vzcreate:{state.spec.vmid}:" in str(t["upid"]) for t in waited):
+                    _forget(site.inventory, state.spec)
             states = [_container_state(px, s.spec) for s in states]
         result = UpResult(Summary())
         for text in _earlier_containers(px, site):
@@ -453,12 +457,12 @@ def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: d
 
 
 def finish_open_tasks(px: ProxmoxClient, journal: Journal, states: list[ContainerState],
-                      note: Callable[[str], None]) -> bool:
+                      note: Callable[[str], None]) -> list[dict[str, Any]]:
     """Wait for the tasks an interrupted run left running (journal, or the API for a locked container).
 
     A container whose config still says `lock: create` is being built by such a task: creating it
     again would fail and deleting it would lose the work, so the rerun waits for that task. Returns
-    True when something was waited for (the container states must be read again).
+    the tasks waited for (when any, the container states must be read again).
     """
     tasks = {str(t["upid"]): t for t in journal.open_tasks()}
     for state in states:
@@ -482,7 +486,7 @@ def finish_open_tasks(px: ProxmoxClient, journal: Journal, states: list[Containe
             note(f"that task failed ({exc.message.splitlines()[0]}): this run redoes its step")
             continue
         journal.task_ended(upid, "done", exitstatus=status.get("exitstatus"))
-    return bool(tasks)
+    return list(tasks.values())
 
 
 def _apply(plan_: Plan, conns: dict[str, Connection], px: ProxmoxClient, journal: Journal,
@@ -551,8 +555,10 @@ def endpoints(site: Site) -> list[tuple[str, str]]:
 
 
 # -- status ------------------------------------------------------------------------------------------
-def status(inventory_path: Path) -> tuple[list[list[str]], list[list[str]]]:
-    """(container rows, service rows) for every container any phase file names that exists."""
+def status(inventory_path: Path, phase: str | None = None) -> tuple[list[list[str]], list[list[str]]]:
+    """(container rows, service rows) for every container any phase file names that exists.
+
+    Services are those of `phase`, or of the newest phase whose containers all run."""
     inv = load_inventory(inventory_path)
     phases = load_all(inv.phases_dir)
     px = connect(inv)
@@ -569,7 +575,7 @@ def status(inventory_path: Path) -> tuple[list[list[str]], list[list[str]]]:
         mem = f"{int(g.get('mem', 0)) // 2**20}/{int(g.get('maxmem', 0)) // 2**20} MiB"
         crow.append([str(g.get("node")), str(vmid), spec.hostname, str(g.get("status")),
                      f"{float(g.get('cpu', 0)) * 100:.0f}%", mem])
-    srow = _service_rows(inv, phases, guests)
+    srow = _service_rows(inv, [p for p in phases if phase in (None, p.name)], guests)
     return crow, srow
 
 
@@ -641,13 +647,24 @@ def destroy(site: Site, px: ProxmoxClient, targets: list[ContainerState], out: O
     summary = Summary()
     journal = Journal.for_phase(site.inventory_path, site.phase.name)
     with PhaseLock.for_phase(site.inventory_path, site.phase.name).held():
+        journal.record("run-start", phase=site.phase.name, command="destroy")
+        finish_open_tasks(px, journal, targets, out.note)  # e.g. a delete a killed destroy left running
         for state in targets:
             spec = state.spec
-            if state.running:
+            base = f"/nodes/{spec.node}/lxc/{spec.vmid}"
+            if px.find_vmid(spec.vmid) is None:
+                out.note(f"container {spec.vmid} is already gone")
+                _forget(site.inventory, spec)
+                continue
+            if px.status(spec.node, spec.vmid).get("status") == "running":
                 out.note(f"stopping container {spec.vmid}")
-                px.stop(spec.node, spec.vmid)
+                step = f"container: stop container {spec.vmid}"
+                kill_point(step)
+                api_task(px, journal, step, "POST", f"{base}/status/stop")
             out.note(f"deleting container {spec.vmid}")
-            px.delete(spec.node, spec.vmid)
+            step = f"container: delete container {spec.vmid}"
+            kill_point(step)
+            api_task(px, journal, step, "DELETE", base, {"purge": 1, "destroy-unreferenced-disks": 1})
             _forget(site.inventory, spec)
             journal.record("destroy", vmid=spec.vmid, node=spec.node, hostname=spec.hostname)
             summary.changed += 1
