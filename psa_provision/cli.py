@@ -150,10 +150,13 @@ def up(ctx: typer.Context, phase: str,
 
 
 @app.command()
-def status(ctx: typer.Context) -> None:
+def status(ctx: typer.Context,
+           phase: Annotated[str | None, typer.Argument(help="services of this phase (default: the "
+                                                        "newest phase whose containers all run)")] = None,
+           ) -> None:
     """One table of containers (node, vmid, state, cpu/mem) and one of services (health)."""
     out = Output()
-    containers, services = _guard(out, lambda: engine.status(_state(ctx).inventory))
+    containers, services = _guard(out, lambda: engine.status(_state(ctx).inventory, phase))
     out.table("containers", ["node", "vmid", "hostname", "state", "cpu", "memory"], containers)
     if services:
         out.table("services", ["phase", "container", "service", "port", "pm2", "health"], services)
