@@ -22,7 +22,9 @@ PROBED = ("postgresql", "redis", "rabbitmq", "elasticsearch", "haproxy", "app")
 
 _PROBES: dict[str, str] = {
     "postgresql": "probe postgresql runuser -u postgres -- psql -XAt -c \"SELECT 'accepting connections'\"",
-    "redis": 'probe redis env REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 --no-auth-warning PING',
+    # export is a shell builtin: the password never becomes a process argument (env VAR=... would)
+    "redis": 'export REDISCLI_AUTH="$REDIS_PASSWORD"; '
+             "probe redis redis-cli -h 127.0.0.1 --no-auth-warning PING",
     "rabbitmq": "probe rabbitmq rabbitmq-diagnostics -q ping",
     "elasticsearch": "probe elasticsearch curl -sS --max-time 10 http://127.0.0.1:9200/_cluster/health",
     "haproxy": "probe haproxy systemctl is-active haproxy",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from typing import Any
@@ -159,3 +160,13 @@ def test_table_rows_put_resources_first() -> None:
     assert rows[0][:3] == ["aio (200)", "resources", "running"]
     assert rows[1] == ["aio (200)", "redis", "FAILED", "PING answered 'NOAUTH'"]
 
+
+
+def test_probe_script_keeps_the_redis_password_out_of_process_arguments() -> None:
+    """`env VAR=secret cmd` would show the secret in `ps`; the probe exports it (a builtin) instead."""
+    from psa_provision.health import probe_script
+
+    script = probe_script(["redis"], {})
+    assert "REDISCLI_AUTH" in script
+    assert not re.search(r"\benv\s+[^\n]*REDISCLI_AUTH=", script), script
+    assert "-a " not in script
