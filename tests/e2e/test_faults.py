@@ -257,6 +257,7 @@ def test_ssh_drop_mid_command_reconnects_and_runs_the_step_again(phase0: Site) -
     finally:
         conn.close()
         killer.join(WAIT_S)
+    lxc(phase0, f"rm -f /root/psa-drop-runs /run/psa-drop-{token}")
     assert killed and killed[0].returncode == 0, killed
     assert result.stdout.strip() == "finished after 2 runs"
 
