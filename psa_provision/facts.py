@@ -165,7 +165,8 @@ sep=""
 for f in "${{FILES[@]}}" {catalog.CA_DIR}/psa-*.crt; do
   [ -f "$f" ] || continue
   content=""
-  is_secret "$f" || content="$(b64 < "$f")"
+  if is_secret "$f"; then content="$(sed -E {q(catalog.SECRET_LINE_SED)} "$f" | b64)"
+  else content="$(b64 < "$f")"; fi
   printf '%s{{"path":"%s","sha256":"%s","stat":"%s","content":"%s"}}' "$sep" "$f" \\
     "$(sha256sum "$f" | cut -d' ' -f1)" "$(stat -c '%a %U %G' "$f")" "$content"
   sep=","

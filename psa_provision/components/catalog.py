@@ -5,7 +5,10 @@ Leaf module (stdlib only) so that facts.py can ask which paths to probe without 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+
+from ..plan import MASK
 
 APP_DIR = "/opt/psa-platform"
 APP_USER = "psa"
@@ -36,8 +39,18 @@ FILES: dict[str, tuple[str, ...]] = {
     "scripts": ("/usr/local/bin/health-check.sh", "/usr/local/bin/backup-psa.sh", "/etc/cron.d/psa-backup"),
     "haproxy": (),
 }
-# Files whose content holds a secret: facts carry only their checksum, never their content.
+# Files whose content holds a secret: facts carry them with every secret line's value masked (on the
+# guest, by SECRET_LINE_SED), so plan can still show a diff of the other lines.
 SECRET_FILES = frozenset({ENV_FILE, "/etc/redis/redis.conf"})
+# A line whose value is a secret: .env's *PASSWORD*/*SECRET* keys, redis.conf's requirepass/masterauth.
+_SECRET_LINE = r"^([A-Z0-9_]*(PASSWORD|SECRET)[A-Z0-9_]*=|requirepass[[:space:]]+|masterauth[[:space:]]+).*$"  # noqa: S105 - a pattern
+SECRET_LINE_SED = f"s/{_SECRET_LINE}/\\1{MASK}/"
+
+
+def mask_secret_lines(text: str) -> str:
+    """The same masking as SECRET_LINE_SED, for the content the tool renders (compared line by line)."""
+    pattern = _SECRET_LINE.replace("[[:space:]]", r"\s")
+    return re.sub(pattern, lambda m: m.group(1) + MASK, text, flags=re.M)
 
 DIRS: dict[str, tuple[str, ...]] = {
     "app": (

@@ -10,7 +10,7 @@ from ..facts import GuestFacts
 from ..inventory import AptRepo
 from ..plan import Change, Command, Noop, Package, PutFile, Service, sha256, unified_diff
 from ..render import render
-from .catalog import SECRET_FILES
+from .catalog import SECRET_FILES, mask_secret_lines
 from .context import HostContext
 
 
@@ -28,8 +28,12 @@ def put_file(ctx: HostContext, facts: GuestFacts, component: str, path: str, con
     elif have.sha256 == sha256(content):
         diff = f"{path}: mode/owner {have.mode:04o} {have.owner}:{have.group} -> {mode:04o} {owner}:{group}\n"
         why = "fix mode/owner of"
-    elif have.content is None or path in SECRET_FILES:
-        diff = f"--- {path}\n+++ {path}\n(content changed; holds secrets, diff not shown)\n"
+    elif have.content is None:
+        diff = f"--- {path}\n+++ {path}\n(content changed; the guest's content is unknown)\n"
+        why = "update"
+    elif path in SECRET_FILES:  # the guest sent it with secret values masked: compare alike
+        diff = (unified_diff(path, have.content, mask_secret_lines(content), secrets)
+                or f"--- {path}\n+++ {path}\n(only secret values changed)\n")
         why = "update"
     else:
         diff = unified_diff(path, have.content, content, secrets)
