@@ -5,7 +5,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import { checkPostgres, createPool, ensureSchema } from '@psa/database';
+import { createPool, ensureSchema, postgresCheck } from '@psa/database';
 import { checkRedis, closeRedis, createRedis } from '@psa/redis';
 import {
   createLogger, env, HttpError, loadConfig, Router, runService, signJwt, StartupTask, stringField,
@@ -101,10 +101,7 @@ runService({
   log,
   router,
   checks: {
-    postgres: async () => {
-      await schema.check();
-      await checkPostgres(pool);
-    },
+    postgres: postgresCheck(pool, schema),
     redis: () => checkRedis(redis),
   },
   start: () => schema.run(() => ensureSchema(pool, [...SCHEMA, adminSeed()])),

@@ -5,7 +5,7 @@
  * redelivery (after a broker or database restart) is not counted twice.
  */
 
-import { checkPostgres, createPool, ensureSchema, inTransaction } from '@psa/database';
+import { createPool, ensureSchema, inTransaction, postgresCheck } from '@psa/database';
 import { RabbitClient } from '@psa/rabbitmq';
 import { createLogger, env, loadConfig, Router, runService, StartupTask } from '@psa/utils';
 
@@ -91,10 +91,7 @@ runService({
   log,
   router,
   checks: {
-    postgres: async () => {
-      await schema.check();
-      await checkPostgres(pool);
-    },
+    postgres: postgresCheck(pool, schema),
     rabbitmq: () => rabbit.check(),
   },
   start: async () => {

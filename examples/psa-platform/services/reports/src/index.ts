@@ -4,7 +4,7 @@
  * search index caught up. Each run is recorded in report_runs.
  */
 
-import { checkPostgres, createPool, ensureSchema } from '@psa/database';
+import { createPool, ensureSchema, postgresCheck } from '@psa/database';
 import { createLogger, Elasticsearch, env, errorText, loadConfig, Router, runService, StartupTask } from '@psa/utils';
 
 const SERVICE = 'reports';
@@ -79,10 +79,7 @@ runService({
   log,
   router,
   checks: {
-    postgres: async () => {
-      await schema.check();
-      await checkPostgres(pool);
-    },
+    postgres: postgresCheck(pool, schema),
     elasticsearch: () => search.health(),
   },
   start: () => schema.run(() => ensureSchema(pool, SCHEMA)),

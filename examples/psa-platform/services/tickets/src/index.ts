@@ -9,7 +9,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import { checkPostgres, createPool, ensureSchema } from '@psa/database';
+import { createPool, ensureSchema, postgresCheck } from '@psa/database';
 import { RabbitClient } from '@psa/rabbitmq';
 import { checkRedis, closeRedis, createRedis } from '@psa/redis';
 import {
@@ -242,10 +242,7 @@ runService({
   log,
   router,
   checks: {
-    postgres: async () => {
-      await schema.check();
-      await checkPostgres(pool);
-    },
+    postgres: postgresCheck(pool, schema),
     redis: () => checkRedis(redis),
     rabbitmq: () => rabbit.check(),
     elasticsearch: async () => {

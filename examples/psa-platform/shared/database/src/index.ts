@@ -1,11 +1,16 @@
 /**
  * PostgreSQL for the services: a pg Pool from the POSTGRES_* variables that survives the
  * server restarting (broken clients are dropped, new ones connect on the next query), and
- * schema set-up under an advisory lock because several cluster instances start at once.
+ * schema set-up under an advisory lock because several cluster instances start at once; the
+ * PostgreSQL health check and the runner of the one-table CRUD services (crm, projects, assets).
  */
 
+import type { Server } from 'node:http';
 import { Pool, PoolClient } from 'pg';
-import { env, envInt, errorText, Logger } from '@psa/utils';
+import {
+  createLogger, env, envInt, errorText, HealthCheck, loadConfig, Logger, Router, runService, StartupTask,
+} from '@psa/utils';
+import { crudRoutes, crudSchema, CrudResource } from './crud';
 
 export type { Pool, PoolClient } from 'pg';
 
@@ -34,6 +39,14 @@ export function createPool(log: Logger, applicationName: string): Pool {
 /** Resolves when PostgreSQL answers a query. */
 export async function checkPostgres(pool: Pool): Promise<void> {
   await pool.query('SELECT 1');
+}
+
+/** The /health check of a service's PostgreSQL: healthy once its schema is set up and a query answers. */
+export function postgresCheck(pool: Pool, schema: StartupTask): HealthCheck {
+  return async () => {
+    await schema.check();
+    await checkPostgres(pool);
+  };
 }
 
 /** A statement for ensureSchema: plain SQL, or SQL with $1.. parameters (e.g. a seed row). */
@@ -72,6 +85,31 @@ export async function inTransaction<T>(pool: Pool, fn: (client: PoolClient) => P
   } finally {
     client.release();
   }
+}
+
+export interface CrudServiceOptions extends CrudResource {
+  name: string;
+  defaultPort: number;
+}
+
+/** Run a service that only serves one CRUD table (crm, projects, assets): JWT_SECRET, PostgreSQL, schema at start-up. */
+export function runCrudService(options: CrudServiceOptions): Server {
+  const { name, defaultPort, ...resource } = options;
+  const log = createLogger(name);
+  const { jwtSecret, pool } = loadConfig(log, () => ({
+    jwtSecret: env('JWT_SECRET'),
+    pool: createPool(log, `psa-${name}`),
+  }));
+  const schema = new StartupTask('schema', log);
+  return runService({
+    name,
+    defaultPort,
+    log,
+    router: crudRoutes(new Router(jwtSecret), pool, resource, () => schema.check()),
+    checks: { postgres: postgresCheck(pool, schema) },
+    start: () => schema.run(() => ensureSchema(pool, [crudSchema(resource)])),
+    stop: () => pool.end(),
+  });
 }
 
 export * from './crud';
