@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -40,6 +41,7 @@ SYSTEMCTL = {"start": "start", "restart": "restart", "reload": "reload", "enable
 STARTS = frozenset({"start", "restart", "reload", "enable-now"})
 PREV_DIR = "/var/lib/psa-provision/previous"  # a managed file's content before this run wrote it
 REVIVE_TIMEOUT = 180.0
+SETTLE_S = 15.0  # how long a container that lost SSH may take to show `stopped`
 PM2 = {"start": "start", "restart": "restart", "reload": "reload", "enable-now": "start", "stop": "stop",
        "enable": "save", "disable": "delete"}
 
@@ -178,23 +180,30 @@ def execute_reviving(change: Change, targets: Targets) -> dict[str, Any]:
     """execute(); a guest step that failed because its container stopped: start it, retry once."""
     try:
         return execute(change, targets)
-    except (ConnectionFailed, GuestError):
-        if isinstance(change, ApiCall) or not _revived(targets, change.host):
+    except (ConnectionFailed, GuestError) as exc:
+        lost = isinstance(exc, ConnectionFailed)
+        if isinstance(change, ApiCall) or not _revived(targets, change.host, settle=lost):
             raise
         return execute(change, targets)
 
 
-def _revived(targets: Targets, host: str) -> bool:
-    """True when `host`'s container was found stopped and is running and reachable again."""
+def _revived(targets: Targets, host: str, *, settle: bool = False) -> bool:
+    """True when `host`'s container was found stopped and is running and reachable again.
+
+    With `settle` (the SSH connection was lost, not a command failed) a container that still shows
+    `running` gets SETTLE_S to show `stopped`: a container being killed drops SSH before it stops."""
     px = targets.proxmox
     if px is None:
         return False
     guest = next((g for g in px.cluster_guests() if g.get("name") == host and g.get("type") == "lxc"), None)
-    if guest is None or guest.get("status") == "running":
+    if guest is None:
         return False
     node, vmid = str(guest["node"]), int(guest["vmid"])
-    if px.status(node, vmid).get("status") == "running":
-        return False
+    deadline = time.monotonic() + (SETTLE_S if settle else 0.0)
+    while px.status(node, vmid).get("status") == "running":
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
     _warn(f"container {vmid} ({host}) stopped during the step: starting it and running the step again")
     px.start(node, vmid)
     conn = targets.conn(host)
