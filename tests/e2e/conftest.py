@@ -131,6 +131,26 @@ def write_inventory(workdir: Path, creds: dict[str, object]) -> Path:
     return inventory
 
 
+HOSTILE = " '\"$;\\`$(id)%x"  # space, both quotes, $, ;, backslash, backtick, command substitution
+HOSTILE_KEYS = (("postgresql", "app_password"), ("redis", "password"), ("rabbitmq", "admin_password"),
+                ("rabbitmq", "app_password"), ("app", "admin_password"))
+
+
+def make_passwords_hostile(path: Path) -> None:
+    """Give every password characters a shell, SQL, YAML or .env would trip on (issue 6: nothing from
+    the inventory reaches a shell unquoted): the whole phase-0 session then runs with them."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    for section, key in HOSTILE_KEYS:
+        data[section][key] = f"{data[section][key][:16]}{HOSTILE}"
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(data, f)
+    tmp.replace(path)
+
+
 @pytest.fixture(scope="session")
 def phase0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """Phase 0 provisioned once from a clean start by `psa-provision up phase0 --yes`.
@@ -158,6 +178,8 @@ def _provision(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     for args in steps:
         run = run_cli(inventory, *args, timeout=600)
         assert run.code == 0, f"{' '.join(args)} failed:\n{run.output}"
+    if not keep:
+        make_passwords_hostile(workdir / "sandbox.secrets.yml")
     first = run_cli(inventory, "up", "phase0", "--yes")
     kind = "warm" if keep else "cold"
     sys.stderr.write(f"\n[e2e] {kind} `up phase0`: exit {first.code} in {first.seconds:.0f} s\n")
