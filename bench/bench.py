@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from psa_provision import sandbox  # the venv has the project installed (bench/run uses it)
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 CLI = str(VENV_BIN / "psa-provision")
@@ -98,37 +100,14 @@ class Bench:
 
 
 # -- setup -------------------------------------------------------------------------------------------
-def private_phases(workdir: Path, vmid: int) -> Path:
-    """A copy of phases/ where phase 0's container is `vmid` at 10.0.20.(vmid-100), psa-bench-<vmid>."""
-    out = workdir / "phases"
-    out.mkdir(parents=True, exist_ok=True)
-    for src in (REPO / "phases").glob("*.yml"):
-        text = src.read_text()
-        if src.name == "phase0.yml":
-            text = re.sub(r"\bvmid: 200\b", f"vmid: {vmid}", text)
-            text = re.sub(r"\bcontainer: 200\b", f"container: {vmid}", text)
-            text = text.replace("10.0.20.100/24", f"10.0.20.{vmid - 100}/24")
-            text = text.replace("hostname: psa-all-in-one", f"hostname: psa-bench-{vmid}")
-        (out / src.name).write_text(text)
-    return out
-
-
 def setup(bench: Bench) -> None:
     """Inventory (copy of inventories/sandbox.yml with the private phases and the sandbox token) + init."""
     proc = subprocess.run([PVESIM, "credentials", "--json"], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"the sandbox is not running (pvesim credentials: {proc.stderr.strip()}); pvesim up")
     creds = json.loads(proc.stdout)
-    bench.workdir.mkdir(parents=True, exist_ok=True)
-    text = (REPO / "inventories" / "sandbox.yml").read_text()
-    text = re.sub(r"(?m)^phases_dir: .*$", f"phases_dir: {private_phases(bench.workdir, bench.vmid)}", text)
-    token = Path(str(creds.get("token_secret_file") or ""))
-    if not token.is_file():
-        token = bench.workdir / "token"
-        token.write_text(f"{creds['token_secret']}\n")
-        token.chmod(0o600)
-    text = re.sub(r"(?m)^(\s*token_secret_file:) .*$", rf"\1 {token}", text)
-    bench.inventory.write_text(text)
+    phases = sandbox.private_phases(bench.workdir, bench.vmid, f"psa-bench-{bench.vmid}")
+    sandbox.write_inventory(bench.workdir, phases, creds)
     bench.cli("init", timeout=120)
 
 

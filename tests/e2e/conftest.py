@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from psa_provision import sandbox
 from psa_provision.inventory import REPO_ROOT, Inventory, load_inventory
 from psa_provision.phases import ContainerSpec, Phase, load_phase
 from psa_provision.ssh import Connection
@@ -98,37 +99,12 @@ def sandbox_credentials() -> dict[str, object]:
 VMID = int(os.environ.get("PSA_E2E_VMID", "200"))
 
 
-def phases_dir(workdir: Path) -> Path:
-    """The repo's phases; with PSA_E2E_VMID=N a private copy where phase 0's container is N at
-    10.0.20.(N-100) named psa-e2e-N, so developers can run e2e side by side without sharing 200."""
-    if VMID == 200:
-        return REPO_ROOT / "phases"
-    private = workdir / "phases"
-    private.mkdir(exist_ok=True)
-    for src in (REPO_ROOT / "phases").glob("*.yml"):
-        text = src.read_text()
-        if src.name == "phase0.yml":
-            text = re.sub(r"\bvmid: 200\b", f"vmid: {VMID}", text)
-            text = re.sub(r"\bcontainer: 200\b", f"container: {VMID}", text)
-            text = text.replace("10.0.20.100/24", f"10.0.20.{VMID - 100}/24")
-            text = text.replace("hostname: psa-all-in-one", f"hostname: psa-e2e-{VMID}")
-        (private / src.name).write_text(text)
-    return private
-
-
 def write_inventory(workdir: Path, creds: dict[str, object]) -> Path:
-    """A copy of inventories/sandbox.yml in workdir: phases from the repo, token from the sandbox."""
-    text = (REPO_ROOT / "inventories" / "sandbox.yml").read_text()
-    text = re.sub(r"(?m)^phases_dir: .*$", f"phases_dir: {phases_dir(workdir)}", text)
-    token_file = Path(str(creds.get("token_secret_file") or "/var/lib/pvesim/tokens/psa-provision"))
-    if not token_file.is_file():
-        token_file = workdir / "token"
-        token_file.write_text(f"{creds['token_secret']}\n")
-        token_file.chmod(0o600)
-    text = re.sub(r"(?m)^(\s*token_secret_file:) .*$", rf"\1 {token_file}", text)
-    inventory = workdir / "sandbox.yml"
-    inventory.write_text(text)
-    return inventory
+    """A copy of inventories/sandbox.yml in workdir: the repo's phases (with PSA_E2E_VMID=N a private
+    copy where phase 0's container is N at 10.0.20.(N-100), psa-e2e-N), token from the sandbox."""
+    phases = (REPO_ROOT / "phases" if VMID == sandbox.PHASE0_VMID
+              else sandbox.private_phases(workdir, VMID, f"psa-e2e-{VMID}"))
+    return sandbox.write_inventory(workdir, phases, creds)
 
 
 HOSTILE = " '\"$;\\`$(id)%x"  # space, both quotes, $, ;, backslash, backtick, command substitution

@@ -1,0 +1,40 @@
+"""A private working copy of the sandbox inventory, for tests and the benchmark running side by side.
+
+Phase 0's container moves to another vmid (10.0.20.(vmid-100), its own hostname) in a copy of the phase
+files, and the inventory copy points at that copy and at the sandbox's token file. Reads files only.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from psa_provision.inventory import REPO_ROOT
+
+PHASE0_VMID = 200
+
+
+def private_phases(dest: Path, vmid: int, hostname: str) -> Path:
+    """dest/phases: the repo's phase files with phase 0's container 200 as `vmid` named `hostname`."""
+    out = dest / "phases"
+    out.mkdir(parents=True, exist_ok=True)
+    for src in (REPO_ROOT / "phases").glob("*.yml"):
+        text = src.read_text()
+        if src.name == "phase0.yml":
+            text = re.sub(rf"\bvmid: {PHASE0_VMID}\b", f"vmid: {vmid}", text)
+            text = re.sub(rf"\bcontainer: {PHASE0_VMID}\b", f"container: {vmid}", text)
+            text = text.replace("10.0.20.100/24", f"10.0.20.{vmid - 100}/24")
+            text = text.replace("hostname: psa-all-in-one", f"hostname: {hostname}")
+        (out / src.name).write_text(text)
+    return out
+
+
+def write_inventory(dest: Path, phases_dir: Path, creds: dict[str, object]) -> Path:
+    """dest/sandbox.yml: inventories/sandbox.yml with these phases and the token file `pvesim up` wrote."""
+    text = (REPO_ROOT / "inventories" / "sandbox.yml").read_text()
+    text = re.sub(r"(?m)^phases_dir: .*$", f"phases_dir: {phases_dir}", text)
+    text = re.sub(r"(?m)^(\s*token_secret_file:) .*$", rf"\1 {creds['token_secret_file']}", text)
+    dest.mkdir(parents=True, exist_ok=True)
+    inventory = dest / "sandbox.yml"
+    inventory.write_text(text)
+    return inventory
