@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import posixpath
 import secrets as pysecrets
@@ -27,6 +28,10 @@ import paramiko
 from fabric import Connection as FabricConnection
 
 from psa_provision.errors import ConnectionFailed, GuestError
+
+# paramiko logs every failed handshake with a traceback; with no handler configured Python prints
+# those on stderr. Our errors say what failed in one sentence (ConnectionFailed), so keep them quiet.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 RECORD_ENV = "PSA_RECORD_COMMANDS"
 CONNECT_TIMEOUT = 10.0
@@ -392,6 +397,9 @@ def wait_for_ssh(conn: Connection, deadline_s: float, *, poll: float = 1.0) -> N
                 conn.open()
                 return
             except ConnectionFailed as exc:
+                if isinstance(exc.__cause__, paramiko.AuthenticationException):
+                    raise  # sshd answers and refuses the key: waiting cannot help, and each try
+                    # would leave a pre-auth connection behind until sshd refuses new ones
                 last = exc.message
         if time.monotonic() >= deadline:
             raise ConnectionFailed(
