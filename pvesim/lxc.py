@@ -535,41 +535,66 @@ def _interfaces_from_ip_json(out: str) -> list[dict[str, str]]:
 # --- lxcfs and purge -----------------------------------------------------------------------------
 
 
-def _lxcfs_mounted() -> bool:
-    return any(line.split()[1:3] == [str(LXCFS_DIR), "fuse.lxcfs"]
+def _lxcfs_mounted(mountpoint: Path = LXCFS_DIR) -> bool:
+    return any(line.split()[1:3] == [str(mountpoint), "fuse.lxcfs"]
                for line in Path("/proc/self/mounts").read_text().splitlines())
 
 
-def ensure_lxcfs(state: StateDir, log: Log) -> None:
-    """Start lxcfs unless mounted, so containers see their own meminfo and cpus."""
-    if _lxcfs_mounted():
+def lxcfs_alive(mountpoint: Path = LXCFS_DIR) -> bool:
+    """Mounted and answering: a dead lxcfs (killed with the session that started it) leaves its
+    FUSE mount behind, and every stat on it fails with ENOTCONN."""
+    if not _lxcfs_mounted(mountpoint):
+        return False
+    try:
+        return (mountpoint / "proc" / "meminfo").stat() is not None
+    except OSError:
+        return False
+
+
+def ensure_lxcfs(state: StateDir, log: Log, mountpoint: Path = LXCFS_DIR) -> None:
+    """Start lxcfs unless one answers on the mountpoint, so containers see their own meminfo and
+    cpus. A stale mount of a dead lxcfs is detached first (containers started on it would read
+    the host's memory, or nothing)."""
+    if lxcfs_alive(mountpoint):
         return
-    LXCFS_DIR.mkdir(parents=True, exist_ok=True)
-    pidfile = state.root / "lxcfs.pid"
+    if _lxcfs_mounted(mountpoint):
+        log(f"lxcfs on {mountpoint} is not answering (its process is gone): unmounting it")
+        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, check=False)
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    pidfile = _lxcfs_pidfile(state, mountpoint)
+    pidfile.unlink(missing_ok=True)
     with (state.root / "lxcfs.log").open("ab") as out:  # lxcfs stays in the foreground: detach it
-        subprocess.Popen(["lxcfs", f"--pidfile={pidfile}", "--enable-cfs", str(LXCFS_DIR)],
+        subprocess.Popen(["lxcfs", f"--pidfile={pidfile}", "--enable-cfs", str(mountpoint)],
                          stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     deadline = time.monotonic() + 10
-    while not _lxcfs_mounted():
+    while not lxcfs_alive(mountpoint):
         if time.monotonic() > deadline:
-            raise BackendError(f"lxcfs did not mount {LXCFS_DIR} within 10s")
+            raise BackendError(f"lxcfs did not answer on {mountpoint} within 10s "
+                               f"(see {state.root / 'lxcfs.log'})")
         time.sleep(0.1)
-    log(f"lxcfs started on {LXCFS_DIR} (pid file {pidfile})")
+    log(f"lxcfs started on {mountpoint} (pid file {pidfile})")
 
 
-def stop_lxcfs(state: StateDir) -> None:
+def _lxcfs_pidfile(state: StateDir, mountpoint: Path) -> Path:
+    if mountpoint == LXCFS_DIR:
+        return state.root / "lxcfs.pid"
+    return state.root / f"lxcfs{str(mountpoint).replace('/', '_')}.pid"
+
+
+def stop_lxcfs(state: StateDir, mountpoint: Path = LXCFS_DIR) -> None:
     """Stop the lxcfs that ensure_lxcfs started (only that one, by its pid file)."""
-    pidfile = state.root / "lxcfs.pid"
+    pidfile = _lxcfs_pidfile(state, mountpoint)
     if not pidfile.is_file():
-        return
+        return  # not started by us: someone else's lxcfs stays
     with contextlib.suppress(ValueError, OSError):
         pid = int(pidfile.read_text().strip())
         if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"lxcfs"):
             os.kill(pid, 15)  # only if that pid is still our lxcfs, not a reused pid
     deadline = time.monotonic() + 10
-    while _lxcfs_mounted() and time.monotonic() < deadline:
+    while lxcfs_alive(mountpoint) and time.monotonic() < deadline:
         time.sleep(0.1)
-    subprocess.run(["umount", "-l", str(LXCFS_DIR)], capture_output=True, check=False)
+    if _lxcfs_mounted(mountpoint):
+        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, check=False)
     pidfile.unlink(missing_ok=True)
 
 

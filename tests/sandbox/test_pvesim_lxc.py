@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from pvesim import lxc as pvesim_lxc
 from pvesim import network, templates
 from pvesim.lxc import LxcBackend
 from pvesim.paths import LXC_PATH, StateDir
@@ -206,3 +209,29 @@ def test_destroy_leaves_nothing(state: StateDir, backend: LxcBackend) -> None:
     assert not state.snapshot_dir(VMID, "before").parent.exists()
     assert not Path(f"/sys/class/net/veth{VMID}i0").exists()
     assert not backend.exists(VMID)
+
+
+def test_a_dead_lxcfs_is_detected_and_replaced(state: StateDir, tmp_path: Path) -> None:
+    """lxcfs killed with the session that started it leaves a stale FUSE mount behind; containers
+    started on it would see the host's memory. ensure_lxcfs must notice and start a new one
+    (on a private mountpoint here, so the containers' lxcfs is not touched)."""
+    mountpoint = tmp_path / "lxcfs"
+    lines: list[str] = []
+    try:
+        pvesim_lxc.ensure_lxcfs(state, lines.append, mountpoint)
+        assert pvesim_lxc.lxcfs_alive(mountpoint)
+        pid = int(pvesim_lxc._lxcfs_pidfile(state, mountpoint).read_text())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pvesim_lxc.lxcfs_alive(mountpoint):
+            assert time.monotonic() < deadline, "lxcfs still answering 10 s after SIGKILL"
+            time.sleep(0.1)
+        mounts = [Path(line.split()[1]) for line in Path("/proc/self/mounts").read_text().splitlines()]
+        assert mountpoint in mounts, "no stale mount left: this test would miss the stale path"
+        pvesim_lxc.ensure_lxcfs(state, lines.append, mountpoint)
+        assert pvesim_lxc.lxcfs_alive(mountpoint), lines
+        assert any("not answering" in line for line in lines), lines
+        assert "MemTotal" in (mountpoint / "proc" / "meminfo").read_text()
+    finally:
+        pvesim_lxc.stop_lxcfs(state, mountpoint)
+    assert not pvesim_lxc.lxcfs_alive(mountpoint)
