@@ -1,0 +1,68 @@
+"""Data movers for `migrate phase1`: copy one store's app data from phase 0's container to its own.
+
+Each mover works on two ssh.Connections (source and target container), reaches its store on
+127.0.0.1 inside each, and streams data between them through the tool host (Connection.stream_to):
+nothing in argv, nothing left at rest on the tool host. The orchestration (migrate.py) quiesces the
+writers, calls move, then verify, and discard when it rolls a step back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from psa_provision.secrets import Secrets
+    from psa_provision.ssh import Connection
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verified fact: the value found on the source and on the target (e.g. rows+md5 of a table)."""
+
+    what: str
+    source: str
+    target: str
+
+    @property
+    def passed(self) -> bool:
+        return self.source == self.target
+
+
+class Mover(Protocol):
+    """Moves one component's data; move/verify/discard are safe to re-run."""
+
+    component: str
+
+    def move(self, src: Connection, dst: Connection, secrets: Secrets, log: Callable[[str], None]) -> None:
+        """Copy the app's data from src's store to dst's, replacing what dst holds (writers quiesced)."""
+        ...
+
+    def verify(self, src: Connection, dst: Connection, secrets: Secrets) -> list[Check]:
+        """What the source and the target hold, fact by fact (all passed = the move is complete)."""
+        ...
+
+    def discard(self, dst: Connection, secrets: Secrets, log: Callable[[str], None]) -> None:
+        """Rollback: return dst's app data to empty (database, users and extensions stay)."""
+        ...
+
+
+MOVERS: dict[str, Mover] = {}
+
+
+def _register() -> None:
+    """Fill MOVERS (late imports: each mover module imports this one for Check)."""
+    from importlib import import_module
+
+    for name in ("postgresql", "redis", "rabbitmq", "elasticsearch"):
+        try:
+            module = import_module(f"psa_provision.movers.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"psa_provision.movers.{name}":
+                raise
+            continue  # not written yet
+        MOVERS[name] = module.MOVER
+
+
+_register()
