@@ -48,6 +48,23 @@ class Mover(Protocol):
         ...
 
 
+def compare(what: str, source: dict[str, str], target: dict[str, str]) -> list[Check]:
+    """One Check per name found on either side (ABSENT where a side lacks it), sorted by name."""
+    return [Check(f"{what} {name}", source.get(name, ABSENT), target.get(name, ABSENT))
+            for name in sorted(source.keys() | target.keys())]
+
+
+def tab_lines(text: str, kind: str) -> dict[str, str]:
+    """name -> value from `KIND<TAB>NAME<TAB>VALUE` lines of a probe's output (other kinds skipped)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[0] == kind:
+            out[parts[1]] = parts[2]
+    return out
+
+
+ABSENT = "(absent)"
 MOVERS: dict[str, Mover] = {}
 
 

@@ -1,0 +1,70 @@
+"""movers: Check, comparing the two sides' probe outputs, the registry; PostgreSQL's pure parts."""
+
+from __future__ import annotations
+
+from psa_provision.movers import ABSENT, MOVERS, Check, compare, tab_lines
+from psa_provision.movers import postgresql as pg
+
+SOURCE = """table\tpublic.tickets\t300 rows, md5 ba8a
+table\tauth_users\t1 rows, md5 c2da
+sequence\tpublic.tickets_id_seq\t300
+sequence\tpublic.report_runs_id_seq\tnot used yet
+schema\tobjects\t34, md5 b1a3
+"""
+
+
+def test_check_passes_only_on_equal_values() -> None:
+    assert Check("x", "1", "1").passed
+    assert not Check("x", "1", "2").passed
+    assert not Check("x", "0", ABSENT).passed
+
+
+def test_tab_lines_reads_one_kind_and_skips_noise() -> None:
+    text = SOURCE + "NOTICE: something\nsequence\tbroken line\n"
+    assert tab_lines(text, "sequence") == {"public.tickets_id_seq": "300",
+                                           "public.report_runs_id_seq": "not used yet"}
+
+
+def test_compare_names_what_one_side_lacks() -> None:
+    checks = compare("redis db", {"0": "5", "1": "2"}, {"0": "5", "3": "1"})
+    assert [(c.what, c.source, c.target, c.passed) for c in checks] == [
+        ("redis db 0", "5", "5", True), ("redis db 1", "2", ABSENT, False),
+        ("redis db 3", ABSENT, "1", False)]
+
+
+def test_every_component_has_a_mover() -> None:
+    assert {"postgresql"} <= MOVERS.keys()
+    for name, mover in MOVERS.items():
+        assert mover.component == name
+
+
+def test_postgresql_checks_cover_tables_sequences_and_schema() -> None:
+    target = SOURCE.replace("300 rows, md5 ba8a", "299 rows, md5 ffff")
+    target = target.replace("tickets_id_seq\t300", "tickets_id_seq\t1")
+    checks = pg.checks(SOURCE, target)
+    assert [c.what for c in checks] == [
+        "postgresql table auth_users", "postgresql table public.tickets",
+        "postgresql sequence public.report_runs_id_seq", "postgresql sequence public.tickets_id_seq",
+        "postgresql schema objects"]
+    assert [c.what for c in checks if not c.passed] == ["postgresql table public.tickets",
+                                                        "postgresql sequence public.tickets_id_seq"]
+
+
+def test_postgresql_after_discard_every_table_differs() -> None:
+    checks = pg.checks(SOURCE, "schema\tobjects\t0, md5 d41d\n")
+    assert not any(c.passed for c in checks) and len(checks) == 5
+
+
+def test_postgresql_no_password_travels_and_restore_is_one_transaction() -> None:
+    """Peer authentication as postgres on both sides; a failed restore rolls back to empty."""
+    for script in (pg.DUMP, pg.RESTORE, pg.PSQL):
+        assert "runuser -u postgres" in script and "PASSWORD" not in script.upper()
+    assert "--single-transaction" in pg.RESTORE and "--exit-on-error" in pg.RESTORE
+    assert "pipefail" in pg.DUMP and "-Fc" in pg.DUMP
+
+
+def test_postgresql_discard_keeps_extensions_and_spells_names_from_the_catalog() -> None:
+    sql = pg.DISCARD_SQL
+    assert "deptype = 'e'" in sql  # extension members are never dropped
+    assert "DROP EXTENSION" not in sql and "DROP DATABASE" not in sql and "DROP ROLE" not in sql
+    assert "::regclass::text AS name" not in sql  # a CASCADE-dropped object's regclass is a bare oid
