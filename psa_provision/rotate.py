@@ -5,7 +5,8 @@ Order, so that a rerun always converges: (1) the new values are written to the s
 password, so `rabbitmqctl change_password` runs with the new one on stdin; (3) a normal `up` does
 the rest, because it compares against the secrets file: PostgreSQL's role password (SCRAM verifier
 differs -> ALTER ROLE with the SQL on stdin), redis.conf (requirepass -> restart redis), .env (JWT
-secret, admin and store passwords -> pm2 reload), then waits until every service is healthy.
+secret, admin and store passwords -> `pm2 reload --only` the apps that read a changed variable, see
+catalog.APP_STORES / components/app.py; the others keep running), then waits until all are healthy.
 Interrupted? Run the same command again: it rotates once more and converges.
 """
 
@@ -16,8 +17,10 @@ from dataclasses import dataclass
 
 from psa_provision import engine
 from psa_provision import secrets as secrets_mod
+from psa_provision.components import catalog
 from psa_provision.errors import InputError
 from psa_provision.output import Output
+from psa_provision.phases import Phase
 from psa_provision.secrets import Secrets
 
 COMPONENTS: dict[str, tuple[str, ...]] = {
@@ -63,8 +66,21 @@ def rotate(site: engine.Site, component: str, out: Output) -> RotateResult:
     secrets_mod.store(path, values)
     out.note(f"new values for {', '.join(keys)} written to {path}")
     site.secrets = secrets_mod.load_secrets(path)
+    for host, apps in readers(site.phase, keys).items():
+        out.note(f"{host}: PM2 apps reading the new values, reloaded: {', '.join(apps) or 'none'}")
     _rabbitmq_passwords(site, [k for k in keys if k in RABBIT_USERS], out)
     return RotateResult(list(keys), engine.up(site, out))
+
+
+def readers(phase: Phase, keys: tuple[str, ...]) -> dict[str, list[str]]:
+    """Per app container: the PM2 apps that read one of these secrets (the only ones `up` reloads)."""
+    variables = [catalog.SECRET_ENV[k] for k in keys if k in catalog.SECRET_ENV]
+    out: dict[str, list[str]] = {}
+    for spec in phase.containers:
+        apps = phase.services_on(spec.vmid)
+        if "app" in spec.components and apps:
+            out[spec.hostname] = sorted({a for v in variables for a in catalog.env_readers(v, apps)})
+    return out
 
 
 def _rabbitmq_passwords(site: engine.Site, keys: list[str], out: Output) -> None:

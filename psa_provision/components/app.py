@@ -1,19 +1,33 @@
 """The bundled app: user psa, /opt/psa-platform, .env (0600 psa), ecosystem, bundle ship + build, PM2.
 
 PM2 runs as `psa` under the pm2-psa systemd unit (starts at boot, resurrects the saved list).
-Code or .env/ecosystem changes -> `pm2 reload` (zero-downtime in cluster mode); instance count
-changes -> `pm2 scale`; nothing changed and every app online -> Noop.
+Code or ecosystem changes -> `pm2 reload` of every app (zero-downtime in cluster mode); a changed
+.env value -> reload of only the apps that read it (catalog.APP_STORES; ENV_STAMP records what the
+apps were loaded with); instance count changes -> `pm2 scale`; nothing changed, all online -> Noop.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 import shlex
 
 from ..facts import GuestFacts
 from ..phases import APP_SERVICES
 from ..plan import Change, Noop, PutTree
 from ..render import render
-from .catalog import APP_DIR, APP_HOME, APP_USER, BUNDLE_STAMP, DIRS, ECOSYSTEM_FILE, ENV_FILE
+from .catalog import (
+    APP_DIR,
+    APP_HOME,
+    APP_USER,
+    BUNDLE_STAMP,
+    DIRS,
+    ECOSYSTEM_FILE,
+    ENV_FILE,
+    ENV_STAMP,
+    env_readers,
+)
 from .common import changed, command, content_changed, proxy_env, put_file
 from .context import HostContext
 
@@ -98,23 +112,83 @@ def _pm2_unit(ctx: HostContext, facts: GuestFacts) -> list[Change]:
                           "systemctl daemon-reload\nsystemctl enable --now pm2-psa\n")]
 
 
-def _processes(ctx: HostContext, facts: GuestFacts, restart_needed: bool) -> list[Change]:
+def env_values(content: str) -> dict[str, str]:
+    """NAME -> value of every assignment in a rendered .env (as ecosystem.config.js reads it)."""
+    return {m[1]: m[2] for m in re.finditer(r"(?m)^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", content)}
+
+
+def env_fingerprints(ctx: HostContext, env: str) -> dict[str, str]:
+    """NAME -> HMAC-SHA256 of NAME=value (keyed per host): compares values without holding them."""
+    key = f"psa-provision .env {ctx.host}".encode()
+    return {name: hmac.new(key, f"{name}={value}".encode(), hashlib.sha256).hexdigest()[:32]
+            for name, value in env_values(env).items()}
+
+
+def loaded_fingerprints(facts: GuestFacts) -> dict[str, str] | None:
+    """The fingerprints the running apps were last (re)loaded with (ENV_STAMP), None if unknown."""
+    have = facts.files.get(ENV_STAMP)
+    if have is None or have.content is None:
+        return None
+    pairs = (line.split() for line in have.content.splitlines() if line.strip() and not line.startswith("#"))
+    return {p[0]: p[1] for p in pairs if len(p) == 2}
+
+
+def _stamp_script(fingerprints: dict[str, str]) -> str:
+    """Write ENV_STAMP (0600, as the app user) once the apps run with these values."""
+    body = "".join(f"{name} {digest}\n" for name, digest in sorted(fingerprints.items()))
+    return (f"umask 077\ncat > {ENV_STAMP}.tmp <<'PSA_ENV_STAMP'\n# psa-provision: the .env the PM2 apps "
+            f"were last (re)loaded with (HMAC per variable)\n{body}PSA_ENV_STAMP\n"
+            f"mv -f {ENV_STAMP}.tmp {ENV_STAMP}\n")
+
+
+def _stale_apps(facts: GuestFacts, apps: set[str], fingerprints: dict[str, str], *, code_changed: bool,
+                env_changed: bool) -> tuple[set[str], str]:
+    """The apps to reload for code/config or environment changes, and why (variable names only).
+
+    With a stamp, only the apps that read a variable whose value differs from what they were loaded
+    with (catalog.env_readers); without one (a guest from before the stamp), every app when .env changed.
+    """
+    if code_changed:
+        return set(apps), "code or configuration changed"
+    loaded = loaded_fingerprints(facts)
+    if loaded is None:
+        return (set(apps), "code or configuration changed") if env_changed else (set(), "")
+    changed_vars = sorted(k for k in fingerprints.keys() | loaded.keys()
+                          if fingerprints.get(k) != loaded.get(k))
+    stale = {a for v in changed_vars for a in env_readers(v, apps)}
+    more = f" and {len(changed_vars) - 4} more" if len(changed_vars) > 4 else ""
+    return stale, (f"{', '.join(changed_vars[:4])}{more} changed" if changed_vars else "")
+
+
+def _processes(ctx: HostContext, facts: GuestFacts, env: str, *, code_changed: bool,
+               env_changed: bool) -> list[Change]:
+    """Start, reload (only the apps whose code or environment changed), scale or delete PM2 apps."""
     wanted = {n: s.instances for n, s in ctx.services.items()}
     running = {a.name: a for a in facts.pm2 or []}
+    fingerprints = env_fingerprints(ctx, env)
     if not running:
         return [command(ctx, COMPONENT, f"pm2 start ecosystem.config.js ({len(wanted)} apps)",
-                        PM2_ENV + f"pm2 start {ECOSYSTEM_FILE}\npm2 save\n", user=APP_USER)]
+                        PM2_ENV + f"pm2 start {ECOSYSTEM_FILE}\npm2 save\n" + _stamp_script(fingerprints),
+                        user=APP_USER)]
     lines: list[str] = []
     why: list[str] = []
     extra = sorted(set(running) - set(wanted))
     for name in extra:
         lines.append(f"pm2 delete {shlex.quote(name)}")
+    stale, reason = _stale_apps(facts, set(wanted), fingerprints, code_changed=code_changed,
+                                env_changed=env_changed)
     missing = sorted(set(wanted) - set(running))
     offline = sorted(n for n in wanted if n in running and running[n].status != "online")
-    if restart_needed or missing or offline:
+    reload = stale | set(missing) | set(offline)
+    if reload == set(wanted):
         lines.append(f"pm2 reload {ECOSYSTEM_FILE} --update-env")
-        why.append("code or configuration changed" if restart_needed else
-                   f"not online: {', '.join(missing + offline)}")
+    elif reload:
+        only = shlex.quote(",".join(sorted(reload)))
+        lines.append(f"pm2 reload {ECOSYSTEM_FILE} --only {only} --update-env")
+    if stale:
+        why.append(reason if reload == set(wanted) else f"reload {', '.join(sorted(stale))} ({reason})")
+    if missing or offline:
+        why.append(f"not online: {', '.join(missing + offline)}")
     for name, count in sorted(wanted.items()):
         if name in running and running[name].instances != count:
             lines.append(f"pm2 scale {shlex.quote(name)} {count}")
@@ -123,17 +197,20 @@ def _processes(ctx: HostContext, facts: GuestFacts, restart_needed: bool) -> lis
         why.append(f"remove {', '.join(extra)}")
     if not lines:
         return [Noop(ctx.host, COMPONENT, f"{len(wanted)} PM2 apps online with their instance counts")]
+    stamp = _stamp_script(fingerprints) if reload else ""
     return [command(ctx, COMPONENT, "pm2: " + "; ".join(why),
-                    PM2_ENV + "\n".join(lines) + "\npm2 save\n", user=APP_USER)]
+                    PM2_ENV + "\n".join(lines) + "\npm2 save\n" + stamp, user=APP_USER)]
 
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     out: list[Change] = [_user(ctx, facts), _dirs(ctx, facts)]
-    env = put_file(ctx, facts, COMPONENT, ENV_FILE, env_content(ctx), mode=0o600, owner=APP_USER,
+    env_content_ = env_content(ctx)
+    env = put_file(ctx, facts, COMPONENT, ENV_FILE, env_content_, mode=0o600, owner=APP_USER,
                    group=APP_USER)
     eco = put_file(ctx, facts, COMPONENT, ECOSYSTEM_FILE, ecosystem_content(ctx), owner=APP_USER,
                    group=APP_USER)
     bundle = _bundle(ctx, facts)
     out += [env, eco, *bundle, *_pm2_unit(ctx, facts)]
-    out += _processes(ctx, facts, restart_needed=content_changed(facts, [env, eco, *bundle]))
+    out += _processes(ctx, facts, env_content_, code_changed=content_changed(facts, [eco, *bundle]),
+                      env_changed=content_changed(facts, [env]))
     return out

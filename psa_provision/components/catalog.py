@@ -16,6 +16,9 @@ APP_HOME = "/home/psa"
 ENV_FILE = f"{APP_DIR}/.env"
 ECOSYSTEM_FILE = f"{APP_DIR}/ecosystem.config.js"
 BUNDLE_STAMP = f"{APP_DIR}/.bundle-sha256"
+# The .env the PM2 apps were last (re)loaded with: per variable an HMAC of name=value (no value can be
+# read back from it), written after each start/reload; `up` compares it with the rendered .env.
+ENV_STAMP = f"{APP_DIR}/.env-loaded"
 PG_VERSION = "15"
 PG_CONF_DIR = f"/etc/postgresql/{PG_VERSION}/main"
 ES_BACKUP_DIR = f"{APP_DIR}/backups/elasticsearch"
@@ -35,7 +38,7 @@ FILES: dict[str, tuple[str, ...]] = {
         "/etc/apt/sources.list.d/elastic-8.x.list", f"{KEYRINGS}/elastic.asc",
     ),
     "nodejs": ("/etc/apt/sources.list.d/nodesource.list", f"{KEYRINGS}/nodesource.asc"),
-    "app": (ENV_FILE, ECOSYSTEM_FILE, "/etc/systemd/system/pm2-psa.service", BUNDLE_STAMP),
+    "app": (ENV_FILE, ECOSYSTEM_FILE, "/etc/systemd/system/pm2-psa.service", BUNDLE_STAMP, ENV_STAMP),
     "scripts": ("/usr/local/bin/health-check.sh", "/usr/local/bin/backup-psa.sh", "/etc/cron.d/psa-backup"),
     "haproxy": (),
 }
@@ -51,6 +54,53 @@ def mask_secret_lines(text: str) -> str:
     """The same masking as SECRET_LINE_SED, for the content the tool renders (compared line by line)."""
     pattern = _SECRET_LINE.replace("[[:space:]]", r"\s")
     return re.sub(pattern, lambda m: m.group(1) + MASK, text, flags=re.M)
+
+
+# Which stores each PM2 app of the bundle uses (examples/psa-platform/README.md, "stores" and
+# "Configuration"; read from services/*/src/index.ts): a changed store setting or password reloads
+# only these apps, the others keep running untouched.
+APP_STORES: dict[str, tuple[str, ...]] = {
+    "api-gateway": (),
+    "auth": ("postgresql", "redis"),
+    "crm": ("postgresql",),
+    "tickets": ("postgresql", "redis", "rabbitmq", "elasticsearch"),
+    "billing": ("postgresql", "rabbitmq"),
+    "projects": ("postgresql",),
+    "assets": ("postgresql",),
+    "reports": ("postgresql", "elasticsearch"),
+}
+# The .env variables of each store (by prefix) and those only some apps read; any other variable
+# (NODE_ENV, JWT_SECRET, LOG_LEVEL, one not listed here) counts as read by every app.
+STORE_ENV_PREFIX: dict[str, str] = {
+    "postgresql": "POSTGRES_", "redis": "REDIS_", "rabbitmq": "RABBITMQ_", "elasticsearch": "ELASTICSEARCH_",
+}
+ENV_ONLY_FOR: tuple[tuple[str, frozenset[str]], ...] = (
+    (r"^APP_ADMIN_", frozenset({"auth"})),
+    (r"^GATEWAY_BIND$|_SERVICE_URL$", frozenset({"api-gateway"})),
+    (r"^SERVICE_BIND$", frozenset(APP_STORES) - {"api-gateway"}),
+)
+
+# The .env variable each secret (secrets file key) becomes (templates/env.j2); rabbitmq.admin_password
+# stays in RabbitMQ (no app reads it).
+SECRET_ENV: dict[str, str] = {
+    "postgresql.app_password": "POSTGRES_PASSWORD", "redis.password": "REDIS_PASSWORD",
+    "rabbitmq.app_password": "RABBITMQ_PASSWORD", "app.jwt_secret": "JWT_SECRET",
+    "app.admin_password": "APP_ADMIN_PASSWORD", "app.admin_email": "APP_ADMIN_EMAIL",
+}
+
+
+def env_readers(variable: str, apps: Iterable[str]) -> set[str]:
+    """The apps (of `apps`) that read this .env variable; an app not in APP_STORES reads everything."""
+    apps = set(apps)
+    unknown = apps - set(APP_STORES)
+    for store, prefix in STORE_ENV_PREFIX.items():
+        if variable.startswith(prefix):
+            return {a for a in apps if store in APP_STORES.get(a, ())} | unknown
+    for pattern, readers in ENV_ONLY_FOR:
+        if re.search(pattern, variable):
+            return (apps & readers) | unknown
+    return apps
+
 
 DIRS: dict[str, tuple[str, ...]] = {
     "app": (

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from psa_provision.components import catalog
 from psa_provision.inventory import REPO_ROOT
 from psa_provision.journal import state_dir
 from psa_provision.secrets import load_secrets
@@ -110,20 +111,56 @@ def test_no_secret_in_any_output_argv_journal_or_task_params(reset_phase0: Site,
         assert not leaked, f"{name} shows secrets starting {leaked}"
 
 
+PM2_PROCESSES = f"""cd /
+runuser -u {catalog.APP_USER} -- env HOME={catalog.APP_HOME} PM2_HOME={catalog.APP_HOME}/.pm2 pm2 jlist \\
+  | node -e '
+let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{{for(const p of JSON.parse(s))
+  console.log(p.name, p.pm_id, p.pid, p.pm2_env.restart_time, p.pm2_env.status)}})'
+"""
+
+
+def pm2_processes(site: Site) -> dict[str, set[tuple[int, int, int, str]]]:
+    """Per PM2 app: its processes as (pm_id, pid, restart count, status), names and numbers only."""
+    guest = site.ssh()
+    try:
+        out = guest.run(PM2_PROCESSES).stdout
+    finally:
+        guest.close()
+    apps: dict[str, set[tuple[int, int, int, str]]] = {}
+    for line in out.splitlines():
+        name, pm_id, pid, restarts, status = line.split()
+        apps.setdefault(name, set()).add((int(pm_id), int(pid), int(restarts), status))
+    return apps
+
+
 REDIS_PING = 'read -r PW\nREDISCLI_AUTH="$PW" redis-cli -h 127.0.0.1 --no-auth-warning PING 2>&1 || true\n'
 
 
 def test_rotate_redis_password(reset_phase0: Site) -> None:
-    """rotate-secrets redis: new password in the file, redis and .env; app healthy; old one refused."""
+    """rotate-secrets redis: new password in the file, redis and .env; app healthy; old one refused;
+    only the PM2 apps that use Redis were reloaded (new pids, restart count up), the others untouched."""
     site = reset_phase0
     secrets_file = site.inventory.secrets_file
     saved = secrets_file.read_bytes()
     old = site.secret("redis.password")
+    readers = catalog.env_readers("REDIS_PASSWORD", site.phase.services_on(site.container.vmid))
+    before = pm2_processes(site)
+    untouched = set(before) - readers
+    assert readers and untouched and readers <= set(before), before.keys()
     try:
         rotated = site.cli("rotate-secrets", "redis", "--yes")
         new = site.secret("redis.password")
         assert rotated.code == 0, rotated.output[-4000:]
         assert "rotated redis.password" in rotated.stdout
+        assert f"pm2: reload {', '.join(sorted(readers))} (REDIS_PASSWORD changed)" in rotated.output
+        after = pm2_processes(site)
+        for name in untouched:
+            assert after[name] == before[name], f"{name} was restarted: {before[name]} -> {after[name]}"
+        for name in readers:
+            old_pids = {pid for _, pid, _, _ in before[name]}
+            assert not old_pids & {pid for _, pid, _, _ in after[name]}, f"{name} not reloaded: {after[name]}"
+            assert min(r for _, _, r, _ in after[name]) > max(r for _, _, r, _ in before[name]), after[name]
+            assert {st for *_, st in after[name]} == {"online"}, after[name]
         assert new != old and old not in rotated.output and new not in rotated.output
         assert secrets_file.stat().st_mode & 0o777 == 0o600
         guest = site.ssh()

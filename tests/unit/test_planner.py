@@ -101,7 +101,8 @@ def test_fresh_guest_gets_every_component_in_order() -> None:
     assert seen == ["base", "postgresql", "redis", "rabbitmq", "elasticsearch", "nodejs", "app", "scripts"]
     paths = {c.path for c in plan.changes if isinstance(c, PutFile)}
     assert paths >= set(catalog.managed_files(make_ctx().container.components)) - {
-        f"{catalog.KEYRINGS}/elastic.asc", f"{catalog.KEYRINGS}/nodesource.asc", catalog.BUNDLE_STAMP}
+        f"{catalog.KEYRINGS}/elastic.asc", f"{catalog.KEYRINGS}/nodesource.asc", catalog.BUNDLE_STAMP,
+        catalog.ENV_STAMP}
     assert any(isinstance(c, PutTree) for c in plan.changes)
     # apt proxy before the first package install; the app bundle before its build
     first_pkg = next(i for i, c in enumerate(plan.changes) if isinstance(c, Package))

@@ -29,3 +29,36 @@ def test_only_the_components_values_change(component: str) -> None:
     changed = {k for k in KEYS if rotated[k] != current.as_dict()[k]}
     assert changed == set(keys_for(component))
     assert rotated["app.admin_email"] == "ops@example.org"
+
+
+# -- which PM2 apps a rotation reloads (catalog.APP_STORES, components/app.py) -------------------------
+
+def test_store_variables_are_read_only_by_the_apps_using_that_store() -> None:
+    from psa_provision.components.catalog import APP_STORES, env_readers
+
+    apps = set(APP_STORES)
+    assert env_readers("REDIS_PASSWORD", apps) == {"auth", "tickets"}
+    assert env_readers("RABBITMQ_PASSWORD", apps) == {"tickets", "billing"}
+    assert env_readers("ELASTICSEARCH_HOST", apps) == {"tickets", "reports"}
+    assert env_readers("POSTGRES_PASSWORD", apps) == apps - {"api-gateway"}
+    assert env_readers("APP_ADMIN_PASSWORD", apps) == {"auth"}
+    assert env_readers("CRM_SERVICE_URL", apps) == {"api-gateway"}
+    assert env_readers("JWT_SECRET", apps) == apps == env_readers("SOMETHING_NEW", apps)
+    assert env_readers("REDIS_HOST", {"crm", "my-own-app"}) == {"my-own-app"}  # unknown app: reads all
+
+
+def test_readers_per_app_container_phase0_and_phase1() -> None:
+    from pathlib import Path
+
+    from psa_provision.phases import load_phase
+    from psa_provision.rotate import readers
+
+    phases = Path(__file__).resolve().parents[2] / "phases"
+    p0 = load_phase("phase0", phases)
+    assert list(readers(p0, keys_for("redis")).values()) == [["auth", "tickets"]]
+    assert list(readers(p0, keys_for("rabbitmq")).values()) == [["billing", "tickets"]]
+    everything = sorted(p0.services)
+    assert list(readers(p0, keys_for("app")).values()) == [everything]
+    p1 = load_phase("phase1", phases)
+    services = [a for a in everything if a != "api-gateway"]
+    assert list(readers(p1, keys_for("postgresql")).values()) == [services]
