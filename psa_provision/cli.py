@@ -309,6 +309,72 @@ def phases(ctx: typer.Context,
     raise typer.Exit(_guard(out, run))
 
 
+@app.command()
+def migrate(ctx: typer.Context, phase: str,
+            plan_only: Annotated[bool, typer.Option("--plan", help="show the steps and their state; "
+                                                    "change nothing")] = False,
+            ) -> None:
+    """Move the data of the phase before PHASE into PHASE's containers, one store at a time (resumable)."""
+    from psa_provision import migrate as migrate_mod
+
+    state = _state(ctx)
+    out = Output(verbose=state.verbose)
+
+    def show(report: migrate_mod.Report, title: str) -> None:
+        out.table(title, ["step", "from -> to", "sub-steps", "state", "writes quiesced"], report.rows)
+        out.line(f"writes quiesced {report.total_quiesce_s:.1f} s in total"
+                 + (f"; migration took {report.seconds:.1f} s" if report.seconds else ""))
+
+    def run() -> int:
+        site = engine.load_site(state.inventory, phase)
+        if plan_only:
+            report = migrate_mod.plan_report(site)
+            show(report, f"migrate {phase} (plan: nothing is changed)")
+            return 0
+        report = migrate_mod.migrate(site, out)
+        show(report, f"migrate {phase}")
+        out.line(f"migration to {phase} " + ("complete" if report.complete else "not complete"))
+        return 0 if report.complete else 1
+
+    raise typer.Exit(_guard(out, run))
+
+
+@app.command()
+def cleanup(ctx: typer.Context,
+            what: Annotated[str, typer.Argument(help="phase0-leftovers: the old services a complete "
+                                                "`migrate phase1` stopped")],
+            yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+            ) -> None:
+    """Remove what a complete migration left behind (packages, data, migrate's snapshots). Destructive."""
+    from psa_provision import cleanup as cleanup_mod
+    from psa_provision.phases import load_all
+
+    state = _state(ctx)
+    out = Output()
+
+    def run() -> int:
+        old = cleanup_mod.phase_of(what)
+        inv = load_inventory(state.inventory)
+        names = [p.name for p in load_all(inv.phases_dir)]
+        if old not in names or names.index(old) + 1 >= len(names):
+            raise InputError(f"cleanup {what}: no phase follows {old}")
+        site = engine.load_site(state.inventory, names[names.index(old) + 1])
+        found = cleanup_mod.find(site)
+        if found.empty:
+            out.line(f"nothing left over from {old}")
+            return 0
+        for line in found.lines():
+            out.line(f"will {line}", style="red")
+        if not yes and not _interactive():
+            raise InputError("cleanup removes data: confirm with --yes", hint="nothing was removed")
+        if not yes and not out.confirm("remove these packages, their data and the snapshots?"):
+            raise InputError("aborted: nothing was removed")
+        out.line(f"{cleanup_mod.remove(site, found)} removed")
+        return 0
+
+    raise typer.Exit(_guard(out, run))
+
+
 def main() -> None:
     """Console-script entry point."""
     if not sys.stdout.isatty():

@@ -181,3 +181,38 @@ class PhaseLock:
             yield
         finally:
             self.release()
+
+
+# -- what a migration in progress asks `up` to keep ---------------------------------------------------
+def grants_path(inventory_path: Path, phase: str) -> Path:
+    """`<phase>.migration-grants.json` next to the journals (present only while a migration runs)."""
+    return state_dir(inventory_path) / f"{phase}.migration-grants.json"
+
+
+def migration_grants(inventory_path: Path | None, phase: str) -> dict[str, Any]:
+    """{"clients": [IP, ...], "hold_app": bool} while `migrate <phase>` is under way, else {}.
+
+    `up <phase>` reads it so that a run in the middle of a migration keeps the temporary pg_hba lines
+    of the old containers (their app still writes to the moved stores) and leaves the new app
+    container's PM2 apps stopped until the migration's app step starts them.
+    """
+    if inventory_path is None:
+        return {}
+    try:
+        data = json.loads(grants_path(inventory_path, phase).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_migration_grants(inventory_path: Path, phase: str, grants: dict[str, Any] | None) -> None:
+    """Write (atomically) or, with None, remove the migration's grants file."""
+    path = grants_path(inventory_path, phase)
+    if grants is None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(grants, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..inventory import REPO_ROOT, Inventory
+from ..journal import migration_grants
 from ..phases import ContainerSpec, Phase, ServiceSpec
 from ..secrets import Secrets
 
@@ -40,6 +41,10 @@ class HostContext:
     extra_cas: tuple[tuple[str, str], ...] = ()  # (guest file name, PEM text)
     bundle: Bundle | None = None
     ssh_public_key: str = ""
+    # while `migrate` runs (journal.migration_grants): old app containers still using this phase's
+    # stores (a temporary pg_hba line each), and whether the new app container's PM2 apps stay stopped
+    temporary_clients: tuple[str, ...] = ()
+    hold_app: bool = False
 
     @property
     def host(self) -> str:
@@ -107,4 +112,7 @@ def build_context(inventory: Inventory, phase: Phase, container: ContainerSpec, 
             raise InputError(f"{bundle_dir}: the app bundle is missing (no package.json)")
         bundle = Bundle(bundle_dir, bundle_checksum(bundle_dir))
     cas = read_extra_cas(inventory)
-    return HostContext(inventory, phase, container, secrets, cas, bundle, ssh_public_key)
+    grants = migration_grants(inventory.path, phase.name)
+    return HostContext(inventory, phase, container, secrets, cas, bundle, ssh_public_key,
+                       temporary_clients=tuple(str(ip) for ip in grants.get("clients", ())),
+                       hold_app=bool(grants.get("hold_app")))

@@ -70,7 +70,10 @@ def conf_content(ctx: HostContext) -> str:
 
 
 def hba_content(ctx: HostContext) -> str:
-    return render("pg_hba.conf.j2", database=DATABASE, user=ROLE, clients=ctx.client_addresses())
+    """pg_hba: the phase's app containers, plus old ones a migration in progress still serves."""
+    clients = ctx.client_addresses()
+    clients += [c for c in ctx.temporary_clients if c not in clients]
+    return render("pg_hba.conf.j2", database=DATABASE, user=ROLE, clients=clients)
 
 
 def role_sql(password: str) -> str:

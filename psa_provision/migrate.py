@@ -1,0 +1,528 @@
+"""`migrate phase1`: phase 0's stores moved one at a time into phase 1's containers, journaled and verified.
+
+Steps: `prepare` (phase 1's app held stopped, temporary grants so phase 0's app reaches the new stores),
+one step per store (snapshot the source container, quiesce the writers = PM2 on the old app container,
+move, verify, point .env at the new store and restart PM2, health check, stop + disable the old
+service), `app` (PM2 started on phase 1's app container, stopped + disabled on the old one), `finish`
+(temporary grants removed). Each sub-step is journaled when done, so the same command resumes an
+interrupted migration where it stopped; a failed verify rolls its step back and stops.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psa_provision import firewall, planner
+from psa_provision.apply import api_task
+from psa_provision.components import postgresql as pg_component
+from psa_provision.components.catalog import APP_DIR, APP_HOME, APP_USER, ECOSYSTEM_FILE, ENV_FILE, SERVICES
+from psa_provision.engine import ContainerState, Site, finish_open_tasks, ssh_connection, wait_healthy
+from psa_provision.errors import InputError, ProvisionError, ProxmoxError
+from psa_provision.journal import Journal, PhaseLock, kill_point, state_dir, write_migration_grants
+from psa_provision.movers import MOVERS, Check
+from psa_provision.output import Output
+from psa_provision.phases import ContainerSpec, Phase, load_all
+from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.ssh import Connection
+
+STORES = ("postgresql", "redis", "rabbitmq", "elasticsearch")
+ENV_KEYS = {"postgresql": "POSTGRES_HOST", "redis": "REDIS_HOST", "rabbitmq": "RABBITMQ_HOST",
+            "elasticsearch": "ELASTICSEARCH_HOST"}
+SUBSTEPS: dict[str, tuple[str, ...]] = {
+    "prepare": ("hold app", "grants"),
+    **{s: ("snapshot", "quiesce", "move", "verify", "switch", "retire") for s in STORES},
+    "app": ("snapshot", "start", "retire"),
+    "finish": ("revoke grants",),
+}
+GRANT_TAG = "psa-migrate:"  # not firewall.TAG: `up` leaves these rules where they are
+SNAPSHOT_PREFIX = "psa_migrate_"
+SABOTAGE_ENV = "PSA_MIGRATE_SABOTAGE"
+PM2 = f"export HOME={APP_HOME} PM2_HOME={APP_HOME}/.pm2\ncd {APP_DIR}\n"
+PM2_STOP = PM2 + "pm2 stop all >/dev/null 2>&1 || true\n"
+PM2_START = PM2 + f"pm2 startOrRestart {ECOSYSTEM_FILE} --update-env >/dev/null\npm2 save >/dev/null\n"
+# TEST HOOK (PSA_MIGRATE_SABOTAGE=<component>): damage the target after move, before verify
+SABOTAGE = {
+    "postgresql": "cd / && runuser -u postgres -- psql -X -q -d psa_platform -c "
+                  "'DELETE FROM tickets WHERE id = (SELECT max(id) FROM tickets)'\n",
+    "redis": "k=$(redis-cli --no-auth-warning -a \"$(cat)\" --scan | head -n 1)\n"
+             "[ -n \"$k\" ] && redis-cli --no-auth-warning -a \"$(cat)\" DEL \"$k\" >/dev/null\n",
+    "rabbitmq": "rabbitmqctl -q add_queue psa-sabotage </dev/null 2>/dev/null || "
+                "rabbitmqadmin declare queue name=psa-sabotage >/dev/null\n",
+    "elasticsearch": "curl -sf -X DELETE 'http://127.0.0.1:9200/tickets/_doc/1' >/dev/null || true\n",
+}
+
+
+class MigrationFailed(ProvisionError):
+    """A step's verify found the target different from the source: the step was rolled back."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One migration step: what moves from which container to which."""
+
+    name: str
+    source: ContainerSpec | None = None
+    target: ContainerSpec | None = None
+
+    @property
+    def substeps(self) -> tuple[str, ...]:
+        return SUBSTEPS[self.name]
+
+
+@dataclass
+class StepState:
+    """What the journal says of one step: the sub-steps done, when its writers were quiesced."""
+
+    done: list[str] = field(default_factory=list)
+    quiesced_at: float | None = None
+    quiesce_s: float | None = None
+    rolled_back: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return "done" in self.done
+
+    @property
+    def label(self) -> str:
+        if self.finished:
+            return "done"
+        if self.done:
+            return f"interrupted after {self.done[-1]}"
+        return "rolled back, to redo" if self.rolled_back else "to do"
+
+
+def plan_steps(old: Phase, new: Phase) -> list[Step]:
+    """The steps from `old` to `new`, derived from the phase files (which container has what)."""
+    steps = [Step("prepare")]
+    for store in STORES:
+        src, dst = old.with_component(store), new.with_component(store)
+        if src and dst and src[0].vmid != dst[0].vmid:
+            steps.append(Step(store, src[0], dst[0]))
+    src, dst = old.with_component("app"), new.with_component("app")
+    if not src or not dst:
+        raise InputError(f"{new.name}: no app container in {old.name} or {new.name}: nothing to migrate")
+    steps += [Step("app", src[0], dst[0]), Step("finish")]
+    return steps
+
+
+def read_states(entries: list[dict[str, Any]]) -> dict[str, StepState]:
+    """Step name -> StepState from the migration journal's records (oldest first)."""
+    out: dict[str, StepState] = {}
+    for entry in entries:
+        if entry.get("event") != "migrate":
+            continue
+        state = out.setdefault(str(entry.get("step")), StepState())
+        sub = str(entry.get("state"))
+        if sub == "rolled-back":
+            out[str(entry.get("step"))] = StepState(rolled_back=state.rolled_back + 1)
+            continue
+        state.done.append(sub)
+        if sub == "quiesce" and entry.get("at") is not None:
+            state.quiesced_at = float(entry["at"])
+        if sub == "done" and entry.get("quiesce_s") is not None:
+            state.quiesce_s = float(entry["quiesce_s"])
+    return out
+
+
+def journal_for(inventory_path: Path, phase: str) -> Journal:
+    """The migration's own journal, `migrate-<phase>.journal.jsonl` next to the phase journals."""
+    return Journal(state_dir(inventory_path) / f"migrate-{phase}.journal.jsonl")
+
+
+def phases_of(site: Site) -> tuple[Phase, Phase]:
+    """(the phase before site.phase, site.phase) from the phase files."""
+    phases = load_all(site.inventory.phases_dir)
+    names = [p.name for p in phases]
+    where = names.index(site.phase.name) if site.phase.name in names else 0
+    if where == 0:
+        raise InputError(f"{site.phase.name} is the first phase: there is nothing to migrate from")
+    if site.phase.name != "phase1":
+        raise InputError(f"migrate {site.phase.name} is not supported yet", hint="migrate phase1 first")
+    return phases[where - 1], site.phase
+
+
+@dataclass
+class Report:
+    """What `migrate` prints at the end: per step its state and write-quiesce seconds."""
+
+    rows: list[list[str]]
+    total_quiesce_s: float
+    seconds: float
+    complete: bool
+
+
+def plan_report(site: Site) -> Report:
+    """The steps and their journal state; reads the phase files and the journal only."""
+    old, new = phases_of(site)
+    states = read_states(journal_for(site.inventory_path, new.name).entries())
+    return _report(plan_steps(old, new), states, 0.0)
+
+
+def _report(steps: list[Step], states: dict[str, StepState], seconds: float) -> Report:
+    rows = []
+    total = 0.0
+    for step in steps:
+        st = states.get(step.name, StepState())
+        where = (f"{step.source.vmid} {step.source.hostname} -> {step.target.vmid} {step.target.hostname} "
+                 f"({step.target.ip})" if step.source and step.target else "-")
+        quiesce = f"{st.quiesce_s:.1f} s" if st.quiesce_s is not None else "-"
+        total += st.quiesce_s or 0.0
+        rows.append([step.name, where, " -> ".join(step.substeps), st.label, quiesce])
+    complete = states.get("finish", StepState()).finished
+    return Report(rows, round(total, 1), seconds, complete)
+
+
+class Migration:
+    """One run of `migrate <phase>`: connections, the journal, and the steps in order."""
+
+    def __init__(self, site: Site, out: Output) -> None:
+        self.site = site
+        self.out = out
+        self.old, self.new = phases_of(site)
+        self.steps = plan_steps(self.old, self.new)
+        self.journal = journal_for(site.inventory_path, self.new.name)
+        self.px: ProxmoxClient = connect(site.inventory)
+        self._conns: dict[int, Connection] = {}
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def conn(self, spec: ContainerSpec) -> Connection:
+        if spec.vmid not in self._conns:
+            self._conns[spec.vmid] = ssh_connection(self.site.inventory, spec)
+        return self._conns[spec.vmid]
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+
+    def record(self, step: Step, state: str, **fields: Any) -> None:
+        self.journal.record("migrate", step=step.name, state=state, **fields)
+
+    def say(self, step: Step, text: str) -> None:
+        self.out.line(f"[{step.name}] {text}")
+
+    def _status(self, spec: ContainerSpec) -> str | None:
+        """The container's status (running, stopped), None when it does not exist."""
+        if self.px.find_vmid(spec.vmid) is None:
+            return None
+        return str(self.px.status(spec.node, spec.vmid).get("status"))
+
+    @property
+    def app_step(self) -> Step:
+        return next(s for s in self.steps if s.name == "app")
+
+    # -- preflight -------------------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Source containers running, target containers there, running and provisioned, movers present."""
+        missing = [s.name for s in self.steps if s.name in STORES and s.name not in MOVERS]
+        if missing:
+            raise ProvisionError(f"no data mover for {', '.join(missing)} in this build",
+                                 hint="nothing was changed")
+        for spec in self.old.containers:
+            status = self._status(spec)
+            if status != "running":
+                raise ProxmoxError(f"{self.old.name} container {spec.vmid} ({spec.hostname}) is "
+                                   f"{status or 'missing'}: it holds the data to migrate",
+                                   hint=f"start it (pct start {spec.vmid}) and run the migration again")
+        up_first = f"run `psa-provision up {self.new.name}` first"
+        for spec in self.new.containers:
+            status = self._status(spec)
+            if status != "running":
+                raise ProxmoxError(f"{self.new.name} container {spec.vmid} ({spec.hostname}) is "
+                                   f"{status or 'missing'}", hint=up_first)
+        for step in self.steps:
+            if step.target is None:
+                continue
+            units = " ".join(SERVICES[step.name] if step.name in STORES else SERVICES["app"])
+            check = f"systemctl is-active --quiet {units}"
+            check += f" && test -f {ENV_FILE}" if step.name == "app" else ""
+            if not self.conn(step.target).run(check, check=False).ok:
+                raise ProvisionError(f"{step.target.hostname} ({step.target.ip}) has no running {step.name} "
+                                     f"({units}): phase 1 is not provisioned", hint=up_first)
+
+    # -- run -------------------------------------------------------------------------------------
+    def run(self) -> Report:
+        """Every step not done yet, in order; the report of all steps."""
+        started = time.monotonic()
+        locks = [PhaseLock.for_phase(self.site.inventory_path, p.name) for p in (self.old, self.new)]
+        with _all_held(locks):
+            states = read_states(self.journal.entries())
+            if states.get("finish", StepState()).finished:
+                return _report(self.steps, states, 0.0)
+            self.journal.record("run-start", command=f"migrate {self.new.name}")
+            self.preflight()
+            src = self.app_step.source
+            assert src is not None
+            finish_open_tasks(self.px, self.journal, [ContainerState(src, {}, True)], self.out.note)
+            for step in self.steps:
+                state = states.get(step.name, StepState())
+                if state.finished:
+                    self.say(step, "done earlier")
+                    continue
+                self._run_step(step, state)
+                states = read_states(self.journal.entries())
+            self.journal.record("run-end", command=f"migrate {self.new.name}")
+        return _report(self.steps, states, round(time.monotonic() - started, 1))
+
+    def _run_step(self, step: Step, state: StepState) -> None:
+        todo = [s for s in step.substeps if s not in state.done]
+        if state.done:
+            self.say(step, f"resuming: {', '.join(state.done)} done earlier")
+        if step.name == "prepare":
+            self._prepare(step, todo)
+        elif step.name == "finish":
+            self._finish(step, todo)
+        elif step.name == "app":
+            self._app(step, todo)
+        else:
+            self._store(step, todo, state)
+
+    def _sub(self, step: Step, sub: str) -> None:
+        """Announce a sub-step (and the PSA_KILL_AT test hook: `migrate <step>: <sub-step>`)."""
+        kill_point(f"migrate {step.name}: {sub}")
+        self.out.note(f"[{step.name}] {sub}")
+
+    # -- prepare / finish: what can be done before any writer stops -------------------------------
+    def _prepare(self, step: Step, todo: list[str]) -> None:
+        app = self.app_step
+        assert app.target is not None and app.source is not None
+        if "hold app" in todo:
+            self._sub(step, "hold app")
+            self._grants(hold_app=True)
+            self.say(step, f"PM2 apps on {app.target.hostname} stopped until the app step "
+                           "(they started against empty stores)")
+            self.conn(app.target).run(PM2_STOP, user=APP_USER)
+            self.record(step, "hold app")
+        if "grants" in todo:
+            self._sub(step, "grants")
+            for store in self._store_steps():
+                self._grant(store, app.source)
+            self.record(step, "grants")
+        self.record(step, "done")
+
+    def _finish(self, step: Step, todo: list[str]) -> None:
+        if "revoke grants" in todo:
+            self._sub(step, "revoke grants")
+            write_migration_grants(self.site.inventory_path, self.new.name, None)
+            for store in self._store_steps():
+                self._revoke(store)
+            self.record(step, "revoke grants")
+        self.record(step, "done")
+        self.say(step, f"migration to {self.new.name} complete; the old services are stopped and disabled, "
+                       f"their data stays until `psa-provision cleanup {self.old.name}-leftovers`")
+
+    def _store_steps(self) -> list[Step]:
+        return [s for s in self.steps if s.name in STORES]
+
+    def _grants(self, *, hold_app: bool) -> None:
+        """The grants file `up` reads while the migration runs (old app IPs, phase 1's PM2 held)."""
+        clients = sorted({c.ip for c in self.old.with_component("app")})
+        write_migration_grants(self.site.inventory_path, self.new.name,
+                               {"clients": clients, "hold_app": hold_app})
+
+    def _grant(self, step: Step, client: ContainerSpec) -> None:
+        """Let `client` (the old app container) reach step's new store: firewall rule, pg_hba line."""
+        assert step.target is not None
+        target = step.target
+        base = f"/nodes/{target.node}/lxc/{target.vmid}/firewall/rules"
+        port = firewall.STORE_PORTS[step.name]
+        rules = self.px.request("GET", base) or []
+        comment = f"{GRANT_TAG} {client.hostname} during migrate {self.new.name}"
+        if not any(str(r.get("comment", "")) == comment and str(r.get("dport")) == str(port) for r in rules):
+            self.out.note(f"[prepare] firewall of {target.vmid}: allow tcp/{port} from {client.ip} "
+                          "(temporary)")
+            self.px.request("POST", base, {"type": "in", "action": "ACCEPT", "proto": "tcp",
+                                           "dport": str(port), "source": client.ip, "enable": 1,
+                                           "comment": comment, "pos": len(rules)})
+        if step.name == "postgresql":
+            self._write_hba(target)
+
+    def _revoke(self, step: Step) -> None:
+        """Remove the temporary firewall rules (last first) and pg_hba lines of step's target."""
+        assert step.target is not None
+        target = step.target
+        base = f"/nodes/{target.node}/lxc/{target.vmid}/firewall/rules"
+        rules = self.px.request("GET", base) or []
+        for rule in sorted(rules, key=lambda r: -int(r.get("pos", 0))):
+            if str(rule.get("comment", "")).startswith(GRANT_TAG):
+                self.out.note(f"[finish] firewall of {target.vmid}: remove temporary rule {rule.get('pos')}")
+                self.px.request("DELETE", f"{base}/{rule.get('pos')}")
+        if step.name == "postgresql":
+            self._write_hba(target)
+
+    def _write_hba(self, target: ContainerSpec) -> None:
+        """pg_hba.conf as `up` renders it now (with the grants file's temporary clients), reloaded."""
+        ctx = planner.build_context(self.site.inventory, self.new, target, self.site.secrets, bundle_dir=None)
+        conn = self.conn(target)
+        conn.put(pg_component.HBA, pg_component.hba_content(ctx), mode=0o640, owner="postgres",
+                 group="postgres")
+        conn.run("systemctl reload postgresql\n")
+
+    # -- a store ---------------------------------------------------------------------------------
+    def _store(self, step: Step, todo: list[str], state: StepState) -> None:
+        assert step.source is not None and step.target is not None
+        mover = MOVERS[step.name]
+        app = self.app_step.source
+        assert app is not None
+        src, dst = self.conn(step.source), self.conn(step.target)
+        if "snapshot" in todo:
+            self._snapshot(step)
+        quiesced_at = state.quiesced_at
+        if "switch" in todo:  # writers stay stopped until the switch: stop them again after a kill
+            self._sub(step, "quiesce")
+            self.say(step, f"quiescing writers: PM2 apps on {app.hostname} stopped")
+            if "quiesce" in todo or quiesced_at is None:
+                quiesced_at = time.time()
+            self.conn(app).run(PM2_STOP, user=APP_USER)
+            if "quiesce" in todo:
+                self.record(step, "quiesce", at=quiesced_at)
+        if "move" in todo:
+            self._sub(step, "move")
+            self.say(step, f"moving {step.name} data {step.source.hostname} -> {step.target.hostname}")
+            mover.move(src, dst, self.site.secrets, lambda text: self.out.note(f"[{step.name}] {text}"))
+            self.record(step, "move")
+            self._sabotage(step, dst)
+        if "verify" in todo:
+            self._sub(step, "verify")
+            checks = mover.verify(src, dst, self.site.secrets)
+            self._print_checks(step, checks)
+            failed = [c for c in checks if not c.passed]
+            if failed or not checks:
+                self._roll_back(step, failed)
+            self.record(step, "verify", checks=len(checks))
+        if "switch" in todo:
+            self._sub(step, "switch")
+            self._switch(step, app)
+            self.record(step, "switch")
+        quiesce_s = round(time.time() - quiesced_at, 1) if quiesced_at else None
+        if "retire" in todo:
+            self._sub(step, "retire")
+            self._retire(step)
+            self.record(step, "retire")
+        self.record(step, "done", quiesce_s=quiesce_s)
+        if quiesce_s is not None:
+            self.say(step, f"done; writes were quiesced for {quiesce_s:.1f} s")
+
+    def _snapshot(self, step: Step) -> None:
+        """A Proxmox snapshot of the source container (taken again if one of that name is left over)."""
+        assert step.source is not None
+        spec = step.source
+        self._sub(step, "snapshot")
+        name = f"{SNAPSHOT_PREFIX}{step.name}"
+        base = f"/nodes/{spec.node}/lxc/{spec.vmid}/snapshot"
+        self.say(step, f"snapshot {name} of container {spec.vmid}")
+        if any(s.get("name") == name for s in self.px.request("GET", base) or []):
+            api_task(self.px, self.journal, f"migrate {step.name}: delete old snapshot", "DELETE",
+                     f"{base}/{name}")
+        api_task(self.px, self.journal, f"migrate {step.name}: snapshot", "POST", base,
+                 {"snapname": name,
+                  "description": f"psa-provision: before migrate {self.new.name} {step.name}"})
+        self.record(step, "snapshot", snapshot=name, vmid=spec.vmid)
+
+    def _sabotage(self, step: Step, dst: Connection) -> None:
+        """TEST HOOK: PSA_MIGRATE_SABOTAGE=<component> damages the target so that verify fails."""
+        if os.environ.get(SABOTAGE_ENV) != step.name:
+            return
+        self.out.warn(f"{SABOTAGE_ENV}={step.name}: damaging the target's data on purpose (test hook)")
+        secret = self.site.secrets.get("redis.password").value + "\n" if step.name == "redis" else None
+        dst.run(SABOTAGE[step.name], stdin=secret, check=False)
+
+    def _print_checks(self, step: Step, checks: list[Check]) -> None:
+        rows = [[c.what, c.source, c.target, "ok" if c.passed else "DIFFERENT"] for c in checks]
+        self.out.table(f"verify {step.name}", ["check", "source", "target", "result"], rows)
+
+    def _roll_back(self, step: Step, failed: list[Check]) -> None:
+        """Empty the target, start the writers again on the untouched source, stop with the reason."""
+        assert step.target is not None
+        app = self.app_step.source
+        assert app is not None
+        self.out.warn(f"[{step.name}] verify failed: rolling the step back")
+        MOVERS[step.name].discard(self.conn(step.target), self.site.secrets,
+                                  lambda text: self.out.note(f"[{step.name}] {text}"))
+        source = self.conn(app)
+        source.run(f"systemctl start {' '.join(SERVICES[step.name])}\n")
+        source.run(PM2_START, user=APP_USER)
+        with self.out.steps() as progress:
+            wait_healthy(source, self.old, app, progress)
+        self.record(step, "rolled-back", failed=[c.what for c in failed])
+        names = "; ".join(f"{c.what}: source {c.source}, target {c.target}" for c in failed) or "no checks"
+        raise MigrationFailed(f"{step.name}: verify failed ({names}); the step was rolled back: "
+                              f"{step.target.hostname} emptied, {app.hostname} serves from its own "
+                              f"{step.name} again",
+                              hint="find out why the copies differ, then run the same command again")
+
+    def _switch(self, step: Step, app: ContainerSpec) -> None:
+        """.env of the old app container points at the new store; PM2 restarted; healthy again."""
+        assert step.target is not None
+        key = ENV_KEYS[step.name]
+        expr = shlex.quote(f"s|^{key}=.*|{key}={step.target.ip}|")
+        self.say(step, f"{ENV_FILE} on {app.hostname}: {key}={step.target.ip}; PM2 apps started again")
+        conn = self.conn(app)
+        line = shlex.quote(f"{key}={step.target.ip}")
+        conn.run(f"sed -i -e {expr} {ENV_FILE}\ngrep -qx {line} {ENV_FILE}\n")
+        conn.run(PM2_START, user=APP_USER)
+        with self.out.steps() as progress:
+            wait_healthy(conn, self.old, app, progress)
+
+    def _retire(self, step: Step) -> None:
+        """Stop and disable the old service (its data stays); the app must stay healthy without it."""
+        assert step.source is not None
+        units = " ".join(SERVICES[step.name])
+        self.say(step, f"stopping and disabling {units} on {step.source.hostname} (data kept)")
+        self.conn(step.source).run(f"systemctl disable --now {units} 2>&1\n")
+        app = self.app_step.source
+        assert app is not None
+        with self.out.steps() as progress:
+            wait_healthy(self.conn(app), self.old, app, progress)
+
+    # -- the app ---------------------------------------------------------------------------------
+    def _app(self, step: Step, todo: list[str]) -> None:
+        assert step.source is not None and step.target is not None
+        if "snapshot" in todo:
+            self._snapshot(step)
+        if "start" in todo:
+            self._sub(step, "start")
+            self._grants(hold_app=False)
+            self.say(step, f"PM2 apps started on {step.target.hostname}")
+            target = self.conn(step.target)
+            target.run(PM2_START, user=APP_USER)
+            with self.out.steps() as progress:
+                wait_healthy(target, self.new, step.target, progress)
+            self.record(step, "start")
+        if "retire" in todo:
+            self._sub(step, "retire")
+            self.say(step, f"PM2 stopped and pm2-psa disabled on {step.source.hostname}")
+            self.conn(step.source).run(PM2 + "pm2 kill >/dev/null 2>&1 || true\n", user=APP_USER)
+            self.conn(step.source).run("systemctl disable --now pm2-psa 2>&1\n")
+            self.record(step, "retire")
+        self.record(step, "done", quiesce_s=0.0)
+
+
+@contextmanager
+def _all_held(locks: list[PhaseLock]) -> Iterator[None]:
+    """Hold every lock (old phase and new: no `up` of either may run during the migration)."""
+    taken: list[PhaseLock] = []
+    try:
+        for lock in locks:
+            lock.acquire()
+            taken.append(lock)
+        yield
+    finally:
+        for lock in reversed(taken):
+            lock.release()
+
+
+def migrate(site: Site, out: Output) -> Report:
+    """Run (or resume) the migration to site.phase; MigrationFailed when a verify rolled a step back."""
+    migration = Migration(site, out)
+    try:
+        return migration.run()
+    finally:
+        migration.close()
+

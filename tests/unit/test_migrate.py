@@ -1,0 +1,118 @@
+"""migrate phase1's pure parts: steps from the phase files, journal -> step states, the plan report,
+the load generator's write downtime, cleanup's target names, and the grants file `up` reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from psa_provision import cleanup, journal
+from psa_provision.components import postgresql
+from psa_provision.components.context import build_context
+from psa_provision.errors import InputError
+from psa_provision.inventory import REPO_ROOT, load_inventory
+from psa_provision.loadgen import LoadResult
+from psa_provision.migrate import STORES, SUBSTEPS, StepState, _report, plan_steps, read_states
+from psa_provision.phases import load_phase
+from psa_provision.secrets import Secrets, generate
+
+PHASES = REPO_ROOT / "phases"
+
+
+def test_steps_follow_the_phase_files() -> None:
+    old, new = load_phase("phase0", PHASES), load_phase("phase1", PHASES)
+    steps = plan_steps(old, new)
+    assert [s.name for s in steps] == ["prepare", *STORES, "app", "finish"]
+    by_name = {s.name: s for s in steps}
+    assert by_name["postgresql"].source is not None and by_name["postgresql"].source.vmid == 200
+    assert by_name["postgresql"].target is not None and by_name["postgresql"].target.ip == "10.0.30.10"
+    for store in STORES:
+        target = by_name[store].target
+        assert target is not None and store in target.components
+    app = by_name["app"]
+    assert app.source is not None and app.target is not None
+    assert (app.source.vmid, app.target.vmid) == (200, 230)
+
+
+def test_a_store_already_in_place_is_no_step() -> None:
+    new = load_phase("phase1", PHASES)
+    assert [s.name for s in plan_steps(new, new)] == ["prepare", "app", "finish"]
+
+
+def _rec(step: str, state: str, **fields: object) -> dict[str, object]:
+    return {"event": "migrate", "step": step, "state": state, **fields}
+
+
+def test_journal_states_resume_points_and_rollbacks() -> None:
+    entries = [
+        {"event": "run-start"},
+        _rec("prepare", "hold app"), _rec("prepare", "grants"), _rec("prepare", "done"),
+        _rec("postgresql", "snapshot"), _rec("postgresql", "quiesce", at=100.0), _rec("postgresql", "move"),
+        _rec("postgresql", "verify"), _rec("postgresql", "switch"), _rec("postgresql", "retire"),
+        _rec("postgresql", "done", quiesce_s=12.5),
+        _rec("redis", "snapshot"), _rec("redis", "quiesce", at=200.0), _rec("redis", "move"),
+        _rec("redis", "rolled-back", failed=["keys"]),
+        _rec("redis", "snapshot"), _rec("redis", "quiesce", at=300.0),
+    ]
+    states = read_states(entries)
+    assert states["prepare"].finished
+    assert states["postgresql"].finished and states["postgresql"].quiesce_s == 12.5
+    redis = states["redis"]
+    assert not redis.finished and redis.done == ["snapshot", "quiesce"] and redis.rolled_back == 1
+    assert redis.quiesced_at == 300.0  # the rollback forgot the first quiesce
+    assert redis.label == "interrupted after quiesce"
+    assert StepState(rolled_back=1).label == "rolled back, to redo"
+    assert StepState().label == "to do"
+
+
+def test_report_sums_quiesce_times_and_says_complete() -> None:
+    old, new = load_phase("phase0", PHASES), load_phase("phase1", PHASES)
+    steps = plan_steps(old, new)
+    states = {s.name: StepState(done=[*s.substeps, "done"], quiesce_s=10.0 if s.name in STORES else None)
+              for s in steps}
+    report = _report(steps, states, 60.0)
+    assert report.complete and report.total_quiesce_s == 40.0
+    assert [r[3] for r in report.rows] == ["done"] * len(steps)
+    assert _report(steps, {}, 0.0).complete is False
+    assert all(r[3] == "to do" for r in _report(steps, {}, 0.0).rows)
+
+
+def test_every_step_kind_has_substeps() -> None:
+    assert set(SUBSTEPS) == {"prepare", *STORES, "app", "finish"}
+    for store in STORES:
+        order = SUBSTEPS[store]
+        assert order.index("quiesce") < order.index("move") < order.index("verify") < order.index("switch")
+
+
+def test_write_downtime_is_the_longest_gap_between_acks() -> None:
+    result = LoadResult(acked=[1, 2, 3], success_times=[1.0, 2.0, 9.5], started=0.0, ended=10.0)
+    assert result.longest_gap_s == 7.5
+    assert LoadResult(started=0.0, ended=4.0).longest_gap_s == 4.0  # nothing acknowledged at all
+
+
+@pytest.mark.parametrize("what", ["phase0", "leftovers", "-leftovers", "phase0-stuff"])
+def test_cleanup_names_a_phase_leftovers(what: str) -> None:
+    with pytest.raises(InputError):
+        cleanup.phase_of(what)
+    assert cleanup.phase_of("phase0-leftovers") == "phase0"
+
+
+def test_grants_file_adds_the_old_app_to_pg_hba_and_holds_pm2(tmp_path: Path) -> None:
+    inv_path = tmp_path / "sandbox.yml"
+    inv_path.write_text((REPO_ROOT / "inventories" / "sandbox.yml").read_text()
+                        .replace("phases_dir: ", f"phases_dir: {PHASES} #"))
+    inv = load_inventory(inv_path)
+    phase = load_phase("phase1", PHASES)
+    pg = phase.with_component("postgresql")[0]
+    secrets = Secrets(generate())
+    before = postgresql.hba_content(build_context(inv, phase, pg, secrets, bundle_dir=None))
+    journal.write_migration_grants(inv_path, "phase1", {"clients": ["10.0.20.100"], "hold_app": True})
+    ctx = build_context(inv, phase, pg, secrets, bundle_dir=None)
+    assert ctx.hold_app and ctx.temporary_clients == ("10.0.20.100",)
+    during = postgresql.hba_content(ctx)
+    assert "10.0.20.100/32" in during and "10.0.20.100/32" not in before
+    assert "10.0.20.230/32" in during
+    journal.write_migration_grants(inv_path, "phase1", None)
+    assert postgresql.hba_content(build_context(inv, phase, pg, secrets, bundle_dir=None)) == before
+    assert journal.migration_grants(inv_path, "phase1") == {}
