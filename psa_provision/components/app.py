@@ -165,6 +165,9 @@ def _processes(ctx: HostContext, facts: GuestFacts, env: str, *, code_changed: b
     """Start, reload (only the apps whose code or environment changed), scale or delete PM2 apps."""
     wanted = {n: s.instances for n, s in ctx.services.items()}
     running = {a.name: a for a in facts.pm2 or []}
+    if ctx.hold_app and running:
+        return [Noop(ctx.host, COMPONENT, "PM2 apps left as they are: a migration to this phase is under way "
+                     "(its app step starts them)")]
     fingerprints = env_fingerprints(ctx, env)
     if not running:
         return [command(ctx, COMPONENT, f"pm2 start ecosystem.config.js ({len(wanted)} apps)",
