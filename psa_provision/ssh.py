@@ -312,21 +312,24 @@ class Connection:
 
     # -- streams between guests ---------------------------------------------------------------
     def stream_to(self, script: str, dst: Connection, dst_script: str, *, user: str = "root",
-                  dst_user: str = "root", header: bytes = b"", timeout: float = DEFAULT_TIMEOUT,
+                  dst_user: str = "root", stdin: bytes | None = None, header: bytes = b"",
+                  timeout: float = DEFAULT_TIMEOUT,
                   idle_timeout: float = STREAM_IDLE_TIMEOUT) -> Streamed:
         """Pipe `script`'s stdout on this guest into `dst_script`'s stdin on `dst`, chunk by chunk.
 
         Memory stays bounded (one chunk in flight, stderr/stdout tails) and nothing touches the
-        tool host's disk. `header` goes to dst_script's stdin before the stream (a password it reads
-        with `IFS= read -r`: never in argv). GuestError naming both ends' exit codes and stderr when
+        tool host's disk. `stdin` is data for `script` (then the script rides argv, as in run), and
+        `header` goes to dst_script's stdin before the stream: a password either reads with
+        `IFS= read -r` never reaches argv. GuestError naming both ends' exit codes and stderr when
         either fails or the stream stalls for idle_timeout; not retried (the caller re-runs its step).
         """
-        src_cmd = as_user(command_for(script, has_stdin=False)[0], user, self.user)
+        src_cmd, src_body = command_for(script, has_stdin=stdin is not None)
+        src_cmd = as_user(src_cmd, user, self.user)
         dst_cmd = as_user(command_for(dst_script, has_stdin=True)[0], dst_user, dst.user)
         record_command(self.host, src_cmd, script)
         record_command(dst.host, dst_cmd, dst_script)
         try:
-            src = _StreamEnd(self, src_cmd, command_for(script, has_stdin=False)[1], idle_timeout)
+            src = _StreamEnd(self, src_cmd, src_body if stdin is None else stdin, idle_timeout)
             try:
                 sink = _StreamEnd(dst, dst_cmd, header, idle_timeout, keep_stdin=True)
                 try:

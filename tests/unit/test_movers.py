@@ -1,8 +1,10 @@
-"""movers: Check, comparing the two sides' probe outputs, the registry; PostgreSQL's pure parts."""
+"""movers: Check, comparing the two sides' probe outputs, the registry; each mover's pure parts."""
 
 from __future__ import annotations
 
-from psa_provision.movers import ABSENT, MOVERS, Check, compare, tab_lines
+import subprocess
+
+from psa_provision.movers import ABSENT, MOVERS, Check, compare, redis, tab_lines
 from psa_provision.movers import postgresql as pg
 
 SOURCE = """table\tpublic.tickets\t300 rows, md5 ba8a
@@ -68,3 +70,37 @@ def test_postgresql_discard_keeps_extensions_and_spells_names_from_the_catalog()
     assert "deptype = 'e'" in sql  # extension members are never dropped
     assert "DROP EXTENSION" not in sql and "DROP DATABASE" not in sql and "DROP ROLE" not in sql
     assert "::regclass::text AS name" not in sql  # a CASCADE-dropped object's regclass is a bare oid
+
+
+# -- redis ---------------------------------------------------------------------------------------------
+REDIS_SOURCE = "db\t0\t305 keys, 303 with ttl, md5 adb7  -\ndb\t3\t4 keys, 0 with ttl, md5 c530  -\n"
+
+
+def test_redis_checks_per_database_without_md5sums_dash() -> None:
+    target = "db\t0\t305 keys, 303 with ttl, md5 adb7  -\n"
+    checks = redis.checks(REDIS_SOURCE, target)
+    assert [(c.what, c.source, c.target, c.passed) for c in checks] == [
+        ("redis db 0", "305 keys, 303 with ttl, md5 adb7", "305 keys, 303 with ttl, md5 adb7", True),
+        ("redis db 3", "4 keys, 0 with ttl, md5 c530", ABSENT, False)]
+
+
+def test_redis_password_only_on_stdin() -> None:
+    for script in (redis.perl("dump"), redis.perl("digest"), redis.perl("discard"), redis.LOAD):
+        assert script.startswith("IFS= read -r REDISCLI_AUTH\nexport REDISCLI_AUTH\n")
+        assert " -a " not in script and "--pass" not in script
+    assert "--pipe" in redis.LOAD
+
+
+def test_redis_perl_client_compiles() -> None:
+    """The Perl program the guests run (perl-base only) is valid Perl."""
+    proc = subprocess.run(["perl", "-c", "-e", redis.PERL, "dump"], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0 and "syntax OK" in proc.stderr, proc.stderr
+    assert "FLUSHALL" not in redis.PERL and "FLUSHDB" not in redis.PERL  # renamed away in redis.conf
+
+
+def test_redis_pipe_summary() -> None:
+    out = ("All data transferred. Waiting for the last reply...\nLast reply received from server.\n"
+           "errors: 0, replies: 313\n")
+    assert redis.pipe_summary(out) == "errors: 0, replies: 313"
+    assert redis.pipe_summary("") == "no output"
