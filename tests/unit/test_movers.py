@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
+from typing import Any
 
-from psa_provision.movers import ABSENT, MOVERS, Check, compare, redis, tab_lines
+from psa_provision.movers import ABSENT, MOVERS, Check, compare, rabbitmq, redis, tab_lines
 from psa_provision.movers import postgresql as pg
 
 SOURCE = """table\tpublic.tickets\t300 rows, md5 ba8a
@@ -35,7 +37,7 @@ def test_compare_names_what_one_side_lacks() -> None:
 
 
 def test_every_component_has_a_mover() -> None:
-    assert {"postgresql"} <= MOVERS.keys()
+    assert {"postgresql", "redis", "rabbitmq"} <= MOVERS.keys()
     for name, mover in MOVERS.items():
         assert mover.component == name
 
@@ -104,3 +106,77 @@ def test_redis_pipe_summary() -> None:
            "errors: 0, replies: 313\n")
     assert redis.pipe_summary(out) == "errors: 0, replies: 313"
     assert redis.pipe_summary("") == "no output"
+
+
+# -- rabbitmq ------------------------------------------------------------------------------------------
+DEFS: dict[str, Any] = {
+    "users": [{"name": "admin", "password_hash": "h1"}, {"name": "psa_app", "password_hash": "h2"},
+              {"name": "old", "password_hash": "h3"}],
+    "vhosts": [{"name": "/", "metadata": {"description": "x"}, "limits": []},
+               {"name": "extra", "limits": []}],
+    "permissions": [{"user": "admin", "vhost": "/"}, {"user": "old", "vhost": "/"}],
+    "exchanges": [{"name": "psa.events", "vhost": "/", "type": "topic", "durable": True}],
+    "queues": [{"name": "billing.ticket-events", "vhost": "/", "durable": True, "arguments": {}}],
+    "bindings": [{"source": "psa.events", "destination": "billing.ticket-events", "routing_key": "ticket.*"}],
+    "policies": [{"name": "p 1", "vhost": "extra", "pattern": "^b"}],
+    "global_parameters": [{"name": "cluster_name", "value": "rabbit@psa-all-in-one"}],
+}
+
+
+def test_rabbitmq_import_carries_no_users_and_only_known_users_permissions() -> None:
+    out = rabbitmq.portable(DEFS, {"admin", "psa_app"})
+    assert "users" not in out and "global_parameters" not in out
+    assert out["permissions"] == [{"user": "admin", "vhost": "/"}]
+    assert out["queues"] == DEFS["queues"] and out["parameters"] == []
+
+
+def test_rabbitmq_checks_definitions_and_depths() -> None:
+    other = dict(DEFS, bindings=[], vhosts=[{"name": "/", "metadata": {"description": "changed"}},
+                                            {"name": "extra"}])
+    queue = ("/", "billing.ticket-events")
+    checks = rabbitmq.checks(DEFS, {queue: 200}, other, {queue: 199})
+    bad = {c.what for c in checks if not c.passed}
+    assert bad == {"rabbitmq bindings", "rabbitmq queue / billing.ticket-events"}  # vhost metadata ignored
+    assert next(c for c in checks if c.what == "rabbitmq queues").source.startswith("1, md5 ")
+
+
+def test_rabbitmq_parse_depths() -> None:
+    text = '/\t[{"name":"billing.ticket-events","messages":200},{"name":"q2","messages":0}]\nextra\t[]\n'
+    assert rabbitmq.parse_depths(text) == {("/", "billing.ticket-events"): 200, ("/", "q2"): 0}
+
+
+def test_rabbitmq_discard_keeps_builtins_users_and_root_vhost() -> None:
+    builtin = [{"name": "amq.topic", "vhost": "/"}, {"name": "", "vhost": "/"}]
+    defs = dict(DEFS, exchanges=[*DEFS["exchanges"], *builtin])
+    assert [(m, p) for m, p, _ in rabbitmq.discard_requests(defs)] == [
+        ("DELETE", "/queues/%2F/billing.ticket-events"), ("DELETE", "/exchanges/%2F/psa.events"),
+        ("DELETE", "/policies/extra/p%201"), ("DELETE", "/vhosts/extra")]
+
+
+def test_rabbitmq_curl_parses_the_quoted_values_back(tmp_path: Path) -> None:
+    """Real curl reads a config value written by curl_quote back to the same string (hostile chars)."""
+    value = "a \"quoted\" \\back\\slash $HOME `id` 'single'\ttab\nline"
+    config = f'url = "file://{tmp_path}/empty"\nwrite-out = {rabbitmq.curl_quote(value)}\n'
+    (tmp_path / "empty").write_text("")
+    proc = subprocess.run(["curl", "-sS", "-K", "-"], input=config, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0 and proc.stdout == value, proc.stderr
+
+
+def test_rabbitmq_curl_config_and_responses() -> None:
+    config = rabbitmq.curl_config("admin", "p\"w", [("GET", "/whoami", None), ("POST", "/x", {"a": 1})])
+    blocks = config.split("next\n")
+    assert len(blocks) == 2 and all('user = "admin:p\\"w"' in b for b in blocks)
+    assert 'data-binary = "{\\"a\\": 1}"' in blocks[1] and "data-binary" not in blocks[0]
+    out = '{"name":"admin"}\n@@psa-http 200\n{"routed":true}\n@@psa-http 200\n'
+    assert rabbitmq.parse_responses(out) == [(200, '{"name":"admin"}'), (200, '{"routed":true}')]
+    assert rabbitmq.parse_responses("") == []
+
+
+def test_rabbitmq_publish_keeps_routing_key_properties_and_payload() -> None:
+    message = {"routing_key": "ticket.created", "payload": "eyJ9", "payload_encoding": "base64",
+               "properties": {"message_id": "ticket.created:1", "delivery_mode": 2}, "redelivered": True,
+               "exchange": "psa.events", "message_count": 3}
+    assert rabbitmq.publish_body(message) == {
+        "properties": {"message_id": "ticket.created:1", "delivery_mode": 2}, "routing_key": "ticket.created",
+        "payload": "eyJ9", "payload_encoding": "base64"}
