@@ -8,9 +8,10 @@ writers, calls move, then verify, and discard when it rolls a step back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from psa_provision.secrets import Secrets
@@ -65,6 +66,57 @@ def tab_lines(text: str, kind: str) -> dict[str, str]:
 
 
 ABSENT = "(absent)"
+Request = tuple[str, str, Any]  # (method, path, JSON body or None)
+MARK = "@@psa-http "
+WRITE_OUT = "\n" + MARK + "%{http_code}\n"  # after each response body: the marker and the HTTP code
+
+
+def curl_quote(value: str) -> str:
+    """A double-quoted curl config value (backslash, quote and line breaks escaped, as curl reads them)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
+
+
+def curl_config(base: str, requests: Iterable[Request], auth: tuple[str, str] | None = None) -> str:
+    """One curl config running every request in turn (`next`), credentials inside (it goes on stdin)."""
+    blocks = []
+    for method, path, body in requests:
+        lines = [f"url = {curl_quote(base + path)}", f"request = {method}",
+                 f"write-out = {curl_quote(WRITE_OUT)}"]
+        if auth is not None:
+            lines.insert(0, f"user = {curl_quote(f'{auth[0]}:{auth[1]}')}")
+        if body is not None:
+            lines += ['header = "content-type: application/json"',
+                      f"data-binary = {curl_quote(json.dumps(body))}"]
+        blocks.append("\n".join(lines) + "\n")
+    return "next\n".join(blocks)
+
+
+def parse_responses(text: str) -> list[tuple[int, str]]:
+    """(HTTP code, body) per request: BODY1 MARK CODE1 NL BODY2 MARK CODE2 NL ..."""
+    parts = text.split("\n" + MARK)
+    out = []
+    body = parts[0]
+    for part in parts[1:]:
+        code, _, rest = part.partition("\n")
+        out.append((int(code) if code.isdigit() else 0, body))
+        body = rest
+    return out
+
+
+def http(conn: Connection, base: str, requests: list[Request], *, auth: tuple[str, str] | None = None,
+         timeout: float = 600.0) -> list[tuple[int, str]]:
+    """HTTP requests to a store's API on conn's loopback with one `curl -K -` (config, password included,
+    on stdin: never argv); (code, body) each. GuestError when curl fails or answers are missing."""
+    from psa_provision.errors import GuestError
+
+    if not requests:
+        return []
+    result = conn.run(f"curl -sS --max-time {timeout:.0f} -K -\n", stdin=curl_config(base, requests, auth))
+    responses = parse_responses(result.stdout)
+    if len(responses) != len(requests):
+        raise GuestError(f"{conn.host}: {len(requests)} requests to {base}, {len(responses)} answers")
+    return responses
 MOVERS: dict[str, Mover] = {}
 
 

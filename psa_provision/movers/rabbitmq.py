@@ -7,7 +7,7 @@ passwords, and importing the source's hashes must not touch them. Messages are r
 through the management API on loopback with `ackmode: ack_requeue_true` (each comes back to its
 place; only its redelivered flag changes) and published on the target, in order, through a
 temporary fanout exchange bound to that one queue, so each keeps its routing key and properties.
-The admin password reaches curl in a config on stdin (`curl -K -`), never argv. The writers are
+The admin password reaches curl in a config on stdin (movers.http), never argv. The writers are
 quiesced, so depths are stable; a queue's messages are held in memory on the tool host while they
 move (a backlog of the app's size, not millions).
 """
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from psa_provision.errors import GuestError
-from psa_provision.movers import Check, compare
+from psa_provision.movers import Check, Request, compare, http
 from psa_provision.secrets import Secrets
 from psa_provision.ssh import Connection
 
@@ -29,8 +29,6 @@ ADMIN = "admin"
 SECRET = "rabbitmq.admin_password"  # noqa: S105 - the key of the secret, not its value
 API = "http://127.0.0.1:15672/api"
 TEMP_EXCHANGE = "psa-provision.move"
-MARK = "@@psa-http "
-WRITE_OUT = "\n" + MARK + "%{http_code}\n"  # after each response body: the marker and the HTTP code
 PUBLISH_BATCH = 500
 # what a definitions import carries; users stay as provisioning made them, global parameters
 # (cluster_name) belong to the node
@@ -136,47 +134,9 @@ def checks(src_defs: dict[str, Any], src_depths: dict[tuple[str, str], int], dst
 
 
 # -- management API through curl -K - ------------------------------------------------------------------
-def curl_quote(value: str) -> str:
-    """A double-quoted curl config value (backslash, quote and line breaks escaped, as curl reads them)."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
-
-
-def curl_config(user: str, password: str, requests: Iterable[tuple[str, str, Any]]) -> str:
-    """One curl config running every (method, path, json body or None) request in turn (`next`)."""
-    blocks = []
-    for method, path, body in requests:
-        lines = [f"user = {curl_quote(f'{user}:{password}')}", f"url = {curl_quote(API + path)}",
-                 f"request = {method}", f"write-out = {curl_quote(WRITE_OUT)}"]
-        if body is not None:
-            lines += ['header = "content-type: application/json"',
-                      f"data-binary = {curl_quote(json.dumps(body))}"]
-        blocks.append("\n".join(lines) + "\n")
-    return "next\n".join(blocks)
-
-
-def parse_responses(text: str) -> list[tuple[int, str]]:
-    """(HTTP code, body) per request: BODY1 MARK CODE1 NL BODY2 MARK CODE2 NL ..."""
-    parts = text.split("\n" + MARK)
-    out = []
-    body = parts[0]
-    for part in parts[1:]:
-        code, _, rest = part.partition("\n")
-        out.append((int(code) if code.isdigit() else 0, body))
-        body = rest
-    return out
-
-
-def api(conn: Connection, secrets: Secrets, requests: list[tuple[str, str, Any]]) -> list[tuple[int, str]]:
-    """Run management API requests on conn's loopback; (code, body) each. Curl's exit status checked."""
-    if not requests:
-        return []
-    config = curl_config(ADMIN, secrets.get(SECRET).value, requests)
-    result = conn.run("curl -sS --max-time 120 -K -\n", stdin=config)
-    responses = parse_responses(result.stdout)
-    if len(responses) != len(requests):
-        raise GuestError(f"{conn.host}: {len(requests)} RabbitMQ API requests, {len(responses)} answers")
-    return responses
+def api(conn: Connection, secrets: Secrets, requests: list[Request]) -> list[tuple[int, str]]:
+    """Management API requests on conn's loopback as the admin; (code, body) each."""
+    return http(conn, API, requests, auth=(ADMIN, secrets.get(SECRET).value))
 
 
 def path(*parts: str) -> str:
@@ -184,9 +144,9 @@ def path(*parts: str) -> str:
     return "/" + "/".join(quote(p, safe="") for p in parts)
 
 
-def discard_requests(defs: dict[str, Any]) -> list[tuple[str, str, Any]]:
+def discard_requests(defs: dict[str, Any]) -> list[Request]:
     """DELETE requests that empty a broker of the app's definitions (users and "/" stay)."""
-    out: list[tuple[str, str, Any]] = []
+    out: list[Request] = []
     for q in defs.get("queues", []):
         out.append(("DELETE", path("queues", q["vhost"], q["name"]), None))
     for e in defs.get("exchanges", []):

@@ -6,7 +6,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from psa_provision.movers import ABSENT, MOVERS, Check, compare, rabbitmq, redis, tab_lines
+from psa_provision.movers import (
+    ABSENT,
+    MOVERS,
+    Check,
+    compare,
+    curl_config,
+    curl_quote,
+    parse_responses,
+    rabbitmq,
+    redis,
+    tab_lines,
+)
 from psa_provision.movers import postgresql as pg
 
 SOURCE = """table\tpublic.tickets\t300 rows, md5 ba8a
@@ -153,24 +164,27 @@ def test_rabbitmq_discard_keeps_builtins_users_and_root_vhost() -> None:
         ("DELETE", "/policies/extra/p%201"), ("DELETE", "/vhosts/extra")]
 
 
-def test_rabbitmq_curl_parses_the_quoted_values_back(tmp_path: Path) -> None:
+def test_curl_parses_the_quoted_values_back(tmp_path: Path) -> None:
     """Real curl reads a config value written by curl_quote back to the same string (hostile chars)."""
     value = "a \"quoted\" \\back\\slash $HOME `id` 'single'\ttab\nline"
-    config = f'url = "file://{tmp_path}/empty"\nwrite-out = {rabbitmq.curl_quote(value)}\n'
+    config = f'url = "file://{tmp_path}/empty"\nwrite-out = {curl_quote(value)}\n'
     (tmp_path / "empty").write_text("")
     proc = subprocess.run(["curl", "-sS", "-K", "-"], input=config, capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 0 and proc.stdout == value, proc.stderr
 
 
-def test_rabbitmq_curl_config_and_responses() -> None:
-    config = rabbitmq.curl_config("admin", "p\"w", [("GET", "/whoami", None), ("POST", "/x", {"a": 1})])
+def test_curl_config_and_responses() -> None:
+    requests = [("GET", "/whoami", None), ("POST", "/x", {"a": 1})]
+    config = curl_config("http://h/api", requests, ("admin", "p\"w"))
     blocks = config.split("next\n")
     assert len(blocks) == 2 and all('user = "admin:p\\"w"' in b for b in blocks)
     assert 'data-binary = "{\\"a\\": 1}"' in blocks[1] and "data-binary" not in blocks[0]
+    assert 'url = "http://h/api/x"' in blocks[1]
+    assert "user" not in curl_config("http://h", [("GET", "/", None)])
     out = '{"name":"admin"}\n@@psa-http 200\n{"routed":true}\n@@psa-http 200\n'
-    assert rabbitmq.parse_responses(out) == [(200, '{"name":"admin"}'), (200, '{"routed":true}')]
-    assert rabbitmq.parse_responses("") == []
+    assert parse_responses(out) == [(200, '{"name":"admin"}'), (200, '{"routed":true}')]
+    assert parse_responses("") == []
 
 
 def test_rabbitmq_publish_keeps_routing_key_properties_and_payload() -> None:
