@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from psa_provision.components.catalog import ES_BACKUP_DIR
 from psa_provision.movers import (
     ABSENT,
     MOVERS,
@@ -13,6 +14,7 @@ from psa_provision.movers import (
     compare,
     curl_config,
     curl_quote,
+    elasticsearch,
     parse_responses,
     rabbitmq,
     redis,
@@ -48,7 +50,7 @@ def test_compare_names_what_one_side_lacks() -> None:
 
 
 def test_every_component_has_a_mover() -> None:
-    assert {"postgresql", "redis", "rabbitmq"} <= MOVERS.keys()
+    assert MOVERS.keys() == {"postgresql", "redis", "rabbitmq", "elasticsearch"}
     for name, mover in MOVERS.items():
         assert mover.component == name
 
@@ -194,3 +196,28 @@ def test_rabbitmq_publish_keeps_routing_key_properties_and_payload() -> None:
     assert rabbitmq.publish_body(message) == {
         "properties": {"message_id": "ticket.created:1", "delivery_mode": 2}, "routing_key": "ticket.created",
         "payload": "eyJ9", "payload_encoding": "base64"}
+
+
+# -- elasticsearch -------------------------------------------------------------------------------------
+def test_elasticsearch_moves_app_indices_only() -> None:
+    rows = [{"index": "tickets"}, {"index": ".security-7"}, {"index": "assets"}]
+    assert elasticsearch.index_names(rows) == ["assets", "tickets"]
+
+
+def test_elasticsearch_snapshot_restore_and_cleanup_requests() -> None:
+    snap = elasticsearch.snapshot_requests(["assets", "tickets"])
+    assert snap[0] == ("PUT", "/_snapshot/psa-migrate",
+                       {"type": "fs", "settings": {"location": f"{ES_BACKUP_DIR}/psa-migrate"}})
+    assert snap[1] == ("DELETE", "/_snapshot/psa-migrate/psa-migrate", None)  # one a killed run left
+    assert snap[2][1].endswith("?wait_for_completion=true")
+    assert snap[2][2] == {"indices": "assets,tickets", "include_global_state": False}
+    restore = elasticsearch.restore_requests(["tickets"])
+    assert restore[0][2]["settings"]["readonly"] is True
+    assert restore[1][1] == "/_snapshot/psa-migrate/psa-migrate/_restore?wait_for_completion=true"
+    assert [m for m, _, _ in elasticsearch.cleanup_requests()] == ["DELETE", "DELETE"]
+
+
+def test_elasticsearch_repository_copy_stays_under_path_repo() -> None:
+    assert elasticsearch.LOCATION.startswith(ES_BACKUP_DIR + "/")
+    unpack = elasticsearch.UNPACK
+    assert "rm -rf" in unpack.splitlines()[1] and "chown -R elasticsearch" in unpack
