@@ -467,14 +467,18 @@ def _stream(src: _StreamEnd, sink: _StreamEnd, script: str, dst_script: str, tim
 def stream_failure(src_host: str, script: str, source: Result, dst_host: str, dst_script: str,
                    target: Result, problem: str = "") -> str:
     """One message naming both ends, their exit codes and stderr tails."""
-    def first(text: str) -> str:
-        return (text.strip().splitlines() or ["(empty script)"])[0][:80]
+    def first(text: str) -> str:  # the script's first line that does something (not `set -o ...`)
+        lines = [line for line in text.strip().splitlines() if not line.startswith("set ")]
+        return (lines or text.strip().splitlines() or ["(empty script)"])[0][:80]
+
+    def code(result: Result) -> str:
+        return "nothing (channel closed)" if result.exit_code == -1 else str(result.exit_code)
 
     head = f"stream {src_host} -> {dst_host} failed" + (f": {problem}" if problem else "")
     parts = [head,
-             f"  source {src_host} `{first(script)}` exited {source.exit_code}",
+             f"  source {src_host} `{first(script)}` exited {code(source)}",
              *(f"    {line}" for line in source.tail(10).splitlines()),
-             f"  target {dst_host} `{first(dst_script)}` exited {target.exit_code}",
+             f"  target {dst_host} `{first(dst_script)}` exited {code(target)}",
              *(f"    {line}" for line in target.tail(10).splitlines())]
     return "\n".join(parts)
 

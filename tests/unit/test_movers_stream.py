@@ -44,7 +44,12 @@ def test_failure_names_both_ends_codes_and_stderr() -> None:
                           "10.0.30.10", "pg_restore -d x", Result("", "", 0), "the target stopped reading")
     assert text.splitlines() == [
         "stream 10.0.20.100 -> 10.0.30.10 failed: the target stopped reading",
-        "  source 10.0.20.100 `set -e` exited 1",
+        "  source 10.0.20.100 `pg_dump -Fc x` exited 1",
         "    dump: boom",
         "  target 10.0.30.10 `pg_restore -d x` exited 0",
     ]
+
+
+def test_failure_says_when_an_end_was_closed_before_its_exit_status() -> None:
+    text = stream_failure("a", "yes", Result("", "", -1), "b", "head -c 1", Result("", "", 4))
+    assert "`yes` exited nothing (channel closed)" in text and "`head -c 1` exited 4" in text
