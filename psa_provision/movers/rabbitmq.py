@@ -66,9 +66,17 @@ class RabbitmqMover:
         log(f"rabbitmq: {total} messages copied to {dst.host} (source queues left as they were)")
 
     def verify(self, src: Connection, dst: Connection, secrets: Secrets) -> list[Check]:
-        """Definitions per kind (count + digest) and the depth of every queue."""
+        """Definitions per kind (count + digest), every queue's depth, and for a queue holding messages an
+        md5 over them in order (routing key, properties, payload; read with requeue, both sides)."""
         source, target = definitions(src), definitions(dst)
-        return checks(source, depths(src, source), target, depths(dst, target))
+        src_depths, dst_depths = depths(src, source), depths(dst, target)
+        out = checks(source, src_depths, target, dst_depths)
+        for (vhost, queue), depth in sorted(src_depths.items()):
+            if depth and dst_depths.get((vhost, queue)) == depth:  # else the depth check already fails
+                out.append(Check(f"rabbitmq messages {vhost} {queue}",
+                                 messages_digest(read_messages(src, secrets, vhost, queue, depth)),
+                                 messages_digest(read_messages(dst, secrets, vhost, queue, depth))))
+        return out
 
     def discard(self, dst: Connection, secrets: Secrets, log: Callable[[str], None]) -> None:
         """Delete dst's queues, exchanges (but the built-in ones), policies, parameters and vhosts but "/"."""
@@ -162,15 +170,31 @@ def discard_requests(defs: dict[str, Any]) -> list[Request]:
     return out
 
 
+def read_messages(conn: Connection, secrets: Secrets, vhost: str, queue: str,
+                  depth: int) -> list[dict[str, Any]]:
+    """The first `depth` messages of a queue, each put back in its place (ack_requeue_true)."""
+    body = {"count": depth, "ackmode": "ack_requeue_true", "encoding": "base64", "truncate": 2**31 - 1}
+    [(code, text)] = api(conn, secrets, [("POST", path("queues", vhost, queue, "get"), body)])
+    if code != 200:
+        raise GuestError(f"{conn.host}: reading queue {queue} failed (HTTP {code}): {text[:300]}")
+    messages: list[dict[str, Any]] = json.loads(text)
+    if len(messages) != depth:
+        raise GuestError(f"{conn.host}: queue {queue} gave {len(messages)} of {depth} messages")
+    return messages
+
+
+def messages_digest(messages: list[dict[str, Any]]) -> str:
+    """`N, md5 X` over the messages in order: routing key, properties and payload of each."""
+    digest = hashlib.md5(usedforsecurity=False)
+    for m in messages:
+        digest.update(json.dumps([m["routing_key"], m.get("properties", {}), m["payload"]],
+                                 sort_keys=True).encode() + b"\n")
+    return f"{len(messages)}, md5 {digest.hexdigest()}"
+
+
 def copy_queue(src: Connection, dst: Connection, secrets: Secrets, vhost: str, queue: str, depth: int) -> int:
     """Read `depth` messages (requeued) from src's queue, publish them in order into dst's queue."""
-    body = {"count": depth, "ackmode": "ack_requeue_true", "encoding": "base64", "truncate": 2**31 - 1}
-    [(code, text)] = api(src, secrets, [("POST", path("queues", vhost, queue, "get"), body)])
-    if code != 200:
-        raise GuestError(f"{src.host}: reading queue {queue} failed (HTTP {code}): {text[:300]}")
-    messages = json.loads(text)
-    if len(messages) != depth:
-        raise GuestError(f"{src.host}: queue {queue} gave {len(messages)} of {depth} messages")
+    messages = read_messages(src, secrets, vhost, queue, depth)
     setup = [("PUT", path("exchanges", vhost, TEMP_EXCHANGE),
               {"type": "fanout", "durable": False, "auto_delete": False, "internal": False, "arguments": {}}),
              ("POST", path("bindings", vhost, "e", TEMP_EXCHANGE, "q", queue),

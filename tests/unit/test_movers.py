@@ -221,3 +221,14 @@ def test_elasticsearch_repository_copy_stays_under_path_repo() -> None:
     assert elasticsearch.LOCATION.startswith(ES_BACKUP_DIR + "/")
     unpack = elasticsearch.UNPACK
     assert "rm -rf" in unpack.splitlines()[1] and "chown -R elasticsearch" in unpack
+
+
+def test_rabbitmq_messages_digest_sees_order_properties_and_payload() -> None:
+    one = {"routing_key": "ticket.created", "properties": {"message_id": "a"}, "payload": "eA=="}
+    two = {"routing_key": "ticket.created", "properties": {"message_id": "b"}, "payload": "eQ=="}
+    base = rabbitmq.messages_digest([one, two])
+    assert base.startswith("2, md5 ") and base == rabbitmq.messages_digest([dict(one), dict(two)])
+    assert rabbitmq.messages_digest([two, one]) != base
+    assert rabbitmq.messages_digest([one, dict(two, properties={"message_id": "c"})]) != base
+    assert rabbitmq.messages_digest([one, dict(two, routing_key="ticket.updated")]) != base
+    assert rabbitmq.messages_digest([one, dict(two, redelivered=True)]) == base  # requeue flag ignored
