@@ -321,7 +321,8 @@ def migrate(ctx: typer.Context, phase: str,
     out = Output(verbose=state.verbose)
 
     def show(report: migrate_mod.Report, title: str) -> None:
-        out.table(title, ["step", "from -> to", "sub-steps", "state", "writes quiesced"], report.rows)
+        out.table(title, ["step", "from -> to", "state", "writes quiesced"], report.rows)
+        out.line("each store step: " + " -> ".join(migrate_mod.SUBSTEPS["postgresql"]))
         out.line(f"writes quiesced {report.total_quiesce_s:.1f} s in total"
                  + (f"; migration took {report.seconds:.1f} s" if report.seconds else ""))
 

@@ -22,7 +22,7 @@ from psa_provision.components import container as container_component
 from psa_provision.components.catalog import APP_HOME, APP_USER
 from psa_provision.errors import ConnectionFailed, GuestError, InputError, ProxmoxAuthError, ProxmoxError
 from psa_provision.inventory import Inventory, load_inventory
-from psa_provision.journal import Journal, PhaseLock, kill_point, state_dir
+from psa_provision.journal import Journal, PhaseLock, kill_point, migration_grants, state_dir
 from psa_provision.output import Output, StepProgress
 from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase
 from psa_provision.plan import ApiCall, Change, Plan
@@ -449,7 +449,8 @@ def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: d
         facts, healthy = gather_facts_and_health(conn, site.phase, spec)
     gplan = guest_plan(site, spec, facts)
     _apply(gplan, conns, px, journal, progress, result)
-    if spec.services or "app" in spec.components:
+    held = migration_grants(site.inventory_path, site.phase.name).get("hold_app")  # migrate holds PM2
+    if (spec.services or "app" in spec.components) and not held:
         kill_point("app: wait for /health")
         if not (healthy and state.running and not cplan.actions and not gplan.actions):
             with WATCH.timed("waiting"):  # else: healthy in the facts batch, nothing changed since

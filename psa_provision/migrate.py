@@ -48,14 +48,14 @@ PM2 = f"export HOME={APP_HOME} PM2_HOME={APP_HOME}/.pm2\ncd {APP_DIR}\n"
 PM2_STOP = PM2 + "pm2 stop all >/dev/null 2>&1 || true\n"
 PM2_START = PM2 + f"pm2 startOrRestart {ECOSYSTEM_FILE} --update-env >/dev/null\npm2 save >/dev/null\n"
 # TEST HOOK (PSA_MIGRATE_SABOTAGE=<component>): damage the target after move, before verify
-SABOTAGE = {
+SABOTAGE = {  # each adds data the source does not have
     "postgresql": "cd / && runuser -u postgres -- psql -X -q -d psa_platform -c "
-                  "'DELETE FROM tickets WHERE id = (SELECT max(id) FROM tickets)'\n",
-    "redis": "k=$(redis-cli --no-auth-warning -a \"$(cat)\" --scan | head -n 1)\n"
-             "[ -n \"$k\" ] && redis-cli --no-auth-warning -a \"$(cat)\" DEL \"$k\" >/dev/null\n",
-    "rabbitmq": "rabbitmqctl -q add_queue psa-sabotage </dev/null 2>/dev/null || "
-                "rabbitmqadmin declare queue name=psa-sabotage >/dev/null\n",
-    "elasticsearch": "curl -sf -X DELETE 'http://127.0.0.1:9200/tickets/_doc/1' >/dev/null || true\n",
+                  "\"INSERT INTO tickets (title, body) VALUES ('sabotage', 'PSA_MIGRATE_SABOTAGE')\"\n",
+    "redis": "export REDISCLI_AUTH=\"$(cat)\"\nredis-cli --no-auth-warning SET psa-sabotage 1 >/dev/null\n",
+    "rabbitmq": "rabbitmqctl -q eval 'rabbit_amqqueue:declare(rabbit_misc:r(<<\"/\">>, queue, "
+                "<<\"psa-sabotage\">>), true, false, [], none, <<\"psa\">>).' </dev/null >/dev/null\n",
+    "elasticsearch": "curl -sf -X POST -H 'Content-Type: application/json' -d '{\"title\": \"sabotage\"}' "
+                     "'http://127.0.0.1:9200/tickets/_doc?refresh=true' >/dev/null\n",
 }
 
 
@@ -170,11 +170,11 @@ def _report(steps: list[Step], states: dict[str, StepState], seconds: float) -> 
     total = 0.0
     for step in steps:
         st = states.get(step.name, StepState())
-        where = (f"{step.source.vmid} {step.source.hostname} -> {step.target.vmid} {step.target.hostname} "
-                 f"({step.target.ip})" if step.source and step.target else "-")
+        where = (f"{step.source.vmid} -> {step.target.vmid} {step.target.hostname} ({step.target.ip})"
+                 if step.source and step.target else "-")
         quiesce = f"{st.quiesce_s:.1f} s" if st.quiesce_s is not None else "-"
         total += st.quiesce_s or 0.0
-        rows.append([step.name, where, " -> ".join(step.substeps), st.label, quiesce])
+        rows.append([step.name, where, st.label, quiesce])
     complete = states.get("finish", StepState()).finished
     return Report(rows, round(total, 1), seconds, complete)
 
@@ -430,8 +430,8 @@ class Migration:
         if os.environ.get(SABOTAGE_ENV) != step.name:
             return
         self.out.warn(f"{SABOTAGE_ENV}={step.name}: damaging the target's data on purpose (test hook)")
-        secret = self.site.secrets.get("redis.password").value + "\n" if step.name == "redis" else None
-        dst.run(SABOTAGE[step.name], stdin=secret, check=False)
+        secret = self.site.secrets.get("redis.password").value if step.name == "redis" else None
+        dst.run(SABOTAGE[step.name], stdin=secret)
 
     def _print_checks(self, step: Step, checks: list[Check]) -> None:
         rows = [[c.what, c.source, c.target, "ok" if c.passed else "DIFFERENT"] for c in checks]

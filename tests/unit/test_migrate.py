@@ -73,9 +73,9 @@ def test_report_sums_quiesce_times_and_says_complete() -> None:
               for s in steps}
     report = _report(steps, states, 60.0)
     assert report.complete and report.total_quiesce_s == 40.0
-    assert [r[3] for r in report.rows] == ["done"] * len(steps)
+    assert [r[2] for r in report.rows] == ["done"] * len(steps)
     assert _report(steps, {}, 0.0).complete is False
-    assert all(r[3] == "to do" for r in _report(steps, {}, 0.0).rows)
+    assert all(r[2] == "to do" for r in _report(steps, {}, 0.0).rows)
 
 
 def test_every_step_kind_has_substeps() -> None:
