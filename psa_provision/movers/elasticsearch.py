@@ -49,7 +49,8 @@ class ElasticsearchMover:
             log(f"elasticsearch: no app index on {src.host}, nothing to move")
             return
         log(f"elasticsearch: snapshot of {', '.join(indices)} on {src.host}")
-        _call(src, snapshot_requests(indices), "snapshot")
+        answers = _call(src, snapshot_requests(indices), "snapshot")
+        snapshot_state(src.host, answers[-1][1])
         try:
             streamed = src.stream_to(PACK, dst, UNPACK)
             log(f"elasticsearch: {streamed.bytes} bytes of repository streamed to {dst.host}")
@@ -128,6 +129,13 @@ def _call(conn: Connection, requests: list[Request], what: str) -> list[tuple[in
             raise GuestError(f"{conn.host}: Elasticsearch: {what}: {method} {path} answered HTTP {code}: "
                              f"{body[:400]}")
     return answers
+
+
+def snapshot_state(host: str, body: str) -> None:
+    """GuestError unless the snapshot finished SUCCESS with no failed shard (PARTIAL is not a copy)."""
+    info = json.loads(body).get("snapshot", {})
+    if info.get("state") != "SUCCESS" or info.get("shards", {}).get("failed", 0):
+        raise GuestError(f"{host}: Elasticsearch snapshot did not succeed: {body[:400]}")
 
 
 def _restored(conn: Connection, body: str, indices: list[str]) -> None:

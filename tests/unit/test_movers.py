@@ -6,7 +6,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from psa_provision.components.catalog import ES_BACKUP_DIR
+from psa_provision.errors import GuestError
 from psa_provision.movers import (
     ABSENT,
     MOVERS,
@@ -232,3 +235,10 @@ def test_rabbitmq_messages_digest_sees_order_properties_and_payload() -> None:
     assert rabbitmq.messages_digest([one, dict(two, properties={"message_id": "c"})]) != base
     assert rabbitmq.messages_digest([one, dict(two, routing_key="ticket.updated")]) != base
     assert rabbitmq.messages_digest([one, dict(two, redelivered=True)]) == base  # requeue flag ignored
+
+
+def test_elasticsearch_a_partial_snapshot_stops_the_move() -> None:
+    elasticsearch.snapshot_state("h", '{"snapshot": {"state": "SUCCESS", "shards": {"failed": 0}}}')
+    for body in ('{"snapshot": {"state": "PARTIAL", "shards": {"failed": 1}}}', '{"accepted": true}'):
+        with pytest.raises(GuestError, match="did not succeed"):
+            elasticsearch.snapshot_state("h", body)
