@@ -3,7 +3,8 @@
 Each mover works on two ssh.Connections (source and target container), reaches its store on
 127.0.0.1 inside each, and streams data between them through the tool host (Connection.stream_to):
 nothing in argv, nothing left at rest on the tool host. The orchestration (migrate.py) quiesces the
-writers, calls move, then verify, and discard when it rolls a step back.
+writers, calls move, then verify, and discard when it rolls a step back. Shared here: comparing the
+two sides' facts (compare, tab_lines) and HTTP to a store's API on a guest's loopback (http).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+from psa_provision.errors import GuestError
 
 if TYPE_CHECKING:
     from psa_provision.secrets import Secrets
@@ -108,8 +111,6 @@ def http(conn: Connection, base: str, requests: list[Request], *, auth: tuple[st
          timeout: float = 600.0) -> list[tuple[int, str]]:
     """HTTP requests to a store's API on conn's loopback with one `curl -K -` (config, password included,
     on stdin: never argv); (code, body) each. GuestError when curl fails or answers are missing."""
-    from psa_provision.errors import GuestError
-
     if not requests:
         return []
     result = conn.run(f"curl -sS --max-time {timeout:.0f} -K -\n", stdin=curl_config(base, requests, auth))
@@ -117,6 +118,8 @@ def http(conn: Connection, base: str, requests: list[Request], *, auth: tuple[st
     if len(responses) != len(requests):
         raise GuestError(f"{conn.host}: {len(requests)} requests to {base}, {len(responses)} answers")
     return responses
+
+
 MOVERS: dict[str, Mover] = {}
 
 
@@ -125,13 +128,7 @@ def _register() -> None:
     from importlib import import_module
 
     for name in ("postgresql", "redis", "rabbitmq", "elasticsearch"):
-        try:
-            module = import_module(f"psa_provision.movers.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"psa_provision.movers.{name}":
-                raise
-            continue  # not written yet
-        MOVERS[name] = module.MOVER
+        MOVERS[name] = import_module(f"psa_provision.movers.{name}").MOVER
 
 
 _register()
