@@ -58,15 +58,17 @@ BEGIN
 END $$;
 """  # noqa: S608
 
-# One line per fact: KIND<TAB>NAME<TAB>VALUE. Rows are compared as text in a fixed session setting
-# (UTC, ISO dates, exact floats), ordered byte-wise, so equal data gives equal md5 on both sides.
+# One line per fact: KIND<TAB>NAME<TAB>VALUE. Each row's text in a fixed session setting (UTC, ISO
+# dates, exact floats) is hashed; the md5 of those hashes in byte order stands for the table's rows
+# (32 bytes a row in memory whatever the row's size: no 1 GB text limit on big tables).
 VERIFY_SQL = f"""SET TimeZone = 'UTC';
 SET DateStyle = 'ISO, YMD';
 SET IntervalStyle = 'postgres';
 SET extra_float_digits = 3;
 SET bytea_output = 'hex';
 SELECT format('SELECT %L || E''\\t'' || count(*) || '' rows, md5 '' || '
-              'md5(coalesce(string_agg(t::text, E''\\n'' ORDER BY t::text COLLATE "C"), '''')) FROM %s t',
+              'md5(coalesce(string_agg(h, '''' ORDER BY h COLLATE "C"), '''')) '
+              'FROM (SELECT md5(t::text) AS h FROM %s t) r',
               'table' || E'\\t' || c.oid::regclass::text, c.oid::regclass)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm') AND {APP_OBJECT.format(catalog='pg_class', oid='c.oid')}
