@@ -52,10 +52,9 @@ SABOTAGE = {  # each adds data the source does not have
     "postgresql": "cd / && runuser -u postgres -- psql -X -q -d psa_platform -c "
                   "\"INSERT INTO tickets (title, body) VALUES ('sabotage', 'PSA_MIGRATE_SABOTAGE')\"\n",
     "redis": "export REDISCLI_AUTH=\"$(cat)\"\nredis-cli --no-auth-warning SET psa-sabotage 1 >/dev/null\n",
-    "rabbitmq": "rabbitmqctl -q eval 'rabbit_amqqueue:declare(rabbit_misc:r(<<\"/\">>, queue, "
-                "<<\"psa-sabotage\">>), true, false, [], none, <<\"psa\">>).' </dev/null >/dev/null\n",
-    "elasticsearch": "curl -sf -X POST -H 'Content-Type: application/json' -d '{\"title\": \"sabotage\"}' "
-                     "'http://127.0.0.1:9200/tickets/_doc?refresh=true' >/dev/null\n",
+    "rabbitmq": "rabbitmqctl -q add_vhost psa-sabotage </dev/null\n",
+    "elasticsearch": "curl -sf -X PUT -H 'Content-Type: application/json' -d '{\"title\": \"sabotage\"}' "
+                     "http://127.0.0.1:9200/tickets/_doc/psa-sabotage >/dev/null\n",
 }
 
 

@@ -1,17 +1,17 @@
 """Phase 1 for real: five containers from one cold `up phase1`, verified, idempotent, and firewalled.
 
-Its own session fixture provisions phase 1 once (init, destroy phase1, cold `up phase1 --yes`) with a
-workdir of its own; phase 0's container is not part of it. Tests: `verify phase1` passes, a second
-`up` changes nothing, PostgreSQL on 10.0.30.10:5432 is reached from the app container and not from a
-container without a rule (from inside the guests, bounded connect timeout), and the app answers
-through the phase-1 gateway. Cold run on 2 cores: see the report line the fixture prints.
+Its session fixture provisions phase 1 once (destroy phase1, cold `up phase1 --yes`) with the inventory
+and secrets of the session's phase 0 (tests/e2e/test_migrate.py migrates that phase 0 into it first).
+Tests: `verify phase1` passes, a second `up` changes nothing, PostgreSQL on 10.0.30.10:5432 is reached
+from the app container and not from a container without a rule (from inside the guests, bounded connect
+timeout), and the app answers through the phase-1 gateway. Cold run on 2 cores: see the report line the
+fixture prints.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from psa_provision.inventory import Inventory, load_inventory
 from psa_provision.phases import ContainerSpec, Phase, load_phase
 from psa_provision.ssh import Connection
 
-from .conftest import Run, run_cli, sandbox_credentials, write_inventory
+from .conftest import Run, Site, run_cli
 from .test_phase0 import http
 
 pytestmark = [pytest.mark.sandbox]
@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.sandbox]
 PG = ("10.0.30.10", 5432)
 CONNECT_TIMEOUT = 3  # seconds: a dropped SYN is never answered
 _FAILED: list[str] = []
+_PROVISIONED: list[Phase1] = []
 
 
 @dataclass
@@ -57,21 +58,20 @@ class Phase1:
         return run.stdout.strip()
 
 
-@pytest.fixture(scope="session")
-def phase1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase1]:
-    """Phase 1 provisioned once by a cold `up phase1 --yes` (PSA_E2E_WORKDIR=DIR: in DIR/phase1;
-    with PSA_E2E_KEEP=1 too, the destroy is skipped and the first `up` is a warm one)."""
+def provision(phase0: Site) -> Phase1:
+    """Phase 1 provisioned once per session (cached: test_migrate.py uses it too) by a cold `up phase1
+    --yes` with the SAME inventory, secrets and key as the session's phase 0, so that `migrate phase1`
+    can move phase 0's data into it; with PSA_E2E_KEEP=1 the destroy is skipped and the `up` is warm."""
     if _FAILED:  # pytest retries a failed session fixture per test: do not provision again
         pytest.fail(_FAILED[0])
-    given = os.environ.get("PSA_E2E_WORKDIR")
-    keep = os.environ.get("PSA_E2E_KEEP") == "1" and bool(given)
-    workdir = Path(given) / "phase1" if given else tmp_path_factory.mktemp("e2e-phase1")
-    workdir.mkdir(parents=True, exist_ok=True)
+    if _PROVISIONED:
+        return _PROVISIONED[0]
+    keep = os.environ.get("PSA_E2E_KEEP") == "1" and bool(os.environ.get("PSA_E2E_WORKDIR"))
+    inventory = phase0.inventory_path
     try:
-        inventory = write_inventory(workdir, sandbox_credentials())
-        for args in [("init",)] if keep else [("init",), ("destroy", "phase1", "--yes")]:
-            run = run_cli(inventory, *args, timeout=600)
-            assert run.code == 0, f"{' '.join(args)} failed:\n{run.output}"
+        if not keep:
+            run = run_cli(inventory, "destroy", "phase1", "--yes", timeout=600)
+            assert run.code == 0, f"destroy phase1 failed:\n{run.output}"
         first = run_cli(inventory, "up", "phase1", "--yes")
         kind = "warm" if keep else "cold"
         sys.stderr.write(f"\n[e2e] {kind} `up phase1`: exit {first.code} in {first.seconds:.0f} s\n")
@@ -80,7 +80,14 @@ def phase1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phase1]:
         _FAILED.append(f"phase 1 provisioning failed earlier in this session: {str(exc)[:3000]}")
         raise
     inv = load_inventory(inventory)
-    yield Phase1(inventory, inv, load_phase("phase1", inv.phases_dir), first)
+    _PROVISIONED.append(Phase1(inventory, inv, load_phase("phase1", inv.phases_dir), first))
+    return _PROVISIONED[0]
+
+
+@pytest.fixture(scope="session")
+def phase1(phase0: Site) -> Phase1:
+    """The session's phase 1 (see provision)."""
+    return provision(phase0)
 
 
 def reaches(conn: Connection, host: str, port: int) -> bool:
