@@ -55,9 +55,14 @@ def test_stream_reports_both_ends_when_the_target_fails(guest: Connection) -> No
 
 
 def test_each_store_compared_with_itself_passes(guest: Connection, secrets: Secrets, app_data: int) -> None:
+    """The app keeps running here (a session key may expire, billing may consume an event between the
+    two reads), so a store gets up to three reads before its difference counts."""
     whats: set[str] = set()
     for name, mover in MOVERS.items():
-        checks = mover.verify(guest, guest, secrets)
+        for _ in range(3):
+            checks = mover.verify(guest, guest, secrets)
+            if checks and all(c.passed for c in checks):
+                break
         assert checks and all(c.passed for c in checks), (name, [c for c in checks if not c.passed])
         whats |= {c.what for c in checks}
     assert {"postgresql table tickets", "postgresql sequence public.tickets_id_seq", "redis db 0",
