@@ -232,11 +232,15 @@ NoProxyHost = Annotated[str, Field(pattern=r"^[A-Za-z0-9.*:/_-]+$", examples=["1
 
 
 class Packages(Strict):
-    """Where guests get packages: an optional proxy, extra CAs, and per-component repositories."""
+    """Where guests get packages: an optional proxy, extra CAs, per-component repositories, and the npm
+    registry (`npm_registry`; default npm's own, https://registry.npmjs.org/) for pm2 and the app."""
 
     proxy: str | None = Field(default=None, pattern=r"^https?://[A-Za-z0-9._~%:@\[\]-]+/?$",
                               description="an http://HOST:PORT proxy URL", examples=["http://10.0.20.1:3142"])
     no_proxy: list[NoProxyHost] = Field(default=[], examples=["[10.0.20.1, localhost]"])
+    npm_registry: str | None = Field(default=None, pattern=r"^https?://[A-Za-z0-9._~%:@\[\]/-]+$",
+                                     description="an http(s):// npm registry URL (no spaces or quotes)",
+                                     examples=["http://10.0.20.1:4873/"])
     extra_ca_files: list[RelPath] = []
     nodejs: AptRepo = Field(default_factory=_nodesource)
     elasticsearch: AptRepo = Field(default_factory=_elastic)

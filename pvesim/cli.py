@@ -65,6 +65,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     if proxy is not None:
         _step("package proxy (apt-cacher-ng)", lambda: proxy.start_proxy(state))
         extra["proxy_service"] = _stable(proxy.status(state))
+    npmproxy = _optional("npmproxy")
+    if npmproxy is not None:
+        _step("npm registry proxy (port 4873, caching registry.npmjs.org)", lambda: npmproxy.start(state))
+        npm = npmproxy.status(state)
+        extra["npm_registry"] = npm["registry"]
+        extra["npm_proxy_service"] = {k: npm[k] for k in ("port", "upstream", "cache_dir", "access_log")}
     repos = _optional("repos")
     if repos is not None:
         _step("local apt repositories", lambda: repos.build_repos(state, _say))
@@ -95,12 +101,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         info["proxy"] = importlib.import_module("pvesim.proxy").status(state)
     except ImportError:
         info["proxy"] = None
+    try:
+        info["npm_proxy"] = importlib.import_module("pvesim.npmproxy").status(state)
+    except ImportError:
+        info["npm_proxy"] = None
     print(json.dumps(info, indent=1))
     return 0 if info["api"]["answers"] else 1
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    """Stop the API and the proxy; with --purge also containers, network and the state dir."""
+    """Stop the API; with --purge also containers, the package proxies, network and the state dir."""
     state = StateDir(Path(args.state_dir))
     if daemon.stop(state):
         _say("- stopped the API daemon")
@@ -114,6 +124,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     proxy = _optional("proxy")
     if proxy is not None:
         _step("stopping the package proxy", lambda: proxy.stop_proxy(state))
+    npmproxy = _optional("npmproxy")
+    if npmproxy is not None:
+        _step("stopping the npm registry proxy", lambda: npmproxy.stop(state))
     network = _optional("network")
     if network is not None:
         _step("removing bridges, route and nft rules", lambda: network.teardown_network(state))
@@ -162,6 +175,12 @@ def cmd_fault(args: argparse.Namespace) -> int:
             if value is not None:
                 rule[key] = value
         faults.add(rule)
+    return 0
+
+
+def cmd_npm_proxy(args: argparse.Namespace) -> int:
+    """Run the npm registry proxy in the foreground (what `up` starts detached)."""
+    importlib.import_module("pvesim.npmproxy").serve(StateDir(Path(args.state_dir)))
     return 0
 
 
@@ -221,6 +240,7 @@ def parser() -> argparse.ArgumentParser:
     _fault_parser(sub, common)
     sub.choices["fault"].set_defaults(func=cmd_fault)
     sub.add_parser("daemon", parents=[common], help=argparse.SUPPRESS).set_defaults(func=cmd_daemon)
+    sub.add_parser("npm-proxy", parents=[common], help=argparse.SUPPRESS).set_defaults(func=cmd_npm_proxy)
     return p
 
 

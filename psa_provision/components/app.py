@@ -28,8 +28,9 @@ from .catalog import (
     ENV_STAMP,
     env_readers,
 )
-from .common import changed, command, content_changed, proxy_env, put_file
+from .common import changed, command, content_changed, put_file
 from .context import HostContext
+from .nodejs import npm_env
 
 COMPONENT = "app"
 UNIT = "/etc/systemd/system/pm2-psa.service"
@@ -99,7 +100,7 @@ def _bundle(ctx: HostContext, facts: GuestFacts) -> list[Change]:
                 local_dir=str(b.path), remote_dir=APP_DIR, exclude=b.exclude, owner=APP_USER, group=APP_USER,
                 checksum=b.checksum),
         command(ctx, COMPONENT, "npm ci && npm run build (as psa)",
-                proxy_env(ctx) + PM2_ENV + "npm ci --no-fund --no-audit\nnpm run build\n"
+                npm_env(ctx) + PM2_ENV + "npm ci --no-fund --no-audit\nnpm run build\n"
                 f"echo {b.checksum} > {BUNDLE_STAMP}\n", user=APP_USER),
     ]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from ..facts import GuestFacts
 from ..plan import Change, Noop
 from .catalog import KEYRINGS
@@ -14,6 +16,16 @@ LIST = "/etc/apt/sources.list.d/nodesource.list"
 PM2_VERSION = "5"
 
 
+def npm_env(ctx: HostContext) -> str:
+    """proxy_env plus the inventory's npm registry (packages.npm_registry, e.g. a caching mirror), and no
+    update check (one registry request less per npm command)."""
+    registry = ctx.inventory.packages.npm_registry
+    lines = "export npm_config_update_notifier=false\n"
+    if registry:
+        lines += f"export npm_config_registry={shlex.quote(registry)}\n"
+    return proxy_env(ctx) + lines
+
+
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     repo = apt_repo(ctx, facts, COMPONENT, ctx.inventory.packages.nodejs, keyring=KEYRING, list_file=LIST)
     out: list[Change] = [*repo, *install(ctx, facts, COMPONENT, ("nodejs",), refresh=changed(repo))]
@@ -21,5 +33,5 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
         out.append(Noop(ctx.host, COMPONENT, "pm2 installed"))
     else:
         out.append(command(ctx, COMPONENT, f"npm install -g pm2@{PM2_VERSION}",
-                           proxy_env(ctx) + f"npm install -g --no-fund --no-audit pm2@{PM2_VERSION}\n"))
+                           npm_env(ctx) + f"npm install -g --no-fund --no-audit pm2@{PM2_VERSION}\n"))
     return out
