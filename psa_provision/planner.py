@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .components import app, base, elasticsearch, nodejs, postgresql, rabbitmq, redis, scripts
+from .components.common import apt_update, is_apt_source
 from .components.context import Bundle, HostContext, build_context
 from .facts import GuestFacts
-from .plan import Change, Plan
+from .plan import Change, Package, Plan
 
 __all__ = ["Bundle", "HostContext", "build_context", "plan_guest"]
 
@@ -25,10 +26,37 @@ ORDER: tuple[tuple[str, Planner], ...] = (
 
 
 def plan_guest(ctx: HostContext, facts: GuestFacts) -> Plan:
-    """All changes for one guest, base first, scripts last; components the container lacks are skipped."""
-    plan = Plan()
+    """All changes for one guest, base first, scripts last; components the container lacks are skipped.
+
+    apt's sources (keys, lists) of every component are written right after base, so one
+    `apt-get update` serves every install (see one_apt_update).
+    """
     wanted = set(ctx.container.components)
-    for name, component_plan in ORDER:
-        if name in wanted:
-            plan.add(component_plan(ctx, facts))
+    per_component = [component_plan(ctx, facts) for name, component_plan in ORDER if name in wanted]
+    plan = Plan()
+    plan.add(one_apt_update(ctx, per_component))
     return plan
+
+
+def one_apt_update(ctx: HostContext, per_component: list[list[Change]]) -> list[Change]:
+    """Hoist the apt source changes to the end of the first (base) component's changes and put an
+    `apt-get update` only where the package lists are stale: before the first Package, and again
+    only if sources changed since (base installing curl/ca-certificates a key fetch needs)."""
+    if not per_component:
+        return []
+    sources = [c for changes in per_component[1:] for c in changes if is_apt_source(c)]
+    ordered = [*per_component[0], *sources,
+               *(c for changes in per_component[1:] for c in changes if not is_apt_source(c))]
+    out: list[Change] = []
+    fresh = False
+    stale_after: int | None = None  # index in `out` after the last source change no update followed
+    for change in ordered:
+        if isinstance(change, Package) and not fresh:
+            out.append(apt_update(ctx, change.component, "package lists"))
+            fresh, stale_after = True, None
+        out.append(change)
+        if is_apt_source(change):
+            fresh, stale_after = False, len(out)
+    if stale_after is not None:  # sources changed, nothing to install: refresh the lists anyway
+        out.insert(stale_after, apt_update(ctx, out[stale_after - 1].component, "sources changed"))
+    return out

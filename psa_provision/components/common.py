@@ -122,17 +122,23 @@ def size_mb(mb: int, *, units: tuple[str, str] = ("MB", "GB")) -> str:
 
 
 def apt_update(ctx: HostContext, component: str, why: str) -> Command:
-    """`apt-get update` (through the proxy conf base wrote), before installing from new sources."""
+    """`apt-get update` (through the proxy conf base wrote); the planner places one per guest."""
     return command(ctx, component, f"apt-get update ({why})", "apt-get update -qq\n")
 
 
-def install(ctx: HostContext, facts: GuestFacts, component: str, names: Iterable[str], *,
-            refresh: bool = False) -> list[Change]:
-    """apt-get update + Package for missing packages; update alone if only the sources changed."""
-    pkg = packages(ctx, facts, component, names)
-    if isinstance(pkg, Noop):
-        return [apt_update(ctx, component, "sources changed"), pkg] if refresh else [pkg]
-    return [apt_update(ctx, component, "package lists"), pkg]
+def install(ctx: HostContext, facts: GuestFacts, component: str, names: Iterable[str]) -> list[Change]:
+    """Package for missing packages (the planner puts the guest's one `apt-get update` before it)."""
+    return [packages(ctx, facts, component, names)]
+
+
+KEY_FETCH = "fetch apt key"
+
+
+def is_apt_source(change: Change) -> bool:
+    """A change of apt's sources (a signing key fetched, a sources list written): package lists are stale."""
+    if isinstance(change, PutFile):
+        return change.path.startswith("/etc/apt/sources.list.d/")
+    return isinstance(change, Command) and change.summary.startswith(KEY_FETCH)
 
 
 def apt_repo(ctx: HostContext, facts: GuestFacts, component: str, repo: AptRepo, *, keyring: str,
@@ -144,7 +150,7 @@ def apt_repo(ctx: HostContext, facts: GuestFacts, component: str, repo: AptRepo,
     else:
         key = shlex.quote(keyring)
         keydir = shlex.quote(str(PurePosixPath(keyring).parent))
-        out.append(command(ctx, component, f"fetch apt key {repo.key_url} -> {keyring}",
+        out.append(command(ctx, component, f"{KEY_FETCH} {repo.key_url} -> {keyring}",
                            proxy_env(ctx) + f"install -d -m 0755 {keydir}\n"
                            f"curl -fsSL --retry 3 {shlex.quote(repo.key_url)} -o {key}.tmp\n"
                            f"grep -q 'BEGIN PGP PUBLIC KEY BLOCK' {key}.tmp\n"

@@ -6,7 +6,7 @@ from ..facts import GuestFacts
 from ..plan import Change, Noop
 from ..render import render
 from .catalog import ES_BACKUP_DIR, KEYRINGS
-from .common import apt_repo, changed, command, content_changed, install, put_file, service
+from .common import apt_repo, command, content_changed, install, put_file, service
 from .context import HostContext
 
 COMPONENT = "elasticsearch"
@@ -50,7 +50,7 @@ def _backup_dir(ctx: HostContext, facts: GuestFacts) -> Change:
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     source = ctx.inventory.packages.elasticsearch
     repo = apt_repo(ctx, facts, COMPONENT, source, keyring=KEYRING, list_file=LIST)
-    out: list[Change] = [*repo, *install(ctx, facts, COMPONENT, ("elasticsearch",), refresh=changed(repo))]
+    out: list[Change] = [*repo, *install(ctx, facts, COMPONENT, ("elasticsearch",))]
     conf = put_file(ctx, facts, COMPONENT, CONF, conf_content(ctx), mode=0o660, group="elasticsearch")
     heap_file = put_file(ctx, facts, COMPONENT, HEAP, heap_content(ctx), mode=0o660, group="elasticsearch")
     out += [conf, heap_file, _backup_dir(ctx, facts)]

@@ -7,7 +7,7 @@ import shlex
 from ..facts import GuestFacts
 from ..plan import Change, Noop
 from .catalog import KEYRINGS
-from .common import apt_repo, changed, command, install, proxy_env
+from .common import apt_repo, command, install, proxy_env
 from .context import HostContext
 
 COMPONENT = "nodejs"
@@ -28,7 +28,7 @@ def npm_env(ctx: HostContext) -> str:
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     repo = apt_repo(ctx, facts, COMPONENT, ctx.inventory.packages.nodejs, keyring=KEYRING, list_file=LIST)
-    out: list[Change] = [*repo, *install(ctx, facts, COMPONENT, ("nodejs",), refresh=changed(repo))]
+    out: list[Change] = [*repo, *install(ctx, facts, COMPONENT, ("nodejs",))]
     if "pm2" in facts.npm_globals:
         out.append(Noop(ctx.host, COMPONENT, "pm2 installed"))
     else:

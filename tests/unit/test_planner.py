@@ -17,6 +17,7 @@ import pytest
 
 from psa_provision import inventory, phases, planner
 from psa_provision.components import catalog
+from psa_provision.components.common import is_apt_source
 from psa_provision.components.context import Bundle, HostContext
 from psa_provision.facts import (
     DirFact,
@@ -96,7 +97,7 @@ def actions(changes: list[Change]) -> list[str]:
 def test_fresh_guest_gets_every_component_in_order() -> None:
     plan = planner.plan_guest(make_ctx(), GuestFacts())
     assert plan.noops == []
-    order = [c.component for c in plan.changes]
+    order = [c.component for c in plan.changes if not is_apt_source(c)]  # apt sources: right after base
     seen = list(dict.fromkeys(order))
     assert seen == ["base", "postgresql", "redis", "rabbitmq", "elasticsearch", "nodejs", "app", "scripts"]
     paths = {c.path for c in plan.changes if isinstance(c, PutFile)}
