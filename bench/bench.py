@@ -1,9 +1,10 @@
-"""The performance benchmark of issue 7: cold and converged `up phase0`, `plan phase0`, `verify phase0`.
+"""The performance benchmark of issue 7: cold and converged `up phase0`, `plan phase0`, `verify phase0`,
+`up phase1` (parallel wall vs one after another) and `migrate phase1` (write downtime, total time).
 
 Runs the real CLI (one process per figure, as a user would) against the sandbox on a private copy of
 the phase files (container --vmid at 10.0.20.(vmid-100), hostname psa-bench-<vmid>), reads each run's
 cost from its stderr line and the journal's run-end record, and prints one table where every figure
-names the command that produced it. See bench/README.md.
+names the command that produced it. `--figure NAME` (repeatable) runs only those. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from psa_provision import sandbox  # the venv has the project installed (bench/run uses it)
+from pvesim import npmproxy
+from pvesim.paths import StateDir
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -30,7 +33,9 @@ ACNG_LOG = Path("/var/lib/pvesim/apt-cacher-ng/log/apt-cacher.log")
 COST = re.compile(r"([\d.]+) s, (\d+) Proxmox API calls, (\d+) SSH connections, (\d+) guest commands")
 CATEGORIES = ("proxmox", "packages", "configuration", "app build", "facts", "waiting")
 UP_TIMEOUT = 3600
-NOT_YET = "not measured yet (phase 1 / migrate in progress)"
+STATE = StateDir(Path(os.environ.get("PVESIM_STATE_DIR", "/var/lib/pvesim")))
+PHASE1 = "phase1"
+QUIESCED = re.compile(r"writes quiesced ([\d.]+) s in total(?:; migration took ([\d.]+) s)?")
 
 
 @dataclass
@@ -76,6 +81,23 @@ class Bench:
     def inventory(self) -> Path:
         return self.workdir / "sandbox.yml"
 
+    @property
+    def ip(self) -> str:
+        return f"10.0.20.{self.vmid - 100}"
+
+    def ssh(self, script: str, timeout: float = 120) -> str:
+        """Run a script as root on the bench's container (its own key and known_hosts)."""
+        key = self.workdir / "keys" / "sandbox_ed25519"
+        known = self.workdir / "sandbox.journal" / "known_hosts"
+        argv = ["ssh", "-i", str(key), "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+                "-o", "BatchMode=yes", f"root@{self.ip}", script]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        return proc.stdout if proc.returncode == 0 else f"could not read ({proc.stderr.strip()[:80]})"
+
+    def sql(self, query: str) -> str:
+        psql = f"cd / && runuser -u postgres -- psql -XAtq -d psa_platform -c {shlex.quote(query)}"
+        return self.ssh(psql).strip()
+
     def cli(self, *args: str, timeout: float = UP_TIMEOUT, check: bool = True) -> Run:
         argv = [CLI, "-i", str(self.inventory), *args]
         started = time.monotonic()
@@ -90,12 +112,15 @@ class Bench:
         self.rows.append(Row(what, figure, command))
         print(f"  {what}: {figure}", file=sys.stderr, flush=True)
 
-    def last_run_end(self) -> dict[str, object]:
+    def journal(self, phase: str = "phase0") -> list[dict[str, object]]:
+        path = self.workdir / "sandbox.journal" / f"{phase}.journal.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def last_run_end(self, phase: str = "phase0") -> dict[str, object]:
         """The journal's last run-end record (seconds, api_calls, timings per category)."""
-        journal = self.workdir / "sandbox.journal" / "phase0.journal.jsonl"
-        ends = [json.loads(line) for line in journal.read_text().splitlines() if '"run-end"' in line]
+        ends = [e for e in self.journal(phase) if e.get("event") == "run-end"]
         if not ends:
-            raise SystemExit(f"no run-end record in {journal}")
+            raise SystemExit(f"no run-end record in the {phase} journal of {self.workdir}")
         return dict(ends[-1])
 
 
@@ -116,7 +141,9 @@ def cold_up(bench: Bench) -> None:
     """destroy, then a cold `up phase0` split by category (journal run-end timings)."""
     bench.cli("destroy", "phase0", "--yes", timeout=600)
     mark = acng_size()
+    npm_before = npm_counters(bench.ip)
     run = bench.cli("up", "phase0", "--yes")
+    npm_after = npm_counters(bench.ip)
     end = bench.last_run_end()
     timings = dict(end.get("timings") or {})  # type: ignore[call-overload]
     wall = run.wall
@@ -129,7 +156,11 @@ def cold_up(bench: Bench) -> None:
     bench.add("cold up phase0: API calls / SSH connections / guest commands", f"{api} / {ssh} / {cmds}",
               run.command)
     bench.add("cold up phase0: apt-cacher-ng", acng_summary(mark, bench.vmid), f"(log {ACNG_LOG})")
+    bench.add("cold up phase0: npm registry proxy", npm_summary(npm_before, npm_after),
+              f"(pvesim status: npm_proxy; {npmproxy.stats_file(STATE)})")
     bench.add("cold up phase0: npm downloads (guest npm caches)", npm_caches(bench), NPM_CACHES)
+    updates = len(re.findall(r"apt-get update \(", run.stdout + run.stderr))
+    bench.add("cold up phase0: apt-get update runs", str(updates), run.command)
 
 
 def converged(bench: Bench, runs: int) -> None:
@@ -158,20 +189,103 @@ def verify(bench: Bench) -> None:
     bench.add("verify phase0: wall", f"{run.wall:.1f} s ({verdict})", run.command)
 
 
+def phase1(bench: Bench) -> None:
+    """`up phase1` from scratch: parallel wall, each container's own span, their sum (= one after another)."""
+    bench.cli("destroy", PHASE1, "--yes", timeout=1200)
+    run = bench.cli("up", PHASE1, "--yes")
+    spans = container_spans(bench.journal(PHASE1))
+    bench.add("up phase1: wall (containers in parallel)", f"{run.wall:.0f} s", run.command)
+    if spans:
+        slowest = max(spans.values())
+        serial = sum(spans.values())
+        each = ", ".join(f"{h} {s:.0f} s" for h, s in spans.items())
+        bench.add("up phase1: each container's own time", each,
+                  "(journal: a container's last step minus its wave's start)")
+        bench.add("up phase1: ratio to one after another", f"{run.wall / serial:.2f} (sum {serial:.0f} s)",
+                  "(wall / sum of the containers' own times)")
+        bench.add("up phase1: ratio to the slowest container", f"{run.wall / slowest:.2f} (target <= 1.5)",
+                  "(wall / slowest container's own time)")
+
+
+def container_spans(entries: list[dict[str, object]]) -> dict[str, float]:
+    """Per host, seconds from its wave's start to its last step in the last run (stores, then app)."""
+    runs = [e for e in entries if e.get("event") == "run-start"]
+    if not runs:
+        return {}
+    run_id = runs[-1]["run"]
+    mine = [e for e in entries if e.get("run") == run_id]
+    start = _seconds(str(runs[-1]["ts"]))
+    last: dict[str, float] = {}
+    for e in mine:
+        if e.get("event") == "step" and e.get("host"):
+            last[str(e["host"])] = max(last.get(str(e["host"]), 0.0), _seconds(str(e["ts"])))
+    apps = {str(e["host"]) for e in mine if e.get("event") == "step" and e.get("component") == "app"}
+    stores_done = max((t for h, t in last.items() if h not in apps), default=start)
+    return {h: t - (stores_done if h in apps else start) for h, t in last.items()}
+
+
+def _seconds(ts: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(ts).timestamp()
+
+
+def migration(bench: Bench, rate: float) -> None:
+    """`migrate phase1` under a ticket-writing load: write downtime, total time, the data moved.
+
+    Needs phase 0 (this bench's container) holding the data and phase 1 up; the load writes through
+    phase 0's gateway, then phase 1's (psa_provision.loadgen); the tickets table is measured first."""
+    from psa_provision.inventory import load_inventory
+    from psa_provision.loadgen import TicketLoad
+    from psa_provision.phases import load_phase
+
+    inv = load_inventory(bench.inventory)
+    gateways = [f"http://{load_phase(p, inv.phases_dir).containers[-1].ip}:3000" for p in ("phase0", PHASE1)]
+    size = bench.sql("SELECT count(*) || ' rows, ' || round(pg_total_relation_size('tickets') / 1048576.0, 1)"
+                     " || ' MB' FROM tickets")
+    secret = bench.cli("secrets", "show", "app.admin_email", timeout=60).stdout.strip()
+    password = bench.cli("secrets", "show", "app.admin_password", timeout=60).stdout.strip()
+    load = TicketLoad(gateways, secret, password, rate=rate).start()
+    try:
+        run = bench.cli("migrate", PHASE1, check=False)
+    finally:
+        result = load.stop()
+    found = QUIESCED.search(run.stdout + run.stderr)
+    verdict = "complete" if run.code == 0 else f"exit {run.code}"
+    bench.add("migrate phase1: data moved (tickets)", size,
+              "SELECT count(*), pg_total_relation_size('tickets') (phase 0's PostgreSQL)")
+    bench.add("migrate phase1: write downtime (longest gap between acked writes)",
+              f"{result.longest_gap_s:.1f} s ({len(result.acked)} tickets acked, {result.failures} refused)",
+              f"{run.command} (psa_provision.loadgen at {rate}/s)")
+    bench.add("migrate phase1: total time, writes quiesced (migrate's report)",
+              f"{run.wall:.0f} s, quiesced {found[1] if found else '?'} s ({verdict})", run.command)
+
+
 NPM_CACHES = "du -sb /root/.npm/_cacache /home/psa/.npm/_cacache (in the guest)"
 
 
 def npm_caches(bench: Bench) -> str:
     """What npm fetched from the registry on a fresh guest (its caches start empty; no proxy cache)."""
-    key = bench.workdir / "keys" / "sandbox_ed25519"
-    known = bench.workdir / "sandbox.journal" / "known_hosts"
-    argv = ["ssh", "-i", str(key), "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", f"root@10.0.20.{bench.vmid - 100}", NPM_CACHES.split(" (")[0]]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    sizes = [int(line.split()[0]) for line in proc.stdout.splitlines() if line.strip()]
+    out = bench.ssh(NPM_CACHES.split(" (")[0], timeout=60)
+    sizes = [int(line.split()[0]) for line in out.splitlines() if line.strip() and line.split()[0].isdigit()]
     if not sizes:
-        return f"could not read ({proc.stderr.strip()[:80]})"
-    return f"{sum(sizes) / 2**20:.1f} MiB fetched from registry.npmjs.org (pm2 + the app's dependencies)"
+        return out.strip() or "could not read"
+    return f"{sum(sizes) / 2**20:.1f} MiB (pm2 + the app's dependencies, from the npm registry set)"
+
+
+def npm_counters(ip: str) -> dict[str, int]:
+    """The npm proxy's counters for one guest address (zeros when it asked nothing yet)."""
+    clients: dict[str, dict[str, int]] = npmproxy.read_stats(STATE)["clients"]
+    return dict(clients.get(ip, dict.fromkeys(npmproxy.COUNTERS, 0)))
+
+
+def npm_summary(before: dict[str, int], after: dict[str, int]) -> str:
+    """What the npm proxy served this guest during a run: from its cache vs fetched upstream."""
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in npmproxy.COUNTERS}
+    if not d["requests"]:
+        return "no requests (packages.npm_registry not set, or the proxy is not running)"
+    return (f"{d['requests']} requests, served {d['served_bytes'] / 2**20:.1f} MiB, fetched upstream "
+            f"{d['upstream_bytes'] / 2**20:.1f} MiB ({d['upstream_fetches']} objects)")
 
 
 def acng_size() -> int:
@@ -215,32 +329,46 @@ def print_table(bench: Bench, started_load: str) -> None:
         print(f"{r.what:<{width}}  {r.figure:<{fig}}  {r.command}")
 
 
+FIGURES = ("cold", "converged", "verify", "phase1", "migrate")
+DEFAULT_FIGURES = ("cold", "converged", "verify")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="bench/run", description="The performance benchmark of issue 7.",
+                                     epilog="one figure only: bench/run --figure converged --keep "
+                                     "(see bench/README.md)")
     parser.add_argument("--vmid", type=int, default=int(os.environ.get("PSA_BENCH_VMID", "204")),
                         help="the benchmark's own container (default 204); never someone else's")
     parser.add_argument("--workdir", type=Path, help="default /var/tmp/psa-bench-<vmid>")
+    parser.add_argument("--figure", action="append", choices=FIGURES, dest="figures",
+                        help="run only this figure (repeatable); default: " + ", ".join(DEFAULT_FIGURES)
+                        + ". phase1 destroys and recreates phase 1's containers (100,110,210,220,230); "
+                        "migrate needs phase 0 (this --vmid) with data and phase 1 up")
     parser.add_argument("--runs", type=int, default=5, help="converged runs per figure (median)")
-    parser.add_argument("--no-cold", action="store_true",
-                        help="skip the cold run: measure an already provisioned container (same workdir)")
-    parser.add_argument("--keep", action="store_true", help="keep the container at the end")
+    parser.add_argument("--no-cold", action="store_true", help="same as leaving out --figure cold")
+    parser.add_argument("--rate", type=float, default=5.0, help="tickets/s written during migrate")
+    parser.add_argument("--keep", action="store_true", help="keep the phase-0 container at the end")
     args = parser.parse_args(argv)
     if not 101 <= args.vmid <= 254:
         parser.error("--vmid must be 101..254 (its IP is 10.0.20.<vmid-100>)")
+    figures = [f for f in (args.figures or DEFAULT_FIGURES) if not (args.no_cold and f == "cold")]
     bench = Bench(args.vmid, args.workdir or Path(f"/var/tmp/psa-bench-{args.vmid}"))
     started_load = load()
     setup(bench)
     try:
-        if args.no_cold:
-            bench.add("cold up phase0", "skipped (--no-cold)", "")
-        else:
-            cold_up(bench)
-        converged(bench, args.runs)
-        verify(bench)
-        bench.add("up phase1: wall, ratio to one-by-one", NOT_YET, "")
-        bench.add("migrate phase1: write downtime, total time", NOT_YET, "")
+        for figure in figures:
+            if figure == "cold":
+                cold_up(bench)
+            elif figure == "converged":
+                converged(bench, args.runs)
+            elif figure == "verify":
+                verify(bench)
+            elif figure == "phase1":
+                phase1(bench)
+            else:
+                migration(bench, args.rate)
     finally:
-        if not args.keep:
+        if not args.keep and ("cold" in figures or "converged" in figures):
             bench.cli("destroy", "phase0", "--yes", timeout=600, check=False)
     print_table(bench, started_load)
     return 0
