@@ -240,7 +240,9 @@ def migration(bench: Bench, rate: float) -> None:
     from psa_provision.phases import load_phase
 
     inv = load_inventory(bench.inventory)
-    gateways = [f"http://{load_phase(p, inv.phases_dir).containers[-1].ip}:3000" for p in ("phase0", PHASE1)]
+    phases = [load_phase(p, inv.phases_dir) for p in ("phase0", PHASE1)]
+    gateways = [f"http://{ph.container(ph.services['api-gateway'].container).ip}:"
+                f"{ph.services['api-gateway'].port}" for ph in phases]
     size = bench.sql("SELECT count(*) || ' rows, ' || round(pg_total_relation_size('tickets') / 1048576.0, 1)"
                      " || ' MB' FROM tickets")
     secret = bench.cli("secrets", "show", "app.admin_email", timeout=60).stdout.strip()
