@@ -27,9 +27,9 @@ APP_OBJECT = """n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspn
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{catalog}'::regclass AND d.objid = {oid}
                   AND d.deptype = 'e')"""
 
-# Drop the app's schemas (but public), relations, routines and types; database, roles, grants on the
-# database, default privileges and extensions stay. CASCADE + IF EXISTS: order does not matter (names
-# are spelled from the catalog row: a regclass of an object a CASCADE already dropped is its bare oid).
+# Drop the app's schemas (but public), relations, routines, types and large objects; database, roles,
+# grants on the database, default privileges and extensions stay. CASCADE + IF EXISTS: order does not
+# matter (names are spelled from the catalog row: a regclass of an object a CASCADE dropped is its oid).
 # S608: module constants only, no input reaches this SQL.
 DISCARD_SQL = f"""DO $$
 DECLARE r record;
@@ -55,6 +55,7 @@ BEGIN
              AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
              AND {APP_OBJECT.format(catalog='pg_type', oid='t.oid')}
   LOOP EXECUTE 'DROP TYPE IF EXISTS ' || r.name || ' CASCADE'; END LOOP;
+  PERFORM lo_unlink(oid) FROM pg_largeobject_metadata;  -- the dump carries large objects too
 END $$;
 """  # noqa: S608
 
@@ -106,7 +107,8 @@ class PostgresqlMover:
         return checks(probe(src), probe(dst))
 
     def discard(self, dst: Connection, secrets: Secrets, log: Callable[[str], None]) -> None:
-        """Drop the app's tables, sequences, views, routines, types and schemas on dst (keep extensions)."""
+        """Drop the app's tables, sequences, views, routines, types, schemas, large objects on dst (keep
+        the database, roles, grants and extensions)."""
         log(f"postgresql: dropping the app's objects in {DATABASE} on {dst.host}")
         dst.run(f"{PSQL}\n", stdin=DISCARD_SQL)
 
