@@ -20,9 +20,10 @@ from psa_provision.ssh import Connection
 SECRET = "redis.password"  # noqa: S105 - the key of the secret, not its value
 BATCH = 500  # keys per SCAN and per pipelined DUMP/PTTL round
 
-# Modes: dump (RESTORE stream on stdout), digest (per db: `db<TAB>N<TAB>K keys, T with ttl, md5 ...`
-# over the sorted `key type value ttl-flag` lines; values read by type, not DUMP payloads: a restored
-# set or hash may iterate, and so serialize, in another order), discard (UNLINK every key).
+# Modes: dump (RESTORE stream on stdout); digest (per db: `db<TAB>N<TAB>K keys, T with ttl, md5 ...`
+# over the byte-sorted `key type value ttl-flag` lines; sort(1) spills to disk, so memory stays
+# bounded; values are read by type, not as DUMP payloads: a restored set or hash may iterate, and so
+# serialize, in another order); discard (UNLINK every key).
 PERL = r"""
 use strict; use warnings; use IO::Socket::INET;
 my ($mode) = @ARGV;
@@ -86,10 +87,12 @@ if ($mode eq 'dump') {
   }
 } elsif ($mode eq 'digest') {
   for my $db (@dbs) {
-    my @lines; each_batch($db, sub { push @lines, values_of(@_) });
-    my $ttl = grep { / ttl\n\z/ } @lines;
-    print "db\t$db\t" . scalar(@lines) . " keys, $ttl with ttl, md5 ";
-    open(my $md5, '|-', 'md5sum') or die "md5sum: $!\n"; print $md5 sort @lines; close($md5);
+    my ($n, $ttl, $sum) = (0, 0, "/tmp/psa-redis-digest.$$");  # sort spills to disk: memory stays bounded
+    open(my $h, '|-', "LC_ALL=C sort -S 64M | md5sum > $sum") or die "sort | md5sum: $!\n";
+    each_batch($db, sub { for (values_of(@_)) { $n++; $ttl++ if / ttl\n\z/; print $h $_ } });
+    close($h) or die "sort | md5sum failed\n";
+    open(my $f, '<', $sum) or die "$sum: $!\n"; my ($md5) = split(' ', scalar <$f>); close($f); unlink($sum);
+    print "db\t$db\t$n keys, $ttl with ttl, md5 $md5\n";
   }
 } elsif ($mode eq 'discard') {
   for my $db (@dbs) { each_batch($db, sub { call('UNLINK', @_) }) }
