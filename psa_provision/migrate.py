@@ -147,6 +147,23 @@ def phases_of(site: Site) -> tuple[Phase, Phase]:
     return phases[where - 1], site.phase
 
 
+def moved_away(inventory_path: Path, phase: str, phases_dir: Path) -> str | None:
+    """Why `up <phase>` would be wrong now: a migration from `phase` to the next phase has started
+    (its services are being or were moved; converging `phase` again would restart them on stale data).
+    None when no such migration is journaled. For `up` to refuse with (lead: wire into engine/cli)."""
+    names = [p.name for p in load_all(phases_dir)]
+    if phase not in names or names.index(phase) + 1 >= len(names):
+        return None
+    new = names[names.index(phase) + 1]
+    states = read_states(journal_for(inventory_path, new).entries())
+    started = [name for name, st in states.items() if st.done and name != "prepare"]
+    if not started:
+        return None
+    state = "complete" if states.get("finish", StepState()).finished else "under way"
+    return (f"the migration {phase} -> {new} is {state} ({', '.join(started)} moved or moving): "
+            f"`up {phase}` would start the old services again on stale data")
+
+
 @dataclass
 class Report:
     """What `migrate` prints at the end: per step its state and write-quiesce seconds."""

@@ -45,7 +45,7 @@ def _rec(step: str, state: str, **fields: object) -> dict[str, object]:
 
 
 def test_journal_states_resume_points_and_rollbacks() -> None:
-    entries = [
+    entries: list[dict[str, object]] = [
         {"event": "run-start"},
         _rec("prepare", "hold app"), _rec("prepare", "grants"), _rec("prepare", "done"),
         _rec("postgresql", "snapshot"), _rec("postgresql", "quiesce", at=100.0), _rec("postgresql", "move"),
@@ -116,3 +116,31 @@ def test_grants_file_adds_the_old_app_to_pg_hba_and_holds_pm2(tmp_path: Path) ->
     journal.write_migration_grants(inv_path, "phase1", None)
     assert postgresql.hba_content(build_context(inv, phase, pg, secrets, bundle_dir=None)) == before
     assert journal.migration_grants(inv_path, "phase1") == {}
+
+
+def test_cleanup_removes_every_moved_store_and_says_what() -> None:
+    assert set(cleanup.LEFTOVERS) == set(STORES)
+    spec = load_phase("phase0", PHASES).containers[0]
+    found = cleanup.Leftovers({spec.vmid: ["postgresql"]}, {spec.vmid: spec},
+                              {spec.vmid: ["psa_migrate_postgresql"]})
+    assert not found.empty
+    assert found.lines() == [
+        f"container {spec.vmid} ({spec.hostname}): purge postgresql-15 postgresql-client-15 "
+        "postgresql-common postgresql-client-common; remove /var/lib/postgresql /etc/postgresql",
+        f"container {spec.vmid}: delete snapshot psa_migrate_postgresql"]
+    assert cleanup.Leftovers().empty
+    script = cleanup._purge_script("redis")
+    assert "apt-get purge -y -q $installed" in script and "rm -rf /var/lib/redis /etc/redis" in script
+
+
+def test_moved_away_says_when_up_of_the_old_phase_is_wrong(tmp_path: Path) -> None:
+    from psa_provision.migrate import journal_for, moved_away
+
+    inv = tmp_path / "sandbox.yml"
+    assert moved_away(inv, "phase0", PHASES) is None
+    journal_for(inv, "phase1").record("migrate", step="prepare", state="done")
+    assert moved_away(inv, "phase0", PHASES) is None  # grants only: nothing moved yet
+    journal_for(inv, "phase1").record("migrate", step="postgresql", state="snapshot")
+    why = moved_away(inv, "phase0", PHASES)
+    assert why is not None and "under way" in why and "postgresql" in why
+    assert moved_away(inv, "phase3", PHASES) is None
