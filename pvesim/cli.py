@@ -180,7 +180,7 @@ def cmd_fault(args: argparse.Namespace) -> int:
 
 def cmd_npm_proxy(args: argparse.Namespace) -> int:
     """Run the npm registry proxy in the foreground (what `up` starts detached)."""
-    importlib.import_module("pvesim.npmproxy").serve(StateDir(Path(args.state_dir)))
+    importlib.import_module("pvesim.npmproxy").serve(StateDir(Path(args.state_dir)), args.port)
     return 0
 
 
@@ -240,7 +240,9 @@ def parser() -> argparse.ArgumentParser:
     _fault_parser(sub, common)
     sub.choices["fault"].set_defaults(func=cmd_fault)
     sub.add_parser("daemon", parents=[common], help=argparse.SUPPRESS).set_defaults(func=cmd_daemon)
-    sub.add_parser("npm-proxy", parents=[common], help=argparse.SUPPRESS).set_defaults(func=cmd_npm_proxy)
+    npm = sub.add_parser("npm-proxy", parents=[common], help=argparse.SUPPRESS)
+    npm.add_argument("--port", type=int, default=4873)
+    npm.set_defaults(func=cmd_npm_proxy)
     return p
 
 

@@ -375,7 +375,8 @@ def start(state: StateDir, port: int = NPM_PORT) -> None:
     _root(state).mkdir(parents=True, exist_ok=True)
     with (_root(state) / "daemon.log").open("ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "pvesim", "npm-proxy", "--state-dir", str(state.root)],
+            [sys.executable, "-m", "pvesim", "npm-proxy", "--state-dir", str(state.root),
+             "--port", str(port)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True, cwd="/")
     pidfile(state).write_text(f"{child.pid}\n")
     deadline = time.monotonic() + START_TIMEOUT

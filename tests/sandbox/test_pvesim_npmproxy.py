@@ -7,9 +7,13 @@ import json
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pvesim import npmproxy, proxy
+from pvesim.paths import StateDir
 
 pytestmark = pytest.mark.sandbox
 
@@ -48,3 +52,20 @@ def test_metadata_points_at_the_proxy_asked_and_repeats_come_from_the_cache(addr
     get(tarballs[-1])
     kind, data = get(tarballs[-1], accept="*/*")
     assert kind == "hit" and data[:2] == b"\x1f\x8b"  # a gzip'd tarball
+
+
+def test_start_and_stop_a_second_proxy_process(tmp_path: Path) -> None:
+    """What `pvesim up` and `down --purge` do, on another state dir and port: listening on the same
+    addresses as the sandbox's one once started, gone (port free, pidfile removed) once stopped."""
+    state = StateDir(tmp_path)
+    port = 4874
+    npmproxy.start(state, port)
+    try:
+        info = npmproxy.status(state, port)
+        assert info["running"] and info["listening"] == sorted(proxy.bind_addresses())
+        npmproxy.start(state, port)  # idempotent: the same process keeps running
+        assert npmproxy.status(state, port)["pid"] == info["pid"]
+    finally:
+        npmproxy.stop(state)
+    assert not npmproxy.status(state, port)["running"] and not proxy.listeners(port)
+    assert not npmproxy.pidfile(state).exists()
