@@ -322,7 +322,8 @@ def migrate(ctx: typer.Context, phase: str,
 
     def show(report: migrate_mod.Report, title: str) -> None:
         out.table(title, ["step", "from -> to", "state", "writes quiesced"], report.rows)
-        out.line("each store step: " + " -> ".join(migrate_mod.SUBSTEPS["postgresql"]))
+        for line in report.legend:
+            out.line(line)
         out.line(f"writes quiesced {report.total_quiesce_s:.1f} s in total"
                  + (f"; migration took {report.seconds:.1f} s" if report.seconds else ""))
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from psa_provision import facts as facts_mod
-from psa_provision import phase_up, planner
+from psa_provision import handover, phase_up, planner
 from psa_provision.apply import Summary, api_task, apply
 from psa_provision.components import container as container_component
+from psa_provision.components.app import probe_address
 from psa_provision.components.catalog import APP_HOME, APP_USER
 from psa_provision.errors import ConnectionFailed, GuestError, InputError, ProxmoxAuthError, ProxmoxError
 from psa_provision.inventory import Inventory, load_inventory
@@ -304,8 +305,7 @@ def gather_facts_and_health(conn: Connection, phase: Phase,
     services = phase.services_on(spec.vmid)
     script = facts_mod.gather_script(spec)
     if services:
-        ports = " ".join(shlex.quote(str(s.port)) for s in services.values())
-        script += f"\necho {HEALTH_MARK}\n" + HEALTH_SCRIPT.format(ports=ports)
+        script += f"\necho {HEALTH_MARK}\n" + health_script(phase, spec)
     head, _, tail = conn.run(script).stdout.partition(f"{HEALTH_MARK}\n")
     codes = dict(line.split() for line in tail.splitlines() if len(line.split()) == 2)
     healthy = bool(services) and all(codes.get(str(s.port)) == "200" for s in services.values())
@@ -370,6 +370,7 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
         result = UpResult(Summary())
         for text in _earlier_containers(px, site):
             out.note(text)
+        handover.before_up(px, site.inventory_path, site.inventory.phases_dir, site.phase, out.note)
         with connections(site) as conns, out.steps() as progress:
             failures = _up_all(site, px, states, conns, progress, journal, result, force=force)
         result.summary.failed += len(failures)
@@ -515,11 +516,18 @@ def wait_running(px: ProxmoxClient, spec: ContainerSpec, progress: StepProgress,
         time.sleep(1.0)
 
 
-HEALTH_SCRIPT = """for p in {ports}; do
-  code=$(curl -s -o /dev/null -m 5 -w '%{{http_code}}' http://127.0.0.1:$p/health || true)
-  echo "$p $code"
+HEALTH_SCRIPT = """for hp in {ports}; do
+  code=$(curl -s -o /dev/null -m 5 -w '%{{http_code}}' http://$hp/health || true)
+  echo "${{hp##*:}} $code"
 done
 """
+
+
+def health_script(phase: Phase, spec: ContainerSpec) -> str:
+    """HEALTH_SCRIPT for the services on `spec`, each probed where it listens (`<port> <code>` lines)."""
+    services = phase.services_on(spec.vmid)
+    targets = [f"{probe_address(phase, spec, name)}:{svc.port}" for name, svc in services.items()]
+    return HEALTH_SCRIPT.format(ports=" ".join(shlex.quote(t) for t in targets))
 
 
 def wait_healthy(conn: Connection, phase: Phase, spec: ContainerSpec, progress: StepProgress,
@@ -529,7 +537,7 @@ def wait_healthy(conn: Connection, phase: Phase, spec: ContainerSpec, progress: 
     if not services:
         return
     ports = {str(s.port): name for name, s in services.items()}
-    script = HEALTH_SCRIPT.format(ports=" ".join(shlex.quote(p) for p in ports))
+    script = health_script(phase, spec)
     deadline = time.monotonic() + timeout
     while True:
         codes = dict(line.split() for line in conn.run(script).stdout.splitlines() if len(line.split()) == 2)
@@ -599,7 +607,7 @@ def _service_rows(inv: Inventory, phases: list[Phase], guests: dict[int, dict[st
         services = phase.services_on(spec.vmid)
         if not services:
             continue
-        script = (HEALTH_SCRIPT.format(ports=" ".join(str(s.port) for s in services.values()))
+        script = (health_script(phase, spec)
                   + PM2_STATES.format(user=APP_USER, home=APP_HOME))
         conn = ssh_connection(inv, spec)
         try:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from psa_provision.components.app import probe_address
 from psa_provision.errors import ProvisionError
 
 GIB = 1024**3
@@ -53,7 +54,7 @@ probe() {
   printf '%s\t%s\t%s\n' "$name" "$rc" "$(printf '%s' "$out" | tr '\t\n' '  ' | cut -c1-300)"
 }
 http() {
-  body=$(curl -s --max-time 10 -w '\n%{http_code}' "http://127.0.0.1:$2/health")
+  body=$(curl -s --max-time 10 -w '\n%{http_code}' "http://${3:-127.0.0.1}:$2/health")
   code=$(printf '%s' "$body" | tail -n1)
   body=$(printf '%s' "$body" | head -n -1 | tr '\t\n' '  ' | cut -c1-300)
   printf 'http:%s\t%s\t%s\n' "$1" "${code:-000}" "$body"
@@ -139,14 +140,17 @@ def usage_from(status: Mapping[str, Any]) -> Usage:
                  disk_bytes=num("disk"), maxdisk_bytes=num("maxdisk"))
 
 
-def probe_script(components: Iterable[str], services: Mapping[str, int]) -> str:
-    """The bash script probing one container's components (reads the Redis password from stdin)."""
+def probe_script(components: Iterable[str], services: Mapping[str, int],
+                 hosts: Mapping[str, str] | None = None) -> str:
+    """The bash script probing one container's components (reads the Redis password from stdin);
+    a service is probed on hosts[name] (where it listens), else on loopback."""
     parts = [_PRELUDE]
     comps = list(components)
     parts += [_PROBES[c] for c in PROBED if c in comps and c in _PROBES]
     if "app" in comps and services:
         parts.append(_PM2)
-        parts += [f"http {shlex.quote(name)} {int(port)}" for name, port in sorted(services.items())]
+        parts += [f"http {shlex.quote(name)} {int(port)} {shlex.quote((hosts or {}).get(name, '127.0.0.1'))}"
+                  for name, port in sorted(services.items())]
     return "\n".join(parts) + "\n"
 
 
@@ -260,7 +264,8 @@ def check_container(spec: Any, phase: Any, usage: Usage | None, conn: Runner,
     if usage is not None and usage.status != "running":
         health.lines = [HealthLine(spec.hostname, n, False, f"container is {usage.status}") for n in names]
         return health
-    script = probe_script(comps, {n: p for n, (p, _) in services.items()})
+    hosts = {n: probe_address(phase, spec, n) for n in services}
+    script = probe_script(comps, {n: p for n, (p, _) in services.items()}, hosts)
     try:
         result = conn.run(script, stdin=redis_password + "\n", check=False, timeout=PROBE_TIMEOUT)
     except (ProvisionError, OSError) as exc:  # SSH down: every component of it is FAILED

@@ -13,15 +13,16 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psa_provision import firewall, planner
+from psa_provision import firewall, handover, planner
 from psa_provision.apply import api_task
 from psa_provision.components import postgresql as pg_component
+from psa_provision.components.app import probe_address
 from psa_provision.components.catalog import APP_DIR, APP_HOME, APP_USER, ECOSYSTEM_FILE, ENV_FILE, SERVICES
 from psa_provision.engine import ContainerState, Site, finish_open_tasks, ssh_connection, wait_healthy
 from psa_provision.errors import InputError, ProvisionError, ProxmoxError
@@ -41,6 +42,16 @@ SUBSTEPS: dict[str, tuple[str, ...]] = {
     "app": ("snapshot", "start", "retire"),
     "finish": ("revoke grants",),
 }
+# phase 1 -> 2 (handover: the stores stay where they are, the stateless services change container)
+HANDOVER_SUBSTEPS: dict[str, tuple[str, ...]] = {
+    "takeover": ("grants",),
+    "service": ("start", "verify", "route", "retire"),
+    "gateway": ("start", "verify", "retire"),
+    "release": ("revoke grants",),
+}
+SUPPORTED = ("phase1", "phase2")
+GATEWAY = "api-gateway"
+SERVICE_TIMEOUT = 180.0  # seconds a moved service (or a rerouted gateway) gets to answer /health
 GRANT_TAG = "psa-migrate:"  # not firewall.TAG: `up` leaves these rules where they are
 SNAPSHOT_PREFIX = "psa_migrate_"
 SABOTAGE_ENV = "PSA_MIGRATE_SABOTAGE"
@@ -69,10 +80,11 @@ class Step:
     name: str
     source: ContainerSpec | None = None
     target: ContainerSpec | None = None
+    kind: str = ""  # SUBSTEPS key when it is not the name (phase 2's per-service steps)
 
     @property
     def substeps(self) -> tuple[str, ...]:
-        return SUBSTEPS[self.name]
+        return HANDOVER_SUBSTEPS[self.kind] if self.kind else SUBSTEPS[self.name]
 
 
 @dataclass
@@ -99,6 +111,8 @@ class StepState:
 
 def plan_steps(old: Phase, new: Phase) -> list[Step]:
     """The steps from `old` to `new`, derived from the phase files (which container has what)."""
+    if handover.old_apps(old, new):
+        return service_steps(old, new)
     steps = [Step("prepare")]
     for store in STORES:
         src, dst = old.with_component(store), new.with_component(store)
@@ -109,6 +123,19 @@ def plan_steps(old: Phase, new: Phase) -> list[Step]:
         raise InputError(f"{new.name}: no app container in {old.name} or {new.name}: nothing to migrate")
     steps += [Step("app", src[0], dst[0]), Step("finish")]
     return steps
+
+
+def service_steps(old: Phase, new: Phase) -> list[Step]:
+    """`new` keeps `old`'s stores: one step per service that changes container (ports order, the
+    gateway last: its step is where clients switch), between `takeover` and `release` of the grants."""
+    steps = [Step("prepare", kind="takeover")]
+    for name, svc in sorted(new.services.items(), key=lambda kv: (kv[0] == GATEWAY, kv[1].port)):
+        before = old.services.get(name)
+        if before is None or before.container == svc.container:
+            continue
+        steps.append(Step(name, old.container(before.container), new.container(svc.container),
+                          kind="gateway" if name == GATEWAY else "service"))
+    return [*steps, Step("finish", kind="release")]
 
 
 def read_states(entries: list[dict[str, Any]]) -> dict[str, StepState]:
@@ -142,8 +169,9 @@ def phases_of(site: Site) -> tuple[Phase, Phase]:
     where = names.index(site.phase.name) if site.phase.name in names else 0
     if where == 0:
         raise InputError(f"{site.phase.name} is the first phase: there is nothing to migrate from")
-    if site.phase.name != "phase1":
-        raise InputError(f"migrate {site.phase.name} is not supported yet", hint="migrate phase1 first")
+    if site.phase.name not in SUPPORTED:
+        raise InputError(f"migrate {site.phase.name} is not supported yet",
+                         hint=f"supported: {', '.join(SUPPORTED)}")
     return phases[where - 1], site.phase
 
 
@@ -172,6 +200,7 @@ class Report:
     total_quiesce_s: float
     seconds: float
     complete: bool
+    legend: list[str] = field(default_factory=list)  # "each store step: snapshot -> ..." per kind
 
 
 def plan_report(site: Site) -> Report:
@@ -192,7 +221,17 @@ def _report(steps: list[Step], states: dict[str, StepState], seconds: float) -> 
         total += st.quiesce_s or 0.0
         rows.append([step.name, where, st.label, quiesce])
     complete = states.get("finish", StepState()).finished
-    return Report(rows, round(total, 1), seconds, complete)
+    return Report(rows, round(total, 1), seconds, complete, legend(steps))
+
+
+def legend(steps: list[Step]) -> list[str]:
+    """One line per kind of moving step: its sub-steps in order."""
+    kinds: dict[str, tuple[str, ...]] = {}
+    for step in steps:
+        if step.source is not None and step.target is not None:
+            kind = "store" if step.name in STORES else (step.kind or step.name)
+            kinds.setdefault(kind, step.substeps)
+    return [f"each {kind} step: {' -> '.join(subs)}" for kind, subs in kinds.items()]
 
 
 class Migration:
@@ -273,8 +312,7 @@ class Migration:
                 return _report(self.steps, states, 0.0)
             self.journal.record("run-start", command=f"migrate {self.new.name}")
             self.preflight()
-            src = self.app_step.source
-            assert src is not None
+            src = self.old.with_component("app")[0]
             finish_open_tasks(self.px, self.journal, [ContainerState(src, {}, True)], self.out.note)
             for step in self.steps:
                 state = states.get(step.name, StepState())
@@ -290,7 +328,11 @@ class Migration:
         todo = [s for s in step.substeps if s not in state.done]
         if state.done:
             self.say(step, f"resuming: {', '.join(state.done)} done earlier")
-        if step.name == "prepare":
+        handover_steps = {"takeover": self._takeover, "service": self._service, "gateway": self._gateway,
+                          "release": self._release}
+        if step.kind in handover_steps:
+            handover_steps[step.kind](step, todo)
+        elif step.name == "prepare":
             self._prepare(step, todo)
         elif step.name == "finish":
             self._finish(step, todo)
@@ -519,6 +561,182 @@ class Migration:
             self.record(step, "retire")
         self.record(step, "done", quiesce_s=0.0)
 
+
+    # -- phase 1 -> 2: stateless services change container, the stores stay (handover) -------------
+    def _note(self, step: Step) -> Callable[[str], None]:
+        return lambda text: self.out.note(f"[{step.name}] {text}")
+
+    def _takeover(self, step: Step, todo: list[str]) -> None:
+        """The old app container stays a client of the stores (as `up` made it) and may call every
+        moved service on its new container (a temporary rule on each) until `release`."""
+        if "grants" in todo:
+            self._sub(step, "grants")
+            old_app = self.old.with_component("app")[0]
+            handover.keep_old_clients(self.px, self.site.inventory_path, self.old, self.new, self._note(step))
+            for moved in self.steps:
+                if moved.kind == "service" and moved.target is not None:
+                    handover.grant(self.px, moved.target, self.new.services[moved.name].port, old_app,
+                                   self.new.name, self._note(step))
+            for pg in self.new.with_component("postgresql"):
+                self._write_hba(pg)
+            self.record(step, "grants")
+        self.record(step, "done")
+
+    def _release(self, step: Step, todo: list[str]) -> None:
+        """Grants file, temporary firewall rules and pg_hba line of the old app container removed."""
+        if "revoke grants" in todo:
+            self._sub(step, "revoke grants")
+            write_migration_grants(self.site.inventory_path, self.new.name, None)
+            for spec in self.new.containers:
+                handover.revoke(self.px, spec, self._note(step))
+            for pg in self.new.with_component("postgresql"):
+                self._write_hba(pg)
+            self.record(step, "revoke grants")
+        self.record(step, "done")
+        old_app = self.old.with_component("app")[0]
+        self.say(step, f"migration to {self.new.name} complete; PM2 is stopped and disabled on "
+                       f"{old_app.hostname} (its files stay)")
+
+    def _service(self, step: Step, todo: list[str]) -> None:
+        """Start on the new container, verify there, route the old gateway to it, retire the old copy."""
+        assert step.source is not None and step.target is not None
+        src, dst = self.conn(step.source), self.conn(step.target)
+        if "start" in todo:
+            self._sub(step, "start")
+            self.say(step, f"PM2 app {step.name} started on {step.target.hostname}")
+            dst.run(pm2_only("startOrRestart", step.name), user=APP_USER)
+            self._sabotage_service(step, dst)
+            self.record(step, "start")
+        if "verify" in todo:
+            self._sub(step, "verify")
+            problem = service_problem(dst, self.new, step.target, step.name)
+            if problem:
+                self._roll_back_service(step, problem)
+            self.say(step, f"{step.name} healthy on {step.target.hostname}")
+            self.record(step, "verify")
+        if "route" in todo:
+            self._sub(step, "route")
+            url = f"http://{step.target.ip}:{self.new.services[step.name].port}"
+            self._route(step, url)
+            problem = service_problem(src, self.old, step.source, GATEWAY)
+            if problem:
+                self._roll_back_service(step, f"the gateway on {step.source.hostname} via {url}: {problem}")
+            self.record(step, "route")
+        if "retire" in todo:
+            self._sub(step, "retire")
+            self.say(step, f"PM2 app {step.name} deleted on {step.source.hostname}")
+            src.run(pm2_only("delete", step.name), user=APP_USER)
+            self.record(step, "retire")
+        self.record(step, "done", quiesce_s=0.0)
+
+    def _route(self, step: Step, url: str) -> None:
+        """<SERVICE>_SERVICE_URL in the old gateway's .env set to `url`; its PM2 app reloaded (cluster
+        mode: one instance at a time, no request refused) when the value changed."""
+        assert step.source is not None
+        key = f"{step.name.upper()}_SERVICE_URL"
+        line = shlex.quote(f"{key}={url}")
+        expr = shlex.quote(f"s|^{key}=.*|{key}={url}|")
+        self.say(step, f"gateway on {step.source.hostname}: {key}={url}")
+        conn = self.conn(step.source)
+        changed = conn.run(f"grep -qx {line} {ENV_FILE} && echo same || {{ sed -i -e {expr} {ENV_FILE} && "
+                           f"grep -qx {line} {ENV_FILE} && echo changed; }}\n").stdout.split()
+        if changed[-1:] != ["same"]:
+            conn.run(pm2_only("reload", GATEWAY), user=APP_USER)
+
+    def _roll_back_service(self, step: Step, problem: str) -> None:
+        """Route back to the old copy (started again if need be), stop the new one, stop with the reason."""
+        assert step.source is not None and step.target is not None
+        self.out.warn(f"[{step.name}] {problem}: rolling the step back")
+        src = self.conn(step.source)
+        src.run(pm2_only("startOrRestart", step.name), user=APP_USER)
+        self._route(step, f"http://127.0.0.1:{self.old.services[step.name].port}")
+        self.conn(step.target).run(pm2_only("stop", step.name), user=APP_USER)
+        again = service_problem(src, self.old, step.source, GATEWAY)
+        self.record(step, "rolled-back", failed=[problem])
+        state = f"the gateway on {step.source.hostname} answers again" if again is None else \
+            f"the gateway on {step.source.hostname} is still unhealthy: {again}"
+        raise MigrationFailed(f"{step.name}: {problem}; the step was rolled back: {step.name} runs on "
+                              f"{step.source.hostname} only, {state}",
+                              hint="find out why (pm2 logs on the new container), then run the same command "
+                                   "again")
+
+    def _sabotage_service(self, step: Step, dst: Connection) -> None:
+        """TEST HOOK: PSA_MIGRATE_SABOTAGE=<service> stops it again on its new container (verify fails)."""
+        if os.environ.get(SABOTAGE_ENV) != step.name:
+            return
+        self.out.warn(f"{SABOTAGE_ENV}={step.name}: stopping {step.name} on the new container on purpose "
+                      "(test hook)")
+        dst.run(pm2_only("stop", step.name), user=APP_USER)
+
+    def _gateway(self, step: Step, todo: list[str]) -> None:
+        """The new gateway started and healthy (its /health asks every moved service), then the old one
+        stopped: clients switch to the new gateway's address."""
+        assert step.source is not None and step.target is not None
+        dst = self.conn(step.target)
+        if "start" in todo:
+            self._sub(step, "start")
+            self.say(step, f"PM2 app {GATEWAY} started on {step.target.hostname}")
+            dst.run(pm2_only("startOrRestart", GATEWAY), user=APP_USER)
+            self._sabotage_service(step, dst)
+            self.record(step, "start")
+        if "verify" in todo:
+            self._sub(step, "verify")
+            problem = service_problem(dst, self.new, step.target, GATEWAY)
+            if problem:
+                self.out.warn(f"[{step.name}] {problem}: rolling the step back")
+                dst.run(pm2_only("stop", GATEWAY), user=APP_USER)
+                self.record(step, "rolled-back", failed=[problem])
+                raise MigrationFailed(f"{GATEWAY} on {step.target.hostname}: {problem}; the step was rolled "
+                                      f"back: clients still use {step.source.hostname}",
+                                      hint="find out why, then run the same command again")
+            self.record(step, "verify")
+        if "retire" in todo:
+            self._sub(step, "retire")
+            port = self.new.services[GATEWAY].port
+            self.say(step, f"clients switch to http://{step.target.ip}:{port}: PM2 stopped and pm2-psa "
+                           f"disabled on {step.source.hostname}")
+            src = self.conn(step.source)
+            src.run(PM2 + "pm2 kill >/dev/null 2>&1 || true\n", user=APP_USER)
+            src.run("systemctl disable --now pm2-psa 2>&1\n")
+            self.record(step, "retire")
+        self.record(step, "done", quiesce_s=0.0)
+
+
+def pm2_only(action: str, app: str) -> str:
+    """`pm2 <action>` of one app of the ecosystem (startOrRestart, reload, stop, delete), then saved."""
+    name = shlex.quote(app)
+    if action in ("startOrRestart", "reload"):
+        run = f"pm2 {action} {ECOSYSTEM_FILE} --only {name} --update-env >/dev/null"
+    else:
+        run = f"pm2 {action} {name} >/dev/null 2>&1 || true"
+    return PM2 + run + "\npm2 save --force >/dev/null\n"
+
+
+PM2_ONLINE = ("pm2 jlist 2>/dev/null | node -e 'let s=\"\";process.stdin.on(\"data\",d=>s+=d)"
+              ".on(\"end\",()=>{const t=s.trim(),i=t.lastIndexOf(\"\\n[\");"
+              "const a=JSON.parse((i>=0?t.slice(i+1):t)||\"[]\");"
+              "console.log(\"online\",a.filter(p=>p.name===process.argv[1]&&p.pm2_env.status===\"online\")"
+              ".length)})' ")
+
+
+def service_problem(conn: Connection, phase: Phase, spec: ContainerSpec, service: str,
+                    timeout: float = SERVICE_TIMEOUT) -> str | None:
+    """None once `service` on `spec` is online in PM2 and its /health answers 200; else what is wrong
+    (at once when PM2 has no instance online, after `timeout` seconds when /health never says 200)."""
+    url = f"http://{probe_address(phase, spec, service)}:{phase.services[service].port}/health"
+    script = (PM2 + PM2_ONLINE + shlex.quote(service) + "\n" +
+              f"echo health $(curl -s -o /dev/null -m 5 -w '%{{http_code}}' {shlex.quote(url)} || true)\n")
+    deadline = time.monotonic() + timeout
+    while True:
+        words = dict(line.split()[:2] for line in conn.run(script, user=APP_USER).stdout.splitlines()
+                     if len(line.split()) >= 2)
+        if words.get("online", "0") == "0":
+            return f"{service} is not online in PM2 on {spec.hostname}"
+        if words.get("health") == "200":
+            return None
+        if time.monotonic() >= deadline:
+            return f"{url} answered {words.get('health', 'nothing')} for {timeout:.0f} s"
+        time.sleep(2.0)
 
 @contextmanager
 def _all_held(locks: list[PhaseLock]) -> Iterator[None]:

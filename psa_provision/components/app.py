@@ -14,7 +14,7 @@ import re
 import shlex
 
 from ..facts import GuestFacts
-from ..phases import APP_SERVICES
+from ..phases import APP_SERVICES, ContainerSpec, Phase
 from ..plan import Change, Noop, PutTree
 from ..render import render
 from .catalog import (
@@ -38,11 +38,22 @@ PM2_ENV = f"export HOME={APP_HOME} PM2_HOME={APP_HOME}/.pm2\ncd {APP_DIR}\n"
 ROOT_OWNED_DIRS = {f"{APP_DIR}/backups"}
 
 
+def service_bind(phase: Phase, spec: ContainerSpec) -> str:
+    """SERVICE_BIND: loopback when every service runs on this container and no other app container
+    calls in (phase 0, phase 1's app), else the container's private address (phase 2)."""
+    local_only = all(svc.container == spec.vmid for svc in phase.services.values()) and \
+        not any(c.vmid != spec.vmid and "app" in c.components for c in phase.containers)
+    return "127.0.0.1" if local_only else spec.ip
+
+
+def probe_address(phase: Phase, spec: ContainerSpec, service: str) -> str:
+    """Where a /health probe on the container itself reaches `service` (the gateway binds every address)."""
+    return "127.0.0.1" if service == "api-gateway" else service_bind(phase, spec)
+
+
 def env_content(ctx: HostContext) -> str:
     """The seed's .env keys + admin user, binds and *_SERVICE_URL for the gateway."""
     s = ctx.secrets
-    local_only = all(svc.container == ctx.container.vmid for svc in ctx.phase.services.values()) and \
-        ctx.listen_address() == "127.0.0.1"
     urls = {}
     for name, port in APP_SERVICES.items():
         if name == "api-gateway":
@@ -60,7 +71,7 @@ def env_content(ctx: HostContext) -> str:
         redis_password=s.get("redis.password").value,
         rabbitmq_password=s.get("rabbitmq.app_password").value, jwt_secret=s.get("app.jwt_secret").value,
         admin_email=s.get("app.admin_email").value, admin_password=s.get("app.admin_password").value,
-        service_bind="127.0.0.1" if local_only else ctx.container.ip, gateway_bind="0.0.0.0",  # noqa: S104
+        service_bind=service_bind(ctx.phase, ctx.container), gateway_bind="0.0.0.0",  # noqa: S104
         service_urls=urls,
     )
 

@@ -1,0 +1,135 @@
+"""Phases that share store containers: the old app container keeps its access while the new one comes up.
+
+Phase 2 keeps phase 1's PostgreSQL, Redis, RabbitMQ and Elasticsearch containers; `up phase2` rewrites
+their firewall rules and pg_hba for phase 2's app containers, which would cut phase 1's app container
+(230) off the stores while it still serves every request. So, until `migrate phase2` has finished, `up`
+keeps the old app container a client: a grants file (journal.migration_grants: pg_hba line) and a
+temporary firewall rule per store (comment GRANT_TAG, which `up` leaves alone). `migrate`'s finish
+removes both.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from psa_provision import firewall
+from psa_provision.journal import migration_grants, state_dir, write_migration_grants
+from psa_provision.phases import ContainerSpec, Phase, load_all
+from psa_provision.proxmox import ProxmoxClient
+
+GRANT_TAG = "psa-migrate:"  # = migrate.GRANT_TAG: rules `up` does not manage
+
+
+def shared_stores(old: Phase, new: Phase) -> list[tuple[str, ContainerSpec]]:
+    """(component, new spec) of each store container `new` takes over from `old` (same vmid, same store)."""
+    out = []
+    for spec in new.containers:
+        before = next((c for c in old.containers if c.vmid == spec.vmid), None)
+        for component in firewall.STORE_PORTS:
+            if before is not None and component in before.components and component in spec.components:
+                out.append((component, spec))
+    return out
+
+
+def old_apps(old: Phase, new: Phase) -> list[ContainerSpec]:
+    """The app containers of `old` that `new` drops, when `new` takes over their stores (else none:
+    the new stores are other containers, the old app keeps its own until its data moves)."""
+    if not shared_stores(old, new):
+        return []
+    mine = {c.vmid for c in new.containers}
+    return [c for c in old.with_component("app") if c.vmid not in mine]
+
+
+def previous(new: Phase, phases_dir: Path) -> Phase | None:
+    """The phase before `new` in the phase files, None for the first."""
+    phases = load_all(phases_dir)
+    names = [p.name for p in phases]
+    where = names.index(new.name) if new.name in names else 0
+    return phases[where - 1] if where > 0 else None
+
+
+def migration_journal(inventory_path: Path, phase: str) -> Path:
+    """`migrate-<phase>.journal.jsonl` (migrate.journal_for's file)."""
+    return state_dir(inventory_path) / f"migrate-{phase}.journal.jsonl"
+
+
+def migration_finished(inventory_path: Path, phase: str) -> bool:
+    """Whether `migrate <phase>` has recorded its finish step done."""
+    path = migration_journal(inventory_path, phase)
+    if not path.is_file():
+        return False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == "migrate" and entry.get("step") == "finish" and entry.get("state") == "done":
+            return True
+    return False
+
+
+def grant_comment(client: ContainerSpec, phase: str) -> str:
+    return f"{GRANT_TAG} {client.hostname} during migrate {phase}"
+
+
+def grant(px: ProxmoxClient, target: ContainerSpec, port: int, client: ContainerSpec, phase: str,
+          note: Callable[[str], None]) -> None:
+    """A temporary ACCEPT rule on `target` for tcp/port from `client` (added once, at the end)."""
+    base = f"/nodes/{target.node}/lxc/{target.vmid}/firewall/rules"
+    rules = px.request("GET", base) or []
+    comment = grant_comment(client, phase)
+    if any(str(r.get("comment", "")) == comment and str(r.get("dport")) == str(port) for r in rules):
+        return
+    note(f"firewall of {target.vmid}: allow tcp/{port} from {client.ip} ({client.hostname}) until "
+         f"migrate {phase} finishes")
+    px.request("POST", base, {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": str(port),
+                              "source": client.ip, "enable": 1, "comment": comment, "pos": len(rules)})
+
+
+def revoke(px: ProxmoxClient, target: ContainerSpec, note: Callable[[str], None]) -> int:
+    """Delete every temporary (GRANT_TAG) rule of `target`, last first; how many."""
+    base = f"/nodes/{target.node}/lxc/{target.vmid}/firewall/rules"
+    rules = px.request("GET", base) or []
+    gone = 0
+    for rule in sorted(rules, key=lambda r: -int(r.get("pos", 0))):
+        if str(rule.get("comment", "")).startswith(GRANT_TAG):
+            note(f"firewall of {target.vmid}: remove temporary rule {rule.get('pos')} "
+                 f"({rule.get('comment')})")
+            px.request("DELETE", f"{base}/{rule.get('pos')}")
+            gone += 1
+    return gone
+
+
+def keep_old_clients(px: ProxmoxClient, inventory_path: Path, old: Phase, new: Phase,
+                     note: Callable[[str], None]) -> list[ContainerSpec]:
+    """Before `up new` touches stores it shares with `old`: the old app containers that still run stay
+    clients (grants file + temporary firewall rules) until `migrate new` finishes; those kept."""
+    if migration_finished(inventory_path, new.name):
+        return []
+    alive = [c for c in old_apps(old, new) if px.find_vmid(c.vmid) is not None
+             and str(px.status(c.node, c.vmid).get("status")) == "running"]
+    if not alive:
+        return []
+    grants = migration_grants(inventory_path, new.name)
+    clients = sorted({*map(str, grants.get("clients", ())), *(c.ip for c in alive)})
+    if clients != grants.get("clients"):
+        write_migration_grants(inventory_path, new.name, {**grants, "clients": clients})
+    for component, spec in shared_stores(old, new):
+        if px.find_vmid(spec.vmid) is None:
+            continue
+        for client in alive:
+            grant(px, spec, firewall.STORE_PORTS[component], client, new.name, note)
+    for client in alive:
+        note(f"{client.hostname} ({client.ip}, {old.name}) keeps using the stores until "
+             f"`psa-provision migrate {new.name}` moves its services")
+    return alive
+
+
+def before_up(px: ProxmoxClient, inventory_path: Path, phases_dir: Path, new: Phase,
+              note: Callable[[str], None]) -> None:
+    """`up`'s hook: keep_old_clients for the phase before `new`, if any."""
+    old = previous(new, phases_dir)
+    if old is not None:
+        keep_old_clients(px, inventory_path, old, new, note)
