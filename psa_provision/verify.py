@@ -344,11 +344,14 @@ def expected_values(inventory: Any, phase: Any, container: Any) -> dict[str, Any
     """Values the rendered configs put in effect on this container (PostgreSQL settings, ES name/heap),
     computed by the same component code that renders them."""
     from psa_provision.components import postgresql
+    from psa_provision.components.app import probe_address
     from psa_provision.components.context import HostContext
     from psa_provision.secrets import Secrets
 
     ctx = HostContext(inventory, phase, container, Secrets({}))
     out: dict[str, Any] = {"listen": ctx.listen_address()}
+    if "app" in container.components:  # where each service listens (its private address when split)
+        out["service_addresses"] = {name: probe_address(phase, container, name) for name in ctx.services}
     if "postgresql" in container.components:
         settings = postgresql.settings(ctx)
         out["postgresql"] = {k: str(settings[k]) for k in PG_EXPECTED if k in settings}

@@ -284,9 +284,10 @@ def http_get(host: Any, url: str) -> tuple[int, str]:
 
 
 @pytest.mark.component("app")
-def test_service_health(host: Any, ctx: dict[str, Any], service: str) -> None:
+def test_service_health(host: Any, ctx: dict[str, Any], service: str, expected: dict[str, Any]) -> None:
     port = ctx["services"][service]["port"]
-    code, body = http_get(host, f"http://127.0.0.1:{port}/health")
+    address = expected.get("service_addresses", {}).get(service, "127.0.0.1")
+    code, body = http_get(host, f"http://{address}:{port}/health")
     assert code == 200, f"GET :{port}/health answered {code:03d} {body[:200]!r}" if code else \
         f"nothing answers GET :{port}/health"
     assert json.loads(body).get("status") == "ok", f"{service} /health: {body[:200]}"

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from psa_provision import handover, migrate
+from psa_provision import handover, migrate, verify
 from psa_provision.components import app
 from psa_provision.components.context import build_context
 from psa_provision.engine import health_script
 from psa_provision.inventory import REPO_ROOT, load_inventory
 from psa_provision.journal import state_dir
 from psa_provision.migrate import _report, plan_steps, read_states
-from psa_provision.phases import load_phase
+from psa_provision.phases import Phase, load_phase
 from psa_provision.secrets import Secrets, generate
 
 PHASES = REPO_ROOT / "phases"
@@ -126,3 +126,15 @@ def test_migration_finished_reads_the_migration_journal(tmp_path: Path) -> None:
         f.write(json.dumps(_rec("finish", "done")) + "\n")
     assert handover.migration_finished(inv_path, "phase2")
     assert not handover.migration_finished(inv_path, "phase1")
+
+
+def test_verify_expects_each_service_where_it_listens(tmp_path: Path) -> None:
+    inv = load_inventory(_inventory(tmp_path))
+
+    def where(phase: Phase, vmid: int) -> dict[str, str] | None:
+        found: dict[str, str] | None = verify.expected_values(inv, phase, phase.container(vmid)).get(
+            "service_addresses")
+        return found
+
+    assert where(P2, 140) == {"tickets": "10.0.20.140"} and where(P2, 120) == {"api-gateway": "127.0.0.1"}
+    assert set((where(P1, 230) or {}).values()) == {"127.0.0.1"} and where(P2, 100) is None
