@@ -44,9 +44,11 @@ def is_app(spec: ContainerSpec) -> bool:
 
 
 def waves(states: Sequence[S]) -> list[list[S]]:
-    """[stores, app containers], empty waves dropped; phase order kept inside a wave."""
+    """[stores, app containers], empty waves dropped; phase order kept inside a wave, except that a
+    gateway container comes last among several app containers (its /health asks every other service:
+    started first it would hold a worker waiting for them)."""
     first = [s for s in states if not is_app(s.spec)]
-    second = [s for s in states if is_app(s.spec)]
+    second = sorted((s for s in states if is_app(s.spec)), key=lambda s: firewall.GATEWAY in s.spec.services)
     return [w for w in (first, second) if w]
 
 

@@ -5,16 +5,17 @@ container's .env."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from psa_provision import handover, migrate, verify
+from psa_provision import handover, migrate, phase_up, verify
 from psa_provision.components import app
 from psa_provision.components.context import build_context
 from psa_provision.engine import health_script
 from psa_provision.inventory import REPO_ROOT, load_inventory
 from psa_provision.journal import state_dir
 from psa_provision.migrate import _report, plan_steps, read_states
-from psa_provision.phases import Phase, load_phase
+from psa_provision.phases import ContainerSpec, Phase, load_phase
 from psa_provision.secrets import Secrets, generate
 
 PHASES = REPO_ROOT / "phases"
@@ -138,3 +139,14 @@ def test_verify_expects_each_service_where_it_listens(tmp_path: Path) -> None:
 
     assert where(P2, 140) == {"tickets": "10.0.20.140"} and where(P2, 120) == {"api-gateway": "127.0.0.1"}
     assert set((where(P1, 230) or {}).values()) == {"127.0.0.1"} and where(P2, 100) is None
+
+
+@dataclass
+class _State:
+    spec: ContainerSpec
+
+
+def test_phase2_up_configures_the_stores_then_the_services_the_gateway_last() -> None:
+    stores, apps = phase_up.waves([_State(c) for c in P2.containers])
+    assert {s.spec.vmid for s in stores} == {100, 110, 210, 220}
+    assert [s.spec.vmid for s in apps] == [121, 130, 140, 150, 160, 170, 180, 120]
