@@ -60,17 +60,21 @@ class Phase1:
 
 def provision(phase0: Site) -> Phase1:
     """Phase 1 provisioned once per session (cached: test_migrate.py uses it too) by a cold `up phase1
-    --yes` with the SAME inventory, secrets and key as the session's phase 0, so that `migrate phase1`
-    can move phase 0's data into it; with PSA_E2E_KEEP=1 the destroy is skipped and the `up` is warm."""
+    --yes` with the inventory, secrets and key of the session's phase 0, so that `migrate phase1` can
+    move phase 0's data into it; with PSA_E2E_KEEP=1 the destroy is skipped and the `up` is warm.
+
+    The inventory is a copy next to phase 0's (same secrets file, key and phase files), taken now: phase
+    0's tests edit their inventory (tuning) and must not change what a second `up phase1` finds."""
     if _FAILED:  # pytest retries a failed session fixture per test: do not provision again
         pytest.fail(_FAILED[0])
     if _PROVISIONED:
         return _PROVISIONED[0]
     keep = os.environ.get("PSA_E2E_KEEP") == "1" and bool(os.environ.get("PSA_E2E_WORKDIR"))
-    inventory = phase0.inventory_path
+    inventory = phase0.inventory_path.with_name(f"{phase0.inventory_path.stem}-phase1.yml")
+    inventory.write_text(phase0.inventory_path.read_text())
     try:
-        if not keep:
-            run = run_cli(inventory, "destroy", "phase1", "--yes", timeout=600)
+        if not keep:  # with phase 0's inventory: its known_hosts forgets the old host keys too
+            run = run_cli(phase0.inventory_path, "destroy", "phase1", "--yes", timeout=600)
             assert run.code == 0, f"destroy phase1 failed:\n{run.output}"
         first = run_cli(inventory, "up", "phase1", "--yes")
         kind = "warm" if keep else "cold"
