@@ -52,6 +52,7 @@ HANDOVER_SUBSTEPS: dict[str, tuple[str, ...]] = {
 SUPPORTED = ("phase1", "phase2")
 GATEWAY = "api-gateway"
 SERVICE_TIMEOUT = 180.0  # seconds a moved service (or a rerouted gateway) gets to answer /health
+OFFLINE_POLLS = 3  # polls (2 s apart) in a row with no PM2 instance online: the service is down
 GRANT_TAG = "psa-migrate:"  # not firewall.TAG: `up` leaves these rules where they are
 SNAPSHOT_PREFIX = "psa_migrate_"
 SABOTAGE_ENV = "PSA_MIGRATE_SABOTAGE"
@@ -648,7 +649,8 @@ class Migration:
         assert step.source is not None and step.target is not None
         self.out.warn(f"[{step.name}] {problem}: rolling the step back")
         src = self.conn(step.source)
-        src.run(pm2_only("startOrRestart", step.name), user=APP_USER)
+        if pm2_online(src, step.name) == 0:  # retired already (a later failure): start it again
+            src.run(pm2_only("startOrRestart", step.name), user=APP_USER)
         self._route(step, f"http://127.0.0.1:{self.old.services[step.name].port}")
         self.conn(step.target).run(pm2_only("stop", step.name), user=APP_USER)
         again = service_problem(src, self.old, step.source, GATEWAY)
@@ -719,18 +721,26 @@ PM2_ONLINE = ("pm2 jlist 2>/dev/null | node -e 'let s=\"\";process.stdin.on(\"da
               ".length)})' ")
 
 
+def pm2_online(conn: Connection, app: str) -> int:
+    """How many instances of the PM2 app are online on the container."""
+    out = conn.run(PM2 + PM2_ONLINE + shlex.quote(app) + "\n", user=APP_USER).stdout.split()
+    return int(out[-1]) if out and out[-1].isdigit() else 0
+
+
 def service_problem(conn: Connection, phase: Phase, spec: ContainerSpec, service: str,
                     timeout: float = SERVICE_TIMEOUT) -> str | None:
     """None once `service` on `spec` is online in PM2 and its /health answers 200; else what is wrong
-    (at once when PM2 has no instance online, after `timeout` seconds when /health never says 200)."""
+    (when PM2 shows no instance online three polls in a row, or /health never said 200 in `timeout` s)."""
     url = f"http://{probe_address(phase, spec, service)}:{phase.services[service].port}/health"
     script = (PM2 + PM2_ONLINE + shlex.quote(service) + "\n" +
               f"echo health $(curl -s -o /dev/null -m 5 -w '%{{http_code}}' {shlex.quote(url)} || true)\n")
     deadline = time.monotonic() + timeout
+    offline = 0  # polls in a row without an online instance (one may be between two launches)
     while True:
         words = dict(line.split()[:2] for line in conn.run(script, user=APP_USER).stdout.splitlines()
                      if len(line.split()) >= 2)
-        if words.get("online", "0") == "0":
+        offline = offline + 1 if words.get("online", "0") == "0" else 0
+        if offline >= OFFLINE_POLLS:
             return f"{service} is not online in PM2 on {spec.hostname}"
         if words.get("health") == "200":
             return None
