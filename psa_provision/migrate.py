@@ -452,7 +452,9 @@ class Migration:
             checks = mover.verify(src, dst, self.site.secrets)
             self._print_checks(step, checks)
             failed = [c for c in checks if not c.passed]
-            if failed or not checks:
+            if not checks:
+                self.say(step, "verify: neither side holds any of the app's data (nothing to compare)")
+            if failed:
                 self._roll_back(step, failed)
             self.record(step, "verify", checks=len(checks))
         if "switch" in todo:
@@ -510,7 +512,7 @@ class Migration:
         with self.out.steps() as progress:
             wait_healthy(source, self.old, app, progress)
         self.record(step, "rolled-back", failed=[c.what for c in failed])
-        names = "; ".join(f"{c.what}: source {c.source}, target {c.target}" for c in failed) or "no checks"
+        names = "; ".join(f"{c.what}: source {c.source}, target {c.target}" for c in failed)
         raise MigrationFailed(f"{step.name}: verify failed ({names}); the step was rolled back: "
                               f"{step.target.hostname} emptied, {app.hostname} serves from its own "
                               f"{step.name} again",
