@@ -128,6 +128,13 @@ def up(ctx: typer.Context, phase: str,
 
     def run() -> int:
         site = engine.load_site(state.inventory, phase)
+        from psa_provision import migrate as migrate_mod
+
+        moved = migrate_mod.moved_away(site.inventory_path, phase, site.inventory.phases_dir)
+        if moved:
+            raise InputError(f"refusing `up {phase}`: {moved} (`psa-provision migrate PHASE --plan` "
+                             "shows where it stands; migrate's snapshots of the old containers are the "
+                             "way back)")
         if not yes and _interactive():
             preview = engine.plan(site, out, force=force)
             out.plan(preview, f"phase {phase} ({state.inventory})")

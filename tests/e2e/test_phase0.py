@@ -205,6 +205,15 @@ def test_one_template_value_changes_one_file_and_its_service(phase0: Site, guest
     assert re.search(r"(?m)^tuning: \{\}", text), "the sandbox inventory's tuning changed; adapt this test"
     tuned = re.sub(r"(?m)^tuning: \{\}.*$", "tuning: {redis: {maxmemory: 301mb}}", text)
     phase0.inventory_path.write_text(tuned)
+    try:
+        _one_value_changes_one_file(phase0, guest)
+    finally:  # the session's inventory and guest as the later tests expect them
+        phase0.inventory_path.write_text(text)
+        restored = phase0.cli("up", "phase0", "--yes")
+    assert restored.code == 0 and restored.summary()[0] == 2, restored.output[-4000:]
+
+
+def _one_value_changes_one_file(phase0: Site, guest: Connection) -> None:
     plan = phase0.cli("plan", "phase0", "--output", "json")
     assert plan.code == 2, plan.output[-3000:]
     changes = [(c["kind"], c.get("path") or c.get("name")) for c in json.loads(plan.stdout)["changes"]]

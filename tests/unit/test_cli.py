@@ -108,3 +108,16 @@ def test_missing_inventory(tmp_path: Path) -> None:
 def test_phases_lists_container_200(site: Path) -> None:
     code, out = run("-i", str(site), "phases")
     assert code == 0 and "psa-all-in-one" in out and "200" in out
+
+
+def test_up_of_a_phase_migrated_away_from_is_refused_before_any_call(site: Path) -> None:
+    """Once `migrate phase1` moved a store, `up phase0` would restart the old service on stale data:
+    refused with the reason (the closed API port shows no call was tried first)."""
+    from psa_provision.migrate import journal_for
+
+    journal_for(site, "phase1").record("migrate", step="postgresql", state="moved")
+    code, out = run("-i", str(site), "up", "phase0", "--yes")
+    assert code == 1 and "refusing `up phase0`" in out and "postgresql" in out, out
+    assert "unreachable" not in out
+    code, out = run("-i", str(site), "up", "phase1", "--yes")
+    assert code == 1 and "is unreachable" in out  # the new phase itself is not refused
