@@ -32,6 +32,7 @@ class FileFact:
     owner: str
     group: str
     content: str | None = None
+    mtime: int = 0  # epoch seconds of the last write (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class ServiceFact:
     name: str
     active: bool
     enabled: bool
+    since: int = 0  # epoch seconds it last became active (0: unknown or not active)
 
 
 @dataclass(frozen=True)
@@ -168,13 +170,15 @@ for f in "${{FILES[@]}}" {catalog.CA_DIR}/psa-*.crt; do
   if is_secret "$f"; then content="$(sed -E {q(catalog.SECRET_LINE_SED)} "$f" | b64)"
   else content="$(b64 < "$f")"; fi
   printf '%s{{"path":"%s","sha256":"%s","stat":"%s","content":"%s"}}' "$sep" "$f" \\
-    "$(sha256sum "$f" | cut -d' ' -f1)" "$(stat -c '%a %U %G' "$f")" "$content"
+    "$(sha256sum "$f" | cut -d' ' -f1)" "$(stat -c '%a %U %G %Y' "$f")" "$content"
   sep=","
 done
 printf '],"dirs":"%s"' "$(for d in "${{DIRS[@]}}"; do [ -d "$d" ] && stat -c '%n %a %U %G' "$d"; done | b64)"
 printf ',"services":"%s"' "$(for s in "${{SERVICES[@]}}"; do
-  printf '%s %s %s\\n' "$s" "$(systemctl is-active "$s" 2>/dev/null)" \\
-    "$(systemctl is-enabled "$s" 2>/dev/null)"
+  since="$(systemctl show --value -p ActiveEnterTimestamp "$s" 2>/dev/null)"
+  since="$( [ -n "$since" ] && date -d "$since" +%s 2>/dev/null || echo 0)"
+  printf '%s %s %s %s\\n' "$s" "$(systemctl is-active "$s" 2>/dev/null)" \\
+    "$(systemctl is-enabled "$s" 2>/dev/null)" "$since"
 done | b64)"
 printf ',"users":"%s"' "$(cut -d: -f1 /etc/passwd | b64)"
 printf ',"npm_globals":"%s"' \\
@@ -225,10 +229,11 @@ def _packages(text: str) -> dict[str, str]:
 
 
 def _file(entry: dict[str, Any]) -> FileFact:
-    mode, owner, group = str(entry["stat"]).split()
+    mode, owner, group, *mtime = str(entry["stat"]).split()
     content = entry.get("content")
     return FileFact(
         path=str(entry["path"]), sha256=str(entry["sha256"]), mode=int(mode, 8), owner=owner, group=group,
+        mtime=int(mtime[0]) if mtime and mtime[0].isdigit() else 0,
         content=base64.b64decode(content).decode("utf-8", "replace") if content else (
             None if entry["path"] in catalog.SECRET_FILES else ""),
     )
@@ -250,7 +255,8 @@ def _services(text: str) -> dict[str, ServiceFact]:
         if parts:
             active = len(parts) > 1 and parts[1] == "active"
             enabled = len(parts) > 2 and parts[2] in ("enabled", "static", "alias")
-            out[parts[0]] = ServiceFact(parts[0], active, enabled)
+            since = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0
+            out[parts[0]] = ServiceFact(parts[0], active, enabled, since if active else 0)
     return out
 
 

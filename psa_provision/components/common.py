@@ -59,6 +59,17 @@ def content_changed(facts: GuestFacts, changes: Iterable[Change]) -> bool:
     return False
 
 
+def restart_needed(facts: GuestFacts, unit: str, changes: Iterable[Change], paths: Iterable[str]) -> bool:
+    """A file the unit reads changes, or was written after the unit last started: a run killed
+    between writing the file and restarting the unit left it running the old configuration."""
+    if content_changed(facts, changes):
+        return True
+    have = facts.services.get(unit)
+    if not have or not have.since:
+        return False
+    return any((f := facts.files.get(path)) is not None and f.mtime > have.since for path in paths)
+
+
 def packages(ctx: HostContext, facts: GuestFacts, component: str, names: Iterable[str]) -> Change:
     """Package change for the names not installed yet, else Noop."""
     names = tuple(names)

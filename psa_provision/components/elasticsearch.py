@@ -6,7 +6,7 @@ from ..facts import GuestFacts
 from ..plan import Change, Noop
 from ..render import render
 from .catalog import ES_BACKUP_DIR, KEYRINGS
-from .common import apt_repo, command, content_changed, install, put_file, service
+from .common import apt_repo, command, install, put_file, restart_needed, service
 from .context import HostContext
 
 COMPONENT = "elasticsearch"
@@ -54,5 +54,6 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     conf = put_file(ctx, facts, COMPONENT, CONF, conf_content(ctx), mode=0o660, group="elasticsearch")
     heap_file = put_file(ctx, facts, COMPONENT, HEAP, heap_content(ctx), mode=0o660, group="elasticsearch")
     out += [conf, heap_file, _backup_dir(ctx, facts)]
-    out += service(ctx, facts, COMPONENT, "elasticsearch", restart=content_changed(facts, [conf, heap_file]))
+    out += service(ctx, facts, COMPONENT, "elasticsearch", restart=restart_needed(
+        facts, "elasticsearch", [conf, heap_file], [CONF, HEAP]))
     return out

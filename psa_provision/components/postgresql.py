@@ -18,7 +18,7 @@ from ..facts import GuestFacts, PostgresFacts
 from ..plan import Change, Noop
 from ..render import render
 from .catalog import PG_CONF_DIR
-from .common import command, content_changed, install, put_file, service, size_mb
+from .common import command, content_changed, install, put_file, restart_needed, service, size_mb
 from .context import HostContext
 
 COMPONENT = "postgresql"
@@ -155,7 +155,7 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     hba = put_file(ctx, facts, COMPONENT, HBA, hba_content(ctx), mode=0o640, owner="postgres",
                    group="postgres")
     out += [conf, hba]
-    out += service(ctx, facts, COMPONENT, "postgresql", restart=content_changed(facts, [conf]),
-                   reload=content_changed(facts, [hba]))
+    restart = restart_needed(facts, "postgresql", [conf], [CONF])
+    out += service(ctx, facts, COMPONENT, "postgresql", restart=restart, reload=content_changed(facts, [hba]))
     out += objects(ctx, facts)
     return out

@@ -15,7 +15,7 @@ import shlex
 from ..facts import GuestFacts, RabbitFacts
 from ..plan import Change, Noop
 from ..render import render
-from .common import command, content_changed, install, put_file, service
+from .common import command, content_changed, install, put_file, restart_needed, service
 from .context import HostContext
 
 COMPONENT = "rabbitmq"
@@ -84,7 +84,8 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     out += [conf, plugins]
     if content_changed(facts, loopback[2:]):
         out.append(command(ctx, COMPONENT, "rebind epmd to 127.0.0.1:4369", REBIND_EPMD))
-    restart = content_changed(facts, [*loopback, conf, plugins])
+    restart = restart_needed(facts, "rabbitmq-server", [*loopback, conf, plugins],
+                             [ENV_CONF, INETRC, CONF, PLUGINS])
     out += service(ctx, facts, COMPONENT, "rabbitmq-server", restart=restart)
     for name in USERS:
         out += _user_changes(ctx, facts.rabbitmq, name)

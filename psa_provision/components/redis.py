@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..facts import GuestFacts
 from ..plan import Change
 from ..render import render
-from .common import content_changed, install, put_file, service
+from .common import install, put_file, restart_needed, service
 from .context import HostContext
 
 COMPONENT = "redis"
@@ -51,5 +51,6 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     out: list[Change] = [*install(ctx, facts, COMPONENT, ("redis-server", "redis-tools"))]
     conf = put_file(ctx, facts, COMPONENT, CONF, content(ctx), mode=0o640, owner="redis", group="redis")
     out.append(conf)
-    out.extend(service(ctx, facts, COMPONENT, "redis-server", restart=content_changed(facts, [conf])))
+    restart = restart_needed(facts, "redis-server", [conf], [CONF])
+    out.extend(service(ctx, facts, COMPONENT, "redis-server", restart=restart))
     return out

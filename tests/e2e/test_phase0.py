@@ -228,6 +228,19 @@ def _one_value_changes_one_file(phase0: Site, guest: Connection) -> None:
     assert conf == ["maxmemory", "301mb"]
 
 
+def test_a_config_newer_than_its_service_gets_the_service_restarted(phase0: Site, guest: Connection) -> None:
+    """What a run killed between writing redis.conf and restarting Redis leaves (the right file, the
+    service on its old configuration): the next plan sees the file is newer and restarts Redis only."""
+    guest.run("sleep 1.1; touch /etc/redis/redis.conf")  # a second later than the service's start
+    plan = phase0.cli("plan", "phase0", "--output", "json")
+    assert plan.code == 2, plan.output[-3000:]
+    changes = [(c["kind"], c.get("path") or c.get("name")) for c in json.loads(plan.stdout)["changes"]]
+    assert changes == [("Service", "redis-server")]
+    run = phase0.cli("up", "phase0", "--yes")
+    assert run.code == 0 and run.summary()[0] == 1, run.output[-4000:]
+    assert phase0.cli("plan", "phase0").code == 0
+
+
 def test_a_broken_guest_is_repaired(phase0: Site, guest: Connection) -> None:
     guest.run(f"systemctl stop redis-server && chmod 644 {catalog.ENV_FILE}")
     plan = phase0.cli("plan", "phase0")

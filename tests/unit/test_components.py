@@ -68,3 +68,26 @@ def test_component_case(case: Path) -> None:
     facts = modify(converged(ctx), spec.get("modify") or {})
     got = actions(planner.plan_guest(ctx, facts).changes)
     assert got == spec["expect"], f"{case.name}: {spec['description']}"
+
+
+@pytest.mark.parametrize(("component", "unit", "path"), [
+    ("redis", "redis-server", "/etc/redis/redis.conf"),
+    ("postgresql", "postgresql", "/etc/postgresql/15/main/conf.d/psa.conf"),
+    ("elasticsearch", "elasticsearch", "/etc/elasticsearch/elasticsearch.yml"),
+    ("rabbitmq", "rabbitmq-server", "/etc/rabbitmq/rabbitmq.conf"),
+])
+def test_a_config_written_after_its_service_started_restarts_it(component: str, unit: str, path: str) -> None:
+    """A run killed between writing a config file and restarting its unit leaves the file right and
+    the service on the old configuration: the next plan restarts the unit, and only that."""
+    ctx = make_ctx()
+    facts = converged(ctx)
+    assert not planner.plan_guest(ctx, facts).actions
+    services = dict(facts.services, **{unit: ServiceFact(unit, True, True, since=1_000)})
+    files = dict(facts.files, **{path: dataclasses.replace(facts.files[path], mtime=999)})
+    older = dataclasses.replace(facts, services=services, files=files)
+    assert not planner.plan_guest(ctx, older).actions, "a file older than the service restarts nothing"
+    files[path] = dataclasses.replace(facts.files[path], mtime=1_001)
+    newer = dataclasses.replace(facts, services=services, files=files)
+    changes = [(c.component, type(c).__name__, getattr(c, "action", ""))
+               for c in planner.plan_guest(ctx, newer).actions]
+    assert changes == [(component, "Service", "restart")]
