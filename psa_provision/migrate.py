@@ -607,7 +607,7 @@ class Migration:
         if "start" in todo:
             self._sub(step, "start")
             self.say(step, f"PM2 app {step.name} started on {step.target.hostname}")
-            dst.run(pm2_only("startOrRestart", step.name), user=APP_USER)
+            dst.run(pm2_only("startOrReload", step.name), user=APP_USER)
             self._sabotage_service(step, dst)
             self.record(step, "start")
         if "verify" in todo:
@@ -680,7 +680,7 @@ class Migration:
         if "start" in todo:
             self._sub(step, "start")
             self.say(step, f"PM2 app {GATEWAY} started on {step.target.hostname}")
-            dst.run(pm2_only("startOrRestart", GATEWAY), user=APP_USER)
+            dst.run(pm2_only("startOrReload", GATEWAY), user=APP_USER)
             self._sabotage_service(step, dst)
             self.record(step, "start")
         if "verify" in todo:
@@ -709,7 +709,7 @@ class Migration:
 def pm2_only(action: str, app: str) -> str:
     """`pm2 <action>` of one app of the ecosystem (startOrRestart, reload, stop, delete), then saved."""
     name = shlex.quote(app)
-    if action in ("startOrRestart", "reload"):
+    if action in ("startOrRestart", "startOrReload", "reload"):
         run = f"pm2 {action} {ECOSYSTEM_FILE} --only {name} --update-env >/dev/null"
     else:
         run = f"pm2 {action} {name} >/dev/null 2>&1 || true"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -80,8 +81,17 @@ def _wait_acks(load: TicketLoad, count: int, what: str, deadline_s: float = 180.
         time.sleep(0.5)
 
 
+@pytest.fixture
+def forget_phase2_migration(phase1_site: Phase1) -> Iterator[None]:
+    """Afterwards the phase-2 migration is forgotten (journal, grants): `up phase1` refuses a phase a
+    journaled migration moved away from, and a kept session (PSA_E2E_KEEP=1) runs `up phase1` first."""
+    yield
+    migrate.journal_for(phase1_site.inventory_path, "phase2").path.unlink(missing_ok=True)
+    journal.write_migration_grants(phase1_site.inventory_path, "phase2", None)
+
+
 def test_up_and_migrate_phase2_under_load_lose_no_acknowledged_write(
-        phase1_site: Phase1, monkeypatch: pytest.MonkeyPatch) -> None:
+        phase1_site: Phase1, forget_phase2_migration: None, monkeypatch: pytest.MonkeyPatch) -> None:
     phase1 = phase1_site
     monkeypatch.setenv("COLUMNS", "200")  # notes and tables unwrapped
     phase2 = load_phase("phase2", phase1.inventory.phases_dir)
