@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 
-from psa_provision import proxmox
+from psa_provision import loadgen, proxmox
 from psa_provision.components import catalog
 from psa_provision.ssh import Connection
 
@@ -72,21 +70,8 @@ def config_digest(site: Site) -> str:
 
 def http(method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None,
          timeout: float = 10.0) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http to the sandbox guest
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http to the sandbox guest
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw)
-        except ValueError:
-            return exc.code, raw.decode(errors="replace")
+    """(HTTP status, JSON body) of one request to the app; status 0 when nothing answered."""
+    return loadgen.request(method, url, body, token, timeout)
 
 
 # -- what the guest holds ----------------------------------------------------------------------------
