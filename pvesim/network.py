@@ -4,7 +4,9 @@ Everything set up here is recorded in the state dir (network.json) so teardown r
 what pvesim created and restores what it changed: bridges, the `unreachable 10.0.0.0/16` route,
 the nftables table `inet pvesim` (only that table; the rest of the ruleset is never touched),
 ip_forward, vm.max_map_count (Elasticsearch in an LXC needs >= 262144 on the host: it is not
-namespaced) and root's subordinate id range in /etc/subuid and /etc/subgid.
+namespaced), fs.inotify.max_user_instances (every unprivileged container's root is host uid 100000, so
+all their systemds share one per-user limit: Debian's 128 runs out at about 15 containers and the next
+one's systemd never finishes booting) and root's subordinate id range in /etc/subuid and /etc/subgid.
 eth0 and 10.255.0.0/16 (this machine's resolver) are never touched.
 """
 
@@ -40,6 +42,8 @@ SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 MAX_MAP_COUNT = 262144
 SYSCTL_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 SYSCTL_MAX_MAP = Path("/proc/sys/vm/max_map_count")
+INOTIFY_INSTANCES = 1024
+SYSCTL_INOTIFY = Path("/proc/sys/fs/inotify/max_user_instances")
 
 
 def _record_path(state: StateDir) -> Path:
@@ -81,6 +85,7 @@ def setup_network(state: StateDir) -> None:
     record["nft_table"] = NFT_TABLE
     _raise_sysctl(record, "ip_forward", SYSCTL_FORWARD, 1)
     _raise_sysctl(record, "max_map_count", SYSCTL_MAX_MAP, MAX_MAP_COUNT)
+    _raise_sysctl(record, "inotify_instances", SYSCTL_INOTIFY, INOTIFY_INSTANCES)
     for path in SUBID_FILES:
         if _ensure_line(path, SUBID_LINE):
             _remember(record, "subid_added", str(path))
@@ -105,7 +110,8 @@ def teardown_network(state: StateDir) -> None:
     for name in record.get("bridges", []):
         if _link_exists(name):
             _run("ip", "link", "del", name)
-    for key, path in (("ip_forward", SYSCTL_FORWARD), ("max_map_count", SYSCTL_MAX_MAP)):
+    for key, path in (("ip_forward", SYSCTL_FORWARD), ("max_map_count", SYSCTL_MAX_MAP),
+                      ("inotify_instances", SYSCTL_INOTIFY)):
         if key in record:
             path.write_text(f"{record[key]}\n")
     for path in record.get("subid_added", []):
