@@ -15,7 +15,6 @@ of <state>/npm-proxy/access.log. It runs as its own process (`python -m pvesim n
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import json
 import os
@@ -395,14 +394,7 @@ def stop(state: StateDir) -> None:
     """Stop the proxy process if it runs (idempotent); waits until it is gone."""
     pid = _running_pid(state)
     if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + START_TIMEOUT
-        while Path(f"/proc/{pid}").exists() and _running_pid(state) == pid:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
+        proxy.terminate(pid, lambda: _running_pid(state) == pid)
     pidfile(state).unlink(missing_ok=True)
 
 

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,15 +176,21 @@ def stop_proxy(state: StateDir) -> None:
     """Stop apt-cacher-ng if it runs (idempotent); waits until the process is gone."""
     pid = _running_pid(state)
     if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + START_TIMEOUT
-        while Path(f"/proc/{pid}").exists() and _running_pid(state) == pid:
-            _reap(pid)
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
-        _reap(pid)
+        terminate(pid, lambda: _running_pid(state) == pid)
     pidfile(state).unlink(missing_ok=True)
+
+
+def terminate(pid: int, still_ours: Callable[[], bool]) -> None:
+    """SIGTERM a daemon pvesim started, SIGKILL after START_TIMEOUT, until its pid is gone (or no
+    longer ours); reaped when it is our child. Shared by apt-cacher-ng and the npm proxy."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + START_TIMEOUT
+    while Path(f"/proc/{pid}").exists() and still_ours():
+        _reap(pid)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    _reap(pid)
 
 
 def _reap(pid: int) -> None:
