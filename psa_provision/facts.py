@@ -32,7 +32,7 @@ class FileFact:
     owner: str
     group: str
     content: str | None = None
-    mtime: int = 0  # epoch seconds of the last write (0: unknown)
+    mtime: float = 0.0  # epoch seconds of the last write, to the microsecond (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,9 @@ class ServiceFact:
     name: str
     active: bool
     enabled: bool
-    since: int = 0  # epoch seconds it last became active (0: unknown or not active)
+    # epoch seconds it last became active, to the microsecond: whole seconds made a file written in
+    # the second the unit started look older than the start (0: unknown or not active)
+    since: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -170,13 +172,13 @@ for f in "${{FILES[@]}}" {catalog.CA_DIR}/psa-*.crt; do
   if is_secret "$f"; then content="$(sed -E {q(catalog.SECRET_LINE_SED)} "$f" | b64)"
   else content="$(b64 < "$f")"; fi
   printf '%s{{"path":"%s","sha256":"%s","stat":"%s","content":"%s"}}' "$sep" "$f" \\
-    "$(sha256sum "$f" | cut -d' ' -f1)" "$(stat -c '%a %U %G %Y' "$f")" "$content"
+    "$(sha256sum "$f" | cut -d' ' -f1)" "$(stat -c '%a %U %G %.6Y' "$f")" "$content"
   sep=","
 done
 printf '],"dirs":"%s"' "$(for d in "${{DIRS[@]}}"; do [ -d "$d" ] && stat -c '%n %a %U %G' "$d"; done | b64)"
 printf ',"services":"%s"' "$(for s in "${{SERVICES[@]}}"; do
-  since="$(systemctl show --value -p ActiveEnterTimestamp "$s" 2>/dev/null)"
-  since="$( [ -n "$since" ] && date -d "$since" +%s 2>/dev/null || echo 0)"
+  since="$(systemctl show --timestamp=us --value -p ActiveEnterTimestamp "$s" 2>/dev/null)"
+  since="$( [ -n "$since" ] && date -d "$since" +%s.%6N 2>/dev/null || echo 0)"
   printf '%s %s %s %s\\n' "$s" "$(systemctl is-active "$s" 2>/dev/null)" \\
     "$(systemctl is-enabled "$s" 2>/dev/null)" "$since"
 done | b64)"
@@ -233,10 +235,18 @@ def _file(entry: dict[str, Any]) -> FileFact:
     content = entry.get("content")
     return FileFact(
         path=str(entry["path"]), sha256=str(entry["sha256"]), mode=int(mode, 8), owner=owner, group=group,
-        mtime=int(mtime[0]) if mtime and mtime[0].isdigit() else 0,
+        mtime=_seconds(mtime[0]) if mtime else 0.0,
         content=base64.b64decode(content).decode("utf-8", "replace") if content else (
             None if entry["path"] in catalog.SECRET_FILES else ""),
     )
+
+
+def _seconds(text: str) -> float:
+    """Epoch seconds with microseconds as stat %.6Y and date +%s.%6N print them (0.0: unknown)."""
+    try:
+        return max(float(text), 0.0)
+    except ValueError:
+        return 0.0
 
 
 def _dirs(text: str) -> dict[str, DirFact]:
@@ -255,8 +265,8 @@ def _services(text: str) -> dict[str, ServiceFact]:
         if parts:
             active = len(parts) > 1 and parts[1] == "active"
             enabled = len(parts) > 2 and parts[2] in ("enabled", "static", "alias")
-            since = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0
-            out[parts[0]] = ServiceFact(parts[0], active, enabled, since if active else 0)
+            since = _seconds(parts[3]) if len(parts) > 3 else 0.0
+            out[parts[0]] = ServiceFact(parts[0], active, enabled, since if active else 0.0)
     return out
 
 

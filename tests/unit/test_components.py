@@ -91,3 +91,10 @@ def test_a_config_written_after_its_service_started_restarts_it(component: str, 
     changes = [(c.component, type(c).__name__, getattr(c, "action", ""))
                for c in planner.plan_guest(ctx, newer).actions]
     assert changes == [(component, "Service", "restart")]
+    # the same second as the start, after it: the package's own start, then our file (CI, 2026-11-27)
+    services[unit] = ServiceFact(unit, True, True, since=1_000.25)
+    files[path] = dataclasses.replace(facts.files[path], mtime=1_000.75)
+    same_second = dataclasses.replace(facts, services=services, files=files)
+    assert [type(c).__name__ for c in planner.plan_guest(ctx, same_second).actions] == ["Service"]
+    files[path] = dataclasses.replace(facts.files[path], mtime=1_000.1)
+    assert not planner.plan_guest(ctx, dataclasses.replace(facts, services=services, files=files)).actions

@@ -110,3 +110,17 @@ def test_converged_sandbox_recording_matches_what_the_plan_writes(spec: phases.C
     assert {a.name: a.instances for a in f.pm2 or [] if a.status == "online"} == want
     assert f.rabbitmq is not None and "guest" not in f.rabbitmq.users
     assert f.npm_globals >= {"npm", "pm2"}
+
+
+def test_times_keep_their_microseconds() -> None:
+    """A config written in the second its unit started must still read as newer than the start."""
+    assert facts._seconds("1795775444.301312") == pytest.approx(1795775444.301312)
+    assert facts._seconds("1795775444") == 1795775444.0  # older recordings: whole seconds
+    assert facts._seconds("n/a") == 0.0 and facts._seconds("-5") == 0.0
+    services = facts._services("redis-server active enabled 1795775577.835883\n"
+                               "elasticsearch failed enabled 17.5\n")
+    assert services["redis-server"].since == pytest.approx(1795775577.835883)
+    assert services["elasticsearch"].since == 0.0  # not active: no start time
+    entry = {"path": "/etc/redis/redis.conf", "sha256": "0" * 64, "stat": "640 redis redis 1795775577.9",
+             "content": ""}
+    assert facts._file(entry).mtime == pytest.approx(1795775577.9)
