@@ -1,8 +1,10 @@
 """Containers of a phase brought up side by side, and the Proxmox firewall state their plan starts from.
 
-Stores first (containers without app services), then the app containers, each wave in a bounded thread
-pool: a container that fails is reported and the others go on; an app container whose store failed
-is skipped (it could only time out waiting for /health).
+Two waves in a bounded thread pool. First every container does all it can on its own: created, started,
+packages, files, the app bundle built; then the app containers do what needs the stores (start or
+reload their PM2 apps, wait for /health). So an app container's build runs alongside the stores'
+installs instead of after them. A container that fails is reported and the others go on; an app
+container whose store failed does not start its apps (it could only time out waiting for /health).
 """
 
 from __future__ import annotations
@@ -39,38 +41,57 @@ class Failure:
 
 
 def is_app(spec: ContainerSpec) -> bool:
-    """An app container waits for the stores: it goes in the second wave."""
+    """An app container: its PM2 apps need the stores, so they start in the second wave."""
     return bool(spec.services) or "app" in spec.components
 
 
-def waves(states: Sequence[S]) -> list[list[S]]:
-    """[stores, app containers], empty waves dropped; phase order kept inside a wave, except that a
-    gateway container comes last among several app containers (its /health asks every other service:
-    started first it would hold a worker waiting for them)."""
-    first = [s for s in states if not is_app(s.spec)]
-    second = sorted((s for s in states if is_app(s.spec)), key=lambda s: firewall.GATEWAY in s.spec.services)
-    return [w for w in (first, second) if w]
+Finish = Callable[[], None]
 
 
-def run_all(states: Sequence[S], work: Callable[[S], None], *, note: Callable[[str], None],
+def first_wave_order(states: Sequence[S]) -> list[S]:
+    """App containers first (their build is the longest part), then the stores; phase order inside."""
+    return sorted(states, key=lambda s: not is_app(s.spec))
+
+
+def second_wave_order(states: Sequence[S]) -> list[S]:
+    """Phase order, except that a gateway container comes last among several app containers (its
+    /health asks every other service: started first it would hold a worker waiting for them)."""
+    return sorted(states, key=lambda s: firewall.GATEWAY in s.spec.services)
+
+
+def run_all(states: Sequence[S], work: Callable[[S], Finish], *, note: Callable[[str], None],
             workers: int = WORKERS) -> list[Failure]:
-    """work(state) for every container, wave by wave, at most `workers` at once; the failures."""
-    failures: list[Failure] = []
-    for wave in waves(states):
-        if failures and any(is_app(s.spec) for s in wave):
-            for state in wave:
-                names = ", ".join(f.spec.hostname for f in failures)
-                note(f"{state.spec.hostname}: skipped, the containers it needs failed ({names})")
-            break
+    """work(state) for every container, at most `workers` at once; each returns what is left for it
+    once every container has done its own part (the second wave). The failures, in phase order."""
+    failures: dict[int, Failure] = {}
+    finishes: dict[int, Finish] = {}
+
+    def run(wave: Sequence[S], job: Callable[[S], Finish | None]) -> None:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(wave)))) as pool:
-            futures = [(s, pool.submit(work, s)) for s in wave]
+            futures = [(s, pool.submit(job, s)) for s in wave]
             for state, future in futures:
                 try:
-                    future.result()
+                    left = future.result()
                 except ProvisionError as exc:
                     note(f"{state.spec.hostname} (container {state.spec.vmid}) failed: {exc.message}")
-                    failures.append(Failure(state.spec, exc))
-    return failures
+                    failures[state.spec.vmid] = Failure(state.spec, exc)
+                    continue
+                if left is not None:
+                    finishes[state.spec.vmid] = left
+
+    run(first_wave_order(states), work)
+    second = second_wave_order([s for s in states if is_app(s.spec) and s.spec.vmid in finishes])
+    stores = [f.spec.hostname for f in failures.values() if not is_app(f.spec)]
+    if stores:
+        for state in second:
+            note(f"{state.spec.hostname}: PM2 apps not started, the containers they need failed "
+                 f"({', '.join(stores)})")
+    elif second:
+        def finish(state: S) -> None:
+            finishes[state.spec.vmid]()
+
+        run(second, finish)
+    return [failures[s.spec.vmid] for s in states if s.spec.vmid in failures]
 
 
 def firewall_changes(px: ProxmoxClient, phase: Phase, spec: ContainerSpec,

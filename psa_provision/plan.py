@@ -51,6 +51,9 @@ class Change:
     host: str
     component: str
     summary: str
+    # needs the phase's other containers up and configured (PM2 apps connect to the stores as they
+    # start): `up` applies such changes after every container's other changes, see phase_up
+    needs_peers: bool = False
 
     @property
     def kind(self) -> str:

@@ -184,7 +184,7 @@ def _processes(ctx: HostContext, facts: GuestFacts, env: str, *, code_changed: b
     if not running:
         return [command(ctx, COMPONENT, f"pm2 start ecosystem.config.js ({len(wanted)} apps)",
                         PM2_ENV + f"pm2 start {ECOSYSTEM_FILE}\npm2 save\n" + _stamp_script(fingerprints),
-                        user=APP_USER)]
+                        user=APP_USER, needs_peers=True)]
     lines: list[str] = []
     why: list[str] = []
     extra = sorted(set(running) - set(wanted))
@@ -214,7 +214,7 @@ def _processes(ctx: HostContext, facts: GuestFacts, env: str, *, code_changed: b
         return [Noop(ctx.host, COMPONENT, f"{len(wanted)} PM2 apps online with their instance counts")]
     stamp = _stamp_script(fingerprints) if reload else ""
     return [command(ctx, COMPONENT, "pm2: " + "; ".join(why),
-                    PM2_ENV + "\n".join(lines) + "\npm2 save\n" + stamp, user=APP_USER)]
+                    PM2_ENV + "\n".join(lines) + "\npm2 save\n" + stamp, user=APP_USER, needs_peers=True)]
 
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:

@@ -121,10 +121,10 @@ def proxy_env(ctx: HostContext) -> str:
 
 
 def command(ctx: HostContext, component: str, summary: str, script: str, *, user: str = "root",
-            stdin: str | None = None, cwd: str | None = None) -> Command:
+            stdin: str | None = None, cwd: str | None = None, needs_peers: bool = False) -> Command:
     """A Command with `set -euo pipefail` in front."""
     return Command(ctx.host, component, summary, script="set -euo pipefail\n" + script, user=user,
-                   stdin=stdin, cwd=cwd)
+                   stdin=stdin, cwd=cwd, needs_peers=needs_peers)
 
 
 def size_mb(mb: int, *, units: tuple[str, str] = ("MB", "GB")) -> str:

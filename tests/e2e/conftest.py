@@ -200,33 +200,50 @@ def _wait_gateway_healthy(site: Site, deadline_s: float = 180.0) -> None:
     pytest.fail(f"gateway {url} not healthy after {deadline_s:.0f} s: {last}")
 
 
+def take_converged_snapshot(site: Site, why: str = "e2e session") -> str:
+    """(Re)take the Proxmox snapshot of the converged phase-0 container that reset_phase0 rolls back to."""
+    from psa_provision import proxmox
+
+    px = proxmox.connect(site.inventory)
+    node, vmid = site.container.node, site.container.vmid
+    names = {str(s.get("name")) for s in px.request("GET", f"/nodes/{node}/lxc/{vmid}/snapshot") or []}
+    if CONVERGED_SNAPSHOT in names:
+        px.call("DELETE", f"/nodes/{node}/lxc/{vmid}/snapshot/{CONVERGED_SNAPSHOT}")  # waits for the task
+    px.snapshot(node, vmid, CONVERGED_SNAPSHOT, f"converged phase 0 ({why})")
+    return CONVERGED_SNAPSHOT
+
+
 @pytest.fixture(scope="session")
 def converged_snapshot(phase0: Site) -> str:
     """A Proxmox snapshot of the converged phase-0 container, taken once per session.
 
     Destructive tests roll back to it (fixture `reset_phase0`) instead of provisioning again.
     """
-    from psa_provision import proxmox
-
-    px = proxmox.connect(phase0.inventory)
-    node, vmid = phase0.container.node, phase0.container.vmid
-    names = {str(s.get("name")) for s in px.request("GET", f"/nodes/{node}/lxc/{vmid}/snapshot") or []}
-    if CONVERGED_SNAPSHOT in names:
-        px.call("DELETE", f"/nodes/{node}/lxc/{vmid}/snapshot/{CONVERGED_SNAPSHOT}")  # waits for the task
-    px.snapshot(node, vmid, CONVERGED_SNAPSHOT, "converged phase 0 (e2e session)")
-    return CONVERGED_SNAPSHOT
+    return take_converged_snapshot(phase0)
 
 
 @pytest.fixture
 def reset_phase0(phase0: Site, converged_snapshot: str) -> Iterator[Site]:
     """For a test that breaks container 200: afterwards roll back to the converged snapshot,
-    start the container and wait until the gateway is healthy again."""
+    start the container and wait until the gateway is healthy again.
+
+    Without the snapshot (a test that destroys container 200, test_resume, failed before taking it
+    again) `up phase0` converges the container and the snapshot is taken anew, so that one failure
+    stays one failure instead of failing every later test with it.
+    """
     yield phase0
     from psa_provision import proxmox
 
     px = proxmox.connect(phase0.inventory)
     node, vmid = phase0.container.node, phase0.container.vmid
-    px.rollback(node, vmid, converged_snapshot)  # each call waits for its task
-    if px.status(node, vmid).get("status") != "running":
-        px.start(node, vmid)
+    names = {str(s.get("name")) for s in px.request("GET", f"/nodes/{node}/lxc/{vmid}/snapshot") or []} \
+        if px.find_vmid(vmid) is not None else set()
+    if converged_snapshot not in names:
+        run = phase0.cli("up", "phase0", "--yes")
+        assert run.code == 0, f"no converged snapshot, and up phase0 failed:\n{run.output[-4000:]}"
+        take_converged_snapshot(phase0, "e2e session, taken again by reset_phase0")
+    else:
+        px.rollback(node, vmid, converged_snapshot)  # each call waits for its task
+        if px.status(node, vmid).get("status") != "running":
+            px.start(node, vmid)
     _wait_gateway_healthy(phase0)

@@ -27,7 +27,7 @@ from psa_provision import proxmox
 from psa_provision.inventory import REPO_ROOT
 from psa_provision.journal import Journal
 
-from .conftest import CLI, CONVERGED_SNAPSHOT, Run, Site
+from .conftest import CLI, Run, Site, take_converged_snapshot
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.phase0]
 
@@ -135,17 +135,7 @@ def test_killed_up_is_finished_by_the_next_up(phase0: Site) -> None:
     assert verify.code == 0, f"verify after the resumed runs:\n{verify.output[-4000:]}"
     again = phase0.cli("up", "phase0", "--yes")
     assert again.code == 0 and again.summary()[0] == 0, again.output[-4000:]
-    _retake_converged_snapshot(phase0)
-
-
-def _retake_converged_snapshot(site: Site) -> None:
-    """destroy took the session's converged snapshot with it: later reset_phase0 users need it back."""
-    px = proxmox.connect(site.inventory)
-    node, vmid = site.container.node, site.container.vmid
-    names = {str(s.get("name")) for s in px.request("GET", f"/nodes/{node}/lxc/{vmid}/snapshot") or []}
-    if CONVERGED_SNAPSHOT in names:
-        px.call("DELETE", f"/nodes/{node}/lxc/{vmid}/snapshot/{CONVERGED_SNAPSHOT}")
-    px.snapshot(node, vmid, CONVERGED_SNAPSHOT, "converged phase 0 (e2e session, after test_resume)")
+    take_converged_snapshot(phase0, "e2e session, after test_resume")  # destroy took the first one
 
 
 @pytest.fixture(autouse=True)

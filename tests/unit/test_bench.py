@@ -19,22 +19,21 @@ def load_bench() -> ModuleType:
     return module
 
 
-def step(ts: str, host: str, component: str, run: str = "r2") -> dict[str, object]:
-    return {"ts": f"2026-11-27T08:{ts}+00:00", "run": run, "event": "step", "host": host,
-            "component": component}
+def part(host: str, name: str, seconds: float, run: str = "r2") -> dict[str, object]:
+    return {"ts": "2026-11-27T08:00:00+00:00", "run": run, "event": "container", "host": host, "part": name,
+            "seconds": seconds}
 
 
-def test_spans_count_app_containers_from_the_end_of_the_store_wave() -> None:
+def test_a_containers_own_time_adds_its_two_waves_of_the_last_run() -> None:
     bench = load_bench()
     journal = [
         {"ts": "2026-11-27T07:00:00+00:00", "run": "r1", "event": "run-start"},
-        step("00:00", "old", "base", run="r1"),
+        part("old", "own", 500.0, run="r1"),
         {"ts": "2026-11-27T08:00:00+00:00", "run": "r2", "event": "run-start"},
-        step("01:40", "pg", "postgresql"), step("02:00", "pg", "postgresql"),
-        step("01:30", "cache", "redis"),
-        step("02:10", "app", "base"), step("03:00", "app", "app"),
+        part("app", "own", 50.0), part("pg", "own", 120.0), part("cache", "own", 90.0),
+        part("app", "apps", 10.5),
     ]
-    assert bench.container_spans(journal) == {"pg": 120.0, "cache": 90.0, "app": 60.0}
+    assert bench.container_spans(journal) == {"pg": 120.0, "cache": 90.0, "app": 60.5}
     assert bench.container_spans([]) == {}
 
 

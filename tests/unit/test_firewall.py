@@ -190,18 +190,20 @@ class State:
         self.spec = spec
 
 
-def test_stores_come_before_the_app_container() -> None:
-    waves = phase_up.waves([State(c) for c in phase("phase1").containers])
-    assert [[s.spec.vmid for s in w] for w in waves] == [[100, 110, 210, 220], [230]]
+def test_the_app_container_builds_alongside_the_stores_and_starts_its_apps_after_them() -> None:
+    states = [State(c) for c in phase("phase1").containers]
+    assert [s.spec.vmid for s in phase_up.first_wave_order(states)] == [230, 100, 110, 210, 220]
+    assert [s.spec.vmid for s in phase_up.second_wave_order(
+        [s for s in states if phase_up.is_app(s.spec)])] == [230]
 
 
 def test_a_failing_container_does_not_stop_the_others_and_the_app_waits_for_stores() -> None:
     ph = phase("phase1")
-    done: list[int] = []
+    done: list[tuple[str, int]] = []
     lock = threading.Lock()
     running = [0, 0]  # now, most at once
 
-    def work(state: State) -> None:
+    def work(state: State) -> phase_up.Finish:
         with lock:
             running[0] += 1
             running[1] = max(running[1], running[0])
@@ -209,22 +211,43 @@ def test_a_failing_container_does_not_stop_the_others_and_the_app_waits_for_stor
             if state.spec.vmid == 110:
                 raise GuestError("redis: install failed")
             with lock:
-                done.append(state.spec.vmid)
+                done.append(("own part", state.spec.vmid))
         finally:
             with lock:
                 running[0] -= 1
+        return lambda: done.append(("apps started", state.spec.vmid))
 
     notes: list[str] = []
     failures = phase_up.run_all([State(c) for c in ph.containers], work, note=notes.append, workers=2)
     assert [f.spec.vmid for f in failures] == [110]
-    assert sorted(done) == [100, 210, 220]  # the others converged; 230 needs redis: skipped
+    # the others converged, the app container built too; its apps need redis: not started
+    assert sorted(done) == [("own part", 100), ("own part", 210), ("own part", 220), ("own part", 230)]
     assert any("psa-redis-1" in n and "redis: install failed" in n for n in notes)
-    assert any(n.startswith("psa-app: skipped") for n in notes)
+    assert any(n.startswith("psa-app: PM2 apps not started") and "psa-redis-1" in n for n in notes)
     assert running[1] <= 2
 
 
-def test_all_containers_run_when_none_fails() -> None:
-    seen: list[int] = []
-    failures = phase_up.run_all([State(c) for c in phase("phase1").containers],
-                                lambda s: seen.append(s.spec.vmid), note=lambda _: None)
-    assert failures == [] and sorted(seen) == [100, 110, 210, 220, 230] and seen[-1] == 230
+def test_all_containers_run_when_none_fails_the_apps_start_last() -> None:
+    seen: list[tuple[str, int]] = []
+
+    def work(state: State) -> phase_up.Finish:
+        seen.append(("own part", state.spec.vmid))
+        return lambda: seen.append(("apps started", state.spec.vmid))
+
+    failures = phase_up.run_all([State(c) for c in phase("phase1").containers], work, note=lambda _: None)
+    assert failures == [] and sorted(v for _, v in seen[:5]) == [100, 110, 210, 220, 230]
+    assert seen[5:] == [("apps started", 230)]
+
+
+def test_a_failed_app_container_does_not_keep_the_other_apps_from_starting() -> None:
+    ph = phase("phase2")
+    started: list[int] = []
+
+    def work(state: State) -> phase_up.Finish:
+        if state.spec.vmid == 140:
+            raise GuestError("npm ci failed")
+        return lambda: started.append(state.spec.vmid)
+
+    failures = phase_up.run_all([State(c) for c in ph.containers], work, note=lambda _: None)
+    assert [f.spec.vmid for f in failures] == [140]
+    assert started[-1] == 120 and sorted(started) == [120, 121, 130, 150, 160, 170, 180]

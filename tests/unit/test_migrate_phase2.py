@@ -146,7 +146,9 @@ class _State:
     spec: ContainerSpec
 
 
-def test_phase2_up_configures_the_stores_then_the_services_the_gateway_last() -> None:
-    stores, apps = phase_up.waves([_State(c) for c in P2.containers])
-    assert {s.spec.vmid for s in stores} == {100, 110, 210, 220}
+def test_phase2_up_builds_every_container_then_starts_the_services_the_gateway_last() -> None:
+    states = [_State(c) for c in P2.containers]
+    first = [s.spec.vmid for s in phase_up.first_wave_order(states)]
+    assert first[:8] == [120, 121, 130, 140, 150, 160, 170, 180] and set(first[8:]) == {100, 110, 210, 220}
+    apps = phase_up.second_wave_order([s for s in states if phase_up.is_app(s.spec)])
     assert [s.spec.vmid for s in apps] == [121, 130, 140, 150, 160, 170, 180, 120]

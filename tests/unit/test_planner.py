@@ -110,6 +110,18 @@ def test_fresh_guest_gets_every_component_in_order() -> None:
     assert plan.changes[0].summary == "create /etc/apt/apt.conf.d/01psa-proxy" and first_pkg > 0
 
 
+def test_only_the_pm2_apps_wait_for_the_other_containers() -> None:
+    """`up` applies needs_peers changes in its second wave: the PM2 apps connect to the stores as they
+    start; everything else (packages, files, the app build, the PM2 daemon) runs alongside the stores."""
+    fresh = planner.plan_guest(make_ctx("phase1", 230), GuestFacts())
+    assert [c.summary for c in fresh.changes if c.needs_peers] == ["pm2 start ecosystem.config.js (8 apps)"]
+    assert any(c.summary.startswith("npm ci") and not c.needs_peers for c in fresh.changes)
+    ctx = make_ctx()
+    rotated = dataclasses.replace(ctx, secrets=Secrets(dict(SECRETS, **{"app.jwt_secret": "f" * 64})))
+    reload = planner.plan_guest(rotated, converged(ctx)).actions
+    assert [c.needs_peers for c in reload] == [False, True]  # the .env, then the reload
+
+
 def test_fresh_plan_never_puts_a_secret_in_summaries_diffs_or_argv() -> None:
     plan = planner.plan_guest(make_ctx(), GuestFacts())
     values = [v for k, v in SECRETS.items() if k != "app.admin_email"]
