@@ -68,6 +68,7 @@ class PostgresFacts:
     extensions: dict[str, frozenset[str]] = field(default_factory=dict)  # db -> extension names
     default_acls: dict[str, frozenset[str]] = field(default_factory=dict)  # db -> {"r", "S"} for psa_app
     settings: dict[str, str] = field(default_factory=dict)
+    conf_loaded: float = 0.0  # epoch seconds of the last (re)load of its config files (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ SELECT 'setting', name, setting FROM pg_settings WHERE name IN
   ('listen_addresses','port','max_connections','shared_buffers','effective_cache_size',
    'maintenance_work_mem','work_mem','random_page_cost','effective_io_concurrency',
    'log_min_duration_statement','password_encryption');
+SELECT 'loaded', extract(epoch FROM pg_conf_load_time());
 """
 _PG_DB_SQL = r"""
 SELECT 'ext', current_database(), extname FROM pg_extension;
@@ -276,6 +278,7 @@ def _postgres(text: str) -> PostgresFacts:
     exts: dict[str, set[str]] = {}
     acls: dict[str, set[str]] = {}
     settings: dict[str, str] = {}
+    loaded = 0.0
     for line in text.splitlines():
         p = line.split("\t")
         if p[0] == "role" and len(p) == 5:
@@ -288,8 +291,10 @@ def _postgres(text: str) -> PostgresFacts:
             acls.setdefault(p[1], set()).add(p[2])
         elif p[0] == "setting" and len(p) == 3:
             settings[p[1]] = p[2]
+        elif p[0] == "loaded" and len(p) == 2:
+            loaded = _seconds(p[1])
     return PostgresFacts(roles, dbs, {k: frozenset(v) for k, v in exts.items()},
-                         {k: frozenset(v) for k, v in acls.items()}, settings)
+                         {k: frozenset(v) for k, v in acls.items()}, settings, loaded)
 
 
 def _json_list(text: str) -> list[dict[str, Any]]:

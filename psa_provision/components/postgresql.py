@@ -149,6 +149,14 @@ def objects(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     return out
 
 
+def hba_not_loaded(facts: GuestFacts) -> bool:
+    """pg_hba.conf written after PostgreSQL last loaded its config (pg_conf_load_time): a run killed
+    between writing it and the reload left the server on the old client rules."""
+    hba = facts.files.get(HBA)
+    loaded = facts.postgres.conf_loaded if facts.postgres else 0.0
+    return bool(hba and loaded and facts.service_ok("postgresql") and hba.mtime > loaded)
+
+
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     out: list[Change] = [*install(ctx, facts, COMPONENT, ("postgresql-15",))]
     conf = put_file(ctx, facts, COMPONENT, CONF, conf_content(ctx), owner="postgres", group="postgres")
@@ -156,6 +164,7 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
                    group="postgres")
     out += [conf, hba]
     restart = restart_needed(facts, "postgresql", [conf], [CONF])
-    out += service(ctx, facts, COMPONENT, "postgresql", restart=restart, reload=content_changed(facts, [hba]))
+    out += service(ctx, facts, COMPONENT, "postgresql", restart=restart,
+                   reload=content_changed(facts, [hba]) or hba_not_loaded(facts))
     out += objects(ctx, facts)
     return out

@@ -98,3 +98,21 @@ def test_a_config_written_after_its_service_started_restarts_it(component: str, 
     assert [type(c).__name__ for c in planner.plan_guest(ctx, same_second).actions] == ["Service"]
     files[path] = dataclasses.replace(facts.files[path], mtime=1_000.1)
     assert not planner.plan_guest(ctx, dataclasses.replace(facts, services=services, files=files)).actions
+
+
+def test_pg_hba_written_after_the_last_config_load_is_reloaded() -> None:
+    """A run killed between writing pg_hba.conf and `systemctl reload postgresql` leaves the server on
+    the old client rules: pg_conf_load_time() older than the file makes the next plan reload it."""
+    from psa_provision.components.postgresql import HBA
+
+    ctx = make_ctx()
+    facts = converged(ctx)
+    assert facts.postgres is not None
+    loaded = dataclasses.replace(facts.postgres, conf_loaded=1_000.5)
+    files = dict(facts.files, **{HBA: dataclasses.replace(facts.files[HBA], mtime=1_000.2)})
+    older = dataclasses.replace(facts, postgres=loaded, files=files)
+    assert not planner.plan_guest(ctx, older).actions
+    files[HBA] = dataclasses.replace(facts.files[HBA], mtime=1_000.7)
+    changes = planner.plan_guest(ctx, dataclasses.replace(facts, postgres=loaded, files=files)).actions
+    assert [(c.component, type(c).__name__, getattr(c, "action", "")) for c in changes] == [
+        ("postgresql", "Service", "reload")]

@@ -124,3 +124,9 @@ def test_times_keep_their_microseconds() -> None:
     entry = {"path": "/etc/redis/redis.conf", "sha256": "0" * 64, "stat": "640 redis redis 1795775577.9",
              "content": ""}
     assert facts._file(entry).mtime == pytest.approx(1795775577.9)
+
+
+def test_postgres_conf_load_time_is_read() -> None:
+    pg = facts._postgres("setting\tport\t5432\nloaded\t1795775577.835883\n")
+    assert pg.conf_loaded == pytest.approx(1795775577.835883) and pg.settings == {"port": "5432"}
+    assert facts._postgres("setting\tport\t5432\n").conf_loaded == 0.0  # older guests: unknown
