@@ -433,6 +433,9 @@ class Migration:
         if "snapshot" in todo:
             self._snapshot(step)
         quiesced_at = state.quiesced_at
+        if "move" in todo:  # e.g. Redis: the target replicates while the writers still write
+            mover.prepare(src, dst, self.site.secrets, lambda text: self.out.note(f"[{step.name}] {text}"),
+                          source_ip=step.source.ip)
         if "switch" in todo:  # writers stay stopped until the switch: stop them again after a kill
             self._sub(step, "quiesce")
             self.say(step, f"quiescing writers: PM2 apps on {app.hostname} stopped")

@@ -1,9 +1,11 @@
 """Data movers for `migrate phase1`: copy one store's app data from phase 0's container to its own.
 
-Each mover works on two ssh.Connections (source and target container), reaches its store on
-127.0.0.1 inside each, and streams data between them through the tool host (Connection.stream_to):
-nothing in argv, nothing left at rest on the tool host. The orchestration (migrate.py) quiesces the
-writers, calls move, then verify, and discard when it rolls a step back. Shared here: comparing the
+Each mover works on two ssh.Connections (source and target container) and reaches its store on
+127.0.0.1 inside each. PostgreSQL, RabbitMQ and Elasticsearch stream their data between them through
+the tool host (Connection.stream_to): nothing in argv, nothing left at rest on the tool host. Redis
+replicates: the target follows the source while the writers still write, and is promoted once they
+are quiesced. The orchestration (migrate.py) calls prepare, quiesces the writers, calls move, then
+verify, and discard when it rolls a step back. Shared here: comparing the
 two sides' facts (compare, tab_lines) and HTTP to a store's API on a guest's loopback (http).
 """
 
@@ -35,9 +37,15 @@ class Check:
 
 
 class Mover(Protocol):
-    """Moves one component's data; move/verify/discard are safe to re-run."""
+    """Moves one component's data; prepare/move/verify/discard are safe to re-run."""
 
     component: str
+
+    def prepare(self, src: Connection, dst: Connection, secrets: Secrets, log: Callable[[str], None],
+                *, source_ip: str) -> None:
+        """Before the writers are quiesced: what can move while they still write (dst reaches src's
+        store at source_ip), e.g. a replica's initial sync. Nothing for a mover that copies."""
+        ...
 
     def move(self, src: Connection, dst: Connection, secrets: Secrets, log: Callable[[str], None]) -> None:
         """Copy the app's data from src's store to dst's, replacing what dst holds (writers quiesced)."""
@@ -50,6 +58,14 @@ class Mover(Protocol):
     def discard(self, dst: Connection, secrets: Secrets, log: Callable[[str], None]) -> None:
         """Rollback: return dst's app data to empty (database, users and extensions stay)."""
         ...
+
+
+class CopyMover:
+    """A mover that copies with the writers quiesced: nothing to prepare while they still write."""
+
+    def prepare(self, src: Connection, dst: Connection, secrets: Secrets, log: Callable[[str], None],
+                *, source_ip: str) -> None:
+        return None
 
 
 def compare(what: str, source: dict[str, str], target: dict[str, str]) -> list[Check]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from psa_provision.components.catalog import ES_BACKUP_DIR
 from psa_provision.errors import GuestError
-from psa_provision.movers import Check, Request, compare, http
+from psa_provision.movers import Check, CopyMover, Request, compare, http
 from psa_provision.secrets import Secrets
 from psa_provision.ssh import Connection
 
@@ -36,7 +36,7 @@ REMOVE_COPY = f"rm -rf {shlex.quote(LOCATION)}\n"
 CAT_INDICES = "/_cat/indices?format=json&h=index&expand_wildcards=all"
 
 
-class ElasticsearchMover:
+class ElasticsearchMover(CopyMover):
     """Moves the app's Elasticsearch indices by snapshot and restore (see the module docstring)."""
 
     component = "elasticsearch"

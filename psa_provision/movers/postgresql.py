@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from psa_provision.movers import Check, compare, tab_lines
+from psa_provision.movers import Check, CopyMover, compare, tab_lines
 from psa_provision.secrets import Secrets
 from psa_provision.ssh import Connection
 
@@ -90,7 +90,7 @@ FROM (SELECT c.relkind::text || ' ' || c.oid::regclass::text || ' ' || pg_get_us
 """  # noqa: S608
 
 
-class PostgresqlMover:
+class PostgresqlMover(CopyMover):
     """Moves database psa_platform (see the module docstring)."""
 
     component = "postgresql"

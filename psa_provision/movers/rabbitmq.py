@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from psa_provision.errors import GuestError
-from psa_provision.movers import Check, Request, compare, http
+from psa_provision.movers import Check, CopyMover, Request, compare, http
 from psa_provision.secrets import Secrets
 from psa_provision.ssh import Connection
 
@@ -45,7 +45,7 @@ DEPTHS = ("while IFS= read -r vhost; do\n"  # vhost names on stdin, one a line
           "done\n")
 
 
-class RabbitmqMover:
+class RabbitmqMover(CopyMover):
     """Moves RabbitMQ's definitions and queued messages (see the module docstring)."""
 
     component = "rabbitmq"

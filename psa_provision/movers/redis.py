@@ -1,32 +1,42 @@
-"""Redis mover: every key of every database with its TTL, DUMP on the source, RESTORE on the target.
+"""Redis mover: the target replicates the source, then is promoted; verified key by key.
+
+prepare (the writers still write): the source's Redis also listens on its container address for the
+while, the target gets `masterauth` and `REPLICAOF <source> 6379`, and its initial sync is waited for.
+move (writers quiesced): the target's replication offset reaches the source's, `REPLICAOF NO ONE`
+promotes it, the source listens on its configured addresses only again. So the writers wait only for
+the last writes to arrive, not for a copy of everything.
 
 A small Perl client (perl-base is on every Debian guest; the phase-1 Redis container has no Python
-or Node) SCANs the source and writes `SELECT db` + `RESTORE key pttl payload REPLACE` as Redis
-protocol to stdout; that streams into `redis-cli --pipe` on the target (AOF on there: the restored
-keys are durable as they land). FLUSHALL/FLUSHDB are renamed away in our redis.conf, so discard
-SCANs and UNLINKs. The password reaches both ends on stdin and lives in REDISCLI_AUTH (environment,
-readable by root only), never in argv.
+or Node) speaks RESP on 127.0.0.1: it sets masterauth (binary-safe, never in argv), digests every
+database for verify (keys, TTLs, values) and discards (UNLINK: FLUSHALL/FLUSHDB are renamed away in
+our redis.conf). The password reaches it on stdin and lives in REDISCLI_AUTH (environment, readable by
+root only), never in argv.
 """
 
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Callable
 
+from psa_provision.errors import GuestError
 from psa_provision.movers import Check, compare, tab_lines
 from psa_provision.secrets import Secrets
 from psa_provision.ssh import Connection
 
 SECRET = "redis.password"  # noqa: S105 - the key of the secret, not its value
-BATCH = 500  # keys per SCAN and per pipelined DUMP/PTTL round
+BATCH = 500  # keys per SCAN and per pipelined TYPE/PTTL/read round
+SYNC_TIMEOUT = 900.0  # seconds for the target's initial sync (a full copy of the source)
+CATCH_UP_TIMEOUT = 120.0  # seconds for the last writes to reach the target once the writers are quiesced
+CONF = "/etc/redis/redis.conf"
 
-# Modes: dump (RESTORE stream on stdout); digest (per db: `db<TAB>N<TAB>K keys, T with ttl, md5 ...`
-# over the byte-sorted `key type value ttl-flag` lines; sort(1) spills to disk, so memory stays
-# bounded; values are read by type, not as DUMP payloads: a restored set or hash may iterate, and so
-# serialize, in another order); discard (UNLINK every key).
+# Modes: follow HOST (masterauth from REDISCLI_AUTH, then REPLICAOF HOST 6379); digest (per db:
+# `db<TAB>N<TAB>K keys, T with ttl, md5 ...` over the byte-sorted `key type value ttl-flag` lines;
+# sort(1) spills to disk, so memory stays bounded; values are read by type, not as DUMP payloads: a
+# replicated set or hash may iterate, and so serialize, in another order); discard (UNLINK every key).
 PERL = r"""
 use strict; use warnings; use IO::Socket::INET;
-my ($mode) = @ARGV;
+my ($mode, $arg) = @ARGV;
 $| = 1; binmode STDOUT;
 my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => 6379, Proto => 'tcp')
   or die "redis on 127.0.0.1:6379: $!\n";
@@ -54,12 +64,6 @@ sub each_batch {
   do { my $r = call('SCAN', $cursor, 'COUNT', __BATCH__); $cursor = $r->[0]; $fn->(@{$r->[1]}) if @{$r->[1]} }
     while ($cursor ne '0');
 }
-sub dumps {  # [key, payload, pttl] of keys still there, DUMP+PTTL pipelined
-  my @keys = @_; print $s map { resp('DUMP', $_) . resp('PTTL', $_) } @keys;
-  my @out;
-  for my $k (@keys) { my $p = reply(); my $t = reply(); push @out, [$k, $p, $t] if defined $p && $t != -2 }
-  @out;
-}
 sub hex_of { my $v = shift; ref $v ? '[' . join(',', map { hex_of($_) } @$v) . ']'
                           : defined $v ? unpack('H*', $v) : 'nil' }
 my %READ = (string => ['GET'], list => ['LRANGE', 0, -1], hash => ['HGETALL'], set => ['SMEMBERS'],
@@ -79,12 +83,9 @@ sub values_of {  # `key type value ttl-flag` lines; hash fields and set members 
   }
   @out;
 }
-if ($mode eq 'dump') {
-  for my $db (@dbs) {
-    print resp('SELECT', $db);
-    each_batch($db, sub { print resp('RESTORE', $_->[0], $_->[2] > 0 ? $_->[2] : 0, $_->[1], 'REPLACE')
-                            for dumps(@_) });
-  }
+if ($mode eq 'follow') {
+  call('CONFIG', 'SET', 'masterauth', $ENV{REDISCLI_AUTH} // '');
+  print call('REPLICAOF', $arg, '6379'), "\n";
 } elsif ($mode eq 'digest') {
   for my $db (@dbs) {
     my ($n, $ttl, $sum) = (0, 0, "/tmp/psa-redis-digest.$$");  # sort spills to disk: memory stays bounded
@@ -110,30 +111,51 @@ def perl(mode: str) -> str:
     return f"{AUTH}exec perl -e {shlex.quote(PERL)} {mode}\n"
 
 
-# redis-cli --pipe exits non-zero when any command got an error reply.
-LOAD = f"{AUTH}exec redis-cli -h 127.0.0.1 -p 6379 --no-auth-warning --pipe\n"
+
+
+def cli(*args: str) -> str:
+    """bash running one redis-cli command on the guest's loopback (password on stdin, not argv)."""
+    words = " ".join(shlex.quote(a) for a in args)
+    return f"{AUTH}exec redis-cli -h 127.0.0.1 -p 6379 --no-auth-warning {words}\n"
 
 
 class RedisMover:
-    """Moves every Redis database (see the module docstring)."""
+    """Moves every Redis database by replication (see the module docstring)."""
 
     component = "redis"
 
+    def prepare(self, src: Connection, dst: Connection, secrets: Secrets, log: Callable[[str], None],
+                *, source_ip: str) -> None:
+        """The target follows the source and holds everything it held at the end of the initial sync."""
+        binds = _run(src, secrets, "CONFIG", "GET", "bind").splitlines()[1:2] or ["127.0.0.1"]
+        if source_ip not in binds[0].split():
+            log(f"redis: {src.host} listens on {source_ip} too while {dst.host} replicates it")
+            _ok(_run(src, secrets, "CONFIG", "SET", "bind", f"{binds[0]} {source_ip}"), "CONFIG SET bind")
+        answer = dst.run(perl(f"follow {shlex.quote(source_ip)}"), stdin=_password(secrets)).stdout.strip()
+        log(f"redis: {dst.host} replicates {source_ip}:6379 ({answer})")
+        started = time.monotonic()
+        info = wait_for(dst, secrets, SYNC_TIMEOUT, "the initial sync", lambda i: (
+            i.get("role") == "slave" and i.get("master_link_status") == "up"
+            and i.get("master_sync_in_progress") == "0"))
+        log(f"redis: initial sync done in {time.monotonic() - started:.1f} s "
+            f"(offset {info.get('slave_repl_offset')})")
+
     def move(self, src: Connection, dst: Connection, secrets: Secrets, log: Callable[[str], None]) -> None:
-        """Empty the target, then stream RESTOREs of every key (TTL kept) into redis-cli --pipe."""
-        self.discard(dst, secrets, log)
-        password = _password(secrets)
-        log(f"redis: streaming DUMP/RESTORE of every key from {src.host} into {dst.host}")
-        streamed = src.stream_to(perl("dump"), dst, LOAD, stdin=password, header=password)
-        log(f"redis: {streamed.bytes} bytes of RESTORE commands loaded on {dst.host} "
-            f"({pipe_summary(streamed.target.stdout)})")
+        """Writers quiesced: wait until the target has every write the source took, then promote it."""
+        offset = int(replication(src, secrets).get("master_repl_offset", "0"))
+        wait_for(dst, secrets, CATCH_UP_TIMEOUT, f"replication offset {offset}", lambda i: (
+            i.get("master_link_status") == "up" and int(i.get("slave_repl_offset", "-1")) >= offset))
+        _ok(_run(dst, secrets, "REPLICAOF", "NO", "ONE"), "REPLICAOF NO ONE")
+        log(f"redis: {dst.host} caught up with {src.host} at offset {offset} and was promoted")
+        restore_bind(src, secrets)
 
     def verify(self, src: Connection, dst: Connection, secrets: Secrets) -> list[Check]:
-        """Per database: key count, how many carry a TTL, md5 of the sorted keys and DUMP payloads."""
+        """Per database: key count, how many carry a TTL, md5 of the sorted keys, types and values."""
         return checks(digest(src, secrets), digest(dst, secrets))
 
     def discard(self, dst: Connection, secrets: Secrets, log: Callable[[str], None]) -> None:
-        """UNLINK every key of every database on dst (FLUSHALL is renamed away in our redis.conf)."""
+        """Stop following any source, then UNLINK every key of every database on dst."""
+        _ok(_run(dst, secrets, "REPLICAOF", "NO", "ONE"), "REPLICAOF NO ONE")
         log(f"redis: unlinking every key on {dst.host}")
         dst.run(perl("discard"), stdin=_password(secrets))
 
@@ -155,10 +177,42 @@ def checks(source: str, target: str) -> list[Check]:
     return compare("redis db", clean(source), clean(target))
 
 
-def pipe_summary(stdout: str) -> str:
-    """redis-cli --pipe's last line (`errors: 0, replies: N`), or what it printed."""
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "no output"
+def _run(conn: Connection, secrets: Secrets, *args: str) -> str:
+    return conn.run(cli(*args), stdin=_password(secrets)).stdout
+
+
+def _ok(answer: str, what: str) -> None:
+    """redis-cli prints an error reply and still exits 0: anything but OK is an error."""
+    if not answer.strip().startswith("OK"):
+        raise GuestError(f"redis: {what} answered {answer.strip()[:200]!r}")
+
+
+def replication(conn: Connection, secrets: Secrets) -> dict[str, str]:
+    """INFO replication as field -> value."""
+    text = _run(conn, secrets, "INFO", "replication")
+    return dict(line.strip().split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def wait_for(conn: Connection, secrets: Secrets, timeout: float, what: str,
+             done: Callable[[dict[str, str]], bool]) -> dict[str, str]:
+    """Poll INFO replication on conn until done(info); GuestError naming `what` after timeout s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = replication(conn, secrets)
+        if done(info):
+            return info
+        if time.monotonic() >= deadline:
+            seen = {k: info.get(k) for k in ("role", "master_host", "master_link_status",
+                                              "master_sync_in_progress", "slave_repl_offset")}
+            raise GuestError(f"redis on {conn.host}: {what} not reached after {timeout:.0f} s ({seen})",
+                             hint="the replica's /var/log/redis/redis-server.log says why")
+        time.sleep(0.5)
+
+
+def restore_bind(conn: Connection, secrets: Secrets) -> None:
+    """The addresses redis.conf names again (prepare added the container address for the replica)."""
+    words = conn.run(f"awk '$1 == \"bind\" {{ $1 = \"\"; print; exit }}' {CONF}\n").stdout.split()
+    _ok(_run(conn, secrets, "CONFIG", "SET", "bind", " ".join(words or ["127.0.0.1"])), "CONFIG SET bind")
 
 
 MOVER = RedisMover()

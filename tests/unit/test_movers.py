@@ -104,25 +104,29 @@ def test_redis_checks_per_database_without_md5sums_dash() -> None:
 
 
 def test_redis_password_only_on_stdin() -> None:
-    for script in (redis.perl("dump"), redis.perl("digest"), redis.perl("discard"), redis.LOAD):
+    scripts = (redis.perl("follow 10.0.20.100"), redis.perl("digest"), redis.perl("discard"),
+               redis.cli("INFO", "replication"), redis.cli("CONFIG", "SET", "bind", "127.0.0.1 10.0.20.100"))
+    for script in scripts:
         assert script.startswith("IFS= read -r REDISCLI_AUTH\nexport REDISCLI_AUTH\n")
         assert " -a " not in script and "--pass" not in script
-    assert "--pipe" in redis.LOAD
+    assert "'127.0.0.1 10.0.20.100'" in scripts[-1]  # one argument
+    assert "'masterauth', $ENV{REDISCLI_AUTH}" in redis.PERL  # set inside the client, from the environment
 
 
 def test_redis_perl_client_compiles() -> None:
     """The Perl program the guests run (perl-base only) is valid Perl."""
-    proc = subprocess.run(["perl", "-c", "-e", redis.PERL, "dump"], capture_output=True, text=True,
+    proc = subprocess.run(["perl", "-c", "-e", redis.PERL, "digest"], capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 0 and "syntax OK" in proc.stderr, proc.stderr
     assert "FLUSHALL" not in redis.PERL and "FLUSHDB" not in redis.PERL  # renamed away in redis.conf
 
 
-def test_redis_pipe_summary() -> None:
-    out = ("All data transferred. Waiting for the last reply...\nLast reply received from server.\n"
-           "errors: 0, replies: 313\n")
-    assert redis.pipe_summary(out) == "errors: 0, replies: 313"
-    assert redis.pipe_summary("") == "no output"
+def test_redis_error_replies_are_errors() -> None:
+    """redis-cli exits 0 on an error reply: the mover reads the answer."""
+    redis._ok("OK\n", "REPLICAOF NO ONE")
+    redis._ok("OK Already connected to specified master\n", "REPLICAOF")
+    with pytest.raises(GuestError, match="CONFIG SET bind answered 'ERR Invalid argument'"):
+        redis._ok("ERR Invalid argument\n", "CONFIG SET bind")
 
 
 # -- rabbitmq ------------------------------------------------------------------------------------------
