@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import shlex
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,8 @@ class GuestFacts:
     postgres: PostgresFacts | None = None
     rabbitmq: RabbitFacts | None = None
     pm2: list[Pm2App] | None = None  # None: pm2 daemon not running (or not installed)
+    # per app, how many processes `pm2 resurrect` would start at boot (None: not known)
+    pm2_saved: dict[str, int] | None = None
     bundle_checksum: str | None = None
 
     def service_ok(self, name: str) -> bool:
@@ -122,6 +125,9 @@ SELECT 'defacl', current_database(), defaclobjtype FROM pg_default_acl d
   JOIN pg_namespace n ON n.oid = d.defaclnamespace
   WHERE n.nspname = 'public' AND array_to_string(d.defaclacl, ',') LIKE '%psa_app=%';
 """
+# the process list `pm2 resurrect` restores at boot (dump.pm2, written by `pm2 save`): one name per process
+_PM2_SAVED = ("const fs=require('fs');let d=[];try{d=JSON.parse(fs.readFileSync(process.argv[1]))}catch(e){}"
+              "for(const p of Array.isArray(d)?d:[])console.log(p.name)")
 _PM2_FILTER = (
     "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const a=JSON.parse(s||'[]');"
     "console.log(JSON.stringify(a.map(p=>({name:p.name,status:p.pm2_env.status}))))})"
@@ -203,6 +209,8 @@ fi
 if [ -n "$pm2" ]; then
   printf ',"pm2":"%s"' "$(cat <&6)"
   exec 6<&-
+  printf ',"pm2_saved":"%s"' \
+    "$(node -e {q(_PM2_SAVED)} {catalog.APP_HOME}/.pm2/dump.pm2 2>/dev/null | b64)"
 fi
 printf ',"bundle_checksum":"%s"' "$(cat {catalog.BUNDLE_STAMP} 2>/dev/null | tr -dc '0-9a-f')"
 printf '}}\\n'
@@ -340,6 +348,7 @@ def parse_guest_facts(stdout: str) -> GuestFacts:
         rabbit = (_rabbitmq(_text(doc, "rabbitmq_users"), _text(doc, "rabbitmq_permissions"))
                   if "rabbitmq_users" in doc else None)
         pm2 = _pm2(_text(doc, "pm2")) if "pm2" in doc else None
+        saved = dict(Counter(_text(doc, "pm2_saved").split())) if "pm2_saved" in doc else None
     except (json.JSONDecodeError, KeyError) as exc:
         raise GuestError(f"facts: malformed rabbitmq/pm2 section: {exc}") from None
     return GuestFacts(
@@ -354,6 +363,7 @@ def parse_guest_facts(stdout: str) -> GuestFacts:
         postgres=_postgres(_text(doc, "postgres")) if "postgres" in doc else None,
         rabbitmq=rabbit,
         pm2=pm2,
+        pm2_saved=saved,
         bundle_checksum=str(doc.get("bundle_checksum") or "") or None,
     )
 

@@ -211,6 +211,11 @@ def _processes(ctx: HostContext, facts: GuestFacts, env: str, *, code_changed: b
     if extra:
         why.append(f"remove {', '.join(extra)}")
     if not lines:
+        saved = facts.pm2_saved
+        if saved is not None and saved != {n: a.instances for n, a in running.items()}:
+            # e.g. a run killed between `pm2 start` and `pm2 save`: the apps run, a reboot would lose them
+            return [command(ctx, COMPONENT, "pm2 save (the process list restored at boot differs from the "
+                            "running one)", PM2_ENV + "pm2 save\n", user=APP_USER)]
         return [Noop(ctx.host, COMPONENT, f"{len(wanted)} PM2 apps online with their instance counts")]
     stamp = _stamp_script(fingerprints) if reload else ""
     return [command(ctx, COMPONENT, "pm2: " + "; ".join(why),

@@ -180,7 +180,7 @@ def q(*words: str) -> str:
 CONVERGED_SNAPSHOT = "e2e_converged"  # a PVE configid: letters, digits, _
 
 
-def _wait_gateway_healthy(site: Site, deadline_s: float = 180.0) -> None:
+def wait_gateway_healthy(site: Site, deadline_s: float = 180.0) -> None:
     """Poll the gateway's aggregated /health from this machine until 200 (or fail saying so)."""
     import urllib.error
     import urllib.request
@@ -246,4 +246,4 @@ def reset_phase0(phase0: Site, converged_snapshot: str) -> Iterator[Site]:
         px.rollback(node, vmid, converged_snapshot)  # each call waits for its task
         if px.status(node, vmid).get("status") != "running":
             px.start(node, vmid)
-    _wait_gateway_healthy(phase0)
+    wait_gateway_healthy(phase0)

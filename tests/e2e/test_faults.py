@@ -25,7 +25,7 @@ from psa_provision.errors import InputError, ProxmoxError, TaskError
 from psa_provision.inventory import load_inventory
 from psa_provision.plan import Command, Plan, PutFile, Service
 
-from .conftest import PVESIM, Site, _wait_gateway_healthy, sandbox_credentials
+from .conftest import PVESIM, Site, sandbox_credentials, wait_gateway_healthy
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.phase0]
 
@@ -61,7 +61,7 @@ def running_again(phase0: Site) -> Iterator[Site]:
     px = proxmox.connect(phase0.inventory)
     if status(px, phase0) != "running":
         px.start(phase0.container.node, phase0.container.vmid)
-    _wait_gateway_healthy(phase0)
+    wait_gateway_healthy(phase0)
 
 
 def lxc(site: Site, script: str) -> subprocess.CompletedProcess[str]:

@@ -230,6 +230,24 @@ def test_a_config_newer_than_its_service_gets_the_service_restarted(phase0: Site
     assert phase0.cli("plan", "phase0").code == 0
 
 
+def test_facts_read_what_pm2_resurrects_at_boot(phase0: Site, guest: Connection) -> None:
+    """dump.pm2 read on the guest: as many processes per app as run (a converged guest), and an
+    unsaved process list is what the next plan saves."""
+    from psa_provision.engine import gather_facts
+
+    facts = gather_facts(guest, phase0.container)
+    running = {a.name: a.instances for a in facts.pm2 or []}
+    assert running and facts.pm2_saved == running, (facts.pm2_saved, running)
+    guest.run(f"mv {catalog.APP_HOME}/.pm2/dump.pm2 {catalog.APP_HOME}/.pm2/dump.pm2.moved")
+    try:
+        assert gather_facts(guest, phase0.container).pm2_saved == {}
+        plan = phase0.cli("plan", "phase0", "--output", "json")
+        assert [c["summary"] for c in json.loads(plan.stdout)["changes"]] == [
+            "pm2 save (the process list restored at boot differs from the running one)"], plan.output[-3000:]
+    finally:
+        guest.run(f"mv -f {catalog.APP_HOME}/.pm2/dump.pm2.moved {catalog.APP_HOME}/.pm2/dump.pm2")
+
+
 def test_a_broken_guest_is_repaired(phase0: Site, guest: Connection) -> None:
     guest.run(f"systemctl stop redis-server && chmod 644 {catalog.ENV_FILE}")
     plan = phase0.cli("plan", "phase0")

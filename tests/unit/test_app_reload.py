@@ -98,3 +98,18 @@ def test_code_change_reloads_every_app_and_an_offline_app_joins_a_partial_reload
     cmd = pm2_command(planner.plan_guest(new, dataclasses.replace(facts, pm2=pm2)).actions)
     assert "--only auth,crm,tickets --update-env" in cmd.script
     assert cmd.summary == "pm2: reload auth, tickets (REDIS_PASSWORD changed); not online: crm"
+
+
+def test_apps_running_but_not_saved_get_saved() -> None:
+    """A run killed between `pm2 start` and `pm2 save` leaves the apps running and dump.pm2 without
+    them: a reboot would resurrect nothing. The next plan saves, and only that."""
+    ctx = make_ctx()
+    facts = stamped(ctx)
+    running = {a.name: a.instances for a in facts.pm2 or []}
+    assert running
+    assert actions(planner.plan_guest(ctx, dataclasses.replace(facts, pm2_saved=running)).changes) == []
+    for saved in ({}, dict(running, tickets=1)):  # no dump; a dump from before a scale
+        changes = planner.plan_guest(ctx, dataclasses.replace(facts, pm2_saved=saved)).actions
+        assert [c.summary for c in changes] == [
+            "pm2 save (the process list restored at boot differs from the running one)"]
+        assert isinstance(changes[0], Command) and changes[0].script.endswith("pm2 save\n")

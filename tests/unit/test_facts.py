@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -130,3 +131,13 @@ def test_postgres_conf_load_time_is_read() -> None:
     pg = facts._postgres("setting\tport\t5432\nloaded\t1795775577.835883\n")
     assert pg.conf_loaded == pytest.approx(1795775577.835883) and pg.settings == {"port": "5432"}
     assert facts._postgres("setting\tport\t5432\n").conf_loaded == 0.0  # older guests: unknown
+
+
+def test_pm2_saved_counts_the_processes_of_dump_pm2() -> None:
+    doc = json.loads((CASES / "installed_phase0.json").read_text())
+    assert facts.parse_guest_facts(json.dumps(doc)).pm2_saved is None  # not gathered: unknown
+    doc["pm2_saved"] = base64.b64encode(b"tickets\ntickets\ncrm\n").decode()
+    assert facts.parse_guest_facts(json.dumps(doc)).pm2_saved == {"tickets": 2, "crm": 1}
+    doc["pm2_saved"] = ""  # no dump.pm2 (or an unreadable one)
+    assert facts.parse_guest_facts(json.dumps(doc)).pm2_saved == {}
+
