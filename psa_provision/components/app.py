@@ -182,8 +182,9 @@ def _processes(ctx: HostContext, facts: GuestFacts, env: str, *, code_changed: b
                      "(its app step starts them)")]
     fingerprints = env_fingerprints(ctx, env)
     if not running:
+        # the record first: apps a killed `pm2 start` did start were loaded with exactly this .env
         return [command(ctx, COMPONENT, f"pm2 start ecosystem.config.js ({len(wanted)} apps)",
-                        PM2_ENV + f"pm2 start {ECOSYSTEM_FILE}\npm2 save\n" + _stamp_script(fingerprints),
+                        PM2_ENV + _stamp_script(fingerprints) + f"pm2 start {ECOSYSTEM_FILE}\npm2 save\n",
                         user=APP_USER, needs_peers=True)]
     lines: list[str] = []
     why: list[str] = []

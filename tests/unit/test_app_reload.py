@@ -113,3 +113,11 @@ def test_apps_running_but_not_saved_get_saved() -> None:
         assert [c.summary for c in changes] == [
             "pm2 save (the process list restored at boot differs from the running one)"]
         assert isinstance(changes[0], Command) and changes[0].script.endswith("pm2 save\n")
+
+
+def test_the_record_of_the_env_is_written_before_pm2_start() -> None:
+    """Apps a killed `pm2 start` did start were loaded with this .env: the record must already say so,
+    or a later rotation cannot tell which apps read the rotated variable (CI, 2026-11-27)."""
+    start = planner.plan_guest(make_ctx(), GuestFacts()).changes
+    script = next(c.script for c in start if isinstance(c, Command) and "pm2 start" in c.script)
+    assert script.index(catalog.ENV_STAMP) < script.index("pm2 start") < script.index("pm2 save")
