@@ -83,6 +83,7 @@ class Pm2App:
     name: str
     status: str
     instances: int
+    started: float = 0.0  # epoch seconds its oldest process was (re)started (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ _PM2_SAVED = ("const fs=require('fs');let d=[];try{d=JSON.parse(fs.readFileSync(
               "for(const p of Array.isArray(d)?d:[])console.log(p.name)")
 _PM2_FILTER = (
     "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const a=JSON.parse(s||'[]');"
-    "console.log(JSON.stringify(a.map(p=>({name:p.name,status:p.pm2_env.status}))))})"
+    "console.log(JSON.stringify(a.map(p=>({name:p.name,status:p.pm2_env.status,"
+    "started:p.pm2_env.pm_uptime}))))})"
 )
 
 
@@ -327,10 +329,15 @@ def _rabbitmq(users_text: str, perms_text: str) -> RabbitFacts:
 
 def _pm2(text: str) -> list[Pm2App]:
     counts: dict[str, list[str]] = {}
+    started: dict[str, float] = {}
     for p in _json_list(text):
-        counts.setdefault(str(p["name"]), []).append(str(p.get("status", "")))
+        name = str(p["name"])
+        counts.setdefault(name, []).append(str(p.get("status", "")))
+        at = p.get("started")
+        if isinstance(at, int | float) and at > 0:  # pm_uptime: milliseconds
+            started[name] = min(started.get(name, at / 1000), at / 1000)
     return [Pm2App(name, "online" if all(s == "online" for s in st) else next(s for s in st if s != "online"),
-                   len(st)) for name, st in counts.items()]
+                   len(st), started.get(name, 0.0)) for name, st in counts.items()]
 
 
 def parse_guest_facts(stdout: str) -> GuestFacts:

@@ -162,14 +162,25 @@ def _stale_apps(facts: GuestFacts, apps: set[str], fingerprints: dict[str, str],
     """
     if code_changed:
         return set(apps), "code or configuration changed"
+    older = _older_than_their_code(facts, apps)
+    built = "code built after they started" if older else ""
     loaded = loaded_fingerprints(facts)
     if loaded is None:
-        return (set(apps), "code or configuration changed") if env_changed else (set(), "")
+        return (set(apps), "code or configuration changed") if env_changed else (older, built)
     changed_vars = sorted(k for k in fingerprints.keys() | loaded.keys()
                           if fingerprints.get(k) != loaded.get(k))
     stale = {a for v in changed_vars for a in env_readers(v, apps)}
     more = f" and {len(changed_vars) - 4} more" if len(changed_vars) > 4 else ""
-    return stale, (f"{', '.join(changed_vars[:4])}{more} changed" if changed_vars else "")
+    reasons = [f"{', '.join(changed_vars[:4])}{more} changed" if changed_vars else "", built]
+    return stale | older, "; ".join(r for r in reasons if r)
+
+
+def _older_than_their_code(facts: GuestFacts, apps: set[str]) -> set[str]:
+    """Apps whose oldest process started before the last build (BUNDLE_STAMP) or ecosystem file: a run
+    killed between the build and the reload left them on the old code."""
+    newest = max((f.mtime for p in (BUNDLE_STAMP, ECOSYSTEM_FILE) if (f := facts.files.get(p)) is not None),
+                 default=0.0)
+    return {a.name for a in facts.pm2 or [] if a.name in apps and 0 < a.started < newest}
 
 
 def _processes(ctx: HostContext, facts: GuestFacts, env: str, *, code_changed: bool,

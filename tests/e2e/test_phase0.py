@@ -248,6 +248,18 @@ def test_facts_read_what_pm2_resurrects_at_boot(phase0: Site, guest: Connection)
         guest.run(f"mv -f {catalog.APP_HOME}/.pm2/dump.pm2.moved {catalog.APP_HOME}/.pm2/dump.pm2")
 
 
+def test_apps_older_than_their_build_are_reloaded(phase0: Site, guest: Connection) -> None:
+    """What a run killed between `npm run build` and the PM2 reload leaves: the bundle stamp newer than
+    the apps' start. The next `up` reloads them (zero-downtime), then nothing is left to do."""
+    guest.run(f"touch {catalog.BUNDLE_STAMP}")
+    plan = phase0.cli("plan", "phase0", "--output", "json")
+    assert [c["summary"] for c in json.loads(plan.stdout)["changes"]] == [
+        "pm2: code built after they started"], plan.output[-3000:]
+    run = phase0.cli("up", "phase0", "--yes")
+    assert run.code == 0 and run.summary()[0] == 1, run.output[-4000:]
+    assert phase0.cli("plan", "phase0").code == 0
+
+
 def test_a_broken_guest_is_repaired(phase0: Site, guest: Connection) -> None:
     guest.run(f"systemctl stop redis-server && chmod 644 {catalog.ENV_FILE}")
     plan = phase0.cli("plan", "phase0")

@@ -121,3 +121,19 @@ def test_the_record_of_the_env_is_written_before_pm2_start() -> None:
     start = planner.plan_guest(make_ctx(), GuestFacts()).changes
     script = next(c.script for c in start if isinstance(c, Command) and "pm2 start" in c.script)
     assert script.index(catalog.ENV_STAMP) < script.index("pm2 start") < script.index("pm2 save")
+
+
+def test_apps_started_before_the_last_build_are_reloaded() -> None:
+    """A run killed between `npm run build` (which writes the bundle stamp) and the PM2 reload leaves
+    the new code built and the apps on the old one: apps started before the stamp are reloaded."""
+    ctx = make_ctx()
+    facts = stamped(ctx)
+    built = FileFact(catalog.BUNDLE_STAMP, "b" * 64, 0o644, "psa", "psa", "", mtime=1_000.5)
+    apps = [dataclasses.replace(a, started=1_001.0) for a in facts.pm2 or []]
+    after = dataclasses.replace(facts, pm2=apps, files={**facts.files, catalog.BUNDLE_STAMP: built})
+    assert actions(planner.plan_guest(ctx, after).changes) == []
+    apps[0] = dataclasses.replace(apps[0], started=1_000.2)  # one app kept running through the build
+    before = dataclasses.replace(after, pm2=apps)
+    command = pm2_command(planner.plan_guest(ctx, before).actions)
+    assert command.summary == f"pm2: reload {apps[0].name} (code built after they started)"
+    assert f"--only {apps[0].name} --update-env" in command.script

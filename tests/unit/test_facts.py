@@ -141,3 +141,12 @@ def test_pm2_saved_counts_the_processes_of_dump_pm2() -> None:
     doc["pm2_saved"] = ""  # no dump.pm2 (or an unreadable one)
     assert facts.parse_guest_facts(json.dumps(doc)).pm2_saved == {}
 
+
+
+def test_pm2_apps_carry_the_start_of_their_oldest_process() -> None:
+    apps = facts._pm2(json.dumps([{"name": "tickets", "status": "online", "started": 1795775577835},
+                                  {"name": "tickets", "status": "online", "started": 1795775570000},
+                                  {"name": "crm", "status": "online"}]))
+    by_name = {a.name: a for a in apps}
+    assert by_name["tickets"].started == pytest.approx(1795775570.0) and by_name["tickets"].instances == 2
+    assert by_name["crm"].started == 0.0  # unknown
