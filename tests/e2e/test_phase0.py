@@ -218,14 +218,15 @@ def test_a_config_newer_than_its_service_gets_the_service_restarted(phase0: Site
     right file, the service on its old configuration): the next plan sees the file is newer and
     restarts Redis, reloads PostgreSQL, nothing else. Redis's file is written in the same second as its
     start, as after the package's own start (CI, 2026-11-27: whole seconds made it look older)."""
-    guest.run("systemctl restart redis-server && touch /etc/redis/redis.conf "
+    # 50 ms later: past the coarse clock file times use (a jiffy behind), still in the same second
+    guest.run("systemctl restart redis-server && sleep 0.05 && touch /etc/redis/redis.conf "
               "/etc/postgresql/15/main/pg_hba.conf")
     plan = phase0.cli("plan", "phase0", "--output", "json")
+    run = phase0.cli("up", "phase0", "--yes")  # before any assert: the next tests need a converged guest
     assert plan.code == 2, plan.output[-3000:]
     changes = [(c["kind"], c.get("path") or c.get("name"), c.get("action"))
                for c in json.loads(plan.stdout)["changes"]]
     assert changes == [("Service", "postgresql", "reload"), ("Service", "redis-server", "restart")]
-    run = phase0.cli("up", "phase0", "--yes")
     assert run.code == 0 and run.summary()[0] == 2, run.output[-4000:]
     assert phase0.cli("plan", "phase0").code == 0
 
@@ -253,9 +254,9 @@ def test_apps_older_than_their_build_are_reloaded(phase0: Site, guest: Connectio
     the apps' start. The next `up` reloads them (zero-downtime), then nothing is left to do."""
     guest.run(f"touch {catalog.BUNDLE_STAMP}")
     plan = phase0.cli("plan", "phase0", "--output", "json")
+    run = phase0.cli("up", "phase0", "--yes")  # before any assert: the next tests need a converged guest
     assert [c["summary"] for c in json.loads(plan.stdout)["changes"]] == [
         "pm2: code built after they started"], plan.output[-3000:]
-    run = phase0.cli("up", "phase0", "--yes")
     assert run.code == 0 and run.summary()[0] == 1, run.output[-4000:]
     assert phase0.cli("plan", "phase0").code == 0
 
