@@ -111,8 +111,6 @@ def perl(mode: str) -> str:
     return f"{AUTH}exec perl -e {shlex.quote(PERL)} {mode}\n"
 
 
-
-
 def cli(*args: str) -> str:
     """bash running one redis-cli command on the guest's loopback (password on stdin, not argv)."""
     words = " ".join(shlex.quote(a) for a in args)
