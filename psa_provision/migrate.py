@@ -433,9 +433,11 @@ class Migration:
         if "snapshot" in todo:
             self._snapshot(step)
         quiesced_at = state.quiesced_at
+        def log(text: str) -> None:
+            self.out.note(f"[{step.name}] {text}")
+
         if "move" in todo:  # e.g. Redis: the target replicates while the writers still write
-            mover.prepare(src, dst, self.site.secrets, lambda text: self.out.note(f"[{step.name}] {text}"),
-                          source_ip=step.source.ip)
+            mover.prepare(src, dst, self.site.secrets, log, source_ip=step.source.ip)
         if "switch" in todo:  # writers stay stopped until the switch: stop them again after a kill
             self._sub(step, "quiesce")
             self.say(step, f"quiescing writers: PM2 apps on {app.hostname} stopped")
@@ -447,7 +449,7 @@ class Migration:
         if "move" in todo:
             self._sub(step, "move")
             self.say(step, f"moving {step.name} data {step.source.hostname} -> {step.target.hostname}")
-            mover.move(src, dst, self.site.secrets, lambda text: self.out.note(f"[{step.name}] {text}"))
+            mover.move(src, dst, self.site.secrets, log)
             self.record(step, "move")
             self._sabotage(step, dst)
         if "verify" in todo:

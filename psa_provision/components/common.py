@@ -65,9 +65,12 @@ def restart_needed(facts: GuestFacts, unit: str, changes: Iterable[Change], path
     if content_changed(facts, changes):
         return True
     have = facts.services.get(unit)
-    if not have or not have.since:
-        return False
-    return any((f := facts.files.get(path)) is not None and f.mtime > have.since for path in paths)
+    return bool(have and written_after(facts, paths, have.since))
+
+
+def written_after(facts: GuestFacts, paths: Iterable[str], when: float) -> bool:
+    """One of the files was written after `when` (the moment a service last loaded them; 0: unknown)."""
+    return bool(when) and any((f := facts.files.get(path)) is not None and f.mtime > when for path in paths)
 
 
 def packages(ctx: HostContext, facts: GuestFacts, component: str, names: Iterable[str]) -> Change:

@@ -18,7 +18,16 @@ from ..facts import GuestFacts, PostgresFacts
 from ..plan import Change, Noop
 from ..render import render
 from .catalog import PG_CONF_DIR
-from .common import command, content_changed, install, put_file, restart_needed, service, size_mb
+from .common import (
+    command,
+    content_changed,
+    install,
+    put_file,
+    restart_needed,
+    service,
+    size_mb,
+    written_after,
+)
 from .context import HostContext
 
 COMPONENT = "postgresql"
@@ -152,9 +161,8 @@ def objects(ctx: HostContext, facts: GuestFacts) -> list[Change]:
 def hba_not_loaded(facts: GuestFacts) -> bool:
     """pg_hba.conf written after PostgreSQL last loaded its config (pg_conf_load_time): a run killed
     between writing it and the reload left the server on the old client rules."""
-    hba = facts.files.get(HBA)
     loaded = facts.postgres.conf_loaded if facts.postgres else 0.0
-    return bool(hba and loaded and facts.service_ok("postgresql") and hba.mtime > loaded)
+    return facts.service_ok("postgresql") and written_after(facts, [HBA], loaded)
 
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
