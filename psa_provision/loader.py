@@ -32,6 +32,13 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader that records the line of every mapping key and sequence item."""
 
 
+# libyaml parses about ten times faster (it was most of a converged `plan`'s file loading). Its error
+# wording differs, so a file it refuses is parsed again by _LineLoader for the message users are shown.
+# It follows the YAML spec more closely: a few texts PyYAML refuses (a tab or `? ` inside a plain
+# scalar) it reads as strings, which the models then refuse by name and line.
+_FastLoader: Any = getattr(yaml, "CSafeLoader", _LineLoader)
+
+
 class _Refused(Exception):
     """Well-formed YAML we refuse (duplicate key, list as key, too deep or large): line, text, hint."""
 
@@ -40,7 +47,7 @@ class _Refused(Exception):
         self.line, self.message, self.hint = line, message, hint
 
 
-def _compose(node: yaml.Node, loc: Loc, lines: dict[Loc, int], loader: _LineLoader,
+def _compose(node: yaml.Node, loc: Loc, lines: dict[Loc, int], loader: Any,
              budget: list[int]) -> Any:
     """Build Python data from a node, filling `lines` with 1-based line numbers per location."""
     line = node.start_mark.line + 1
@@ -59,7 +66,7 @@ def _compose(node: yaml.Node, loc: Loc, lines: dict[Loc, int], loader: _LineLoad
         raise _Refused(line, f"value not understood: {exc}", "quote the value to make it a string") from None
 
 
-def _mapping(node: yaml.MappingNode, loc: Loc, lines: dict[Loc, int], loader: _LineLoader,
+def _mapping(node: yaml.MappingNode, loc: Loc, lines: dict[Loc, int], loader: Any,
              budget: list[int]) -> dict[Any, Any]:
     """A mapping whose keys are plain scalars, each once (YAML would silently keep the last)."""
     out: dict[Any, Any] = {}
@@ -118,7 +125,16 @@ def load_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
         raise InputError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
                          f"{exc.start})", hint="save the file as UTF-8") from None
     try:
-        loader = _LineLoader(text)
+        return _parse(path, text, _FastLoader)
+    except InputError:
+        if _FastLoader is _LineLoader:
+            raise
+    return _parse(path, text, _LineLoader)
+
+
+def _parse(path: Path, text: str, loader_class: Any) -> tuple[Any, dict[Loc, int]]:
+    try:
+        loader = loader_class(text)
     except yaml.YAMLError as exc:  # the reader refuses control characters up front
         raise _syntax_error(path, exc, text) from None
     try:
