@@ -14,13 +14,14 @@ import json
 import shlex
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from .components import catalog
 from .errors import GuestError
 from .phases import ContainerSpec
 
-FACTS_VERSION = 1
+FACTS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,16 @@ SELECT 'defacl', current_database(), defaclobjtype FROM pg_default_acl d
   JOIN pg_namespace n ON n.oid = d.defaclnamespace
   WHERE n.nspname = 'public' AND array_to_string(d.defaclacl, ',') LIKE '%psa_app=%';
 """
-# the process list `pm2 resurrect` restores at boot (dump.pm2, written by `pm2 save`): one name per process
-_PM2_SAVED = ("const fs=require('fs');let d=[];try{d=JSON.parse(fs.readFileSync(process.argv[1]))}catch(e){}"
-              "for(const p of Array.isArray(d)?d:[])console.log(p.name)")
+# `pm2 jlist` on stdin reduced to name/status/start of each process, and the names in dump.pm2 (argv[1]:
+# what `pm2 resurrect` restores at boot, written by `pm2 save`), in one Node.js start
 _PM2_FILTER = (
-    "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const a=JSON.parse(s||'[]');"
-    "console.log(JSON.stringify(a.map(p=>({name:p.name,status:p.pm2_env.status,"
-    "started:p.pm2_env.pm_uptime}))))})"
+    "const fs=require('fs');let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{"
+    "const a=JSON.parse(s||'[]');let d=[];try{d=JSON.parse(fs.readFileSync(process.argv[1]))}catch(e){}"
+    "console.log(JSON.stringify({running:a.map(p=>({name:p.name,status:p.pm2_env.status,"
+    "started:p.pm2_env.pm_uptime})),saved:(Array.isArray(d)?d:[]).map(p=>p.name)}))})"
 )
+# RabbitMQ's definitions (users with tags, permissions: one Erlang VM start) without the password hashes
+_RABBIT_NO_HASH = r's/"password_hash":"[^"]*"/"password_hash":""/g'
 
 
 def gather_script(spec: ContainerSpec, databases: tuple[str, ...] = ("psa_platform",)) -> str:
@@ -155,43 +158,47 @@ SERVICES=({' '.join(q(s) for s in services)})
 is_secret() {{ local s; for s in "${{SECRET[@]}}"; do [ "$s" = "$1" ] && return 0; done; return 1; }}
 # One group read whole before it runs, stdin /dev/null: no command can eat a script fed on stdin.
 {{
-# The slow probes (each rabbitmqctl boots an Erlang VM, pm2 a Node.js) start now, side by side, and
-# are read where their JSON field goes: the facts cost the slowest probe, not their sum.
+# The slow probes (rabbitmqctl boots an Erlang VM, pm2 a Node.js) start now, side by side, and are
+# read where their JSON field goes: the facts cost the slowest probe, not their sum.
 rabbit=""
 if command -v rabbitmqctl >/dev/null && systemctl is-active -q rabbitmq-server 2>/dev/null; then
   rabbit=1
-  exec 4< <(rabbitmqctl -q list_users --formatter json 2>/dev/null | b64)
-  exec 5< <(rabbitmqctl -q list_permissions -p / --formatter json 2>/dev/null | b64)
+  exec 4< <(rabbitmqctl -q export_definitions - --format json 2>/dev/null | sed {q(_RABBIT_NO_HASH)} | b64)
 fi
 pm2=""
 if id {catalog.APP_USER} >/dev/null 2>&1 && [ -f {catalog.APP_HOME}/.pm2/pm2.pid ] \\
    && kill -0 "$(cat {catalog.APP_HOME}/.pm2/pm2.pid)" 2>/dev/null && command -v pm2 >/dev/null; then
   pm2=1
   exec 6< <(cd / && runuser -u {catalog.APP_USER} -- env HOME={catalog.APP_HOME} \\
-    PM2_HOME={catalog.APP_HOME}/.pm2 pm2 jlist 2>/dev/null | node -e {q(_PM2_FILTER)} 2>/dev/null | b64)
+    PM2_HOME={catalog.APP_HOME}/.pm2 pm2 jlist 2>/dev/null \\
+    | node -e {q(_PM2_FILTER)} {catalog.APP_HOME}/.pm2/dump.pm2 2>/dev/null | b64)
 fi
 printf '{{"version":{FACTS_VERSION},"hostname":"%s"' "$(hostname)"
 printf ',"os_release":"%s"' "$(cat /etc/os-release 2>/dev/null | b64)"
 printf ',"packages":"%s"' \\
   "$(dpkg-query -W -f='${{db:Status-Abbrev}}\\t${{Package}}\\t${{Version}}\\n' 2>/dev/null | b64)"
+# every file present: checksums and modes in one sha256sum and one stat, then each content
+have=()
+for f in "${{FILES[@]}}" {catalog.CA_DIR}/psa-*.crt; do [ -f "$f" ] && have+=("$f"); done
+if [ ${{#have[@]}} -gt 0 ]; then
+  printf ',"file_sums":"%s"' "$(sha256sum -- "${{have[@]}}" | b64)"
+  printf ',"file_stats":"%s"' "$(stat -c '%a %U %G %.6Y %n' -- "${{have[@]}}" | b64)"
+fi
 printf ',"files":['
 sep=""
-for f in "${{FILES[@]}}" {catalog.CA_DIR}/psa-*.crt; do
-  [ -f "$f" ] || continue
-  content=""
+for f in "${{have[@]}}"; do
   if is_secret "$f"; then content="$(sed -E {q(catalog.SECRET_LINE_SED)} "$f" | b64)"
   else content="$(b64 < "$f")"; fi
-  printf '%s{{"path":"%s","sha256":"%s","stat":"%s","content":"%s"}}' "$sep" "$f" \\
-    "$(sha256sum "$f" | cut -d' ' -f1)" "$(stat -c '%a %U %G %.6Y' "$f")" "$content"
+  printf '%s{{"path":"%s","content":"%s"}}' "$sep" "$f" "$content"
   sep=","
 done
-printf '],"dirs":"%s"' "$(for d in "${{DIRS[@]}}"; do [ -d "$d" ] && stat -c '%n %a %U %G' "$d"; done | b64)"
-printf ',"services":"%s"' "$(for s in "${{SERVICES[@]}}"; do
-  since="$(systemctl show --timestamp=us --value -p ActiveEnterTimestamp "$s" 2>/dev/null)"
-  since="$( [ -n "$since" ] && date -d "$since" +%s.%6N 2>/dev/null || echo 0)"
-  printf '%s %s %s %s\\n' "$s" "$(systemctl is-active "$s" 2>/dev/null)" \\
-    "$(systemctl is-enabled "$s" 2>/dev/null)" "$since"
-done | b64)"
+dirs=()
+for d in "${{DIRS[@]}}"; do [ -d "$d" ] && dirs+=("$d"); done
+printf '],"dirs":"%s"' "$( [ ${{#dirs[@]}} -gt 0 ] && stat -c '%n %a %U %G' -- "${{dirs[@]}}" | b64)"
+# one systemctl for every unit: a block per unit, in the order asked, times in UTC to the microsecond
+printf ',"service_names":"%s"' "$(printf '%s\\n' "${{SERVICES[@]}}" | b64)"
+printf ',"services":"%s"' "$(TZ=UTC systemctl show --timestamp=us -p ActiveState -p UnitFileState \\
+  -p ActiveEnterTimestamp -- "${{SERVICES[@]}}" 2>/dev/null | b64)"
 printf ',"users":"%s"' "$(cut -d: -f1 /etc/passwd | b64)"
 printf ',"npm_globals":"%s"' \\
   "$(for d in /usr/lib/node_modules /usr/local/lib/node_modules; do ls "$d" 2>/dev/null; done | b64)"
@@ -204,15 +211,12 @@ if command -v psql >/dev/null && systemctl is-active -q postgresql 2>/dev/null; 
   printf ',"postgres":"%s"' "$pg"
 fi
 if [ -n "$rabbit" ]; then
-  printf ',"rabbitmq_users":"%s"' "$(cat <&4)"
-  printf ',"rabbitmq_permissions":"%s"' "$(cat <&5)"
-  exec 4<&- 5<&-
+  printf ',"rabbitmq":"%s"' "$(cat <&4)"
+  exec 4<&-
 fi
 if [ -n "$pm2" ]; then
   printf ',"pm2":"%s"' "$(cat <&6)"
   exec 6<&-
-  printf ',"pm2_saved":"%s"' \
-    "$(node -e {q(_PM2_SAVED)} {catalog.APP_HOME}/.pm2/dump.pm2 2>/dev/null | b64)"
 fi
 printf ',"bundle_checksum":"%s"' "$(cat {catalog.BUNDLE_STAMP} 2>/dev/null | tr -dc '0-9a-f')"
 printf '}}\\n'
@@ -242,15 +246,23 @@ def _packages(text: str) -> dict[str, str]:
     return out
 
 
-def _file(entry: dict[str, Any]) -> FileFact:
-    mode, owner, group, *mtime = str(entry["stat"]).split()
-    content = entry.get("content")
-    return FileFact(
-        path=str(entry["path"]), sha256=str(entry["sha256"]), mode=int(mode, 8), owner=owner, group=group,
-        mtime=_seconds(mtime[0]) if mtime else 0.0,
-        content=base64.b64decode(content).decode("utf-8", "replace") if content else (
-            None if entry["path"] in catalog.SECRET_FILES else ""),
-    )
+def _files(doc: dict[str, Any]) -> dict[str, FileFact]:
+    """Files from `sha256sum` lines, `stat -c '%a %U %G %.6Y %n'` lines and the content entries."""
+    sums = {line[66:]: line[:64] for line in _text(doc, "file_sums").splitlines() if len(line) > 66}
+    split = (line.split(" ", 4) for line in _text(doc, "file_stats").splitlines())
+    stats = {parts[4]: parts[:4] for parts in split if len(parts) == 5}
+    out: dict[str, FileFact] = {}
+    for entry in doc.get("files", []):
+        path, content = str(entry["path"]), entry.get("content")
+        if path not in sums or path not in stats:
+            raise GuestError(f"facts: no checksum or stat for {path}")
+        mode, owner, group, mtime = stats[path]
+        out[path] = FileFact(
+            path=path, sha256=sums[path], mode=int(mode, 8), owner=owner, group=group, mtime=_seconds(mtime),
+            content=base64.b64decode(content).decode("utf-8", "replace") if content else (
+                None if path in catalog.SECRET_FILES else ""),
+        )
+    return out
 
 
 def _seconds(text: str) -> float:
@@ -270,16 +282,33 @@ def _dirs(text: str) -> dict[str, DirFact]:
     return out
 
 
-def _services(text: str) -> dict[str, ServiceFact]:
+def _services(names: str, text: str) -> dict[str, ServiceFact]:
+    """`systemctl show -p ActiveState -p UnitFileState -p ActiveEnterTimestamp` of the units `names` (one
+    per line): one block of key=value lines per unit, in that order, blocks apart by a blank line."""
+    units = names.split()
+    blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+              for block in text.split("\n\n") if block.strip()]
+    if len(blocks) != len(units):
+        raise GuestError(f"facts: systemctl described {len(blocks)} units, asked about {len(units)}")
     out: dict[str, ServiceFact] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if parts:
-            active = len(parts) > 1 and parts[1] == "active"
-            enabled = len(parts) > 2 and parts[2] in ("enabled", "static", "alias")
-            since = _seconds(parts[3]) if len(parts) > 3 else 0.0
-            out[parts[0]] = ServiceFact(parts[0], active, enabled, since if active else 0.0)
+    for name, props in zip(units, blocks, strict=True):
+        active = props.get("ActiveState") == "active"
+        enabled = props.get("UnitFileState") in ("enabled", "static", "alias")
+        since = _utc_timestamp(props.get("ActiveEnterTimestamp", "")) if active else 0.0
+        out[name] = ServiceFact(name, active, enabled, since)
     return out
+
+
+def _utc_timestamp(text: str) -> float:
+    """systemd's `--timestamp=us` under TZ=UTC, e.g. `Fri 2026-11-27 13:48:59.410443 UTC` (0.0: none)."""
+    parts = text.split()
+    if len(parts) != 4 or parts[3] != "UTC":
+        return 0.0
+    try:
+        at = datetime.strptime(f"{parts[1]} {parts[2]}", "%Y-%m-%d %H:%M:%S.%f")
+    except ValueError:
+        return 0.0
+    return at.replace(tzinfo=UTC).timestamp()
 
 
 def _postgres(text: str) -> PostgresFacts:
@@ -307,37 +336,45 @@ def _postgres(text: str) -> PostgresFacts:
                          {k: frozenset(v) for k, v in acls.items()}, settings, loaded)
 
 
-def _json_list(text: str) -> list[dict[str, Any]]:
-    text = text.strip()
-    if not text:
-        return []
-    data = json.loads(text)
-    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
-
-
-def _rabbitmq(users_text: str, perms_text: str) -> RabbitFacts:
+def _rabbitmq(text: str) -> RabbitFacts:
+    """`rabbitmqctl export_definitions`: users with their tags (a list, or a string like `[a,b]` from older
+    releases) and the permissions on vhost /."""
+    doc = json.loads(text) if text.strip() else {}
+    if not isinstance(doc, dict):
+        raise json.JSONDecodeError("not an object", text, 0)
     users: dict[str, frozenset[str]] = {}
-    for u in _json_list(users_text):
+    for u in _dicts(doc.get("users")):
         tags = u.get("tags", [])
         if isinstance(tags, str):
             tags = [t for t in tags.strip("[]").replace(",", " ").split() if t]
-        users[str(u["user"])] = frozenset(str(t) for t in tags)
+        users[str(u["name"])] = frozenset(str(t) for t in tags)
     perms = {("/", str(p["user"])): (str(p["configure"]), str(p["write"]), str(p["read"]))
-             for p in _json_list(perms_text)}
+             for p in _dicts(doc.get("permissions")) if p.get("vhost") == "/"}
     return RabbitFacts(users, perms)
 
 
-def _pm2(text: str) -> list[Pm2App]:
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [d for d in value if isinstance(d, dict)] if isinstance(value, list) else []
+
+
+def _pm2(text: str) -> tuple[list[Pm2App], dict[str, int]]:
+    """The filter's {running: [{name, status, started}], saved: [name]}: the apps, and the processes
+    per app in dump.pm2 (what `pm2 resurrect` starts at boot; {} when there is none)."""
+    doc = json.loads(text) if text.strip() else {}
+    if not isinstance(doc, dict):
+        raise json.JSONDecodeError("not an object", text, 0)
+    saved = dict(Counter(str(name) for name in doc.get("saved") or []))
     counts: dict[str, list[str]] = {}
     started: dict[str, float] = {}
-    for p in _json_list(text):
+    for p in _dicts(doc.get("running")):
         name = str(p["name"])
         counts.setdefault(name, []).append(str(p.get("status", "")))
         at = p.get("started")
         if isinstance(at, int | float) and at > 0:  # pm_uptime: milliseconds
             started[name] = min(started.get(name, at / 1000), at / 1000)
-    return [Pm2App(name, "online" if all(s == "online" for s in st) else next(s for s in st if s != "online"),
+    apps = [Pm2App(name, "online" if all(s == "online" for s in st) else next(s for s in st if s != "online"),
                    len(st), started.get(name, 0.0)) for name, st in counts.items()]
+    return apps, saved
 
 
 def parse_guest_facts(stdout: str) -> GuestFacts:
@@ -352,19 +389,17 @@ def parse_guest_facts(stdout: str) -> GuestFacts:
         raise GuestError(f"facts: unexpected document version {version}")
     os_id, os_version = _os(_text(doc, "os_release"))
     try:
-        rabbit = (_rabbitmq(_text(doc, "rabbitmq_users"), _text(doc, "rabbitmq_permissions"))
-                  if "rabbitmq_users" in doc else None)
-        pm2 = _pm2(_text(doc, "pm2")) if "pm2" in doc else None
-        saved = dict(Counter(_text(doc, "pm2_saved").split())) if "pm2_saved" in doc else None
-    except (json.JSONDecodeError, KeyError) as exc:
+        rabbit = _rabbitmq(_text(doc, "rabbitmq")) if "rabbitmq" in doc else None
+        pm2, saved = _pm2(_text(doc, "pm2")) if "pm2" in doc else (None, None)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise GuestError(f"facts: malformed rabbitmq/pm2 section: {exc}") from None
     return GuestFacts(
         hostname=str(doc.get("hostname", "")),
         os_id=os_id, os_version=os_version,
         packages=_packages(_text(doc, "packages")),
-        files={f.path: f for f in (_file(e) for e in doc.get("files", []))},
+        files=_files(doc),
         dirs=_dirs(_text(doc, "dirs")),
-        services=_services(_text(doc, "services")),
+        services=_services(_text(doc, "service_names"), _text(doc, "services")),
         users=frozenset(_text(doc, "users").split()),
         npm_globals=frozenset(_text(doc, "npm_globals").split()),
         postgres=_postgres(_text(doc, "postgres")) if "postgres" in doc else None,

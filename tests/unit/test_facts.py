@@ -105,8 +105,12 @@ def test_converged_sandbox_recording_matches_what_the_plan_writes(spec: phases.C
         if isinstance(c, PutFile):
             have = f.files[c.path]
             assert (have.mode, have.owner, have.group) == (c.mode, c.owner, c.group), c.path
-    assert f.files["/opt/psa-platform/.env"].content is None
-    assert all(s.active and s.enabled for s in f.services.values()), f.services
+    env = f.files["/opt/psa-platform/.env"].content or ""
+    secret_lines = [line for line in env.splitlines() if "PASSWORD=" in line or "SECRET=" in line]
+    assert len(secret_lines) >= 4 and all(line.endswith("=***") for line in secret_lines), secret_lines
+    assert "requirepass ***" in (f.files["/etc/redis/redis.conf"].content or "")
+    assert all(s.active and s.enabled and s.since > 1.7e9 for s in f.services.values()), f.services
+    assert f.pm2_saved == {a.name: a.instances for a in f.pm2 or []}
     want = {n: s.instances for n, s in phases.load_phase("phase0", ROOT / "phases").services.items()}
     assert {a.name: a.instances for a in f.pm2 or [] if a.status == "online"} == want
     assert f.rabbitmq is not None and "guest" not in f.rabbitmq.users
@@ -118,13 +122,23 @@ def test_times_keep_their_microseconds() -> None:
     assert facts._seconds("1795775444.301312") == pytest.approx(1795775444.301312)
     assert facts._seconds("1795775444") == 1795775444.0  # older recordings: whole seconds
     assert facts._seconds("n/a") == 0.0 and facts._seconds("-5") == 0.0
-    services = facts._services("redis-server active enabled 1795775577.835883\n"
-                               "elasticsearch failed enabled 17.5\n")
-    assert services["redis-server"].since == pytest.approx(1795775577.835883)
+    services = facts._services(
+        "redis-server\nelasticsearch\nnginx\n",
+        "ActiveState=active\nUnitFileState=enabled\nActiveEnterTimestamp=Fri 2026-11-27 12:32:57.835883 UTC\n"
+        "\nUnitFileState=enabled\nActiveState=failed\n"
+        "ActiveEnterTimestamp=Fri 2026-11-27 12:30:00.000001 UTC\n"
+        "\nActiveState=inactive\nUnitFileState=\nActiveEnterTimestamp=\n")
+    assert services["redis-server"].since == pytest.approx(1795782777.835883)
+    assert services["redis-server"].enabled and services["elasticsearch"].enabled
     assert services["elasticsearch"].since == 0.0  # not active: no start time
-    entry = {"path": "/etc/redis/redis.conf", "sha256": "0" * 64, "stat": "640 redis redis 1795775577.9",
-             "content": ""}
-    assert facts._file(entry).mtime == pytest.approx(1795775577.9)
+    assert services["nginx"] == facts.ServiceFact("nginx", False, False, 0.0)  # no such unit
+    with pytest.raises(GuestError, match="described 1 units, asked about 2"):
+        facts._services("a\nb\n", "ActiveState=active\n")
+    doc = {"file_sums": base64.b64encode(("0" * 64 + "  /etc/redis/redis.conf\n").encode()).decode(),
+           "file_stats": base64.b64encode(b"640 redis redis 1795775577.900001 /etc/redis/redis.conf\n")
+           .decode(),
+           "files": [{"path": "/etc/redis/redis.conf", "content": ""}]}
+    assert facts._files(doc)["/etc/redis/redis.conf"].mtime == pytest.approx(1795775577.900001)
 
 
 def test_postgres_conf_load_time_is_read() -> None:
@@ -135,18 +149,23 @@ def test_postgres_conf_load_time_is_read() -> None:
 
 def test_pm2_saved_counts_the_processes_of_dump_pm2() -> None:
     doc = json.loads((CASES / "installed_phase0.json").read_text())
-    assert facts.parse_guest_facts(json.dumps(doc)).pm2_saved is None  # not gathered: unknown
-    doc["pm2_saved"] = base64.b64encode(b"tickets\ntickets\ncrm\n").decode()
-    assert facts.parse_guest_facts(json.dumps(doc)).pm2_saved == {"tickets": 2, "crm": 1}
-    doc["pm2_saved"] = ""  # no dump.pm2 (or an unreadable one)
-    assert facts.parse_guest_facts(json.dumps(doc)).pm2_saved == {}
+
+    def saved(pm2: object) -> dict[str, int] | None:
+        doc["pm2"] = base64.b64encode(json.dumps(pm2).encode()).decode()
+        return facts.parse_guest_facts(json.dumps(doc)).pm2_saved
+
+    assert saved({"running": [], "saved": ["tickets", "tickets", "crm"]}) == {"tickets": 2, "crm": 1}
+    assert saved({"running": [], "saved": []}) == {}  # no dump.pm2 (or an unreadable one)
+    del doc["pm2"]
+    assert facts.parse_guest_facts(json.dumps(doc)).pm2_saved is None  # PM2 not running: unknown
 
 
 
 def test_pm2_apps_carry_the_start_of_their_oldest_process() -> None:
-    apps = facts._pm2(json.dumps([{"name": "tickets", "status": "online", "started": 1795775577835},
-                                  {"name": "tickets", "status": "online", "started": 1795775570000},
-                                  {"name": "crm", "status": "online"}]))
+    apps, _ = facts._pm2(json.dumps({"running": [
+        {"name": "tickets", "status": "online", "started": 1795775577835},
+        {"name": "tickets", "status": "online", "started": 1795775570000},
+        {"name": "crm", "status": "online"}]}))
     by_name = {a.name: a for a in apps}
     assert by_name["tickets"].started == pytest.approx(1795775570.0) and by_name["tickets"].instances == 2
     assert by_name["crm"].started == 0.0  # unknown
