@@ -208,12 +208,22 @@ def _raw(name: str, phases_dir: Path) -> tuple[Phase, dict[Loc, int], Path]:
     if not path.is_file():
         known = ", ".join(p.stem for p in sorted(Path(phases_dir).glob("phase*.yml"))) or "none"
         raise InputError(f"unknown phase '{name}': no {path}", hint=f"phases in {phases_dir}: {known}")
-    phase = load_model(path, Phase)
-    _, lines = load_yaml(path)
+    try:
+        key = (str(path.resolve()), path.read_bytes())
+    except OSError:  # load_model says why, with the file's name
+        key = (str(path), b"")
+    phase, lines = _LOADED.get(key) or (load_model(path, Phase), load_yaml(path)[1])
+    if key[1]:
+        _LOADED[key] = phase, lines
     if phase.name != name:
         raise InputError(f"{path}:{line_of(('name',), lines)}: name is '{phase.name}' but the file is "
                          f"{path.name} -> write name: {name}")
     return phase, lines, path
+
+
+# Phase files parsed in this process, by path and content: one `up` reads every phase file in three
+# places (earlier phases' containers, handover, migrations); Phase is frozen, so one parse is shared.
+_LOADED: dict[tuple[str, bytes], tuple[Phase, dict[Loc, int]]] = {}
 
 
 def _dupes(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]:

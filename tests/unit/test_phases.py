@@ -79,3 +79,16 @@ def test_load_phase_raises_with_every_error() -> None:
         phases.load_phase("phase0", CASES / "dup_ip")
     assert "phase0.yml:14: error: duplicate vmid 200" in str(info.value)
     assert "phase0.yml:22: error: duplicate ip 10.0.20.100" in str(info.value)
+
+
+def test_a_phase_file_edited_in_the_same_process_is_read_again(tmp_path: Path) -> None:
+    """Parsed phase files are shared within a process, keyed by content: an edit of the same size
+    (and possibly the same mtime tick) is never served from the old parse."""
+    text = (ROOT / "phases" / "phase0.yml").read_text()
+    path = tmp_path / "phase0.yml"
+    path.write_text(text)
+    first = phases.load_phase("phase0", tmp_path)
+    assert phases.load_phase("phase0", tmp_path) is first  # shared
+    path.write_text(text.replace("cores: 16", "cores: 12", 1))
+    assert "cores: 16" in text and first.containers[0].cores == 16
+    assert phases.load_phase("phase0", tmp_path).containers[0].cores == 12
