@@ -10,6 +10,7 @@ import dataclasses
 import shlex
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,14 @@ from psa_provision.apply import Summary, api_task, apply
 from psa_provision.components import container as container_component
 from psa_provision.components.app import probe_address
 from psa_provision.components.catalog import APP_HOME, APP_USER
-from psa_provision.errors import ConnectionFailed, GuestError, InputError, ProxmoxAuthError, ProxmoxError
+from psa_provision.errors import (
+    ConnectionFailed,
+    GuestError,
+    InputError,
+    ProvisionError,
+    ProxmoxAuthError,
+    ProxmoxError,
+)
 from psa_provision.inventory import Inventory, load_inventory
 from psa_provision.journal import Journal, PhaseLock, kill_point, migration_grants, state_dir
 from psa_provision.output import Output, StepProgress
@@ -30,7 +38,7 @@ from psa_provision.plan import ApiCall, Change, Plan
 from psa_provision.proxmox import ProxmoxClient, connect, inherited_privileges
 from psa_provision.secrets import Secrets, load_secrets
 from psa_provision.ssh import COUNTER as SSH_COUNTER
-from psa_provision.ssh import Connection, forget_host, wait_for_ssh
+from psa_provision.ssh import Connection, forget_host, knows_host, wait_for_ssh
 from psa_provision.timing import WATCH, StepTimer, Stopwatch
 
 MARKER = "psa-provision"
@@ -135,9 +143,11 @@ def is_ours(config: dict[str, Any]) -> bool:
 
 
 # -- preflight ---------------------------------------------------------------------------------------
-def preflight(px: ProxmoxClient, site: Site, *, download: bool,
-              note: Callable[[str], None]) -> list[ContainerState]:
-    """Node online, vmids free or ours, storage/bridge/template present, capacity; returns states."""
+def preflight(px: ProxmoxClient, site: Site, *, download: bool, note: Callable[[str], None],
+              seen: Callable[[ContainerState], None] | None = None) -> list[ContainerState]:
+    """Node online, vmids free or ours, storage/bridge/template present, capacity; returns states.
+
+    `seen` gets each container's state as soon as it is known (FactsAhead starts its facts then)."""
     inv, phase = site.inventory, site.phase
     resources = px.cluster_resources()  # nodes, guests and storages: one call, not one per container
     warnings: list[str] = []
@@ -154,6 +164,8 @@ def preflight(px: ProxmoxClient, site: Site, *, download: bool,
     states = []
     for spec in phase.containers:
         states.append(_container_state(px, spec, resources))
+        if seen is not None:
+            seen(states[-1])
     _check_privileges(px, site, states, note)
     for node in sorted(nodes):
         _ensure_template(px, inv, node, download=download, note=note)
@@ -318,6 +330,66 @@ def guest_plan(site: Site, spec: ContainerSpec, facts: facts_mod.GuestFacts) -> 
     return planner.plan_guest(ctx, facts)
 
 
+class FactsAhead:
+    """The facts of running containers, gathered while Proxmox is still being asked.
+
+    The facts script is the one guest round trip of a converged run, and most of its time is the
+    guest's own probes, so it runs alongside the API calls. It starts at once for a container whose
+    host key is pinned in our known_hosts (we provisioned it; a host key check refuses anything else
+    at that address), otherwise as soon as preflight has seen the container running and ours. The
+    result is used only when preflight found the container running and nothing touched it in between
+    (no open task of a killed run waited for, no change to the container); otherwise it is dropped,
+    the connection closed, and the facts gathered again where they always were.
+    """
+
+    def __init__(self, site: Site, conns: dict[str, Connection], *, health: bool) -> None:
+        self._site, self._conns, self._health = site, conns, health
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(conns)), thread_name_prefix="facts")
+        self._futures: dict[str, Future[tuple[facts_mod.GuestFacts, bool]]] = {}
+
+    def __enter__(self) -> FactsAhead:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._pool.shutdown(wait=True)  # before the connections close: never one used by two threads
+
+    def start_known(self) -> None:
+        for spec in self._site.phase.containers:
+            conn = self._conns.get(spec.hostname)
+            if conn is not None and knows_host(conn.known_hosts, spec.ip):
+                self._futures[spec.hostname] = self._pool.submit(self._gather, spec)
+
+    def start(self, state: ContainerState) -> None:
+        host = state.spec.hostname
+        if state.running and host in self._conns and host not in self._futures:
+            self._futures[host] = self._pool.submit(self._gather, state.spec)
+
+    def _gather(self, spec: ContainerSpec) -> tuple[facts_mod.GuestFacts, bool]:
+        conn = self._conns[spec.hostname]
+        if self._health:
+            return gather_facts_and_health(conn, self._site.phase, spec)
+        return gather_facts(conn, spec), False
+
+    def take(self, hostname: str, *, usable: bool) -> tuple[facts_mod.GuestFacts, bool] | None:
+        """(facts, healthy) gathered ahead if `usable`, else None; waits for it: the connection is idle
+        when this returns."""
+        future = self._futures.pop(hostname, None)
+        if future is None:
+            return None
+        try:
+            early: tuple[facts_mod.GuestFacts, bool] | None = future.result()
+        except (ProvisionError, OSError):  # gathered again the usual way, which reports it
+            early = None
+        if early is None or not usable:
+            self._conns[hostname].close()
+            return None
+        return early
+
+    def drop_all(self) -> None:
+        for hostname in list(self._futures):
+            self.take(hostname, usable=False)
+
+
 @contextmanager
 def connections(site: Site) -> Iterator[dict[str, Connection]]:
     conns = {c.hostname: ssh_connection(site.inventory, c) for c in site.phase.containers}
@@ -331,18 +403,20 @@ def connections(site: Site) -> Iterator[dict[str, Connection]]:
 def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = None) -> Plan:
     """What `up` would do, Proxmox and guests; no writes anywhere (`cost` gets what it cost)."""
     started = time.monotonic()
-    px = connect(site.inventory)
-    states = preflight(px, site, download=False, note=out.note)
     full = Plan()
-    for text in _earlier_containers(px, site):
-        out.note(text)
-    with connections(site) as conns:
+    with connections(site) as conns, FactsAhead(site, conns, health=False) as ahead:
+        ahead.start_known()
+        px = connect(site.inventory)
+        states = preflight(px, site, download=False, note=out.note, seen=ahead.start)
+        for text in _earlier_containers(px, site):
+            out.note(text)
         for state in states:
             full.add(container_changes(site, state, force=force))
             full.add(phase_up.firewall_changes(px, site.phase, state.spec, state.config))
             facts = facts_mod.fresh()
             if state.running:
-                facts = gather_facts(conns[state.spec.hostname], state.spec)
+                early = ahead.take(state.spec.hostname, usable=True)
+                facts = early[0] if early else gather_facts(conns[state.spec.hostname], state.spec)
             elif state.config is not None:
                 out.note(f"{state.spec.hostname} is stopped: planning as for a fresh guest")
             full.add(guest_plan(site, state.spec, facts).changes)
@@ -356,13 +430,16 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
     """Converge the phase: container(s), guest configuration, app, then wait until healthy."""
     started = time.monotonic()
     journal = Journal.for_phase(site.inventory_path, site.phase.name)
-    with PhaseLock.for_phase(site.inventory_path, site.phase.name).held():
+    with (PhaseLock.for_phase(site.inventory_path, site.phase.name).held(), connections(site) as conns,
+          FactsAhead(site, conns, health=True) as ahead):
+        ahead.start_known()
         with WATCH.timed("proxmox"):
             px = connect(site.inventory)
-            states = preflight(px, site, download=True, note=out.note)
+            states = preflight(px, site, download=True, note=out.note, seen=ahead.start)
         journal.record("run-start", phase=site.phase.name, command="up")
         waited = finish_open_tasks(px, journal, states, out.note)
         if waited:
+            ahead.drop_all()
             for state in states:  # created by the killed run, which may have died before forgetting
                 if any(f":vzcreate:{state.spec.vmid}:" in str(t["upid"]) for t in waited):
                     _forget(site.inventory, state.spec)
@@ -371,8 +448,8 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
         for text in _earlier_containers(px, site):
             out.note(text)
         handover.before_up(px, site.inventory_path, site.inventory.phases_dir, site.phase, out.note)
-        with connections(site) as conns, out.steps() as progress:
-            failures = _up_all(site, px, states, conns, progress, journal, result, force=force)
+        with out.steps() as progress:
+            failures = _up_all(site, px, states, conns, ahead, progress, journal, result, force=force)
         result.summary.failed += len(failures)
         cost = result.cost
         cost.measure(started, px)
@@ -396,7 +473,7 @@ def _earlier_containers(px: ProxmoxClient, site: Site) -> list[str]:
 
 
 def _up_all(site: Site, px: ProxmoxClient, states: list[ContainerState], conns: dict[str, Connection],
-            progress: StepProgress, journal: Journal, result: UpResult,
+            ahead: FactsAhead, progress: StepProgress, journal: Journal, result: UpResult,
             *, force: bool) -> list[phase_up.Failure]:
     """Every container in parallel (stores, then app containers); each keeps its own counts."""
     parts: dict[int, UpResult] = {}
@@ -405,7 +482,7 @@ def _up_all(site: Site, px: ProxmoxClient, states: list[ContainerState], conns: 
         part = parts[state.spec.vmid] = UpResult(Summary())
         host = state.spec.hostname
         started = time.monotonic()
-        rest = _up_container(site, px, state, conns, progress, journal, part, force=force)
+        rest = _up_container(site, px, state, conns, ahead, progress, journal, part, force=force)
         journal.record("container", host=host, part="own", seconds=round(time.monotonic() - started, 1))
 
         def finish() -> None:  # the container's time in each wave, for bench/run's phase1 figure
@@ -425,12 +502,13 @@ def _up_all(site: Site, px: ProxmoxClient, states: list[ContainerState], conns: 
 
 
 def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: dict[str, Connection],
-                  progress: StepProgress, journal: Journal, result: UpResult,
+                  ahead: FactsAhead, progress: StepProgress, journal: Journal, result: UpResult,
                   *, force: bool) -> phase_up.Finish:
     """Everything this container can do on its own; returns the rest (changes that need the other
     containers: PM2 apps started or reloaded, then /health), which phase_up runs in its second wave."""
     spec = state.spec
     cplan = Plan(container_changes(site, state, force=force))
+    early = ahead.take(spec.hostname, usable=state.running and not cplan.actions)
     _apply(cplan, conns, px, journal, progress, result)
     restart = any(isinstance(c, ApiCall) and c.effect == "restart" for c in cplan.actions)
     created = any(isinstance(c, ApiCall) and c.effect in ("create", "recreate") for c in cplan.actions)
@@ -455,12 +533,15 @@ def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: d
     fw = phase_up.firewall_changes(px, site.phase, spec, config)
     _apply(Plan(fw), conns, px, journal, progress, result)
     conn = conns[spec.hostname]
-    progress.message(f"waiting for SSH on {conn.user}@{conn.host}")
-    with WATCH.timed("waiting"):
-        wait_for_ssh(conn, SSH_TIMEOUT)
-    progress.message(f"gathering facts on {spec.hostname}")
-    with WATCH.timed("facts"):
-        facts, healthy = gather_facts_and_health(conn, site.phase, spec)
+    if early is not None:
+        facts, healthy = early
+    else:
+        progress.message(f"waiting for SSH on {conn.user}@{conn.host}")
+        with WATCH.timed("waiting"):
+            wait_for_ssh(conn, SSH_TIMEOUT)
+        progress.message(f"gathering facts on {spec.hostname}")
+        with WATCH.timed("facts"):
+            facts, healthy = gather_facts_and_health(conn, site.phase, spec)
     gplan = guest_plan(site, spec, facts)
     _apply(Plan([c for c in gplan.changes if not c.needs_peers]), conns, px, journal, progress, result)
 

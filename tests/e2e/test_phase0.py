@@ -183,6 +183,11 @@ def test_second_up_changes_nothing(phase0: Site, guest: Connection) -> None:
     assert config_digest(phase0) == digest
     plan = phase0.cli("plan", "phase0")
     assert plan.code == 0, plan.stdout[-3000:]
+    for done in (run, plan):  # issue 7's budget for a converged run: facts in one batch, one connection
+        cost = re.search(r"(\d+) Proxmox API calls, (\d+) SSH connections, (\d+) guest commands", done.output)
+        assert cost, done.output[-2000:]
+        api, ssh, commands = map(int, cost.groups())
+        assert api <= 10 and ssh == 1 and commands == 1, cost[0]
 
 
 def test_one_template_value_changes_one_file_and_its_service(phase0: Site, guest: Connection) -> None:
