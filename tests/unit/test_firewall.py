@@ -192,7 +192,8 @@ class State:
 
 def test_the_app_container_builds_alongside_the_stores_and_starts_its_apps_after_them() -> None:
     states = [State(c) for c in phase("phase1").containers]
-    assert [s.spec.vmid for s in phase_up.first_wave_order(states)] == [230, 100, 110, 210, 220]
+    # then the stores, longest first: PostgreSQL and RabbitMQ, Elasticsearch, Redis (a short one last)
+    assert [s.spec.vmid for s in phase_up.first_wave_order(states)] == [230, 100, 210, 220, 110]
     assert [s.spec.vmid for s in phase_up.second_wave_order(
         [s for s in states if phase_up.is_app(s.spec)])] == [230]
 
