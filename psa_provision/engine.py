@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,60 +335,79 @@ class FactsAhead:
     """The facts of running containers, gathered while Proxmox is still being asked.
 
     The facts script is the one guest round trip of a converged run, and most of its time is the
-    guest's own probes, so it runs alongside the API calls. It starts at once for a container whose
-    host key is pinned in our known_hosts (we provisioned it; a host key check refuses anything else
-    at that address), otherwise as soon as preflight has seen the container running and ours. The
-    result is used only when preflight found the container running and nothing touched it in between
-    (no open task of a killed run waited for, no change to the container); otherwise it is dropped,
-    the connection closed, and the facts gathered again where they always were.
+    guest's own probes, so it runs alongside the API calls, on a connection of its own. It starts at
+    once for a container whose host key is pinned in our known_hosts (we provisioned it; a host key
+    check refuses anything else at that address), otherwise as soon as preflight has seen the
+    container running and ours. The result is used only when preflight found the container running
+    and nothing touched it in between (no open task of a killed run waited for, no change to the
+    container): then its connection serves the rest of the run. Otherwise it is dropped without
+    waiting (a stopped container's address takes seconds to fail) and its connection closed, and the
+    facts are gathered again where they always were.
     """
 
     def __init__(self, site: Site, conns: dict[str, Connection], *, health: bool) -> None:
         self._site, self._conns, self._health = site, conns, health
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(conns)), thread_name_prefix="facts")
-        self._futures: dict[str, Future[tuple[facts_mod.GuestFacts, bool]]] = {}
+        self._futures: dict[str, Future[tuple[facts_mod.GuestFacts, bool, Connection]]] = {}
 
     def __enter__(self) -> FactsAhead:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._pool.shutdown(wait=True)  # before the connections close: never one used by two threads
+        self.drop_all()
 
     def start_known(self) -> None:
         for spec in self._site.phase.containers:
-            conn = self._conns.get(spec.hostname)
-            if conn is not None and knows_host(conn.known_hosts, spec.ip):
-                self._futures[spec.hostname] = self._pool.submit(self._gather, spec)
+            if knows_host(known_hosts(self._site.inventory), spec.ip):
+                self._start(spec)
 
     def start(self, state: ContainerState) -> None:
-        host = state.spec.hostname
-        if state.running and host in self._conns and host not in self._futures:
-            self._futures[host] = self._pool.submit(self._gather, state.spec)
+        if state.running and state.spec.hostname not in self._futures:
+            self._start(state.spec)
 
-    def _gather(self, spec: ContainerSpec) -> tuple[facts_mod.GuestFacts, bool]:
-        conn = self._conns[spec.hostname]
-        if self._health:
-            return gather_facts_and_health(conn, self._site.phase, spec)
-        return gather_facts(conn, spec), False
+    def _start(self, spec: ContainerSpec) -> None:
+        future: Future[tuple[facts_mod.GuestFacts, bool, Connection]] = Future()
+        self._futures[spec.hostname] = future
+        threading.Thread(target=self._gather, args=(spec, future), name=f"facts-{spec.hostname}",
+                         daemon=True).start()  # daemon: a dropped one never holds up the exit
+
+    def _gather(self, spec: ContainerSpec, future: Future[tuple[facts_mod.GuestFacts, bool, Connection]],
+                ) -> None:
+        conn = ssh_connection(self._site.inventory, spec)
+        try:
+            if self._health:
+                facts, healthy = gather_facts_and_health(conn, self._site.phase, spec)
+            else:
+                facts, healthy = gather_facts(conn, spec), False
+        except Exception as exc:  # handed to take(), which decides
+            conn.close()
+            future.set_exception(exc)
+        else:
+            future.set_result((facts, healthy, conn))
 
     def take(self, hostname: str, *, usable: bool) -> tuple[facts_mod.GuestFacts, bool] | None:
-        """(facts, healthy) gathered ahead if `usable`, else None; waits for it: the connection is idle
-        when this returns."""
+        """(facts, healthy) gathered ahead, if `usable` and they were; else None, without waiting."""
         future = self._futures.pop(hostname, None)
         if future is None:
             return None
-        try:
-            early: tuple[facts_mod.GuestFacts, bool] | None = future.result()
-        except (ProvisionError, OSError):  # gathered again the usual way, which reports it
-            early = None
-        if early is None or not usable:
-            self._conns[hostname].close()
+        if not usable:
+            future.add_done_callback(_close_connection)
             return None
-        return early
+        try:
+            facts, healthy, conn = future.result()
+        except (ProvisionError, OSError):  # gathered again the usual way, which reports it
+            return None
+        self._conns[hostname].close()
+        self._conns[hostname] = conn  # closed with the others when the run ends
+        return facts, healthy
 
     def drop_all(self) -> None:
         for hostname in list(self._futures):
             self.take(hostname, usable=False)
+
+
+def _close_connection(future: Future[tuple[facts_mod.GuestFacts, bool, Connection]]) -> None:
+    if not future.exception():
+        future.result()[2].close()
 
 
 @contextmanager

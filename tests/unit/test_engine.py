@@ -55,8 +55,8 @@ def test_privileges_needed_depend_on_create_or_reconcile() -> None:
 
 
 class _FakeConn:
-    def __init__(self, known_hosts: object) -> None:
-        self.known_hosts, self.closed = known_hosts, 0
+    def __init__(self, name: str) -> None:
+        self.name, self.closed = name, 0
 
     def close(self) -> None:
         self.closed += 1
@@ -64,6 +64,8 @@ class _FakeConn:
 
 def test_facts_ahead_start_early_only_where_we_pinned_a_host_key_and_use_them_only_if_untouched(
         tmp_path: Any, monkeypatch: Any) -> None:
+    import threading
+
     import paramiko
 
     from psa_provision.errors import ConnectionFailed
@@ -71,35 +73,45 @@ def test_facts_ahead_start_early_only_where_we_pinned_a_host_key_and_use_them_on
     phase = load_phase("phase1", REPO_ROOT / "phases")
     inventory = REPO_ROOT / "inventories" / "sandbox.yml"
     site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
+    pinned, second, failing, stopped, slow = phase.containers
     known = tmp_path / "known_hosts"
-    pinned = phase.containers[0]
     keys = paramiko.HostKeys()
-    keys.add(pinned.ip, "ecdsa-sha2-nistp256", paramiko.ECDSAKey.generate())
+    for spec in (pinned, stopped):
+        keys.add(spec.ip, "ecdsa-sha2-nistp256", paramiko.ECDSAKey.generate())
     keys.save(str(known))
-    conns = {c.hostname: _FakeConn(known) for c in phase.containers}
-    asked: list[str] = []
+    monkeypatch.setattr(engine, "known_hosts", lambda inv: known)
+    opened: dict[str, _FakeConn] = {}
+    monkeypatch.setattr(engine, "ssh_connection",
+                        lambda inv, spec: opened.setdefault(spec.hostname, _FakeConn(spec.hostname)))
+    release = threading.Event()
 
     def gather(conn: Any, phase_: Any, spec: Any) -> tuple[str, bool]:
-        asked.append(spec.hostname)
-        if spec.hostname == phase.containers[2].hostname:
+        if spec is failing:
             raise ConnectionFailed("no route")
+        if spec is stopped:  # a stopped container's address: fails only after seconds
+            release.wait(10)
+            raise ConnectionFailed("no route to host")
         return f"facts of {spec.hostname}", True
 
     monkeypatch.setattr(engine, "gather_facts_and_health", gather)
-    states = [engine.ContainerState(c, {"hostname": c.hostname}, running=i != 3)
-              for i, c in enumerate(phase.containers)]
+    conns = {c.hostname: _FakeConn("run's own") for c in phase.containers}
+    states = [engine.ContainerState(c, {"hostname": c.hostname}, running=c is not stopped)
+              for c in phase.containers]
     with engine.FactsAhead(site, conns, health=True) as ahead:  # type: ignore[arg-type]
         ahead.start_known()
-        assert set(ahead._futures) == {pinned.hostname}  # the others: not before preflight saw them
+        assert set(ahead._futures) == {pinned.hostname, stopped.hostname}  # the others: after preflight
         for state in states:
             ahead.start(state)
+        assert set(ahead._futures) == {c.hostname for c in phase.containers}
         assert ahead.take(pinned.hostname, usable=True) == (f"facts of {pinned.hostname}", True)
-        assert conns[pinned.hostname].closed == 0  # its connection stays open for the rest of the run
-        second = phase.containers[1].hostname
-        assert ahead.take(second, usable=False) is None and conns[second].closed == 1  # e.g. restarted
-        third = phase.containers[2].hostname
-        assert ahead.take(third, usable=True) is None and conns[third].closed == 1  # failed: gather again
-        stopped = phase.containers[3].hostname
-        assert ahead.take(stopped, usable=False) is None and conns[stopped].closed == 0  # never asked
-    assert sorted(asked) == sorted(c.hostname for i, c in enumerate(phase.containers) if i != 3)
-    assert asked.count(pinned.hostname) == 1  # started early, not again when preflight saw it running
+        assert conns[pinned.hostname] is opened[pinned.hostname]  # its connection serves the run
+        assert opened[pinned.hostname].closed == 0
+        ahead._futures[second.hostname].result(5)
+        assert ahead.take(second.hostname, usable=False) is None  # e.g. the container is restarted
+        assert opened[second.hostname].closed == 1 and conns[second.hostname].name == "run's own"
+        assert ahead.take(failing.hostname, usable=True) is None  # failed: gathered again, reported then
+        attempt = ahead._futures[stopped.hostname]
+        assert ahead.take(stopped.hostname, usable=False) is None
+        assert not attempt.done()  # not waited for: it fails seconds later, in the background
+    release.set()
+    assert ahead.take(slow.hostname, usable=True) is None  # dropped when the run ended
