@@ -254,8 +254,8 @@ def _files(doc: dict[str, Any]) -> dict[str, FileFact]:
     out: dict[str, FileFact] = {}
     for entry in doc.get("files", []):
         path, content = str(entry["path"]), entry.get("content")
-        if path not in sums or path not in stats:
-            raise GuestError(f"facts: no checksum or stat for {path}")
+        if path not in sums or path not in stats:  # removed while the facts were read: absent
+            continue
         mode, owner, group, mtime = stats[path]
         out[path] = FileFact(
             path=path, sha256=sums[path], mode=int(mode, 8), owner=owner, group=group, mtime=_seconds(mtime),
@@ -289,7 +289,8 @@ def _services(names: str, text: str) -> dict[str, ServiceFact]:
     blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
               for block in text.split("\n\n") if block.strip()]
     if len(blocks) != len(units):
-        raise GuestError(f"facts: systemctl described {len(blocks)} units, asked about {len(units)}")
+        raise GuestError(f"facts: systemctl described {len(blocks)} units, asked about {len(units)}",
+                         hint="is systemd running in the container? (`systemctl show` answers per unit)")
     out: dict[str, ServiceFact] = {}
     for name, props in zip(units, blocks, strict=True):
         active = props.get("ActiveState") == "active"

@@ -139,6 +139,8 @@ def test_times_keep_their_microseconds() -> None:
            .decode(),
            "files": [{"path": "/etc/redis/redis.conf", "content": ""}]}
     assert facts._files(doc)["/etc/redis/redis.conf"].mtime == pytest.approx(1795775577.900001)
+    doc["files"].append({"path": "/etc/cron.d/psa-backup", "content": ""})  # removed before sha256sum ran
+    assert set(facts._files(doc)) == {"/etc/redis/redis.conf"}
 
 
 def test_postgres_conf_load_time_is_read() -> None:
