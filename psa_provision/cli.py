@@ -128,6 +128,7 @@ def up(ctx: typer.Context, phase: str,
 
     def run() -> int:
         site = engine.load_site(state.inventory, phase)
+        engine.refuse_clusters(site.phase, "up")  # before the interactive preview, too
         from psa_provision import migrate as migrate_mod
 
         moved = migrate_mod.moved_away(site.inventory_path, phase, site.inventory.phases_dir)

@@ -121,6 +121,26 @@ def load_site(inventory_path: Path, phase_name: str, *, need_secrets: bool = Tru
     return Site(inv, Path(inventory_path), phase, secrets, key)
 
 
+def unbuilt_clusters(phase: Phase) -> list[str]:
+    """The phase's clusters (containers with `cluster:`, phase 3). This version provisions every member
+    as a standalone store: PostgreSQL replication, Redis Sentinel, the RabbitMQ and Elasticsearch
+    clusters and the load balancer are not configured yet."""
+    return sorted({c.cluster for c in phase.containers if c.cluster})
+
+
+def refuse_clusters(phase: Phase, command: str) -> None:
+    """InputError before any call: `up`/`migrate` of a phase with clusters would build standalone
+    stores that look like high availability and are not."""
+    clusters = unbuilt_clusters(phase)
+    if clusters:
+        raise InputError(
+            f"refusing `{command} {phase.name}`: its clusters ({', '.join(clusters)}) need replication and "
+            "clustering that this version does not configure yet; every member would run as a standalone "
+            "store, which is not high availability",
+            hint=f"`psa-provision plan {phase.name}` shows its containers; phases without clusters "
+                 "(phase0 to phase2) are supported")
+
+
 def known_hosts(inv: Inventory) -> Path | None:
     """The tool's own known_hosts (next to the journal): host keys are pinned after first use."""
     return state_dir(inv.path) / "known_hosts" if inv.path else None
@@ -424,6 +444,10 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
     """What `up` would do, Proxmox and guests; no writes anywhere (`cost` gets what it cost)."""
     started = time.monotonic()
     full = Plan()
+    if unbuilt_clusters(site.phase):
+        out.note(f"warning: {site.phase.name}'s clusters ({', '.join(unbuilt_clusters(site.phase))}) are not "
+                 "configured by this version: this plan builds each member as a standalone store, and "
+                 f"`up {site.phase.name}` refuses to")
     with connections(site) as conns, FactsAhead(site, conns, health=False) as ahead:
         ahead.start_known()
         px = connect(site.inventory)
@@ -448,6 +472,7 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
 # -- up ----------------------------------------------------------------------------------------------
 def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
     """Converge the phase: container(s), guest configuration, app, then wait until healthy."""
+    refuse_clusters(site.phase, "up")
     started = time.monotonic()
     journal = Journal.for_phase(site.inventory_path, site.phase.name)
     with (PhaseLock.for_phase(site.inventory_path, site.phase.name).held(), connections(site) as conns,

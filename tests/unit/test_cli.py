@@ -121,3 +121,17 @@ def test_up_of_a_phase_migrated_away_from_is_refused_before_any_call(site: Path)
     assert "unreachable" not in out
     code, out = run("-i", str(site), "up", "phase1", "--yes")
     assert code == 1 and "is unreachable" in out  # the new phase itself is not refused
+
+
+def test_a_phase_with_clusters_is_refused_by_up_and_migrate_and_planned_with_a_warning(site: Path) -> None:
+    """Phase 3's members would be standalone stores (no replication, Sentinel, clustering, load
+    balancer yet): `up` and `migrate` refuse before any call; `plan` says so, then asks the API."""
+    for command in (["up", "phase3", "--yes"], ["migrate", "phase3"]):
+        code, out = run("-i", str(site), *command)
+        assert code == 1 and f"refusing `{command[0]} phase3`" in out, out
+        assert "postgresql" in out and "rabbitmq" in out and "unreachable" not in out, out
+    code, out = run("-i", str(site), "plan", "phase3")
+    assert code == 1 and "warning: phase3's clusters (" in out and "is unreachable" in out, out
+    code, out = run("-i", str(site), "up", "phase2", "--yes")
+    assert code == 1 and "is unreachable" in out and "refusing" not in out  # no clusters: not refused
+
