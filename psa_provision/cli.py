@@ -128,7 +128,7 @@ def up(ctx: typer.Context, phase: str,
 
     def run() -> int:
         site = engine.load_site(state.inventory, phase)
-        engine.refuse_clusters(site.phase, "up")  # before the interactive preview, too
+        engine.refuse_clusters(site.phase, "up")
         from psa_provision import migrate as migrate_mod
 
         moved = migrate_mod.moved_away(site.inventory_path, phase, site.inventory.phases_dir)
@@ -341,6 +341,7 @@ def migrate(ctx: typer.Context, phase: str,
             report = migrate_mod.plan_report(site)
             show(report, f"migrate {phase} (plan: nothing is changed)")
             return 0
+        engine.refuse_clusters(site.phase, "migrate")
         report = migrate_mod.migrate(site, out)
         show(report, f"migrate {phase}")
         out.line(f"migration to {phase} " + ("complete" if report.complete else "not complete"))

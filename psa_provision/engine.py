@@ -444,9 +444,10 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
     """What `up` would do, Proxmox and guests; no writes anywhere (`cost` gets what it cost)."""
     started = time.monotonic()
     full = Plan()
-    if unbuilt_clusters(site.phase):
-        out.note(f"warning: {site.phase.name}'s clusters ({', '.join(unbuilt_clusters(site.phase))}) are not "
-                 "configured by this version: this plan builds each member as a standalone store, and "
+    clusters = unbuilt_clusters(site.phase)
+    if clusters:
+        out.note(f"warning: {site.phase.name}'s clusters ({', '.join(clusters)}) are not configured by this "
+                 "version: this plan builds each member as a standalone store, and "
                  f"`up {site.phase.name}` refuses to")
     with connections(site) as conns, FactsAhead(site, conns, health=False) as ahead:
         ahead.start_known()
@@ -472,7 +473,6 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
 # -- up ----------------------------------------------------------------------------------------------
 def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
     """Converge the phase: container(s), guest configuration, app, then wait until healthy."""
-    refuse_clusters(site.phase, "up")
     started = time.monotonic()
     journal = Journal.for_phase(site.inventory_path, site.phase.name)
     with (PhaseLock.for_phase(site.inventory_path, site.phase.name).held(), connections(site) as conns,

@@ -24,14 +24,7 @@ from psa_provision.apply import api_task
 from psa_provision.components import postgresql as pg_component
 from psa_provision.components.app import probe_address
 from psa_provision.components.catalog import APP_DIR, APP_HOME, APP_USER, ECOSYSTEM_FILE, ENV_FILE, SERVICES
-from psa_provision.engine import (
-    ContainerState,
-    Site,
-    finish_open_tasks,
-    refuse_clusters,
-    ssh_connection,
-    wait_healthy,
-)
+from psa_provision.engine import ContainerState, Site, finish_open_tasks, ssh_connection, wait_healthy
 from psa_provision.errors import InputError, ProvisionError, ProxmoxError
 from psa_provision.journal import Journal, PhaseLock, kill_point, state_dir, write_migration_grants
 from psa_provision.movers import MOVERS, Check
@@ -778,7 +771,6 @@ def _all_held(locks: list[PhaseLock]) -> Iterator[None]:
 
 def migrate(site: Site, out: Output) -> Report:
     """Run (or resume) the migration to site.phase; MigrationFailed when a verify rolled a step back."""
-    refuse_clusters(site.phase, "migrate")
     migration = Migration(site, out)
     try:
         return migration.run()
