@@ -39,7 +39,7 @@ from psa_provision.plan import ApiCall, Change, Plan
 from psa_provision.proxmox import ProxmoxClient, connect, inherited_privileges
 from psa_provision.secrets import Secrets, load_secrets
 from psa_provision.ssh import COUNTER as SSH_COUNTER
-from psa_provision.ssh import Connection, forget_host, knows_host, wait_for_ssh
+from psa_provision.ssh import Connection, forget_host, pinned_hosts, wait_for_ssh
 from psa_provision.timing import WATCH, StepTimer, Stopwatch
 
 MARKER = "psa-provision"
@@ -376,8 +376,10 @@ class FactsAhead:
         self.drop_all()
 
     def start_known(self) -> None:
-        for spec in self._site.phase.containers:
-            if knows_host(known_hosts(self._site.inventory), spec.ip):
+        specs = self._site.phase.containers
+        pinned = pinned_hosts(known_hosts(self._site.inventory), (c.ip for c in specs))
+        for spec in specs:
+            if spec.ip in pinned:
                 self._start(spec)
 
     def start(self, state: ContainerState) -> None:

@@ -340,9 +340,7 @@ def _postgres(text: str) -> PostgresFacts:
 def _rabbitmq(text: str) -> RabbitFacts:
     """`rabbitmqctl export_definitions`: users with their tags (a list, or a string like `[a,b]` from older
     releases) and the permissions on vhost /."""
-    doc = json.loads(text) if text.strip() else {}
-    if not isinstance(doc, dict):
-        raise json.JSONDecodeError("not an object", text, 0)
+    doc = _json_object(text)
     users: dict[str, frozenset[str]] = {}
     for u in _dicts(doc.get("users")):
         tags = u.get("tags", [])
@@ -354,6 +352,14 @@ def _rabbitmq(text: str) -> RabbitFacts:
     return RabbitFacts(users, perms)
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    """One JSON object ({} for no output; JSONDecodeError for anything else)."""
+    doc = json.loads(text) if text.strip() else {}
+    if not isinstance(doc, dict):
+        raise json.JSONDecodeError("not an object", text, 0)
+    return doc
+
+
 def _dicts(value: Any) -> list[dict[str, Any]]:
     return [d for d in value if isinstance(d, dict)] if isinstance(value, list) else []
 
@@ -361,9 +367,7 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 def _pm2(text: str) -> tuple[list[Pm2App], dict[str, int]]:
     """The filter's {running: [{name, status, started}], saved: [name]}: the apps, and the processes
     per app in dump.pm2 (what `pm2 resurrect` starts at boot; {} when there is none)."""
-    doc = json.loads(text) if text.strip() else {}
-    if not isinstance(doc, dict):
-        raise json.JSONDecodeError("not an object", text, 0)
+    doc = _json_object(text)
     saved = dict(Counter(str(name) for name in doc.get("saved") or []))
     counts: dict[str, list[str]] = {}
     started: dict[str, float] = {}

@@ -283,12 +283,18 @@ def _short(value: object) -> str:
 
 def load_model(path: Path, model: type[M], *, context: dict[str, Any] | None = None) -> M:
     """Parse and validate one YAML file as `model`; every problem -> InputError with file:line."""
+    return load_model_and_lines(path, model, context=context)[0]
+
+
+def load_model_and_lines(path: Path, model: type[M], *,
+                         context: dict[str, Any] | None = None) -> tuple[M, dict[Loc, int]]:
+    """load_model, and the line of every location (for checks beyond the schema); one parse."""
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}:{line_of((), lines)}: expected a mapping of keys at the top level "
                          f"-> start with `{next(iter(model.model_fields))}:`")
     try:
-        return model.model_validate(data, context=context)
+        return model.model_validate(data, context=context), lines
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         if not hasattr(exc, "errors"):
             raise

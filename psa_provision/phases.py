@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import InputError
-from .loader import Loc, line_of, load_model, load_yaml, show
+from .loader import Loc, line_of, load_model_and_lines, show
 
 APP_SERVICES: dict[str, int] = {
     "api-gateway": 3000, "auth": 3010, "crm": 3020, "tickets": 3030,
@@ -210,9 +210,9 @@ def _raw(name: str, phases_dir: Path) -> tuple[Phase, dict[Loc, int], Path]:
         raise InputError(f"unknown phase '{name}': no {path}", hint=f"phases in {phases_dir}: {known}")
     try:
         key = (str(path.resolve()), path.read_bytes())
-    except OSError:  # load_model says why, with the file's name
+    except OSError:  # load_model_and_lines says why, with the file's name
         key = (str(path), b"")
-    phase, lines = _LOADED.get(key) or (load_model(path, Phase), load_yaml(path)[1])
+    phase, lines = _LOADED.get(key) or load_model_and_lines(path, Phase)
     if key[1]:
         _LOADED[key] = phase, lines
     if phase.name != name:

@@ -553,12 +553,12 @@ def forget_host(known_hosts: Path, host: str) -> None:
     keys.save(str(known_hosts))
 
 
-def knows_host(known_hosts: Path | None, host: str) -> bool:
-    """True when a host key of `host` is pinned in the known_hosts file (we have been there before)."""
+def pinned_hosts(known_hosts: Path | None, hosts: Iterable[str]) -> set[str]:
+    """The hosts whose key is pinned in the known_hosts file (we have been there before); one read."""
     if known_hosts is None or not known_hosts.exists():
-        return False
+        return set()
     keys = paramiko.HostKeys(str(known_hosts))
-    return any(keys.lookup(name) for name in (host, f"[{host}]:22"))
+    return {h for h in hosts if any(keys.lookup(name) for name in (h, f"[{h}]:22"))}
 
 
 def tcp_open(host: str, port: int, timeout: float = 2.0) -> bool:
