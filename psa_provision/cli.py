@@ -105,6 +105,9 @@ def plan(ctx: typer.Context, phase: str,
 
     def run() -> int:
         site = engine.load_site(state.inventory, phase)
+        from psa_provision import migrate as migrate_mod
+
+        migrate_mod.refuse_moved_away(site, "plan")
         cost = engine.Cost()
         result = engine.plan(site, out, force=force, cost=cost)
         out.note(cost.line)
@@ -131,11 +134,7 @@ def up(ctx: typer.Context, phase: str,
         engine.refuse_clusters(site.phase, "up")
         from psa_provision import migrate as migrate_mod
 
-        moved = migrate_mod.moved_away(site.inventory_path, phase, site.inventory.phases_dir)
-        if moved:
-            raise InputError(f"refusing `up {phase}`: {moved} (`psa-provision migrate PHASE --plan` "
-                             "shows where it stands; migrate's snapshots of the old containers are the "
-                             "way back)")
+        migrate_mod.refuse_moved_away(site, "up")
         if not yes and _interactive():
             preview = engine.plan(site, out, force=force)
             out.plan(preview, f"phase {phase} ({state.inventory})")

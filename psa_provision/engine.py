@@ -823,4 +823,10 @@ def destroy(site: Site, px: ProxmoxClient, targets: list[ContainerState], out: O
             _forget(site.inventory, spec)
             journal.record("destroy", vmid=spec.vmid, node=spec.node, hostname=spec.hostname)
             summary.changed += 1
+        guests = {int(g.get("vmid", -1)) for g in px.cluster_guests()}
+        if not any(c.vmid in guests for c in site.phase.containers):
+            closed = handover.close_migration_record(site.inventory_path, site.phase.name)
+            if closed is not None:
+                out.note(f"the migration into {site.phase.name} is closed (its containers are gone): "
+                         f"record kept in {closed.name}")
     return summary

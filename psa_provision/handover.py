@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from psa_provision import firewall
@@ -53,6 +54,19 @@ def previous(new: Phase, phases_dir: Path) -> Phase | None:
 def migration_journal(inventory_path: Path, phase: str) -> Path:
     """`migrate-<phase>.journal.jsonl` (migrate.journal_for's file)."""
     return state_dir(inventory_path) / f"migrate-{phase}.journal.jsonl"
+
+
+def close_migration_record(inventory_path: Path, phase: str) -> Path | None:
+    """Close the record of the migration into `phase` (its containers are gone, so are the data it
+    moved): the journal is kept as `migrate-<phase>.journal.jsonl.closed-<time>` for the record, and
+    `up` of the phase before is no longer refused on its account. Returns the closed file, if any."""
+    path = migration_journal(inventory_path, phase)
+    if not path.is_file():
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    closed = path.with_name(f"{path.name}.closed-{stamp}")
+    path.rename(closed)
+    return closed
 
 
 def migration_finished(inventory_path: Path, phase: str) -> bool:

@@ -179,7 +179,7 @@ def phases_of(site: Site) -> tuple[Phase, Phase]:
 def moved_away(inventory_path: Path, phase: str, phases_dir: Path) -> str | None:
     """Why `up <phase>` would be wrong now: a migration from `phase` to the next phase has started
     (its services are being or were moved; converging `phase` again would restart them on stale data).
-    None when no such migration is journaled. For `up` to refuse with (lead: wire into engine/cli)."""
+    None when no such migration is journaled (or its record was closed by a destroy of the new phase)."""
     names = [p.name for p in load_all(phases_dir)]
     if phase not in names or names.index(phase) + 1 >= len(names):
         return None
@@ -191,6 +191,27 @@ def moved_away(inventory_path: Path, phase: str, phases_dir: Path) -> str | None
     state = "complete" if states.get("finish", StepState()).finished else "under way"
     return (f"the migration {phase} -> {new} is {state} ({', '.join(started)} moved or moving): "
             f"`up {phase}` would start the old services again on stale data")
+
+
+def refuse_moved_away(site: Site, command: str) -> None:
+    """InputError when `up`/`plan` of site.phase would restart old services on stale data.
+
+    The journal says whether a migration away from the phase has started; the real state says whether
+    any of the phase's containers still hold that data. When none exists (destroyed, by the tool or by
+    hand), nothing stale can start again and the command goes on. When the API cannot tell, the journal
+    alone decides: refusing is the safe side."""
+    why = moved_away(site.inventory_path, site.phase.name, site.inventory.phases_dir)
+    if why is None:
+        return
+    try:
+        guests = {int(g.get("vmid", -1)) for g in connect(site.inventory).cluster_guests()}
+    except ProvisionError:
+        guests = None
+    if guests is not None and not any(c.vmid in guests for c in site.phase.containers):
+        return
+    raise InputError(f"refusing `{command} {site.phase.name}`: {why}",
+                     hint="`psa-provision migrate PHASE --plan` shows where it stands; migrate's snapshots "
+                          "of the old containers are the way back; destroying the new phase starts over")
 
 
 @dataclass

@@ -247,3 +247,8 @@ def reset_phase0(phase0: Site, converged_snapshot: str) -> Iterator[Site]:
         if px.status(node, vmid).get("status") != "running":
             px.start(node, vmid)
     wait_gateway_healthy(phase0)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `session_end` delete the session's containers: they run after every other test."""
+    items.sort(key=lambda item: item.get_closest_marker("session_end") is not None)

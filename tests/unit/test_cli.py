@@ -119,6 +119,8 @@ def test_up_of_a_phase_migrated_away_from_is_refused_before_any_call(site: Path)
     code, out = run("-i", str(site), "up", "phase0", "--yes")
     assert code == 1 and "refusing `up phase0`" in out and "postgresql" in out, out
     assert "unreachable" not in out
+    code, planned = run("-i", str(site), "plan", "phase0")  # plan refuses what up refuses, in the same words
+    assert code == 1 and planned.replace("refusing `plan", "refusing `up") == out, planned
     code, out = run("-i", str(site), "up", "phase1", "--yes")
     assert code == 1 and "is unreachable" in out  # the new phase itself is not refused
 

@@ -144,3 +144,59 @@ def test_moved_away_says_when_up_of_the_old_phase_is_wrong(tmp_path: Path) -> No
     why = moved_away(inv, "phase0", PHASES)
     assert why is not None and "under way" in why and "postgresql" in why
     assert moved_away(inv, "phase3", PHASES) is None
+
+
+class _Guests:
+    """A ProxmoxClient that only lists the cluster's guests."""
+
+    def __init__(self, vmids: list[int]) -> None:
+        self.vmids = vmids
+
+    def cluster_guests(self) -> list[dict[str, int]]:
+        return [{"vmid": v} for v in self.vmids]
+
+
+@pytest.mark.parametrize(("guests", "refused"), [
+    ([200, 100, 230], True),   # phase 0's container still holds the data the migration moved away
+    ([100, 230], False),       # phase 0 destroyed, phase 1 running: nothing stale can start again
+    (None, True),              # the API cannot tell: the journal alone decides
+])
+def test_refusal_follows_which_containers_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                guests: list[int] | None, refused: bool) -> None:
+    from types import SimpleNamespace
+
+    from psa_provision import migrate
+    from psa_provision.errors import ProxmoxError
+
+    inv = tmp_path / "sandbox.yml"
+    migrate.journal_for(inv, "phase1").record("migrate", step="postgresql", state="moved")
+    site = SimpleNamespace(inventory_path=inv, inventory=SimpleNamespace(phases_dir=PHASES),
+                           phase=load_phase("phase0", PHASES))
+
+    def connect(_inv: object) -> _Guests:
+        if guests is None:
+            raise ProxmoxError("the Proxmox API at https://127.0.0.1:1 is unreachable")
+        return _Guests(guests)
+
+    monkeypatch.setattr(migrate, "connect", connect)
+    if refused:
+        with pytest.raises(InputError, match=r"refusing `plan phase0`: the migration phase0 -> phase1"):
+            migrate.refuse_moved_away(site, "plan")  # type: ignore[arg-type]
+    else:
+        migrate.refuse_moved_away(site, "plan")  # type: ignore[arg-type]
+
+
+def test_closing_the_record_of_a_migration_keeps_it_and_ends_the_refusal(tmp_path: Path) -> None:
+    from psa_provision import handover
+    from psa_provision.migrate import journal_for, moved_away
+
+    inv = tmp_path / "sandbox.yml"
+    assert handover.close_migration_record(inv, "phase1") is None  # nothing recorded: nothing to close
+    journal_for(inv, "phase1").record("migrate", step="finish", state="done")
+    journal_for(inv, "phase1").record("migrate", step="postgresql", state="done")
+    assert moved_away(inv, "phase0", PHASES) is not None
+    closed = handover.close_migration_record(inv, "phase1")
+    assert closed is not None and closed.name.startswith("migrate-phase1.journal.jsonl.closed-")
+    assert "postgresql" in closed.read_text()
+    assert moved_away(inv, "phase0", PHASES) is None
+    assert not handover.migration_finished(inv, "phase1")
