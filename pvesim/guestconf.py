@@ -1,7 +1,8 @@
 """From a PVE container config to what LXC and the guest need: pure functions, no I/O.
 
 Property strings ("name=eth0,bridge=vmbr20,ip=10.0.20.100/24", "local-lvm:vm-200-disk-0,size=8G")
-are parsed here; lxc_config() writes the LXC config as pve-container would on a cgroup v1 host;
+are parsed here; lxc_config() writes the LXC config as pve-container would, with `lxc.cgroup.*`
+limits on a cgroup v1 (legacy or hybrid) host and `lxc.cgroup2.*` on a unified one;
 the guest files (/etc/network/interfaces, /etc/hosts, /etc/hostname, /etc/resolv.conf) follow
 PVE::LXC::Setup::Debian.
 Departure from Proxmox: with no `nameserver` set, PVE copies the host's resolv.conf. The host's
@@ -40,8 +41,9 @@ class ConfigError(ValueError):
 class HostCaps:
     """What the host offers that changes the generated config."""
 
-    memsw: bool = True  # /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes exists (swap accounting)
+    memsw: bool = True  # swap accounting: memory.memsw.limit_in_bytes (v1) or memory.swap.max (v2)
     cpus: int = 1  # online CPUs, to clamp the cpuset for `cores`
+    cgroup: int = 1  # cgroup version of the limits: 2 on a unified host, 1 on a legacy or hybrid one
 
 
 # --- property strings ------------------------------------------------------------------------
@@ -132,7 +134,8 @@ def lxc_config(vmid: int, conf: Mapping[str, str], rootfs: PurePosixPath, caps: 
     ]
     if unprivileged:
         lines += [f"lxc.idmap = {kind} 0 {SUBID_BASE} {SUBID_COUNT}" for kind in ("u", "g")]
-    lines += [f"lxc.cgroup.{key} = {value}" for key, value in cgroup_limits(conf, caps).items()]
+    prefix = "lxc.cgroup2" if caps.cgroup == 2 else "lxc.cgroup"
+    lines += [f"{prefix}.{key} = {value}" for key, value in cgroup_limits(conf, caps).items()]
     for index, net in networks(conf):
         lines += _net_lines(vmid, index, net)
     return "\n".join(lines) + "\n"
@@ -144,22 +147,38 @@ def _lxc_arch(arch: str) -> str:
 
 
 def cgroup_limits(conf: Mapping[str, str], caps: HostCaps) -> dict[str, str]:
-    """cgroup v1 settings for memory, swap, cores (cpuset), cpulimit (CFS quota) and cpuunits."""
+    """cgroup settings for memory, swap, cores (cpuset), cpulimit and cpuunits, in caps.cgroup's
+    version (PVE::LXC::update_lxc_config; live updates write the same files, see pvesim.cgroup)."""
     memory = int(conf.get("memory", "512")) * MIB
     swap = int(conf.get("swap", "512")) * MIB
-    limits = {"memory.limit_in_bytes": str(memory)}
-    if caps.memsw:
-        limits["memory.memsw.limit_in_bytes"] = str(memory + swap)
+    cpulimit = float(conf.get("cpulimit", "0"))
+    if caps.cgroup == 2:
+        limits = {"memory.max": str(memory), "memory.high": str(memory_high(memory))}
+        if caps.memsw:
+            limits["memory.swap.max"] = str(swap)  # swap alone, where v1 limits memory + swap
+    else:
+        limits = {"memory.limit_in_bytes": str(memory)}
+        if caps.memsw:
+            limits["memory.memsw.limit_in_bytes"] = str(memory + swap)
     if "cores" in conf:
         cores = max(1, min(int(conf["cores"]), caps.cpus))
         limits["cpuset.cpus"] = "0" if cores == 1 else f"0-{cores - 1}"
-    cpulimit = float(conf.get("cpulimit", "0"))
-    if cpulimit > 0:
+    if cpulimit > 0 and caps.cgroup == 2:
+        limits["cpu.max"] = f"{int(cpulimit * 100000)} 100000"
+    elif cpulimit > 0:
         limits["cpu.cfs_period_us"] = "100000"
         limits["cpu.cfs_quota_us"] = str(int(cpulimit * 100000))
-    if "cpuunits" in conf:
+    if "cpuunits" in conf and caps.cgroup == 2:
+        limits["cpu.weight"] = str(min(int(conf["cpuunits"]), 10000))  # PVE::CGroup::clamp_cpu_shares
+    elif "cpuunits" in conf:
         limits["cpu.shares"] = conf["cpuunits"]
     return limits
+
+
+def memory_high(memory: int) -> int:
+    """cgroup v2 memory.high for a memory.max of `memory` bytes: 1016/1024 of it, at most 128 MiB
+    below it from 16 GiB up (PVE::LXC::Config::calculate_memory_constraints)."""
+    return memory - 128 * MIB if memory >= 16 * 1024 * MIB else memory // 1024 * 1016
 
 
 def _net_lines(vmid: int, index: int, net: Mapping[str, str]) -> list[str]:

@@ -26,6 +26,8 @@ TEMPLATE = "debian-12-standard_12.7-1_amd64.tar.zst"
 VMID, IP, HOSTNAME, MEMORY = 9000, "10.0.20.90", "pvesim-api-9000", 384
 PLACED = {"pve2": 9001, "pve3": 9002}
 SSH_DEADLINE = 120.0
+# the guest's memory limit: cgroup v2 (unified host) or v1 (legacy or hybrid host)
+MEMORY_LIMIT = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
 
 
 def _purge(api: ProxmoxAPI, wait_task: TaskWaiter, vmids: list[int]) -> None:
@@ -186,7 +188,7 @@ def test_start_and_ssh_sees_hostname_ip_memory(proxmox: ProxmoxAPI, wait_task: T
     try:
         assert run(client, "hostname").strip() == HOSTNAME
         assert f"inet {IP}/24" in run(client, "ip -4 addr show dev eth0")
-        assert int(run(client, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")) == MEMORY * 2**20
+        assert int(run(client, MEMORY_LIMIT)) == MEMORY * 2**20
     finally:
         client.close()
     current = proxmox.nodes("pve1").lxc(VMID).status.current.get()
@@ -206,7 +208,7 @@ def test_config_change_live_and_pending(proxmox: ProxmoxAPI, container: dict[str
     assert pending["searchdomain"]["pending"] == "sandbox.test" and "pending" not in pending["memory"]
     client = ssh(ed25519_keypair)
     try:
-        assert int(run(client, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")) == 512 * 2**20
+        assert int(run(client, MEMORY_LIMIT)) == 512 * 2**20
         assert "sandbox.test" not in run(client, "cat /etc/resolv.conf")  # pending until a restart, as in PVE
     finally:
         client.close()

@@ -37,6 +37,8 @@ CONF = {
     "net0": f"name=eth0,bridge=vmbr20,ip={IP}/24,gw=10.0.20.1,hwaddr=BC:24:11:90:50:01",
 }
 SSH_DEADLINE = 90.0
+# the guest's memory limit: cgroup v2 (unified host) or v1 (legacy or hybrid host)
+MEMORY_LIMIT = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
 
 
 def log(line: str) -> None:
@@ -124,7 +126,7 @@ def test_ssh_sees_hostname_ip_and_memory_limit(
         assert f"inet {IP}/24" in run(client, "ip -4 addr show dev eth0")
         assert run(client, "ip route show default").split()[:3] == ["default", "via", "10.0.20.1"]
         limit = MEMORY_MIB * 2**20
-        assert int(run(client, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")) == limit
+        assert int(run(client, MEMORY_LIMIT)) == limit
         assert int(run(client, "free -b | awk '/^Mem:/ {print $2}'")) == limit  # lxcfs
         assert run(client, "stat -c %a /root/.ssh /root/.ssh/authorized_keys").split() == ["700", "600"]
     finally:

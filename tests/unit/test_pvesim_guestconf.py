@@ -113,6 +113,29 @@ LXC_CASES = [
         "lxc.cgroup.memory.memsw.limit_in_bytes = 1073741824",
         "lxc.cgroup.cpuset.cpus = 0",
     ], ["lxc.net.0.type = veth"]),
+    # unified host: lxc.cgroup2.* keys as PVE::LXC::update_lxc_config writes them
+    ("unified: memory.max/high, swap alone, cpuset", WEB, HostCaps(cpus=2, cgroup=2), [
+        "lxc.cgroup2.memory.max = 2147483648",
+        "lxc.cgroup2.memory.high = 2130706432",  # 2048 MiB * 1016/1024
+        "lxc.cgroup2.memory.swap.max = 536870912",  # swap only, not memory + swap
+        "lxc.cgroup2.cpuset.cpus = 0-1",
+    ], ["lxc.cgroup.memory.limit_in_bytes = 2147483648", "lxc.cgroup2.cpu.max = max",
+        "lxc.cgroup.cpuset.cpus = 0-1"]),
+    ("unified: cpulimit as cpu.max, cpuunits as cpu.weight clamped to 10000, 16 GiB high",
+     {"hostname": "db", "memory": "16384", "swap": "0", "cores": "8", "cpulimit": "1.5",
+      "cpuunits": "20000"}, HostCaps(cpus=4, cgroup=2), [
+        "lxc.cgroup2.memory.max = 17179869184",
+        "lxc.cgroup2.memory.high = 17045651456",  # 128 MiB below max from 16 GiB up
+        "lxc.cgroup2.memory.swap.max = 0",
+        "lxc.cgroup2.cpuset.cpus = 0-3",
+        "lxc.cgroup2.cpu.max = 150000 100000",
+        "lxc.cgroup2.cpu.weight = 10000",
+     ], ["lxc.cgroup.cpu.cfs_quota_us = 150000", "lxc.cgroup.cpu.shares = 20000"]),
+    ("unified without swap accounting: no memory.swap.max", {"hostname": "x", "cpuunits": "50"},
+     HostCaps(memsw=False, cgroup=2), [
+        "lxc.cgroup2.memory.max = 536870912",
+        "lxc.cgroup2.cpu.weight = 50",
+    ], ["lxc.cgroup2.memory.swap.max = 536870912"]),
 ]
 
 
