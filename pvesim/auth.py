@@ -1,9 +1,10 @@
-"""Authentication and permissions as PVE does them: tickets, CSRF tokens, API tokens, privileges.
+"""Authentication and permission checks as PVE does them: tickets, CSRF tokens, API tokens, schema checks.
 
 Ticket: `PVE:root@pam:<HEX time>::<signature>` (PVE signs with RSA; we sign with HMAC-SHA256
 and a key in the state dir, same shape for clients). CSRFPreventionToken: `<HEX time>:<sig>`.
-API tokens: `Authorization: PVEAPIToken=root@pam!name=<uuid>`. Privilege checks follow the
-schema's `permissions.check` (["perm", "/vms/{vmid}", [privs], "any", 1]).
+API tokens: `Authorization: PVEAPIToken=root@pam!name=<uuid>`. Privilege checks evaluate the
+schema's `permissions` (["perm", "/vms/{vmid}", [privs], "any", 1], and/or, perm-modify, userid-*)
+against the ACL model in acl.py.
 """
 
 from __future__ import annotations
@@ -20,43 +21,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pvesim import acl
+from pvesim.acl import AclError, PermissionDenied, UserConfig, normalize_path
+from pvesim.acl_store import DEFAULT_TOKENS
+
 USER = "root@pam"
 TICKET_LIFETIME = 7200  # seconds, PVE's 2 h
-
-ALL_PRIVS = frozenset({
-    "Datastore.Allocate", "Datastore.AllocateSpace", "Datastore.AllocateTemplate", "Datastore.Audit",
-    "Group.Allocate", "Mapping.Audit", "Mapping.Modify", "Mapping.Use", "Permissions.Modify",
-    "Pool.Allocate", "Pool.Audit", "Realm.Allocate", "Realm.AllocateUser", "SDN.Allocate", "SDN.Audit",
-    "SDN.Use", "Sys.Audit", "Sys.Console", "Sys.Incoming", "Sys.Modify", "Sys.PowerMgmt", "Sys.Syslog",
-    "User.Modify", "VM.Allocate", "VM.Audit", "VM.Backup", "VM.Clone", "VM.Config.CDROM",
-    "VM.Config.CPU", "VM.Config.Cloudinit", "VM.Config.Disk", "VM.Config.HWType", "VM.Config.Memory",
-    "VM.Config.Network", "VM.Config.Options", "VM.Console", "VM.GuestAgent.Audit", "VM.Migrate",
-    "VM.PowerMgmt", "VM.Replicate", "VM.Snapshot", "VM.Snapshot.Rollback",
-})
-ROLES: dict[str, frozenset[str]] = {
-    "Administrator": ALL_PRIVS,
-    "PVEAuditor": frozenset(p for p in ALL_PRIVS if p.endswith(".Audit")),
-    # least privilege for tests: everything but creating containers and downloading templates
-    "PVESimRestricted": ALL_PRIVS - {"Datastore.AllocateTemplate", "VM.Allocate"},
-}
-TOKENS = {"psa-provision": "Administrator", "readonly": "PVEAuditor", "restricted": "PVESimRestricted"}
+TOKENS = tuple(DEFAULT_TOKENS)
 
 
 class AuthError(Exception):
     """401: the caller is not authenticated (message as PVE words it)."""
 
 
-class PermissionDenied(Exception):
-    """403: `Permission check failed (/vms/200, VM.Allocate)`."""
-
-
 @dataclass(frozen=True)
 class Identity:
-    """Who is calling: user, token name (None for a ticket) and the privileges they hold."""
+    """Who is calling: user and token name (None for a ticket); privileges come from the ACLs."""
 
     user: str
     token: str | None
-    privs: frozenset[str]
     via_ticket: bool
 
     @property
@@ -70,7 +53,7 @@ def new_secrets() -> dict[str, Any]:
     return {
         "key": secrets.token_hex(32),
         "password": secrets.token_urlsafe(18),
-        "tokens": {name: str(uuid.uuid4()) for name in TOKENS},
+        "tokens": {name: str(uuid.uuid4()) for name in DEFAULT_TOKENS},
     }
 
 
@@ -139,19 +122,32 @@ class Auth:
         if not token or not hmac.compare_digest(self._sign(f"{stamp}:{user}"), sig):
             raise AuthError("Permission denied - invalid csrf token")
 
-    def check_api_token(self, header: str) -> Identity:
-        """Identity from `PVEAPIToken=user@realm!name=secret`; AuthError if unknown/wrong."""
+    @property
+    def default_tokens(self) -> dict[str, str]:
+        """The sandbox's own root@pam token secrets (name -> secret)."""
+        return dict(self._tokens)
+
+    def check_api_token(self, header: str, cfg: UserConfig, secrets_: Mapping[str, str]) -> Identity:
+        """Identity from `PVEAPIToken=user@realm!name=secret` (AccessControl.pm verify_token: the token
+        must exist in user.cfg, its user be enabled, neither expired); AuthError otherwise."""
         value = header.split("=", 1)[1] if "=" in header else ""
         tokenid, _, secret = value.partition("=")
         user, _, name = tokenid.partition("!")
-        expected = self._tokens.get(name)
-        if user != USER or expected is None or not hmac.compare_digest(expected, secret.strip()):
+        expected = secrets_.get(tokenid)
+        token = cfg.token(tokenid)
+        owner = cfg.users.get(user)
+        if expected is None or token is None or owner is None or not owner.enable:
             raise AuthError("authentication failure")
-        return Identity(user, name, ROLES[TOKENS[name]], via_ticket=False)
+        now = time.time()
+        if (token.expire and token.expire < now) or (owner.expire and owner.expire < now):
+            raise AuthError("authentication failure")
+        if not hmac.compare_digest(expected, secret.strip()):
+            raise AuthError("authentication failure")
+        return Identity(user, name, via_ticket=False)
 
     def ticket_identity(self, user: str) -> Identity:
-        """root@pam logged in with a ticket holds every privilege."""
-        return Identity(user, None, ALL_PRIVS, via_ticket=True)
+        """A user logged in with a ticket (only root@pam has a password in the sandbox)."""
+        return Identity(user, None, via_ticket=True)
 
 
 def _fill(path: str, params: Mapping[str, Any]) -> str:
@@ -161,28 +157,95 @@ def _fill(path: str, params: Mapping[str, Any]) -> str:
     return path
 
 
-def check_permission(identity: Identity, check: Sequence[Any] | None, params: Mapping[str, Any],
-                     method: str) -> None:
-    """Apply a schema `check` (["perm", path, [privs], "any", 1]); PermissionDenied if it fails.
-
-    Check forms other than `perm` are granted to Administrator-level callers and, for reads, to
-    everyone (the sandbox has one user; finer forms guard user management it does not serve).
-    """
-    if not check:
+def check_permission(cfg: UserConfig, identity: Identity, perms: Mapping[str, Any] | None,
+                     params: Mapping[str, str]) -> None:
+    """RPCEnvironment.pm check_api2_permissions: root@pam passes everything; `user: all` anyone
+    authenticated; otherwise the schema's `check` expression decides (PermissionDenied if not)."""
+    if identity.name == USER:
         return
-    if check[0] == "perm" and len(check) >= 3:
-        path, privs = _fill(str(check[1]), params), list(check[2])
-        need_any = "any" in check[3:]
-        held = [p for p in privs if p in identity.privs]
-        if (need_any and held) or (not need_any and len(held) == len(privs)):
-            return
-        raise PermissionDenied(f"Permission check failed ({path}, {'|'.join(privs)})")
-    if method == "GET" or identity.privs >= ALL_PRIVS:
+    if not perms:
+        raise PermissionDenied("user != root@pam")
+    if perms.get("user") == "all":
         return
-    raise PermissionDenied("Permission check failed (/, Sys.Modify)")
+    if perms.get("check"):
+        _exec_check(cfg, identity.name, list(perms["check"]), params, noerr=False)
+        return
+    raise PermissionDenied()
 
 
-def require(identity: Identity, path: str, priv: str) -> None:
-    """A check the schema only describes in prose (e.g. create needs VM.Allocate on /vms/<vmid>)."""
-    if priv not in identity.privs:
-        raise PermissionDenied(f"Permission check failed ({path}, {priv})")
+def _options(items: Sequence[Any]) -> dict[str, Any]:
+    return {str(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}
+
+
+def _exec_check(cfg: UserConfig, authid: str, check: list[Any], params: Mapping[str, str],
+                noerr: bool) -> bool:
+    """RPCEnvironment.pm exec_api2_perm_check: perm, and, or, perm-modify, userid-param, userid-group."""
+    test = check[0]
+    if test == "and":
+        return all(_exec_check(cfg, authid, list(sub), params, noerr=False) for sub in check[1:])
+    if test == "or":
+        if any(_exec_check(cfg, authid, list(sub), params, noerr=True) for sub in check[1:]):
+            return True
+        if noerr:
+            return False
+        raise PermissionDenied()
+    if test == "perm":
+        options = _options(check[3:])
+        required = options.get("require_param")
+        if required and required not in params:
+            if noerr:
+                return False
+            raise PermissionDenied()
+        target = normalize_path(_fill(str(check[1]), params)) or str(check[1])
+        return acl.check(cfg, authid, target, check[2], any_=bool(options.get("any")), noerr=noerr)
+    if test == "perm-modify":
+        path = normalize_path(_fill(str(check[1]), params))
+        return path is not None and acl.check_perm_modify(cfg, authid, path, noerr=noerr)
+    if test == "userid-param":
+        return _userid_param(cfg, authid, str(check[1]), params.get("userid", ""), noerr)
+    if test == "userid-group":
+        return _userid_group(cfg, authid, list(check[1]), _options(check[2:]), params, noerr)
+    raise PermissionDenied()
+
+
+def _userid_param(cfg: UserConfig, authid: str, subtest: str, userid: str, noerr: bool) -> bool:
+    if subtest == "self":
+        if userid in cfg.users and authid == userid:
+            return True
+        if noerr:
+            return False
+        raise PermissionDenied()
+    realm = userid.rpartition("@")[2]
+    return acl.check(cfg, authid, f"/access/realm/{realm}", ["Realm.AllocateUser"], noerr=noerr)
+
+
+def _userid_group(cfg: UserConfig, authid: str, privs: list[str], options: Mapping[str, Any],
+                  params: Mapping[str, str], noerr: bool) -> bool:
+    """Privileges on /access/groups, or on a group the user belongs to (and on every group passed)."""
+    userid = params.get("userid", "")
+    check_existing = options.get("groups_param") != "create"
+    if check_existing and userid not in cfg.users:
+        if noerr:
+            return False
+        raise AclError(f"no such user ('{userid}')")
+    if acl.check(cfg, authid, "/access/groups", privs, any_=True, noerr=True):
+        return True
+    allowed = {g for g in cfg.groups if acl.check(cfg, authid, f"/access/groups/{g}", privs, any_=True,
+                                                   noerr=True)}
+    if options.get("groups_param"):
+        wanted = acl.split_list(params.get("groups", ""))
+        if not wanted:
+            raise PermissionDenied(f"/access/groups, {'|'.join(privs)}")
+        for group in wanted:
+            if group not in allowed:
+                raise PermissionDenied(f"/access/groups/{group}, {'|'.join(privs)}")
+    if check_existing and not any(userid in cfg.groups[g] for g in allowed):
+        if noerr:
+            return False
+        raise PermissionDenied()
+    return True
+
+
+def require(cfg: UserConfig, identity: Identity, path: str, *privs: str, any_: bool = False) -> None:
+    """A check made inside an endpoint, as PVE's code calls $rpcenv->check (e.g. VM.Allocate at create)."""
+    acl.check(cfg, identity.name, path, privs, any_=any_)

@@ -161,6 +161,10 @@ def cmd_fault(args: argparse.Namespace) -> int:
     elif kind == "clear":
         faults.clear()
         faults.set_ticket_lifetime(None)
+        importlib.import_module("pvesim.backup_fault").release_all(StateDir(Path(args.state_dir)))
+    elif kind == "backup-lock":
+        print(importlib.import_module("pvesim.backup_fault").lock(StateDir(Path(args.state_dir)), args.vmid,
+                                                                  args.multi))
     elif kind == "expire-tickets":
         faults.expire_tickets()
     elif kind == "ticket-lifetime":
@@ -215,7 +219,10 @@ def _fault_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     k.add_argument("seconds", type=int)
     k = kinds.add_parser("kill-guest", help="hard-stop a container behind the API's back (a crash)")
     k.add_argument("vmid", type=int)
-    kinds.add_parser("clear", help="remove all rules")
+    k = kinds.add_parser("backup-lock", help="a running vzdump holds `lock: backup` until `fault clear`")
+    k.add_argument("vmid", type=int)
+    k.add_argument("--multi", action="store_true", help="the job covers several guests: the task has no id")
+    kinds.add_parser("clear", help="remove all rules (and end simulated backups)")
     kinds.add_parser("list", help="show the rules")
 
 

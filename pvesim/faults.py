@@ -5,6 +5,7 @@ Rules (each with a `count`, decremented when used, removed at 0):
   {"kind": "delay", "count": 3, "seconds": 2.0, "path": "regex" | null}
   {"kind": "http-error", "count": 1, "status": 503, "path": "regex" | null}
   {"kind": "drop", "count": 1, "path": "regex" | null}
+`backup_locks` ({vmid, node, upid} of a simulated running backup, see backup_fault.py),
 and `ticket_epoch` (bumped by `expire-tickets`: every ticket signed before is invalid), and
 `ticket_lifetime` (seconds): overrides PVE's 2 h ticket lifetime.
 """
@@ -72,6 +73,17 @@ class Faults:
                 data.pop("ticket_lifetime", None)
             else:
                 data["ticket_lifetime"] = int(seconds)
+
+    def add_backup_lock(self, entry: dict[str, Any]) -> None:
+        """Remember a simulated running backup (released by `fault clear`)."""
+        with self._locked() as data:
+            data.setdefault("backup_locks", []).append(entry)
+
+    def take_backup_locks(self) -> list[dict[str, Any]]:
+        """Forget and return every simulated running backup."""
+        with self._locked() as data:
+            locks: list[dict[str, Any]] = data.pop("backup_locks", [])
+            return locks
 
     def ticket_policy(self) -> tuple[int, int | None]:
         """(ticket epoch, ticket_lifetime override or None)."""

@@ -1,6 +1,7 @@
 """Importing this registers every API endpoint with the server (each handlers_* module registers its own)."""
 
 from pvesim import (  # noqa: F401
+    handlers_access,
     handlers_cluster,
     handlers_config,
     handlers_firewall,
@@ -8,4 +9,5 @@ from pvesim import (  # noqa: F401
     handlers_snapshot,
     handlers_storage,
     handlers_tasks,
+    handlers_users,
 )

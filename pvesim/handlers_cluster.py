@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pvesim import acl
 from pvesim import handlers_lxcstore as store
 from pvesim.handlers_storage import STORAGES, storage_entry
 from pvesim.server import ApiError, Request, route
@@ -41,25 +42,9 @@ def ticket(req: Request) -> dict[str, Any]:
         "ticket": req.app.auth.make_ticket(user, epoch=epoch),
         "CSRFPreventionToken": req.app.auth.make_csrf(user),
         "clustername": "pvesim",
-        "cap": {"vms": {p: 1 for p in sorted(req.app.auth.ticket_identity(user).privs)
-                        if p.startswith("VM.")}},
+        "cap": {"vms": {p: 1 for p in sorted(acl.permissions(req.cfg(), user, "/vms"))
+                        if p.startswith("VM.") or p == "Permissions.Modify"}},
     }
-
-
-@route("GET", "/access/permissions")
-def permissions(req: Request) -> dict[str, dict[str, int]]:
-    """The caller's (or `userid`'s) privileges per path: {path: {priv: propagate}} as PVE dumps them."""
-    from pvesim.auth import ROLES, TOKENS, require
-
-    who = req.params.get("userid", req.identity.name)
-    if who != req.identity.name:
-        require(req.identity, "/access", "Sys.Audit")
-    user, _, token = who.partition("!")
-    if user != "root@pam" or (token and token not in TOKENS):
-        raise ApiError(500, f"no such user ('{who}')")
-    privs = ROLES[TOKENS[token]] if token else req.app.auth.ticket_identity(user).privs
-    paths = [req.params["path"]] if "path" in req.params else ["/", "/access", "/nodes", "/storage", "/vms"]
-    return {path: dict.fromkeys(sorted(privs), 1) for path in paths}
 
 
 @route("GET", "/version")
@@ -133,20 +118,41 @@ def cluster_status(req: Request) -> list[dict[str, Any]]:
     return out
 
 
+NODE_STATS = ("uptime", "cpu", "mem", "disk", "maxcpu", "maxmem", "maxdisk")
+
+
 @route("GET", "/cluster/resources")
 def cluster_resources(req: Request) -> list[dict[str, Any]]:
-    """Containers on their nodes, nodes, storages; `type` filters (vm|storage|node)."""
+    """Pools, containers, nodes, storages; `type` filters (pool|vm|storage|node). Only what the caller
+    may audit is listed, as pve-manager's API2/Cluster.pm resources does: pools with Pool.Audit, guests
+    with VM.Audit, storages with Datastore.Audit; nodes always, their figures only with Sys.Audit."""
     kind = req.params.get("type")
+    cfg, me = req.cfg(), req.identity.name
     out: list[dict[str, Any]] = []
+    if kind in (None, "pool"):
+        out += [{"id": f"/pool/{p}", "pool": p, "type": "pool"} for p in sorted(cfg.pools)
+                if acl.check(cfg, me, f"/pool/{p}", ["Pool.Audit"], noerr=True)]
     if kind in (None, "vm"):
         for node in req.app.nodes:
             for vmid in store.vmids(req.app, node):
-                out.append(store.resource_entry(req.app, node, vmid))
+                if not acl.check(cfg, me, f"/vms/{vmid}", ["VM.Audit"], noerr=True):
+                    continue
+                entry = store.resource_entry(req.app, node, vmid)
+                pool = cfg.pool_of(vmid)
+                if pool and acl.check(cfg, me, f"/pool/{pool}", ["Pool.Audit"], noerr=True):
+                    entry["pool"] = pool
+                out.append(entry)
     if kind in (None, "node"):
-        out += [_node_entry(req, n) for n in req.app.nodes]
+        for n in req.app.nodes:
+            entry = _node_entry(req, n)
+            if not acl.check(cfg, me, f"/nodes/{n}", ["Sys.Audit"], noerr=True):
+                entry = {k: v for k, v in entry.items() if k not in NODE_STATS}
+            out.append(entry)
     if kind in (None, "storage"):
         for n in req.app.nodes:
             for name in STORAGES:
+                if not acl.check(cfg, me, f"/storage/{name}", ["Datastore.Audit"], noerr=True):
+                    continue
                 st = storage_entry(req, n, name)
                 out.append({"id": f"storage/{n}/{name}", "type": "storage", "storage": name, "node": n,
                             "status": "available", "plugintype": st["type"], "content": st["content"],
@@ -182,4 +188,15 @@ def network(req: Request) -> list[dict[str, Any]]:
     entries = net.bridges()
     if kind and kind not in ("bridge", "any_bridge", "any_local_bridge"):
         return []
-    return entries
+    return [e for e in entries if _sees_bridge(req, str(e.get("iface", "")))]
+
+
+def _sees_bridge(req: Request, bridge: str) -> bool:
+    """pve-manager API2/Network.pm index: a bridge is listed only with SDN.Audit or SDN.Use on
+    /sdn/zones/localnetwork/<bridge> or one of its VLANs (RPCEnvironment.pm check_sdn_bridge)."""
+    if req.identity.name == acl.ROOT:
+        return True
+    cfg, path = req.cfg(), f"/sdn/zones/localnetwork/{bridge}"
+    paths = [path] + [p for p in cfg.acl if p.startswith(path + "/")]
+    return any(acl.check(cfg, req.identity.name, p, ["SDN.Audit", "SDN.Use"], any_=True, noerr=True)
+               for p in paths)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pvesim import ctperm
 from pvesim import handlers_lxcstore as store
 from pvesim.handlers_firewall import sync as sync_firewall
 from pvesim.handlers_lxc import NOT_CONFIG, normalize_net, normalize_volume
@@ -92,6 +93,12 @@ def config_put(req: Request) -> None:
             raise ApiError(500, "detected modified configuration - file changed by other user? Try again.")
         if "lock" not in changes and "lock" not in deletes:
             store.check_lock(conf)
+        # API2/LXC/Config.pm update_vm: check_ct_modify_config_perm for deletes, reverts, then values
+        unprivileged = conf.main.values.get("unprivileged") == "1"
+        cfg, me = req.cfg(), req.identity.name
+        for names in (deletes, reverts):
+            ctperm.check_modify(cfg, me, vmid, None, conf.main.values, {}, names, unprivileged)
+        ctperm.check_modify(cfg, me, vmid, None, conf.main.values, changes, [], unprivileged)
         running = store.is_running(app, vmid)
         applied = _apply_changes(conf, vmid, changes, deletes, reverts, running)
         store.save(app, node, vmid, conf)

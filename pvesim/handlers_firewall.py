@@ -2,8 +2,8 @@
 
 Configs live in etc/pve/firewall/<vmid>.fw and cluster.fw (firewall_conf); every change and every
 container config change re-creates the nftables tables (firewall_nft) from all of them via sync().
-As in PVE: new rules go on top and are disabled unless enable=1; digests are SHA1s of the file;
-nothing is enforced unless the datacenter firewall is enabled too.
+As in PVE: new rules go on top whatever `pos` says, and are disabled unless enable=1; digests are
+SHA1s of the file; nothing is enforced unless the datacenter firewall is enabled too.
 """
 
 from __future__ import annotations
@@ -213,15 +213,15 @@ def rules_get(req: Request) -> list[dict[str, Any]]:
 
 @route("POST", "/nodes/{node}/lxc/{vmid}/firewall/rules")
 def rules_post(req: Request) -> None:
-    """Add a rule at `pos` (default 0: on top, as PVE does); disabled unless enable=1."""
+    """Add a rule on top, disabled unless enable=1. pve-firewall API2/Firewall/Rules.pm create_rule
+    `unshift`s the rule and reads neither `pos` nor `digest` (only PUT .../rules/{pos} moves, with moveto)."""
     _, path = _guest(req)
     rule = {k: req.params[k] for k in RULE_FIELDS if k in req.params}
     rule.setdefault("enable", "0")
     with req.app.conf_lock:
-        conf, fw_digest = _read(path)
-        _check_digest(req, fw_digest)
+        conf, _ = _read(path)
         _verify(req, rule, conf)
-        conf.rules.insert(min(req.int("pos", 0), len(conf.rules)), rule)
+        conf.rules.insert(0, rule)
         _write(req.app, path, conf)
 
 

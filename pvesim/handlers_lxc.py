@@ -7,9 +7,9 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from pvesim import acl, ctperm, pveconf
 from pvesim import handlers_lxcstore as store
-from pvesim import pveconf
-from pvesim.auth import require
+from pvesim.acl import PermissionDenied
 from pvesim.backend import Log
 from pvesim.handlers_firewall import forget as forget_firewall
 from pvesim.handlers_storage import STORAGES
@@ -82,7 +82,8 @@ def _ostype(template_name: str) -> str:
 def lxc_list(req: Request) -> list[dict[str, Any]]:
     """Containers on this node with status and limits."""
     node = req.node()
-    return [store.status_entry(req.app, node, vmid) for vmid in store.vmids(req.app, node)]
+    return [store.status_entry(req.app, node, vmid) for vmid in store.vmids(req.app, node)
+            if req.allowed(f"/vms/{vmid}", "VM.Audit")]
 
 
 def _create_conf(req: Request, vmid: int, template: Any) -> PveConf:
@@ -90,7 +91,7 @@ def _create_conf(req: Request, vmid: int, template: Any) -> PveConf:
     values: dict[str, str] = {"arch": "amd64", "ostype": _ostype(template.name), "memory": "512",
                               "swap": "512", "hostname": f"CT{vmid}"}
     for key, value in req.params.items():
-        if key in NOT_CONFIG:
+        if key in NOT_CONFIG or key == "unprivileged":
             continue
         if key == "description":
             conf.main.description = value
@@ -103,6 +104,8 @@ def _create_conf(req: Request, vmid: int, template: Any) -> PveConf:
             values[key] = value
     if "rootfs" not in values:
         values["rootfs"], _ = normalize_volume(f"{req.params.get('storage', 'local')}:4", vmid)
+    if req.params.get("unprivileged", "1") != "0":
+        values["unprivileged"] = "1"  # API2/LXC.pm create_vm: `$conf->{unprivileged} = 1 if $unprivileged`
     values["lock"] = "create"
     conf.main.values = values
     return conf
@@ -113,18 +116,17 @@ def lxc_create(req: Request) -> str:
     """`pct create`: config written with lock=create at once, the rootfs built in a vzcreate task."""
     app = req.app
     node, vmid = _vmid(req)
-    require(req.identity, f"/vms/{vmid}", "VM.Allocate")
     if req.flag("restore"):
         raise ApiError(501, "restore is not supported by pvesim")
-    if req.params.get("unprivileged") != "1":
-        require(req.identity, "/", "Sys.Modify")
+    unprivileged = req.params.get("unprivileged", "1") != "0"
+    pool = req.params.get("pool")
+    _check_create(req, vmid, unprivileged, pool)
     template = _template(req)
     with app.conf_lock:
         other = store.locate(app, vmid)
         if other is not None:
             raise ApiError(500, f"CT {vmid} already exists on node '{other}'")
         conf = _create_conf(req, vmid, template)
-        require(req.identity, "/storage/local-lvm", "Datastore.AllocateSpace")
         store.save(app, node, vmid, conf)
     keys = req.params.get("ssh-public-keys")
     password = req.params.get("password")
@@ -139,6 +141,8 @@ def lxc_create(req: Request) -> str:
             current, _ = store.load(app, node, vmid)
             current.main.values.pop("lock", None)
             store.save(app, node, vmid, current)
+        if pool:
+            app.acl.update(lambda cfg: cfg.pools[pool].vms.add(vmid) if pool in cfg.pools else None)
         if start:
             app.backend.start(vmid, log)
 
@@ -147,6 +151,29 @@ def lxc_create(req: Request) -> str:
             _discard(req, node, vmid, log)
 
     return app.tasks.start(node, "vzcreate", str(vmid), req.identity.name, work, vmid=vmid, finalize=finalize)
+
+
+def _check_create(req: Request, vmid: int, unprivileged: bool, pool: str | None) -> None:
+    """API2/LXC.pm create_vm, in its order: Sys.Modify on / for a privileged container, the pool,
+    VM.Allocate on /vms/<vmid> or the pool, check_ct_modify_config_perm for the options given,
+    the template (check_volume_access) and Datastore.AllocateSpace on each storage used."""
+    cfg, me = req.cfg(), req.identity.name
+    if not unprivileged:
+        acl.check(cfg, me, "/", ["Sys.Modify"])
+    if pool and pool not in cfg.pools:
+        raise PermissionDenied(f"pool '{pool}' does not exist")
+    if not (acl.check(cfg, me, f"/vms/{vmid}", ["VM.Allocate"], noerr=True)
+            or (pool and acl.check(cfg, me, f"/pool/{pool}", ["VM.Allocate"], noerr=True))):
+        raise PermissionDenied()
+    options = {k: v for k, v in req.params.items() if k not in NOT_CONFIG and k != "unprivileged"}
+    ctperm.check_modify(cfg, me, vmid, pool, None, options, [], unprivileged)
+    storage, _, _ = req.params["ostemplate"].partition(":")
+    if me != acl.ROOT and not acl.check(cfg, me, f"/storage/{storage}", ["Datastore.Allocate"], noerr=True):
+        acl.check(cfg, me, f"/storage/{storage}", ["Datastore.AllocateSpace", "Datastore.Audit"], any_=True)
+    volumes = [v for k, v in options.items() if k == "rootfs" or re.fullmatch(r"mp\d+", k)]
+    used = {pveconf.parse_property_string(v, "volume")["volume"].partition(":")[0] for v in volumes}
+    for sid in sorted(used or {req.params.get("storage", "local")}):
+        acl.check(cfg, me, f"/storage/{sid}", ["Datastore.AllocateSpace"])
 
 
 def _discard(req: Request, node: str, vmid: int, log: Log) -> None:
@@ -187,11 +214,12 @@ def lxc_destroy(req: Request) -> str:
             app.backend.stop(vmid, log)
         if app.backend.exists(vmid):
             app.backend.destroy(vmid, log)
-        app.state.lxc_conf(node, vmid).unlink(missing_ok=True)
+        app.acl.update(lambda cfg: acl.remove_vm_access(cfg, vmid))  # AccessControl.pm remove_vm_access
         if app.state.vm_firewall(vmid).exists():
             forget_firewall(app, vmid)
         if req.flag("purge"):
             log(f"purging CT {vmid} from related configurations..")
+        app.state.lxc_conf(node, vmid).unlink(missing_ok=True)  # last, else the vmid could be reused
 
     def finalize(log: Log, ok: bool) -> None:
         if not ok:
@@ -221,45 +249,57 @@ def status_current(req: Request) -> dict[str, Any]:
     return store.status_entry(req.app, node, vmid)
 
 
-def _power(req: Request, kind: str, must_run: bool | None, action: Any) -> str:
-    """Common part of start/stop/shutdown/reboot: checks as PVE, then a task of `kind`."""
+def _power(req: Request, kind: str, must_run: bool | None, action: Any,
+           lock_check: str | None = "strict") -> str:
+    """Common part of start/stop/shutdown/reboot as API2/LXC/Status.pm has them: the running state is
+    checked before the task; the config lock inside it (vm_start/vm_stop tolerate `mounted`,
+    vm_shutdown tolerates nothing, vm_reboot does not look), so a lock fails the task, not the call."""
     app = req.app
     node, vmid = _vmid(req)
+    skiplock = req.flag("skiplock")
+    if skiplock and req.identity.name != acl.ROOT:
+        raise ApiError(400, "Parameter verification failed.", {"skiplock": "Only root may use this option."})
     with app.conf_lock:
-        conf, _ = store.load(app, node, vmid)
-        if not req.flag("skiplock"):
-            store.check_lock(conf)
+        store.load(app, node, vmid)
         running = store.is_running(app, vmid)
         if must_run is True and not running:
             raise ApiError(500, f"CT {vmid} not running")
         if must_run is False and running:
             raise ApiError(500, f"CT {vmid} already running")
-    return app.tasks.start(node, kind, str(vmid), req.identity.name,
-                           lambda log: action(app, node, vmid, log), vmid=vmid)
+
+    def work(log: Log) -> None:
+        if lock_check is not None and not skiplock:
+            with app.conf_lock:
+                conf, _ = store.load(app, node, vmid)
+            if not (lock_check == "mounted" and conf.main.values.get("lock") == "mounted"):
+                store.check_lock(conf)
+        action(app, node, vmid, log)
+
+    return app.tasks.start(node, kind, str(vmid), req.identity.name, work, vmid=vmid)
 
 
 def _start(app: Any, node: str, vmid: int, log: Log) -> None:
-    """Apply pending changes (as PVE does at start), regenerate, start."""
+    """Apply pending changes (as PVE does at start), write the guest's files as pve-container's
+    pre-start hook does (hostname, hosts, network), start."""
     with app.conf_lock:
         conf, _ = store.load(app, node, vmid)
-        changed = store.apply_pending(conf)
-        if changed:
+        if store.apply_pending(conf):
             store.save(app, node, vmid, conf)
-    if changed:
-        app.backend.update(vmid, store.backend_values(conf), log)
+    app.backend.update(vmid, store.backend_values(conf), log)
     app.backend.start(vmid, log)
 
 
 @route("POST", "/nodes/{node}/lxc/{vmid}/status/start")
 def start(req: Request) -> str:
     """Start (vzstart)."""
-    return _power(req, "vzstart", False, _start)
+    return _power(req, "vzstart", False, _start, lock_check="mounted")
 
 
 @route("POST", "/nodes/{node}/lxc/{vmid}/status/stop")
 def stop(req: Request) -> str:
     """Hard stop (vzstop)."""
-    return _power(req, "vzstop", True, lambda app, node, vmid, log: app.backend.stop(vmid, log))
+    return _power(req, "vzstop", True, lambda app, node, vmid, log: app.backend.stop(vmid, log),
+                  lock_check="mounted")
 
 
 @route("POST", "/nodes/{node}/lxc/{vmid}/status/shutdown")
@@ -279,7 +319,7 @@ def reboot(req: Request) -> str:
         app.backend.shutdown(vmid, timeout, log)
         _start(app, node, vmid, log)
 
-    return _power(req, "vzreboot", True, action)
+    return _power(req, "vzreboot", True, action, lock_check=None)
 
 
 @route("GET", "/nodes/{node}/lxc/{vmid}/interfaces")

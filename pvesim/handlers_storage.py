@@ -56,6 +56,9 @@ def storage_list(req: Request) -> list[dict[str, Any]]:
     for name in STORAGES:
         if req.params.get("storage") not in (None, name):
             continue
+        # pve-storage API2/Storage/Status.pm index: only storages with Datastore.Audit|AllocateSpace
+        if not req.allowed(f"/storage/{name}", "Datastore.Audit", "Datastore.AllocateSpace", any_=True):
+            continue
         if want and not want & set(STORAGES[name]["content"].split(",")):
             continue
         out.append(storage_entry(req, node, name))
@@ -88,19 +91,31 @@ def storage_content(req: Request) -> list[dict[str, Any]]:
     name = _storage(req)
     content = req.params.get("content")
     out: list[dict[str, Any]] = []
-    if name == "local" and content in (None, "vztmpl"):
+    if name == "local" and content in (None, "vztmpl") and volume_access(req, name, None):
         for path in templates.cached(req.app.state):
             st = path.stat()
             out.append({"volid": f"local:vztmpl/{path.name}", "format": "tzst", "content": "vztmpl",
                         "size": st.st_size, "ctime": int(st.st_mtime)})
     if name == "local-lvm" and content in (None, "rootdir", "images"):
         for vmid in store.vmids(req.app, node):
-            if req.params.get("vmid") not in (None, str(vmid)):
+            if req.params.get("vmid") not in (None, str(vmid)) or not volume_access(req, name, vmid):
                 continue
             for vol in store.volumes(req.app, node, vmid):
                 out.append({"volid": vol["volid"], "format": "raw", "content": "rootdir", "size": vol["size"],
                             "vmid": vmid, "ctime": vol["ctime"]})
     return out
+
+
+def volume_access(req: Request, storage: str, owner: int | None) -> bool:
+    """pve-storage Storage.pm check_volume_access (as content listing uses it: failures hide the
+    volume): Datastore.Allocate on the storage, else templates need Datastore.AllocateSpace or
+    Datastore.Audit, a guest's volume Datastore.Audit plus VM.Config.Disk on /vms/<owner>."""
+    if req.allowed(f"/storage/{storage}", "Datastore.Allocate"):
+        return True
+    if owner is None:
+        return req.allowed(f"/storage/{storage}", "Datastore.AllocateSpace", "Datastore.Audit", any_=True)
+    return req.allowed(f"/storage/{storage}", "Datastore.Audit") and req.allowed(f"/vms/{owner}",
+                                                                                 "VM.Config.Disk")
 
 
 # --- templates -------------------------------------------------------------------------------

@@ -43,8 +43,12 @@ def task_list(req: Request) -> Reply:
         recs = [r for r in recs if r["status"] == "stopped"]
     if "typefilter" in p:
         recs = [r for r in recs if r["type"] == p["typefilter"]]
-    if "vmid" in p:
-        recs = [r for r in recs if r["id"] == p["vmid"]]
+    if "vmid" in p:  # API2/Tasks.pm: a task without id (vzdump of several guests) never matches
+        recs = [r for r in recs if r["id"] and r["id"] == p["vmid"]]
+    if not req.allowed(f"/nodes/{node}", "Sys.Audit"):  # else only the caller's own tasks
+        me = req.identity.name
+        recs = [r for r in recs if r["user"] == me or (req.identity.token is None and
+                                                        r["user"].partition("!")[0] == me)]
     if "userfilter" in p:
         recs = [r for r in recs if p["userfilter"] in r["user"]]
     if "since" in p:

@@ -142,13 +142,23 @@ class LxcBackend:
         _atomic_write(self._dir(vmid) / "config", text)
 
     def update(self, vmid: int, conf: Mapping[str, str], log: Log) -> None:
-        """Rewrite config and guest files; set memory, swap and cpu limits live when running."""
+        """Rewrite config and guest files; set memory, swap and cpu limits live when running.
+
+        A running guest keeps its hostname: pve-container writes /etc/hostname and /etc/hosts in
+        Setup::Base pre_start_hook (set_hostname), so a new hostname reaches the guest at its next start.
+        """
         self._require(vmid)
         rootfs = self._volume(vmid)
+        running = self._running(vmid)
         self._write_config(vmid, conf, rootfs)
-        _write_guest_files(rootfs, conf, self._owner(conf), fresh=False)
+        files_conf = dict(conf)
+        if running:
+            current = _guest_hostname(rootfs)
+            if current:
+                files_conf["hostname"] = current
+        _write_guest_files(rootfs, files_conf, self._owner(conf), fresh=False)
         log(f"CT {vmid}: LXC config and guest network files rewritten")
-        if self._running(vmid):
+        if running:
             self._apply_limits(vmid, conf, log)
 
     def _apply_limits(self, vmid: int, conf: Mapping[str, str], log: Log) -> None:
@@ -414,6 +424,15 @@ def _write_guest_files(rootfs: Path, conf: Mapping[str, str], owner: int, fresh:
     existing = None if fresh or hosts.is_symlink() or not hosts.is_file() else hosts.read_text()
     for relative, content in guestconf.guest_files(conf, existing).items():
         _write_guest_file(rootfs, relative, content, owner)
+
+
+def _guest_hostname(rootfs: Path) -> str | None:
+    """The hostname the guest was started with (first line of its /etc/hostname), if readable."""
+    path = rootfs / "etc/hostname"
+    if path.is_symlink() or not path.is_file():
+        return None
+    lines = path.read_text(errors="replace").split()
+    return lines[0] if lines else None
 
 
 def _ssh_host_keys(rootfs: Path, owner: int) -> None:

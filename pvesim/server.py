@@ -25,7 +25,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pvesim import schema
 from pvesim.accesslog import AccessLog
-from pvesim.auth import Auth, AuthError, Identity, PermissionDenied, check_permission
+from pvesim.acl import AclError, PermissionDenied, UserConfig
+from pvesim.acl_store import AclStore
+from pvesim.auth import Auth, AuthError, Identity, check_permission, require
 from pvesim.backend import Backend
 from pvesim.faults import Faults
 from pvesim.paths import StateDir
@@ -76,6 +78,20 @@ class Request:
         """A boolean parameter (0/1)."""
         return self.params.get(name) == "1"
 
+    def cfg(self) -> UserConfig:
+        """The ACL model as it is now (user.cfg)."""
+        return self.app.acl.load()
+
+    def check(self, path: str, *privs: str, any_: bool = False) -> None:
+        """$rpcenv->check inside an endpoint: PermissionDenied naming path and privilege."""
+        require(self.cfg(), self.identity, path, *privs, any_=any_)
+
+    def allowed(self, path: str, *privs: str, any_: bool = False) -> bool:
+        """$rpcenv->check(..., noerr): whether the caller holds the privilege(s) on path."""
+        from pvesim import acl
+
+        return acl.check(self.cfg(), self.identity.name, path, privs, any_=any_, noerr=True)
+
     def node(self) -> str:
         """The node named in the path; unknown nodes fail like PVE's hostname lookup."""
         node = self.params["node"]
@@ -109,12 +125,14 @@ class App:
     faults: Faults = field(init=False)
     tasks: Tasks = field(init=False)
     access: AccessLog = field(init=False)
+    acl: AclStore = field(init=False)
     conf_lock: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
         self.faults = Faults(self.state.faults)
         self.tasks = Tasks(self.state.tasks, self.faults.task_failure)
         self.access = AccessLog(self.state.access_log)
+        self.acl = AclStore(self.state.root / "etc" / "pve", self.auth.default_tokens)
 
     # -- the request pipeline -----------------------------------------------------------------
 
@@ -139,10 +157,8 @@ class App:
             text = {k: schema.to_text(v) if not isinstance(v, list) else ",".join(map(str, v))
                     for k, v in all_params.items()}
             if identity is not None:
-                perms = spec.get("permissions") or {}
-                check_permission(identity, perms.get("check"), text, method)
-            req = Request(self, method, template, text,
-                          identity or Identity("", None, frozenset(), via_ticket=False))
+                check_permission(self.acl.load(), identity, spec.get("permissions"), text)
+            req = Request(self, method, template, text, identity or Identity("", None, via_ticket=False))
             result = HANDLERS[(method, template)](req)
             reply = result if isinstance(result, Reply) else Reply(result)
             return 200, "OK", {"data": reply.data, **reply.extra}, identity.name if identity else None
@@ -155,12 +171,14 @@ class App:
             return 401, str(e), {"data": None, "message": str(e)}, None
         except PermissionDenied as e:
             return 403, str(e), {"data": None, "message": str(e)}, identity.name if identity else None
+        except AclError as e:  # PVE's `die` in the access-control code: a 500 with its text
+            return 500, str(e), {"data": None, "message": str(e)}, identity.name if identity else None
 
     def _authenticate(self, method: str, headers: dict[str, str]) -> Identity:
         """Identity from an API token or a ticket (cookie or header); CSRF for non-GET tickets."""
         authz = headers.get("authorization", "")
         if authz.startswith("PVEAPIToken"):
-            return self.auth.check_api_token(authz)
+            return self.auth.check_api_token(authz, self.acl.load(), self.acl.secrets())
         ticket = None
         cookie = SimpleCookie()
         with contextlib.suppress(Exception):  # a malformed cookie is simply no ticket

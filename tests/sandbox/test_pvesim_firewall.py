@@ -107,15 +107,15 @@ def test_rule_lets_the_app_reach_postgres_and_no_one_else(
 
     fw.rules.post(type="in", action="ACCEPT", source=APP[2], proto="tcp", dport="5432", enable=1,
                   comment="app -> postgres")
-    fw.rules.post(type="in", action="ACCEPT", macro="SSH", enable=1, pos=1)
+    fw.rules.post(type="in", action="ACCEPT", macro="SSH", enable=1, pos=1)  # create ignores pos: on top
     fw.options.put(enable=1, policy_in="DROP", ipfilter=1)  # ipfilter: only its own address leaves the DB
     assert [(r["pos"], r.get("macro"), r.get("source")) for r in fw.rules.get()] == [
-        (0, None, APP[2]), (1, "SSH", None)]
+        (0, "SSH", None), (1, None, APP[2])]
     assert _reaches_db(APP[0]), "the app container has a rule for tcp/5432"
     assert not _reaches_db(OTHER[0]), "a container without a rule must not reach PostgreSQL"
 
-    digest = fw.rules.get()[0]["digest"]
-    fw.rules(0).delete(digest=digest)
+    digest = fw.rules.get()[1]["digest"]
+    fw.rules(1).delete(digest=digest)
     assert not _reaches_db(APP[0]), "without its rule the app is blocked too"
 
     fw.options.put(enable=0)

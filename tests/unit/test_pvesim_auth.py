@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pvesim import auth
+from pvesim.acl import PermissionDenied
+from pvesim.acl_store import default_config
 
 SECRETS = auth.new_secrets()
 
@@ -54,31 +56,56 @@ def test_csrf_token_is_bound_to_the_user() -> None:
             a.check_csrf(bad, user)
 
 
-def test_api_tokens() -> None:
-    a = make()
-    full = a.check_api_token(f"PVEAPIToken=root@pam!psa-provision={SECRETS['tokens']['psa-provision']}")
-    assert full.name == "root@pam!psa-provision" and "VM.Allocate" in full.privs
-    ro = a.check_api_token(f"PVEAPIToken=root@pam!readonly={SECRETS['tokens']['readonly']}")
-    assert ro.privs == auth.ROLES["PVEAuditor"]
-    with pytest.raises(auth.AuthError):
-        a.check_api_token(f"PVEAPIToken=root@pam!readonly={SECRETS['tokens']['psa-provision']}")
-    with pytest.raises(auth.AuthError):
-        a.check_api_token("PVEAPIToken=root@pam!nope=x")
+def _secrets() -> dict[str, str]:
+    return {f"root@pam!{n}": v for n, v in SECRETS["tokens"].items()}
 
 
-def identity(role: str) -> auth.Identity:
-    return auth.Identity("root@pam", "t", auth.ROLES[role], via_ticket=False)
+def test_api_tokens_exist_in_user_cfg_and_match_their_secret() -> None:
+    a, cfg = make(), default_config()
+    full = a.check_api_token(f"PVEAPIToken=root@pam!psa-provision={SECRETS['tokens']['psa-provision']}",
+                             cfg, _secrets())
+    assert full.name == "root@pam!psa-provision" and not full.via_ticket
+    with pytest.raises(auth.AuthError):
+        a.check_api_token(f"PVEAPIToken=root@pam!readonly={SECRETS['tokens']['psa-provision']}", cfg,
+                          _secrets())
+    with pytest.raises(auth.AuthError):
+        a.check_api_token("PVEAPIToken=root@pam!nope=x", cfg, _secrets())
+    del cfg.users["root@pam"].tokens["readonly"]  # a deleted token no longer authenticates
+    with pytest.raises(auth.AuthError):
+        a.check_api_token(f"PVEAPIToken=root@pam!readonly={SECRETS['tokens']['readonly']}", cfg, _secrets())
+
+
+def ident(name: str) -> auth.Identity:
+    user, _, token = name.partition("!")
+    return auth.Identity(user, token or None, via_ticket=not token)
 
 
 def test_permission_checks_follow_the_schema() -> None:
-    start = ["perm", "/vms/{vmid}", ["VM.PowerMgmt"]]
-    auth.check_permission(identity("Administrator"), start, {"vmid": "200"}, "POST")
-    with pytest.raises(auth.PermissionDenied, match=r"Permission check failed \(/vms/200, VM.PowerMgmt\)"):
-        auth.check_permission(identity("PVEAuditor"), start, {"vmid": "200"}, "POST")
-    audit_any = ["perm", "/storage/{storage}", ["Datastore.Audit", "Datastore.AllocateSpace"], "any", 1]
-    auth.check_permission(identity("PVEAuditor"), audit_any, {"storage": "local"}, "GET")
-    template = ["perm", "/storage/{storage}", ["Datastore.AllocateTemplate"]]
-    with pytest.raises(auth.PermissionDenied, match=r"Datastore\.AllocateTemplate"):
-        auth.check_permission(identity("PVESimRestricted"), template, {"storage": "local"}, "POST")
-    with pytest.raises(auth.PermissionDenied, match=r"/vms/9000, VM.Allocate"):
-        auth.require(identity("PVESimRestricted"), "/vms/9000", "VM.Allocate")
+    cfg = default_config()
+    start = {"check": ["perm", "/vms/{vmid}", ["VM.PowerMgmt"]]}
+    auth.check_permission(cfg, ident("root@pam!psa-provision"), start, {"vmid": "200"})
+    with pytest.raises(PermissionDenied, match=r"^Permission check failed \(/vms/200, VM.PowerMgmt\)$"):
+        auth.check_permission(cfg, ident("root@pam!readonly"), start, {"vmid": "200"})
+    audit_any = {"check": ["perm", "/storage/{storage}", ["Datastore.Audit", "Datastore.AllocateSpace"],
+                           "any", 1]}
+    auth.check_permission(cfg, ident("root@pam!readonly"), audit_any, {"storage": "local"})
+    template = {"check": ["perm", "/storage/{storage}", ["Datastore.AllocateTemplate"]]}
+    with pytest.raises(PermissionDenied, match=r"\(/storage/local, Datastore\.AllocateTemplate\)"):
+        auth.check_permission(cfg, ident("root@pam!restricted"), template, {"storage": "local"})
+    auth.check_permission(cfg, ident("root@pam"), None, {})  # root@pam passes even root-only methods
+    with pytest.raises(PermissionDenied, match=r"user != root@pam"):
+        auth.check_permission(cfg, ident("root@pam!psa-provision"), None, {})  # its tokens do not
+    auth.check_permission(cfg, ident("root@pam!readonly"), {"user": "all"}, {})
+
+
+def test_or_and_perm_modify_checks() -> None:
+    cfg = default_config()
+    either = {"check": ["or", ["perm", "/", ["Sys.Modify"]], ["perm", "/", ["Sys.Audit"]]]}
+    auth.check_permission(cfg, ident("root@pam!readonly"), either, {})
+    both = {"check": ["and", ["perm", "/", ["Sys.Audit"]], ["perm", "/", ["Sys.Modify"]]]}
+    with pytest.raises(PermissionDenied, match=r"\(/, Sys.Modify\)"):
+        auth.check_permission(cfg, ident("root@pam!readonly"), both, {})
+    modify = {"check": ["perm-modify", "{path}"]}
+    auth.check_permission(cfg, ident("root@pam!psa-provision"), modify, {"path": "/vms/200"})
+    with pytest.raises(PermissionDenied, match=r"\(/vms/200, Permissions.Modify\|VM.Allocate\)"):
+        auth.check_permission(cfg, ident("root@pam!readonly"), modify, {"path": "/vms/200"})
