@@ -46,12 +46,35 @@ def test_privileges_needed_depend_on_create_or_reconcile() -> None:
     inventory = REPO_ROOT / "inventories" / "sandbox.yml"
     site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
     spec = phase.container(200)
-    fresh = engine.required_privileges(site, [engine.ContainerState(spec, None)])
-    assert fresh["/vms/200"] == {"VM.Allocate", "VM.PowerMgmt", "VM.Audit"}
-    assert fresh["/storage/local-lvm"] == {"Datastore.AllocateSpace"}
-    existing = engine.required_privileges(site, [engine.ContainerState(spec, {"hostname": spec.hostname})])
+    fresh = engine.required_privileges(site, "up", creating=[spec])
+    assert fresh["/vms/200"] == {"VM.Allocate", "VM.PowerMgmt", "VM.Audit", "VM.Config.CPU",
+                                 "VM.Config.Memory", "VM.Config.Disk", "VM.Config.Network",
+                                 "VM.Config.Options"}
+    assert fresh["/storage/local-lvm"] == {"Datastore.AllocateSpace", "Datastore.Audit"}
+    assert fresh["/sdn/zones/localnetwork/vmbr20"] == {"SDN.Use"}
+    assert fresh["/nodes/pve1"] == {"Sys.Audit"}
+    assert "/" not in fresh  # one container: no firewall, so no datacenter options read
+    existing = engine.required_privileges(site, "up", creating=[])
     assert "VM.Allocate" not in existing["/vms/200"]
     assert {"VM.Config.CPU", "VM.Config.Memory"} <= existing["/vms/200"]
+    planning = engine.required_privileges(site, "plan", creating=[spec])
+    assert planning["/vms/200"] == {"VM.Audit"}
+
+
+def test_a_privileged_container_to_create_needs_sys_modify_on_root() -> None:
+    phase = load_phase("phase0", REPO_ROOT / "phases")
+    inventory = REPO_ROOT / "inventories" / "sandbox.yml"
+    site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
+    spec = phase.container(200).model_copy(update={"unprivileged": False})
+    assert engine.required_privileges(site, "up", creating=[spec])["/"] == {"Sys.Modify"}
+    assert "/" not in engine.required_privileges(site, "up", creating=[])
+
+
+def test_phases_of_several_containers_need_sys_audit_on_root_for_the_datacenter_firewall() -> None:
+    phase = load_phase("phase1", REPO_ROOT / "phases")
+    inventory = REPO_ROOT / "inventories" / "sandbox.yml"
+    site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
+    assert engine.required_privileges(site, "plan", creating=[])["/"] == {"Sys.Audit"}
 
 
 class _FakeConn:
