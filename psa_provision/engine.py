@@ -34,7 +34,7 @@ from psa_provision.errors import (
 from psa_provision.inventory import Inventory, load_inventory
 from psa_provision.journal import Journal, PhaseLock, kill_point, migration_grants, state_dir
 from psa_provision.output import Output, StepProgress
-from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase
+from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase, where
 from psa_provision.plan import ApiCall, Change, Plan
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.secrets import Secrets, load_secrets
@@ -70,6 +70,7 @@ class ContainerState:
     spec: ContainerSpec
     config: dict[str, Any] | None
     running: bool = False
+    pending: frozenset[str] = frozenset()  # keys whose new value waits for the next start
 
 
 @dataclass
@@ -112,6 +113,7 @@ def load_site(inventory_path: Path, phase_name: str, *, need_secrets: bool = Tru
     """Validate inventory, phase file and secrets before any network call."""
     inv = load_inventory(inventory_path)
     phase = load_phase(phase_name, inv.phases_dir)
+    refuse_root_only(inv, phase)
     secrets = load_secrets(inv.secrets_file) if need_secrets else Secrets({})
     pub = inv.ssh.public_key_file
     key = pub.read_text(encoding="utf-8").strip() if pub.is_file() else ""
@@ -119,6 +121,20 @@ def load_site(inventory_path: Path, phase_name: str, *, need_secrets: bool = Tru
         raise InputError(f"{pub}: SSH public key not found",
                          hint="run `psa-provision init` to create the key pair")
     return Site(inv, Path(inventory_path), phase, secrets, key)
+
+
+def refuse_root_only(inv: Inventory, phase: Phase) -> None:
+    """InputError (file:line) for container features Proxmox lets only root@pam set, when the inventory
+    logs in as anyone else; an API token never counts as root@pam, not even root@pam!token."""
+    auth = inv.proxmox.auth
+    caller = str(auth.token_id if auth.kind == "token" else auth.user)
+    for i, spec in enumerate(phase.containers):
+        why = privileges.root_only(spec.unprivileged, {str(k): v for k, v in spec.features.items()}, caller)
+        if why:
+            here = where(phase.name, inv.phases_dir, "containers", i, "features")
+            raise InputError(f"{here}: container {spec.vmid}: {why}",
+                             hint="keep only nesting on an unprivileged container, or log in as root@pam "
+                                  "with a password (proxmox.auth.user) to set the others")
 
 
 def unbuilt_clusters(phase: Phase) -> list[str]:
@@ -286,12 +302,13 @@ def _container_state(px: ProxmoxClient, spec: ContainerSpec,
     if guest.get("type") != "lxc":
         raise ProxmoxError(f"vmid {spec.vmid} is taken by a guest that is not a container (a VM?)",
                            hint="free the vmid or choose another one in the phase file")
-    config = px.container_config(spec.node, spec.vmid)
+    config, pending = px.container_pending(spec.node, spec.vmid)
     if not is_ours(config) and config.get("hostname") != spec.hostname:
         raise ProxmoxError(f"vmid {spec.vmid} is taken by container '{config.get('hostname')}', "
                            f"not {spec.hostname}; psa-provision will not touch it",
                            hint="free the vmid or choose another one in the phase file")
-    return ContainerState(spec, config, guest.get("status") == "running")
+    running = guest.get("status") == "running"
+    return ContainerState(spec, config, running, frozenset(pending) if running else frozenset())
 
 
 def _ensure_template(px: ProxmoxClient, inv: Inventory, node: str, *, download: bool,
@@ -319,7 +336,7 @@ def container_changes(site: Site, state: ContainerState, *, force: bool) -> list
     changes = container_component.plan(
         state.spec, state.config, node=state.spec.node, template_volid=inv.template_volid,
         ssh_public_key=site.ssh_public_key, nameserver=inv.network.nameserver,
-        searchdomain=inv.network.searchdomain, force=force)
+        searchdomain=inv.network.searchdomain, force=force, pending=state.pending)
     return [_marked(c, site.phase.name) for c in changes]
 
 
@@ -567,7 +584,8 @@ def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: d
     cplan = Plan(container_changes(site, state, force=force))
     early = ahead.take(spec.hostname, usable=state.running and not cplan.actions)
     _apply(cplan, conns, px, journal, progress, result)
-    restart = any(isinstance(c, ApiCall) and c.effect == "restart" for c in cplan.actions)
+    restart = any(isinstance(c, ApiCall) and c.effect == "restart" and not c.path.endswith("/status/reboot")
+                  for c in cplan.actions)
     created = any(isinstance(c, ApiCall) and c.effect in ("create", "recreate") for c in cplan.actions)
     if created:
         _forget(site.inventory, spec)  # a new container has a new SSH host key

@@ -427,6 +427,27 @@ class ProxmoxClient:
         """GET the config (with `digest`) of a container known to exist (e.g. from cluster_resources)."""
         return dict(self.request("GET", f"/nodes/{node}/lxc/{vmid}/config") or {})
 
+    def container_pending(self, node: str, vmid: int) -> tuple[dict[str, Any], set[str]]:
+        """(config as the next start will have it, keys whose change is pending) in ONE call.
+
+        GET config merges pending values by default, so a change left pending (a run that died before
+        its reboot) would look done; GET .../pending lists each key with `value`, `pending` and `delete`
+        (pve-container API2/LXC.pm vm_pending). `digest` is among the keys on Proxmox.
+        """
+        config: dict[str, Any] = {}
+        pending: set[str] = set()
+        for entry in self.request("GET", f"/nodes/{node}/lxc/{vmid}/pending") or []:
+            key = str(entry.get("key"))
+            if entry.get("delete"):
+                pending.add(key)
+                continue
+            if "pending" in entry:
+                pending.add(key)
+                config[key] = entry["pending"]
+            elif "value" in entry:
+                config[key] = entry["value"]
+        return config, pending
+
     def storage(self, node: str, storage: str) -> dict[str, Any] | None:
         """The storage's status on the node, or None when it is not there."""
         for s in self.request("GET", f"/nodes/{node}/storage") or []:

@@ -138,3 +138,26 @@ def test_facts_ahead_start_early_only_where_we_pinned_a_host_key_and_use_them_on
         assert not attempt.done()  # not waited for: it fails seconds later, in the background
     release.set()
     assert ahead.take(slow.hostname, usable=True) is None  # dropped when the run ended
+
+
+def test_features_only_root_at_pam_may_set_are_refused_at_validation_for_a_token(tmp_path: Any) -> None:
+    import shutil
+
+    import pytest
+
+    from psa_provision.errors import InputError
+
+    phases_dir = tmp_path / "phases"
+    shutil.copytree(REPO_ROOT / "phases", phases_dir)
+    text = (phases_dir / "phase0.yml").read_text(encoding="utf-8")
+    assert "nesting: 1" in text
+    (phases_dir / "phase0.yml").write_text(text.replace("nesting: 1", "nesting: 1, keyctl: 1"),
+                                           encoding="utf-8")
+    inv = load_inventory(REPO_ROOT / "inventories" / "sandbox.yml")
+    inv = inv.model_copy(update={"phases_dir": phases_dir})
+    assert inv.proxmox.auth.kind == "token"
+    phase = load_phase("phase0", phases_dir)
+    with pytest.raises(InputError, match=r"phase0.yml:\d+: container 200: features other than "
+                                         r"nesting \(keyctl\).*root@pam"):
+        engine.refuse_root_only(inv, phase)
+    engine.refuse_root_only(inv, load_phase("phase0", REPO_ROOT / "phases"))  # nesting alone is fine
