@@ -133,6 +133,16 @@ def _paths(template: str, target: Target) -> list[str]:
     return [template]
 
 
+def need_for(privilege: str, path: str) -> Need | None:
+    """The NEEDS entry that asks for `privilege` on `path` (a concrete path such as /vms/200)."""
+    for need in NEEDS:
+        prefix = need.path.split("{")[0]
+        if need.privilege == privilege and (path == need.path if "{" not in need.path
+                                            else path.startswith(prefix)):
+            return need
+    return None
+
+
 def missing(need: dict[str, set[str]], have: dict[str, set[str]]) -> list[tuple[str, str]]:
     """(privilege, path) pairs in `need` that `have` lacks, sorted by path then privilege."""
     return sorted(((p, path) for path, privs in need.items() for p in privs - have.get(path, set())),
