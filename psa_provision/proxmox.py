@@ -177,9 +177,10 @@ def map_http(status: int, reason: str, errors: object, settings: ApiSettings, wh
         privilege = re.search(r"\(([^)]*)\)", detail)
         named = privilege.group(1) if privilege else detail
         return ProxmoxAuthError(f"{settings.who} lacks a privilege for {what}: {named}",
-                                hint="grant the PSAProvision role on /vms, /storage, /sdn/zones/localnetwork "
-                                     "(or a pool), not on /vms/<vmid>: destroying a container deletes the "
-                                     "ACLs of its own path; `psa-provision doctor` lists what is missing")
+                                hint="grant the PSAProvision role on /vms, /storage, /nodes, "
+                                     "/sdn/zones/localnetwork, not /vms/<vmid>: destroying a container "
+                                     "deletes the ACLs of its own path; `psa-provision doctor` lists what "
+                                     "is missing")
     return ProxmoxError(f"{what} failed: {status} {detail}".rstrip())
 
 
