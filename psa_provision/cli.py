@@ -288,6 +288,32 @@ def health(ctx: typer.Context,
 
 
 @app.command()
+def doctor(ctx: typer.Context,
+           phase: Annotated[str, typer.Argument(help="the phase to check for")] = "phase0",
+           output: Annotated[Format, typer.Option("--output", "-o", help="text or json")] = Format.text,
+           ) -> None:
+    """Is this Proxmox ready for `up PHASE`? API and TLS, privileges, nodes, storage, template, bridges,
+    vmids, SSH path, phase files: one table, nothing written (exit 0 ready, 1 a blocker)."""
+    from psa_provision import doctor as doctor_mod
+
+    state = _state(ctx)
+    out = Output(json_mode=output is Format.json)
+
+    def run() -> int:
+        checks = doctor_mod.run(state.inventory, phase)
+        failed = doctor_mod.blocked(checks)
+        if out.json_mode:
+            out.json({"phase": phase, "inventory": str(state.inventory), "ready": not failed,
+                      "checks": [c.as_dict() for c in checks]})
+        else:
+            out.table(f"doctor {phase}", ["status", "check", "detail"], doctor_mod.rows(checks))
+            out.line("blocked: fix the failed checks before `up`" if failed else f"ready for `up {phase}`")
+        return 1 if failed else 0
+
+    raise typer.Exit(_guard(out, run))
+
+
+@app.command()
 def phases(ctx: typer.Context,
            check: Annotated[bool, typer.Option("--check", help="validate all phase files together")] = False,
            ) -> None:

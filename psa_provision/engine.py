@@ -10,7 +10,7 @@ import dataclasses
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from psa_provision import facts as facts_mod
-from psa_provision import handover, phase_up, planner
+from psa_provision import firewall, handover, phase_up, planner, privileges
+from psa_provision.access import Access, datacenter_firewall, lock_diagnosis, require
 from psa_provision.apply import Summary, api_task, apply
 from psa_provision.components import container as container_component
 from psa_provision.components.app import probe_address
@@ -28,15 +29,14 @@ from psa_provision.errors import (
     GuestError,
     InputError,
     ProvisionError,
-    ProxmoxAuthError,
     ProxmoxError,
 )
 from psa_provision.inventory import Inventory, load_inventory
 from psa_provision.journal import Journal, PhaseLock, kill_point, migration_grants, state_dir
 from psa_provision.output import Output, StepProgress
-from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase
+from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase, where
 from psa_provision.plan import ApiCall, Change, Plan
-from psa_provision.proxmox import ProxmoxClient, connect, inherited_privileges
+from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.secrets import Secrets, load_secrets
 from psa_provision.ssh import COUNTER as SSH_COUNTER
 from psa_provision.ssh import Connection, forget_host, pinned_hosts, wait_for_ssh
@@ -70,6 +70,7 @@ class ContainerState:
     spec: ContainerSpec
     config: dict[str, Any] | None
     running: bool = False
+    pending: frozenset[str] = frozenset()  # keys whose new value waits for the next start
 
 
 @dataclass
@@ -112,6 +113,7 @@ def load_site(inventory_path: Path, phase_name: str, *, need_secrets: bool = Tru
     """Validate inventory, phase file and secrets before any network call."""
     inv = load_inventory(inventory_path)
     phase = load_phase(phase_name, inv.phases_dir)
+    refuse_root_only(inv, phase)
     secrets = load_secrets(inv.secrets_file) if need_secrets else Secrets({})
     pub = inv.ssh.public_key_file
     key = pub.read_text(encoding="utf-8").strip() if pub.is_file() else ""
@@ -119,6 +121,20 @@ def load_site(inventory_path: Path, phase_name: str, *, need_secrets: bool = Tru
         raise InputError(f"{pub}: SSH public key not found",
                          hint="run `psa-provision init` to create the key pair")
     return Site(inv, Path(inventory_path), phase, secrets, key)
+
+
+def refuse_root_only(inv: Inventory, phase: Phase) -> None:
+    """InputError (file:line) for container features Proxmox lets only root@pam set, when the inventory
+    logs in as anyone else; an API token never counts as root@pam, not even root@pam!token."""
+    auth = inv.proxmox.auth
+    caller = str(auth.token_id if auth.kind == "token" else auth.user)
+    for i, spec in enumerate(phase.containers):
+        why = privileges.root_only(spec.unprivileged, {str(k): v for k, v in spec.features.items()}, caller)
+        if why:
+            here = where(phase.name, inv.phases_dir, "containers", i, "features")
+            raise InputError(f"{here}: container {spec.vmid}: {why}",
+                             hint="keep only nesting on an unprivileged container, or log in as root@pam "
+                                  "with a password (proxmox.auth.user) to set the others")
 
 
 def unbuilt_clusters(phase: Phase) -> list[str]:
@@ -165,11 +181,15 @@ def is_ours(config: dict[str, Any]) -> bool:
 
 # -- preflight ---------------------------------------------------------------------------------------
 def preflight(px: ProxmoxClient, site: Site, *, download: bool, note: Callable[[str], None],
-              seen: Callable[[ContainerState], None] | None = None) -> list[ContainerState]:
-    """Node online, vmids free or ours, storage/bridge/template present, capacity; returns states.
+              seen: Callable[[ContainerState], None] | None = None,
+              force: bool = False) -> list[ContainerState]:
+    """Node online, privileges, vmids free or ours, storage/bridge/template present, capacity, the
+    datacenter firewall; returns states. Nothing is written before every check has passed.
 
     `seen` gets each container's state as soon as it is known (FactsAhead starts its facts then)."""
     inv, phase = site.inventory, site.phase
+    access = Access(px)
+    command = "up" if download else "plan"
     resources = px.cluster_resources()  # nodes, guests and storages: one call, not one per container
     warnings: list[str] = []
     nodes = {c.node for c in phase.containers}
@@ -178,8 +198,10 @@ def preflight(px: ProxmoxClient, site: Site, *, download: bool, note: Callable[[
         if entry is None or entry.get("status") != "online":
             raise ProxmoxError(f"node {node} is not online in the cluster at {px.settings.url}",
                                hint="check the node name in the phase file / inventory")
-        _check_node_resources(px, site, node, resources)
         warnings += _capacity(entry, phase, node)
+    require(access, required_privileges(site, command, creating=()), note)
+    for node in sorted(nodes):
+        _check_node_resources(px, site, node, resources)
     for text in warnings:
         note(f"warning: {text}")
     states = []
@@ -187,43 +209,44 @@ def preflight(px: ProxmoxClient, site: Site, *, download: bool, note: Callable[[
         states.append(_container_state(px, spec, resources))
         if seen is not None:
             seen(states[-1])
-    _check_privileges(px, site, states, note)
+    creating = [s.spec for s in states if s.config is None]
+    require(access, required_privileges(site, command, creating=creating), note)
+    if force:
+        for vmid in access.own_path_grants([s.spec.vmid for s in states if s.config is not None]):
+            note(f"warning: privileges on container {vmid} come from an ACL on /vms/{vmid}; recreating it "
+                 "deletes that ACL (pve-access-control remove_vm_access): grant on /vms or a pool instead")
+    if firewall.enabled(phase):
+        datacenter_firewall(px, access)
     for node in sorted(nodes):
-        _ensure_template(px, inv, node, download=download, note=note)
+        _ensure_template(px, inv, node, download=download, note=note, access=access)
     return states
 
 
-def required_privileges(site: Site, states: list[ContainerState]) -> dict[str, set[str]]:
-    """ACL path -> privileges `up` needs there (create needs VM.Allocate, reconcile the Config.* ones)."""
-    need: dict[str, set[str]] = {}
-    for state in states:
-        vm = need.setdefault(f"/vms/{state.spec.vmid}", {"VM.PowerMgmt", "VM.Audit"})
-        vm |= {"VM.Allocate"} if state.config is None else {"VM.Config.CPU", "VM.Config.Memory"}
-        need.setdefault(f"/storage/{state.spec.rootfs_storage}", set()).add("Datastore.AllocateSpace")
-    need.setdefault(f"/storage/{site.inventory.storage.templates}", set()).add("Datastore.Audit")
+def privilege_target(site: Site, specs: list[ContainerSpec] | None = None) -> privileges.Target:
+    """What the phase's containers (or `specs`) touch, for privileges.required."""
+    chosen = site.phase.containers if specs is None else specs
+    return privileges.Target(
+        vmids=tuple(c.vmid for c in chosen), storages=tuple(sorted({c.rootfs_storage for c in chosen})),
+        templates=site.inventory.storage.templates if chosen else "",
+        bridges=tuple(sorted({c.bridge for c in chosen})), nodes=tuple(sorted({c.node for c in chosen})),
+        firewall=firewall.enabled(site.phase))
+
+
+def required_privileges(site: Site, command: str, *,
+                        creating: Sequence[ContainerSpec]) -> dict[str, set[str]]:
+    """ACL path -> privileges `command` needs: everything but VM.Allocate for the phase's containers
+    (and Datastore.AllocateTemplate, checked before a download), VM.Allocate for those to be created,
+    and Sys.Modify on / to create a privileged one (pve-container API2/LXC.pm create_vm)."""
+    later = {"VM.Allocate", "Datastore.AllocateTemplate"}
+    need = privileges.required(command, privilege_target(site), skip=later)
+    if command == "plan" or not creating:
+        return need
+    for path, privs in privileges.required(command, privilege_target(site, list(creating)),
+                                           skip={"Datastore.AllocateTemplate"}).items():
+        need.setdefault(path, set()).update(privs)
+    if any(not c.unprivileged for c in creating):
+        need.setdefault("/", set()).add(privileges.SYS_MODIFY)
     return need
-
-
-def _check_privileges(px: ProxmoxClient, site: Site, states: list[ContainerState],
-                      note: Callable[[str], None]) -> None:
-    """Fail before any write when the token lacks a privilege `up` will need.
-
-    One GET /access/permissions for all paths; a path where the dump shows something missing is asked
-    about on its own (authoritative) before refusing.
-    """
-    dump = px.permission_dump()
-    for path, privileges in sorted(required_privileges(site, states).items()):
-        have: set[str] | None = inherited_privileges(dump, path) if dump is not None else set()
-        if have is not None and not privileges <= have:
-            have = px.permissions(path)
-        if have is None:
-            note("the API cannot list permissions (GET /access/permissions): privileges are checked per call")
-            return
-        missing = sorted(privileges - have)
-        if missing:
-            raise ProxmoxAuthError(f"{px.settings.who} lacks {', '.join(missing)} on {path}",
-                                   hint="grant them (pveum acl modify PATH --tokens TOKEN --roles ...) "
-                                        "or use a token with more rights")
 
 
 def _resource(resources: list[dict[str, Any]], *types: str, **match: object) -> dict[str, Any] | None:
@@ -238,12 +261,13 @@ def _check_node_resources(px: ProxmoxClient, site: Site, node: str, resources: l
     specs = [c for c in site.phase.containers if c.node == node]
     for storage in sorted({c.rootfs_storage for c in specs} | {site.inventory.storage.templates}):
         if _resource(resources, "storage", node=node, storage=storage) is None:
-            raise ProxmoxError(f"storage {storage} does not exist on node {node}",
+            raise ProxmoxError(privileges.not_visible("storage", storage, node),
                                hint="create it or fix storage in the inventory / rootfs_storage in the phase")
     bridges = px.bridges(node)
     for bridge in sorted({c.bridge for c in specs}):
         if bridge not in bridges:
-            raise ProxmoxError(f"bridge {bridge} does not exist on node {node} (have: {', '.join(bridges)})",
+            seen = ", ".join(bridges) or "none"
+            raise ProxmoxError(f"{privileges.not_visible('bridge', bridge, node)} (visible: {seen})",
                                hint="create the bridge or fix network.bridge / the phase's bridge")
 
 
@@ -278,16 +302,17 @@ def _container_state(px: ProxmoxClient, spec: ContainerSpec,
     if guest.get("type") != "lxc":
         raise ProxmoxError(f"vmid {spec.vmid} is taken by a guest that is not a container (a VM?)",
                            hint="free the vmid or choose another one in the phase file")
-    config = px.container_config(spec.node, spec.vmid)
+    config, pending = px.container_pending(spec.node, spec.vmid)
     if not is_ours(config) and config.get("hostname") != spec.hostname:
         raise ProxmoxError(f"vmid {spec.vmid} is taken by container '{config.get('hostname')}', "
                            f"not {spec.hostname}; psa-provision will not touch it",
                            hint="free the vmid or choose another one in the phase file")
-    return ContainerState(spec, config, guest.get("status") == "running")
+    running = guest.get("status") == "running"
+    return ContainerState(spec, config, running, frozenset(pending) if running else frozenset())
 
 
 def _ensure_template(px: ProxmoxClient, inv: Inventory, node: str, *, download: bool,
-                     note: Callable[[str], None]) -> None:
+                     note: Callable[[str], None], access: Access | None = None) -> None:
     storage = inv.storage.templates
     if inv.template_volid in px.templates(node, storage):
         return
@@ -298,6 +323,8 @@ def _ensure_template(px: ProxmoxClient, inv: Inventory, node: str, *, download: 
     if not download:
         note(f"template {inv.template} is missing on {node}; `up` will download it")
         return
+    if access is not None:  # POST aplinfo: Datastore.AllocateTemplate on the storage
+        require(access, {f"/storage/{storage}": {"Datastore.AllocateTemplate"}}, note)
     note(f"downloading template {inv.template} to {node}:{storage}")
     px.download_template(node, storage, inv.template)
 
@@ -309,7 +336,7 @@ def container_changes(site: Site, state: ContainerState, *, force: bool) -> list
     changes = container_component.plan(
         state.spec, state.config, node=state.spec.node, template_volid=inv.template_volid,
         ssh_public_key=site.ssh_public_key, nameserver=inv.network.nameserver,
-        searchdomain=inv.network.searchdomain, force=force)
+        searchdomain=inv.network.searchdomain, force=force, pending=state.pending)
     return [_marked(c, site.phase.name) for c in changes]
 
 
@@ -454,7 +481,7 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
     with connections(site) as conns, FactsAhead(site, conns, health=False) as ahead:
         ahead.start_known()
         px = connect(site.inventory)
-        states = preflight(px, site, download=False, note=out.note, seen=ahead.start)
+        states = preflight(px, site, download=False, note=out.note, seen=ahead.start, force=force)
         for text in _earlier_containers(px, site):
             out.note(text)
         for state in states:
@@ -482,7 +509,7 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
         ahead.start_known()
         with WATCH.timed("proxmox"):
             px = connect(site.inventory)
-            states = preflight(px, site, download=True, note=out.note, seen=ahead.start)
+            states = preflight(px, site, download=True, note=out.note, seen=ahead.start, force=force)
         journal.record("run-start", phase=site.phase.name, command="up")
         waited = finish_open_tasks(px, journal, states, out.note)
         if waited:
@@ -557,7 +584,8 @@ def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: d
     cplan = Plan(container_changes(site, state, force=force))
     early = ahead.take(spec.hostname, usable=state.running and not cplan.actions)
     _apply(cplan, conns, px, journal, progress, result)
-    restart = any(isinstance(c, ApiCall) and c.effect == "restart" for c in cplan.actions)
+    restart = any(isinstance(c, ApiCall) and c.effect == "restart" and not c.path.endswith("/status/reboot")
+                  for c in cplan.actions)
     created = any(isinstance(c, ApiCall) and c.effect in ("create", "recreate") for c in cplan.actions)
     if created:
         _forget(site.inventory, spec)  # a new container has a new SSH host key
@@ -621,8 +649,7 @@ def finish_open_tasks(px: ProxmoxClient, journal: Journal, states: list[Containe
                             {"vmid": state.spec.vmid, "source": "active"}) or []
         vmid = state.spec.vmid
         if not active:
-            raise ProxmoxError(f"container {vmid} is locked ({lock}) and no task is running for it",
-                               hint=f"find out why on node {state.spec.node}, then `pct unlock {vmid}`")
+            raise lock_diagnosis(px, state.spec.node, vmid, str(lock))
         for task in active:
             tasks[str(task["upid"])] = {"upid": task["upid"], "step": task.get("type"), "vmid": vmid}
     for upid, task in tasks.items():

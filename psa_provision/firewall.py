@@ -102,7 +102,12 @@ def net_flag_change(spec: ContainerSpec, config: dict[str, Any]) -> Change:
 
 
 def rule_changes(spec: ContainerSpec, want: list[Rule], current: list[dict[str, Any]]) -> list[Change]:
-    """Our rules exactly as wanted, in order, on top; else delete ours (last first) and add the wanted."""
+    """Our rules exactly as wanted, in order, on top; else delete ours (last first) and add the wanted.
+
+    POST .../firewall/rules ignores `pos` and puts the new rule first (pve-firewall
+    API2/Firewall/Rules.pm register_create_rule: `unshift @$rules, $rule`), so the wanted rules are
+    posted last first: they end up on top, in order, and the next run finds them in place.
+    """
     base = f"/nodes/{spec.node}/lxc/{spec.vmid}/firewall/rules"
     ordered = sorted(current, key=lambda r: int(r.get("pos", 0)))
     ours = [r for r in ordered if str(r.get("comment", "")).startswith(TAG)]
@@ -113,8 +118,8 @@ def rule_changes(spec: ContainerSpec, want: list[Rule], current: list[dict[str, 
         out.append(ApiCall(spec.hostname, COMPONENT, f"delete stale rule {old.get('pos')} "
                            f"({old.get('comment', '')})", method="DELETE", path=f"{base}/{old.get('pos')}",
                            diff={"rule": (old.get("comment"), None)}))
-    for pos, new in enumerate(want):
-        params = {**new.params(), "pos": pos}
+    for new in reversed(want):
+        params = new.params()
         where = f" from {new.source}" if new.source else " from anywhere"
         out.append(ApiCall(spec.hostname, COMPONENT, f"allow tcp/{new.dport}{where} ({new.comment})",
                            method="POST", path=base, params=params, diff={"rule": (None, new.comment)}))

@@ -90,7 +90,12 @@ def grant_comment(client: ContainerSpec, phase: str) -> str:
 
 def grant(px: ProxmoxClient, target: ContainerSpec, port: int, client: ContainerSpec, phase: str,
           note: Callable[[str], None]) -> None:
-    """A temporary ACCEPT rule on `target` for tcp/port from `client` (added once, at the end)."""
+    """A temporary ACCEPT rule on `target` for tcp/port from `client`, below every other rule.
+
+    POST puts a rule first whatever `pos` says (pve-firewall API2/Firewall/Rules.pm register_create_rule
+    unshifts); `up` expects its own rules on top, so the new rule is then moved to the end (PUT
+    .../rules/0 moveto=N: update_rule appends when moveto >= the number of rules).
+    """
     base = f"/nodes/{target.node}/lxc/{target.vmid}/firewall/rules"
     rules = px.request("GET", base) or []
     comment = grant_comment(client, phase)
@@ -99,7 +104,9 @@ def grant(px: ProxmoxClient, target: ContainerSpec, port: int, client: Container
     note(f"firewall of {target.vmid}: allow tcp/{port} from {client.ip} ({client.hostname}) until "
          f"migrate {phase} finishes")
     px.request("POST", base, {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": str(port),
-                              "source": client.ip, "enable": 1, "comment": comment, "pos": len(rules)})
+                              "source": client.ip, "enable": 1, "comment": comment})
+    if rules:
+        px.request("PUT", f"{base}/0", {"moveto": len(rules) + 1})
 
 
 def revoke(px: ProxmoxClient, target: ContainerSpec, note: Callable[[str], None]) -> int:

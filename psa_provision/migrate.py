@@ -410,16 +410,8 @@ class Migration:
         """Let `client` (the old app container) reach step's new store: firewall rule, pg_hba line."""
         assert step.target is not None
         target = step.target
-        base = f"/nodes/{target.node}/lxc/{target.vmid}/firewall/rules"
-        port = firewall.STORE_PORTS[step.name]
-        rules = self.px.request("GET", base) or []
-        comment = f"{GRANT_TAG} {client.hostname} during migrate {self.new.name}"
-        if not any(str(r.get("comment", "")) == comment and str(r.get("dport")) == str(port) for r in rules):
-            self.out.note(f"[prepare] firewall of {target.vmid}: allow tcp/{port} from {client.ip} "
-                          "(temporary)")
-            self.px.request("POST", base, {"type": "in", "action": "ACCEPT", "proto": "tcp",
-                                           "dport": str(port), "source": client.ip, "enable": 1,
-                                           "comment": comment, "pos": len(rules)})
+        handover.grant(self.px, target, firewall.STORE_PORTS[step.name], client, self.new.name,
+                       lambda text: self.out.note(f"[prepare] {text}"))
         if step.name == "postgresql":
             self._write_hba(target)
 

@@ -334,6 +334,12 @@ def load_phase(name: str, phases_dir: Path) -> Phase:
     return phase
 
 
+def where(name: str, phases_dir: Path, *loc: str | int) -> str:
+    """`file:line` of a key of phase `name` (e.g. where("phase0", d, "containers", 0, "features"))."""
+    _, lines, path = _raw(name, phases_dir)
+    return f"{path}:{line_of(tuple(loc), lines)}"
+
+
 def load_all(phases_dir: Path) -> list[Phase]:
     """Every phase file in the directory, in order (each validated alone)."""
     return [load_phase(p.stem, phases_dir) for p in sorted(Path(phases_dir).glob("phase*.yml"))]

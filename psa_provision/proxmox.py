@@ -177,8 +177,10 @@ def map_http(status: int, reason: str, errors: object, settings: ApiSettings, wh
         privilege = re.search(r"\(([^)]*)\)", detail)
         named = privilege.group(1) if privilege else detail
         return ProxmoxAuthError(f"{settings.who} lacks a privilege for {what}: {named}",
-                                hint="grant it to the token (pveum acl modify ... --roles ...) "
-                                     "or disable privilege separation")
+                                hint="grant the PSAProvision role on /vms, /storage, /nodes, "
+                                     "/sdn/zones/localnetwork, not /vms/<vmid>: destroying a container "
+                                     "deletes the ACLs of its own path; `psa-provision doctor` lists what "
+                                     "is missing")
     return ProxmoxError(f"{what} failed: {status} {detail}".rstrip())
 
 
@@ -426,6 +428,27 @@ class ProxmoxClient:
         """GET the config (with `digest`) of a container known to exist (e.g. from cluster_resources)."""
         return dict(self.request("GET", f"/nodes/{node}/lxc/{vmid}/config") or {})
 
+    def container_pending(self, node: str, vmid: int) -> tuple[dict[str, Any], set[str]]:
+        """(config as the next start will have it, keys whose change is pending) in ONE call.
+
+        GET config merges pending values by default, so a change left pending (a run that died before
+        its reboot) would look done; GET .../pending lists each key with `value`, `pending` and `delete`
+        (pve-container API2/LXC.pm vm_pending). `digest` is among the keys on Proxmox.
+        """
+        config: dict[str, Any] = {}
+        pending: set[str] = set()
+        for entry in self.request("GET", f"/nodes/{node}/lxc/{vmid}/pending") or []:
+            key = str(entry.get("key"))
+            if entry.get("delete"):
+                pending.add(key)
+                continue
+            if "pending" in entry:
+                pending.add(key)
+                config[key] = entry["pending"]
+            elif "value" in entry:
+                config[key] = entry["value"]
+        return config, pending
+
     def storage(self, node: str, storage: str) -> dict[str, Any] | None:
         """The storage's status on the node, or None when it is not there."""
         for s in self.request("GET", f"/nodes/{node}/storage") or []:
@@ -447,14 +470,19 @@ class ProxmoxClient:
         return [str(t.get("template")) for t in self.request("GET", f"/nodes/{node}/aplinfo") or []]
 
     def permissions(self, path: str) -> set[str] | None:
-        """The caller's effective privileges on `path`, or None when the API cannot tell (501)."""
+        """The caller's effective privileges on `path`, or None when the API cannot tell (501).
+
+        Every key counts: the value is the privilege's propagate flag, not whether it is granted
+        (GET /access/permissions returns `{path: {privilege: propagate}}`, pve-access-control
+        API2/AccessControl.pm permissions), so a pool grant or a non-propagated ACL shows 0.
+        """
         try:
             data = self.request("GET", "/access/permissions", {"path": path}) or {}
         except ProxmoxError as exc:
             if " failed: 501 " in exc.message:
                 return None
             raise
-        return {priv for priv, on in dict(data.get(path) or {}).items() if on}
+        return set(dict(data.get(path) or {}))
 
     def permission_dump(self) -> dict[str, dict[str, int]] | None:
         """The caller's privileges on every ACL path in ONE call ({path: {priv: propagate}}), None on 501."""

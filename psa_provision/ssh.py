@@ -570,6 +570,18 @@ def tcp_open(host: str, port: int, timeout: float = 2.0) -> bool:
         return False
 
 
+def reachable(host: str, port: int, timeout: float = 3.0) -> tuple[bool, str]:
+    """(a network path to host exists, what was seen): an open port or a refusal both prove the path;
+    a timeout or an unreachable network do not."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True, f"TCP {port} open"
+    except ConnectionRefusedError:
+        return True, f"host answers (TCP {port} refused)"
+    except OSError as exc:
+        return False, f"no path to {host}:{port} ({exc.strerror or type(exc).__name__})"
+
+
 def wait_for_ssh(conn: Connection, deadline_s: float, *, poll: float = 1.0) -> None:
     """Wait until `conn` accepts TCP 22 and authenticates with the key, or ConnectionFailed."""
     deadline = time.monotonic() + deadline_s

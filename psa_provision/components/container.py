@@ -3,9 +3,16 @@
 Each differing key is classified (Proxmox semantics for a running CT): `live` (applied by PUT
 config at once), `restart` (written, takes effect at next start), `recreate` (cannot change in
 place). Recreating an existing container (its data goes with it) needs `force=True`.
+
+`hostname` is written to the config at once (pve-container LXC/Config.pm $LXC_FASTPLUG_OPTIONS) but
+the guest's /etc/hostname and /etc/hosts are written only at start (LXC::Setup), so it needs a restart.
+Changes left pending by a run that died before its reboot (`pending`, from GET .../pending) are
+finished with a reboot: pending values are applied at start (LXC.pm vm_start, vmconfig_apply_pending).
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from ..errors import InputError
 from ..phases import ContainerSpec
@@ -43,9 +50,10 @@ def create_params(spec: ContainerSpec, *, template_volid: str, ssh_public_key: s
         "vmid": spec.vmid, "ostemplate": template_volid, "hostname": spec.hostname,
         "cores": spec.cores, "memory": spec.memory_mb, "swap": spec.swap_mb,
         "rootfs": f"{spec.rootfs_storage}:{spec.rootfs_gb}", "net0": net0(spec),
-        "nameserver": nameserver, "features": features(spec),
-        "unprivileged": int(spec.unprivileged), "onboot": int(spec.onboot),
+        "nameserver": nameserver, "unprivileged": int(spec.unprivileged), "onboot": int(spec.onboot),
     }
+    if spec.features:  # any `features` key, even empty, is root@pam only on a privileged container
+        params["features"] = features(spec)  # (pve-container LXC.pm check_ct_modify_config_perm)
     if searchdomain:
         params["searchdomain"] = searchdomain
     if ssh_public_key:
@@ -71,7 +79,7 @@ def diff_config(spec: ContainerSpec, current: dict[str, object], nameserver: str
         if str(have if have is not None else "") != str(want):
             out[key] = (have, want, effect)
 
-    cmp("hostname", spec.hostname, "live")
+    cmp("hostname", spec.hostname, "restart")
     cmp("cores", spec.cores, "live")
     cmp("memory", spec.memory_mb, "live")
     cmp("swap", spec.swap_mb, "live")
@@ -88,7 +96,11 @@ def diff_config(spec: ContainerSpec, current: dict[str, object], nameserver: str
         keep = {k: v for k, v in have_net.items() if k not in _NET_KEYS}  # hwaddr, type: keep the MAC
         value = ",".join([net0(spec)] + [f"{k}={v}" for k, v in sorted(keep.items())])
         out["net0"] = (current.get("net0"), value, "live")
-    cmp("unprivileged", int(spec.unprivileged), "recreate")
+    # create keeps `unprivileged` only when it is 1 (pve-container API2/LXC.pm create_vm:
+    # `$conf->{unprivileged} = 1 if $unprivileged`): a missing key is a privileged container
+    have_unprivileged = current.get("unprivileged")
+    if str(have_unprivileged if have_unprivileged not in (None, "") else 0) != str(int(spec.unprivileged)):
+        out["unprivileged"] = (have_unprivileged, int(spec.unprivileged), "recreate")
     rootfs = str(current.get("rootfs", ""))
     storage = rootfs.split(":", 1)[0]
     size = _size_gb(rootfs)
@@ -101,10 +113,11 @@ def diff_config(spec: ContainerSpec, current: dict[str, object], nameserver: str
 
 def plan(spec: ContainerSpec, current: dict[str, object] | None, *, node: str, template_volid: str,
          ssh_public_key: str, nameserver: str | None = None, searchdomain: str | None = None,
-         force: bool = False) -> list[Change]:
+         force: bool = False, pending: Collection[str] = ()) -> list[Change]:
     """ApiCalls that make container `spec.vmid` on `node` match the spec (or a Noop saying it does).
 
     nameserver: the inventory's network.nameserver unless the phase file sets one for this container.
+    pending: config keys of a running container whose new value waits for its next start.
     """
     host = spec.hostname
     nameserver = spec.nameserver or nameserver
@@ -120,9 +133,15 @@ def plan(spec: ContainerSpec, current: dict[str, object] | None, *, node: str, t
                         path=base, params=params, effect="create",
                         diff={k: (None, v) for k, v in shown.items()})]
     diff = diff_config(spec, current, nameserver, searchdomain)
+    if not diff and pending:
+        keys = ", ".join(sorted(pending))
+        return [ApiCall(host, COMPONENT, f"reboot container {spec.vmid} to apply its pending {keys}",
+                        method="POST", path=f"{base}/{spec.vmid}/status/reboot", effect="restart",
+                        diff={k: ("pending", "applied") for k in sorted(pending)})]
     if not diff:
         return [Noop(host, COMPONENT, f"container {spec.vmid} matches the phase")]
-    effect = max((e for _, _, e in diff.values()), key=_ORDER.__getitem__)
+    effects = [e for _, _, e in diff.values()] + (["restart"] if pending else [])
+    effect: Effect = max(effects, key=_ORDER.__getitem__)
     if effect == "recreate":
         keys = ", ".join(k for k, (_, _, e) in diff.items() if e == "recreate")
         if not force:

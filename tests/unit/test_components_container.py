@@ -74,3 +74,50 @@ def test_recreate_refused_without_force(change: dict[str, object]) -> None:
     calls = plan({**CURRENT, **change}, force=True)
     assert [(c.method, c.effect) for c in calls if isinstance(c, ApiCall)] == [
         ("DELETE", "recreate"), ("POST", "create")]
+
+
+# -- what only a real Proxmox shows ----------------------------------------------------------------------
+PRIVILEGED = SPEC.model_copy(update={"unprivileged": False, "features": {}})
+
+
+def test_a_privileged_container_converges_although_its_config_has_no_unprivileged_key() -> None:
+    # create keeps `unprivileged` only when it is 1 (pve-container API2/LXC.pm create_vm)
+    current = {k: v for k, v in CURRENT.items() if k not in ("unprivileged", "features")}
+    changes = container.plan(PRIVILEGED, current, **KW)  # type: ignore[arg-type]
+    assert [type(c) for c in changes] == [Noop]
+    with pytest.raises(InputError, match="unprivileged"):
+        container.plan(SPEC, current, **KW)  # type: ignore[arg-type]
+
+
+def test_a_privileged_container_is_created_without_any_features_key() -> None:
+    (call,) = container.plan(PRIVILEGED, None, **KW)  # type: ignore[arg-type]
+    assert isinstance(call, ApiCall) and "features" not in call.params and call.params["unprivileged"] == 0
+
+
+def test_a_hostname_change_needs_a_restart_the_guest_gets_it_only_at_start() -> None:
+    (call,) = plan({**CURRENT, "hostname": "old-name"})
+    assert isinstance(call, ApiCall) and call.effect == "restart" and call.params["hostname"] == SPEC.hostname
+
+
+def test_pending_changes_of_a_run_that_died_before_its_reboot_are_finished_with_a_reboot() -> None:
+    (call,) = container.plan(SPEC, CURRENT, pending={"nameserver"}, **KW)  # type: ignore[arg-type]
+    assert isinstance(call, ApiCall)
+    assert (call.method, call.path, call.effect) == ("POST", "/nodes/pve1/lxc/200/status/reboot", "restart")
+    (put,) = container.plan(SPEC, {**CURRENT, "memory": 1024}, pending={"nameserver"},  # type: ignore[arg-type]
+                            **KW)
+    assert isinstance(put, ApiCall) and put.method == "PUT" and put.effect == "restart"
+
+
+def test_pending_is_read_as_the_next_start_will_see_the_config() -> None:
+    from psa_provision.proxmox import ProxmoxClient
+
+    class Fake:
+        def request(self, method: str, path: str, params: object = None) -> object:
+            assert (method, path) == ("GET", "/nodes/pve1/lxc/200/pending")
+            return [{"key": "digest", "value": "d1"}, {"key": "hostname", "value": "psa-all-in-one"},
+                    {"key": "nameserver", "value": "10.0.20.1", "pending": "10.0.20.2"},
+                    {"key": "searchdomain", "value": "lan", "delete": 1}]
+
+    config, pending = ProxmoxClient.container_pending(Fake(), "pve1", 200)  # type: ignore[arg-type]
+    assert config == {"digest": "d1", "hostname": "psa-all-in-one", "nameserver": "10.0.20.2"}
+    assert pending == {"nameserver", "searchdomain"}

@@ -46,12 +46,35 @@ def test_privileges_needed_depend_on_create_or_reconcile() -> None:
     inventory = REPO_ROOT / "inventories" / "sandbox.yml"
     site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
     spec = phase.container(200)
-    fresh = engine.required_privileges(site, [engine.ContainerState(spec, None)])
-    assert fresh["/vms/200"] == {"VM.Allocate", "VM.PowerMgmt", "VM.Audit"}
-    assert fresh["/storage/local-lvm"] == {"Datastore.AllocateSpace"}
-    existing = engine.required_privileges(site, [engine.ContainerState(spec, {"hostname": spec.hostname})])
+    fresh = engine.required_privileges(site, "up", creating=[spec])
+    assert fresh["/vms/200"] == {"VM.Allocate", "VM.PowerMgmt", "VM.Audit", "VM.Config.CPU",
+                                 "VM.Config.Memory", "VM.Config.Disk", "VM.Config.Network",
+                                 "VM.Config.Options"}
+    assert fresh["/storage/local-lvm"] == {"Datastore.AllocateSpace", "Datastore.Audit"}
+    assert fresh["/sdn/zones/localnetwork/vmbr20"] == {"SDN.Use"}
+    assert fresh["/nodes/pve1"] == {"Sys.Audit"}
+    assert "/" not in fresh  # one container: no firewall, so no datacenter options read
+    existing = engine.required_privileges(site, "up", creating=[])
     assert "VM.Allocate" not in existing["/vms/200"]
     assert {"VM.Config.CPU", "VM.Config.Memory"} <= existing["/vms/200"]
+    planning = engine.required_privileges(site, "plan", creating=[spec])
+    assert planning["/vms/200"] == {"VM.Audit"}
+
+
+def test_a_privileged_container_to_create_needs_sys_modify_on_root() -> None:
+    phase = load_phase("phase0", REPO_ROOT / "phases")
+    inventory = REPO_ROOT / "inventories" / "sandbox.yml"
+    site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
+    spec = phase.container(200).model_copy(update={"unprivileged": False})
+    assert engine.required_privileges(site, "up", creating=[spec])["/"] == {"Sys.Modify"}
+    assert "/" not in engine.required_privileges(site, "up", creating=[])
+
+
+def test_phases_of_several_containers_need_sys_audit_on_root_for_the_datacenter_firewall() -> None:
+    phase = load_phase("phase1", REPO_ROOT / "phases")
+    inventory = REPO_ROOT / "inventories" / "sandbox.yml"
+    site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
+    assert engine.required_privileges(site, "plan", creating=[])["/"] == {"Sys.Audit"}
 
 
 class _FakeConn:
@@ -115,3 +138,26 @@ def test_facts_ahead_start_early_only_where_we_pinned_a_host_key_and_use_them_on
         assert not attempt.done()  # not waited for: it fails seconds later, in the background
     release.set()
     assert ahead.take(slow.hostname, usable=True) is None  # dropped when the run ended
+
+
+def test_features_only_root_at_pam_may_set_are_refused_at_validation_for_a_token(tmp_path: Any) -> None:
+    import shutil
+
+    import pytest
+
+    from psa_provision.errors import InputError
+
+    phases_dir = tmp_path / "phases"
+    shutil.copytree(REPO_ROOT / "phases", phases_dir)
+    text = (phases_dir / "phase0.yml").read_text(encoding="utf-8")
+    assert "nesting: 1" in text
+    (phases_dir / "phase0.yml").write_text(text.replace("nesting: 1", "nesting: 1, keyctl: 1"),
+                                           encoding="utf-8")
+    inv = load_inventory(REPO_ROOT / "inventories" / "sandbox.yml")
+    inv = inv.model_copy(update={"phases_dir": phases_dir})
+    assert inv.proxmox.auth.kind == "token"
+    phase = load_phase("phase0", phases_dir)
+    with pytest.raises(InputError, match=r"phase0.yml:\d+: container 200: features other than "
+                                         r"nesting \(keyctl\).*root@pam"):
+        engine.refuse_root_only(inv, phase)
+    engine.refuse_root_only(inv, load_phase("phase0", REPO_ROOT / "phases"))  # nesting alone is fine

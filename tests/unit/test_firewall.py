@@ -145,8 +145,10 @@ def test_fresh_container_gets_rules_in_order_then_options_net_flag_and_datacente
     changes = firewall.plan(ph, spec, config=CONFIG, options={}, current_rules=[], cluster={"enable": 0})
     calls = [c for c in changes if isinstance(c, ApiCall)]
     posts = [c for c in calls if c.method == "POST"]
-    assert [(c.params["dport"], c.params.get("source"), c.params["pos"]) for c in posts] == [
-        ("22", "10.0.20.1", 0), ("22", "10.0.30.1", 1), ("5432", "10.0.20.230", 2)]
+    # POST unshifts (pve-firewall Rules.pm register_create_rule), so the last wanted rule goes first
+    assert [(c.params["dport"], c.params.get("source")) for c in posts] == [
+        ("5432", "10.0.20.230"), ("22", "10.0.30.1"), ("22", "10.0.20.1")]
+    assert not any("pos" in c.params for c in posts)  # PVE ignores it on create
     assert all(c.params["enable"] == 1 and c.path == "/nodes/pve1/lxc/100/firewall/rules" for c in posts)
     options, net, cluster = calls[3:]
     assert options.path.endswith("/lxc/100/firewall/options") and options.params["policy_in"] == "DROP"
@@ -252,3 +254,79 @@ def test_a_failed_app_container_does_not_keep_the_other_apps_from_starting() -> 
     failures = phase_up.run_all([State(c) for c in ph.containers], work, note=lambda _: None)
     assert [f.spec.vmid for f in failures] == [140]
     assert started[-1] == 120 and sorted(started) == [120, 121, 130, 150, 160, 170, 180]
+
+
+# -- against a model of PVE's rule list ------------------------------------------------------------------
+class PveRules:
+    """A container's rule list as pve-firewall API2/Firewall/Rules.pm edits it: create unshifts (pos is
+    ignored), delete splices at pos, update with moveto moves (to the end when moveto >= the length)."""
+
+    def __init__(self, rules: list[dict[str, Any]] | None = None) -> None:
+        self.rules = [dict(r) for r in rules or []]
+        self.calls = 0
+
+    def listed(self) -> list[dict[str, Any]]:
+        return [{**r, "pos": i} for i, r in enumerate(self.rules)]
+
+    def request(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
+        if method == "GET":
+            return self.listed()
+        self.calls += 1
+        params = dict(params or {})
+        if method == "POST":
+            params.pop("pos", None)
+            self.rules.insert(0, {k: v for k, v in params.items()})
+        elif method == "DELETE":
+            del self.rules[int(path.rsplit("/", 1)[1])]
+        elif method == "PUT" and "moveto" in params:
+            pos, moveto = int(path.rsplit("/", 1)[1]), int(params["moveto"])
+            moved: list[dict[str, Any]] = []
+            for i, r in enumerate(self.rules):  # the loop of register_update_rule
+                if i == pos:
+                    continue
+                if i == moveto:
+                    moved.append(self.rules[pos])
+                moved.append(r)
+            self.rules = [*moved, self.rules[pos]] if moveto >= len(self.rules) else moved
+        return None
+
+    def apply(self, changes: list[Any]) -> None:
+        for c in changes:
+            if isinstance(c, ApiCall):
+                self.request(c.method, c.path, c.params)
+
+
+def test_rules_posted_to_pve_land_in_order_and_a_second_run_makes_no_call() -> None:
+    ph, spec = spec100()
+    want = firewall.rules(ph, spec)
+    pve = PveRules([{"type": "in", "action": "ACCEPT", "proto": "icmp", "enable": 1, "comment": "operator"}])
+    pve.apply(firewall.rule_changes(spec, want, pve.listed()))
+    ours = [f"{firewall.TAG} {w.comment}" for w in want]
+    assert [r.get("comment") for r in pve.rules] == [*ours, "operator"]
+    pve.calls = 0
+    second = firewall.rule_changes(spec, want, pve.listed())
+    assert all(isinstance(c, Noop) for c in second) and pve.calls == 0
+
+
+def test_stale_rules_replaced_on_pve_converge_in_one_run() -> None:
+    ph, spec = spec100()
+    want = firewall.rules(ph, spec)
+    pve = PveRules([{k: v for k, v in r.items() if k != "pos"} for r in as_listed(list(reversed(want)))])
+    pve.apply(firewall.rule_changes(spec, want, pve.listed()))
+    assert all(isinstance(c, Noop) for c in firewall.rule_changes(spec, want, pve.listed()))
+
+
+def test_a_migration_grant_goes_below_our_rules_so_up_stays_converged() -> None:
+    from psa_provision import handover
+
+    ph, spec = spec100()
+    want = firewall.rules(ph, spec)
+    pve = PveRules()
+    pve.apply(firewall.rule_changes(spec, want, pve.listed()))
+    client = phase("phase0").container(200)
+    handover.grant(pve, spec, 5432, client, "phase1", note=lambda _: None)  # type: ignore[arg-type]
+    assert str(pve.rules[-1]["comment"]).startswith(handover.GRANT_TAG)
+    assert all(isinstance(c, Noop) for c in firewall.rule_changes(spec, want, pve.listed()))
+    pve.calls = 0
+    handover.grant(pve, spec, 5432, client, "phase1", note=lambda _: None)  # type: ignore[arg-type]
+    assert pve.calls == 0  # already there
