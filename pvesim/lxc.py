@@ -274,13 +274,19 @@ class LxcBackend:
         usage = int(self._cgroup_read(vmid, "memory.usage_in_bytes") or 0)
         memsw = int(self._cgroup_read(vmid, "memory.memsw.usage_in_bytes") or usage)
         netin, netout = _veth_bytes(vmid)
-        return RuntimeStatus("running", pid=pid, uptime=_uptime(pid), cpu=self._cpu_fraction(vmid),
+        used = self._cpu_used_ns(vmid)
+        io = _blkio_bytes(self._cgroup_read(vmid, "blkio.throttle.io_service_bytes_recursive"))
+        return RuntimeStatus("running", pid=pid, uptime=_uptime(pid), cpu=self._cpu_fraction(vmid, used),
                              mem=usage, maxmem=maxmem, swap=max(0, memsw - usage), maxswap=maxswap,
-                             disk=disk, netin=netin, netout=netout)
+                             disk=disk, netin=netin, netout=netout, cputime=used / 1e9, diskread=io[0],
+                             diskwrite=io[1])
 
-    def _cpu_fraction(self, vmid: int) -> float:
+    def _cpu_used_ns(self, vmid: int) -> int:
+        """CPU time the container used since it started, in nanoseconds (cpuacct.usage)."""
+        return int(self._cgroup_read(vmid, "cpuacct.usage") or 0)
+
+    def _cpu_fraction(self, vmid: int, used: int) -> float:
         """CPU used since the previous call, as a fraction of one core (0 on the first call)."""
-        used = int(self._cgroup_read(vmid, "cpuacct.usage") or 0)
         now = time.monotonic()
         before = self._cpu.get(vmid)
         self._cpu[vmid] = (now, used)
@@ -518,6 +524,20 @@ def _veth_bytes(vmid: int) -> tuple[int, int]:
             netin += int((dev / "statistics/tx_bytes").read_text())
             netout += int((dev / "statistics/rx_bytes").read_text())
     return netin, netout
+
+
+def _blkio_bytes(text: str | None) -> tuple[int, int]:
+    """(read, written) bytes from blkio.throttle.io_service_bytes_recursive, summed over devices
+    (PVE/CGroup.pm get_io_stats, cgroup v1: the `<major>:<minor> Read|Write <bytes>` lines)."""
+    read = written = 0
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2].isdigit():
+            if parts[1] == "Read":
+                read += int(parts[2])
+            elif parts[1] == "Write":
+                written += int(parts[2])
+    return read, written
 
 
 def _interfaces_from_ip_json(out: str) -> list[dict[str, str]]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
+from pvesim.lxc import _blkio_bytes
 from pvesim.rrd import ARCHIVES, GUEST_SOURCES, TIMEFRAMES, Database, cpu_fraction, rate
 
 T0 = 1_699_999_200  # a multiple of 1800: day, week and month rows start here
@@ -130,3 +131,11 @@ def test_the_persisted_form_reads_back_to_the_same_rows() -> None:
 def test_an_unknown_persisted_version_starts_empty() -> None:
     db = Database.from_json(GUEST_SOURCES, {"version": 99, "last_time": 5})
     assert db.last_time is None
+
+
+def test_block_io_bytes_sum_read_and_write_over_devices() -> None:
+    text = ("8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 12288\n8:0 Total 12288\n"
+            "253:0 Read 100\n253:0 Write 1\nTotal 12389\n")
+    assert _blkio_bytes(text) == (4196, 8193)
+    assert _blkio_bytes("Total 0\n") == (0, 0)
+    assert _blkio_bytes(None) == (0, 0)
