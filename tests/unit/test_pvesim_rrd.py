@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
+from pvesim.hoststats import cpu_fractions, cpu_times, memory, pressure
 from pvesim.lxc import _blkio_bytes
 from pvesim.rrd import ARCHIVES, GUEST_SOURCES, TIMEFRAMES, Database, cpu_fraction, rate
 
@@ -139,3 +140,29 @@ def test_block_io_bytes_sum_read_and_write_over_devices() -> None:
     assert _blkio_bytes(text) == (4196, 8193)
     assert _blkio_bytes("Total 0\n") == (0, 0)
     assert _blkio_bytes(None) == (0, 0)
+
+
+PROC_STAT = ("cpu  1000 50 300 8000 200 10 40 0 100 0\n"
+             "cpu0 500 25 150 4000 100 5 20 0 50 0\ncpu1 500 25 150 4000 100 5 20 0 50 0\n")
+
+
+def test_host_cpu_fractions_as_read_proc_stat_computes_them() -> None:
+    before = cpu_times(PROC_STAT)
+    assert before == (1400, 9600, 200)  # guest time (100) is already inside user
+    after = (before[0] + 30, before[1] + 200, before[2] + 20)
+    assert cpu_fractions(before, after) == (0.15, 0.1)
+    assert cpu_fractions(None, after) == (0.0, 0.0)
+
+
+def test_host_memory_used_is_total_minus_available() -> None:
+    text = ("MemTotal:        2000 kB\nMemFree:          300 kB\nMemAvailable:     800 kB\n"
+            "SwapTotal:        100 kB\nSwapFree:          40 kB\nHugePages_Total:       0\n")
+    mem = memory(text)
+    assert mem["memused"] == 1200 * 1024 and mem["memavailable"] == 800 * 1024
+    assert mem["swapused"] == 60 * 1024 and mem["arcsize"] == 0
+
+
+def test_pressure_reads_avg10_of_some_and_full() -> None:
+    text = ("some avg10=5.76 avg60=5.52 avg300=3.76 total=28579534\n"
+            "full avg10=0.92 avg60=0.37 avg300=0.50 total=10589465\n")
+    assert pressure(text) == {"some": 5.76, "full": 0.92}
