@@ -38,6 +38,9 @@ class RuntimeStatus:
     disk: int = 0  # bytes used in rootfs
     netin: int = 0
     netout: int = 0
+    cputime: float = 0.0  # seconds of CPU used since the container started (a counter)
+    diskread: int = 0  # bytes read by the container's block I/O (a counter)
+    diskwrite: int = 0
 
 
 class Backend(Protocol):

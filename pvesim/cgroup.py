@@ -103,11 +103,14 @@ def flat_keyed(text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Usage:
-    """What a running container uses: memory and swap in bytes, CPU time in nanoseconds."""
+    """What a running container uses: memory and swap in bytes, CPU time in nanoseconds, bytes read
+    from and written to block devices."""
 
     mem: int
     swap: int
     cpu_ns: int
+    io_read: int = 0
+    io_written: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,32 @@ class Cgroups:
             mem = int(self.read(vmid, "memory.current") or 0)
             swap = int(self.read(vmid, "memory.swap.current") or 0)
             cpu_us = flat_keyed(self.read(vmid, "cpu.stat") or "").get("usage_usec", "0")
-            return Usage(mem, swap, int(cpu_us) * 1000)
+            return Usage(mem, swap, int(cpu_us) * 1000, *io_stat_bytes(self.read(vmid, "io.stat")))
         mem = int(self.read(vmid, "memory.usage_in_bytes") or 0)
         memsw = int(self.read(vmid, "memory.memsw.usage_in_bytes") or mem)
-        return Usage(mem, max(0, memsw - mem), int(self.read(vmid, "cpuacct.usage") or 0))
+        return Usage(mem, max(0, memsw - mem), int(self.read(vmid, "cpuacct.usage") or 0),
+                     *blkio_bytes(self.read(vmid, "blkio.throttle.io_service_bytes_recursive")))
+
+def blkio_bytes(text: str | None) -> tuple[int, int]:
+    """(read, written) bytes from blkio.throttle.io_service_bytes_recursive, summed over devices
+    (PVE/CGroup.pm get_io_stats, cgroup v1: the `<major>:<minor> Read|Write <bytes>` lines)."""
+    read = written = 0
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2].isdigit():
+            if parts[1] == "Read":
+                read += int(parts[2])
+            elif parts[1] == "Write":
+                written += int(parts[2])
+    return read, written
+
+
+def io_stat_bytes(text: str | None) -> tuple[int, int]:
+    """(read, written) bytes from cgroup v2 io.stat, summed over devices (PVE/CGroup.pm get_io_stats,
+    cgroup v2: `<major>:<minor> rbytes=N wbytes=N rios=N ...` lines)."""
+    read = written = 0
+    for line in (text or "").splitlines():
+        fields = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+        read += int(fields.get("rbytes", "0") or 0)
+        written += int(fields.get("wbytes", "0") or 0)
+    return read, written

@@ -273,6 +273,9 @@ def serve(state: StateDir) -> None:
     except Exception as e:  # the API must come up to let the caller fix a bad rule through it
         print(f"firewall not enforced: {e}", file=sys.stderr, flush=True)
     repo_server = _repo_server(state)
+    from pvesim.rrd_sampler import start as start_rrd_sampler
+
+    start_rrd_sampler(app)  # pvestatd's 10 s samples, what rrddata answers from
     state.pidfile.write_text(str(os.getpid()))
 
     def on_signal(signum: int, frame: object) -> None:

@@ -6,6 +6,7 @@ from pvesim import (  # noqa: F401
     handlers_config,
     handlers_firewall,
     handlers_lxc,
+    handlers_rrd,
     handlers_snapshot,
     handlers_storage,
     handlers_tasks,

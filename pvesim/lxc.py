@@ -252,7 +252,8 @@ class LxcBackend:
         cpu = self._cpu_fraction(vmid, usage.cpu_ns)
         return RuntimeStatus("running", pid=pid, uptime=_uptime(pid), cpu=cpu, mem=usage.mem,
                              maxmem=maxmem, swap=usage.swap, maxswap=maxswap,
-                             disk=disk, netin=netin, netout=netout)
+                             disk=disk, netin=netin, netout=netout, cputime=usage.cpu_ns / 1e9,
+                             diskread=usage.io_read, diskwrite=usage.io_written)
 
     def _cpu_fraction(self, vmid: int, used: int) -> float:
         """CPU used since the previous call (`used`: ns in all), as a fraction of one core (0 at first)."""
@@ -502,6 +503,7 @@ def _veth_bytes(vmid: int) -> tuple[int, int]:
             netin += int((dev / "statistics/tx_bytes").read_text())
             netout += int((dev / "statistics/rx_bytes").read_text())
     return netin, netout
+
 
 
 def _interfaces_from_ip_json(out: str) -> list[dict[str, str]]:

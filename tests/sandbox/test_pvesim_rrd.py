@@ -1,0 +1,96 @@
+"""rrddata from the real cgroup counters: a running container's rows show its memory and a cpu
+fraction within [0, 1], the node's rows show the host. vmid 9070. Needs a pvesim daemon started
+with this code (the sampler runs inside it) and takes two to three minutes: a row appears once a
+whole minute of samples is closed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from proxmoxer import ProxmoxAPI
+from proxmoxer.core import ResourceException
+
+if TYPE_CHECKING:  # fixtures' types from this directory's conftest.py
+    from conftest import TaskWaiter
+
+pytestmark = pytest.mark.sandbox
+
+TEMPLATE = "debian-12-standard_12.7-1_amd64.tar.zst"
+VMID, IP, MEMORY = 9070, "10.0.20.247", 256
+ROW_DEADLINE = 240.0  # s: up to two minute boundaries plus the 10 s sampling
+
+
+def _purge(api: ProxmoxAPI, wait_task: TaskWaiter) -> None:
+    for res in api.cluster.resources.get(type="vm"):
+        if res["vmid"] == VMID:
+            ct = api.nodes(res["node"]).lxc(VMID)
+            if res["status"] == "running":
+                wait_task(res["node"], ct.status.stop.post())
+            wait_task(res["node"], ct.delete(purge=1))
+
+
+@pytest.fixture(scope="module")
+def running(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> Iterator[tuple[Any, int]]:
+    """CT 9070 on pve1, started, and the minute it started in; removed afterwards."""
+    content = proxmox.nodes("pve1").storage("local").content.get(content="vztmpl")
+    if f"local:vztmpl/{TEMPLATE}" not in [c["volid"] for c in content]:
+        upid = proxmox.nodes("pve1").aplinfo.post(storage="local", template=TEMPLATE)
+        assert wait_task("pve1", upid, timeout=1800)["exitstatus"] == "OK"
+    _purge(proxmox, wait_task)
+    upid = proxmox.nodes("pve1").lxc.post(
+        vmid=VMID, ostemplate=f"local:vztmpl/{TEMPLATE}", hostname="pvesim-rrd-9070", memory=MEMORY,
+        swap=0, cores=1, rootfs="local-lvm:2", unprivileged=1, password="rrd-test-only-1",
+        net0=f"name=eth0,bridge=vmbr20,ip={IP}/24,gw=10.0.20.1")
+    assert wait_task("pve1", upid)["exitstatus"] == "OK"
+    ct = proxmox.nodes("pve1").lxc(VMID)
+    started = int(time.time()) // 60 * 60
+    assert wait_task("pve1", ct.status.start.post())["exitstatus"] == "OK"
+    yield ct, started
+    _purge(proxmox, wait_task)
+
+
+def _rows_with(api_call: Any, field: str, since: int = 0) -> list[dict[str, Any]]:
+    """Poll rrddata (timeframe hour) until some row from `since` on has `field` (an earlier run's
+    rows of the same vmid stay, as PVE keeps a deleted guest's RRD); fail after ROW_DEADLINE."""
+    deadline, last = time.monotonic() + ROW_DEADLINE, "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            rows: list[dict[str, Any]] = api_call.rrddata.get(timeframe="hour")
+        except ResourceException as e:  # no RRD before the first sample: RRDs' error, as PVE
+            last = str(e)
+        else:
+            with_field = [r for r in rows if field in r and r["time"] >= since]
+            if with_field:
+                return with_field
+            last = f"{len(rows)} rows, none with {field}"
+        time.sleep(5)
+    pytest.fail(f"no rrddata row with {field} after {ROW_DEADLINE:.0f}s: {last}")
+
+
+def test_running_container_rrddata_has_memory_and_a_cpu_fraction(running: tuple[Any, int]) -> None:
+    ct, started = running
+    rows = _rows_with(ct, "mem", since=started)
+    row = rows[-1]
+    assert row["time"] % 60 == 0
+    assert row["mem"] > 0
+    assert 0 <= row["cpu"] <= 1
+    assert row["maxmem"] == MEMORY * 1024 * 1024 and row["maxcpu"] == 1
+    assert row["netin"] >= 0 and row["diskwrite"] >= 0
+    peak = [r for r in ct.rrddata.get(timeframe="hour", cf="MAX") if r["time"] == row["time"]]
+    assert peak and peak[0]["mem"] >= row["mem"]
+
+
+def test_node_rrddata_shows_the_host(proxmox: ProxmoxAPI) -> None:
+    rows = _rows_with(proxmox.nodes("pve1"), "memtotal")
+    row = rows[-1]
+    assert row["memtotal"] > row["memused"] > 0
+    assert 0 <= row["cpu"] <= 1 and row["maxcpu"] >= 1 and row["roottotal"] > 0
+
+
+def test_rrddata_refuses_a_timeframe_outside_the_schema(proxmox: ProxmoxAPI) -> None:
+    with pytest.raises(ResourceException) as e:
+        proxmox.nodes("pve1").lxc(VMID).rrddata.get(timeframe="decade")
+    assert e.value.status_code == 400 and "timeframe" in str(e.value)
