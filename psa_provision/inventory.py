@@ -233,7 +233,7 @@ NoProxyHost = Annotated[str, Field(pattern=r"^[A-Za-z0-9.*:/_-]+$", examples=["1
 
 class Packages(Strict):
     """Where guests get packages: an optional proxy, extra CAs, per-component repositories, and the npm
-    registry (`npm_registry`; default npm's own, https://registry.npmjs.org/) for pm2 and the app."""
+    registry (`npm_registry`; default: npm's own default registry) for pm2 and the app."""
 
     proxy: str | None = Field(default=None, pattern=r"^https?://[A-Za-z0-9._~%:@\[\]-]+/?$",
                               description="an http://HOST:PORT proxy URL", examples=["http://10.0.20.1:3142"])

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pvesim import daemon
+from pvesim import daemon, preflight
 from pvesim.faults import Faults
 from pvesim.paths import DEFAULT_STATE_DIR, StateDir
 
@@ -42,8 +42,20 @@ def _stable(proxy_status: dict[str, Any]) -> dict[str, Any]:
     return {k: proxy_status[k] for k in PROXY_KEYS if k in proxy_status}
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    """Check what the sandbox needs from this machine; change nothing."""
+    if not preflight.report(say=_say):
+        return 1
+    _say(f"preflight: ok ({len(preflight.COMMANDS)} commands, {len(preflight.FILES)} files, "
+         "kernel features, apt and npm configuration)")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    """Bring the sandbox up; idempotent (a second run changes nothing)."""
+    """Bring the sandbox up; idempotent (a second run changes nothing). Preflight first: a missing
+    package stops it before anything on the host is changed."""
+    if not preflight.report(say=_say):
+        return 1
     state = StateDir(Path(args.state_dir))
     state.root.mkdir(parents=True, exist_ok=True)
     # 0711: unprivileged containers (host uid 100000) must traverse it to reach their rootfs;
@@ -67,8 +79,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         extra["proxy_service"] = _stable(proxy.status(state))
     npmproxy = _optional("npmproxy")
     if npmproxy is not None:
-        _step("npm registry proxy (port 4873, caching registry.npmjs.org)", lambda: npmproxy.start(state))
         npm = npmproxy.status(state)
+        _step(f"npm registry proxy (port {npm['port']}, caching {npm['upstream']})",
+              lambda: npmproxy.start(state))
         extra["npm_registry"] = npm["registry"]
         extra["npm_proxy_service"] = {k: npm[k] for k in ("port", "upstream", "cache_dir", "access_log")}
     repos = _optional("repos")
@@ -237,6 +250,9 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", parents=[common], help="start the sandbox (idempotent)")
     up.add_argument("--nodes", help="comma-separated node names (default pve1,pve2,pve3)")
     up.set_defaults(func=cmd_up)
+    sub.add_parser("preflight", parents=[common],
+                   help="check the host's packages, files and kernel features; change nothing").set_defaults(
+        func=cmd_preflight)
     sub.add_parser("status", parents=[common], help="show what runs").set_defaults(func=cmd_status)
     down = sub.add_parser("down", parents=[common], help="stop the API (and with --purge remove everything)")
     down.add_argument("--purge", action="store_true")

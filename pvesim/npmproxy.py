@@ -1,11 +1,12 @@
 """The guests' caching npm registry: port 4873 on the bridges, cache and counters in the state dir.
 
 Guests have no route out. `npm` pointed at http://10.0.20.1:4873/ (inventory packages.npm_registry)
-gets package metadata and tarballs from here; a miss is fetched once from https://registry.npmjs.org/
-and kept in <state>/npm-proxy/cache, so a second guest installing the same packages downloads nothing
-from the internet. Tarball URLs in the metadata are rewritten to this proxy (the address the request
-came in on), tarballs are kept forever (a version's tarball never changes), metadata is served from the
-cache for METADATA_MAX_AGE seconds, then revalidated (ETag / Last-Modified: a 304 costs no download).
+gets package metadata and tarballs from here; a miss is fetched once from this machine's own npm registry
+(its npm configuration, read by hostconf.npm_registry) and kept in <state>/npm-proxy/cache, so a second
+guest installing the same packages downloads nothing from the internet. Tarball URLs in the metadata
+are rewritten to this proxy (the address the request came in on), tarballs are kept forever (a
+version's tarball never changes), metadata is served from the cache for METADATA_MAX_AGE seconds,
+then revalidated (ETag / Last-Modified: a 304 costs no download).
 
 Counters per guest (requests, hits, upstream fetches and bytes, revalidations, errors) are written to
 <state>/npm-proxy/stats.json after each request and shown by `pvesim status`; every request is one line
@@ -33,11 +34,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from pvesim import proxy
+from pvesim import hostconf, proxy
 from pvesim.paths import StateDir
 
 NPM_PORT = 4873  # Verdaccio's port: what an npm user expects a local registry on
-UPSTREAM = "https://registry.npmjs.org"
 GUEST_REGISTRY_URL = f"http://10.0.20.1:{NPM_PORT}/"
 METADATA_MAX_AGE = 24 * 3600.0  # seconds a cached packument is served without asking upstream
 UPSTREAM_TIMEOUT = 120.0
@@ -64,12 +64,12 @@ class Target:
     file: str = ""  # tarball file name
     abbreviated: bool = False
 
-    @property
-    def upstream_url(self) -> str:
-        """Where registry.npmjs.org serves it (scoped names as @scope%2fname for metadata)."""
+    def upstream_url(self, upstream: str) -> str:
+        """Where the registry `upstream` serves it (scoped names as @scope%2fname for metadata)."""
+        base = upstream.rstrip("/")
         if self.kind == "tarball":
-            return f"{UPSTREAM}/{self.name}/-/{self.file.rsplit('/', 1)[-1]}"
-        return f"{UPSTREAM}/{self.name.replace('/', '%2f')}"
+            return f"{base}/{self.name}/-/{self.file.rsplit('/', 1)[-1]}"
+        return f"{base}/{self.name.replace('/', '%2f')}"
 
     def cache_path(self, root: Path) -> Path:
         """Its file in the cache (names are validated: no `..`, no absolute parts)."""
@@ -94,7 +94,7 @@ def parse_target(path: str, accept: str = "") -> Target | None:
     return None
 
 
-def rewrite_metadata(body: bytes, upstream: str = UPSTREAM, origin: str = ORIGIN_MARK) -> bytes:
+def rewrite_metadata(body: bytes, upstream: str, origin: str = ORIGIN_MARK) -> bytes:
     """Metadata with every version's dist.tarball pointing at `origin` instead of the upstream registry."""
     doc = json.loads(body)
     prefix = upstream.rstrip("/") + "/"
@@ -148,14 +148,14 @@ Opener = Callable[[urllib.request.Request, float], Any]
 
 
 def _open(request: urllib.request.Request, timeout: float) -> Any:
-    return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (fixed https upstream)
+    return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (the host's configured registry)
 
 
 class Cache:
     """The on-disk cache: one fetch per object at a time, metadata revalidated after max_age."""
 
-    def __init__(self, root: Path, *, max_age: float = METADATA_MAX_AGE, opener: Opener = _open,
-                 upstream: str = UPSTREAM) -> None:
+    def __init__(self, root: Path, *, upstream: str, max_age: float = METADATA_MAX_AGE,
+                 opener: Opener = _open) -> None:
         self.root, self.max_age, self.opener, self.upstream = root, max_age, opener, upstream
         self._locks: dict[Path, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -175,7 +175,7 @@ class Cache:
             return self._metadata(target, path)
 
     def _request(self, target: Target, headers: dict[str, str]) -> urllib.request.Request:
-        url = target.upstream_url.replace(UPSTREAM, self.upstream.rstrip("/"), 1)
+        url = target.upstream_url(self.upstream)
         return urllib.request.Request(url, headers={"User-Agent": "pvesim-npm-proxy", **headers})  # noqa: S310
 
     def _fetch_tarball(self, target: Target, path: Path) -> Fetched:
@@ -331,7 +331,8 @@ def serve(state: StateDir, port: int = NPM_PORT) -> None:
     """Run the proxy in the foreground on every bindable bridge address until SIGTERM."""
     root = _root(state)
     root.mkdir(parents=True, exist_ok=True)
-    cache = Cache(cache_dir(state))
+    upstream = hostconf.npm_registry()
+    cache = Cache(cache_dir(state), upstream=upstream)
     stats = Stats(stats_file(state))
     servers = [ProxyServer(a, port, cache, stats, root / "access.log") for a in proxy.bind_addresses()]
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
@@ -340,7 +341,7 @@ def serve(state: StateDir, port: int = NPM_PORT) -> None:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    print(f"npm proxy on {', '.join(s.origin for s in servers)} -> {UPSTREAM}", flush=True)
+    print(f"npm proxy on {', '.join(s.origin for s in servers)} -> {upstream}", flush=True)
     done.wait()
     for s in servers:
         s.shutdown()
@@ -417,7 +418,7 @@ def status(state: StateDir, port: int = NPM_PORT) -> dict[str, Any]:
         "port": port,
         "listening": _listening(pid, port),
         "registry": GUEST_REGISTRY_URL,
-        "upstream": UPSTREAM,
+        "upstream": hostconf.npm_registry(),
         "cache_dir": str(cache_dir(state)),
         "access_log": str(_root(state) / "access.log"),
         "total": read_stats(state)["total"],

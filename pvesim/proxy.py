@@ -1,7 +1,9 @@
 """The guests' caching package proxy: Debian's apt-cacher-ng on port 3142, config and cache in the state dir.
 
-Guests have no route out; apt goes through this proxy (Debian and Debian security as backends) and npm
-tunnels HTTPS to the npm registry through it (CONNECT, PassThroughPattern). This machine's TLS is
+Guests have no route out; apt goes through this proxy (backends: the Debian and Debian security mirrors
+of this machine's apt sources, see hostconf.py) and HTTPS to those mirrors and to this machine's npm
+registry is tunnelled through it (CONNECT, PassThroughPattern); this machine's own proxy, if it has one,
+is apt-cacher-ng's upstream `Proxy`. This machine's TLS is
 inspected by a CA the guests do not know, so the host's CA bundle is copied for them (guest-ca.crt).
 The host's /etc/apt-cacher-ng is never touched: the daemon runs with `-c <state>/apt-cacher-ng/conf`.
 """
@@ -19,13 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pvesim import hostconf
 from pvesim.paths import StateDir
 
 PROXY_PORT = 3142  # apt-cacher-ng cannot bind ports above 32767
 BIND_ADDRESSES = ("127.0.0.1", "10.0.20.1", "10.0.30.1")
 GUEST_PROXY_URL = f"http://10.0.20.1:{PROXY_PORT}"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-CONNECT_ALLOWED = r"^(registry\.npmjs\.org|deb\.debian\.org):443$"
 START_TIMEOUT = 15.0
 
 
@@ -59,9 +61,23 @@ def bind_addresses() -> list[str]:
     return [a for a in BIND_ADDRESSES if a in present]
 
 
-def config_text(state: StateDir, addresses: list[str], port: int = PROXY_PORT) -> str:
-    """acng.conf for the sandbox: own cache/log dirs, Debian backends, CONNECT to the npm registry."""
+def connect_allowed(mirrors: hostconf.Mirrors) -> str:
+    """PassThroughPattern: CONNECT to port 443 of the mirrors' and the npm registry's hosts only."""
+    return "^(" + "|".join(re.escape(host) for host in mirrors.hosts()) + "):443$"
+
+
+def _with_slash(url: str) -> str:
+    return url.rstrip("/") + "/"
+
+
+def config_text(state: StateDir, addresses: list[str], mirrors: hostconf.Mirrors,
+                port: int = PROXY_PORT) -> str:
+    """acng.conf for the sandbox: own cache/log dirs, the host's Debian and security mirrors as
+    backends (requests for them, and for Debian's own mirror list, are served from the cache),
+    CONNECT to the mirrors and the npm registry."""
     root = _root(state)
+    debian, security = hostconf.host_path(mirrors.debian), hostconf.host_path(mirrors.security)
+    upstream_proxy = [f"Proxy: {mirrors.http_proxy}"] if mirrors.http_proxy else []
     return "\n".join(
         [
             "# Written by pvesim (sandbox package proxy); see pvesim/proxy.py.",
@@ -72,26 +88,27 @@ def config_text(state: StateDir, addresses: list[str], port: int = PROXY_PORT) -
             f"BindAddress: {' '.join(addresses)}",
             "ForeGround: 1",
             f"PidFile: {root / 'acng.pid'}",
-            "Remap-debrep: file:deb_mirror*.gz /debian ; file:backends_debian # Debian Archives",
-            "Remap-secdeb: security.debian.org security.debian.org/debian-security"
-            " deb.debian.org/debian-security /debian-security"
-            " ; deb.debian.org/debian-security security.debian.org",
+            f"Remap-debrep: file:deb_mirror*.gz /debian {debian} ; file:backends_debian # Debian Archives",
+            f"Remap-secdeb: {security} /debian-security ; {_with_slash(mirrors.security)}",
             "ReportPage: acng-report.html",
             "ExThreshold: 4",
             "FollowIndexFileRemoval: 1",
-            f"PassThroughPattern: {CONNECT_ALLOWED}",
+            f"PassThroughPattern: {connect_allowed(mirrors)}",
+            *upstream_proxy,
             "",
         ]
     )
 
 
-def write_config(state: StateDir, addresses: list[str], port: int = PROXY_PORT) -> Path:
-    """Write the config dir (acng.conf + backends_debian); returns it."""
+def write_config(state: StateDir, addresses: list[str], port: int = PROXY_PORT,
+                 mirrors: hostconf.Mirrors | None = None) -> Path:
+    """Write the config dir (acng.conf + backends_debian) for `mirrors` (default: this machine's)."""
+    mirrors = mirrors or hostconf.mirrors()
     conf = _root(state) / "conf"
     for sub in (conf, _root(state) / "cache", _root(state) / "log"):
         sub.mkdir(parents=True, exist_ok=True)
-    (conf / "acng.conf").write_text(config_text(state, addresses, port))
-    (conf / "backends_debian").write_text("http://deb.debian.org/debian/\n")
+    (conf / "acng.conf").write_text(config_text(state, addresses, mirrors, port))
+    (conf / "backends_debian").write_text(_with_slash(mirrors.debian) + "\n")
     shutil.copyfile(HOST_CA_BUNDLE, guest_ca_file(state))
     return conf
 

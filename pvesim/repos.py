@@ -24,7 +24,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from pvesim import proxy
+from pvesim import hostconf, proxy
 from pvesim.es_standin.config import ES_VERSION
 from pvesim.paths import StateDir
 
@@ -32,7 +32,6 @@ REPO_PORT = 8080
 BIND_ADDRESSES = ("127.0.0.1", "10.0.20.1", "10.0.30.1")
 GUEST_HOST = "10.0.20.1"
 NODE_MAJOR, NPM_MAJOR = 20, 10
-NPM_REGISTRY = "https://registry.npmjs.org"
 BUILDER_VERSION = 1  # bump when the package layout changes, to force a rebuild
 ES_STANDIN_DIR = Path(__file__).parent / "es_standin"
 KEY_UID = "pvesim sandbox repository signing key <pvesim@localhost>"
@@ -109,11 +108,12 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 
 def _registry_download(spec: str, dest: Path) -> Path:
-    """`name@major` -> the newest release of that major from registry.npmjs.org, integrity-checked."""
+    """`name@major` -> the newest release of that major from this machine's npm registry,
+    integrity-checked."""
     name, _, major = spec.rpartition("@")
     accept = {"Accept": "application/vnd.npm.install-v1+json"}
-    request = urllib.request.Request(f"{NPM_REGISTRY}/{name}", headers=accept)  # noqa: S310
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (fixed https URL)
+    request = urllib.request.Request(f"{hostconf.npm_registry()}{name}", headers=accept)  # noqa: S310
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (the host's configured registry)
         versions: dict[str, Any] = json.loads(response.read())["versions"]
     releases = [v for v in versions if re.fullmatch(rf"{re.escape(major)}\.\d+\.\d+", v)]
     if not releases:

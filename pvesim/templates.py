@@ -1,8 +1,9 @@
 """Container templates: what aplinfo offers, and building Proxmox's Debian 12 standard template locally.
 
 download.proxmox.com is unreachable here, so `POST aplinfo` builds the template once with
-debootstrap (through the apt-cacher-ng proxy on 127.0.0.1:3142 when it is up, else straight from
-deb.debian.org) and caches it in the `local` storage's template/cache, like a downloaded one.
+debootstrap (from the Debian mirror of this machine's apt sources, through the apt-cacher-ng proxy on
+127.0.0.1:3142 when it is up, else directly) and caches it in the `local` storage's template/cache,
+like a downloaded one. The template's own apt sources name the same mirrors.
 Left out compared with Proxmox's template: postfix (a mail server nobody here uses) and rsyslog
 (journald keeps the logs); isc-dhcp-client is left out too (containers get static IPs).
 """
@@ -20,13 +21,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from pvesim import hostconf
 from pvesim.backend import BackendError, Log
 from pvesim.paths import StateDir
 
-SUITE = "bookworm"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
+SUITE = hostconf.SUITE
 PROXY_HOST, PROXY_PORT = "127.0.0.1", 3142
-PROXY_MIRROR = f"http://{PROXY_HOST}:{PROXY_PORT}/deb.debian.org/debian"
 
 # Proxmox's debian-12-standard carries these on top of minbase (postfix, rsyslog left out: see above).
 PACKAGES = (
@@ -47,14 +47,16 @@ TEMPLATES: dict[str, dict[str, str]] = {
     },
 }
 
-SOURCES_LIST = (
-    "deb http://deb.debian.org/debian bookworm main contrib\n"
-    "deb http://deb.debian.org/debian bookworm-updates main contrib\n"
-    "deb http://deb.debian.org/debian-security bookworm-security main contrib\n"
-)
 # An unprivileged container may not mount debugfs; masked so systemd reports `running`, not `degraded`.
 MASKED_UNITS = ("sys-kernel-debug.mount",)
 TEMPLATE_HOSTS = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
+
+
+def sources_list(mirrors: hostconf.Mirrors) -> str:
+    """The template's /etc/apt/sources.list, as Proxmox's has it, on this machine's mirrors."""
+    return (f"deb {mirrors.debian} {SUITE} main contrib\n"
+            f"deb {mirrors.debian} {SUITE}-updates main contrib\n"
+            f"deb {mirrors.security} {SUITE}-security main contrib\n")
 
 
 def available(state: StateDir | None = None) -> list[dict[str, str]]:
@@ -123,10 +125,11 @@ def _build_into(state: StateDir, target: Path, log: Log) -> None:
     work = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=work_parent))
     rootfs = work / "rootfs"
     try:
-        mirror = pick_mirror()
+        mirrors = hostconf.mirrors()
+        mirror = pick_mirror(mirrors.debian)
         log(f"building {target.name} with debootstrap {SUITE} from {mirror}")
         _debootstrap(rootfs, mirror, log)
-        _configure(rootfs, log)
+        _configure(rootfs, mirrors, log)
         _clean(rootfs)
         tmp = target.with_name(f".{target.name}.tmp")
         _pack(rootfs, tmp, log)
@@ -137,16 +140,27 @@ def _build_into(state: StateDir, target: Path, log: Log) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def pick_mirror() -> str:
-    """The apt-cacher-ng URL when the proxy answers for Debian, else deb.debian.org directly."""
+def proxied(mirror: str) -> str | None:
+    """The mirror's URL through apt-cacher-ng on this machine (None for an https mirror: apt-cacher-ng
+    can only tunnel those, not cache them)."""
+    if not mirror.startswith("http://"):
+        return None
+    return f"http://{PROXY_HOST}:{PROXY_PORT}/{hostconf.host_path(mirror)}"
+
+
+def pick_mirror(mirror: str) -> str:
+    """The mirror through apt-cacher-ng when the proxy answers for it, else the mirror directly."""
+    through_proxy = proxied(mirror)
+    if through_proxy is None:
+        return mirror
     try:
         conn = http.client.HTTPConnection(PROXY_HOST, PROXY_PORT, timeout=5)
-        conn.request("HEAD", f"/deb.debian.org/debian/dists/{SUITE}/Release")
+        conn.request("HEAD", f"/{hostconf.host_path(mirror)}/dists/{SUITE}/Release")
         ok = conn.getresponse().status == 200
         conn.close()
     except OSError:
         ok = False
-    return PROXY_MIRROR if ok else DEBIAN_MIRROR
+    return through_proxy if ok else mirror
 
 
 _DEBOOTSTRAP_STAGES = re.compile(
@@ -179,10 +193,10 @@ def _chroot(rootfs: Path, *argv: str) -> None:
         raise BackendError(f"template step {' '.join(argv)} failed: {result.stderr.strip()[-300:]}")
 
 
-def _configure(rootfs: Path, log: Log) -> None:
+def _configure(rootfs: Path, mirrors: hostconf.Mirrors, log: Log) -> None:
     """Settings Proxmox's template ships: Debian sources, en_US.UTF-8 locale, UTC, plain hosts."""
     log("configuring template: apt sources, locale, timezone")
-    (rootfs / "etc/apt/sources.list").write_text(SOURCES_LIST)
+    (rootfs / "etc/apt/sources.list").write_text(sources_list(mirrors))
     (rootfs / "etc/locale.gen").write_text("en_US.UTF-8 UTF-8\n")
     (rootfs / "etc/default/locale").write_text("LANG=en_US.UTF-8\n")
     _chroot(rootfs, "locale-gen")

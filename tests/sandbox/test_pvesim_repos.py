@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pvesim import proxy, repos
+from pvesim import hostconf, proxy, repos
 from pvesim.es_standin.config import ES_VERSION
 from pvesim.paths import StateDir
 
@@ -182,15 +182,17 @@ def test_proxy_start_stop_and_a_taken_port(tmp_path: Path) -> None:
 
 
 def test_proxy_serves_debian(running_proxy: StateDir) -> None:
+    """The host's own Debian mirror (from its apt sources), fetched through the proxy."""
+    mirror = hostconf.debian_mirror(hostconf.apt_sources())
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": "http://127.0.0.1:3142"}))
-    with opener.open("http://deb.debian.org/debian/dists/bookworm/Release", timeout=60) as response:
+    with opener.open(f"{mirror}/dists/bookworm/Release", timeout=60) as response:
         assert b"Codename: bookworm" in response.read(400)
 
 
 def test_proxy_tunnels_to_npm_registry(running_proxy: StateDir) -> None:
     context = ssl.create_default_context(cafile=str(proxy.guest_ca_file(running_proxy)))
     conn = http.client.HTTPSConnection("127.0.0.1", proxy.PROXY_PORT, context=context, timeout=30)
-    conn.set_tunnel("registry.npmjs.org", 443)
+    conn.set_tunnel(hostconf.host_of(hostconf.npm_registry()), 443)
     conn.request("GET", "/is-number", headers={"Accept": "application/vnd.npm.install-v1+json"})
     response = conn.getresponse()
     assert response.status == 200

@@ -113,16 +113,19 @@ def test_root_is_one_workspace_building_shared_before_services() -> None:
     assert sorted(refs[len(SHARED):]) == sorted(f"services/{s}" for s in PORTS)
 
 
-def test_lock_file_resolves_every_package_from_the_registry() -> None:
+def test_lock_file_resolves_every_package_from_one_registry() -> None:
     lock = json.loads((BUNDLE / "package-lock.json").read_text())
     assert lock.get("lockfileVersion") == 3
     external = {k: v for k, v in lock["packages"].items()
                 if k.startswith("node_modules/") and not v.get("link")}
     assert external, "package-lock.json lists no dependencies"
+    registries = set()
     for name, entry in external.items():
         assert entry.get("integrity", "").startswith("sha512-"), f"{name} has no integrity hash"
         resolved = entry.get("resolved", "")
-        assert resolved.startswith("https://registry.npmjs.org/"), f"{name} resolves to {resolved!r}"
+        assert re.match(r"https://[^/]+/.+/-/[^/]+\.tgz$", resolved), f"{name} resolves to {resolved!r}"
+        registries.add(resolved.split("/")[2])
+    assert len(registries) == 1, f"packages resolve from several registries: {sorted(registries)}"
     assert "file:" not in (BUNDLE / "package-lock.json").read_text()
 
 

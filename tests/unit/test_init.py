@@ -12,7 +12,7 @@ from psa_provision import secrets
 from psa_provision.init import init
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None,
-                                reason="needs ssh-keygen (openssh-client)")
+                                reason="ssh-keygen not installed (openssh-client)")
 
 
 def test_init_creates_then_keeps(tmp_path: Path) -> None:

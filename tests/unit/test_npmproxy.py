@@ -91,12 +91,12 @@ def test_cache_paths_stay_inside_the_cache(tmp_path: Path) -> None:
 
 
 def test_only_tarball_urls_of_the_upstream_are_rewritten() -> None:
-    body = json.dumps(PACKUMENT).replace("UP/", "https://registry.npmjs.org/").encode()
-    doc = json.loads(rewrite_metadata(body))
+    body = json.dumps(PACKUMENT).replace("UP/", "https://registry.example/").encode()
+    doc = json.loads(rewrite_metadata(body, "https://registry.example"))
     rewritten = f"{ORIGIN_MARK}/@scope/left-pad/-/left-pad-1.0.0.tgz"
     assert doc["versions"]["1.0.0"]["dist"]["tarball"] == rewritten
     assert doc["versions"]["1.1.0"]["dist"]["tarball"] == "https://elsewhere.example/left-pad-1.1.0.tgz"
-    assert doc["readme"] == "see https://registry.npmjs.org/ for more"
+    assert doc["readme"] == "see https://registry.example/ for more"
 
 
 def test_metadata_and_tarball_fetched_once_then_served_from_the_cache(tmp_path: Path,

