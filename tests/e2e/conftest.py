@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from psa_provision import sandbox
+from psa_provision import privileges, proxmox, sandbox
 from psa_provision.inventory import REPO_ROOT, Inventory, load_inventory
 from psa_provision.phases import ContainerSpec, Phase, load_phase
 from psa_provision.ssh import Connection
@@ -101,10 +101,59 @@ VMID = int(os.environ.get("PSA_E2E_VMID", "200"))
 
 def write_inventory(workdir: Path, creds: dict[str, object]) -> Path:
     """A copy of inventories/sandbox.yml in workdir: the repo's phases (with PSA_E2E_VMID=N a private
-    copy where phase 0's container is N at 10.0.20.(N-100), psa-e2e-N), token from the sandbox."""
+    copy where phase 0's container is N at 10.0.20.(N-100), psa-e2e-N), and the token that holds exactly
+    the README's least-privilege role on exactly the README's paths (least_privilege_token)."""
     phases = (REPO_ROOT / "phases" if VMID == sandbox.PHASE0_VMID
               else sandbox.private_phases(workdir, VMID, f"psa-e2e-{VMID}"))
-    return sandbox.write_inventory(workdir, phases, creds)
+    inventory = sandbox.write_inventory(workdir, phases, creds)
+    token, secret = least_privilege_token(creds, workdir)
+    text = re.sub(r"(?m)^(\s*token_id:) .*$", rf"\1 {token}", inventory.read_text())
+    inventory.write_text(re.sub(r"(?m)^(\s*token_secret_file:) .*$", rf"\1 {secret}", text))
+    return inventory
+
+
+def admin_api() -> proxmox.ProxmoxClient:
+    """The sandbox's administrator token (Administrator on /), for what tests do besides the tool:
+    snapshots to reset to, faults, roles and tokens."""
+    creds = sandbox_credentials()
+    return proxmox.connect_settings(proxmox.ApiSettings(
+        host=str(creds["host"]), port=int(str(creds["port"])), user="root@pam", token_name="psa-provision",
+        token_secret=str(creds["token_secret"]), ca_file=str(creds["ca_file"]), http_timeout=30.0,
+        task_timeout=600.0))
+
+
+LEAST_PRIVILEGE_TOKEN = "psa-e2e"
+_LEAST_PRIVILEGE: list[tuple[str, Path]] = []
+
+
+def least_privilege_token(creds: dict[str, object], workdir: Path) -> tuple[str, Path]:
+    """(token id, secret file) of a privilege-separated token that holds the README's role, exactly
+    privileges.ROLE_PRIVILEGES, granted on exactly privileges.ROLE_GRANTS, made through the API as an
+    admin would with the README's pveum commands. The datacenter firewall is switched on once, as the
+    README asks the admin to (the role has no Sys.Modify). Made once per test session."""
+    if _LEAST_PRIVILEGE:
+        return _LEAST_PRIVILEGE[0]
+    px = admin_api()
+    privs = ",".join(privileges.ROLE_PRIVILEGES)
+    if any(r.get("roleid") == privileges.ROLE for r in px.request("GET", "/access/roles") or []):
+        px.request("PUT", f"/access/roles/{privileges.ROLE}", {"privs": privs})
+    else:
+        px.request("POST", "/access/roles", {"roleid": privileges.ROLE, "privs": privs})
+    tokens = {t.get("tokenid") for t in px.request("GET", "/access/users/root@pam/token") or []}
+    if LEAST_PRIVILEGE_TOKEN in tokens:
+        px.request("DELETE", f"/access/users/root@pam/token/{LEAST_PRIVILEGE_TOKEN}")
+    made = px.request("POST", f"/access/users/root@pam/token/{LEAST_PRIVILEGE_TOKEN}", {"privsep": 1})
+    full = f"root@pam!{LEAST_PRIVILEGE_TOKEN}"
+    for grant in privileges.ROLE_GRANTS:
+        px.request("PUT", "/access/acl", {"path": grant.path, "roles": privileges.ROLE, "tokens": full,
+                                          "propagate": int(grant.propagate)})
+    if str((px.request("GET", "/cluster/firewall/options") or {}).get("enable")) != "1":
+        px.request("PUT", "/cluster/firewall/options", {"enable": 1})
+    secret = workdir / "least-privilege-token"
+    secret.write_text(str(made["value"]) + "\n")
+    secret.chmod(0o600)
+    _LEAST_PRIVILEGE.append((full, secret))
+    return full, secret
 
 
 HOSTILE = " '\"$;\\`$(id)%x"  # space, both quotes, $, ;, backslash, backtick, command substitution
@@ -202,9 +251,7 @@ def wait_gateway_healthy(site: Site, deadline_s: float = 180.0) -> None:
 
 def take_converged_snapshot(site: Site, why: str = "e2e session") -> str:
     """(Re)take the Proxmox snapshot of the converged phase-0 container that reset_phase0 rolls back to."""
-    from psa_provision import proxmox
-
-    px = proxmox.connect(site.inventory)
+    px = admin_api()
     node, vmid = site.container.node, site.container.vmid
     names = {str(s.get("name")) for s in px.request("GET", f"/nodes/{node}/lxc/{vmid}/snapshot") or []}
     if CONVERGED_SNAPSHOT in names:
@@ -232,9 +279,7 @@ def reset_phase0(phase0: Site, converged_snapshot: str) -> Iterator[Site]:
     stays one failure instead of failing every later test with it.
     """
     yield phase0
-    from psa_provision import proxmox
-
-    px = proxmox.connect(phase0.inventory)
+    px = admin_api()  # rollback: VM.Snapshot.Rollback is not in the tool's role
     node, vmid = phase0.container.node, phase0.container.vmid
     names = {str(s.get("name")) for s in px.request("GET", f"/nodes/{node}/lxc/{vmid}/snapshot") or []} \
         if px.find_vmid(vmid) is not None else set()
