@@ -18,7 +18,7 @@ import typer
 
 from psa_provision import engine
 from psa_provision.errors import GuestError, InputError, ProvisionError, TaskError
-from psa_provision.inventory import DEFAULT_INVENTORY, load_inventory
+from psa_provision.inventory import PROJECT_INVENTORY, load_inventory
 from psa_provision.output import Output, plan_json
 
 T = TypeVar("T")
@@ -35,8 +35,19 @@ class Format(StrEnum):
 
 @dataclass
 class State:
-    inventory: Path
+    given: Path | None  # -i / --inventory / $PSA_INVENTORY
     verbose: bool = False
+
+    @property
+    def inventory(self) -> Path:
+        """The inventory given, else ./inventory.yml (what `init` writes); InputError if there is none."""
+        if self.given is not None:
+            return self.given
+        if not PROJECT_INVENTORY.is_file():
+            raise InputError(f"no inventory: ./{PROJECT_INVENTORY} does not exist here",
+                             hint="run `psa-provision init` to write a project here, or give -i FILE "
+                                  "(or set PSA_INVENTORY)")
+        return PROJECT_INVENTORY
 
 
 def _interactive() -> bool:
@@ -72,22 +83,47 @@ def main_options(
     ctx: typer.Context,
     inventory: Annotated[Path | None, typer.Option(
         "-i", "--inventory", envvar="PSA_INVENTORY",
-        help="inventory file (default inventories/sandbox.yml)")] = None,
+        help=f"inventory file (default ./{PROJECT_INVENTORY}, "
+             "written by `init`)")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="also list unchanged checks")] = False,
 ) -> None:
-    ctx.obj = State(inventory or DEFAULT_INVENTORY, verbose)
+    ctx.obj = State(inventory, verbose)
+
+
+def _init_target(ctx: typer.Context, directory: Path | None) -> Path:
+    """DIR/inventory.yml, else the inventory given (-i, PSA_INVENTORY), else ./inventory.yml."""
+    state = _state(ctx)
+    if directory is None:
+        return state.given or PROJECT_INVENTORY
+    source = ctx.parent.get_parameter_source("inventory") if ctx.parent is not None else None
+    if source is not None and source.name == "COMMANDLINE":  # not from PSA_INVENTORY
+        raise InputError("init: give either DIR or -i FILE, not both",
+                         hint=f"DIR gets DIR/{PROJECT_INVENTORY}; -i names the inventory file itself")
+    return directory / PROJECT_INVENTORY
 
 
 @app.command()
 def init(ctx: typer.Context,
+         directory: Annotated[Path | None, typer.Argument(
+             metavar="[DIR]", help=f"project directory (default: here): DIR/{PROJECT_INVENTORY}, "
+                                   "DIR/phases/, secrets, SSH key")] = None,
+         production: Annotated[bool, typer.Option(
+             "--production", help="start from the annotated production example instead of the sandbox "
+                                  "inventory")] = False,
          force: Annotated[bool, typer.Option(
              help="regenerate secrets and key (destroys the old ones)")] = False,
          ) -> None:
-    """Write the inventory (if absent), generate secrets (0600) and an SSH key pair. No network."""
+    """Write a project: inventory and phase files (if absent), secrets (0600), SSH key pair. No network.
+
+    Existing files are kept; with -i FILE (or PSA_INVENTORY) the inventory is FILE and its phases sit next
+    to it.
+    """
     from psa_provision import init as init_mod
+    from psa_provision.packaged import PRODUCTION_INVENTORY, SANDBOX_INVENTORY
 
     out = Output()
-    result = _guard(out, lambda: init_mod.init(_state(ctx).inventory, force=force))
+    template = PRODUCTION_INVENTORY if production else SANDBOX_INVENTORY
+    result = _guard(out, lambda: init_mod.init(_init_target(ctx, directory), template=template, force=force))
     for item in result.created:
         out.line(f"created {item}")
     for item in result.kept:

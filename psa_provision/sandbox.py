@@ -9,16 +9,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from psa_provision.inventory import REPO_ROOT
+from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 
 PHASE0_VMID = 200
 
 
 def private_phases(dest: Path, vmid: int, hostname: str) -> Path:
-    """dest/phases: the repo's phase files with phase 0's container 200 as `vmid` named `hostname`."""
+    """dest/phases: the packaged phase files with phase 0's container 200 as `vmid` named `hostname`."""
     out = dest / "phases"
     out.mkdir(parents=True, exist_ok=True)
-    for src in (REPO_ROOT / "phases").glob("*.yml"):
+    for src in PHASES_DIR.glob("*.yml"):
         text = src.read_text()
         if src.name == "phase0.yml":
             text = re.sub(rf"\bvmid: {PHASE0_VMID}\b", f"vmid: {vmid}", text)
@@ -30,8 +30,8 @@ def private_phases(dest: Path, vmid: int, hostname: str) -> Path:
 
 
 def write_inventory(dest: Path, phases_dir: Path, creds: dict[str, object]) -> Path:
-    """dest/sandbox.yml: inventories/sandbox.yml with these phases and the token file `pvesim up` wrote."""
-    text = (REPO_ROOT / "inventories" / "sandbox.yml").read_text()
+    """dest/sandbox.yml: the packaged sandbox inventory, these phases, the token file `pvesim up` wrote."""
+    text = SANDBOX_INVENTORY.read_text()
     text = re.sub(r"(?m)^phases_dir: .*$", f"phases_dir: {phases_dir}", text)
     text = re.sub(r"(?m)^(\s*token_secret_file:) .*$", rf"\1 {creds['token_secret_file']}", text)
     dest.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Phase 0 end to end against the running sandbox (`pvesim up`).
 
 One session fixture provisions phase 0 ONCE, through the real CLI in a subprocess, from a
-clean start: `init` on a temp copy of inventories/sandbox.yml, `destroy phase0 --yes` (removes
+clean start: `init` on a temp copy of the packaged sandbox inventory, `destroy phase0 --yes` (removes
 only a container this tool created), then a cold `up phase0 --yes`. Tests then look at the guest
 over SSH, at Proxmox over the API, and at the app over HTTP from this machine.
 """
@@ -22,10 +22,12 @@ from pathlib import Path
 import pytest
 
 from psa_provision import sandbox
-from psa_provision.inventory import REPO_ROOT, Inventory, load_inventory
+from psa_provision.inventory import Inventory, load_inventory
+from psa_provision.packaged import PHASES_DIR
 from psa_provision.phases import ContainerSpec, Phase, load_phase
 from psa_provision.ssh import Connection
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # where the CLI runs (it reads nothing from here)
 PVESIM = Path(sys.executable).with_name("pvesim")
 CLI = [str(Path(sys.executable).with_name("psa-provision"))]
 UP_TIMEOUT = 3600
@@ -100,9 +102,9 @@ VMID = int(os.environ.get("PSA_E2E_VMID", "200"))
 
 
 def write_inventory(workdir: Path, creds: dict[str, object]) -> Path:
-    """A copy of inventories/sandbox.yml in workdir: the repo's phases (with PSA_E2E_VMID=N a private
+    """A copy of the packaged sandbox inventory in workdir: the packaged phases (with PSA_E2E_VMID=N a private
     copy where phase 0's container is N at 10.0.20.(N-100), psa-e2e-N), token from the sandbox."""
-    phases = (REPO_ROOT / "phases" if VMID == sandbox.PHASE0_VMID
+    phases = (PHASES_DIR if VMID == sandbox.PHASE0_VMID
               else sandbox.private_phases(workdir, VMID, f"psa-e2e-{VMID}"))
     return sandbox.write_inventory(workdir, phases, creds)
 
