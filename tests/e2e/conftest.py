@@ -184,10 +184,15 @@ CONVERGED_SNAPSHOT = "e2e_converged"  # a PVE configid: letters, digits, _
 
 def wait_gateway_healthy(site: Site, deadline_s: float = 180.0) -> None:
     """Poll the gateway's aggregated /health from this machine until 200 (or fail saying so)."""
+    wait_healthy(site.container.ip, deadline_s)
+
+
+def wait_healthy(ip: str, deadline_s: float = 180.0) -> None:
+    """Poll http://IP:3000/health (the gateway's aggregated health) until 200, or fail saying so."""
     import urllib.error
     import urllib.request
 
-    url = f"http://{site.container.ip}:3000/health"
+    url = f"http://{ip}:3000/health"
     deadline = time.monotonic() + deadline_s
     last = "no answer"
     while time.monotonic() < deadline:
