@@ -5,7 +5,7 @@ phase 0 from an unrelated directory").
 `init site` in a temporary directory, then, as a user edits their project: the inventory's token file is
 the one `pvesim up` wrote, and the copied phase0.yml gets a private container (PSA_WHEEL_VMID, default
 281, at 10.0.20.(vmid-100)) so it never meets container 200 of the phase-0 session. `plan phase0`, `up
-phase0 --yes`, `status`, the gateway's /health, and `destroy phase0 --yes`, all without -i (the
+phase0 --yes`, the gateway's /health, `verify`, `status` and `destroy phase0 --yes`, all without -i (the
 project's ./inventory.yml).
 """
 
@@ -60,6 +60,8 @@ def test_installed_wheel_provisions_phase0_from_an_unrelated_directory(installed
         up = cli("up", "phase0", "--yes", cwd=site, timeout=UP_TIMEOUT)
         assert up.code == 0, up.output[-6000:]
         wait_healthy(IP)
+        verified = cli("verify", "phase0", cwd=site)  # the suites shipped in the wheel, run by its pytest
+        assert verified.code == 0 and " 0 failed" in verified.output, verified.output[-4000:]
         status = cli("status", "phase0", cwd=site)
         assert status.code == 0 and HOSTNAME in status.output and "running" in status.output, status.output
         again = cli("plan", "phase0", cwd=site)
