@@ -1,4 +1,4 @@
-"""The bundled app (examples/psa-platform): its shape, its env contract, and a real build.
+"""The bundled app (psa_provision/data/psa-platform): its shape, its env contract, and a real build.
 
 psa-provision ships this directory to /opt/psa-platform and runs `npm ci && npm run build` there,
 then PM2 starts services/<name>/dist/index.js with the ports below. These tests check that shape
