@@ -126,7 +126,7 @@ class Bench:
 
 # -- setup -------------------------------------------------------------------------------------------
 def setup(bench: Bench) -> None:
-    """Inventory (copy of inventories/sandbox.yml with the private phases and the sandbox token) + init."""
+    """Inventory (the packaged sandbox inventory with the private phases and the sandbox token) + init."""
     proc = subprocess.run([PVESIM, "credentials", "--json"], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"the sandbox is not running (pvesim credentials: {proc.stderr.strip()}); pvesim up")

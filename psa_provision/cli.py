@@ -15,14 +15,55 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from psa_provision import engine
 from psa_provision.errors import GuestError, InputError, ProvisionError, TaskError
-from psa_provision.inventory import DEFAULT_INVENTORY, load_inventory
+from psa_provision.inventory import PROJECT_INVENTORY, load_inventory
 from psa_provision.output import Output, plan_json
 
 T = TypeVar("T")
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+INVENTORY_FLAGS = ("-i", "--inventory")
+
+
+def hoist_inventory(args: list[str]) -> list[str]:
+    """Move `-i FILE` / `--inventory FILE` (also `-iFILE`, `--inventory=FILE`) given after the command
+    to the front, where the app's option is: `up phase0 -i inv.yml` as ansible-playbook and pyinfra
+    users type it. Nothing after `--` moves; a flag without its value stays where it is."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in INVENTORY_FLAGS and i + 1 < len(args):
+            front.extend(args[i:i + 2])
+            i += 2
+            continue
+        if arg.startswith("--inventory=") or (arg.startswith("-i") and len(arg) > 2 and arg[2] != "-"):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+class _Group(TyperGroup):
+    """The top-level command group: accepts -i/--inventory before or after the subcommand."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        args = hoist_inventory(args)
+        if args and args[-1] in INVENTORY_FLAGS and "--" not in args:
+            if ctx.resilient_parsing:  # shell completion of `up -i <TAB>`: the value is being typed
+                return super().parse_args(ctx, args[-1:] + args[:-1])
+            raise typer.BadParameter("the inventory file is missing after it", ctx=ctx,
+                                     param_hint=" / ".join(INVENTORY_FLAGS))
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_Group, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Infrastructure as code for the PSA platform on Proxmox VE.")
 secrets_app = typer.Typer(no_args_is_help=True, help="Read one secret (for scripts).")
 app.add_typer(secrets_app, name="secrets")
@@ -35,8 +76,19 @@ class Format(StrEnum):
 
 @dataclass
 class State:
-    inventory: Path
+    given: Path | None  # -i / --inventory / $PSA_INVENTORY
     verbose: bool = False
+
+    @property
+    def inventory(self) -> Path:
+        """The inventory given, else ./inventory.yml (what `init` writes); InputError if there is none."""
+        if self.given is not None:
+            return self.given
+        if not PROJECT_INVENTORY.is_file():
+            raise InputError(f"no inventory: ./{PROJECT_INVENTORY} does not exist here",
+                             hint="run `psa-provision init` to write a project here, or give -i FILE "
+                                  "(or set PSA_INVENTORY)")
+        return PROJECT_INVENTORY
 
 
 def _interactive() -> bool:
@@ -72,22 +124,47 @@ def main_options(
     ctx: typer.Context,
     inventory: Annotated[Path | None, typer.Option(
         "-i", "--inventory", envvar="PSA_INVENTORY",
-        help="inventory file (default inventories/sandbox.yml)")] = None,
+        help=f"inventory file, before or after the command (default ./{PROJECT_INVENTORY}, "
+             "written by `init`)")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="also list unchanged checks")] = False,
 ) -> None:
-    ctx.obj = State(inventory or DEFAULT_INVENTORY, verbose)
+    ctx.obj = State(inventory, verbose)
+
+
+def _init_target(ctx: typer.Context, directory: Path | None) -> Path:
+    """DIR/inventory.yml, else the inventory given (-i, PSA_INVENTORY), else ./inventory.yml."""
+    state = _state(ctx)
+    if directory is None:
+        return state.given or PROJECT_INVENTORY
+    source = ctx.parent.get_parameter_source("inventory") if ctx.parent is not None else None
+    if source is not None and source.name == "COMMANDLINE":  # not from PSA_INVENTORY
+        raise InputError("init: give either DIR or -i FILE, not both",
+                         hint=f"DIR gets DIR/{PROJECT_INVENTORY}; -i names the inventory file itself")
+    return directory / PROJECT_INVENTORY
 
 
 @app.command()
 def init(ctx: typer.Context,
+         directory: Annotated[Path | None, typer.Argument(
+             metavar="[DIR]", help=f"project directory (default: here): DIR/{PROJECT_INVENTORY}, "
+                                   "DIR/phases/, secrets, SSH key")] = None,
+         production: Annotated[bool, typer.Option(
+             "--production", help="start from the annotated production example instead of the sandbox "
+                                  "inventory")] = False,
          force: Annotated[bool, typer.Option(
              help="regenerate secrets and key (destroys the old ones)")] = False,
          ) -> None:
-    """Write the inventory (if absent), generate secrets (0600) and an SSH key pair. No network."""
+    """Write a project: inventory and phase files (if absent), secrets (0600), SSH key pair. No network.
+
+    Existing files are kept; with -i FILE (or PSA_INVENTORY) the inventory is FILE and its phases sit next
+    to it.
+    """
     from psa_provision import init as init_mod
+    from psa_provision.packaged import PRODUCTION_INVENTORY, SANDBOX_INVENTORY
 
     out = Output()
-    result = _guard(out, lambda: init_mod.init(_state(ctx).inventory, force=force))
+    template = PRODUCTION_INVENTORY if production else SANDBOX_INVENTORY
+    result = _guard(out, lambda: init_mod.init(_init_target(ctx, directory), template=template, force=force))
     for item in result.created:
         out.line(f"created {item}")
     for item in result.kept:
@@ -346,6 +423,7 @@ def phases(ctx: typer.Context,
 def migrate(ctx: typer.Context, phase: str,
             plan_only: Annotated[bool, typer.Option("--plan", help="show the steps and their state; "
                                                     "change nothing")] = False,
+            yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
             ) -> None:
     """Move the data of the phase before PHASE into PHASE's containers, one store at a time (resumable)."""
     from psa_provision import migrate as migrate_mod
@@ -367,6 +445,10 @@ def migrate(ctx: typer.Context, phase: str,
             show(report, f"migrate {phase} (plan: nothing is changed)")
             return 0
         engine.refuse_clusters(site.phase, "migrate")
+        if not yes and _interactive():
+            show(migrate_mod.plan_report(site), f"migrate {phase} (plan)")
+            if not out.confirm(f"move the data into {phase}'s containers and stop the old services?"):
+                raise InputError("aborted: nothing was changed")
         report = migrate_mod.migrate(site, out)
         show(report, f"migrate {phase}")
         out.line(f"migration to {phase} " + ("complete" if report.complete else "not complete"))

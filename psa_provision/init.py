@@ -1,10 +1,14 @@
-"""`psa-provision init`: inventory (from the sandbox template if absent), secrets (0600), SSH key pair.
+"""`psa-provision init [DIR]`: a ready project in DIR, nothing on the network, nothing overwritten.
 
-No network. Existing secrets are never overwritten without `force`; missing keys are added.
+DIR/inventory.yml (a copy of the packaged sandbox inventory, or of the annotated production example),
+DIR/phases/ (copies of the packaged phase files, for the user to edit; the inventory's phases_dir points
+at them), the secrets file (0600) and the SSH key pair the inventory names. An existing inventory is
+kept as it is (its phases are its own); missing secrets are added to an existing secrets file.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -12,7 +16,10 @@ from pathlib import Path
 
 from . import secrets as secrets_mod
 from .errors import InputError
-from .inventory import DEFAULT_INVENTORY, REPO_ROOT, load_inventory
+from .inventory import load_inventory
+from .packaged import PHASES_DIR, SANDBOX_INVENTORY
+
+PHASES_SUBDIR = "phases"
 
 
 @dataclass
@@ -57,18 +64,43 @@ def _ssh_key(key: Path, force: bool, result: InitResult) -> None:
     result.created.append(f"ssh key {key}")
 
 
-def init(inventory_path: Path = DEFAULT_INVENTORY, *, force: bool = False) -> InitResult:
-    """Write what the inventory needs locally; idempotent (a second run keeps everything)."""
+def _phases(dest: Path, result: InitResult) -> None:
+    """dest/*.yml: the packaged phase files, each copied only when absent."""
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for src in sorted(PHASES_DIR.glob("*.yml")):
+        target = dest / src.name
+        if not target.exists():
+            shutil.copyfile(src, target)
+            copied.append(src.name)
+    if copied:
+        result.created.append(f"phases {dest} ({', '.join(copied)}: edit them)")
+    else:
+        result.kept.append(f"phases {dest}")
+
+
+def _inventory(path: Path, template: Path, result: InitResult) -> None:
+    """path: a copy of template whose phases_dir is the project's own phases/ next to it."""
+    text = template.read_text(encoding="utf-8")
+    text, n = re.subn(r"(?m)^phases_dir: .*$", f"phases_dir: {PHASES_SUBDIR}", text)
+    if n == 0:
+        text += f"phases_dir: {PHASES_SUBDIR}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    result.created.append(f"inventory {path} (copy of {template.name}: edit it)")
+    _phases(path.parent / PHASES_SUBDIR, result)
+
+
+def init(inventory_path: Path, *, template: Path = SANDBOX_INVENTORY, force: bool = False) -> InitResult:
+    """Write what the inventory needs locally; idempotent (a second run keeps everything).
+
+    An absent inventory is written from `template` (packaged sandbox.yml or production.example.yml)
+    with the phase files copied next to it; `force` regenerates secrets and key, never the inventory.
+    """
     inventory_path = Path(inventory_path)
     result = InitResult(inventory_path)
     if not inventory_path.exists():
-        inventory_path.parent.mkdir(parents=True, exist_ok=True)
-        text = DEFAULT_INVENTORY.read_text(encoding="utf-8")
-        if inventory_path.resolve().parent != DEFAULT_INVENTORY.parent:
-            # `../phases` is relative to inventories/; elsewhere point at this checkout's phases
-            text = text.replace("phases_dir: ../phases", f"phases_dir: {REPO_ROOT / 'phases'}")
-        inventory_path.write_text(text, encoding="utf-8")
-        result.created.append(f"inventory {inventory_path} (copy of {DEFAULT_INVENTORY.name}: edit it)")
+        _inventory(inventory_path, template, result)
     else:
         result.kept.append(f"inventory {inventory_path}")
     inv = load_inventory(inventory_path)

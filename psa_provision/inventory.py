@@ -17,9 +17,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from .errors import InputError
 from .loader import load_model
+from .packaged import PHASES_DIR
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_INVENTORY = REPO_ROOT / "inventories" / "sandbox.yml"
+PROJECT_INVENTORY = Path("inventory.yml")  # what `init` writes; the CLI's inventory when no -i is given
 _FINGERPRINT = re.compile(r"^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$")
 _SIZE = re.compile(r"^[0-9]+(kB|MB|GB|TB)$")
 _REDIS_SIZE = re.compile(r"^[0-9]+(kb|mb|gb)$")
@@ -287,7 +287,7 @@ class Inventory(Strict):
     ssh: Ssh
     packages: Packages = Packages()
     secrets_file: RelPath = Field(examples=["sandbox.secrets.yml"])
-    phases_dir: RelPath = REPO_ROOT / "phases"
+    phases_dir: RelPath = PHASES_DIR  # default: the phase files shipped in the package
     tuning: Tuning = Tuning()
     path: Path | None = Field(default=None, exclude=True)
 

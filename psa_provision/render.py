@@ -1,4 +1,4 @@
-"""Templates (templates/*.j2) -> file content. The only importer of Jinja2.
+"""Templates (psa_provision/data/templates/*.j2, package data) -> file content. The only importer of Jinja2.
 
 StrictUndefined: a missing value is an error naming the template file and line, never an empty
 string in a config file. keep_trailing_newline keeps files byte-stable between runs.
@@ -7,17 +7,15 @@ string in a config file. keep_trailing_newline keeps files byte-stable between r
 from __future__ import annotations
 
 import traceback
-from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from .errors import RenderError
-
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+from .packaged import TEMPLATES_DIR
 
 _env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+    loader=jinja2.PackageLoader("psa_provision", "data/templates"),  # importlib.resources
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
     trim_blocks=True,
@@ -35,7 +33,7 @@ def _template_line(exc: BaseException) -> tuple[str, int] | None:
 
 
 def render(template_name: str, **context: Any) -> str:
-    """Render templates/<template_name> with context; RenderError `file:line: problem` on any failure."""
+    """Render data/templates/<template_name> with context; RenderError `file:line: problem` on any failure."""
     try:
         return _env.get_template(template_name).render(**context)
     except jinja2.TemplateNotFound:

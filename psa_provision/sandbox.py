@@ -9,31 +9,41 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from psa_provision.inventory import REPO_ROOT
+from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 
 PHASE0_VMID = 200
 
 
+def private_phase0(text: str, vmid: int, hostname: str) -> str:
+    """phase0.yml's text with container 200 as `vmid` at 10.0.20.(vmid-100), named `hostname`."""
+    text = re.sub(rf"\bvmid: {PHASE0_VMID}\b", f"vmid: {vmid}", text)
+    text = re.sub(rf"\bcontainer: {PHASE0_VMID}\b", f"container: {vmid}", text)
+    text = text.replace("10.0.20.100/24", f"10.0.20.{vmid - 100}/24")
+    return text.replace("hostname: psa-all-in-one", f"hostname: {hostname}")
+
+
 def private_phases(dest: Path, vmid: int, hostname: str) -> Path:
-    """dest/phases: the repo's phase files with phase 0's container 200 as `vmid` named `hostname`."""
+    """dest/phases: the packaged phase files with phase 0's container 200 as `vmid` named `hostname`."""
     out = dest / "phases"
     out.mkdir(parents=True, exist_ok=True)
-    for src in (REPO_ROOT / "phases").glob("*.yml"):
+    for src in PHASES_DIR.glob("*.yml"):
         text = src.read_text()
         if src.name == "phase0.yml":
-            text = re.sub(rf"\bvmid: {PHASE0_VMID}\b", f"vmid: {vmid}", text)
-            text = re.sub(rf"\bcontainer: {PHASE0_VMID}\b", f"container: {vmid}", text)
-            text = text.replace("10.0.20.100/24", f"10.0.20.{vmid - 100}/24")
-            text = text.replace("hostname: psa-all-in-one", f"hostname: {hostname}")
+            text = private_phase0(text, vmid, hostname)
         (out / src.name).write_text(text)
     return out
 
 
+def with_sandbox_token(text: str, creds: dict[str, object]) -> str:
+    """An inventory's text with auth.token_secret_file set to the one `pvesim up` wrote (its credentials)."""
+    return re.sub(r"(?m)^(\s*token_secret_file:) .*$", rf"\1 {creds['token_secret_file']}", text)
+
+
 def write_inventory(dest: Path, phases_dir: Path, creds: dict[str, object]) -> Path:
-    """dest/sandbox.yml: inventories/sandbox.yml with these phases and the token file `pvesim up` wrote."""
-    text = (REPO_ROOT / "inventories" / "sandbox.yml").read_text()
+    """dest/sandbox.yml: the packaged sandbox inventory, these phases, the token file `pvesim up` wrote."""
+    text = SANDBOX_INVENTORY.read_text()
     text = re.sub(r"(?m)^phases_dir: .*$", f"phases_dir: {phases_dir}", text)
-    text = re.sub(r"(?m)^(\s*token_secret_file:) .*$", rf"\1 {creds['token_secret_file']}", text)
+    text = with_sandbox_token(text, creds)
     dest.mkdir(parents=True, exist_ok=True)
     inventory = dest / "sandbox.yml"
     inventory.write_text(text)

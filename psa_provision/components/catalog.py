@@ -56,7 +56,7 @@ def mask_secret_lines(text: str) -> str:
     return re.sub(pattern, lambda m: m.group(1) + MASK, text, flags=re.M)
 
 
-# Which stores each PM2 app of the bundle uses (examples/psa-platform/README.md, "stores" and
+# Which stores each PM2 app of the bundle uses (psa_provision/data/psa-platform/README.md, "stores" and
 # "Configuration"; read from services/*/src/index.ts): a changed store setting or password reloads
 # only these apps, the others keep running untouched.
 APP_STORES: dict[str, tuple[str, ...]] = {

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..inventory import REPO_ROOT, Inventory
+from ..inventory import Inventory
 from ..journal import migration_grants
+from ..packaged import APP_BUNDLE
 from ..phases import ContainerSpec, Phase, ServiceSpec
 from ..secrets import Secrets
 
-DEFAULT_BUNDLE = REPO_ROOT / "examples" / "psa-platform"
 BUNDLE_EXCLUDE: tuple[str, ...] = ("node_modules", "dist", ".git", "*.log", ".env", "coverage")
 
 
@@ -104,7 +104,7 @@ def read_extra_cas(inv: Inventory) -> tuple[tuple[str, str], ...]:
 
 
 def build_context(inventory: Inventory, phase: Phase, container: ContainerSpec, secrets: Secrets, *,
-                  bundle_dir: Path | None = DEFAULT_BUNDLE, ssh_public_key: str = "") -> HostContext:
+                  bundle_dir: Path | None = APP_BUNDLE, ssh_public_key: str = "") -> HostContext:
     """Read the local inputs (CA files, bundle checksum) once and freeze them into a HostContext."""
     bundle = None
     if bundle_dir is not None and "app" in container.components:

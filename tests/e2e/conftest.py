@@ -1,7 +1,7 @@
 """Phase 0 end to end against the running sandbox (`pvesim up`).
 
 One session fixture provisions phase 0 ONCE, through the real CLI in a subprocess, from a
-clean start: `init` on a temp copy of inventories/sandbox.yml, `destroy phase0 --yes` (removes
+clean start: `init` on a temp copy of the packaged sandbox inventory, `destroy phase0 --yes` (removes
 only a container this tool created), then a cold `up phase0 --yes`. Tests then look at the guest
 over SSH, at Proxmox over the API, and at the app over HTTP from this machine.
 """
@@ -22,10 +22,12 @@ from pathlib import Path
 import pytest
 
 from psa_provision import privileges, proxmox, sandbox
-from psa_provision.inventory import REPO_ROOT, Inventory, load_inventory
+from psa_provision.inventory import Inventory, load_inventory
+from psa_provision.packaged import PHASES_DIR
 from psa_provision.phases import ContainerSpec, Phase, load_phase
 from psa_provision.ssh import Connection
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # where the CLI runs (it reads nothing from here)
 PVESIM = Path(sys.executable).with_name("pvesim")
 CLI = [str(Path(sys.executable).with_name("psa-provision"))]
 UP_TIMEOUT = 3600
@@ -100,10 +102,10 @@ VMID = int(os.environ.get("PSA_E2E_VMID", "200"))
 
 
 def write_inventory(workdir: Path, creds: dict[str, object]) -> Path:
-    """A copy of inventories/sandbox.yml in workdir: the repo's phases (with PSA_E2E_VMID=N a private
-    copy where phase 0's container is N at 10.0.20.(N-100), psa-e2e-N), and the token that holds exactly
-    the README's least-privilege role on exactly the README's paths (least_privilege_token)."""
-    phases = (REPO_ROOT / "phases" if VMID == sandbox.PHASE0_VMID
+    """A copy of the packaged sandbox inventory in workdir: the packaged phases (with PSA_E2E_VMID=N a
+    private copy where phase 0's container is N at 10.0.20.(N-100), psa-e2e-N), and the token that holds
+    exactly the README's least-privilege role on exactly the README's paths (least_privilege_token)."""
+    phases = (PHASES_DIR if VMID == sandbox.PHASE0_VMID
               else sandbox.private_phases(workdir, VMID, f"psa-e2e-{VMID}"))
     inventory = sandbox.write_inventory(workdir, phases, creds)
     token, secret = least_privilege_token(creds, workdir)
@@ -231,10 +233,15 @@ CONVERGED_SNAPSHOT = "e2e_converged"  # a PVE configid: letters, digits, _
 
 def wait_gateway_healthy(site: Site, deadline_s: float = 180.0) -> None:
     """Poll the gateway's aggregated /health from this machine until 200 (or fail saying so)."""
+    wait_healthy(site.container.ip, deadline_s)
+
+
+def wait_healthy(ip: str, deadline_s: float = 180.0) -> None:
+    """Poll http://IP:3000/health (the gateway's aggregated health) until 200, or fail saying so."""
     import urllib.error
     import urllib.request
 
-    url = f"http://{site.container.ip}:3000/health"
+    url = f"http://{ip}:3000/health"
     deadline = time.monotonic() + deadline_s
     last = "no answer"
     while time.monotonic() < deadline:

@@ -45,7 +45,7 @@ def counters(ip: str) -> dict[str, Any]:
 
 def test_a_second_install_fetches_nothing_from_the_registry(phase0: Site) -> None:
     registry = phase0.inventory.packages.npm_registry
-    assert registry, "inventories/sandbox.yml sets packages.npm_registry (pvesim's npm proxy)"
+    assert registry, "the sandbox inventory sets packages.npm_registry (pvesim's npm proxy)"
     assert npmproxy.status(STATE)["running"], "pvesim's npm proxy is not running: pvesim up"
     ip = phase0.container.ip
     env = f"export REGISTRY={registry} NO_PROXY={','.join(phase0.inventory.packages.no_proxy)}\n"

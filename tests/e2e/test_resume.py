@@ -24,10 +24,9 @@ from dataclasses import dataclass
 import pytest
 
 from psa_provision import proxmox
-from psa_provision.inventory import REPO_ROOT
 from psa_provision.journal import Journal
 
-from .conftest import CLI, Run, Site, take_converged_snapshot, wait_gateway_healthy
+from .conftest import CLI, REPO_ROOT, Run, Site, take_converged_snapshot, wait_gateway_healthy
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.phase0]
 

@@ -21,12 +21,11 @@ from pathlib import Path
 import pytest
 
 from psa_provision.components import catalog
-from psa_provision.inventory import REPO_ROOT
 from psa_provision.journal import state_dir
 from psa_provision.secrets import load_secrets
 from psa_provision.ssh import RECORD_ENV
 
-from .conftest import CLI, Run, Site
+from .conftest import CLI, REPO_ROOT, Run, Site
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.phase0]
 

@@ -1,4 +1,4 @@
-"""The bundled app (examples/psa-platform): its shape, its env contract, and a real build.
+"""The bundled app (psa_provision/data/psa-platform): its shape, its env contract, and a real build.
 
 psa-provision ships this directory to /opt/psa-platform and runs `npm ci && npm run build` there,
 then PM2 starts services/<name>/dist/index.js with the ports below. These tests check that shape
@@ -27,11 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from psa_provision.packaged import APP_BUNDLE, TEMPLATES_DIR
 from psa_provision.phases import APP_SERVICES
 
 REPO = Path(__file__).resolve().parents[2]
-BUNDLE = REPO / "examples" / "psa-platform"
-ENV_TEMPLATE = REPO / "templates" / "env.j2"
+BUNDLE = APP_BUNDLE
+ENV_TEMPLATE = TEMPLATES_DIR / "env.j2"
 
 # The seed's port table ("Application Services"); the tool's own table must agree.
 PORTS = {

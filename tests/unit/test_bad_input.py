@@ -24,9 +24,9 @@ import pytest
 from psa_provision import phases
 from psa_provision.errors import InputError, ProvisionError
 from psa_provision.inventory import load_inventory
+from psa_provision.packaged import PHASES_DIR
 from psa_provision.secrets import load_secrets
 
-ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).parent / "corpus"
 CASES = sorted(CORPUS.glob("*/*.yml"))
 
@@ -66,7 +66,7 @@ def run_phase(case: Path, head: Header, tmp_path: Path) -> tuple[Path, str]:
     shutil.copyfile(case, target)
     if "with" in head.options:
         other = head.options["with"]
-        shutil.copyfile(ROOT / "phases" / f"{other}.yml", tmp_path / f"{other}.yml")
+        shutil.copyfile(PHASES_DIR / f"{other}.yml", tmp_path / f"{other}.yml")
     errors = [p for p in phases.check_all(tmp_path) if p.severity == "error"]
     assert errors, f"{case}: check_all found nothing"
     if "with" not in head.options:  # alone, load_phase must refuse it the same way

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from psa_provision.cli import app
-from psa_provision.inventory import REPO_ROOT
+from psa_provision.packaged import PHASES_DIR
 
 runner = CliRunner()
 
@@ -44,7 +44,7 @@ def site(tmp_path: Path) -> Path:
     """An inventory whose API port is closed, initialised (secrets + key) by `init`."""
     (tmp_path / "token").write_text("not-a-real-token\n")
     inv = tmp_path / "site.yml"
-    inv.write_text(INVENTORY.format(port=closed_port(), phases=REPO_ROOT / "phases"))
+    inv.write_text(INVENTORY.format(port=closed_port(), phases=PHASES_DIR))
     result = runner.invoke(app, ["-i", str(inv), "init"])
     assert result.exit_code == 0, result.output
     return inv
@@ -137,3 +137,57 @@ def test_a_phase_with_clusters_is_refused_by_up_and_migrate_and_planned_with_a_w
     code, out = run("-i", str(site), "up", "phase2", "--yes")
     assert code == 1 and "is unreachable" in out and "refusing" not in out  # no clusters: not refused
 
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An unrelated working directory, and no PSA_INVENTORY in the environment."""
+    monkeypatch.delenv("PSA_INVENTORY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_init_dir_writes_a_project_and_never_overwrites(elsewhere: Path) -> None:
+    code, out = run("init", "proj")
+    assert code == 0, out
+    proj = elsewhere / "proj"
+    from psa_provision.inventory import load_inventory
+
+    inv = load_inventory(proj / "inventory.yml")
+    assert inv.phases_dir == proj / "phases"
+    packaged = sorted(p.name for p in PHASES_DIR.glob("*.yml"))
+    assert sorted(p.name for p in inv.phases_dir.iterdir()) == packaged
+    assert inv.secrets_file.stat().st_mode & 0o777 == 0o600 and inv.ssh.key_file.is_file()
+    edited = "# my edit\n" + (proj / "phases" / "phase0.yml").read_text()
+    (proj / "phases" / "phase0.yml").write_text(edited)
+    (proj / "phases" / "phase3.yml").unlink()
+    (proj / "inventory.yml").unlink()
+    code, out = run("init", "proj")
+    assert code == 0 and "created phases" in out and "phase3.yml" in out and "phase0.yml" not in out, out
+    assert (proj / "phases" / "phase0.yml").read_text() == edited
+    assert "kept secrets" in out and "kept ssh key" in out
+
+
+def test_init_production_starts_from_the_annotated_example(elsewhere: Path) -> None:
+    code, out = run("init", "--production", "site")
+    assert code == 0 and "production.example.yml" in out, out
+    text = (elsewhere / "site" / "inventory.yml").read_text()
+    assert "token_secret_env: PSA_PVE_TOKEN_SECRET" in text and "phases_dir: phases\n" in text
+    assert (elsewhere / "site" / "production.secrets.yml").is_file()
+
+
+def test_init_refuses_dir_and_inventory_together(elsewhere: Path) -> None:
+    code, out = run("-i", "x.yml", "init", "proj")
+    assert code == 1 and "either DIR or -i" in out
+    assert not (elsewhere / "proj").exists() and not (elsewhere / "x.yml").exists()
+
+
+def test_without_inventory_the_one_in_the_current_directory_is_used(elsewhere: Path) -> None:
+    code, out = run("phases", "--check")
+    assert code == 1 and "no inventory: ./inventory.yml" in out and "psa-provision init" in out
+    code, out = run("init")
+    assert code == 0 and (elsewhere / "inventory.yml").is_file(), out
+    (elsewhere / "phases" / "phase0.yml").write_text(
+        (elsewhere / "phases" / "phase0.yml").read_text().replace("psa-all-in-one", "my-own-host"))
+    code, out = run("phases")
+    assert code == 0 and "my-own-host" in out, out  # the project's copy, not the packaged one

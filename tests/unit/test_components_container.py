@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from psa_provision import phases
 from psa_provision.components import container
 from psa_provision.errors import InputError
+from psa_provision.packaged import PHASES_DIR
 from psa_provision.plan import ApiCall, Noop
 
-ROOT = Path(__file__).resolve().parents[2]
-SPEC = phases.load_phase("phase0", ROOT / "phases").containers[0]
+SPEC = phases.load_phase("phase0", PHASES_DIR).containers[0]
 KW: dict[str, object] = {"node": "pve1",
                          "template_volid": "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
                          "ssh_public_key": "ssh-ed25519 AAAA test", "nameserver": "10.0.20.1"}

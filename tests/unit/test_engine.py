@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from psa_provision import engine
-from psa_provision.inventory import REPO_ROOT, load_inventory
+from psa_provision.inventory import load_inventory
+from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import load_phase
 from psa_provision.plan import ApiCall, Noop
 from psa_provision.secrets import Secrets
@@ -32,8 +33,8 @@ def test_create_gets_the_marker_other_calls_do_not() -> None:
 
 
 def test_endpoints_name_every_service_url() -> None:
-    phase = load_phase("phase0", REPO_ROOT / "phases")
-    inventory = REPO_ROOT / "inventories" / "sandbox.yml"
+    phase = load_phase("phase0", PHASES_DIR)
+    inventory = SANDBOX_INVENTORY
     site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
     rows = dict(engine.endpoints(site))
     assert rows["container 200 psa-all-in-one"] == "ssh root@10.0.20.100"
@@ -42,8 +43,8 @@ def test_endpoints_name_every_service_url() -> None:
 
 
 def test_privileges_needed_depend_on_create_or_reconcile() -> None:
-    phase = load_phase("phase0", REPO_ROOT / "phases")
-    inventory = REPO_ROOT / "inventories" / "sandbox.yml"
+    phase = load_phase("phase0", PHASES_DIR)
+    inventory = SANDBOX_INVENTORY
     site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
     spec = phase.container(200)
     fresh = engine.required_privileges(site, "up", creating=[spec])
@@ -93,8 +94,8 @@ def test_facts_ahead_start_early_only_where_we_pinned_a_host_key_and_use_them_on
 
     from psa_provision.errors import ConnectionFailed
 
-    phase = load_phase("phase1", REPO_ROOT / "phases")
-    inventory = REPO_ROOT / "inventories" / "sandbox.yml"
+    phase = load_phase("phase1", PHASES_DIR)
+    inventory = SANDBOX_INVENTORY
     site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
     pinned, second, failing, stopped, slow = phase.containers
     known = tmp_path / "known_hosts"

@@ -12,15 +12,15 @@ import pytest
 from psa_provision import facts, phases
 from psa_provision.components import postgresql
 from psa_provision.errors import GuestError
+from psa_provision.packaged import PHASES_DIR
 
-ROOT = Path(__file__).resolve().parents[2]
 CASES = Path(__file__).parent / "cases" / "facts"
 PG_TEST_PASSWORD = "Abc123xyzPASSWORDforTEST0123456789"
 
 
 @pytest.fixture(scope="module")
 def spec() -> phases.ContainerSpec:
-    return phases.load_phase("phase0", ROOT / "phases").containers[0]
+    return phases.load_phase("phase0", PHASES_DIR).containers[0]
 
 
 def test_gather_script_is_valid_bash_and_read_only(spec: phases.ContainerSpec, tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_converged_sandbox_recording_matches_what_the_plan_writes(spec: phases.C
     assert "requirepass ***" in (f.files["/etc/redis/redis.conf"].content or "")
     assert all(s.active and s.enabled and s.since > 1.7e9 for s in f.services.values()), f.services
     assert f.pm2_saved == {a.name: a.instances for a in f.pm2 or []}
-    want = {n: s.instances for n, s in phases.load_phase("phase0", ROOT / "phases").services.items()}
+    want = {n: s.instances for n, s in phases.load_phase("phase0", PHASES_DIR).services.items()}
     assert {a.name: a.instances for a in f.pm2 or [] if a.status == "online"} == want
     assert f.rabbitmq is not None and "guest" not in f.rabbitmq.users
     assert f.npm_globals >= {"npm", "pm2"}

@@ -4,7 +4,6 @@ pg_hba client lines and listen addresses per phase, and the parallel runner's wa
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,21 +12,21 @@ from psa_provision import firewall, inventory, phase_up, phases
 from psa_provision.components import elasticsearch, postgresql
 from psa_provision.components.context import HostContext
 from psa_provision.errors import GuestError
+from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.plan import ApiCall, Noop
 from psa_provision.render import render
 from psa_provision.secrets import Secrets, generate
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRETS = Secrets(generate())
 
 
 def phase(name: str) -> Phase:
-    return phases.load_phase(name, ROOT / "phases")
+    return phases.load_phase(name, PHASES_DIR)
 
 
 def ctx(name: str, vmid: int) -> HostContext:
-    inv = inventory.load_inventory(ROOT / "inventories" / "sandbox.yml")
+    inv = inventory.load_inventory(SANDBOX_INVENTORY)
     ph = phase(name)
     return HostContext(inv, ph, ph.container(vmid), SECRETS)
 

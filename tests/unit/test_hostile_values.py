@@ -27,10 +27,10 @@ from psa_provision.components.common import apt_repo
 from psa_provision.components.context import HostContext, build_context
 from psa_provision.facts import GuestFacts
 from psa_provision.inventory import AptRepo
+from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.plan import Command, Plan, PutFile
 from psa_provision.secrets import KEYS, NOT_SECRET, Secrets, load_secrets, store
 
-ROOT = Path(__file__).resolve().parents[2]
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 CA_NAME = "my \"odd\" CA's file; $(x).crt"
 
@@ -60,11 +60,11 @@ def secrets(tmp_path: Path, marker: Path) -> dict[str, str]:
 def ctx(tmp_path: Path, marker: Path, secrets: dict[str, str]) -> HostContext:
     ca = tmp_path / CA_NAME
     ca.write_text(PEM)
-    inv = inventory.load_inventory(ROOT / "inventories" / "sandbox.yml")
+    inv = inventory.load_inventory(SANDBOX_INVENTORY)
     nodejs = AptRepo.model_validate({**inv.packages.nodejs.model_dump(), "key_url": hostile_url(marker)})
     packages = inv.packages.model_copy(update={"nodejs": nodejs, "extra_ca_files": [ca]})
     inv = inv.model_copy(update={"packages": packages})
-    phase = phases.load_phase("phase0", ROOT / "phases")
+    phase = phases.load_phase("phase0", PHASES_DIR)
     return build_context(inv, phase, phase.container(200), Secrets(secrets))
 
 
@@ -183,13 +183,13 @@ def test_any_accepted_url_or_no_proxy_host_is_one_argument(tmp_path_factory: pyt
                                                            tail: str, hosts: list[str]) -> None:
     """Whatever key URL and no_proxy hosts validation lets through reach curl/export as single words."""
     tmp = tmp_path_factory.mktemp("argv")
-    inv = inventory.load_inventory(ROOT / "inventories" / "sandbox.yml")
+    inv = inventory.load_inventory(SANDBOX_INVENTORY)
     url = "http://10.0.20.1:8080/" + tail
     nodejs = AptRepo.model_validate({**inv.packages.nodejs.model_dump(), "key_url": url})
     packages = inventory.Packages.model_validate({**inv.packages.model_dump(), "nodejs": nodejs.model_dump(),
                                                   "no_proxy": hosts})
     inv = inv.model_copy(update={"packages": packages})
-    phase = phases.load_phase("phase0", ROOT / "phases")
+    phase = phases.load_phase("phase0", PHASES_DIR)
     ctx = HostContext(inv, phase, phase.container(200), Secrets({}), (), None)
     (fetch,) = [c for c in apt_repo(ctx, GuestFacts(), "nodejs", nodejs, keyring="/k/n.asc", list_file="/l")
                 if isinstance(c, Command)]

@@ -10,6 +10,7 @@ import pytest
 
 from psa_provision import secrets
 from psa_provision.init import init
+from psa_provision.packaged import PHASES_DIR
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None,
                                 reason="ssh-keygen not installed (openssh-client)")
@@ -19,20 +20,22 @@ def test_init_creates_then_keeps(tmp_path: Path) -> None:
     inv = tmp_path / "site" / "sandbox.yml"
     first = init(inv)
     assert inv.is_file()
-    from psa_provision.inventory import REPO_ROOT, load_inventory
+    from psa_provision.inventory import load_inventory
 
-    assert load_inventory(inv).phases_dir == REPO_ROOT / "phases"
+    assert load_inventory(inv).phases_dir == tmp_path / "site" / "phases"
+    assert sorted(p.name for p in (tmp_path / "site" / "phases").iterdir()) == \
+        sorted(p.name for p in PHASES_DIR.glob("*.yml"))
     key = tmp_path / "site" / "keys" / "sandbox_ed25519"
     sec = tmp_path / "site" / "sandbox.secrets.yml"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(sec.stat().st_mode) == 0o600
     assert key.with_name("sandbox_ed25519.pub").read_text().startswith("ssh-ed25519 ")
-    assert len(first.created) == 3
+    assert len(first.created) == 4  # inventory, phases, secrets, key
     before = secrets.load_secrets(sec).as_dict()
     key_before = key.read_bytes()
 
     second = init(inv)
-    assert second.created == [] and len(second.kept) == 3
+    assert second.created == [] and len(second.kept) == 3  # an existing inventory keeps its phases
     assert secrets.load_secrets(sec).as_dict() == before
     assert key.read_bytes() == key_before
 

@@ -9,25 +9,25 @@ import pytest
 
 from psa_provision.errors import InputError
 from psa_provision.inventory import Inventory, load_inventory
+from psa_provision.packaged import INVENTORIES_DIR, PHASES_DIR, PRODUCTION_INVENTORY, SANDBOX_INVENTORY
 
-ROOT = Path(__file__).resolve().parents[2]
 CASES = Path(__file__).parent / "cases" / "inventory"
 
 
 def test_sandbox_inventory_loads_and_resolves_relative_paths() -> None:
-    inv = load_inventory(ROOT / "inventories" / "sandbox.yml")
+    inv = load_inventory(SANDBOX_INVENTORY)
     assert inv.proxmox.base_url == "https://127.0.0.1:8006"
     assert inv.proxmox.auth.kind == "token"
     assert inv.proxmox.tls.verifies and inv.proxmox.tls.ca_file == Path("/var/lib/pvesim/ca/ca.pem")
-    assert inv.ssh.key_file == ROOT / "inventories" / "keys" / "sandbox_ed25519"
-    assert inv.secrets_file == ROOT / "inventories" / "sandbox.secrets.yml"
-    assert inv.phases_dir == ROOT / "phases"
+    assert inv.ssh.key_file == INVENTORIES_DIR / "keys" / "sandbox_ed25519"
+    assert inv.secrets_file == INVENTORIES_DIR / "sandbox.secrets.yml"
+    assert inv.phases_dir == PHASES_DIR
     assert inv.packages.nodejs.repo_url == "http://10.0.20.1:8080/node_20.x"
     assert inv.template_volid == "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
 
 
 def test_production_example_keeps_upstream_defaults() -> None:
-    inv = load_inventory(ROOT / "inventories" / "production.example.yml")
+    inv = load_inventory(PRODUCTION_INVENTORY)
     assert inv.network.nameserver == "10.0.10.1"
     assert inv.packages.nodejs.repo_url == "https://deb.nodesource.com/node_20.x"
     assert inv.packages.elasticsearch.key_url == "https://artifacts.elastic.co/GPG-KEY-elasticsearch"
@@ -36,7 +36,7 @@ def test_production_example_keeps_upstream_defaults() -> None:
 
 
 def test_token_secret_read_from_env_or_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    inv = load_inventory(ROOT / "inventories" / "production.example.yml")
+    inv = load_inventory(PRODUCTION_INVENTORY)
     monkeypatch.delenv("PSA_PVE_TOKEN_SECRET", raising=False)
     with pytest.raises(InputError, match="PSA_PVE_TOKEN_SECRET is not set"):
         inv.proxmox.auth.secret()

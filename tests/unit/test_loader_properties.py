@@ -18,11 +18,11 @@ from psa_provision import loader, phases
 from psa_provision.errors import InputError
 from psa_provision.inventory import load_inventory
 from psa_provision.loader import dump_yaml
+from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.secrets import load_secrets
 
-ROOT = Path(__file__).resolve().parents[2]
-SANDBOX = yaml.safe_load((ROOT / "inventories" / "sandbox.yml").read_text())
-PHASE0 = yaml.safe_load((ROOT / "phases" / "phase0.yml").read_text())
+SANDBOX = yaml.safe_load((SANDBOX_INVENTORY).read_text())
+PHASE0 = yaml.safe_load((PHASES_DIR / "phase0.yml").read_text())
 SECRETS = {"postgresql": {"app_password": "a" * 32}, "redis": {"password": "b" * 32},
            "app": {"jwt_secret": "c" * 64, "admin_email": "admin@x.local"}}
 # Fixed examples in the suite (bounded time, reproducible); PSA_PROPERTY_EXAMPLES=5000 explores at random.
@@ -145,7 +145,7 @@ def test_mutated_phase0(tmp_path_factory: Any, data: dict[str, Any]) -> None:
     tmp = _tmp(tmp_path_factory)
     path = _write(tmp, "phase0.yml", dump_yaml(data))
     _accepts_or_refuses_well(phases.load_phase, path, "phase0", tmp)
-    shutil.copyfile(ROOT / "phases" / "phase1.yml", tmp / "phase1.yml")
+    shutil.copyfile(PHASES_DIR / "phase1.yml", tmp / "phase1.yml")
     for problem in phases.check_all(tmp):  # never raises; every problem points into a file
         assert problem.line >= 1 and Path(problem.file).is_file(), problem
 
@@ -164,8 +164,8 @@ def test_mutated_secrets(tmp_path_factory: Any, data: dict[str, Any]) -> None:
      "\x00", "\ufeff", "é", "\U0001f600", "|", ">"])), min_size=1, max_size=5))
 def test_text_edits_of_real_files(tmp_path_factory: Any, edits: list[tuple[int, str]]) -> None:
     tmp = _tmp(tmp_path_factory)
-    for source, name in ((ROOT / "inventories" / "sandbox.yml", "inv.yml"),
-                         (ROOT / "phases" / "phase0.yml", "phase0.yml")):
+    for source, name in ((SANDBOX_INVENTORY, "inv.yml"),
+                         (PHASES_DIR / "phase0.yml", "phase0.yml")):
         text = source.read_text()
         for pos, insert in edits:
             pos %= len(text) + 1
@@ -195,7 +195,7 @@ def test_libyaml_and_the_pure_parser_agree(tmp_path_factory: Any, edits: list[tu
     `? ` inside a plain scalar, as the YAML spec says: strings, which the models refuse.)"""
     assert loader._FastLoader is not loader._LineLoader, "PyYAML without libyaml: plan loads files 10x slower"
     path = _tmp(tmp_path_factory) / "phase1.yml"
-    text = (ROOT / "phases" / "phase1.yml").read_text()
+    text = (PHASES_DIR / "phase1.yml").read_text()
     for pos, insert in edits:
         pos %= len(text) + 1
         text = text[:pos] + insert + text[pos:]

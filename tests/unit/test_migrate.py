@@ -11,13 +11,14 @@ from psa_provision import cleanup, journal
 from psa_provision.components import postgresql
 from psa_provision.components.context import build_context
 from psa_provision.errors import InputError
-from psa_provision.inventory import REPO_ROOT, load_inventory
+from psa_provision.inventory import load_inventory
 from psa_provision.loadgen import LoadResult
 from psa_provision.migrate import STORES, SUBSTEPS, StepState, _report, plan_steps, read_states
+from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import load_phase
 from psa_provision.secrets import Secrets, generate
 
-PHASES = REPO_ROOT / "phases"
+PHASES = PHASES_DIR
 
 
 def test_steps_follow_the_phase_files() -> None:
@@ -100,7 +101,7 @@ def test_cleanup_names_a_phase_leftovers(what: str) -> None:
 
 def test_grants_file_adds_the_old_app_to_pg_hba_and_holds_pm2(tmp_path: Path) -> None:
     inv_path = tmp_path / "sandbox.yml"
-    inv_path.write_text((REPO_ROOT / "inventories" / "sandbox.yml").read_text()
+    inv_path.write_text((SANDBOX_INVENTORY).read_text()
                         .replace("phases_dir: ", f"phases_dir: {PHASES} #"))
     inv = load_inventory(inv_path)
     phase = load_phase("phase1", PHASES)

@@ -12,13 +12,14 @@ from psa_provision import handover, migrate, phase_up, verify
 from psa_provision.components import app
 from psa_provision.components.context import build_context
 from psa_provision.engine import health_script
-from psa_provision.inventory import REPO_ROOT, load_inventory
+from psa_provision.inventory import load_inventory
 from psa_provision.journal import state_dir
 from psa_provision.migrate import _report, plan_steps, read_states
+from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import ContainerSpec, Phase, load_phase
 from psa_provision.secrets import Secrets, generate
 
-PHASES = REPO_ROOT / "phases"
+PHASES = PHASES_DIR
 P0, P1, P2 = (load_phase(n, PHASES) for n in ("phase0", "phase1", "phase2"))
 
 
@@ -91,7 +92,7 @@ def test_health_probes_go_where_each_service_listens() -> None:
 
 def _inventory(tmp_path: Path) -> Path:
     inv_path = tmp_path / "sandbox.yml"
-    inv_path.write_text((REPO_ROOT / "inventories" / "sandbox.yml").read_text()
+    inv_path.write_text((SANDBOX_INVENTORY).read_text()
                         .replace("phases_dir: ", f"phases_dir: {PHASES} #"))
     return inv_path
 

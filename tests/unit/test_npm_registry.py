@@ -11,9 +11,8 @@ from test_planner import make_ctx
 from psa_provision import inventory, planner
 from psa_provision.errors import InputError
 from psa_provision.facts import GuestFacts
+from psa_provision.packaged import PRODUCTION_INVENTORY, SANDBOX_INVENTORY
 from psa_provision.plan import Command
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def npm_scripts(registry: str | None) -> list[str]:
@@ -26,7 +25,7 @@ def npm_scripts(registry: str | None) -> list[str]:
 
 
 def test_the_sandbox_points_npm_at_pvesims_proxy_and_both_npm_commands_use_it() -> None:
-    assert inventory.load_inventory(ROOT / "inventories" / "sandbox.yml").packages.npm_registry == \
+    assert inventory.load_inventory(SANDBOX_INVENTORY).packages.npm_registry == \
         "http://10.0.20.1:4873/"
     scripts = npm_scripts("http://10.0.20.1:4873/")
     assert len(scripts) == 2
@@ -37,14 +36,14 @@ def test_the_sandbox_points_npm_at_pvesims_proxy_and_both_npm_commands_use_it() 
 
 
 def test_without_the_setting_npm_keeps_its_default_registry() -> None:
-    example = inventory.load_inventory(ROOT / "inventories" / "production.example.yml")
+    example = inventory.load_inventory(PRODUCTION_INVENTORY)
     assert example.packages.npm_registry is None
     assert all("npm_config_registry" not in s for s in npm_scripts(None))
 
 
 @pytest.mark.parametrize("bad", ["ftp://mirror/", "http://a b/", "http://x/'$(id)'", "registry.example"])
 def test_a_registry_that_is_not_a_plain_http_url_is_refused(tmp_path: Path, bad: str) -> None:
-    text = (ROOT / "inventories" / "sandbox.yml").read_text().replace(
+    text = (SANDBOX_INVENTORY).read_text().replace(
         "npm_registry: http://10.0.20.1:4873/", f"npm_registry: \"{bad}\"")
     path = tmp_path / "sandbox.yml"
     path.write_text(text)

@@ -10,18 +10,18 @@ import yaml
 
 from psa_provision import phases
 from psa_provision.errors import InputError
+from psa_provision.packaged import PHASES_DIR
 
-ROOT = Path(__file__).resolve().parents[2]
 CASES = Path(__file__).parent / "cases" / "phases"
 CASE_DIRS = sorted(p for p in CASES.iterdir() if p.is_dir())
 
 
 def test_repo_phases_have_no_problems() -> None:
-    assert [str(p) for p in phases.check_all(ROOT / "phases")] == []
+    assert [str(p) for p in phases.check_all(PHASES_DIR)] == []
 
 
 def test_phase0_is_the_seed_container() -> None:
-    p = phases.load_phase("phase0", ROOT / "phases")
+    p = phases.load_phase("phase0", PHASES_DIR)
     (c,) = p.containers
     assert (c.vmid, c.hostname, c.cores, c.memory_mb, c.swap_mb) == (200, "psa-all-in-one", 16, 65536, 8192)
     assert (c.rootfs_storage, c.rootfs_gb, c.bridge, c.ip_cidr, c.gateway) == (
@@ -33,13 +33,13 @@ def test_phase0_is_the_seed_container() -> None:
 
 
 def test_phase1_postgresql_where_the_seed_says() -> None:
-    p = phases.load_phase("phase1", ROOT / "phases")
+    p = phases.load_phase("phase1", PHASES_DIR)
     (pg,) = p.with_component("postgresql")
     assert (pg.ip, pg.bridge, pg.cores, pg.memory_mb) == ("10.0.30.10", "vmbr30", 8, 32768)
 
 
 def test_phase3_clusters_spread_over_three_nodes() -> None:
-    p = phases.load_phase("phase3", ROOT / "phases")
+    p = phases.load_phase("phase3", PHASES_DIR)
     clusters: dict[str, set[str]] = {}
     for c in p.containers:
         if c.cluster:
@@ -50,9 +50,9 @@ def test_phase3_clusters_spread_over_three_nodes() -> None:
 
 def test_unknown_phase_is_input_error() -> None:
     with pytest.raises(InputError, match="unknown phase 'phase9'"):
-        phases.load_phase("phase9", ROOT / "phases")
+        phases.load_phase("phase9", PHASES_DIR)
     with pytest.raises(InputError, match="unknown phase 'prod'"):
-        phases.load_phase("prod", ROOT / "phases")
+        phases.load_phase("prod", PHASES_DIR)
 
 
 def _match(found: list[phases.Problem], want: dict[str, Any], case: Path) -> None:
@@ -84,7 +84,7 @@ def test_load_phase_raises_with_every_error() -> None:
 def test_a_phase_file_edited_in_the_same_process_is_read_again(tmp_path: Path) -> None:
     """Parsed phase files are shared within a process, keyed by content: an edit of the same size
     (and possibly the same mtime tick) is never served from the old parse."""
-    text = (ROOT / "phases" / "phase0.yml").read_text()
+    text = (PHASES_DIR / "phase0.yml").read_text()
     path = tmp_path / "phase0.yml"
     path.write_text(text)
     first = phases.load_phase("phase0", tmp_path)

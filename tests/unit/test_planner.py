@@ -29,21 +29,21 @@ from psa_provision.facts import (
     RabbitFacts,
     ServiceFact,
 )
+from psa_provision.packaged import APP_BUNDLE, PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.plan import Change, Noop, Package, PutFile, PutTree, Service
 from psa_provision.secrets import Secrets, generate
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRETS = generate()
 CA = ("psa-extra-0-guest-ca.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
 
 
 def make_ctx(phase_name: str = "phase0", vmid: int | None = None, **tuning: dict[str, object]) -> HostContext:
-    inv = inventory.load_inventory(ROOT / "inventories" / "sandbox.yml")
+    inv = inventory.load_inventory(SANDBOX_INVENTORY)
     if tuning:
         inv = inv.model_copy(update={"tuning": inventory.Tuning.model_validate(tuning)})
-    phase = phases.load_phase(phase_name, ROOT / "phases")
+    phase = phases.load_phase(phase_name, PHASES_DIR)
     spec = phase.containers[0] if vmid is None else phase.container(vmid)
-    bundle = Bundle(ROOT / "examples" / "psa-platform", "b" * 64)
+    bundle = Bundle(APP_BUNDLE, "b" * 64)
     return HostContext(inv, phase, spec, Secrets(SECRETS), (CA,), bundle)
 
 

@@ -13,16 +13,15 @@ from psa_provision.components import app, elasticsearch, postgresql, redis, scri
 from psa_provision.components.context import HostContext
 from psa_provision.errors import RenderError
 from psa_provision.facts import GuestFacts
+from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.plan import MASK, PutFile
 from psa_provision.secrets import Secrets, generate
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def ctx() -> HostContext:
-    inv = inventory.load_inventory(ROOT / "inventories" / "sandbox.yml")
-    phase = phases.load_phase("phase0", ROOT / "phases")
+    inv = inventory.load_inventory(SANDBOX_INVENTORY)
+    phase = phases.load_phase("phase0", PHASES_DIR)
     return HostContext(inv, phase, phase.containers[0], Secrets(generate()))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from psa_provision.errors import InputError
+from psa_provision.packaged import PHASES_DIR
 from psa_provision.rotate import COMPONENTS, keys_for, new_values
 from psa_provision.secrets import KEYS, NOT_SECRET, Secrets, generate
 
@@ -48,12 +49,11 @@ def test_store_variables_are_read_only_by_the_apps_using_that_store() -> None:
 
 
 def test_readers_per_app_container_phase0_and_phase1() -> None:
-    from pathlib import Path
 
     from psa_provision.phases import load_phase
     from psa_provision.rotate import readers
 
-    phases = Path(__file__).resolve().parents[2] / "phases"
+    phases = PHASES_DIR
     p0 = load_phase("phase0", phases)
     assert list(readers(p0, keys_for("redis")).values()) == [["auth", "tickets"]]
     assert list(readers(p0, keys_for("rabbitmq")).values()) == [["billing", "tickets"]]

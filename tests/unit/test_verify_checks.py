@@ -6,7 +6,8 @@ import pytest
 
 from psa_provision import verify
 from psa_provision.errors import ProvisionError
-from psa_provision.inventory import REPO_ROOT, Inventory
+from psa_provision.inventory import Inventory
+from psa_provision.packaged import PHASES_DIR
 from psa_provision.phases import ContainerSpec, Phase, ServiceSpec, load_phase
 from psa_provision.suites import checks
 
@@ -137,7 +138,7 @@ def test_rabbit_tags_in_either_format(tags: object) -> None:
 
 @pytest.mark.parametrize("name", ["phase1", "phase2"])
 def test_split_phases_place_each_check_on_its_container(name: str) -> None:
-    phase = load_phase(name, REPO_ROOT / "phases")
+    phase = load_phase(name, PHASES_DIR)
     ctx = verify.build_context(_inventory(), phase)
     report = verify.run_suite(verify.suite_files(name), verify.host_specs(verify.targets_of(phase)),
                               context=ctx, phase=name, extra=["--collect-only"])
@@ -157,6 +158,6 @@ def test_split_phases_place_each_check_on_its_container(name: str) -> None:
 
 
 def test_a_phase_without_a_suite_is_refused_before_any_connection() -> None:
-    phase = load_phase("phase3", REPO_ROOT / "phases")
+    phase = load_phase("phase3", PHASES_DIR)
     with pytest.raises(ProvisionError, match="no verify suite for phase3"):
         verify.run(_inventory(), phase)
