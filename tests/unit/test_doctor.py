@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from psa_provision import doctor, privileges
-from psa_provision.inventory import REPO_ROOT
+from psa_provision.packaged import SANDBOX_INVENTORY
 from psa_provision.proxmox import ApiSettings
 
-INVENTORY = REPO_ROOT / "inventories" / "sandbox.yml"
+INVENTORY = SANDBOX_INVENTORY
 TEMPLATE = "debian-12-standard_12.7-1_amd64.tar.zst"
 ROLE = dict.fromkeys(privileges.ROLE_PRIVILEGES, 1)
 ALL = {"/vms": ROLE, "/storage": ROLE,

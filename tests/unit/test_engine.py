@@ -63,8 +63,8 @@ def test_privileges_needed_depend_on_create_or_reconcile() -> None:
 
 
 def test_a_privileged_container_to_create_needs_sys_modify_on_root() -> None:
-    phase = load_phase("phase0", REPO_ROOT / "phases")
-    inventory = REPO_ROOT / "inventories" / "sandbox.yml"
+    phase = load_phase("phase0", PHASES_DIR)
+    inventory = SANDBOX_INVENTORY
     site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
     spec = phase.container(200).model_copy(update={"unprivileged": False})
     assert engine.required_privileges(site, "up", creating=[spec])["/"] == {"Sys.Modify"}
@@ -72,8 +72,8 @@ def test_a_privileged_container_to_create_needs_sys_modify_on_root() -> None:
 
 
 def test_phases_of_several_containers_need_sys_audit_on_root_for_the_datacenter_firewall() -> None:
-    phase = load_phase("phase1", REPO_ROOT / "phases")
-    inventory = REPO_ROOT / "inventories" / "sandbox.yml"
+    phase = load_phase("phase1", PHASES_DIR)
+    inventory = SANDBOX_INVENTORY
     site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
     assert engine.required_privileges(site, "plan", creating=[])["/"] == {"Sys.Audit"}
 
@@ -149,16 +149,16 @@ def test_features_only_root_at_pam_may_set_are_refused_at_validation_for_a_token
     from psa_provision.errors import InputError
 
     phases_dir = tmp_path / "phases"
-    shutil.copytree(REPO_ROOT / "phases", phases_dir)
+    shutil.copytree(PHASES_DIR, phases_dir)
     text = (phases_dir / "phase0.yml").read_text(encoding="utf-8")
     assert "nesting: 1" in text
     (phases_dir / "phase0.yml").write_text(text.replace("nesting: 1", "nesting: 1, keyctl: 1"),
                                            encoding="utf-8")
-    inv = load_inventory(REPO_ROOT / "inventories" / "sandbox.yml")
+    inv = load_inventory(SANDBOX_INVENTORY)
     inv = inv.model_copy(update={"phases_dir": phases_dir})
     assert inv.proxmox.auth.kind == "token"
     phase = load_phase("phase0", phases_dir)
     with pytest.raises(InputError, match=r"phase0.yml:\d+: container 200: features other than "
                                          r"nesting \(keyctl\).*root@pam"):
         engine.refuse_root_only(inv, phase)
-    engine.refuse_root_only(inv, load_phase("phase0", REPO_ROOT / "phases"))  # nesting alone is fine
+    engine.refuse_root_only(inv, load_phase("phase0", PHASES_DIR))  # nesting alone is fine

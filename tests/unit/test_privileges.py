@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from psa_provision import privileges
-from psa_provision.inventory import REPO_ROOT
 
 
 def readme_section() -> str:
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     return text[text.index("## Pointing it at a real Proxmox VE"):text.index("## The sandbox")]
 
 
