@@ -10,6 +10,7 @@ fixture prints.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from psa_provision.inventory import Inventory, load_inventory
 from psa_provision.phases import ContainerSpec, Phase, load_phase
 from psa_provision.ssh import Connection
 
-from .conftest import Run, Site, run_cli
+from .conftest import LEAST_PRIVILEGE_TOKEN, Run, Site, run_cli, sandbox_credentials
 from .test_phase0 import http
 
 pytestmark = [pytest.mark.sandbox]
@@ -118,9 +119,21 @@ def test_verify_phase1_passes(phase1: Phase1) -> None:
 
 
 def test_second_up_changes_nothing(phase1: Phase1) -> None:
+    """Converged: 0 changed, and not one firewall call (Proxmox puts a POSTed rule on top, so rules
+    posted in order would land reversed and be replaced on every run), as the sandbox's access log shows."""
+    log = Path(str(sandbox_credentials()["access_log"]))
+    before = log.stat().st_size
     run = phase1.cli("up", "phase1", "--yes")
     assert run.code == 0, run.output[-6000:]
     assert run.summary()[0] == 0 and run.summary()[2] == 0, run.output[-6000:]
+    with log.open(encoding="utf-8") as handle:
+        handle.seek(before)
+        calls = [json.loads(line) for line in handle if line.strip()]
+    token = f"root@pam!{LEAST_PRIVILEGE_TOKEN}"
+    writes = [f"{c['method']} {c['path']}" for c in calls
+              if c.get("user") == token and c["method"] != "GET" and "/firewall" in c["path"]]
+    assert any(c.get("user") == token for c in calls), "the run's calls are in the access log"
+    assert not writes, writes
 
 
 def test_firewall_lets_only_the_app_container_reach_postgresql(phase1: Phase1) -> None:
