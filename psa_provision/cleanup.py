@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from psa_provision.apply import api_task
+from psa_provision.apply import JournaledTask
 from psa_provision.engine import Site, ssh_connection
 from psa_provision.errors import InputError, ProvisionError
 from psa_provision.journal import PhaseLock
@@ -80,9 +80,8 @@ def find(site: Site) -> Leftovers:
         if px.find_vmid(spec.vmid) is None:
             found.components.pop(spec.vmid, None)
             continue
-        snaps = px.request("GET", f"/nodes/{spec.node}/lxc/{spec.vmid}/snapshot") or []
-        found.snapshots[spec.vmid] = sorted(str(s["name"]) for s in snaps
-                                            if str(s.get("name", "")).startswith(SNAPSHOT_PREFIX))
+        found.snapshots[spec.vmid] = sorted(s for s in px.snapshots(spec.node, spec.vmid)
+                                            if s.startswith(SNAPSHOT_PREFIX))
         found.containers[spec.vmid] = spec
     return found
 
@@ -106,8 +105,8 @@ def remove(site: Site, found: Leftovers) -> int:
         for vmid, snaps in sorted(found.snapshots.items()):
             spec = found.containers[vmid]
             for snap in snaps:
-                api_task(px, journal, f"cleanup: delete snapshot {snap}", "DELETE",
-                         f"/nodes/{spec.node}/lxc/{spec.vmid}/snapshot/{snap}")
+                px.delete_snapshot(spec.node, spec.vmid, snap,
+                                   track=JournaledTask(journal, f"cleanup: delete snapshot {snap}"))
                 done += 1
     return done
 

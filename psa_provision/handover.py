@@ -96,29 +96,28 @@ def grant(px: ProxmoxClient, target: ContainerSpec, port: int, client: Container
     unshifts); `up` expects its own rules on top, so the new rule is then moved to the end (PUT
     .../rules/0 moveto=N: update_rule appends when moveto >= the number of rules).
     """
-    base = f"/nodes/{target.node}/lxc/{target.vmid}/firewall/rules"
-    rules = px.request("GET", base) or []
+    rules = px.firewall_rules(target.node, target.vmid)
     comment = grant_comment(client, phase)
     if any(str(r.get("comment", "")) == comment and str(r.get("dport")) == str(port) for r in rules):
         return
     note(f"firewall of {target.vmid}: allow tcp/{port} from {client.ip} ({client.hostname}) until "
          f"migrate {phase} finishes")
-    px.request("POST", base, {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": str(port),
-                              "source": client.ip, "enable": 1, "comment": comment})
+    px.add_firewall_rule(target.node, target.vmid, {"type": "in", "action": "ACCEPT", "proto": "tcp",
+                                                    "dport": str(port), "source": client.ip, "enable": 1,
+                                                    "comment": comment})
     if rules:
-        px.request("PUT", f"{base}/0", {"moveto": len(rules) + 1})
+        px.move_firewall_rule(target.node, target.vmid, 0, len(rules) + 1)
 
 
 def revoke(px: ProxmoxClient, target: ContainerSpec, note: Callable[[str], None]) -> int:
     """Delete every temporary (GRANT_TAG) rule of `target`, last first; how many."""
-    base = f"/nodes/{target.node}/lxc/{target.vmid}/firewall/rules"
-    rules = px.request("GET", base) or []
+    rules = px.firewall_rules(target.node, target.vmid)
     gone = 0
     for rule in sorted(rules, key=lambda r: -int(r.get("pos", 0))):
         if str(rule.get("comment", "")).startswith(GRANT_TAG):
             note(f"firewall of {target.vmid}: remove temporary rule {rule.get('pos')} "
                  f"({rule.get('comment')})")
-            px.request("DELETE", f"{base}/{rule.get('pos')}")
+            px.delete_firewall_rule(target.node, target.vmid, int(rule.get("pos", 0)))
             gone += 1
     return gone
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from psa_provision import firewall, handover, planner
-from psa_provision.apply import api_task
+from psa_provision.apply import JournaledTask
 from psa_provision.components import postgresql as pg_component
 from psa_provision.components.app import probe_address
 from psa_provision.components.catalog import APP_DIR, APP_HOME, APP_USER, ECOSYSTEM_FILE, ENV_FILE, SERVICES
@@ -53,7 +53,7 @@ SUPPORTED = ("phase1", "phase2")
 GATEWAY = "api-gateway"
 SERVICE_TIMEOUT = 180.0  # seconds a moved service (or a rerouted gateway) gets to answer /health
 OFFLINE_POLLS = 3  # polls (2 s apart) in a row with no PM2 instance online: the service is down
-GRANT_TAG = "psa-migrate:"  # not firewall.TAG: `up` leaves these rules where they are
+GRANT_TAG = handover.GRANT_TAG  # not firewall.TAG: `up` leaves these rules where they are
 SNAPSHOT_PREFIX = "psa_migrate_"
 SABOTAGE_ENV = "PSA_MIGRATE_SABOTAGE"
 PM2 = f"export HOME={APP_HOME} PM2_HOME={APP_HOME}/.pm2\ncd {APP_DIR}\n"
@@ -419,12 +419,7 @@ class Migration:
         """Remove the temporary firewall rules (last first) and pg_hba lines of step's target."""
         assert step.target is not None
         target = step.target
-        base = f"/nodes/{target.node}/lxc/{target.vmid}/firewall/rules"
-        rules = self.px.request("GET", base) or []
-        for rule in sorted(rules, key=lambda r: -int(r.get("pos", 0))):
-            if str(rule.get("comment", "")).startswith(GRANT_TAG):
-                self.out.note(f"[finish] firewall of {target.vmid}: remove temporary rule {rule.get('pos')}")
-                self.px.request("DELETE", f"{base}/{rule.get('pos')}")
+        handover.revoke(self.px, target, lambda text: self.out.note(f"[finish] {text}"))
         if step.name == "postgresql":
             self._write_hba(target)
 
@@ -494,14 +489,13 @@ class Migration:
         spec = step.source
         self._sub(step, "snapshot")
         name = f"{SNAPSHOT_PREFIX}{step.name}"
-        base = f"/nodes/{spec.node}/lxc/{spec.vmid}/snapshot"
         self.say(step, f"snapshot {name} of container {spec.vmid}")
-        if any(s.get("name") == name for s in self.px.request("GET", base) or []):
-            api_task(self.px, self.journal, f"migrate {step.name}: delete old snapshot", "DELETE",
-                     f"{base}/{name}")
-        api_task(self.px, self.journal, f"migrate {step.name}: snapshot", "POST", base,
-                 {"snapname": name,
-                  "description": f"psa-provision: before migrate {self.new.name} {step.name}"})
+        if name in self.px.snapshots(spec.node, spec.vmid):
+            old = JournaledTask(self.journal, f"migrate {step.name}: delete old snapshot")
+            self.px.delete_snapshot(spec.node, spec.vmid, name, track=old)
+        why = f"psa-provision: before migrate {self.new.name} {step.name}"
+        self.px.snapshot(spec.node, spec.vmid, name, why,
+                         track=JournaledTask(self.journal, f"migrate {step.name}: snapshot"))
         self.record(step, "snapshot", snapshot=name, vmid=spec.vmid)
 
     def _sabotage(self, step: Step, dst: Connection) -> None:
