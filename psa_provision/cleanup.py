@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from psa_provision.apply import JournaledTask
-from psa_provision.engine import Site, ssh_connection
+from psa_provision.engine import Site, load_site, ssh_connection
 from psa_provision.errors import InputError, ProvisionError
+from psa_provision.inventory import load_inventory
 from psa_provision.journal import PhaseLock
-from psa_provision.migrate import SNAPSHOT_PREFIX, StepState, journal_for, phases_of, plan_steps, read_states
-from psa_provision.phases import ContainerSpec
+from psa_provision.migrate import SNAPSHOT_PREFIX, phases_of, plan_steps
+from psa_provision.migration_record import StepState, journal_for, read_states
+from psa_provision.phases import ContainerSpec, around
 from psa_provision.proxmox import connect
 
 # component -> (packages to purge, data/config directories to remove) on the old container
@@ -51,6 +54,15 @@ class Leftovers:
         for vmid, snaps in sorted(self.snapshots.items()):
             out += [f"container {vmid}: delete snapshot {s}" for s in snaps]
         return out
+
+
+def site_for(inventory_path: Path, what: str) -> Site:
+    """The site of the phase after `<phase>-leftovers`' phase (whose migration left them)."""
+    old = phase_of(what)
+    _, after = around(old, load_inventory(inventory_path).phases_dir)
+    if not after:
+        raise InputError(f"cleanup {what}: no phase follows {old}")
+    return load_site(inventory_path, after[0].name)
 
 
 def phase_of(what: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from psa_provision import facts as facts_mod
-from psa_provision import firewall, handover, phase_up, planner, privileges
+from psa_provision import firewall, handover, migration_record, phase_up, planner, privileges
 from psa_provision.access import Access, datacenter_firewall, lock_diagnosis, require
 from psa_provision.apply import JournaledTask, Summary, apply
 from psa_provision.components import container as container_component
@@ -34,7 +34,7 @@ from psa_provision.errors import (
 from psa_provision.inventory import Inventory, load_inventory
 from psa_provision.journal import Journal, PhaseLock, kill_point, migration_grants, state_dir
 from psa_provision.output import Output, StepProgress
-from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase, where
+from psa_provision.phases import ContainerSpec, Phase, around, load_all, load_phase, where
 from psa_provision.plan import ApiCall, Change, Plan
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.secrets import Secrets, load_secrets
@@ -539,11 +539,8 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
 
 def _earlier_containers(px: ProxmoxClient, site: Site) -> list[str]:
     """Notes on containers of earlier phases that this phase leaves running (they hold the data)."""
-    phases = load_all(site.inventory.phases_dir)
-    names = [p.name for p in phases]
-    if site.phase.name not in names:
-        return []
-    return phase_up.others_holding_data(px, site.phase, phases[:names.index(site.phase.name)])
+    earlier, _ = around(site.phase.name, site.inventory.phases_dir)
+    return phase_up.others_holding_data(px, site.phase, earlier)
 
 
 def _up_all(site: Site, px: ProxmoxClient, states: list[ContainerState], conns: dict[str, Connection],
@@ -850,7 +847,7 @@ def destroy(site: Site, px: ProxmoxClient, targets: list[ContainerState], out: O
             summary.changed += 1
         guests = {int(g.get("vmid", -1)) for g in px.cluster_guests()}
         if not any(c.vmid in guests for c in site.phase.containers):
-            closed = handover.close_migration_record(site.inventory_path, site.phase.name)
+            closed = migration_record.close_migration_record(site.inventory_path, site.phase.name)
             if closed is not None:
                 out.note(f"the migration into {site.phase.name} is closed (its containers are gone): "
                          f"record kept in {closed.name}")
