@@ -1,4 +1,7 @@
-"""The `psa-provision` command line (Typer): parse, call the engine, print. No logic here.
+"""The `psa-provision` command line (Typer): parse, call the engine, print.
+
+Besides parsing and printing it still calls the refusal rules before `plan`/`up`/`migrate`
+(engine.refuse_clusters, migrate.refuse_moved_away) and asks for confirmation when interactive.
 
 Exit codes: 0 ok, 1 error (one red line + hint, never a traceback), 2 `plan` found changes.
 """

@@ -1,7 +1,9 @@
 """Sequencing of `plan`, `up`, `status` and `destroy`: load, connect, preflight, plan, apply, wait.
 
-All decisions live in the pure modules (components, planner); all I/O in the adapters (proxmox,
-ssh). This module only puts them in order and says what it is waiting for.
+Planning decisions live in the pure modules (components, planner, firewall); API calls go through
+proxmox.py's typed client and guest commands through ssh.py. This module puts them in order, says what
+it is waiting for, and holds the few guest scripts its commands run themselves (the /health probe and
+the PM2 state listing of `status`).
 """
 
 from __future__ import annotations
