@@ -80,7 +80,7 @@ def datacenter_firewall(px: ProxmoxClient, access: Access) -> bool:
     PUT /cluster/firewall/options needs Sys.Modify on / (pve-firewall API2/Firewall/Cluster.pm
     set_options), which the role leaves out: it also grants node-wide settings.
     """
-    current = px.request("GET", "/cluster/firewall/options") or {}
+    current = px.datacenter_firewall_options()
     if str(current.get("enable", "0")) == "1":
         return True
     have = access.have("/", {privileges.SYS_MODIFY})
@@ -96,8 +96,7 @@ def lock_diagnosis(px: ProxmoxClient, node: str, vmid: int, lock: str) -> Proxmo
     """The error for a locked container that no task of ours holds: a running backup is named (vzdump
     tasks carry the vmid only when they cover exactly one guest: pve-manager API2/VZDump.pm, so the
     node's active vzdump tasks are read without the vmid filter); `pct unlock` only when none runs."""
-    backups = px.request("GET", f"/nodes/{node}/tasks",
-                         {"typefilter": BACKUP_TASK, "source": "active"}) or []
+    backups = px.tasks(node, typefilter=BACKUP_TASK, source="active")
     if backups:
         upids = ", ".join(str(t.get("upid")) for t in backups)
         return ProxmoxError(f"container {vmid} is locked ({lock}) while a backup runs on node {node} "

@@ -7,7 +7,6 @@ Every step is recorded in the run journal (summaries only: they are masked by co
 
 from __future__ import annotations
 
-import re
 import shlex
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +27,7 @@ from psa_provision.plan import (
     Secret,
     Service,
 )
-from psa_provision.proxmox import ProxmoxClient, upid_node
+from psa_provision.proxmox import ProxmoxClient, Write
 from psa_provision.ssh import Connection, Result, wait_for_ssh
 
 APT_ENV = "export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a\n"
@@ -132,38 +131,29 @@ def step_name(change: Change) -> str:
     return f"{change.component}: {change.summary}"
 
 
-def api_task(proxmox: ProxmoxClient, journal: Journal | None, step: str, method: str, path: str,
-             params: dict[str, Any] | None = None) -> Any:
-    """One API write; a task it starts is journaled (UPID) BEFORE it is waited for, then its end.
+@dataclass
+class JournaledTask:
+    """A write's task journaled (UPID) BEFORE it is waited for, then its end (proxmox.TaskTrack).
 
     A run killed while waiting leaves the task `running` in the journal: the next run waits for it
     (engine.finish_open_tasks) instead of starting the work a second time.
     """
-    data = proxmox.request(method, path, params)
-    if not (isinstance(data, str) and data.startswith("UPID:")):
-        return data
-    found = re.search(r"/lxc/(\d+)", path)
-    vmid = (params or {}).get("vmid") or (found.group(1) if found else None)
-    if journal:
-        journal.task_started(data, step, method=method, path=path, vmid=vmid)
-    kill_point(f"{step} (task running)")
-    try:
-        status = proxmox.wait_task(upid_node(data), data)
-    except ProvisionError:
-        if journal and _task_stopped(proxmox, data):
-            journal.task_ended(data, "failed")
-        raise
-    if journal:
-        journal.task_ended(data, "done", exitstatus=status.get("exitstatus"))
-    return status
 
+    journal: Journal | None
+    step: str
 
-def _task_stopped(proxmox: ProxmoxClient, upid: str) -> bool:
-    try:
-        status = proxmox.request("GET", f"/nodes/{upid_node(upid)}/tasks/{upid}/status") or {}
-    except ProvisionError:
-        return False
-    return dict(status).get("status") == "stopped"
+    def started(self, upid: str, write: Write) -> None:
+        if self.journal:
+            self.journal.task_started(upid, self.step, method=write.method, path=write.path, vmid=write.vmid)
+        kill_point(f"{self.step} (task running)")
+
+    def ended(self, upid: str, status: dict[str, Any] | None) -> None:
+        if self.journal is None:
+            return
+        if status is None:
+            self.journal.task_ended(upid, "failed")
+        else:
+            self.journal.task_ended(upid, "done", exitstatus=status.get("exitstatus"))
 
 
 def _located(exc: ProvisionError, change: Change) -> ProvisionError:
@@ -236,8 +226,8 @@ def _api(change: Change, targets: Targets) -> dict[str, Any]:
     if targets.proxmox is None:
         raise GuestError("an API change needs a Proxmox connection")
     params = {k: (v.value if isinstance(v, Secret) else v) for k, v in change.params.items()}
-    result = api_task(targets.proxmox, targets.journal, step_name(change), change.method, change.path,
-                      params)
+    write = Write(change.action, change.node, change.vmid, params)
+    result = targets.proxmox.perform(write, track=JournaledTask(targets.journal, step_name(change)))
     if isinstance(result, dict) and "upid" in result:
         return {"task": result["upid"], "exitstatus": result.get("exitstatus")}
     return {}

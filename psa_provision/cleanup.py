@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from psa_provision.apply import api_task
-from psa_provision.engine import Site, ssh_connection
+from psa_provision.apply import JournaledTask
+from psa_provision.engine import Site, load_site, ssh_connection
 from psa_provision.errors import InputError, ProvisionError
+from psa_provision.inventory import load_inventory
 from psa_provision.journal import PhaseLock
-from psa_provision.migrate import SNAPSHOT_PREFIX, StepState, journal_for, phases_of, plan_steps, read_states
-from psa_provision.phases import ContainerSpec
+from psa_provision.migrate import SNAPSHOT_PREFIX, phases_of, plan_steps
+from psa_provision.migration_record import StepState, journal_for, read_states
+from psa_provision.phases import ContainerSpec, around
 from psa_provision.proxmox import connect
 
 # component -> (packages to purge, data/config directories to remove) on the old container
@@ -53,6 +56,15 @@ class Leftovers:
         return out
 
 
+def site_for(inventory_path: Path, what: str) -> Site:
+    """The site of the phase after `<phase>-leftovers`' phase (whose migration left them)."""
+    old = phase_of(what)
+    _, after = around(old, load_inventory(inventory_path).phases_dir)
+    if not after:
+        raise InputError(f"cleanup {what}: no phase follows {old}")
+    return load_site(inventory_path, after[0].name)
+
+
 def phase_of(what: str) -> str:
     """`phase0-leftovers` -> `phase0`; anything else is refused."""
     if not what.endswith("-leftovers") or not what.removesuffix("-leftovers"):
@@ -80,9 +92,8 @@ def find(site: Site) -> Leftovers:
         if px.find_vmid(spec.vmid) is None:
             found.components.pop(spec.vmid, None)
             continue
-        snaps = px.request("GET", f"/nodes/{spec.node}/lxc/{spec.vmid}/snapshot") or []
-        found.snapshots[spec.vmid] = sorted(str(s["name"]) for s in snaps
-                                            if str(s.get("name", "")).startswith(SNAPSHOT_PREFIX))
+        found.snapshots[spec.vmid] = sorted(s for s in px.snapshots(spec.node, spec.vmid)
+                                            if s.startswith(SNAPSHOT_PREFIX))
         found.containers[spec.vmid] = spec
     return found
 
@@ -106,8 +117,8 @@ def remove(site: Site, found: Leftovers) -> int:
         for vmid, snaps in sorted(found.snapshots.items()):
             spec = found.containers[vmid]
             for snap in snaps:
-                api_task(px, journal, f"cleanup: delete snapshot {snap}", "DELETE",
-                         f"/nodes/{spec.node}/lxc/{spec.vmid}/snapshot/{snap}")
+                px.delete_snapshot(spec.node, spec.vmid, snap,
+                                   track=JournaledTask(journal, f"cleanup: delete snapshot {snap}"))
                 done += 1
     return done
 

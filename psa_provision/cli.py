@@ -1,4 +1,7 @@
-"""The `psa-provision` command line (Typer): parse, call the engine, print. No logic here.
+"""The `psa-provision` command line (Typer): parse, call the engine, print.
+
+Besides parsing and printing it still calls the refusal rules before `plan`/`up`/`migrate`
+(engine.refuse_clusters, migrate.refuse_moved_away) and asks for confirmation when interactive.
 
 Exit codes: 0 ok, 1 error (one red line + hint, never a traceback), 2 `plan` found changes.
 """
@@ -465,18 +468,13 @@ def cleanup(ctx: typer.Context,
             ) -> None:
     """Remove what a complete migration left behind (packages, data, migrate's snapshots). Destructive."""
     from psa_provision import cleanup as cleanup_mod
-    from psa_provision.phases import load_all
 
     state = _state(ctx)
     out = Output()
 
     def run() -> int:
         old = cleanup_mod.phase_of(what)
-        inv = load_inventory(state.inventory)
-        names = [p.name for p in load_all(inv.phases_dir)]
-        if old not in names or names.index(old) + 1 >= len(names):
-            raise InputError(f"cleanup {what}: no phase follows {old}")
-        site = engine.load_site(state.inventory, names[names.index(old) + 1])
+        site = cleanup_mod.site_for(state.inventory, what)
         found = cleanup_mod.find(site)
         if found.empty:
             out.line(f"nothing left over from {old}")

@@ -1,7 +1,9 @@
 """Sequencing of `plan`, `up`, `status` and `destroy`: load, connect, preflight, plan, apply, wait.
 
-All decisions live in the pure modules (components, planner); all I/O in the adapters (proxmox,
-ssh). This module only puts them in order and says what it is waiting for.
+Planning decisions live in the pure modules (components, planner, firewall); API calls go through
+proxmox.py's typed client and guest commands through ssh.py. This module puts them in order, says what
+it is waiting for, and holds the few guest scripts its commands run themselves (the /health probe and
+the PM2 state listing of `status`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from psa_provision import facts as facts_mod
-from psa_provision import firewall, handover, phase_up, planner, privileges
+from psa_provision import firewall, handover, migration_record, phase_up, planner, privileges
 from psa_provision.access import Access, datacenter_firewall, lock_diagnosis, require
-from psa_provision.apply import Summary, api_task, apply
+from psa_provision.apply import JournaledTask, Summary, apply
 from psa_provision.components import container as container_component
 from psa_provision.components.app import probe_address
 from psa_provision.components.catalog import APP_HOME, APP_USER
@@ -34,7 +36,7 @@ from psa_provision.errors import (
 from psa_provision.inventory import Inventory, load_inventory
 from psa_provision.journal import Journal, PhaseLock, kill_point, migration_grants, state_dir
 from psa_provision.output import Output, StepProgress
-from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase, where
+from psa_provision.phases import ContainerSpec, Phase, around, load_all, load_phase, where
 from psa_provision.plan import ApiCall, Change, Plan
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.secrets import Secrets, load_secrets
@@ -539,11 +541,8 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
 
 def _earlier_containers(px: ProxmoxClient, site: Site) -> list[str]:
     """Notes on containers of earlier phases that this phase leaves running (they hold the data)."""
-    phases = load_all(site.inventory.phases_dir)
-    names = [p.name for p in phases]
-    if site.phase.name not in names:
-        return []
-    return phase_up.others_holding_data(px, site.phase, phases[:names.index(site.phase.name)])
+    earlier, _ = around(site.phase.name, site.inventory.phases_dir)
+    return phase_up.others_holding_data(px, site.phase, earlier)
 
 
 def _up_all(site: Site, px: ProxmoxClient, states: list[ContainerState], conns: dict[str, Connection],
@@ -584,7 +583,7 @@ def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: d
     cplan = Plan(container_changes(site, state, force=force))
     early = ahead.take(spec.hostname, usable=state.running and not cplan.actions)
     _apply(cplan, conns, px, journal, progress, result)
-    restart = any(isinstance(c, ApiCall) and c.effect == "restart" and not c.path.endswith("/status/reboot")
+    restart = any(isinstance(c, ApiCall) and c.effect == "restart" and c.action != "reboot"
                   for c in cplan.actions)
     created = any(isinstance(c, ApiCall) and c.effect in ("create", "recreate") for c in cplan.actions)
     if created:
@@ -592,14 +591,14 @@ def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: d
     running = state.running and not created
     if running and restart:
         progress.message(f"rebooting container {spec.vmid} so its new settings take effect")
-        px.call("POST", f"/nodes/{spec.node}/lxc/{spec.vmid}/status/reboot")
+        px.reboot(spec.node, spec.vmid)
         result.summary.changed += 1
     elif not running:
         progress.message(f"starting container {spec.vmid}")
         step = f"container: start container {spec.vmid}"
         kill_point(step)
         with WATCH.timed("proxmox"):
-            api_task(px, journal, step, "POST", f"/nodes/{spec.node}/lxc/{spec.vmid}/status/start")
+            px.start(spec.node, spec.vmid, track=JournaledTask(journal, step))
         result.summary.changed += 1
     if cplan.actions or not state.running:  # preflight just saw it running and nothing changed since
         with WATCH.timed("proxmox"):
@@ -645,8 +644,7 @@ def finish_open_tasks(px: ProxmoxClient, journal: Journal, states: list[Containe
         lock = (state.config or {}).get("lock")
         if not lock or any(str(t.get("vmid")) == str(state.spec.vmid) for t in tasks.values()):
             continue
-        active = px.request("GET", f"/nodes/{state.spec.node}/tasks",
-                            {"vmid": state.spec.vmid, "source": "active"}) or []
+        active = px.tasks(state.spec.node, vmid=state.spec.vmid, source="active")
         vmid = state.spec.vmid
         if not active:
             raise lock_diagnosis(px, state.spec.node, vmid, str(lock))
@@ -833,7 +831,6 @@ def destroy(site: Site, px: ProxmoxClient, targets: list[ContainerState], out: O
         finish_open_tasks(px, journal, targets, out.note)  # e.g. a delete a killed destroy left running
         for state in targets:
             spec = state.spec
-            base = f"/nodes/{spec.node}/lxc/{spec.vmid}"
             if px.find_vmid(spec.vmid) is None:
                 out.note(f"container {spec.vmid} is already gone")
                 _forget(site.inventory, spec)
@@ -842,17 +839,17 @@ def destroy(site: Site, px: ProxmoxClient, targets: list[ContainerState], out: O
                 out.note(f"stopping container {spec.vmid}")
                 step = f"container: stop container {spec.vmid}"
                 kill_point(step)
-                api_task(px, journal, step, "POST", f"{base}/status/stop")
+                px.stop(spec.node, spec.vmid, track=JournaledTask(journal, step))
             out.note(f"deleting container {spec.vmid}")
             step = f"container: delete container {spec.vmid}"
             kill_point(step)
-            api_task(px, journal, step, "DELETE", base, {"purge": 1, "destroy-unreferenced-disks": 1})
+            px.delete(spec.node, spec.vmid, track=JournaledTask(journal, step))
             _forget(site.inventory, spec)
             journal.record("destroy", vmid=spec.vmid, node=spec.node, hostname=spec.hostname)
             summary.changed += 1
         guests = {int(g.get("vmid", -1)) for g in px.cluster_guests()}
         if not any(c.vmid in guests for c in site.phase.containers):
-            closed = handover.close_migration_record(site.inventory_path, site.phase.name)
+            closed = migration_record.close_migration_record(site.inventory_path, site.phase.name)
             if closed is not None:
                 out.note(f"the migration into {site.phase.name} is closed (its containers are gone): "
                          f"record kept in {closed.name}")

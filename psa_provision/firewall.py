@@ -96,8 +96,8 @@ def net_flag_change(spec: ContainerSpec, config: dict[str, Any]) -> Change:
     params: dict[str, object] = {"net0": value}
     if config.get("digest"):
         params["digest"] = config["digest"]
-    return ApiCall(spec.hostname, COMPONENT, f"firewall=1 on net0 of container {spec.vmid}", method="PUT",
-                   path=f"/nodes/{spec.node}/lxc/{spec.vmid}/config", params=params, effect="live",
+    return ApiCall(spec.hostname, COMPONENT, f"firewall=1 on net0 of container {spec.vmid}", action="config",
+                   node=spec.node, vmid=spec.vmid, params=params, effect="live",
                    diff={"net0": (net0, value)})
 
 
@@ -108,7 +108,6 @@ def rule_changes(spec: ContainerSpec, want: list[Rule], current: list[dict[str, 
     API2/Firewall/Rules.pm register_create_rule: `unshift @$rules, $rule`), so the wanted rules are
     posted last first: they end up on top, in order, and the next run finds them in place.
     """
-    base = f"/nodes/{spec.node}/lxc/{spec.vmid}/firewall/rules"
     ordered = sorted(current, key=lambda r: int(r.get("pos", 0)))
     ours = [r for r in ordered if str(r.get("comment", "")).startswith(TAG)]
     if [_rule_key(r) for r in ordered[:len(want)]] == [w.key() for w in want] and len(ours) == len(want):
@@ -116,13 +115,15 @@ def rule_changes(spec: ContainerSpec, want: list[Rule], current: list[dict[str, 
     out: list[Change] = []
     for old in sorted(ours, key=lambda r: -int(r.get("pos", 0))):
         out.append(ApiCall(spec.hostname, COMPONENT, f"delete stale rule {old.get('pos')} "
-                           f"({old.get('comment', '')})", method="DELETE", path=f"{base}/{old.get('pos')}",
+                           f"({old.get('comment', '')})", action="firewall-rule-delete", node=spec.node,
+                           vmid=spec.vmid, params={"pos": int(old.get("pos", 0))},
                            diff={"rule": (old.get("comment"), None)}))
     for new in reversed(want):
         params = new.params()
         where = f" from {new.source}" if new.source else " from anywhere"
         out.append(ApiCall(spec.hostname, COMPONENT, f"allow tcp/{new.dport}{where} ({new.comment})",
-                           method="POST", path=base, params=params, diff={"rule": (None, new.comment)}))
+                           action="firewall-rule-add", node=spec.node, vmid=spec.vmid,
+                           params=params, diff={"rule": (None, new.comment)}))
     return out
 
 
@@ -133,7 +134,7 @@ def options_change(spec: ContainerSpec, current: dict[str, Any]) -> Change:
         return Noop(spec.hostname, COMPONENT, f"firewall of {spec.vmid} on (policy_in DROP)")
     params: dict[str, object] = dict(OPTIONS)  # no digest: the rule changes before it rewrite the same file
     return ApiCall(spec.hostname, COMPONENT, f"enable the firewall of container {spec.vmid} (policy_in DROP)",
-                   method="PUT", path=f"/nodes/{spec.node}/lxc/{spec.vmid}/firewall/options", params=params,
+                   action="firewall-options", node=spec.node, vmid=spec.vmid, params=params,
                    diff={k: (o, n) for k, (o, n) in diff.items()})
 
 
@@ -141,8 +142,8 @@ def cluster_change(host: str, current: dict[str, Any]) -> Change:
     """The datacenter firewall on: without it no container rule is enforced."""
     if str(current.get("enable", "0")) == "1":
         return Noop(host, COMPONENT, "datacenter firewall on")
-    return ApiCall(host, COMPONENT, "enable the datacenter firewall", method="PUT",
-                   path="/cluster/firewall/options", params={"enable": 1},
+    return ApiCall(host, COMPONENT, "enable the datacenter firewall", action="datacenter-firewall-options",
+                   params={"enable": 1},
                    diff={"enable": (current.get("enable", 0), 1)})
 
 

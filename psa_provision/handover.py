@@ -10,14 +10,13 @@ removes both.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from psa_provision import firewall
-from psa_provision.journal import migration_grants, state_dir, write_migration_grants
-from psa_provision.phases import ContainerSpec, Phase, load_all
+from psa_provision.journal import migration_grants, write_migration_grants
+from psa_provision.migration_record import migration_finished
+from psa_provision.phases import ContainerSpec, Phase, around
 from psa_provision.proxmox import ProxmoxClient
 
 GRANT_TAG = "psa-migrate:"  # = migrate.GRANT_TAG: rules `up` does not manage
@@ -45,43 +44,8 @@ def old_apps(old: Phase, new: Phase) -> list[ContainerSpec]:
 
 def previous(new: Phase, phases_dir: Path) -> Phase | None:
     """The phase before `new` in the phase files, None for the first."""
-    phases = load_all(phases_dir)
-    names = [p.name for p in phases]
-    where = names.index(new.name) if new.name in names else 0
-    return phases[where - 1] if where > 0 else None
-
-
-def migration_journal(inventory_path: Path, phase: str) -> Path:
-    """`migrate-<phase>.journal.jsonl` (migrate.journal_for's file)."""
-    return state_dir(inventory_path) / f"migrate-{phase}.journal.jsonl"
-
-
-def close_migration_record(inventory_path: Path, phase: str) -> Path | None:
-    """Close the record of the migration into `phase` (its containers are gone, so are the data it
-    moved): the journal is kept as `migrate-<phase>.journal.jsonl.closed-<time>` for the record, and
-    `up` of the phase before is no longer refused on its account. Returns the closed file, if any."""
-    path = migration_journal(inventory_path, phase)
-    if not path.is_file():
-        return None
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    closed = path.with_name(f"{path.name}.closed-{stamp}")
-    path.rename(closed)
-    return closed
-
-
-def migration_finished(inventory_path: Path, phase: str) -> bool:
-    """Whether `migrate <phase>` has recorded its finish step done."""
-    path = migration_journal(inventory_path, phase)
-    if not path.is_file():
-        return False
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("event") == "migrate" and entry.get("step") == "finish" and entry.get("state") == "done":
-            return True
-    return False
+    before, _ = around(new.name, phases_dir)
+    return before[-1] if before else None
 
 
 def grant_comment(client: ContainerSpec, phase: str) -> str:
@@ -96,29 +60,28 @@ def grant(px: ProxmoxClient, target: ContainerSpec, port: int, client: Container
     unshifts); `up` expects its own rules on top, so the new rule is then moved to the end (PUT
     .../rules/0 moveto=N: update_rule appends when moveto >= the number of rules).
     """
-    base = f"/nodes/{target.node}/lxc/{target.vmid}/firewall/rules"
-    rules = px.request("GET", base) or []
+    rules = px.firewall_rules(target.node, target.vmid)
     comment = grant_comment(client, phase)
     if any(str(r.get("comment", "")) == comment and str(r.get("dport")) == str(port) for r in rules):
         return
     note(f"firewall of {target.vmid}: allow tcp/{port} from {client.ip} ({client.hostname}) until "
          f"migrate {phase} finishes")
-    px.request("POST", base, {"type": "in", "action": "ACCEPT", "proto": "tcp", "dport": str(port),
-                              "source": client.ip, "enable": 1, "comment": comment})
+    px.add_firewall_rule(target.node, target.vmid, {"type": "in", "action": "ACCEPT", "proto": "tcp",
+                                                    "dport": str(port), "source": client.ip, "enable": 1,
+                                                    "comment": comment})
     if rules:
-        px.request("PUT", f"{base}/0", {"moveto": len(rules) + 1})
+        px.move_firewall_rule(target.node, target.vmid, 0, len(rules) + 1)
 
 
 def revoke(px: ProxmoxClient, target: ContainerSpec, note: Callable[[str], None]) -> int:
     """Delete every temporary (GRANT_TAG) rule of `target`, last first; how many."""
-    base = f"/nodes/{target.node}/lxc/{target.vmid}/firewall/rules"
-    rules = px.request("GET", base) or []
+    rules = px.firewall_rules(target.node, target.vmid)
     gone = 0
     for rule in sorted(rules, key=lambda r: -int(r.get("pos", 0))):
         if str(rule.get("comment", "")).startswith(GRANT_TAG):
             note(f"firewall of {target.vmid}: remove temporary rule {rule.get('pos')} "
                  f"({rule.get('comment')})")
-            px.request("DELETE", f"{base}/{rule.get('pos')}")
+            px.delete_firewall_rule(target.node, target.vmid, int(rule.get("pos", 0)))
             gone += 1
     return gone
 

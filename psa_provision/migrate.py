@@ -16,20 +16,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from psa_provision import firewall, handover, planner
-from psa_provision.apply import api_task
+from psa_provision.apply import JournaledTask
 from psa_provision.components import postgresql as pg_component
 from psa_provision.components.app import probe_address
 from psa_provision.components.catalog import APP_DIR, APP_HOME, APP_USER, ECOSYSTEM_FILE, ENV_FILE, SERVICES
 from psa_provision.engine import ContainerState, Site, finish_open_tasks, ssh_connection, wait_healthy
 from psa_provision.errors import InputError, ProvisionError, ProxmoxError
-from psa_provision.journal import Journal, PhaseLock, kill_point, state_dir, write_migration_grants
+from psa_provision.journal import PhaseLock, kill_point, write_migration_grants
+from psa_provision.migration_record import StepState, journal_for, moved_away, read_states
 from psa_provision.movers import MOVERS, Check
 from psa_provision.output import Output
-from psa_provision.phases import ContainerSpec, Phase, load_all
+from psa_provision.phases import ContainerSpec, Phase, around
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.ssh import Connection
 
@@ -53,7 +53,7 @@ SUPPORTED = ("phase1", "phase2")
 GATEWAY = "api-gateway"
 SERVICE_TIMEOUT = 180.0  # seconds a moved service (or a rerouted gateway) gets to answer /health
 OFFLINE_POLLS = 3  # polls (2 s apart) in a row with no PM2 instance online: the service is down
-GRANT_TAG = "psa-migrate:"  # not firewall.TAG: `up` leaves these rules where they are
+GRANT_TAG = handover.GRANT_TAG  # not firewall.TAG: `up` leaves these rules where they are
 SNAPSHOT_PREFIX = "psa_migrate_"
 SABOTAGE_ENV = "PSA_MIGRATE_SABOTAGE"
 PM2 = f"export HOME={APP_HOME} PM2_HOME={APP_HOME}/.pm2\ncd {APP_DIR}\n"
@@ -88,28 +88,6 @@ class Step:
         return HANDOVER_SUBSTEPS[self.kind] if self.kind else SUBSTEPS[self.name]
 
 
-@dataclass
-class StepState:
-    """What the journal says of one step: the sub-steps done, when its writers were quiesced."""
-
-    done: list[str] = field(default_factory=list)
-    quiesced_at: float | None = None
-    quiesce_s: float | None = None
-    rolled_back: int = 0
-
-    @property
-    def finished(self) -> bool:
-        return "done" in self.done
-
-    @property
-    def label(self) -> str:
-        if self.finished:
-            return "done"
-        if self.done:
-            return f"interrupted after {self.done[-1]}"
-        return "rolled back, to redo" if self.rolled_back else "to do"
-
-
 def plan_steps(old: Phase, new: Phase) -> list[Step]:
     """The steps from `old` to `new`, derived from the phase files (which container has what)."""
     if handover.old_apps(old, new):
@@ -139,58 +117,15 @@ def service_steps(old: Phase, new: Phase) -> list[Step]:
     return [*steps, Step("finish", kind="release")]
 
 
-def read_states(entries: list[dict[str, Any]]) -> dict[str, StepState]:
-    """Step name -> StepState from the migration journal's records (oldest first)."""
-    out: dict[str, StepState] = {}
-    for entry in entries:
-        if entry.get("event") != "migrate":
-            continue
-        state = out.setdefault(str(entry.get("step")), StepState())
-        sub = str(entry.get("state"))
-        if sub == "rolled-back":
-            out[str(entry.get("step"))] = StepState(rolled_back=state.rolled_back + 1)
-            continue
-        state.done.append(sub)
-        if sub == "quiesce" and entry.get("at") is not None:
-            state.quiesced_at = float(entry["at"])
-        if sub == "done" and entry.get("quiesce_s") is not None:
-            state.quiesce_s = float(entry["quiesce_s"])
-    return out
-
-
-def journal_for(inventory_path: Path, phase: str) -> Journal:
-    """The migration's own journal, `migrate-<phase>.journal.jsonl` next to the phase journals."""
-    return Journal(state_dir(inventory_path) / f"migrate-{phase}.journal.jsonl")
-
-
 def phases_of(site: Site) -> tuple[Phase, Phase]:
     """(the phase before site.phase, site.phase) from the phase files."""
-    phases = load_all(site.inventory.phases_dir)
-    names = [p.name for p in phases]
-    where = names.index(site.phase.name) if site.phase.name in names else 0
-    if where == 0:
+    before, _ = around(site.phase.name, site.inventory.phases_dir)
+    if not before:
         raise InputError(f"{site.phase.name} is the first phase: there is nothing to migrate from")
     if site.phase.name not in SUPPORTED:
         raise InputError(f"migrate {site.phase.name} is not supported yet",
                          hint=f"supported: {', '.join(SUPPORTED)}")
-    return phases[where - 1], site.phase
-
-
-def moved_away(inventory_path: Path, phase: str, phases_dir: Path) -> str | None:
-    """Why `up <phase>` would be wrong now: a migration from `phase` to the next phase has started
-    (its services are being or were moved; converging `phase` again would restart them on stale data).
-    None when no such migration is journaled (or its record was closed by a destroy of the new phase)."""
-    names = [p.name for p in load_all(phases_dir)]
-    if phase not in names or names.index(phase) + 1 >= len(names):
-        return None
-    new = names[names.index(phase) + 1]
-    states = read_states(journal_for(inventory_path, new).entries())
-    started = [name for name, st in states.items() if st.done and name != "prepare"]
-    if not started:
-        return None
-    state = "complete" if states.get("finish", StepState()).finished else "under way"
-    return (f"the migration {phase} -> {new} is {state} ({', '.join(started)} moved or moving): "
-            f"`up {phase}` would start the old services again on stale data")
+    return before[-1], site.phase
 
 
 def refuse_moved_away(site: Site, command: str) -> None:
@@ -419,12 +354,7 @@ class Migration:
         """Remove the temporary firewall rules (last first) and pg_hba lines of step's target."""
         assert step.target is not None
         target = step.target
-        base = f"/nodes/{target.node}/lxc/{target.vmid}/firewall/rules"
-        rules = self.px.request("GET", base) or []
-        for rule in sorted(rules, key=lambda r: -int(r.get("pos", 0))):
-            if str(rule.get("comment", "")).startswith(GRANT_TAG):
-                self.out.note(f"[finish] firewall of {target.vmid}: remove temporary rule {rule.get('pos')}")
-                self.px.request("DELETE", f"{base}/{rule.get('pos')}")
+        handover.revoke(self.px, target, lambda text: self.out.note(f"[finish] {text}"))
         if step.name == "postgresql":
             self._write_hba(target)
 
@@ -494,14 +424,13 @@ class Migration:
         spec = step.source
         self._sub(step, "snapshot")
         name = f"{SNAPSHOT_PREFIX}{step.name}"
-        base = f"/nodes/{spec.node}/lxc/{spec.vmid}/snapshot"
         self.say(step, f"snapshot {name} of container {spec.vmid}")
-        if any(s.get("name") == name for s in self.px.request("GET", base) or []):
-            api_task(self.px, self.journal, f"migrate {step.name}: delete old snapshot", "DELETE",
-                     f"{base}/{name}")
-        api_task(self.px, self.journal, f"migrate {step.name}: snapshot", "POST", base,
-                 {"snapname": name,
-                  "description": f"psa-provision: before migrate {self.new.name} {step.name}"})
+        if name in self.px.snapshots(spec.node, spec.vmid):
+            old = JournaledTask(self.journal, f"migrate {step.name}: delete old snapshot")
+            self.px.delete_snapshot(spec.node, spec.vmid, name, track=old)
+        why = f"psa-provision: before migrate {self.new.name} {step.name}"
+        self.px.snapshot(spec.node, spec.vmid, name, why,
+                         track=JournaledTask(self.journal, f"migrate {step.name}: snapshot"))
         self.record(step, "snapshot", snapshot=name, vmid=spec.vmid)
 
     def _sabotage(self, step: Step, dst: Connection) -> None:

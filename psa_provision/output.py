@@ -29,6 +29,8 @@ def change_json(change: Change) -> dict[str, Any]:
     """A Change as JSON-safe data: no file contents, no stdin, Secrets masked."""
     data: dict[str, Any] = {"host": change.host, "component": change.component, "kind": change.kind,
                             "summary": change.summary}
+    if isinstance(change, ApiCall):  # the request as well as the action: what a reader of the plan checks
+        data.update(method=change.method, path=change.path)
     if is_dataclass(change):
         fields = asdict(change)
         for key in ("content", "stdin", "script"):

@@ -110,12 +110,11 @@ def firewall_changes(px: ProxmoxClient, phase: Phase, spec: ContainerSpec,
     """The firewall plan of one container from Proxmox's current state (nothing read for phase 0)."""
     if not firewall.enabled(phase):
         return []
-    cluster = px.request("GET", "/cluster/firewall/options") or {}
+    cluster = px.datacenter_firewall_options()
     if config is None:  # not created yet: everything is to do
         return firewall.plan(phase, spec, config={}, options={}, current_rules=[], cluster=cluster)
-    base = f"/nodes/{spec.node}/lxc/{spec.vmid}/firewall"
-    return firewall.plan(phase, spec, config=config, options=px.request("GET", f"{base}/options") or {},
-                         current_rules=px.request("GET", f"{base}/rules") or [], cluster=cluster)
+    return firewall.plan(phase, spec, config=config, options=px.firewall_options(spec.node, spec.vmid),
+                         current_rules=px.firewall_rules(spec.node, spec.vmid), cluster=cluster)
 
 
 def others_holding_data(px: ProxmoxClient, phase: Phase, earlier: Sequence[Phase]) -> list[str]:

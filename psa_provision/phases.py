@@ -345,6 +345,17 @@ def load_all(phases_dir: Path) -> list[Phase]:
     return [load_phase(p.stem, phases_dir) for p in sorted(Path(phases_dir).glob("phase*.yml"))]
 
 
+def around(name: str, phases_dir: Path) -> tuple[list[Phase], list[Phase]]:
+    """(the phases before `name`, the phases after it) in phase-file order; both empty when no phase
+    file is called `name`. The one place that says which phase comes before or after another."""
+    phases = load_all(phases_dir)
+    names = [p.name for p in phases]
+    if name not in names:
+        return [], []
+    at = names.index(name)
+    return phases[:at], phases[at + 1:]
+
+
 def _across(loaded: list[tuple[Phase, dict[Loc, int], Path]]) -> list[Problem]:
     """A vmid keeps its role and hostname across phases; an IP belongs to one vmid."""
     out: list[Problem] = []

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from psa_provision.proxmox import Action, Write
+
 MASK = "***"
 
 
@@ -70,13 +72,30 @@ Effect = Literal["live", "restart", "recreate", "create"]
 
 @dataclass(frozen=True)
 class ApiCall(Change):
-    """A Proxmox API write. `effect` says how a config change lands (live, restart, recreate)."""
+    """A Proxmox API write: `action` on `node` (and container `vmid`) with PVE's parameters.
 
-    method: Literal["POST", "PUT", "DELETE"] = "PUT"
-    path: str = ""
+    `effect` says how a config change lands (live, restart, recreate); proxmox.Write knows the path.
+    """
+
+    action: Action = "config"
+    node: str = ""
+    vmid: int | None = None
     params: dict[str, object] = field(default_factory=dict)
     effect: Effect = "live"
     diff: dict[str, tuple[object, object]] = field(default_factory=dict)  # key -> (old, new)
+
+    @property
+    def write(self) -> Write:
+        """The write as the Proxmox adapter sends it (Secrets still wrapped: apply unwraps them)."""
+        return Write(self.action, self.node, self.vmid, self.params)
+
+    @property
+    def method(self) -> str:
+        return self.write.method
+
+    @property
+    def path(self) -> str:
+        return self.write.path
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,19 @@ import hashlib
 import re
 import socket
 import ssl
+import string
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 from requests.adapters import HTTPAdapter
 
-from psa_provision.errors import ConnectionFailed, ProxmoxAuthError, ProxmoxError, TaskError
+from psa_provision.errors import ConnectionFailed, ProvisionError, ProxmoxAuthError, ProxmoxError, TaskError
 
 TASK_POLL_START = 0.2
 TASK_POLL_MAX = 2.0
@@ -189,6 +190,66 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+Action = Literal["create", "config", "resize", "start", "stop", "shutdown", "reboot", "delete", "snapshot",
+                 "delete-snapshot", "rollback", "firewall-rule-add", "firewall-rule-move",
+                 "firewall-rule-delete", "firewall-options", "datacenter-firewall-options",
+                 "download-template"]
+_CT = "/nodes/{node}/lxc/{vmid}"
+# action -> (method, path); a {field} of the path other than node and vmid is taken from the params
+ROUTES: dict[str, tuple[str, str]] = {
+    "create": ("POST", "/nodes/{node}/lxc"),
+    "config": ("PUT", f"{_CT}/config"),
+    "resize": ("PUT", f"{_CT}/resize"),
+    "start": ("POST", f"{_CT}/status/start"),
+    "stop": ("POST", f"{_CT}/status/stop"),
+    "shutdown": ("POST", f"{_CT}/status/shutdown"),
+    "reboot": ("POST", f"{_CT}/status/reboot"),
+    "delete": ("DELETE", _CT),
+    "snapshot": ("POST", f"{_CT}/snapshot"),
+    "delete-snapshot": ("DELETE", f"{_CT}/snapshot/{{snapname}}"),
+    "rollback": ("POST", f"{_CT}/snapshot/{{snapname}}/rollback"),
+    "firewall-rule-add": ("POST", f"{_CT}/firewall/rules"),
+    "firewall-rule-move": ("PUT", f"{_CT}/firewall/rules/{{pos}}"),
+    "firewall-rule-delete": ("DELETE", f"{_CT}/firewall/rules/{{pos}}"),
+    "firewall-options": ("PUT", f"{_CT}/firewall/options"),
+    "datacenter-firewall-options": ("PUT", "/cluster/firewall/options"),
+    "download-template": ("POST", "/nodes/{node}/aplinfo"),
+}
+PURGE: dict[str, Any] = {"purge": 1, "destroy-unreferenced-disks": 1}  # delete: also its jobs/ACLs and disks
+
+
+@dataclass(frozen=True)
+class Write:
+    """One API write as its caller names it: an action on a node (and container), with PVE's parameters.
+
+    Example: Write("delete-snapshot", "pve1", 200, {"snapname": "s"}) is DELETE
+    /nodes/pve1/lxc/200/snapshot/s; only this module turns actions into paths (ROUTES).
+    """
+
+    action: Action
+    node: str = ""
+    vmid: int | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return ROUTES[self.action][0]
+
+    @property
+    def path(self) -> str:
+        return ROUTES[self.action][1].format(node=self.node, vmid=self.vmid, **self._in_path())
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The parameters sent in the request (those not in the path)."""
+        inside = self._in_path()
+        return {k: v for k, v in self.params.items() if k not in inside}
+
+    def _in_path(self) -> dict[str, Any]:
+        names = {name for _, name, _, _ in string.Formatter().parse(ROUTES[self.action][1]) if name}
+        return {k: v for k, v in self.params.items() if k in names - {"node", "vmid"}}
+
+
 @dataclass(frozen=True)
 class WriteEffect:
     """What a write does, readable afterwards: lets a write whose answer was lost be checked, not repeated.
@@ -209,40 +270,37 @@ class WriteEffect:
         return dict(self.values).get("template", "") if self.kind == "template" else str(self.vmid)
 
 
-def write_effect(method: str, path: str, params: dict[str, Any] | None) -> WriteEffect | None:
+# action -> (effect kind, task type) of the writes on one container whose effect can be read back
+_READ_BACK: dict[str, tuple[str, str]] = {
+    "delete": ("absent", "vzdestroy"), "start": ("running", "vzstart"), "stop": ("stopped", "vzstop"),
+    "shutdown": ("stopped", "vzshutdown"),
+}
+
+
+def write_effect(write: Write) -> WriteEffect | None:
     """The read-back for a write that may be retried after a lost answer; None: never retried.
 
     POST create is not idempotent (a second create fails or duplicates): after a lost answer the
     container is looked up (and its create task waited for) instead. A reboot or snapshot has no
     effect one can read back, so those are never retried.
     """
-    p = {k: str(v) for k, v in (params or {}).items()}
-    m = re.fullmatch(r"/?nodes/([^/]+)/(lxc|aplinfo)(?:/(\d+))?(/.*)?", path)
-    if not m:
-        return None
-    node, what, vmid_s, rest = m.group(1), m.group(2), m.group(3), m.group(4) or ""
-    if what == "aplinfo":
-        if method != "POST" or vmid_s or rest or "template" not in p:
+    p = {k: str(v) for k, v in write.params.items()}
+    if write.action == "download-template":
+        if "template" not in p:
             return None
-        return WriteEffect("template", node, "download",
+        return WriteEffect("template", write.node, "download",
                            values=(("storage", p.get("storage", "local")), ("template", p["template"])))
-    if vmid_s is None:
-        if method == "POST" and rest == "" and p.get("vmid", "").isdigit():
-            return WriteEffect("exists", node, "vzcreate", int(p["vmid"]))
+    if write.action == "create":
+        vmid = p.get("vmid", "")
+        return WriteEffect("exists", write.node, "vzcreate", int(vmid)) if vmid.isdigit() else None
+    if write.vmid is None:
         return None
-    vmid = int(vmid_s)
-    table: dict[tuple[str, str], tuple[str, str | None]] = {
-        ("DELETE", ""): ("absent", "vzdestroy"),
-        ("POST", "/status/start"): ("running", "vzstart"),
-        ("POST", "/status/stop"): ("stopped", "vzstop"),
-        ("POST", "/status/shutdown"): ("stopped", "vzshutdown"),
-    }
-    if (method, rest) in table:
-        kind, task = table[(method, rest)]
-        return WriteEffect(kind, node, task, vmid)
-    if method == "PUT" and rest == "/config":
+    if write.action in _READ_BACK:
+        kind, task = _READ_BACK[write.action]
+        return WriteEffect(kind, write.node, task, write.vmid)
+    if write.action == "config":
         values = tuple(sorted((k, v) for k, v in p.items() if k != "digest"))
-        return WriteEffect("config", node, None, vmid, values)
+        return WriteEffect("config", write.node, None, write.vmid, values)
     return None
 
 
@@ -283,8 +341,19 @@ def upid_node(upid: str) -> str:
     return parts[1]
 
 
+class TaskTrack(Protocol):
+    """Told of a write's task before it is waited for and when it ends (apply.JournaledTask journals it)."""
+
+    def started(self, upid: str, write: Write) -> None: ...
+    def ended(self, upid: str, status: dict[str, Any] | None) -> None: ...  # None: it failed
+
+
 class ProxmoxClient:
-    """A connected Proxmox VE API: typed reads, waited writes, errors as ProxmoxError."""
+    """A connected Proxmox VE API: typed reads, waited writes, errors as ProxmoxError.
+
+    Callers name what they want (`px.snapshot(node, vmid, name)`, `px.perform(Write(...))`); the paths
+    are this module's. `request` is the one HTTP call underneath (tests and diagnostics use it too).
+    """
 
     def __init__(self, api: Any, settings: ApiSettings, counter: CallCounter,
                  notify: Notify | None = None) -> None:
@@ -294,16 +363,16 @@ class ProxmoxClient:
         self.notify: Notify = notify or _stderr_warning
 
     # -- generic ---------------------------------------------------------------------------------
-    def request(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, path: str, params: dict[str, Any] | None = None,
+                effect: WriteEffect | None = None) -> Any:
         """One API call (`GET /nodes`) with PVE's answer (a UPID for a task).
 
         A lost answer (502/503/504, timeout, dropped connection) is retried with backoff, each retry
-        announced via `notify`: a GET as it is, a write only when its effect can be read back
+        announced via `notify`: a GET as it is, a write only when its `effect` can be read back
         (write_effect): then the task it started is found and returned, or the effect seen, before
         the write is sent again. An expired ticket is renewed once, transparently.
         """
         what = f"{method} {path}"
-        effect = None if method == "GET" else write_effect(method, path, params)
         asked = time.time()
         for attempt in range(len(RETRY_PAUSES) + 1):
             try:
@@ -378,13 +447,28 @@ class ProxmoxClient:
                 return str(task["upid"])
         return None
 
-    def call(self, method: str, path: str, params: dict[str, Any] | None = None,
-             *, timeout: float | None = None) -> Any:
-        """A write; if it answers with a UPID, wait for the task and return its final status."""
-        data = self.request(method, path, params)
-        if isinstance(data, str) and data.startswith("UPID:"):
-            return self.wait_task(upid_node(data), data, timeout)
-        return data
+    def send(self, write: Write) -> Any:
+        """The write, not waited for: PVE's answer (a UPID when it starts a task)."""
+        return self.request(write.method, write.path, write.body, write_effect(write))
+
+    def perform(self, write: Write, *, track: TaskTrack | None = None, timeout: float | None = None) -> Any:
+        """The write; a task it starts is told to `track`, waited for, and its final status returned."""
+        data = self.send(write)
+        if not (isinstance(data, str) and data.startswith("UPID:")):
+            return data
+        if track is not None:
+            track.started(data, write)
+        try:
+            status = self.wait_task(upid_node(data), data, timeout)
+        except ProvisionError:
+            stopped = track is not None and self.task_status(upid_node(data), data, quiet=True).get(
+                "status") == "stopped"
+            if track is not None and stopped:
+                track.ended(data, None)
+            raise
+        if track is not None:
+            track.ended(data, status)
+        return status
 
     # -- reads -----------------------------------------------------------------------------------
     def version(self) -> dict[str, Any]:
@@ -392,21 +476,12 @@ class ProxmoxClient:
         data = self.request("GET", "/version")
         return dict(data or {})
 
-    def nodes(self) -> list[dict[str, Any]]:
-        return list(self.request("GET", "/nodes") or [])
-
-    def node_online(self, node: str) -> bool:
-        return any(n.get("node") == node and n.get("status") == "online" for n in self.nodes())
-
-    def node_status(self, node: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"/nodes/{node}/status") or {})
-
-    def containers(self, node: str) -> list[dict[str, Any]]:
+    def _containers(self, node: str) -> list[dict[str, Any]]:
         return list(self.request("GET", f"/nodes/{node}/lxc") or [])
 
     def get_container(self, node: str, vmid: int) -> dict[str, Any] | None:
         """The container's config (with `digest`), or None when the node has no such container."""
-        if not any(int(c.get("vmid", -1)) == vmid for c in self.containers(node)):
+        if not any(int(c.get("vmid", -1)) == vmid for c in self._containers(node)):
             return None
         return dict(self.request("GET", f"/nodes/{node}/lxc/{vmid}/config") or {})
 
@@ -449,13 +524,6 @@ class ProxmoxClient:
                 config[key] = entry["value"]
         return config, pending
 
-    def storage(self, node: str, storage: str) -> dict[str, Any] | None:
-        """The storage's status on the node, or None when it is not there."""
-        for s in self.request("GET", f"/nodes/{node}/storage") or []:
-            if s.get("storage") == storage:
-                return dict(s)
-        return None
-
     def bridges(self, node: str) -> list[str]:
         data = self.request("GET", f"/nodes/{node}/network", {"type": "any_bridge"}) or []
         return [str(n["iface"]) for n in data if "iface" in n]
@@ -497,47 +565,76 @@ class ProxmoxClient:
     def status(self, node: str, vmid: int) -> dict[str, Any]:
         return dict(self.request("GET", f"/nodes/{node}/lxc/{vmid}/status/current") or {})
 
-    # -- writes (each waits for its task) ----------------------------------------------------------
+    def snapshots(self, node: str, vmid: int) -> list[str]:
+        """Names of the container's snapshots (`current` included, as PVE lists it)."""
+        return [str(s.get("name")) for s in self.request("GET", f"/nodes/{node}/lxc/{vmid}/snapshot") or []]
+
+    def firewall_rules(self, node: str, vmid: int) -> list[dict[str, Any]]:
+        """The container's firewall rules, each with its `pos`."""
+        return list(self.request("GET", f"/nodes/{node}/lxc/{vmid}/firewall/rules") or [])
+
+    def firewall_options(self, node: str, vmid: int) -> dict[str, Any]:
+        return dict(self.request("GET", f"/nodes/{node}/lxc/{vmid}/firewall/options") or {})
+
+    def datacenter_firewall_options(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/cluster/firewall/options") or {})
+
+    def tasks(self, node: str, **filters: Any) -> list[dict[str, Any]]:
+        """The node's tasks (`vmid`, `typefilter`, `source`: active|all, `since`, `limit`)."""
+        return list(self.request("GET", f"/nodes/{node}/tasks", filters) or [])
+
+    # -- writes (each waits for its task; `track` is told of it first) ------------------------------
     def download_template(self, node: str, storage: str, name: str) -> Any:
-        return self.call("POST", f"/nodes/{node}/aplinfo", {"storage": storage, "template": name})
+        return self.perform(Write("download-template", node, params={"storage": storage, "template": name}))
 
-    def create_container(self, node: str, params: dict[str, Any]) -> Any:
-        return self.call("POST", f"/nodes/{node}/lxc", params)
+    def start(self, node: str, vmid: int, *, track: TaskTrack | None = None) -> Any:
+        return self.perform(Write("start", node, vmid), track=track)
 
-    def update_config(self, node: str, vmid: int, params: dict[str, Any], digest: str | None = None) -> Any:
-        body = dict(params)
-        if digest:
-            body["digest"] = digest
-        return self.call("PUT", f"/nodes/{node}/lxc/{vmid}/config", body)
+    def stop(self, node: str, vmid: int, *, track: TaskTrack | None = None) -> Any:
+        return self.perform(Write("stop", node, vmid), track=track)
 
-    def start(self, node: str, vmid: int) -> Any:
-        return self.call("POST", f"/nodes/{node}/lxc/{vmid}/status/start")
+    def reboot(self, node: str, vmid: int) -> Any:
+        return self.perform(Write("reboot", node, vmid))
 
-    def stop(self, node: str, vmid: int) -> Any:
-        return self.call("POST", f"/nodes/{node}/lxc/{vmid}/status/stop")
+    def delete(self, node: str, vmid: int, *, track: TaskTrack | None = None) -> Any:
+        """Delete the container with its disks, jobs and ACLs (purge)."""
+        return self.perform(Write("delete", node, vmid, PURGE), track=track)
 
-    def shutdown(self, node: str, vmid: int, timeout: int = 60) -> Any:
-        return self.call("POST", f"/nodes/{node}/lxc/{vmid}/status/shutdown", {"timeout": timeout})
-
-    def delete(self, node: str, vmid: int, *, purge: bool = True) -> Any:
-        params = {"purge": 1, "destroy-unreferenced-disks": 1} if purge else {}
-        return self.call("DELETE", f"/nodes/{node}/lxc/{vmid}", params)
-
-    def snapshot(self, node: str, vmid: int, name: str, description: str = "") -> Any:
+    def snapshot(self, node: str, vmid: int, name: str, description: str = "", *,
+                 track: TaskTrack | None = None) -> Any:
         params = {"snapname": name, **({"description": description} if description else {})}
-        return self.call("POST", f"/nodes/{node}/lxc/{vmid}/snapshot", params)
+        return self.perform(Write("snapshot", node, vmid, params), track=track)
 
-    def rollback(self, node: str, vmid: int, name: str) -> Any:
-        return self.call("POST", f"/nodes/{node}/lxc/{vmid}/snapshot/{name}/rollback")
+    def delete_snapshot(self, node: str, vmid: int, name: str, *, track: TaskTrack | None = None) -> Any:
+        return self.perform(Write("delete-snapshot", node, vmid, {"snapname": name}), track=track)
+
+    def add_firewall_rule(self, node: str, vmid: int, rule: Mapping[str, Any]) -> Any:
+        """POST a rule: PVE puts it first whatever `pos` says (pve-firewall Rules.pm register_create_rule)."""
+        return self.perform(Write("firewall-rule-add", node, vmid, rule))
+
+    def move_firewall_rule(self, node: str, vmid: int, pos: int, moveto: int) -> Any:
+        return self.perform(Write("firewall-rule-move", node, vmid, {"pos": pos, "moveto": moveto}))
+
+    def delete_firewall_rule(self, node: str, vmid: int, pos: int) -> Any:
+        return self.perform(Write("firewall-rule-delete", node, vmid, {"pos": pos}))
 
     # -- tasks -----------------------------------------------------------------------------------
+    def task_status(self, node: str, upid: str, *, quiet: bool = False) -> dict[str, Any]:
+        """GET the task's status; with `quiet` an API error gives {} (the caller is already failing)."""
+        try:
+            return dict(self.request("GET", f"/nodes/{node}/tasks/{upid}/status") or {})
+        except ProvisionError:
+            if quiet:
+                return {}
+            raise
+
     def wait_task(self, node: str, upid: str, timeout: float | None = None) -> dict[str, Any]:
         """Poll the task until `stopped`; OK / `WARNINGS: n` returns its status, else TaskError."""
         limit = self.settings.task_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         pause = TASK_POLL_START
         while True:
-            status = dict(self.request("GET", f"/nodes/{node}/tasks/{upid}/status") or {})
+            status = self.task_status(node, upid)
             if status.get("status") == "stopped":
                 if task_succeeded(status.get("exitstatus")):
                     return status

@@ -124,19 +124,18 @@ def plan(spec: ContainerSpec, current: dict[str, object] | None, *, node: str, t
     if not nameserver:
         raise InputError(f"container {spec.vmid}: no nameserver",
                          hint="set network.nameserver in the inventory")
-    base = f"/nodes/{node}/lxc"
     params = create_params(spec, template_volid=template_volid, ssh_public_key=ssh_public_key,
                            nameserver=nameserver, searchdomain=searchdomain)
     shown = {k: v for k, v in params.items() if k != "ssh-public-keys"}
     if current is None:
-        return [ApiCall(host, COMPONENT, f"create container {spec.vmid} ({host}) on {node}", method="POST",
-                        path=base, params=params, effect="create",
+        return [ApiCall(host, COMPONENT, f"create container {spec.vmid} ({host}) on {node}", action="create",
+                        node=node, vmid=spec.vmid, params=params, effect="create",
                         diff={k: (None, v) for k, v in shown.items()})]
     diff = diff_config(spec, current, nameserver, searchdomain)
     if not diff and pending:
         keys = ", ".join(sorted(pending))
         return [ApiCall(host, COMPONENT, f"reboot container {spec.vmid} to apply its pending {keys}",
-                        method="POST", path=f"{base}/{spec.vmid}/status/reboot", effect="restart",
+                        action="reboot", node=node, vmid=spec.vmid, effect="restart",
                         diff={k: ("pending", "applied") for k in sorted(pending)})]
     if not diff:
         return [Noop(host, COMPONENT, f"container {spec.vmid} matches the phase")]
@@ -150,10 +149,11 @@ def plan(spec: ContainerSpec, current: dict[str, object] | None, *, node: str, t
                              hint="change the phase file back, or run again with --force to recreate it")
         return [
             ApiCall(host, COMPONENT, f"destroy container {spec.vmid} to recreate it ({keys} changed)",
-                    method="DELETE", path=f"{base}/{spec.vmid}", params={"force": 1, "purge": 1},
+                    action="delete", node=node, vmid=spec.vmid, params={"force": 1, "purge": 1},
                     effect="recreate", diff={k: (o, n) for k, (o, n, _) in diff.items()}),
-            ApiCall(host, COMPONENT, f"create container {spec.vmid} ({host}) on {node}", method="POST",
-                    path=base, params=params, effect="create", diff={k: (None, v) for k, v in shown.items()}),
+            ApiCall(host, COMPONENT, f"create container {spec.vmid} ({host}) on {node}", action="create",
+                    node=node, vmid=spec.vmid, params=params, effect="create",
+                    diff={k: (None, v) for k, v in shown.items()}),
         ]
     changes: list[Change] = []
     put = {k: n for k, (_, n, _) in diff.items() if k != "rootfs"}
@@ -161,12 +161,12 @@ def plan(spec: ContainerSpec, current: dict[str, object] | None, *, node: str, t
         if current.get("digest"):
             put["digest"] = current["digest"]
         changes.append(ApiCall(host, COMPONENT, f"update container {spec.vmid}: {', '.join(sorted(diff))} "
-                               f"({effect})", method="PUT", path=f"{base}/{spec.vmid}/config", params=put,
+                               f"({effect})", action="config", node=node, vmid=spec.vmid, params=put,
                                effect=effect,
                                diff={k: (o, n) for k, (o, n, _) in diff.items() if k != "rootfs"}))
     if "rootfs" in diff:
         changes.append(ApiCall(host, COMPONENT, f"grow rootfs of {spec.vmid} to {spec.rootfs_gb}G",
-                               method="PUT", path=f"{base}/{spec.vmid}/resize",
+                               action="resize", node=node, vmid=spec.vmid,
                                params={"disk": "rootfs", "size": f"{spec.rootfs_gb}G"}, effect="live",
                                diff={"rootfs": (diff["rootfs"][0], diff["rootfs"][1])}))
     return changes

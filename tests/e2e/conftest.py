@@ -262,7 +262,7 @@ def take_converged_snapshot(site: Site, why: str = "e2e session") -> str:
     node, vmid = site.container.node, site.container.vmid
     names = {str(s.get("name")) for s in px.request("GET", f"/nodes/{node}/lxc/{vmid}/snapshot") or []}
     if CONVERGED_SNAPSHOT in names:
-        px.call("DELETE", f"/nodes/{node}/lxc/{vmid}/snapshot/{CONVERGED_SNAPSHOT}")  # waits for the task
+        px.delete_snapshot(node, vmid, CONVERGED_SNAPSHOT)  # waits for the task
     px.snapshot(node, vmid, CONVERGED_SNAPSHOT, f"converged phase 0 ({why})")
     return CONVERGED_SNAPSHOT
 
@@ -295,7 +295,8 @@ def reset_phase0(phase0: Site, converged_snapshot: str) -> Iterator[Site]:
         assert run.code == 0, f"no converged snapshot, and up phase0 failed:\n{run.output[-4000:]}"
         take_converged_snapshot(phase0, "e2e session, taken again by reset_phase0")
     else:
-        px.rollback(node, vmid, converged_snapshot)  # each call waits for its task
+        rollback = proxmox.Write("rollback", node, vmid, {"snapname": converged_snapshot})
+        px.perform(rollback)  # each call waits for its task
         if px.status(node, vmid).get("status") != "running":
             px.start(node, vmid)
     wait_gateway_healthy(phase0)

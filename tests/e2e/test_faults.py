@@ -118,11 +118,11 @@ def test_failed_create_leaves_no_container_and_a_second_create_works(phase0: Sit
     faults("task-fail", "--type", "vzcreate", "--id", str(spare), "--message", "injected: storage full")
     try:
         with pytest.raises(TaskError) as info:
-            px.create_container(node, params)
+            px.perform(proxmox.Write("create", node, spare, params))
         assert f"vzcreate on {node} failed: injected: storage full" in info.value.message
         assert "TASK ERROR: injected: storage full" in info.value.message
         assert px.find_vmid(spare) is None  # no half container blocks the next run (PVE removes it too)
-        px.create_container(node, params)
+        px.perform(proxmox.Write("create", node, spare, params))
         assert px.find_vmid(spare) == node
     finally:
         if px.find_vmid(spare) is not None:
@@ -183,11 +183,12 @@ def test_a_timed_out_config_put_is_read_back(phase0: Site, faults: Fault) -> Non
     wanted = f"{original} (fault test)".strip()
     faults("delay", "--seconds", "4", "--path", rf"/lxc/{vmid}/config$")
     try:
-        px.update_config(node, vmid, {"description": wanted}, digest=str(before["digest"]))
+        px.perform(proxmox.Write("config", node, vmid,
+                                 {"description": wanted, "digest": str(before["digest"])}))
         assert (px.get_container(node, vmid) or {}).get("description") == wanted
         assert any("PUT" in n and "no answer (timeout)" in n for n in notes), notes
     finally:
-        px.update_config(node, vmid, {"description": original})
+        px.perform(proxmox.Write("config", node, vmid, {"description": original}))
 
 
 def test_an_expired_ticket_logs_in_again(phase0: Site, faults: Fault) -> None:
@@ -199,8 +200,8 @@ def test_an_expired_ticket_logs_in_again(phase0: Site, faults: Fault) -> None:
     assert status(px, phase0) == "running"
     assert notes == ["Proxmox API ticket of root@pam expired: logged in again"]
     config = px.get_container(phase0.container.node, phase0.container.vmid) or {}
-    px.update_config(phase0.container.node, phase0.container.vmid,  # a write: the new CSRF token works
-                     {"description": str(config.get("description", ""))})
+    px.perform(proxmox.Write("config", phase0.container.node, phase0.container.vmid,  # a write: the new
+                             {"description": str(config.get("description", ""))}))  # CSRF token works
 
 
 # -- TLS -----------------------------------------------------------------------------------------------

@@ -60,8 +60,8 @@ def _fresh(phase1: Phase1, phase2: Phase) -> None:
         if px.find_vmid(spec.vmid) is None:
             continue
         if px.status(spec.node, spec.vmid).get("status") == "running":
-            px.call("POST", f"/nodes/{spec.node}/lxc/{spec.vmid}/status/stop")
-        px.call("DELETE", f"/nodes/{spec.node}/lxc/{spec.vmid}", {"purge": 1})
+            px.stop(spec.node, spec.vmid)
+        px.delete(spec.node, spec.vmid)
 
 
 def _added(phase1: Phase, phase2: Phase) -> list[ContainerSpec]:

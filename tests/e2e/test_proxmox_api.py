@@ -36,17 +36,19 @@ def settings(creds: dict[str, Any], **kw: Any) -> proxmox.ApiSettings:
 def test_token_auth_with_the_sandbox_ca(creds: dict[str, Any]) -> None:
     client = proxmox.connect_settings(settings(creds))
     assert client.version().get("version")
-    assert client.node_online("pve1")
+    assert any(n.get("node") == "pve1" and n.get("status") == "online"
+               for n in client.request("GET", "/nodes"))
     assert "vmbr20" in client.bridges("pve1")
 
 
 def test_ticket_login_with_csrf_for_writes(creds: dict[str, Any]) -> None:
     client = proxmox.connect_settings(settings(creds, token_name=None, token_secret=None,
                                                password=str(creds["password"])))
-    assert client.node_online("pve1")
+    assert any(n.get("node") == "pve1" and n.get("status") == "online"
+               for n in client.request("GET", "/nodes"))
     # a write needs the CSRF token proxmoxer sends with the ticket: a harmless one is a bad-param PUT
     with pytest.raises(ProxmoxError, match="PUT /nodes/pve1/lxc/999999/config failed"):
-        client.update_config("pve1", 999999, {"cores": 1})
+        client.perform(proxmox.Write("config", "pve1", 999999, {"cores": 1}))
 
 
 def test_wrong_password_is_one_sentence(creds: dict[str, Any]) -> None:
@@ -63,7 +65,8 @@ def test_missing_privilege_is_named(creds: dict[str, Any]) -> None:
     client = proxmox.connect_settings(settings(creds, token_name="restricted",
                                                token_secret=str(creds["restricted_token_secret"])))
     with pytest.raises(ProxmoxAuthError, match="lacks a privilege for POST /nodes/pve1/lxc") as info:
-        client.create_container("pve1", {"vmid": 990, "ostemplate": "local:vztmpl/x.tar.zst"})
+        client.perform(proxmox.Write("create", "pve1", 990,
+                                     {"vmid": 990, "ostemplate": "local:vztmpl/x.tar.zst"}))
     assert "VM.Allocate" in info.value.message
 
 
@@ -75,7 +78,8 @@ def sandbox_fingerprint(creds: dict[str, Any]) -> str:
 def test_pinned_fingerprint_of_the_sandbox(creds: dict[str, Any]) -> None:
     pin = proxmox.pretty_fingerprint(sandbox_fingerprint(creds))
     client = proxmox.connect_settings(settings(creds, ca_file=None, fingerprint=pin))
-    assert client.node_online("pve1")
+    assert any(n.get("node") == "pve1" and n.get("status") == "online"
+               for n in client.request("GET", "/nodes"))
     with pytest.raises(ProxmoxError, match=f"the server presents {pin}"):
         proxmox.connect_settings(settings(creds, ca_file=None, fingerprint="AB:" * 31 + "AB"))
 
@@ -105,7 +109,7 @@ def test_failed_task_reports_its_log(creds: dict[str, Any], failing_download: No
 
 def test_calls_are_counted(creds: dict[str, Any]) -> None:
     client = proxmox.connect_settings(settings(creds))
-    client.node_online("pve1")
+    client.request("GET", "/nodes")
     client.templates("pve1", "local")
     assert client.counter.reads == 3 and client.counter.writes == 0
 

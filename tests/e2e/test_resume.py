@@ -136,7 +136,7 @@ def test_killed_up_is_finished_by_the_next_up(phase0: Site) -> None:
     assert again.code == 0 and again.summary()[0] == 0, again.output[-4000:]
     # and it survives a reboot as a clean run does: PM2 resurrects the apps it saved (a run killed
     # between `pm2 start` and `pm2 save` once left them running but unsaved, CI 2026-11-27)
-    px.call("POST", f"/nodes/{spec.node}/lxc/{spec.vmid}/status/reboot")
+    px.reboot(spec.node, spec.vmid)
     wait_gateway_healthy(phase0)
     take_converged_snapshot(phase0, "e2e session, after test_resume")  # destroy took the first one
 

@@ -8,10 +8,10 @@ import pytest
 
 from psa_provision import access, privileges
 from psa_provision.errors import ProxmoxAuthError
-from psa_provision.proxmox import ApiSettings
+from psa_provision.proxmox import ApiSettings, ProxmoxClient
 
 
-class FakePx:
+class FakePx(ProxmoxClient):
     """GET answers by path (+ the params of the last call); permissions by path."""
 
     def __init__(self, dump: dict[str, dict[str, int]], by_path: dict[str, dict[str, int]] | None = None,

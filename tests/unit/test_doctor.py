@@ -6,7 +6,7 @@ from typing import Any
 
 from psa_provision import doctor, privileges
 from psa_provision.packaged import SANDBOX_INVENTORY
-from psa_provision.proxmox import ApiSettings
+from psa_provision.proxmox import ApiSettings, ProxmoxClient
 
 INVENTORY = SANDBOX_INVENTORY
 TEMPLATE = "debian-12-standard_12.7-1_amd64.tar.zst"
@@ -15,7 +15,7 @@ ALL = {"/vms": ROLE, "/storage": ROLE,
        "/sdn/zones/localnetwork": {"SDN.Use": 1}, "/nodes": {"Sys.Audit": 1}, "/": {"Sys.Audit": 0}}
 
 
-class FakePx:
+class FakePx(ProxmoxClient):
     def __init__(self, *, dump: dict[str, dict[str, int]] | None = None, node_status: str = "online",
                  bridges: tuple[str, ...] = ("vmbr20", "vmbr30"), firewall_on: bool = True,
                  guests: list[dict[str, Any]] | None = None) -> None:

@@ -21,9 +21,9 @@ def test_is_ours_reads_tags_or_description() -> None:
 
 
 def test_create_gets_the_marker_other_calls_do_not() -> None:
-    create = ApiCall("ct", "container", "create", method="POST", path="/nodes/pve1/lxc",
+    create = ApiCall("ct", "container", "create", action="create", node="pve1",
                      params={"vmid": 200}, effect="create")
-    update = ApiCall("ct", "container", "update", path="/nodes/pve1/lxc/200/config", params={"cores": 2})
+    update = ApiCall("ct", "container", "update", node="pve1", vmid=200, params={"cores": 2})
     marked = engine._marked(create, "phase0")
     assert isinstance(marked, ApiCall)
     assert marked.params == {"vmid": 200, "tags": "psa-provision", "description": "psa-provision: phase0"}

@@ -15,6 +15,7 @@ from psa_provision.errors import GuestError
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.plan import ApiCall, Noop
+from psa_provision.proxmox import ProxmoxClient
 from psa_provision.render import render
 from psa_provision.secrets import Secrets, generate
 
@@ -256,7 +257,7 @@ def test_a_failed_app_container_does_not_keep_the_other_apps_from_starting() -> 
 
 
 # -- against a model of PVE's rule list ------------------------------------------------------------------
-class PveRules:
+class PveRules(ProxmoxClient):
     """A container's rule list as pve-firewall API2/Firewall/Rules.pm edits it: create unshifts (pos is
     ignored), delete splices at pos, update with moveto moves (to the end when moveto >= the length)."""
 
@@ -267,7 +268,8 @@ class PveRules:
     def listed(self) -> list[dict[str, Any]]:
         return [{**r, "pos": i} for i, r in enumerate(self.rules)]
 
-    def request(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, path: str, params: dict[str, Any] | None = None,
+                effect: Any = None) -> Any:
         if method == "GET":
             return self.listed()
         self.calls += 1

@@ -13,7 +13,8 @@ from psa_provision.components.context import build_context
 from psa_provision.errors import InputError
 from psa_provision.inventory import load_inventory
 from psa_provision.loadgen import LoadResult
-from psa_provision.migrate import STORES, SUBSTEPS, StepState, _report, plan_steps, read_states
+from psa_provision.migrate import STORES, SUBSTEPS, _report, plan_steps
+from psa_provision.migration_record import StepState, read_states
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import load_phase
 from psa_provision.secrets import Secrets, generate
@@ -135,7 +136,7 @@ def test_cleanup_removes_every_moved_store_and_says_what() -> None:
 
 
 def test_moved_away_says_when_up_of_the_old_phase_is_wrong(tmp_path: Path) -> None:
-    from psa_provision.migrate import journal_for, moved_away
+    from psa_provision.migration_record import journal_for, moved_away
 
     inv = tmp_path / "sandbox.yml"
     assert moved_away(inv, "phase0", PHASES) is None
@@ -188,16 +189,16 @@ def test_refusal_follows_which_containers_exist(tmp_path: Path, monkeypatch: pyt
 
 
 def test_closing_the_record_of_a_migration_keeps_it_and_ends_the_refusal(tmp_path: Path) -> None:
-    from psa_provision import handover
-    from psa_provision.migrate import journal_for, moved_away
+    from psa_provision import migration_record
+    from psa_provision.migration_record import journal_for, moved_away
 
     inv = tmp_path / "sandbox.yml"
-    assert handover.close_migration_record(inv, "phase1") is None  # nothing recorded: nothing to close
+    assert migration_record.close_migration_record(inv, "phase1") is None  # nothing recorded
     journal_for(inv, "phase1").record("migrate", step="finish", state="done")
     journal_for(inv, "phase1").record("migrate", step="postgresql", state="done")
     assert moved_away(inv, "phase0", PHASES) is not None
-    closed = handover.close_migration_record(inv, "phase1")
+    closed = migration_record.close_migration_record(inv, "phase1")
     assert closed is not None and closed.name.startswith("migrate-phase1.journal.jsonl.closed-")
     assert "postgresql" in closed.read_text()
     assert moved_away(inv, "phase0", PHASES) is None
-    assert not handover.migration_finished(inv, "phase1")
+    assert not migration_record.migration_finished(inv, "phase1")

@@ -8,13 +8,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from psa_provision import handover, migrate, phase_up, verify
+from psa_provision import handover, migrate, migration_record, phase_up, verify
 from psa_provision.components import app
 from psa_provision.components.context import build_context
 from psa_provision.engine import health_script
 from psa_provision.inventory import load_inventory
 from psa_provision.journal import state_dir
-from psa_provision.migrate import _report, plan_steps, read_states
+from psa_provision.migrate import _report, plan_steps
+from psa_provision.migration_record import read_states
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import ContainerSpec, Phase, load_phase
 from psa_provision.secrets import Secrets, generate
@@ -117,17 +118,17 @@ def test_each_service_container_env_points_at_the_stores_and_the_gateway_at_each
 
 def test_migration_finished_reads_the_migration_journal(tmp_path: Path) -> None:
     inv_path = _inventory(tmp_path)
-    assert not handover.migration_finished(inv_path, "phase2")
-    path = handover.migration_journal(inv_path, "phase2")
+    assert not migration_record.migration_finished(inv_path, "phase2")
+    path = migration_record.migration_journal(inv_path, "phase2")
     assert path == migrate.journal_for(inv_path, "phase2").path
     assert path.parent == state_dir(inv_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_rec("finish", "revoke grants")) + "\nnot json\n")
-    assert not handover.migration_finished(inv_path, "phase2")
+    assert not migration_record.migration_finished(inv_path, "phase2")
     with path.open("a") as f:
         f.write(json.dumps(_rec("finish", "done")) + "\n")
-    assert handover.migration_finished(inv_path, "phase2")
-    assert not handover.migration_finished(inv_path, "phase1")
+    assert migration_record.migration_finished(inv_path, "phase2")
+    assert not migration_record.migration_finished(inv_path, "phase1")
 
 
 def test_verify_expects_each_service_where_it_listens(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ def sample() -> Plan:
         PutFile("ct", "app", "write .env", path="/opt/psa-platform/.env", content="DB_PASSWORD=hunter2\n",
                 mode=0o600, diff="+DB_PASSWORD=***"),
         Command("ct", "postgresql", "create role psa_app", script="read -r pw", stdin="hunter2"),
-        ApiCall("ct", "container", "update", path="/nodes/pve1/lxc/200/config",
+        ApiCall("ct", "container", "update", node="pve1", vmid=200,
                 params={"password": Secret("hunter2"), "cores": 2}, diff={"cores": (1, 2)}),
         Noop("ct", "redis", "redis.conf up to date"),
     ])

@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from psa_provision import proxmox
 from psa_provision.errors import ConnectionFailed, ProxmoxAuthError, ProxmoxError, TaskError
+from psa_provision.proxmox import Write
 
 UPID = "UPID:pve1:00001234:00005678:65000000:vzcreate:200:root@pam!psa-provision:"
 Reply = tuple[int, str, object]  # status, reason phrase, data
@@ -162,7 +163,7 @@ def test_403_names_the_missing_privilege(server: Server) -> None:
     server.stub.routes[("POST", "/nodes/pve1/lxc")] = [
         (403, "Permission check failed (/vms/200, VM.Allocate)", None)]
     with pytest.raises(ProxmoxAuthError, match=r"privilege for POST /nodes/pve1/lxc: /vms/200, VM\.Allocate"):
-        client.create_container("pve1", {"vmid": 200})
+        client.perform(Write("create", "pve1", 200, {"vmid": 200}))
 
 
 def test_parameter_errors_are_listed(server: Server) -> None:
@@ -170,7 +171,7 @@ def test_parameter_errors_are_listed(server: Server) -> None:
     path = "/nodes/pve1/lxc/200/config"
     server.stub.routes[("PUT", path)] = [(400, "Parameter verification failed.", None)]
     with pytest.raises(ProxmoxError, match=f"PUT {path} failed: 400 Parameter verification"):
-        client.update_config("pve1", 200, {"cores": 2})
+        client.perform(Write("config", "pve1", 200, {"cores": 2}))
 
 
 def test_unreachable_api_is_one_sentence() -> None:
@@ -198,7 +199,7 @@ def test_get_retries_with_backoff_and_says_so(server: Server) -> None:
     client = quiet(server, notes)
     server.stub.routes[("GET", "/nodes")] = [(503, "busy", None), (502, "Bad Gateway", None),
                                              (200, "OK", [{"node": "pve1", "status": "online"}])]
-    assert client.node_online("pve1")
+    assert client.request("GET", "/nodes") == [{"node": "pve1", "status": "online"}]
     assert [n.split(";")[1].strip() for n in notes] == ["retry 1/3 in 0.5 s", "retry 2/3 in 1 s"]
     assert notes[0].startswith("Proxmox API GET /nodes: 503 ")
 
@@ -208,7 +209,7 @@ def test_get_gives_up_after_three_retries(server: Server) -> None:
     client = quiet(server, notes)
     server.stub.routes[("GET", "/nodes")] = [(503, "busy", None)]
     with pytest.raises(ProxmoxError, match="GET /nodes failed: 503"):
-        client.nodes()
+        client.request("GET", "/nodes")
     assert len(notes) == 3
 
 
@@ -217,7 +218,7 @@ def test_a_500_is_an_answer_not_retried(server: Server) -> None:
     client = quiet(server, notes)
     server.stub.routes[("GET", "/nodes")] = [(500, "CT 200 does not exist", None), (200, "OK", [])]
     with pytest.raises(ProxmoxError, match="500 CT 200 does not exist"):
-        client.nodes()
+        client.request("GET", "/nodes")
     assert notes == []
 
 
@@ -227,7 +228,7 @@ def test_a_write_without_read_back_is_never_repeated(server: Server) -> None:
     reboot = ("POST", "/nodes/pve1/lxc/200/status/reboot")
     server.stub.routes[reboot] = [(503, "busy", None), (200, "OK", None)]
     with pytest.raises(ProxmoxError, match="503"):
-        client.call(*reboot)
+        client.reboot("pve1", 200)
     assert notes == [] and sent(server, *reboot) == 1
 
 
@@ -239,7 +240,7 @@ def test_a_lost_start_whose_task_runs_is_not_sent_again(server: Server) -> None:
     server.stub.routes[start] = [(504, "Gateway Timeout", None), (200, "OK", "UPID:must-not-be-sent")]
     server.stub.routes[("GET", "/nodes/pve1/tasks")] = [(200, "OK", [{"upid": upid, "id": "200",
                                                                       "type": "vzstart"}])]
-    assert client.request(*start) == upid
+    assert client.send(Write("start", "pve1", 200)) == upid
     assert sent(server, *start) == 1
     assert "it took effect" in notes[-1]
     query = next(s[1] for s in server.stub.seen if s[1].startswith("/api2/json/nodes/pve1/tasks"))
@@ -253,7 +254,7 @@ def test_a_lost_start_that_did_nothing_is_sent_again(server: Server) -> None:
     server.stub.routes[start] = [(503, "busy", None), (200, "OK", None)]
     server.stub.routes[("GET", "/nodes/pve1/tasks")] = [(200, "OK", [])]
     server.stub.routes[("GET", "/nodes/pve1/lxc/200/status/current")] = [(200, "OK", {"status": "stopped"})]
-    assert client.request(*start) is None
+    assert client.send(Write("start", "pve1", 200)) is None
     assert sent(server, *start) == 2
     assert len(notes) == 1
 
@@ -266,7 +267,7 @@ def test_a_lost_config_put_that_landed_is_not_repeated(server: Server) -> None:
     server.stub.routes[("GET", "/nodes/pve1/lxc")] = [(200, "OK", [{"vmid": 200}])]
     landed = {"memory": 2048, "digest": "new"}
     server.stub.routes[("GET", "/nodes/pve1/lxc/200/config")] = [(200, "OK", landed)]
-    client.update_config("pve1", 200, {"memory": 2048}, digest="old")
+    client.perform(Write("config", "pve1", 200, {"memory": 2048, "digest": "old"}))
     assert sent(server, *put) == 1
 
 
@@ -276,7 +277,7 @@ def test_an_expired_ticket_logs_in_again(server: Server) -> None:
     server.stub.routes[("POST", "/access/ticket")] = [(200, "OK", ticket)]
     client = quiet(server, notes, token_name=None, token_secret=None, password="pw")
     server.stub.routes[("GET", "/nodes")] = [(401, "No ticket", None), (200, "OK", [])]
-    assert client.nodes() == []
+    assert client.request("GET", "/nodes") == []
     assert sent(server, "POST", "/access/ticket") == 2
     assert notes == ["Proxmox API ticket of root@pam expired: logged in again"]
 
@@ -285,32 +286,31 @@ def test_a_token_401_is_not_a_login_to_renew(server: Server) -> None:
     client = proxmox.connect_settings(server.settings(), [].append)
     server.stub.routes[("GET", "/nodes")] = [(401, "invalid token", None), (200, "OK", [])]
     with pytest.raises(ProxmoxAuthError, match="401"):
-        client.nodes()
+        client.request("GET", "/nodes")
 
 
-@pytest.mark.parametrize(("method", "path", "params", "want"), [
-    ("POST", "/nodes/pve1/lxc", {"vmid": 200}, ("exists", "vzcreate", 200)),
-    ("POST", "nodes/pve1/lxc/200/status/start", None, ("running", "vzstart", 200)),
-    ("POST", "/nodes/pve1/lxc/200/status/stop", None, ("stopped", "vzstop", 200)),
-    ("POST", "/nodes/pve1/lxc/200/status/shutdown", {"timeout": 60}, ("stopped", "vzshutdown", 200)),
-    ("DELETE", "/nodes/pve1/lxc/200", {"purge": 1}, ("absent", "vzdestroy", 200)),
-    ("PUT", "/nodes/pve1/lxc/200/config", {"memory": 2048, "digest": "d"}, ("config", None, 200)),
-    ("POST", "/nodes/pve1/aplinfo", {"storage": "local", "template": "t.tar.zst"},
+@pytest.mark.parametrize(("write", "want"), [
+    (Write("create", "pve1", 200, {"vmid": 200}), ("exists", "vzcreate", 200)),
+    (Write("start", "pve1", 200), ("running", "vzstart", 200)),
+    (Write("stop", "pve1", 200), ("stopped", "vzstop", 200)),
+    (Write("shutdown", "pve1", 200, {"timeout": 60}), ("stopped", "vzshutdown", 200)),
+    (Write("delete", "pve1", 200, {"purge": 1}), ("absent", "vzdestroy", 200)),
+    (Write("config", "pve1", 200, {"memory": 2048, "digest": "d"}), ("config", None, 200)),
+    (Write("download-template", "pve1", params={"storage": "local", "template": "t.tar.zst"}),
      ("template", "download", None)),
-    ("POST", "/nodes/pve1/lxc/200/status/reboot", None, None),
-    ("POST", "/nodes/pve1/lxc/200/snapshot", {"snapname": "s"}, None),
-    ("PUT", "/nodes/pve1/lxc/200/resize", {"disk": "rootfs", "size": "+1G"}, None),
-    ("POST", "/nodes/pve1/lxc", {}, None),
+    (Write("reboot", "pve1", 200), None),
+    (Write("snapshot", "pve1", 200, {"snapname": "s"}), None),
+    (Write("resize", "pve1", 200, {"disk": "rootfs", "size": "+1G"}), None),
+    (Write("create", "pve1", None, {}), None),
 ])
-def test_which_writes_can_be_read_back(method: str, path: str, params: dict[str, object] | None,
-                                       want: tuple[str, str | None, int | None] | None) -> None:
-    effect = proxmox.write_effect(method, path, params)
+def test_which_writes_can_be_read_back(write: Write, want: tuple[str, str | None, int | None] | None) -> None:
+    effect = proxmox.write_effect(write)
     assert (None if effect is None else (effect.kind, effect.task, effect.vmid)) == want
 
 
 def test_config_read_back_compares_values_and_deletes() -> None:
-    effect = proxmox.write_effect("PUT", "/nodes/pve1/lxc/200/config",
-                                  {"memory": 2048, "delete": "swap", "digest": "x"})
+    write = Write("config", "pve1", 200, {"memory": 2048, "delete": "swap", "digest": "x"})
+    effect = proxmox.write_effect(write)
     assert effect is not None
     assert proxmox.config_has({"memory": 2048, "digest": "y"}, effect.values)
     assert not proxmox.config_has({"memory": 2048, "swap": 512}, effect.values)
@@ -327,7 +327,7 @@ def _task(server: Server, *statuses: dict[str, object], log: Callable[[], list[d
 def test_task_waits_until_stopped_and_accepts_warnings(server: Server) -> None:
     client = proxmox.connect_settings(server.settings())
     _task(server, {"status": "running"}, {"status": "stopped", "exitstatus": "WARNINGS: 2"}, log=list)
-    status = client.create_container("pve1", {"vmid": 200})
+    status = client.perform(Write("create", "pve1", 200, {"vmid": 200}))
     assert status["exitstatus"] == "WARNINGS: 2"
 
 
@@ -337,7 +337,7 @@ def test_failed_task_carries_the_last_log_lines(server: Server) -> None:
     failed = {"status": "stopped", "exitstatus": "unable to create CT 200 - disk full", "type": "vzcreate"}
     _task(server, failed, log=lambda: lines)
     with pytest.raises(TaskError) as info:
-        client.create_container("pve1", {"vmid": 200})
+        client.perform(Write("create", "pve1", 200, {"vmid": 200}))
     text = info.value.message
     assert "vzcreate on pve1 failed: unable to create CT 200 - disk full" in text
     assert "line 15" in text and "line 6" in text and "line 5" not in text
@@ -347,7 +347,7 @@ def test_task_timeout_says_which_setting(server: Server) -> None:
     client = proxmox.connect_settings(server.settings(task_timeout=0.3))
     _task(server, {"status": "running"}, log=list)
     with pytest.raises(TaskError, match="still running after 0 s") as info:
-        client.create_container("pve1", {"vmid": 200})
+        client.perform(Write("create", "pve1", 200, {"vmid": 200}))
     assert "task_timeout" in (info.value.hint or "")
 
 

@@ -73,7 +73,7 @@ def test_failed_steps_journal_no_secret(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "phase0.journal.jsonl")
     host = "psa-all-in-one"
     changes = [
-        ApiCall(host, "container", "create container 200", method="POST", path="/nodes/pve1/lxc",
+        ApiCall(host, "container", "create container 200", action="create", node="pve1",
                 params={"vmid": 200, "password": Secret(SECRET)}, effect="create"),
         Command(host, "postgresql", "set password of psa_app", script="read -r PW", stdin=SECRET + "\n"),
         PutFile(host, "app", "create /opt/psa-platform/.env", path="/opt/psa-platform/.env",

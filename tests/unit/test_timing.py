@@ -9,7 +9,7 @@ from psa_provision.plan import ApiCall, Change, Command, Package, PutFile, PutTr
 
 
 @pytest.mark.parametrize(("change", "category"), [
-    (ApiCall("h", "container", "create container 200", method="POST", path="/nodes/pve1/lxc"), "proxmox"),
+    (ApiCall("h", "container", "create container 200", action="create", node="pve1"), "proxmox"),
     (Package("h", "redis", "install redis-server", names=("redis-server",)), "packages"),
     (Command("h", "redis", "apt-get update (package lists)", script="apt-get update"), "packages"),
     (Command("h", "nodejs", "fetch apt key http://x/gpgkey -> /etc/apt/keyrings/x.gpg"), "packages"),
