@@ -8,7 +8,6 @@ Exit codes: 0 ok, 1 error (one red line + hint, never a traceback), 2 `plan` fou
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -21,6 +20,8 @@ import typer
 from typer.core import TyperGroup
 
 from psa_provision import engine
+from psa_provision import health as health_mod
+from psa_provision import verify as verify_mod
 from psa_provision.errors import GuestError, InputError, ProvisionError, TaskError
 from psa_provision.inventory import PROJECT_INVENTORY, load_inventory
 from psa_provision.output import Output, plan_json
@@ -331,7 +332,6 @@ def verify(ctx: typer.Context, phase: str,
 
     def run() -> int:
         site = engine.load_site(state.inventory, phase)
-        verify_mod = importlib.import_module("psa_provision.verify")
         report = verify_mod.run(site.inventory, site.phase, junit_xml=junit_xml, secrets=site.secret_values)
         rows = [[r.host, r.check, "skipped" if r.skipped else "ok" if r.passed else "FAILED", r.detail]
                 for r in report.results if state.verbose or not r.passed]
@@ -351,18 +351,10 @@ def health(ctx: typer.Context,
     out = Output()
 
     def run() -> int:
-        try:
-            health_mod: Any = importlib.import_module("psa_provision.health")
-        except ModuleNotFoundError:
-            raise ProvisionError("the health command is not available in this build") from None
         site = engine.load_site(state.inventory, phase)
         report = health_mod.run(site.inventory, site.phase)
-        printer = getattr(report, "rows", None)
-        if callable(printer):
-            out.table("health", list(report.columns), printer())
-        else:
-            out.line(str(report))
-        return int(getattr(report, "exit_code", 0))
+        out.table("health", list(report.columns), report.rows())
+        return report.exit_code
 
     raise typer.Exit(_guard(out, run))
 

@@ -23,9 +23,6 @@ from psa_provision import facts as facts_mod
 from psa_provision import firewall, handover, migration_record, phase_up, planner, privileges
 from psa_provision.access import Access, datacenter_firewall, lock_diagnosis, require
 from psa_provision.apply import JournaledTask, Summary, apply
-from psa_provision.components import container as container_component
-from psa_provision.components.app import probe_address
-from psa_provision.components.catalog import APP_HOME, APP_USER
 from psa_provision.errors import (
     ConnectionFailed,
     GuestError,
@@ -40,6 +37,9 @@ from psa_provision.phases import ContainerSpec, Phase, around, load_all, load_ph
 from psa_provision.plan import ApiCall, Change, Plan
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.secrets import Secrets, load_secrets
+from psa_provision.services.app import APP_HOME, APP_USER, pm2
+from psa_provision.services.app.component import probe_address
+from psa_provision.services.container import component as container_component
 from psa_provision.ssh import COUNTER as SSH_COUNTER
 from psa_provision.ssh import Connection, forget_host, pinned_hosts, wait_for_ssh
 from psa_provision.timing import WATCH, StepTimer, Stopwatch
@@ -759,11 +759,7 @@ def status(inventory_path: Path, phase: str | None = None) -> tuple[list[list[st
     return crow, srow
 
 
-PM2_STATES = (
-    "cd / && runuser -u {user} -- env HOME={home} PM2_HOME={home}/.pm2 pm2 jlist 2>/dev/null | node -e "
-    "'let s=\"\";process.stdin.on(\"data\",d=>s+=d).on(\"end\",()=>{{for(const p of JSON.parse(s||\"[]\"))"
-    "console.log(\"pm2\",p.name,p.pm2_env.status)}})' 2>/dev/null || true\n"
-)
+PM2_STATES = f"cd / && {pm2.STATES} 2>/dev/null || true\n"
 
 
 def _service_rows(inv: Inventory, phases: list[Phase], guests: dict[int, dict[str, Any]]) -> list[list[str]]:
@@ -779,7 +775,7 @@ def _service_rows(inv: Inventory, phases: list[Phase], guests: dict[int, dict[st
         if not services:
             continue
         script = (health_script(phase, spec)
-                  + PM2_STATES.format(user=APP_USER, home=APP_HOME))
+                  + PM2_STATES)
         conn = ssh_connection(inv, spec)
         try:
             out = conn.run(script, check=False).stdout

@@ -3,18 +3,27 @@
 For each container of the phase: its Proxmox status (CPU, memory, disk from status/current), then
 one probe script over SSH that prints raw facts (`probe<TAB>code<TAB>detail`), judged here into one
 line per component: OK or FAILED and why. Judging is pure, so it is tested with recorded output.
+Each component's probe and judgement live with it (services/<name>/health.py).
 """
 
 from __future__ import annotations
 
-import re
-import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from psa_provision.components.app import probe_address
 from psa_provision.errors import ProvisionError
+from psa_provision.services.app import health as app_health
+from psa_provision.services.app.component import probe_address
+from psa_provision.services.app.health import failing_checks
+from psa_provision.services.elasticsearch import health as elasticsearch_health
+from psa_provision.services.haproxy import health as haproxy_health
+from psa_provision.services.postgresql import health as postgresql_health
+from psa_provision.services.rabbitmq import health as rabbitmq_health
+from psa_provision.services.redis import health as redis_health
+
+__all__ = ["ContainerHealth", "HealthLine", "HealthReport", "Usage", "check_container", "failing_checks",
+           "format_report", "judge", "parse_probes", "probe_script", "run", "usage_from"]
 
 GIB = 1024**3
 PROBE_TIMEOUT = 120.0
@@ -22,30 +31,17 @@ PROBE_TIMEOUT = 120.0
 PROBED = ("postgresql", "redis", "rabbitmq", "elasticsearch", "haproxy", "app")
 
 _PROBES: dict[str, str] = {
-    "postgresql": "probe postgresql runuser -u postgres -- psql -XAt -c \"SELECT 'accepting connections'\"",
-    # export is a shell builtin: the password never becomes a process argument (env VAR=... would)
-    "redis": 'export REDISCLI_AUTH="$REDIS_PASSWORD"; '
-             "probe redis redis-cli -h 127.0.0.1 --no-auth-warning PING",
-    "rabbitmq": "probe rabbitmq rabbitmq-diagnostics -q ping",
-    "elasticsearch": "probe elasticsearch curl -sS --max-time 10 http://127.0.0.1:9200/_cluster/health",
-    "haproxy": "probe haproxy systemctl is-active haproxy",
+    "postgresql": postgresql_health.PROBE,
+    "redis": redis_health.PROBE,
+    "rabbitmq": rabbitmq_health.PROBE,
+    "elasticsearch": elasticsearch_health.PROBE,
+    "haproxy": haproxy_health.PROBE,
 }
-_PM2 = r"""pm2_counts() {
-  set -o pipefail
-  # without a running daemon `pm2 jlist` would start one: health only looks
-  if ! kill -0 "$(cat /home/psa/.pm2/pm2.pid 2>/dev/null)" 2>/dev/null; then
-    echo "PM2 daemon of psa not running"; return 1
-  fi
-  runuser -u psa -- env HOME=/home/psa PM2_HOME=/home/psa/.pm2 pm2 jlist 2>/dev/null | node -e '
-let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
-  const i = s.indexOf("["); const c = {};
-  for (const p of JSON.parse(i >= 0 ? s.slice(i) : "[]")) {
-    c[p.name] = c[p.name] || [0, 0]; c[p.name][1]++; if (p.pm2_env.status === "online") c[p.name][0]++;
-  }
-  console.log(Object.entries(c).map(([n, v]) => n + "=" + v[0] + "/" + v[1]).join(","));
-});'
+# A component's own judgement of its probe's answer (None: the default, exit code 0 is OK)
+_JUDGES: dict[str, Callable[[int, str], tuple[bool, str] | None]] = {
+    "redis": redis_health.judge,
+    "elasticsearch": elasticsearch_health.judge,
 }
-probe pm2 pm2_counts"""
 _PRELUDE = r"""IFS= read -r REDIS_PASSWORD || true
 cd / || exit 1
 probe() {
@@ -148,9 +144,7 @@ def probe_script(components: Iterable[str], services: Mapping[str, int],
     comps = list(components)
     parts += [_PROBES[c] for c in PROBED if c in comps and c in _PROBES]
     if "app" in comps and services:
-        parts.append(_PM2)
-        parts += [f"http {shlex.quote(name)} {int(port)} {shlex.quote((hosts or {}).get(name, '127.0.0.1'))}"
-                  for name, port in sorted(services.items())]
+        parts += app_health.probes(services, hosts)
     return "\n".join(parts) + "\n"
 
 
@@ -165,13 +159,10 @@ def parse_probes(stdout: str) -> dict[str, tuple[int, str]]:
 
 
 def _judge_component(name: str, code: int, detail: str) -> tuple[bool, str]:
-    if name == "redis":
-        return (detail == "PONG", "PING answered PONG" if detail == "PONG" else f"PING answered {detail!r}")
-    if name == "elasticsearch" and code == 0:
-        m = re.search(r'"status"\s*:\s*"(\w+)"', detail)
-        if m is None:
-            return False, f"/_cluster/health has no status: {detail[:80]}"
-        return m.group(1) in ("green", "yellow"), f"cluster status {m.group(1)}"
+    own = _JUDGES.get(name)
+    verdict = own(code, detail) if own is not None else None
+    if verdict is not None:
+        return verdict
     if code == 0:
         return True, detail or "ok"
     return False, f"exit {code}: {detail[:160]}" if detail else f"exit {code}"
@@ -189,47 +180,8 @@ def judge(hostname: str, components: Iterable[str], services: Mapping[str, tuple
         ok, why = _judge_component(name, *probes[name])
         lines.append(HealthLine(hostname, name, ok, why))
     if "app" in comps:
-        lines += _judge_services(hostname, services, probes)
+        lines += [HealthLine(hostname, name, ok, why) for name, ok, why in app_health.judge(services, probes)]
     return lines
-
-
-def _pm2_counts(detail: str) -> dict[str, tuple[int, int]]:
-    counts: dict[str, tuple[int, int]] = {}
-    for item in filter(None, detail.split(",")):
-        name, _, frac = item.partition("=")
-        online, _, total = frac.partition("/")
-        if online.isdigit() and total.isdigit():
-            counts[name] = (int(online), int(total))
-    return counts
-
-
-def _judge_services(hostname: str, services: Mapping[str, tuple[int, int]],
-                    probes: Mapping[str, tuple[int, str]]) -> list[HealthLine]:
-    pm2_code, pm2_detail = probes.get("pm2", (-1, "no answer from pm2"))
-    counts = _pm2_counts(pm2_detail) if pm2_code == 0 else {}
-    lines: list[HealthLine] = []
-    for name, (port, instances) in sorted(services.items()):
-        online, total = counts.get(name, (0, 0))
-        http, body = probes.get(f"http:{name}", (0, ""))
-        problems = []
-        if pm2_code != 0:
-            problems.append(pm2_detail[:80] or f"pm2 jlist failed (exit {pm2_code})")
-        elif online != instances:
-            in_pm2 = f" ({total} in pm2)" if total else ""
-            problems.append(f"{online}/{instances} instances online{in_pm2}")
-        if http != 200:
-            problems.append(f"GET :{port}/health answered {http:03d}{failing_checks(body)}" if http
-                            else f"nothing answers :{port}/health")
-        why = "; ".join(problems) or f"{online}/{instances} online, /health 200"
-        lines.append(HealthLine(hostname, name, not problems, why))
-    return lines
-
-
-def failing_checks(body: str) -> str:
-    """` (redis: error: ...)` from a service's /health body: the store checks that are not ok."""
-    found = re.finditer(r'"([\w-]+)":"((?:error|fail)[^"]*)"', body)
-    bad = list(dict.fromkeys(f"{m.group(1)}: {m.group(2)}" for m in found if m.group(1) != "status"))
-    return f" ({'; '.join(bad)[:160]})" if bad else ""
 
 
 def format_report(report: HealthReport) -> list[str]:

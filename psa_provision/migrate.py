@@ -20,17 +20,20 @@ from typing import Any
 
 from psa_provision import firewall, handover, planner
 from psa_provision.apply import JournaledTask
-from psa_provision.components import postgresql as pg_component
-from psa_provision.components.app import probe_address
-from psa_provision.components.catalog import APP_DIR, APP_HOME, APP_USER, ECOSYSTEM_FILE, ENV_FILE, SERVICES
 from psa_provision.engine import ContainerState, Site, finish_open_tasks, ssh_connection, wait_healthy
 from psa_provision.errors import InputError, ProvisionError, ProxmoxError
 from psa_provision.journal import PhaseLock, kill_point, write_migration_grants
 from psa_provision.migration_record import StepState, journal_for, moved_away, read_states
-from psa_provision.movers import MOVERS, Check
 from psa_provision.output import Output
 from psa_provision.phases import ContainerSpec, Phase, around
 from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.services.app import APP_USER, ECOSYSTEM_FILE, ENV_FILE, pm2
+from psa_provision.services.app.component import probe_address
+from psa_provision.services.catalog import SERVICES
+from psa_provision.services.mover import Check
+from psa_provision.services.postgresql import HBA as PG_HBA
+from psa_provision.services.postgresql import component as pg_component
+from psa_provision.services.registry import MOVERS
 from psa_provision.ssh import Connection
 
 STORES = ("postgresql", "redis", "rabbitmq", "elasticsearch")
@@ -56,7 +59,7 @@ OFFLINE_POLLS = 3  # polls (2 s apart) in a row with no PM2 instance online: the
 GRANT_TAG = handover.GRANT_TAG  # not firewall.TAG: `up` leaves these rules where they are
 SNAPSHOT_PREFIX = "psa_migrate_"
 SABOTAGE_ENV = "PSA_MIGRATE_SABOTAGE"
-PM2 = f"export HOME={APP_HOME} PM2_HOME={APP_HOME}/.pm2\ncd {APP_DIR}\n"
+PM2 = pm2.ENV
 PM2_STOP = PM2 + "pm2 stop all >/dev/null 2>&1 || true\n"
 PM2_START = PM2 + f"pm2 startOrRestart {ECOSYSTEM_FILE} --update-env >/dev/null\npm2 save >/dev/null\n"
 # TEST HOOK (PSA_MIGRATE_SABOTAGE=<component>): damage the target after move, before verify
@@ -362,7 +365,7 @@ class Migration:
         """pg_hba.conf as `up` renders it now (with the grants file's temporary clients), reloaded."""
         ctx = planner.build_context(self.site.inventory, self.new, target, self.site.secrets, bundle_dir=None)
         conn = self.conn(target)
-        conn.put(pg_component.HBA, pg_component.hba_content(ctx), mode=0o640, owner="postgres",
+        conn.put(PG_HBA, pg_component.hba_content(ctx), mode=0o640, owner="postgres",
                  group="postgres")
         conn.run("systemctl reload postgresql\n")
 
@@ -663,16 +666,9 @@ def pm2_only(action: str, app: str) -> str:
     return PM2 + run + "\npm2 save --force >/dev/null\n"
 
 
-PM2_ONLINE = ("pm2 jlist 2>/dev/null | node -e 'let s=\"\";process.stdin.on(\"data\",d=>s+=d)"
-              ".on(\"end\",()=>{const t=s.trim(),i=t.lastIndexOf(\"\\n[\");"
-              "const a=JSON.parse((i>=0?t.slice(i+1):t)||\"[]\");"
-              "console.log(\"online\",a.filter(p=>p.name===process.argv[1]&&p.pm2_env.status===\"online\")"
-              ".length)})' ")
-
-
 def pm2_online(conn: Connection, app: str) -> int:
     """How many instances of the PM2 app are online on the container."""
-    out = conn.run(PM2 + PM2_ONLINE + shlex.quote(app) + "\n", user=APP_USER).stdout.split()
+    out = conn.run(PM2 + pm2.online(app) + "\n", user=APP_USER).stdout.split()
     return int(out[-1]) if out and out[-1].isdigit() else 0
 
 
@@ -681,7 +677,7 @@ def service_problem(conn: Connection, phase: Phase, spec: ContainerSpec, service
     """None once `service` on `spec` is online in PM2 and its /health answers 200; else what is wrong
     (when PM2 shows no instance online three polls in a row, or /health never said 200 in `timeout` s)."""
     url = f"http://{probe_address(phase, spec, service)}:{phase.services[service].port}/health"
-    script = (PM2 + PM2_ONLINE + shlex.quote(service) + "\n" +
+    script = (PM2 + pm2.online(service) + "\n" +
               f"echo health $(curl -s -o /dev/null -m 5 -w '%{{http_code}}' {shlex.quote(url)} || true)\n")
     deadline = time.monotonic() + timeout
     offline = 0  # polls in a row without an online instance (one may be between two launches)

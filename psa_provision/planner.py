@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from .components import app, base, elasticsearch, nodejs, postgresql, rabbitmq, redis, scripts
-from .components.common import apt_update, is_apt_source
-from .components.context import Bundle, HostContext, build_context
 from .facts import GuestFacts
 from .plan import Change, Package, Plan
+from .services.common import apt_update, is_apt_source
+from .services.context import Bundle, HostContext, build_context
+from .services.registry import PLANNERS
 
 __all__ = ["Bundle", "HostContext", "build_context", "plan_guest"]
 
-Planner = Callable[[HostContext, GuestFacts], list[Change]]
-ORDER: tuple[tuple[str, Planner], ...] = (
-    ("base", base.plan),
-    ("postgresql", postgresql.plan),
-    ("redis", redis.plan),
-    ("rabbitmq", rabbitmq.plan),
-    ("elasticsearch", elasticsearch.plan),
-    ("nodejs", nodejs.plan),
-    ("app", app.plan),
-    ("scripts", scripts.plan),
-)
 
 
 def plan_guest(ctx: HostContext, facts: GuestFacts) -> Plan:
@@ -32,7 +19,7 @@ def plan_guest(ctx: HostContext, facts: GuestFacts) -> Plan:
     `apt-get update` serves every install (see one_apt_update).
     """
     wanted = set(ctx.container.components)
-    per_component = [component_plan(ctx, facts) for name, component_plan in ORDER if name in wanted]
+    per_component = [component_plan(ctx, facts) for name, component_plan in PLANNERS if name in wanted]
     plan = Plan()
     plan.add(one_apt_update(ctx, per_component))
     return plan

@@ -6,7 +6,7 @@ password, so `rabbitmqctl change_password` runs with the new one on stdin; (3) a
 the rest, because it compares against the secrets file: PostgreSQL's role password (SCRAM verifier
 differs -> ALTER ROLE with the SQL on stdin), redis.conf (requirepass -> restart redis), .env (JWT
 secret, admin and store passwords -> `pm2 reload --only` the apps that read a changed variable, see
-catalog.APP_STORES / components/app.py; the others keep running), then waits until all are healthy.
+services/app: APP_STORES, component.py; the others keep running), then waits until all are healthy.
 Interrupted? Run the same command again: it rotates once more and converges.
 """
 
@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 from psa_provision import engine
 from psa_provision import secrets as secrets_mod
-from psa_provision.components import catalog
 from psa_provision.errors import InputError
 from psa_provision.output import Output
 from psa_provision.phases import Phase
 from psa_provision.secrets import Secrets
+from psa_provision.services import app as app_service
+from psa_provision.services.rabbitmq import USERS as RABBIT_USER_KEYS
 
 COMPONENTS: dict[str, tuple[str, ...]] = {
     "postgresql": ("postgresql.app_password",),
@@ -29,7 +30,7 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "rabbitmq": ("rabbitmq.admin_password", "rabbitmq.app_password"),
     "app": ("app.jwt_secret", "app.admin_password"),
 }
-RABBIT_USERS = {"rabbitmq.admin_password": "admin", "rabbitmq.app_password": "psa_app"}
+RABBIT_USERS = {key: user for user, (key, _) in RABBIT_USER_KEYS.items()}  # secret key -> RabbitMQ user
 # stdin carries the password only; rabbitmqctl reads it when no password argument is given
 RABBIT_CHANGE = "rabbitmqctl -q change_password {user}"
 
@@ -74,12 +75,12 @@ def rotate(site: engine.Site, component: str, out: Output) -> RotateResult:
 
 def readers(phase: Phase, keys: tuple[str, ...]) -> dict[str, list[str]]:
     """Per app container: the PM2 apps that read one of these secrets (the only ones `up` reloads)."""
-    variables = [catalog.SECRET_ENV[k] for k in keys if k in catalog.SECRET_ENV]
+    variables = [app_service.SECRET_ENV[k] for k in keys if k in app_service.SECRET_ENV]
     out: dict[str, list[str]] = {}
     for spec in phase.containers:
         apps = phase.services_on(spec.vmid)
         if "app" in spec.components and apps:
-            out[spec.hostname] = sorted({a for v in variables for a in catalog.env_readers(v, apps)})
+            out[spec.hostname] = sorted({a for v in variables for a in app_service.env_readers(v, apps)})
     return out
 
 

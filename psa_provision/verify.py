@@ -27,6 +27,12 @@ import pytest
 
 from psa_provision.errors import ProvisionError
 from psa_provision.plan import mask
+from psa_provision.secrets import Secrets
+from psa_provision.services.app.component import probe_address
+from psa_provision.services.context import HostContext
+from psa_provision.services.elasticsearch import expected as elasticsearch_expected
+from psa_provision.services.postgresql import expected as postgresql_expected
+from psa_provision.services.redis import expected as redis_expected
 
 SUITES_DIR = Path(__file__).parent / "suites"
 CONTEXT_ENV = "PSA_VERIFY_CONTEXT"
@@ -336,29 +342,21 @@ def targets_of(phase: Any, user: str = "root") -> list[Target]:
     return [Target(hostname=c.hostname, address=c.ip, user=user) for c in phase.containers]
 
 
-PG_EXPECTED = ("listen_addresses", "port", "max_connections", "shared_buffers", "effective_cache_size",
-               "maintenance_work_mem", "work_mem")
-
-
 def expected_values(inventory: Any, phase: Any, container: Any) -> dict[str, Any]:
-    """Values the rendered configs put in effect on this container (PostgreSQL settings, ES name/heap),
-    computed by the same component code that renders them."""
-    from psa_provision.components import postgresql
-    from psa_provision.components.app import probe_address
-    from psa_provision.components.context import HostContext
-    from psa_provision.secrets import Secrets
-
+    """What this container's components must show: the seed's settings as data (services/*/expected.py,
+    scaled to the container's memory, the inventory's tuning first) and where each service listens."""
     ctx = HostContext(inventory, phase, container, Secrets({}))
+    tuning = inventory.tuning
     out: dict[str, Any] = {"listen": ctx.listen_address()}
     if "app" in container.components:  # where each service listens (its private address when split)
         out["service_addresses"] = {name: probe_address(phase, container, name) for name in ctx.services}
     if "postgresql" in container.components:
-        settings = postgresql.settings(ctx)
-        out["postgresql"] = {k: str(settings[k]) for k in PG_EXPECTED if k in settings}
+        out["postgresql"] = postgresql_expected.expected(tuning.postgresql, container.memory_mb,
+                                                         ctx.listen_address())
+    if "redis" in container.components:
+        out["redis"] = {"maxmemory": redis_expected.maxmemory(tuning.redis.maxmemory, container.memory_mb)}
     if "elasticsearch" in container.components:
-        out["elasticsearch"] = {"cluster_name": "psa-platform"}
-        if inventory.tuning.elasticsearch.heap:
-            out["elasticsearch"]["heap"] = inventory.tuning.elasticsearch.heap
+        out["elasticsearch"] = elasticsearch_expected.expected(tuning.elasticsearch.heap, container.memory_mb)
     return out
 
 

@@ -1,4 +1,5 @@
-"""Pure helpers of the verify suites: parse what a guest or the Proxmox API answered (unit-tested)."""
+"""Helpers of the verify checks (services/*/checks.py): parse what a guest or the Proxmox API answered
+(pure, unit-tested), and `output` for a guest command that must succeed."""
 
 from __future__ import annotations
 
@@ -100,3 +101,11 @@ def rabbit_tags(tags: object) -> list[str]:
         return [str(t) for t in tags]
     text = str(tags).strip().strip("[]")
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def output(host: Any, command: str, what: str) -> str:
+    """stdout of a command that must succeed; the failure names `what` and the command's complaint."""
+    result = host.run(command)
+    complaint = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
+    assert result.rc == 0, f"{what} failed (exit {result.rc}): {complaint[0][:200]}"
+    return str(result.stdout)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 from psa_provision.errors import GuestError
-from psa_provision.movers import MOVERS
 from psa_provision.secrets import Secrets, load_secrets
+from psa_provision.services.registry import MOVERS
 from psa_provision.ssh import Connection
 
 from .conftest import Site

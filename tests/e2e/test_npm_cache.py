@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from psa_provision.components import catalog
-from psa_provision.components.nodejs import PM2_VERSION
+from psa_provision.services import app as app_service
+from psa_provision.services.nodejs.component import PM2_VERSION
 from pvesim import npmproxy
 from pvesim.paths import StateDir
 
@@ -31,7 +31,7 @@ export HOME="$work" npm_config_cache="$work/cache" npm_config_update_notifier=fa
 export npm_config_registry="$REGISTRY" no_proxy="$NO_PROXY" NO_PROXY="$NO_PROXY"
 npm install -g --no-fund --no-audit --prefix "$work/global" pm2@{PM2_VERSION} >/dev/null
 mkdir "$work/app"
-tar -C {catalog.APP_DIR} --exclude=node_modules --exclude=dist -cf - \\
+tar -C {app_service.APP_DIR} --exclude=node_modules --exclude=dist -cf - \\
   package.json package-lock.json services shared | tar -C "$work/app" -xf -
 cd "$work/app" && npm ci --no-fund --no-audit --ignore-scripts >/dev/null
 find "$work/cache/_cacache/content-v2" -type f | wc -l

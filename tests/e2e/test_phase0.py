@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from psa_provision import loadgen, proxmox
-from psa_provision.components import catalog
+from psa_provision.services import app as app_service
+from psa_provision.services import catalog
 from psa_provision.ssh import Connection
 
 from .conftest import Site, q
@@ -40,13 +41,14 @@ echo "tree app $(find {app} \\( -name node_modules -o -name logs -o -name backup
   -o -type f -printf '%p %T@\\n' | sort | sha256sum | cut -c1-16)"
 {pm2} pm2 jlist | node -e {pm2_list}
 """
-PM2 = f"cd / && runuser -u {catalog.APP_USER} -- env HOME={catalog.APP_HOME} PM2_HOME={catalog.APP_HOME}/.pm2"
+PM2 = (f"cd / && runuser -u {app_service.APP_USER} -- env HOME={app_service.APP_HOME} "
+       f"PM2_HOME={app_service.APP_HOME}/.pm2")
 
 
 def snapshot(guest: Connection, site: Site) -> dict[str, str]:
     """What a no-op run must not touch: file mtimes, unit start times, pm2 pids and restarts."""
     files = catalog.managed_files(site.container.components)
-    script = SNAPSHOT.format(files=q(*files), units=q(*UNITS), app=catalog.APP_DIR, pm2=PM2,
+    script = SNAPSHOT.format(files=q(*files), units=q(*UNITS), app=app_service.APP_DIR, pm2=PM2,
                              pm2_list=q(PM2_LIST))
     out = guest.run(script).stdout
     snap = {}
@@ -114,8 +116,8 @@ def test_stores_and_services_listen_on_loopback_only(guest: Connection, phase0: 
 
 
 def test_env_file_is_private_to_the_app_user(guest: Connection) -> None:
-    out = guest.run(f"stat -c '%a %U %G' {catalog.ENV_FILE}").stdout.split()
-    assert out == ["600", catalog.APP_USER, catalog.APP_USER]
+    out = guest.run(f"stat -c '%a %U %G' {app_service.ENV_FILE}").stdout.split()
+    assert out == ["600", app_service.APP_USER, app_service.APP_USER]
 
 
 def test_pm2_runs_every_service_with_its_instance_count(guest: Connection, phase0: Site) -> None:
@@ -126,9 +128,10 @@ def test_pm2_runs_every_service_with_its_instance_count(guest: Connection, phase
         online[name] = online.get(name, 0) + (status == "online")
     want = {name: s.instances for name, s in phase0.phase.services.items()}
     assert online == want
-    owners = guest.run(f"ps -eo user=,args= | awk '$2 == \"node\" && $3 ~ \"^{catalog.APP_DIR}/services/\" "
+    owners = guest.run(f"ps -eo user=,args= | awk '$2 == \"node\" && "
+                       f"$3 ~ \"^{app_service.APP_DIR}/services/\" "
                        "{print $1}' | sort -u").stdout.split()
-    assert owners == [catalog.APP_USER]
+    assert owners == [app_service.APP_USER]
 
 
 def test_gateway_health_from_the_host(phase0: Site) -> None:
@@ -244,20 +247,20 @@ def test_facts_read_what_pm2_resurrects_at_boot(phase0: Site, guest: Connection)
     facts = gather_facts(guest, phase0.container)
     running = {a.name: a.instances for a in facts.pm2 or []}
     assert running and facts.pm2_saved == running, (facts.pm2_saved, running)
-    guest.run(f"mv {catalog.APP_HOME}/.pm2/dump.pm2 {catalog.APP_HOME}/.pm2/dump.pm2.moved")
+    guest.run(f"mv {app_service.APP_HOME}/.pm2/dump.pm2 {app_service.APP_HOME}/.pm2/dump.pm2.moved")
     try:
         assert gather_facts(guest, phase0.container).pm2_saved == {}
         plan = phase0.cli("plan", "phase0", "--output", "json")
         assert [c["summary"] for c in json.loads(plan.stdout)["changes"]] == [
             "pm2 save (the process list restored at boot differs from the running one)"], plan.output[-3000:]
     finally:
-        guest.run(f"mv -f {catalog.APP_HOME}/.pm2/dump.pm2.moved {catalog.APP_HOME}/.pm2/dump.pm2")
+        guest.run(f"mv -f {app_service.APP_HOME}/.pm2/dump.pm2.moved {app_service.APP_HOME}/.pm2/dump.pm2")
 
 
 def test_apps_older_than_their_build_are_reloaded(phase0: Site, guest: Connection) -> None:
     """What a run killed between `npm run build` and the PM2 reload leaves: the bundle stamp newer than
     the apps' start. The next `up` reloads them (zero-downtime), then nothing is left to do."""
-    guest.run(f"touch {catalog.BUNDLE_STAMP}")
+    guest.run(f"touch {app_service.BUNDLE_STAMP}")
     plan = phase0.cli("plan", "phase0", "--output", "json")
     run = phase0.cli("up", "phase0", "--yes")  # before any assert: the next tests need a converged guest
     assert [c["summary"] for c in json.loads(plan.stdout)["changes"]] == [
@@ -267,13 +270,13 @@ def test_apps_older_than_their_build_are_reloaded(phase0: Site, guest: Connectio
 
 
 def test_a_broken_guest_is_repaired(phase0: Site, guest: Connection) -> None:
-    guest.run(f"systemctl stop redis-server && chmod 644 {catalog.ENV_FILE}")
+    guest.run(f"systemctl stop redis-server && chmod 644 {app_service.ENV_FILE}")
     plan = phase0.cli("plan", "phase0")
     assert plan.code == 2, plan.output[-3000:]
     run = phase0.cli("up", "phase0", "--yes")
     assert run.code == 0, run.output[-4000:]
     assert guest.run("systemctl is-active redis-server", check=False).stdout.strip() == "active"
-    assert guest.run(f"stat -c %a {catalog.ENV_FILE}").stdout.strip() == "600"
+    assert guest.run(f"stat -c %a {app_service.ENV_FILE}").stdout.strip() == "600"
     again = phase0.cli("up", "phase0", "--yes")
     assert again.code == 0 and again.summary()[0] == 0, again.output[-3000:]
 

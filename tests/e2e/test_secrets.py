@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from psa_provision.components import catalog
 from psa_provision.journal import state_dir
 from psa_provision.secrets import load_secrets
+from psa_provision.services import app as app_service
 from psa_provision.ssh import RECORD_ENV
 
 from .conftest import CLI, REPO_ROOT, Run, Site
@@ -111,7 +111,8 @@ def test_no_secret_in_any_output_argv_journal_or_task_params(reset_phase0: Site,
 
 
 PM2_PROCESSES = f"""cd /
-runuser -u {catalog.APP_USER} -- env HOME={catalog.APP_HOME} PM2_HOME={catalog.APP_HOME}/.pm2 pm2 jlist \\
+runuser -u {app_service.APP_USER} -- env HOME={app_service.APP_HOME} \\
+  PM2_HOME={app_service.APP_HOME}/.pm2 pm2 jlist \\
   | node -e '
 let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{{for(const p of JSON.parse(s))
   console.log(p.name, p.pm_id, p.pid, p.pm2_env.restart_time, p.pm2_env.status)}})'
@@ -142,7 +143,7 @@ def test_rotate_redis_password(reset_phase0: Site) -> None:
     secrets_file = site.inventory.secrets_file
     saved = secrets_file.read_bytes()
     old = site.secret("redis.password")
-    readers = catalog.env_readers("REDIS_PASSWORD", site.phase.services_on(site.container.vmid))
+    readers = app_service.env_readers("REDIS_PASSWORD", site.phase.services_on(site.container.vmid))
     before = pm2_processes(site)
     untouched = set(before) - readers
     assert readers and untouched and readers <= set(before), before.keys()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from psa_provision.components import catalog
 from psa_provision.health import PROBED
+from psa_provision.services import app as app_service
 from psa_provision.ssh import Connection
 
 from .conftest import Site
@@ -82,7 +82,7 @@ def test_a_broken_guest_fails_verify_and_health_until_up_repairs_it(reset_phase0
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     site = reset_phase0
     monkeypatch.setenv("COLUMNS", "200")  # as wide as a CI log: Rich cuts long check names at 80 columns
-    guest.run(f"systemctl stop rabbitmq-server && chmod 644 {catalog.ENV_FILE}")
+    guest.run(f"systemctl stop rabbitmq-server && chmod 644 {app_service.ENV_FILE}")
     report = tmp_path / "broken.xml"
     run = site.cli("verify", "phase0", "--junit-xml", str(report), timeout=900)
     assert run.code == 1, run.output[-4000:]
@@ -103,7 +103,7 @@ def test_a_broken_guest_fails_verify_and_health_until_up_repairs_it(reset_phase0
     plan = site.cli("plan", "phase0", "--output", "json", timeout=600)
     assert plan.code == 2, plan.output[-3000:]
     planned = {(c["kind"], c.get("path") or c.get("name")) for c in json.loads(plan.stdout)["changes"]}
-    assert {("PutFile", catalog.ENV_FILE), ("Service", "rabbitmq-server")} <= planned, planned
+    assert {("PutFile", app_service.ENV_FILE), ("Service", "rabbitmq-server")} <= planned, planned
 
     up = site.cli("up", "phase0", "--yes")
     assert up.code == 0, up.output[-4000:]

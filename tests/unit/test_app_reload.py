@@ -8,11 +8,12 @@ import pytest
 from test_planner import SECRETS, actions, converged, make_ctx
 
 from psa_provision import planner
-from psa_provision.components import app, catalog
-from psa_provision.components.context import HostContext
 from psa_provision.facts import FileFact, GuestFacts
 from psa_provision.plan import Command, sha256
 from psa_provision.secrets import Secrets
+from psa_provision.services import app as app_service
+from psa_provision.services.app import component as app
+from psa_provision.services.context import HostContext
 
 
 def stamped(ctx: HostContext) -> GuestFacts:
@@ -21,8 +22,8 @@ def stamped(ctx: HostContext) -> GuestFacts:
     start = planner.plan_guest(ctx, GuestFacts()).changes
     script = next(c.script for c in start if isinstance(c, Command) and "pm2 start" in c.script)
     body = script.split("<<'PSA_ENV_STAMP'\n", 1)[1].split("PSA_ENV_STAMP\n", 1)[0]
-    stamp = FileFact(catalog.ENV_STAMP, "e" * 64, 0o600, "psa", "psa", body)
-    return dataclasses.replace(facts, files={**facts.files, catalog.ENV_STAMP: stamp})
+    stamp = FileFact(app_service.ENV_STAMP, "e" * 64, 0o600, "psa", "psa", body)
+    return dataclasses.replace(facts, files={**facts.files, app_service.ENV_STAMP: stamp})
 
 
 def rotated(ctx: HostContext, **values: str) -> HostContext:
@@ -38,7 +39,7 @@ def pm2_command(changes: list[object]) -> Command:
 def test_the_stamp_holds_no_value_and_a_converged_guest_stays_noop() -> None:
     ctx = make_ctx()
     facts = stamped(ctx)
-    stamp = facts.files[catalog.ENV_STAMP].content or ""
+    stamp = facts.files[app_service.ENV_STAMP].content or ""
     assert "REDIS_PASSWORD " in stamp and "JWT_SECRET " in stamp
     assert not any(v in stamp for k, v in SECRETS.items() if k != "app.admin_email")
     assert actions(planner.plan_guest(ctx, facts).changes) == []
@@ -53,11 +54,11 @@ def test_a_rotated_store_password_reloads_only_that_stores_apps(key: str, reload
     ctx = make_ctx()
     changes = planner.plan_guest(rotated(ctx, **{key: "N3w-" + "x" * 28}), stamped(ctx)).actions
     cmd = pm2_command(changes)
-    variable = catalog.SECRET_ENV[key]
+    variable = app_service.SECRET_ENV[key]
     assert f"--only {reloaded} --update-env" in cmd.script
     assert cmd.summary == f"pm2: reload {reloaded.replace(',', ', ')} ({variable} changed)"
-    assert "api-gateway" not in cmd.script and catalog.ENV_STAMP in cmd.script
-    assert cmd.script.index("pm2 reload") < cmd.script.index(catalog.ENV_STAMP)  # stamp after the reload
+    assert "api-gateway" not in cmd.script and app_service.ENV_STAMP in cmd.script
+    assert cmd.script.index("pm2 reload") < cmd.script.index(app_service.ENV_STAMP)  # stamp after the reload
 
 
 def test_the_jwt_secret_reloads_every_app() -> None:
@@ -74,8 +75,8 @@ def test_an_interrupted_reload_is_redone_though_env_is_already_written() -> None
     new = rotated(ctx, **{"redis.password": "R" * 32})
     facts = stamped(ctx)
     env_new = app.env_content(new)
-    env_fact = dataclasses.replace(facts.files[catalog.ENV_FILE], sha256=sha256(env_new))
-    facts = dataclasses.replace(facts, files={**facts.files, catalog.ENV_FILE: env_fact})
+    env_fact = dataclasses.replace(facts.files[app_service.ENV_FILE], sha256=sha256(env_new))
+    facts = dataclasses.replace(facts, files={**facts.files, app_service.ENV_FILE: env_fact})
     changes = [c for c in planner.plan_guest(new, facts).actions if c.component == "app"]
     assert actions(changes) == ["Command app: pm2: reload auth, tickets (REDIS_PASSWORD changed)"]
 
@@ -85,7 +86,7 @@ def test_without_a_stamp_a_changed_env_reloads_every_app() -> None:
     ctx = make_ctx()
     new = rotated(ctx, **{"redis.password": "R" * 32})
     cmd = pm2_command(planner.plan_guest(new, converged(ctx)).actions)
-    assert "--only" not in cmd.script and catalog.ENV_STAMP in cmd.script
+    assert "--only" not in cmd.script and app_service.ENV_STAMP in cmd.script
 
 
 def test_code_change_reloads_every_app_and_an_offline_app_joins_a_partial_reload() -> None:
@@ -120,7 +121,7 @@ def test_the_record_of_the_env_is_written_before_pm2_start() -> None:
     or a later rotation cannot tell which apps read the rotated variable (CI, 2026-11-27)."""
     start = planner.plan_guest(make_ctx(), GuestFacts()).changes
     script = next(c.script for c in start if isinstance(c, Command) and "pm2 start" in c.script)
-    assert script.index(catalog.ENV_STAMP) < script.index("pm2 start") < script.index("pm2 save")
+    assert script.index(app_service.ENV_STAMP) < script.index("pm2 start") < script.index("pm2 save")
 
 
 def test_apps_started_before_the_last_build_are_reloaded() -> None:
@@ -128,9 +129,9 @@ def test_apps_started_before_the_last_build_are_reloaded() -> None:
     the new code built and the apps on the old one: apps started before the stamp are reloaded."""
     ctx = make_ctx()
     facts = stamped(ctx)
-    built = FileFact(catalog.BUNDLE_STAMP, "b" * 64, 0o644, "psa", "psa", "", mtime=1_000.5)
+    built = FileFact(app_service.BUNDLE_STAMP, "b" * 64, 0o644, "psa", "psa", "", mtime=1_000.5)
     apps = [dataclasses.replace(a, started=1_001.0) for a in facts.pm2 or []]
-    after = dataclasses.replace(facts, pm2=apps, files={**facts.files, catalog.BUNDLE_STAMP: built})
+    after = dataclasses.replace(facts, pm2=apps, files={**facts.files, app_service.BUNDLE_STAMP: built})
     assert actions(planner.plan_guest(ctx, after).changes) == []
     apps[0] = dataclasses.replace(apps[0], started=1_000.2)  # one app kept running through the build
     before = dataclasses.replace(after, pm2=apps)

@@ -103,7 +103,7 @@ def test_a_config_written_after_its_service_started_restarts_it(component: str, 
 def test_pg_hba_written_after_the_last_config_load_is_reloaded() -> None:
     """A run killed between writing pg_hba.conf and `systemctl reload postgresql` leaves the server on
     the old client rules: pg_conf_load_time() older than the file makes the next plan reload it."""
-    from psa_provision.components.postgresql import HBA
+    from psa_provision.services.postgresql.component import HBA
 
     ctx = make_ctx()
     facts = converged(ctx)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from psa_provision import phases
-from psa_provision.components import container
 from psa_provision.errors import InputError
 from psa_provision.packaged import PHASES_DIR
 from psa_provision.plan import ApiCall, Noop
+from psa_provision.services.container import component as container
 
 SPEC = phases.load_phase("phase0", PHASES_DIR).containers[0]
 KW: dict[str, object] = {"node": "pve1",

@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 from psa_provision import facts, phases
-from psa_provision.components import postgresql
 from psa_provision.errors import GuestError
 from psa_provision.packaged import PHASES_DIR
+from psa_provision.services.app import facts as app_facts
+from psa_provision.services.parse import seconds
+from psa_provision.services.postgresql import component as postgresql
+from psa_provision.services.postgresql import facts as postgresql_facts
 
 CASES = Path(__file__).parent / "cases" / "facts"
 PG_TEST_PASSWORD = "Abc123xyzPASSWORDforTEST0123456789"
@@ -119,9 +122,9 @@ def test_converged_sandbox_recording_matches_what_the_plan_writes(spec: phases.C
 
 def test_times_keep_their_microseconds() -> None:
     """A config written in the second its unit started must still read as newer than the start."""
-    assert facts._seconds("1795775444.301312") == pytest.approx(1795775444.301312)
-    assert facts._seconds("1795775444") == 1795775444.0  # older recordings: whole seconds
-    assert facts._seconds("n/a") == 0.0 and facts._seconds("-5") == 0.0
+    assert seconds("1795775444.301312") == pytest.approx(1795775444.301312)
+    assert seconds("1795775444") == 1795775444.0  # older recordings: whole seconds
+    assert seconds("n/a") == 0.0 and seconds("-5") == 0.0
     services = facts._services(
         "redis-server\nelasticsearch\nnginx\n",
         "ActiveState=active\nUnitFileState=enabled\nActiveEnterTimestamp=Fri 2026-11-27 12:32:57.835883 UTC\n"
@@ -144,9 +147,9 @@ def test_times_keep_their_microseconds() -> None:
 
 
 def test_postgres_conf_load_time_is_read() -> None:
-    pg = facts._postgres("setting\tport\t5432\nloaded\t1795775577.835883\n")
+    pg = postgresql_facts.parse("setting\tport\t5432\nloaded\t1795775577.835883\n")
     assert pg.conf_loaded == pytest.approx(1795775577.835883) and pg.settings == {"port": "5432"}
-    assert facts._postgres("setting\tport\t5432\n").conf_loaded == 0.0  # older guests: unknown
+    assert postgresql_facts.parse("setting\tport\t5432\n").conf_loaded == 0.0  # older guests: unknown
 
 
 def test_pm2_saved_counts_the_processes_of_dump_pm2() -> None:
@@ -164,7 +167,7 @@ def test_pm2_saved_counts_the_processes_of_dump_pm2() -> None:
 
 
 def test_pm2_apps_carry_the_start_of_their_oldest_process() -> None:
-    apps, _ = facts._pm2(json.dumps({"running": [
+    apps, _ = app_facts.parse(json.dumps({"running": [
         {"name": "tickets", "status": "online", "started": 1795775577835},
         {"name": "tickets", "status": "online", "started": 1795775570000},
         {"name": "crm", "status": "online"}]}))

@@ -9,8 +9,6 @@ from typing import Any
 import pytest
 
 from psa_provision import firewall, inventory, phase_up, phases
-from psa_provision.components import elasticsearch, postgresql
-from psa_provision.components.context import HostContext
 from psa_provision.errors import GuestError
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import ContainerSpec, Phase
@@ -18,6 +16,9 @@ from psa_provision.plan import ApiCall, Noop
 from psa_provision.proxmox import ProxmoxClient
 from psa_provision.render import render
 from psa_provision.secrets import Secrets, generate
+from psa_provision.services.context import HostContext
+from psa_provision.services.elasticsearch import component as elasticsearch
+from psa_provision.services.postgresql import component as postgresql
 
 SECRETS = Secrets(generate())
 

@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 
 from psa_provision import cleanup, journal
-from psa_provision.components import postgresql
-from psa_provision.components.context import build_context
 from psa_provision.errors import InputError
 from psa_provision.inventory import load_inventory
 from psa_provision.loadgen import LoadResult
@@ -18,6 +16,8 @@ from psa_provision.migration_record import StepState, read_states
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import load_phase
 from psa_provision.secrets import Secrets, generate
+from psa_provision.services.context import build_context
+from psa_provision.services.postgresql import component as postgresql
 
 PHASES = PHASES_DIR
 

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from psa_provision import handover, migrate, migration_record, phase_up, verify
-from psa_provision.components import app
-from psa_provision.components.context import build_context
 from psa_provision.engine import health_script
 from psa_provision.inventory import load_inventory
 from psa_provision.journal import state_dir
@@ -19,6 +17,8 @@ from psa_provision.migration_record import read_states
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import ContainerSpec, Phase, load_phase
 from psa_provision.secrets import Secrets, generate
+from psa_provision.services.app import component as app
+from psa_provision.services.context import build_context
 
 PHASES = PHASES_DIR
 P0, P1, P2 = (load_phase(n, PHASES) for n in ("phase0", "phase1", "phase2"))

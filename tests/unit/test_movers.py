@@ -8,22 +8,22 @@ from typing import Any
 
 import pytest
 
-from psa_provision.components.catalog import ES_BACKUP_DIR
 from psa_provision.errors import GuestError
-from psa_provision.movers import (
+from psa_provision.services.elasticsearch import BACKUP_DIR as ES_BACKUP_DIR
+from psa_provision.services.elasticsearch import mover as elasticsearch
+from psa_provision.services.mover import (
     ABSENT,
-    MOVERS,
     Check,
     compare,
     curl_config,
     curl_quote,
-    elasticsearch,
     parse_responses,
-    rabbitmq,
-    redis,
     tab_lines,
 )
-from psa_provision.movers import postgresql as pg
+from psa_provision.services.postgresql import mover as pg
+from psa_provision.services.rabbitmq import mover as rabbitmq
+from psa_provision.services.redis import mover as redis
+from psa_provision.services.registry import MOVERS
 
 SOURCE = """table\tpublic.tickets\t300 rows, md5 ba8a
 table\tauth_users\t1 rows, md5 c2da

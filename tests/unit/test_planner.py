@@ -16,9 +16,6 @@ from pathlib import Path
 import pytest
 
 from psa_provision import inventory, phases, planner
-from psa_provision.components import catalog
-from psa_provision.components.common import is_apt_source
-from psa_provision.components.context import Bundle, HostContext
 from psa_provision.facts import (
     DirFact,
     FileFact,
@@ -32,6 +29,12 @@ from psa_provision.facts import (
 from psa_provision.packaged import APP_BUNDLE, PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.plan import Change, Noop, Package, PutFile, PutTree, Service
 from psa_provision.secrets import Secrets, generate
+from psa_provision.services import app as app_service
+from psa_provision.services import base as base_service
+from psa_provision.services import catalog
+from psa_provision.services import elasticsearch as es_service
+from psa_provision.services.common import is_apt_source
+from psa_provision.services.context import Bundle, HostContext
 
 SECRETS = generate()
 CA = ("psa-extra-0-guest-ca.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
@@ -62,11 +65,11 @@ def converged(ctx: HostContext) -> GuestFacts:
     files = {c.path: FileFact(c.path, c.digest, c.mode, c.owner, c.group,
                               None if c.path in catalog.SECRET_FILES else c.content)
              for c in fresh_plan if isinstance(c, PutFile)}
-    for key in (f"{catalog.KEYRINGS}/elastic.asc", f"{catalog.KEYRINGS}/nodesource.asc"):
+    for key in (f"{base_service.KEYRINGS}/elastic.asc", f"{base_service.KEYRINGS}/nodesource.asc"):
         files[key] = FileFact(key, "k" * 64, 0o644, "root", "root", "-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
-    stamp = catalog.BUNDLE_STAMP
+    stamp = app_service.BUNDLE_STAMP
     files[stamp] = FileFact(stamp, "s" * 64, 0o644, "psa", "psa", "b" * 64 + "\n")
-    owners = {catalog.ES_BACKUP_DIR: "elasticsearch", f"{catalog.APP_DIR}/backups": "root"}
+    owners = {es_service.BACKUP_DIR: "elasticsearch", f"{app_service.APP_DIR}/backups": "root"}
     dirs = {d: DirFact(d, 0o755, owners.get(d, "psa"), owners.get(d, "psa"))
             for d in catalog.managed_dirs(ctx.container.components)}
     services = {s: ServiceFact(s, True, True) for s in catalog.managed_services(ctx.container.components)}
@@ -102,8 +105,8 @@ def test_fresh_guest_gets_every_component_in_order() -> None:
     assert seen == ["base", "postgresql", "redis", "rabbitmq", "elasticsearch", "nodejs", "app", "scripts"]
     paths = {c.path for c in plan.changes if isinstance(c, PutFile)}
     assert paths >= set(catalog.managed_files(make_ctx().container.components)) - {
-        f"{catalog.KEYRINGS}/elastic.asc", f"{catalog.KEYRINGS}/nodesource.asc", catalog.BUNDLE_STAMP,
-        catalog.ENV_STAMP}
+        f"{base_service.KEYRINGS}/elastic.asc", f"{base_service.KEYRINGS}/nodesource.asc",
+        app_service.BUNDLE_STAMP, app_service.ENV_STAMP}
     assert any(isinstance(c, PutTree) for c in plan.changes)
     # apt proxy before the first package install; the app bundle before its build
     first_pkg = next(i for i, c in enumerate(plan.changes) if isinstance(c, Package))
@@ -189,7 +192,7 @@ def test_changed_secret_in_env_reloads_pm2_and_masks_diff() -> None:
 
 
 def test_bundle_checksum_follows_sources_not_build_output(tmp_path: Path) -> None:
-    from psa_provision.components.context import bundle_checksum
+    from psa_provision.services.context import bundle_checksum
 
     (tmp_path / "services" / "auth" / "src").mkdir(parents=True)
     (tmp_path / "package.json").write_text("{}")
@@ -205,8 +208,8 @@ def test_bundle_checksum_follows_sources_not_build_output(tmp_path: Path) -> Non
 
 
 def test_build_context_reads_cas_and_refuses_bad_ones(tmp_path: Path) -> None:
-    from psa_provision.components.context import build_context
     from psa_provision.errors import InputError
+    from psa_provision.services.context import build_context
 
     ctx = make_ctx()
     pem = tmp_path / "corp.pem"

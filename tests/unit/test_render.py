@@ -9,13 +9,17 @@ from pathlib import Path
 import pytest
 
 from psa_provision import inventory, phases, render
-from psa_provision.components import app, elasticsearch, postgresql, redis, scripts
-from psa_provision.components.context import HostContext
 from psa_provision.errors import RenderError
 from psa_provision.facts import GuestFacts
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.plan import MASK, PutFile
 from psa_provision.secrets import Secrets, generate
+from psa_provision.services.app import component as app
+from psa_provision.services.context import HostContext
+from psa_provision.services.elasticsearch import component as elasticsearch
+from psa_provision.services.postgresql import component as postgresql
+from psa_provision.services.redis import component as redis
+from psa_provision.services.scripts import component as scripts
 
 
 @pytest.fixture(scope="module")

@@ -32,10 +32,10 @@ def test_only_the_components_values_change(component: str) -> None:
     assert rotated["app.admin_email"] == "ops@example.org"
 
 
-# -- which PM2 apps a rotation reloads (catalog.APP_STORES, components/app.py) -------------------------
+# -- which PM2 apps a rotation reloads (services/app: APP_STORES, component.py) ----------------------
 
 def test_store_variables_are_read_only_by_the_apps_using_that_store() -> None:
-    from psa_provision.components.catalog import APP_STORES, env_readers
+    from psa_provision.services.app import APP_STORES, env_readers
 
     apps = set(APP_STORES)
     assert env_readers("REDIS_PASSWORD", apps) == {"auth", "tickets"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from psa_provision.components import catalog
+from psa_provision.services import catalog
 
 ENV = 'NODE_ENV=production\nREDIS_PORT=6379\nREDIS_PASSWORD="s3cr;et"\nJWT_SECRET=abc\nAPP_ADMIN_PASSWORD=x\n'
 REDIS = 'bind 127.0.0.1\nrequirepass "p w"\nmaxmemory 2gb\nmasterauth m\n'

@@ -1,0 +1,52 @@
+"""PM2 of the app user, spelled once: its environment, whether its daemon runs, and `pm2 jlist` reduced
+by Node.js on the guest (facts, health, status and migrate each ask it for what they need).
+
+`pm2 jlist` carries every app's environment (the .env's passwords): it is reduced on the guest and
+never printed whole.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from . import APP_DIR, APP_HOME, APP_USER, PM2_HOME
+
+# PM2 as the app user, for a script that already runs as that user
+ENV = f"export HOME={APP_HOME} PM2_HOME={PM2_HOME}\ncd {APP_DIR}\n"
+PID_FILE = f"{PM2_HOME}/pm2.pid"
+DUMP_FILE = f"{PM2_HOME}/dump.pm2"  # what `pm2 resurrect` restores at boot (written by `pm2 save`)
+# PM2 as the app user, from root
+AS_APP_USER = f"runuser -u {APP_USER} -- env HOME={APP_HOME} PM2_HOME={PM2_HOME} pm2"
+# Without a running daemon `pm2 jlist` would start one: the tool asks this first and only looks.
+DAEMON_ALIVE = f'kill -0 "$(cat {PID_FILE} 2>/dev/null)" 2>/dev/null'
+# `pm2 jlist` on stdin as `ps` (a line PM2 printed before the JSON is skipped), then the reducer runs
+_READ = ('let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const t=s.trim(),i=t.lastIndexOf("\\n[");'
+         'const ps=JSON.parse((i>=0?t.slice(i+1):t)||"[]");')
+
+
+def jlist(reducer: str, *args: str, as_root: bool = True) -> str:
+    """`pm2 jlist 2>/dev/null | node -e PROGRAM ARGS`: the JavaScript `reducer` runs over `ps` (the process
+    list) and prints what the caller parses; `args` are its process.argv[1:]."""
+    pm2 = AS_APP_USER if as_root else "pm2"
+    tail = "".join(f" {shlex.quote(a)}" for a in args)
+    return f"{pm2} jlist 2>/dev/null | node -e {shlex.quote(_READ + reducer + '})')}{tail}"
+
+
+# {running: [{name, status, started}], saved: [name]}: the processes and the names in dump.pm2 (argv[1])
+FACTS = jlist(
+    'let d=[];try{d=JSON.parse(require("fs").readFileSync(process.argv[1]))}catch(e){}'
+    "console.log(JSON.stringify({running:ps.map(p=>({name:p.name,status:p.pm2_env.status,"
+    "started:p.pm2_env.pm_uptime})),saved:(Array.isArray(d)?d:[]).map(p=>p.name)}))", DUMP_FILE)
+# `name=online/total,...` per app (health's pm2 probe)
+COUNTS = jlist(
+    "const c={};for(const p of ps){c[p.name]=c[p.name]||[0,0];c[p.name][1]++;"
+    'if(p.pm2_env.status==="online")c[p.name][0]++}'
+    'console.log(Object.entries(c).map(([n,v])=>n+"="+v[0]+"/"+v[1]).join(","))')
+# `pm2 NAME STATUS` per process (status's service table)
+STATES = jlist('for(const p of ps)console.log("pm2",p.name,p.pm2_env.status)')
+
+
+def online(app: str) -> str:
+    """`online N`: how many instances of `app` are online (run as the app user, after ENV)."""
+    return jlist('console.log("online",ps.filter(p=>p.name===process.argv[1]&&p.pm2_env.status==="online")'
+                 ".length)", app, as_root=False)

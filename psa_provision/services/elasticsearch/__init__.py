@@ -1,0 +1,20 @@
+"""Elasticsearch 8 (Elastic's apt repository, or the sandbox's stand-in): config, heap, snapshot dir."""
+
+from ..app import APP_DIR
+from ..base import KEYRINGS
+
+COMPONENT = "elasticsearch"
+CONF = "/etc/elasticsearch/elasticsearch.yml"
+HEAP = "/etc/elasticsearch/jvm.options.d/heap.options"
+KEYRING = f"{KEYRINGS}/elastic.asc"
+LIST = "/etc/apt/sources.list.d/elastic-8.x.list"
+BACKUP_DIR = f"{APP_DIR}/backups/elasticsearch"  # path.repo: snapshots (backup-psa.sh, migrate)
+CLUSTER_NAME = "psa-platform"
+NODE_NAME = "psa-node-1"
+PACKAGES = ("elasticsearch",)
+UNIT = "elasticsearch"
+FILES = (CONF, HEAP, LIST, KEYRING)
+DIRS = (BACKUP_DIR,)
+UNITS = (UNIT,)
+TEMPLATES = {CONF: "elasticsearch.yml.j2", HEAP: "heap.options.j2"}  # LIST: base.APT_SOURCE_TEMPLATE
+PORT = 9200

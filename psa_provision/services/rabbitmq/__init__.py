@@ -1,0 +1,20 @@
+"""RabbitMQ (Debian 12's rabbitmq-server): loopback-only node, management plugin, admin + psa_app users."""
+
+COMPONENT = "rabbitmq"
+CONF = "/etc/rabbitmq/rabbitmq.conf"
+PLUGINS = "/etc/rabbitmq/enabled_plugins"
+ENV_CONF = "/etc/rabbitmq/rabbitmq-env.conf"
+INETRC = "/etc/rabbitmq/erl_inetrc"
+EPMD_DROPIN = "/etc/systemd/system/epmd.socket.d/psa-loopback.conf"
+PACKAGES = ("rabbitmq-server",)
+UNIT = "rabbitmq-server"
+FILES = (CONF, PLUGINS, ENV_CONF, INETRC, EPMD_DROPIN)
+UNITS = (UNIT,)
+TEMPLATES = {CONF: "rabbitmq.conf.j2", PLUGINS: "enabled_plugins.j2", ENV_CONF: "rabbitmq-env.conf.j2",
+             INETRC: "erl_inetrc.j2", EPMD_DROPIN: "epmd-loopback.conf.j2"}
+VHOST = "/"
+# name -> (secret key, tags)
+USERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "admin": ("rabbitmq.admin_password", ("administrator",)),
+    "psa_app": ("rabbitmq.app_password", ()),
+}

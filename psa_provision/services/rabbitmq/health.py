@@ -1,0 +1,3 @@
+"""RabbitMQ's `psa-provision health` probe: the node answers a ping."""
+
+PROBE = "probe rabbitmq rabbitmq-diagnostics -q ping"

@@ -1,0 +1,39 @@
+"""Every service by name: its planner (in install order) and, for the stores, its data mover."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..facts import GuestFacts
+from ..plan import Change
+from .app import component as app
+from .base import component as base
+from .context import HostContext
+from .elasticsearch import component as elasticsearch
+from .elasticsearch.mover import MOVER as ELASTICSEARCH_MOVER
+from .mover import Mover
+from .nodejs import component as nodejs
+from .postgresql import component as postgresql
+from .postgresql.mover import MOVER as POSTGRESQL_MOVER
+from .rabbitmq import component as rabbitmq
+from .rabbitmq.mover import MOVER as RABBITMQ_MOVER
+from .redis import component as redis
+from .redis.mover import MOVER as REDIS_MOVER
+from .scripts import component as scripts
+
+Planner = Callable[[HostContext, GuestFacts], list[Change]]
+# install order: base first (apt proxy, CA files), the stores, Node.js before the app, scripts last
+PLANNERS: tuple[tuple[str, Planner], ...] = (
+    ("base", base.plan),
+    ("postgresql", postgresql.plan),
+    ("redis", redis.plan),
+    ("rabbitmq", rabbitmq.plan),
+    ("elasticsearch", elasticsearch.plan),
+    ("nodejs", nodejs.plan),
+    ("app", app.plan),
+    ("scripts", scripts.plan),
+)
+MOVERS: dict[str, Mover] = {
+    "postgresql": POSTGRESQL_MOVER, "redis": REDIS_MOVER, "rabbitmq": RABBITMQ_MOVER,
+    "elasticsearch": ELASTICSEARCH_MOVER,
+}
