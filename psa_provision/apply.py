@@ -245,7 +245,7 @@ def _api(change: Change, targets: Targets) -> dict[str, Any]:
 
 def _put_file(change: Change, targets: Targets) -> dict[str, Any]:
     assert isinstance(change, PutFile)
-    targets.conn(change.host).put(change.path, change.content.encode(), mode=change.mode,
+    targets.conn(change.host).put(change.path, change.content, mode=change.mode,
                                   owner=change.owner, group=change.group, backup=previous_path(change.path))
     targets.written.setdefault((change.host, change.component), []).append(change.path)
     return {"path": change.path, "sha256": change.digest}

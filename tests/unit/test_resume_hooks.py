@@ -15,7 +15,7 @@ import pytest
 from psa_provision.apply import apply, step_name
 from psa_provision.errors import LockHeld
 from psa_provision.journal import Journal, PhaseLock
-from psa_provision.plan import ApiCall, Command, Plan, PutFile, Secret
+from psa_provision.plan import ApiCall, Command, Plan, PutFile, Secret, Sensitive
 from psa_provision.ssh import RECORD_ENV, record_command
 
 SECRET = "s3cr3t-'\"$;\\-value-0123456789abcdef"
@@ -75,9 +75,10 @@ def test_failed_steps_journal_no_secret(tmp_path: Path) -> None:
     changes = [
         ApiCall(host, "container", "create container 200", method="POST", path="/nodes/pve1/lxc",
                 params={"vmid": 200, "password": Secret(SECRET)}, effect="create"),
-        Command(host, "postgresql", "set password of psa_app", script="read -r PW", stdin=SECRET + "\n"),
+        Command(host, "postgresql", "set password of psa_app", script="read -r PW",
+                stdin=Sensitive(SECRET + "\n")),
         PutFile(host, "app", "create /opt/psa-platform/.env", path="/opt/psa-platform/.env",
-                content=f"REDIS_PASSWORD={SECRET}\n", mode=0o600),
+                content=Sensitive(f"REDIS_PASSWORD={SECRET}\n"), mode=0o600),
     ]
     for change in changes:
         summary = apply(Plan([change]), {}, None, journal)
