@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from psa_provision.errors import ConnectionFailed, GuestError, ProvisionError
-from psa_provision.journal import Journal, kill_point
+from psa_provision.journal import Journal
 from psa_provision.plan import (
     ApiCall,
     Change,
@@ -29,6 +29,7 @@ from psa_provision.plan import (
     Service,
 )
 from psa_provision.proxmox import ProxmoxClient, upid_node
+from psa_provision.seams import kill_point
 from psa_provision.ssh import Connection, Result, wait_for_ssh
 
 APT_ENV = "export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a\n"

@@ -9,9 +9,7 @@ A Sensitive stdin or file content (sensitive.py) is unwrapped here only, by `wir
 from __future__ import annotations
 
 import io
-import json
 import logging
-import os
 import posixpath
 import secrets as pysecrets
 import shlex
@@ -29,13 +27,13 @@ import paramiko
 from fabric import Connection as FabricConnection
 
 from psa_provision.errors import ConnectionFailed, GuestError
+from psa_provision.seams import record_command
 from psa_provision.sensitive import Sensitive
 
 # paramiko logs every failed handshake with a traceback; with no handler configured Python prints
 # those on stderr. Our errors say what failed in one sentence (ConnectionFailed), so keep them quiet.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-RECORD_ENV = "PSA_RECORD_COMMANDS"
 CONNECT_TIMEOUT = 10.0
 DEFAULT_TIMEOUT = 1800.0
 STREAM_CHUNK = 1 << 20  # bytes in flight through the tool host while streaming between guests
@@ -530,19 +528,6 @@ def tar_tree(root: Path, exclude: tuple[str, ...]) -> tuple[bytes, list[str]]:
         for child in sorted(root.iterdir()):
             tar.add(child, arcname=child.name, filter=skip)
     return buf.getvalue(), sorted(names)
-
-
-def record_command(host: str, command: str, script: str) -> None:
-    """TEST HOOK: with PSA_RECORD_COMMANDS=<file>, append every command line and script sent to a guest.
-
-    Both can end up in argv on the guest (`ps`); stdin data and file contents cannot, and they are
-    not recorded. tests/e2e/test_secrets.py greps this file for every secret value.
-    """
-    path = os.environ.get(RECORD_ENV)
-    if not path:
-        return
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"host": host, "command": command, "script": script}) + "\n")
 
 
 def _warn(text: str) -> None:

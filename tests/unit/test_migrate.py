@@ -12,11 +12,11 @@ from psa_provision.components import postgresql
 from psa_provision.components.context import build_context
 from psa_provision.errors import InputError
 from psa_provision.inventory import load_inventory
-from psa_provision.loadgen import LoadResult
 from psa_provision.migrate import STORES, SUBSTEPS, StepState, _report, plan_steps, read_states
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import load_phase
 from psa_provision.secrets import Secrets, generate
+from psa_provision.testing.loadgen import LoadResult
 
 PHASES = PHASES_DIR
 
