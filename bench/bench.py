@@ -224,10 +224,10 @@ def migration(bench: Bench, rate: float) -> None:
     """`migrate phase1` under a ticket-writing load: write downtime, total time, the data moved.
 
     Needs phase 0 (this bench's container) holding the data and phase 1 up; the load writes through
-    phase 0's gateway, then phase 1's (psa_provision.loadgen); the tickets table is measured first."""
+    phase 0's gateway, then phase 1's (psa_provision.testing.loadgen); the tickets table is measured first."""
     from psa_provision.inventory import load_inventory
-    from psa_provision.loadgen import TicketLoad
     from psa_provision.phases import load_phase
+    from psa_provision.testing.loadgen import TicketLoad
 
     inv = load_inventory(bench.inventory)
     phases = [load_phase(p, inv.phases_dir) for p in ("phase0", PHASE1)]
@@ -248,7 +248,7 @@ def migration(bench: Bench, rate: float) -> None:
               "SELECT count(*), pg_total_relation_size('tickets') (phase 0's PostgreSQL)")
     bench.add("migrate phase1: write downtime (longest gap between acked writes)",
               f"{result.longest_gap_s:.1f} s ({len(result.acked)} tickets acked, {result.failures} refused)",
-              f"{run.command} (psa_provision.loadgen at {rate}/s)")
+              f"{run.command} (psa_provision.testing.loadgen at {rate}/s)")
     bench.add("migrate phase1: total time, writes quiesced (migrate's report)",
               f"{run.wall:.0f} s, quiesced {found[1] if found else '?'} s ({verdict})", run.command)
 

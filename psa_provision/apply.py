@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from psa_provision.errors import ConnectionFailed, GuestError, ProvisionError
-from psa_provision.journal import Journal, kill_point
+from psa_provision.journal import Journal
 from psa_provision.plan import (
     ApiCall,
     Change,
@@ -28,6 +28,7 @@ from psa_provision.plan import (
     Service,
 )
 from psa_provision.proxmox import ProxmoxClient, Write
+from psa_provision.seams import kill_point
 from psa_provision.ssh import Connection, Result, wait_for_ssh
 
 APT_ENV = "export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a\n"
@@ -235,7 +236,7 @@ def _api(change: Change, targets: Targets) -> dict[str, Any]:
 
 def _put_file(change: Change, targets: Targets) -> dict[str, Any]:
     assert isinstance(change, PutFile)
-    targets.conn(change.host).put(change.path, change.content.encode(), mode=change.mode,
+    targets.conn(change.host).put(change.path, change.content, mode=change.mode,
                                   owner=change.owner, group=change.group, backup=previous_path(change.path))
     targets.written.setdefault((change.host, change.component), []).append(change.path)
     return {"path": change.path, "sha256": change.digest}

@@ -31,11 +31,12 @@ from psa_provision.errors import (
     ProxmoxError,
 )
 from psa_provision.inventory import Inventory, load_inventory
-from psa_provision.journal import Journal, PhaseLock, kill_point, migration_grants, state_dir
+from psa_provision.journal import Journal, PhaseLock, migration_grants, state_dir
 from psa_provision.output import Output, StepProgress
 from psa_provision.phases import ContainerSpec, Phase, around, load_all, load_phase, where
 from psa_provision.plan import ApiCall, Change, Plan
 from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.seams import kill_point
 from psa_provision.secrets import Secrets, load_secrets
 from psa_provision.services.app import APP_HOME, APP_USER, pm2
 from psa_provision.services.app.component import probe_address

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from . import seams
 from .errors import InputError
 from .loader import load_model
 from .packaged import PHASES_DIR
@@ -301,5 +302,6 @@ def load_inventory(path: Path) -> Inventory:
     """Load and validate an inventory file; InputError `file:line: ...` on any problem. No network."""
     path = Path(path)
     inv = load_model(path, Inventory, context={"base_dir": str(path.resolve().parent)})
+    seams.note_target(inv.proxmox.base_url)  # test hooks act only for a sandbox (loopback) target
     return inv.model_copy(update={"path": path.resolve()})
 

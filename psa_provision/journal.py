@@ -10,20 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 from psa_provision.errors import LockHeld
-
-KILL_AT_ENV = "PSA_KILL_AT"
-KILL_DELAY_ENV = "PSA_KILL_DELAY"
 
 
 def state_dir(inventory_path: Path) -> Path:
@@ -85,27 +79,6 @@ class Journal:
             else:
                 running.pop(str(entry["upid"]), None)
         return list(running.values())
-
-
-def kill_point(step: str) -> None:
-    """TEST HOOK: PSA_KILL_AT=<glob> makes the process SIGKILL itself when a step matching it starts.
-
-    Step names are `<component>: <summary>` as the journal shows them (e.g. `postgresql: install
-    postgresql-15`), `<...> (task running)` once a Proxmox task was submitted, and the engine's own
-    steps (`container: start container 200`, `app: wait for /health`). With PSA_KILL_DELAY=<seconds>
-    the kill comes that long after the step started, i.e. in the middle of it. Used by
-    tests/e2e/test_resume.py to prove that a rerun finishes an interrupted run.
-    """
-    pattern = os.environ.get(KILL_AT_ENV)
-    if not pattern or not fnmatchcase(step, pattern):
-        return
-    os.environ.pop(KILL_AT_ENV, None)  # once per process
-    delay = float(os.environ.get(KILL_DELAY_ENV) or 0)
-    if delay <= 0:
-        os.kill(os.getpid(), signal.SIGKILL)
-    timer = threading.Timer(delay, os.kill, args=(os.getpid(), signal.SIGKILL))
-    timer.daemon = True
-    timer.start()
 
 
 def pid_alive(pid: int) -> bool:

@@ -10,7 +10,6 @@ interrupted migration where it stopped; a failed verify rolls its step back and 
 
 from __future__ import annotations
 
-import os
 import shlex
 import time
 from collections.abc import Callable, Iterator
@@ -22,11 +21,12 @@ from psa_provision import firewall, handover, planner
 from psa_provision.apply import JournaledTask
 from psa_provision.engine import ContainerState, Site, finish_open_tasks, ssh_connection, wait_healthy
 from psa_provision.errors import InputError, ProvisionError, ProxmoxError
-from psa_provision.journal import PhaseLock, kill_point, write_migration_grants
+from psa_provision.journal import PhaseLock, write_migration_grants
 from psa_provision.migration_record import StepState, journal_for, moved_away, read_states
 from psa_provision.output import Output
 from psa_provision.phases import ContainerSpec, Phase, around
 from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.seams import kill_point, sabotage_service, sabotage_store
 from psa_provision.services.app import APP_USER, ECOSYSTEM_FILE, ENV_FILE, pm2
 from psa_provision.services.app.component import probe_address
 from psa_provision.services.catalog import SERVICES
@@ -58,19 +58,9 @@ SERVICE_TIMEOUT = 180.0  # seconds a moved service (or a rerouted gateway) gets 
 OFFLINE_POLLS = 3  # polls (2 s apart) in a row with no PM2 instance online: the service is down
 GRANT_TAG = handover.GRANT_TAG  # not firewall.TAG: `up` leaves these rules where they are
 SNAPSHOT_PREFIX = "psa_migrate_"
-SABOTAGE_ENV = "PSA_MIGRATE_SABOTAGE"
 PM2 = pm2.ENV
 PM2_STOP = PM2 + "pm2 stop all >/dev/null 2>&1 || true\n"
 PM2_START = PM2 + f"pm2 startOrRestart {ECOSYSTEM_FILE} --update-env >/dev/null\npm2 save >/dev/null\n"
-# TEST HOOK (PSA_MIGRATE_SABOTAGE=<component>): damage the target after move, before verify
-SABOTAGE = {  # each adds data the source does not have
-    "postgresql": "cd / && runuser -u postgres -- psql -X -q -d psa_platform -c "
-                  "\"INSERT INTO tickets (title, body) VALUES ('sabotage', 'PSA_MIGRATE_SABOTAGE')\"\n",
-    "redis": "export REDISCLI_AUTH=\"$(cat)\"\nredis-cli --no-auth-warning SET psa-sabotage 1 >/dev/null\n",
-    "rabbitmq": "rabbitmqctl -q add_vhost psa-sabotage </dev/null\n",
-    "elasticsearch": "curl -sf -X PUT -H 'Content-Type: application/json' -d '{\"title\": \"sabotage\"}' "
-                     "http://127.0.0.1:9200/tickets/_doc/psa-sabotage >/dev/null\n",
-}
 
 
 class MigrationFailed(ProvisionError):
@@ -302,7 +292,7 @@ class Migration:
             self._store(step, todo, state)
 
     def _sub(self, step: Step, sub: str) -> None:
-        """Announce a sub-step (and the PSA_KILL_AT test hook: `migrate <step>: <sub-step>`)."""
+        """Announce a sub-step (and the kill point test seam: `migrate <step>: <sub-step>`)."""
         kill_point(f"migrate {step.name}: {sub}")
         self.out.note(f"[{step.name}] {sub}")
 
@@ -437,12 +427,8 @@ class Migration:
         self.record(step, "snapshot", snapshot=name, vmid=spec.vmid)
 
     def _sabotage(self, step: Step, dst: Connection) -> None:
-        """TEST HOOK: PSA_MIGRATE_SABOTAGE=<component> damages the target so that verify fails."""
-        if os.environ.get(SABOTAGE_ENV) != step.name:
-            return
-        self.out.warn(f"{SABOTAGE_ENV}={step.name}: damaging the target's data on purpose (test hook)")
-        secret = self.site.secrets.get("redis.password").value if step.name == "redis" else None
-        dst.run(SABOTAGE[step.name], stdin=secret)
+        """Test seam (seams.sabotage_store): the moved data may be damaged here so that verify fails."""
+        sabotage_store(step.name, dst, self.site.secrets, self.out.warn)
 
     def _print_checks(self, step: Step, checks: list[Check]) -> None:
         rows = [[c.what, c.source, c.target, "ok" if c.passed else "DIFFERENT"] for c in checks]
@@ -615,12 +601,9 @@ class Migration:
                                    "again")
 
     def _sabotage_service(self, step: Step, dst: Connection) -> None:
-        """TEST HOOK: PSA_MIGRATE_SABOTAGE=<service> stops it again on its new container (verify fails)."""
-        if os.environ.get(SABOTAGE_ENV) != step.name:
-            return
-        self.out.warn(f"{SABOTAGE_ENV}={step.name}: stopping {step.name} on the new container on purpose "
-                      "(test hook)")
-        dst.run(pm2_only("stop", step.name), user=APP_USER)
+        """Test seam (seams.sabotage_service): the started service may be stopped here (verify fails)."""
+        sabotage_service(step.name, lambda: dst.run(pm2_only("stop", step.name), user=APP_USER),
+                         self.out.warn)
 
     def _gateway(self, step: Step, todo: list[str]) -> None:
         """The new gateway started and healthy (its /health asks every moved service), then the old one

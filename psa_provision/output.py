@@ -20,13 +20,14 @@ from rich.status import Status
 from rich.table import Table
 
 from psa_provision.errors import ProvisionError
-from psa_provision.plan import MASK, ApiCall, Change, Command, Package, Plan, PutFile, Secret, Service
+from psa_provision.plan import ApiCall, Change, Command, Package, Plan, PutFile, Service
+from psa_provision.sensitive import MASK, Secret, Sensitive
 
 SYMBOL = {"create": "+", "recreate": "-/+", "restart": "~!", "live": "~"}
 
 
 def change_json(change: Change) -> dict[str, Any]:
-    """A Change as JSON-safe data: no file contents, no stdin, Secrets masked."""
+    """A Change as JSON-safe data: no file contents, no stdin, no script; Secret/Sensitive as `***`."""
     data: dict[str, Any] = {"host": change.host, "component": change.component, "kind": change.kind,
                             "summary": change.summary}
     if isinstance(change, ApiCall):  # the request as well as the action: what a reader of the plan checks
@@ -40,7 +41,8 @@ def change_json(change: Change) -> dict[str, Any]:
 
 
 def _safe(value: Any) -> Any:
-    if isinstance(value, Secret) or (isinstance(value, dict) and value.keys() == {"value"}):
+    """JSON-safe copy of a field: a masked value (kept whole by asdict) becomes `***`."""
+    if isinstance(value, Secret | Sensitive):
         return MASK
     if isinstance(value, dict):
         return {str(k): _safe(v) for k, v in value.items()}

@@ -6,6 +6,8 @@ Plan, `up` applies the same Plan (apply.py). A Change never performs a side effe
 Every Change belongs to one host (a container's hostname) and one component, and carries a
 human summary that is safe to print (secrets masked). A component that finds nothing to do
 records a `Noop` with the reason instead, so the summary can say `N changed, M unchanged`.
+What a step sends that may hold a secret (a Command's stdin, a PutFile's content) is `Sensitive`:
+its repr, str and JSON show `***`, so no printed, logged or raised form of a Change carries it.
 """
 
 from __future__ import annotations
@@ -17,28 +19,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from psa_provision.proxmox import Action, Write
+from psa_provision.sensitive import MASK as MASK
+from psa_provision.sensitive import Secret as Secret
+from psa_provision.sensitive import Sensitive as Sensitive
+from psa_provision.sensitive import mask as mask
 
-MASK = "***"
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A secret value. Printing it shows `***`; only `.value` gives the real thing."""
-
-    value: str
-
-    def __str__(self) -> str:
-        return MASK
-
-    def __repr__(self) -> str:
-        return f"Secret({MASK})"
-
-
-def mask(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret value in text by `***` (longest first, so prefixes don't leak)."""
-    for value in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(value, MASK)
-    return text
+NO_TEXT = Sensitive()  # an empty file's content
 
 
 def sha256(content: str | bytes) -> str:
@@ -100,10 +86,11 @@ class ApiCall(Change):
 
 @dataclass(frozen=True)
 class PutFile(Change):
-    """Write a file atomically (temp + mv) with mode and owner. `diff` is masked, `content` is not."""
+    """Write a file atomically (temp + mv) with mode and owner. `diff` is masked text; `content` is
+    Sensitive (shown as `***`, unwrapped by the SSH adapter only)."""
 
     path: str = ""
-    content: str = ""
+    content: Sensitive = NO_TEXT
     mode: int = 0o644
     owner: str = "root"
     group: str = "root"
@@ -111,7 +98,7 @@ class PutFile(Change):
 
     @property
     def digest(self) -> str:
-        return sha256(self.content)
+        return self.content.sha256
 
 
 @dataclass(frozen=True)
@@ -131,11 +118,11 @@ class Service(Change):
 
 @dataclass(frozen=True)
 class Command(Change):
-    """A shell script run as `user`; secrets go in via `stdin` (never argv), see Secret."""
+    """A shell script run as `user`; secrets go in via `stdin` (never argv), Sensitive: shown as `***`."""
 
     script: str = ""
     user: str = "root"
-    stdin: str | None = None
+    stdin: Sensitive | None = None
     cwd: str | None = None
 
 

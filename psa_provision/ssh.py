@@ -3,14 +3,13 @@
 One Connection per host, opened lazily and reused. Scripts travel on stdin (to a temp file) or, when
 stdin carries data for the script (a secret), as a quoted `bash -c` argument: secrets never reach
 argv. Files are written atomically (temp name in the same directory, chmod/chown, mv).
+A Sensitive stdin or file content (sensitive.py) is unwrapped here only, by `wire_bytes`.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
-import os
 import posixpath
 import secrets as pysecrets
 import shlex
@@ -28,12 +27,13 @@ import paramiko
 from fabric import Connection as FabricConnection
 
 from psa_provision.errors import ConnectionFailed, GuestError
+from psa_provision.seams import record_command
+from psa_provision.sensitive import Sensitive
 
 # paramiko logs every failed handshake with a traceback; with no handler configured Python prints
 # those on stderr. Our errors say what failed in one sentence (ConnectionFailed), so keep them quiet.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-RECORD_ENV = "PSA_RECORD_COMMANDS"
 CONNECT_TIMEOUT = 10.0
 DEFAULT_TIMEOUT = 1800.0
 STREAM_CHUNK = 1 << 20  # bytes in flight through the tool host while streaming between guests
@@ -94,6 +94,13 @@ class Result:
         """The last lines of stderr+stdout, for error messages."""
         text = "\n".join(p for p in (self.stdout.rstrip(), self.stderr.rstrip()) if p)
         return "\n".join(text.splitlines()[-lines:])
+
+
+def wire_bytes(data: Sensitive | str | bytes) -> bytes:
+    """The bytes that go onto the channel or into the file: the one place a Sensitive is unwrapped."""
+    if isinstance(data, Sensitive):
+        return data.reveal().encode()
+    return data.encode() if isinstance(data, str) else data
 
 
 def as_user(command: str, user: str, login_user: str) -> str:
@@ -198,15 +205,18 @@ class Connection:
         return transport
 
     # -- commands --------------------------------------------------------------------------------
-    def run(self, script: str, *, stdin: str | bytes | None = None, user: str = "root", check: bool = True,
-            timeout: float = DEFAULT_TIMEOUT, cwd: str | None = None, idempotent: bool = True) -> Result:
+    def run(self, script: str, *, stdin: Sensitive | str | bytes | None = None, user: str = "root",
+            check: bool = True, timeout: float = DEFAULT_TIMEOUT, cwd: str | None = None,
+            idempotent: bool = True) -> Result:
         """Run a bash script as `user`; GuestError when it exits non-zero and check is set.
 
         `stdin` is data for the script (e.g. a password read with `read -r`): it never touches argv.
-        A dropped connection is reopened and the script retried once when `idempotent`.
+        A Sensitive stdin is unwrapped here, onto the channel, and the secrets it holds are masked in
+        the GuestError's copy of the output. A dropped connection is reopened and the script retried
+        once when `idempotent`.
         """
         command, body = command_for(script, has_stdin=stdin is not None, cwd=cwd)
-        data = body if stdin is None else (stdin.encode() if isinstance(stdin, str) else stdin)
+        data = body if stdin is None else wire_bytes(stdin)
         wrapped = as_user(command, user, self.user)
         record_command(self.host, wrapped, script)
         try:
@@ -222,7 +232,8 @@ class Connection:
             result = self._exec(wrapped, data, timeout)
         if check and not result.ok:
             first = script.strip().splitlines()[0] if script.strip() else "(empty script)"
-            raise GuestError(f"{self.host}: `{first[:80]}` exited {result.exit_code}\n{result.tail()}")
+            tail = stdin.mask(result.tail()) if isinstance(stdin, Sensitive) else result.tail()
+            raise GuestError(f"{self.host}: `{first[:80]}` exited {result.exit_code}\n{tail}")
         return result
 
     def _exec(self, command: str, data: bytes, timeout: float) -> Result:
@@ -251,14 +262,15 @@ class Connection:
         return Result(out.decode(errors="replace"), b"".join(err_chunks).decode(errors="replace"), code)
 
     # -- files -----------------------------------------------------------------------------------
-    def put(self, path: str, content: bytes | str, *, mode: int = 0o644, owner: str = "root",
+    def put(self, path: str, content: Sensitive | str | bytes, *, mode: int = 0o644, owner: str = "root",
             group: str = "root", backup: str | None = None) -> None:
         """Write a file atomically: sftp to a temp name beside it, chmod/chown, then mv over.
 
-        `backup`: a path that receives the file's previous content (removed when there was none),
-        so a config a service refuses can be put back.
+        A Sensitive content is unwrapped here, into the file. `backup`: a path that receives the
+        file's previous content (removed when there was none), so a config a service refuses can be
+        put back.
         """
-        data = content.encode() if isinstance(content, str) else content
+        data = wire_bytes(content)
         directory = posixpath.dirname(path) or "/"
         tmp_dir = directory if self.user == "root" else "/tmp"
         tmp = posixpath.join(tmp_dir, f".{posixpath.basename(path)}.psa-{pysecrets.token_hex(4)}")
@@ -516,19 +528,6 @@ def tar_tree(root: Path, exclude: tuple[str, ...]) -> tuple[bytes, list[str]]:
         for child in sorted(root.iterdir()):
             tar.add(child, arcname=child.name, filter=skip)
     return buf.getvalue(), sorted(names)
-
-
-def record_command(host: str, command: str, script: str) -> None:
-    """TEST HOOK: with PSA_RECORD_COMMANDS=<file>, append every command line and script sent to a guest.
-
-    Both can end up in argv on the guest (`ps`); stdin data and file contents cannot, and they are
-    not recorded. tests/e2e/test_secrets.py greps this file for every secret value.
-    """
-    path = os.environ.get(RECORD_ENV)
-    if not path:
-        return
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"host": host, "command": command, "script": script}) + "\n")
 
 
 def _warn(text: str) -> None:

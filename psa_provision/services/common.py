@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 
 from ..facts import GuestFacts
 from ..inventory import AptRepo
-from ..plan import Change, Command, Noop, Package, PutFile, Service, sha256, unified_diff
+from ..plan import Change, Command, Noop, Package, PutFile, Sensitive, Service, sha256, unified_diff
 from ..render import render
 from .base import APT_SOURCE_TEMPLATE
 from .catalog import SECRET_FILES, mask_secret_lines
@@ -39,8 +39,8 @@ def put_file(ctx: HostContext, facts: GuestFacts, component: str, path: str, con
     else:
         diff = unified_diff(path, have.content, content, secrets)
         why = "update"
-    return PutFile(ctx.host, component, f"{why} {path}", path=path, content=content, mode=mode,
-                   owner=owner, group=group, diff=diff)
+    return PutFile(ctx.host, component, f"{why} {path}", path=path, content=Sensitive(content, secrets),
+                   mode=mode, owner=owner, group=group, diff=diff)
 
 
 def changed(changes: Iterable[Change]) -> bool:
@@ -125,7 +125,7 @@ def proxy_env(ctx: HostContext) -> str:
 
 
 def command(ctx: HostContext, component: str, summary: str, script: str, *, user: str = "root",
-            stdin: str | None = None, cwd: str | None = None, needs_peers: bool = False) -> Command:
+            stdin: Sensitive | None = None, cwd: str | None = None, needs_peers: bool = False) -> Command:
     """A Command with `set -euo pipefail` in front."""
     return Command(ctx.host, component, summary, script="set -euo pipefail\n" + script, user=user,
                    stdin=stdin, cwd=cwd, needs_peers=needs_peers)

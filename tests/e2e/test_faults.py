@@ -23,7 +23,7 @@ from psa_provision import proxmox
 from psa_provision.apply import apply
 from psa_provision.errors import InputError, ProxmoxError, TaskError
 from psa_provision.inventory import load_inventory
-from psa_provision.plan import Command, Plan, PutFile, Service
+from psa_provision.plan import Command, Plan, PutFile, Sensitive, Service
 
 from .conftest import PVESIM, Site, sandbox_credentials, wait_gateway_healthy
 
@@ -314,7 +314,8 @@ def test_a_config_the_service_refuses_is_put_back(reset_phase0: Site, tmp_path: 
         owner = conn.run("stat -c '%U %G %a' /etc/redis/redis.conf").stdout.split()
         plan = Plan([
             PutFile(host, "redis", "redis.conf", path="/etc/redis/redis.conf",
-                    content=conf + "maxmemory lots\n", mode=int(owner[2], 8), owner=owner[0], group=owner[1]),
+                    content=Sensitive(conf + "maxmemory lots\n"), mode=int(owner[2], 8), owner=owner[0],
+                    group=owner[1]),
             Service(host, "redis", "restart redis", name="redis-server", action="restart")])
         summary = apply(plan, {host: conn}, None)
         assert summary.error is not None

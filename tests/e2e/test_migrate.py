@@ -19,8 +19,10 @@ from collections.abc import Iterator
 import pytest
 
 from psa_provision import journal, migrate, proxmox
-from psa_provision.loadgen import TicketLoad, request
+from psa_provision.seams import ENABLE_ENV
 from psa_provision.ssh import Connection
+from psa_provision.testing.loadgen import TicketLoad, request
+from psa_provision.testing.sabotage import SABOTAGE_ENV
 
 from .conftest import Site, q
 from .test_phase1 import Phase1, provision
@@ -81,9 +83,10 @@ def test_failed_verify_rolls_the_step_back(phase0: Site, target: Phase1, fresh_m
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     refused = phase0.cli("cleanup", "phase0-leftovers", "--yes", timeout=300)
     assert refused.code == 1 and "not complete" in refused.output, refused.output
-    monkeypatch.setenv(migrate.SABOTAGE_ENV, "postgresql")
+    monkeypatch.setenv(ENABLE_ENV, "1")  # test hooks open (the sandbox's API is on loopback)
+    monkeypatch.setenv(SABOTAGE_ENV, "postgresql")
     run = phase0.cli("migrate", "phase1", timeout=1800)
-    monkeypatch.delenv(migrate.SABOTAGE_ENV)
+    monkeypatch.delenv(SABOTAGE_ENV)
     assert run.code == 1, run.output[-6000:]
     assert "verify failed" in run.output and "DIFFERENT" in run.output and "rolled back" in run.output, \
         run.output[-6000:]
@@ -122,6 +125,7 @@ def test_migration_under_load_killed_and_resumed_loses_no_acknowledged_write(
                       label="migrate-load").start()
     try:
         _wait_acks(load, 5, "the load generator's first writes through phase 0's gateway")
+        monkeypatch.setenv(ENABLE_ENV, "1")
         monkeypatch.setenv("PSA_KILL_AT", "migrate redis: move")  # writers quiesced, move not started
         killed = phase0.cli("migrate", "phase1", timeout=1800)
         monkeypatch.delenv("PSA_KILL_AT")

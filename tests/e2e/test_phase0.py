@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from psa_provision import loadgen, proxmox
+from psa_provision import proxmox
 from psa_provision.services import app as app_service
 from psa_provision.services import catalog
 from psa_provision.ssh import Connection
+from psa_provision.testing import loadgen
 
 from .conftest import Site, q
 

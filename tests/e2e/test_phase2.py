@@ -22,8 +22,10 @@ from collections.abc import Iterator
 import pytest
 
 from psa_provision import journal, migrate, proxmox
-from psa_provision.loadgen import TicketLoad, request
 from psa_provision.phases import ContainerSpec, Phase, load_phase
+from psa_provision.seams import ENABLE_ENV
+from psa_provision.testing.loadgen import TicketLoad, request
+from psa_provision.testing.sabotage import SABOTAGE_ENV
 
 from .conftest import Run, Site, q
 from .test_phase1 import Phase1, provision
@@ -110,9 +112,10 @@ def test_up_and_migrate_phase2_under_load_lose_no_acknowledged_write(
         assert not load.result.switches, f"phase 1's gateway refused writes during up: {load.result.switches}"
         assert during_up > 0, "no write was acknowledged while `up phase2` ran"
 
-        monkeypatch.setenv(migrate.SABOTAGE_ENV, SABOTAGED)
+        monkeypatch.setenv(ENABLE_ENV, "1")  # test hooks open (the sandbox's API is on loopback)
+        monkeypatch.setenv(SABOTAGE_ENV, SABOTAGED)
         runs["sabotaged"] = phase1.cli("migrate", "phase2", timeout=1800)
-        monkeypatch.delenv(migrate.SABOTAGE_ENV)
+        monkeypatch.delenv(SABOTAGE_ENV)
         out = runs["sabotaged"].output
         assert runs["sabotaged"].code == 1, out[-6000:]
         assert "rolled back" in out and "not online in PM2" in out, out[-6000:]

@@ -1,10 +1,11 @@
 """A killed `up phase0` is finished by the next `up`: SIGKILL at named steps, API and guest ones.
 
 First `destroy phase0` is killed while its delete task runs and rerun (it waits for that task).
-Then one chain from the destroyed container: each run gets PSA_KILL_AT=<next chosen step> (test hook in
-journal.kill_point) and SIGKILLs itself there, the next run resumes; a last run without the hook
-finishes. The result must equal a clean run: one container, every task waited for, `verify phase0`
-passes and a further `up` says `0 changed`. This costs one cold `up` plus a few seconds per kill.
+Then one chain from the destroyed container: each run gets PSA_KILL_AT=<next chosen step> (test hook
+psa_provision/testing/kill.py, open with PSA_TEST_HOOKS=1) and SIGKILLs itself there, the next run
+resumes; a last run without the hook finishes. The result must equal a clean run: one container, every
+task waited for, `verify phase0` passes and a further `up` says `0 changed`. This costs one cold `up`
+plus a few seconds per kill.
 
 Kill points are drawn at random (seed printed; PSA_RESUME_SEED=<n> repeats a draw) among the
 candidates below, always including the create task still running (the rerun must find the
@@ -25,6 +26,7 @@ import pytest
 
 from psa_provision import proxmox
 from psa_provision.journal import Journal
+from psa_provision.seams import ENABLE_ENV
 
 from .conftest import CLI, REPO_ROOT, Run, Site, take_converged_snapshot, wait_gateway_healthy
 
@@ -74,7 +76,7 @@ def run_cli_env(site: Site, point: Point | None, *args: str) -> Run:
     """The CLI in a subprocess, with the kill hook set for `point` (None: no hook)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PSA_KILL_AT", "PSA_KILL_DELAY")}
     if point is not None:
-        env |= {"PSA_KILL_AT": point.glob, "PSA_KILL_DELAY": str(point.delay)}
+        env |= {ENABLE_ENV: "1", "PSA_KILL_AT": point.glob, "PSA_KILL_DELAY": str(point.delay)}
     argv = [*CLI, "-i", str(site.inventory_path), *args]
     started = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=REPO_ROOT,

@@ -1,10 +1,11 @@
 """No secret value in anything a sandbox run shows or sends where others can read it.
 
-Checked for every value in the secrets file: stdout/stderr of init, plan (text and JSON), up,
-verify, status and health; the run journal; the pvesim access log lines written during the run
-(Proxmox task parameters); every command line and script the tool sent to the guest (recorded by
-the PSA_RECORD_COMMANDS test hook in ssh.py: those are what can show up in `ps` on the guest, while
-stdin data and file contents cannot); and `ps -eo args` on the guest sampled during `up`.
+Checked for every value in the secrets file: stdout/stderr of init, plan (text and JSON), up, verify,
+status and health; the run journal; the pvesim access log lines written during the run (Proxmox task
+parameters); every command line and script the tool sent to the guest (recorded by the
+PSA_RECORD_COMMANDS test hook, psa_provision/testing/record.py: those are what can show up in `ps` on
+the guest, while stdin data and file contents cannot); and `ps -eo args` on the guest sampled during
+`up`.
 
 Before `up`, the guest loses what needs a secret to rebuild (psa_app's PostgreSQL password, the
 RabbitMQ user psa_app), so `up` really sends those secrets (on stdin) while we watch.
@@ -21,9 +22,10 @@ from pathlib import Path
 import pytest
 
 from psa_provision.journal import state_dir
+from psa_provision.seams import ENABLE_ENV
 from psa_provision.secrets import load_secrets
 from psa_provision.services import app as app_service
-from psa_provision.ssh import RECORD_ENV
+from psa_provision.testing.record import RECORD_ENV
 
 from .conftest import CLI, REPO_ROOT, Run, Site
 
@@ -39,7 +41,7 @@ rabbitmqctl -q delete_user psa_app </dev/null
 
 def run_recorded(site: Site, record: Path, *args: str, timeout: float = 1800) -> Run:
     argv = [*CLI, "-i", str(site.inventory_path), *args]
-    env = {**os.environ, RECORD_ENV: str(record)}
+    env = {**os.environ, ENABLE_ENV: "1", RECORD_ENV: str(record)}
     env.pop("PSA_KILL_AT", None)
     started = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,

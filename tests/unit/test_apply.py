@@ -12,8 +12,8 @@ from typing import Any, cast
 from psa_provision.apply import apply
 from psa_provision.errors import GuestError
 from psa_provision.journal import Journal
-from psa_provision.plan import Command, Noop, Package, Plan, PutFile, Service
-from psa_provision.ssh import Connection, Result
+from psa_provision.plan import Command, Noop, Package, Plan, PutFile, Sensitive, Service
+from psa_provision.ssh import Connection, Result, wire_bytes
 
 
 @dataclass
@@ -23,9 +23,10 @@ class Guest:
     rules: list[tuple[str, Result]] = field(default_factory=list)
     calls: list[tuple[str, Any]] = field(default_factory=list)
 
-    def run(self, script: str, *, stdin: str | None = None, user: str = "root", check: bool = True,
-            cwd: str | None = None, **_: Any) -> Result:
-        self.calls.append(("run", {"script": script, "stdin": stdin, "user": user, "cwd": cwd}))
+    def run(self, script: str, *, stdin: Sensitive | str | None = None, user: str = "root",
+            check: bool = True, cwd: str | None = None, **_: Any) -> Result:
+        sent = stdin.reveal() if isinstance(stdin, Sensitive) else stdin  # what goes onto the channel
+        self.calls.append(("run", {"script": script, "stdin": sent, "user": user, "cwd": cwd}))
         for i, (needle, result) in enumerate(self.rules):
             if needle in script:
                 if result.exit_code != 0:
@@ -35,8 +36,8 @@ class Guest:
                 return result
         return Result("", "", 0)
 
-    def put(self, path: str, content: bytes, **kw: Any) -> None:
-        self.calls.append(("put", {"path": path, "content": content, **kw}))
+    def put(self, path: str, content: Sensitive | bytes, **kw: Any) -> None:
+        self.calls.append(("put", {"path": path, "content": wire_bytes(content), **kw}))
 
     def scripts(self) -> list[str]:
         return [c[1]["script"] for c in self.calls if c[0] == "run"]
@@ -50,9 +51,9 @@ def test_runs_in_order_and_counts(tmp_path: Any) -> None:
     guest = Guest()
     plan = Plan([
         Noop("ct", "redis", "redis.conf up to date"),
-        PutFile("ct", "app", "write .env", path="/opt/psa-platform/.env", content="A=1\n", mode=0o600,
-                owner="psa", group="psa"),
-        Command("ct", "postgresql", "create role", script="read -r pw; echo ok", stdin="s3cret"),
+        PutFile("ct", "app", "write .env", path="/opt/psa-platform/.env", content=Sensitive("A=1\n"),
+                mode=0o600, owner="psa", group="psa"),
+        Command("ct", "postgresql", "create role", script="read -r pw; echo ok", stdin=Sensitive("s3cret")),
         Service("ct", "redis", "restart redis", name="redis-server", action="restart"),
     ])
     journal = Journal(tmp_path / "j.jsonl")
@@ -94,7 +95,8 @@ def test_a_refused_config_is_put_back_and_the_service_restarted() -> None:
     guest = Guest([("systemctl restart redis-server", Result("", "Job failed", 1)),
                    ("journalctl", Result("Bad directive or wrong number of arguments\n", "", 0)),
                    ("restored", Result("restored /etc/redis/redis.conf\nstate active\n", "", 0))])
-    plan = Plan([PutFile("ct", "redis", "redis.conf", path="/etc/redis/redis.conf", content="maxmemory x\n"),
+    plan = Plan([PutFile("ct", "redis", "redis.conf", path="/etc/redis/redis.conf",
+                         content=Sensitive("maxmemory x\n")),
                  PutFile("ct", "postgresql", "pg conf", path="/etc/postgresql/15/main/postgresql.conf"),
                  Service("ct", "redis", "restart redis", name="redis-server", action="restart")])
     summary = apply(plan, conns(guest), None)

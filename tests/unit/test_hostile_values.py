@@ -90,7 +90,7 @@ def test_secrets_reach_no_script_only_stdin_and_files(plan: Plan, secrets: dict[
     for c in plan.changes:
         shown = c.summary + getattr(c, "diff", "") + getattr(c, "script", "")
         assert not any(v in shown for v in values), c.summary
-    stdin = "".join(c.stdin or "" for c in scripts(plan))
+    stdin = "".join(c.stdin.reveal() if c.stdin else "" for c in scripts(plan))
     assert secrets["rabbitmq.app_password"] in stdin and secrets["rabbitmq.admin_password"] in stdin
 
 
@@ -116,8 +116,8 @@ def test_hostile_inventory_values_arrive_as_one_argument(plan: Plan, tmp_path: P
         empty = tmp_path / "empty-path"
         empty.mkdir(exist_ok=True)
         env = {"PATH": str(empty), "ARGV_LOG": str(log), "HOME": str(tmp_path)}
-        subprocess.run(["/bin/bash", "-c", LOGGER + c.script], input=c.stdin or "", text=True, env=env,
-                       cwd=tmp_path, capture_output=True, check=False, timeout=30)
+        subprocess.run(["/bin/bash", "-c", LOGGER + c.script], input=c.stdin.reveal() if c.stdin else "",
+                       text=True, env=env, cwd=tmp_path, capture_output=True, check=False, timeout=30)
         assert not marker.exists(), f"{c.summary}: an inventory value ran as a command:\n{c.script}"
         argv = log.read_bytes().split(b"\0")
         if c in with_url:
@@ -139,7 +139,7 @@ def test_extra_ca_gets_a_plain_guest_file_name(ctx: HostContext, plan: Plan) -> 
 
 def _requirepass(plan: Plan) -> str:
     conf = next(c for c in plan.changes if isinstance(c, PutFile) and c.path == "/etc/redis/redis.conf")
-    (line,) = [ln for ln in conf.content.splitlines() if ln.startswith("requirepass ")]
+    (line,) = [ln for ln in conf.content.reveal().splitlines() if ln.startswith("requirepass ")]
     return line
 
 

@@ -10,7 +10,6 @@ import pytest
 from psa_provision import cleanup, journal
 from psa_provision.errors import InputError
 from psa_provision.inventory import load_inventory
-from psa_provision.loadgen import LoadResult
 from psa_provision.migrate import STORES, SUBSTEPS, _report, plan_steps
 from psa_provision.migration_record import StepState, read_states
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
@@ -18,6 +17,7 @@ from psa_provision.phases import load_phase
 from psa_provision.secrets import Secrets, generate
 from psa_provision.services.context import build_context
 from psa_provision.services.postgresql import component as postgresql
+from psa_provision.testing.loadgen import LoadResult
 
 PHASES = PHASES_DIR
 

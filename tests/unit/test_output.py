@@ -7,14 +7,14 @@ import json
 
 from psa_provision.errors import ProxmoxError
 from psa_provision.output import Output, plan_json
-from psa_provision.plan import ApiCall, Command, Noop, Plan, PutFile, Secret
+from psa_provision.plan import ApiCall, Command, Noop, Plan, PutFile, Secret, Sensitive
 
 
 def sample() -> Plan:
     return Plan([
-        PutFile("ct", "app", "write .env", path="/opt/psa-platform/.env", content="DB_PASSWORD=hunter2\n",
-                mode=0o600, diff="+DB_PASSWORD=***"),
-        Command("ct", "postgresql", "create role psa_app", script="read -r pw", stdin="hunter2"),
+        PutFile("ct", "app", "write .env", path="/opt/psa-platform/.env",
+                content=Sensitive("DB_PASSWORD=hunter2\n"), mode=0o600, diff="+DB_PASSWORD=***"),
+        Command("ct", "postgresql", "create role psa_app", script="read -r pw", stdin=Sensitive("hunter2")),
         ApiCall("ct", "container", "update", node="pve1", vmid=200,
                 params={"password": Secret("hunter2"), "cores": 2}, diff={"cores": (1, 2)}),
         Noop("ct", "redis", "redis.conf up to date"),
@@ -56,6 +56,6 @@ def test_summary_line_is_exact() -> None:
 
 def test_trailing_backslashes_in_diffs_survive() -> None:
     out = io.StringIO()
-    plan = Plan([PutFile("ct", "scripts", "write", path="/x", content="a \\\n", diff="+a \\")])
+    plan = Plan([PutFile("ct", "scripts", "write", path="/x", content=Sensitive("a \\\n"), diff="+a \\")])
     Output(stdout=out, stderr=io.StringIO()).plan(plan, "t")
     assert "      +a \\\n" in out.getvalue()

@@ -27,7 +27,7 @@ from psa_provision.facts import (
     ServiceFact,
 )
 from psa_provision.packaged import APP_BUNDLE, PHASES_DIR, SANDBOX_INVENTORY
-from psa_provision.plan import Change, Noop, Package, PutFile, PutTree, Service
+from psa_provision.plan import Change, Command, Noop, Package, PutFile, PutTree, Service
 from psa_provision.secrets import Secrets, generate
 from psa_provision.services import app as app_service
 from psa_provision.services import base as base_service
@@ -63,7 +63,7 @@ def converged(ctx: HostContext) -> GuestFacts:
     """Facts of this guest after its full plan ran."""
     fresh_plan = planner.plan_guest(ctx, GuestFacts()).changes
     files = {c.path: FileFact(c.path, c.digest, c.mode, c.owner, c.group,
-                              None if c.path in catalog.SECRET_FILES else c.content)
+                              None if c.path in catalog.SECRET_FILES else c.content.reveal())
              for c in fresh_plan if isinstance(c, PutFile)}
     for key in (f"{base_service.KEYRINGS}/elastic.asc", f"{base_service.KEYRINGS}/nodesource.asc"):
         files[key] = FileFact(key, "k" * 64, 0o644, "root", "root", "-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
@@ -135,7 +135,7 @@ def test_fresh_plan_never_puts_a_secret_in_summaries_diffs_or_argv() -> None:
 
 def test_secrets_reach_the_guest_only_through_stdin_or_files() -> None:
     plan = planner.plan_guest(make_ctx(), GuestFacts())
-    stdin = "".join(getattr(c, "stdin", None) or "" for c in plan.changes)
+    stdin = "".join(c.stdin.reveal() for c in plan.changes if isinstance(c, Command) and c.stdin)
     assert SECRETS["postgresql.app_password"] in stdin
     assert SECRETS["rabbitmq.admin_password"] in stdin and SECRETS["rabbitmq.app_password"] in stdin
 
@@ -187,7 +187,7 @@ def test_changed_secret_in_env_reloads_pm2_and_masks_diff() -> None:
         "Command app: pm2: code or configuration changed",
     ]
     env = changes[0]
-    assert isinstance(env, PutFile) and "f" * 64 in env.content and "f" * 64 not in env.diff
+    assert isinstance(env, PutFile) and "f" * 64 in env.content.reveal() and "f" * 64 not in env.diff
     assert "reload /opt/psa-platform/ecosystem.config.js --update-env" in getattr(changes[1], "script", "")
 
 

@@ -123,7 +123,7 @@ def test_ecosystem_has_no_secret_and_parses(ctx: HostContext, tmp_path: Path) ->
 
 def test_scripts_are_valid_bash_and_keep_secrets_off_argv(ctx: HostContext, tmp_path: Path) -> None:
     changes = scripts.plan(ctx, GuestFacts())
-    files = {c.path: c.content for c in changes if isinstance(c, PutFile)}
+    files = {c.path: c.content.reveal() for c in changes if isinstance(c, PutFile)}
     for path in ("/usr/local/bin/health-check.sh", "/usr/local/bin/backup-psa.sh"):
         f = tmp_path / Path(path).name
         f.write_text(files[path])
@@ -152,7 +152,7 @@ def test_secret_in_content_masked_in_diff(ctx: HostContext) -> None:
     change = redis.plan(ctx, GuestFacts())
     put = next(c for c in change if isinstance(c, PutFile))
     pw = ctx.secrets.get("redis.password").value
-    assert pw in put.content
+    assert pw in put.content.reveal()
     assert pw not in put.diff and f"+requirepass {MASK}" in put.diff
 
 

@@ -15,8 +15,9 @@ import pytest
 from psa_provision.apply import apply, step_name
 from psa_provision.errors import LockHeld
 from psa_provision.journal import Journal, PhaseLock
-from psa_provision.plan import ApiCall, Command, Plan, PutFile, Secret
-from psa_provision.ssh import RECORD_ENV, record_command
+from psa_provision.plan import ApiCall, Command, Plan, PutFile, Secret, Sensitive
+from psa_provision.seams import ENABLE_ENV, GATE, record_command
+from psa_provision.testing.record import RECORD_ENV
 
 SECRET = "s3cr3t-'\"$;\\-value-0123456789abcdef"
 
@@ -41,12 +42,15 @@ def test_a_record_cut_short_by_a_kill_is_skipped(tmp_path: Path) -> None:
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter with test hooks open (PSA_TEST_HOOKS=1; code loads the sandbox)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **env}, check=False)
+                          env={**os.environ, ENABLE_ENV: "1", **env}, check=False)
 
 
-KILLED = ("from psa_provision.journal import kill_point\n"
-          "kill_point('redis: install redis-server')\nprint('alive')")
+SANDBOX = ("from psa_provision.inventory import load_inventory\nfrom psa_provision.packaged import "
+           "SANDBOX_INVENTORY\nload_inventory(SANDBOX_INVENTORY)\n"
+           "from psa_provision.seams import kill_point\n")
+KILLED = SANDBOX + "kill_point('redis: install redis-server')\nprint('alive')"
 
 
 def test_kill_point_sigkills_the_process_at_a_matching_step() -> None:
@@ -60,7 +64,7 @@ def test_kill_point_ignores_other_steps_and_an_unset_hook() -> None:
 
 
 def test_kill_point_with_a_delay_kills_during_the_step() -> None:
-    code = ("import time\nfrom psa_provision.journal import kill_point\nkill_point('app: build')\n"
+    code = (SANDBOX + "import time\nkill_point('app: build')\n"
             "print('step running', flush=True)\ntime.sleep(30)\nprint('finished')")
     proc = _python(code, PSA_KILL_AT="app: build", PSA_KILL_DELAY="0.5")
     assert proc.returncode == -signal.SIGKILL
@@ -75,9 +79,10 @@ def test_failed_steps_journal_no_secret(tmp_path: Path) -> None:
     changes = [
         ApiCall(host, "container", "create container 200", action="create", node="pve1",
                 params={"vmid": 200, "password": Secret(SECRET)}, effect="create"),
-        Command(host, "postgresql", "set password of psa_app", script="read -r PW", stdin=SECRET + "\n"),
+        Command(host, "postgresql", "set password of psa_app", script="read -r PW",
+                stdin=Sensitive(SECRET + "\n")),
         PutFile(host, "app", "create /opt/psa-platform/.env", path="/opt/psa-platform/.env",
-                content=f"REDIS_PASSWORD={SECRET}\n", mode=0o600),
+                content=Sensitive(f"REDIS_PASSWORD={SECRET}\n"), mode=0o600),
     ]
     for change in changes:
         summary = apply(Plan([change]), {}, None, journal)
@@ -91,6 +96,8 @@ def test_failed_steps_journal_no_secret(tmp_path: Path) -> None:
 def test_record_command_appends_command_and_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     record_command("10.0.20.100", "bash -c x", "echo hi")  # hook off: nothing written anywhere
     log = tmp_path / "commands.jsonl"
+    monkeypatch.setattr(GATE, "sandbox", True)  # as after loading the sandbox inventory
+    monkeypatch.setenv(ENABLE_ENV, "1")
     monkeypatch.setenv(RECORD_ENV, str(log))
     record_command("10.0.20.100", "bash -c x", "echo hi")
     assert json.loads(log.read_text()) == {"host": "10.0.20.100", "command": "bash -c x", "script": "echo hi"}

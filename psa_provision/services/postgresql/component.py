@@ -15,7 +15,7 @@ import hmac
 import re
 
 from ...facts import GuestFacts
-from ...plan import Change, Noop
+from ...plan import Change, Noop, Sensitive
 from ...render import render
 from ..common import (
     command,
@@ -142,12 +142,14 @@ def objects(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     out: list[Change] = []
     problem = _role_problem(facts.postgres, password)
     if problem:
-        out.append(command(ctx, COMPONENT, problem, script, stdin=role_sql(password)))
+        out.append(command(ctx, COMPONENT, problem, script,
+                           stdin=Sensitive(role_sql(password), [password, password.replace("'", "''")])))
     else:
         out.append(Noop(ctx.host, COMPONENT, f"role {ROLE} exists, password matches"))
     problems = _database_problems(facts.postgres)
     if problems:
-        out.append(command(ctx, COMPONENT, "; ".join(problems), script, stdin=database_sql()))
+        out.append(command(ctx, COMPONENT, "; ".join(problems), script,
+                           stdin=Sensitive(database_sql())))
     else:
         out.append(Noop(ctx.host, COMPONENT, f"database {DATABASE}, extensions and grants in place"))
     return out

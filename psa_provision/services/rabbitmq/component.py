@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 
 from ...facts import GuestFacts
-from ...plan import Change, Noop
+from ...plan import Change, Noop, Sensitive
 from ...render import render
 from ..common import command, content_changed, install, put_file, restart_needed, service
 from ..context import HostContext
@@ -44,7 +44,7 @@ def _user_changes(ctx: HostContext, rabbit: RabbitFacts | None, name: str) -> li
         exists = _has_user(name)
         out.append(command(ctx, COMPONENT, f"create user {name}",
                            f"{exists} || rabbitmqctl -q add_user {q(name)}\n",
-                           stdin=ctx.secrets.get(key).value + "\n"))
+                           stdin=Sensitive.join(ctx.secrets.get(key), "\n")))
     if users.get(name, frozenset()) != frozenset(tags):
         out.append(command(ctx, COMPONENT, f"set tags of {name}: {' '.join(tags) or '(none)'}",
                            f"rabbitmqctl -q set_user_tags {q(name)} {' '.join(q(t) for t in tags)}\n"))
