@@ -3,7 +3,8 @@
 pve-manager's PVE/VZDump.pm locks each guest with `lock: backup` while it is backed up, inside a
 `vzdump` task whose id is the vmid only when the job covers exactly one guest (several guests: an
 empty id, so the task list filtered by vmid does not show it, PVE/API2/Tasks.pm). The task stays
-running and the lock set until `pvesim fault clear`, which ends the task OK and unlocks the guest.
+running and the lock set until `pvesim fault clear` (or `clear --owner X` / `--id N` for that one),
+which ends the task OK and unlocks the guest.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from pvesim import pveconf
 from pvesim.faults import Faults
@@ -29,8 +31,8 @@ def _task_files(state: StateDir, upid: str) -> tuple[Path, Path]:
     return state.tasks / f"{name}.json", state.tasks / f"{name}.log"
 
 
-def lock(state: StateDir, vmid: int, multi: bool) -> str:
-    """Set `lock: backup` and record a running vzdump task; returns its UPID."""
+def lock(state: StateDir, vmid: int, multi: bool, owner: str | None = None) -> str:
+    """Set `lock: backup` and record a running vzdump task (tagged `owner`); returns its UPID."""
     node, path = _conf(state, vmid)
     conf, _ = pveconf.read(path)
     if conf.main.values.get("lock"):
@@ -47,13 +49,17 @@ def lock(state: StateDir, vmid: int, multi: bool) -> str:
                                 "status": "running"}))
     conf.main.values["lock"] = "backup"
     pveconf.write(path, conf)
-    Faults(state.faults).add_backup_lock({"vmid": vmid, "node": node, "upid": text})
+    entry: dict[str, Any] = {"vmid": vmid, "node": node, "upid": text}
+    if owner is not None:
+        entry["owner"] = owner
+    Faults(state.faults).add_backup_lock(entry)
     return text
 
 
-def release_all(state: StateDir) -> None:
-    """End every simulated backup: task stopped OK, `lock: backup` removed."""
-    for entry in Faults(state.faults).take_backup_locks():
+def release(state: StateDir, owner: str | None = None, rule_id: int | None = None) -> None:
+    """End the simulated backups of `owner` / numbered `rule_id` (neither: every one): task stopped OK,
+    `lock: backup` removed."""
+    for entry in Faults(state.faults).take_backup_locks(owner, rule_id):
         meta, log = _task_files(state, entry["upid"])
         if meta.exists():
             rec = json.loads(meta.read_text())

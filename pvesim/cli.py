@@ -167,31 +167,32 @@ def cmd_credentials(args: argparse.Namespace) -> int:
 
 def cmd_fault(args: argparse.Namespace) -> int:
     """Set, list or clear fault injection rules."""
-    faults = Faults(StateDir(Path(args.state_dir)).faults)
+    state = StateDir(Path(args.state_dir))
+    faults = Faults(state.faults)
     kind = args.kind
     if kind == "list":
-        print(json.dumps(faults.read(), indent=1))
+        print(json.dumps(faults.read(args.owner), indent=1))
     elif kind == "clear":
-        faults.clear()
-        faults.set_ticket_lifetime(None)
-        importlib.import_module("pvesim.backup_fault").release_all(StateDir(Path(args.state_dir)))
+        faults.clear(args.owner, args.id)
+        if args.owner is None and args.id is None:
+            faults.set_ticket_lifetime(None)
+        importlib.import_module("pvesim.backup_fault").release(state, args.owner, args.id)
     elif kind == "backup-lock":
-        print(importlib.import_module("pvesim.backup_fault").lock(StateDir(Path(args.state_dir)), args.vmid,
-                                                                  args.multi))
+        print(importlib.import_module("pvesim.backup_fault").lock(state, args.vmid, args.multi, args.owner))
     elif kind == "expire-tickets":
         faults.expire_tickets()
     elif kind == "ticket-lifetime":
         faults.set_ticket_lifetime(args.seconds)
     elif kind == "kill-guest":
         lxc = importlib.import_module("pvesim.lxc")
-        lxc.LxcBackend(StateDir(Path(args.state_dir))).stop(args.vmid, _say)
+        lxc.LxcBackend(state).stop(args.vmid, _say)
     else:
         rule: dict[str, Any] = {"kind": kind, "count": args.count}
-        for key in ("type", "id", "message", "seconds", "status", "path"):
+        for key in ("type", "id", "message", "seconds", "status", "path", "vmid", "user", "prefix", "owner"):
             value = getattr(args, key, None)
             if value is not None:
                 rule[key] = value
-        faults.add(rule)
+        print(faults.add(rule))
     return 0
 
 
@@ -210,21 +211,28 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 def _fault_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("fault", parents=[common], help="fault injection for tests")
     kinds = p.add_subparsers(dest="kind", required=True)
-    k = kinds.add_parser("task-fail", help="fail the next task(s)")
+    owner = argparse.ArgumentParser(add_help=False)
+    owner.add_argument("--owner", help="tag the rule, so that `fault clear --owner` removes only yours")
+    scope = argparse.ArgumentParser(add_help=False, parents=[owner])
+    scope.add_argument("--vmid", type=int, help="only API paths under /lxc/VMID (task-fail: tasks of VMID)")
+    scope.add_argument("--user", help="only requests and tasks of this user@realm or user@realm!token")
+    k = kinds.add_parser("task-fail", parents=[scope], help="fail the next task(s)")
     k.add_argument("--type", help="only tasks of this type (vzcreate, vzstart, download, ...)")
     k.add_argument("--id", help="only tasks of this guest (vmid): tests sharing the sandbox stay apart")
     k.add_argument("--message", default="injected failure (pvesim fault)")
     k.add_argument("--count", type=int, default=1)
-    k = kinds.add_parser("delay", help="delay responses")
+    request = argparse.ArgumentParser(add_help=False, parents=[scope])
+    request.add_argument("--prefix", help="only API paths at or under this one (/nodes/pve1/lxc/200)")
+    k = kinds.add_parser("delay", parents=[request], help="delay responses")
     k.add_argument("--seconds", type=float, required=True)
     k.add_argument("--count", type=int, default=1)
     k.add_argument("--path", help="regex on the request path")
-    k = kinds.add_parser("http-error", help="answer 5xx")
+    k = kinds.add_parser("http-error", parents=[request], help="answer 5xx")
     k.add_argument("--status", type=int, default=500)
     k.add_argument("--message")
     k.add_argument("--count", type=int, default=1)
     k.add_argument("--path", help="regex on the request path")
-    k = kinds.add_parser("drop", help="drop the connection without an answer")
+    k = kinds.add_parser("drop", parents=[request], help="drop the connection without an answer")
     k.add_argument("--count", type=int, default=1)
     k.add_argument("--path", help="regex on the request path")
     kinds.add_parser("expire-tickets", help="every ticket issued until now is expired")
@@ -232,11 +240,15 @@ def _fault_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     k.add_argument("seconds", type=int)
     k = kinds.add_parser("kill-guest", help="hard-stop a container behind the API's back (a crash)")
     k.add_argument("vmid", type=int)
-    k = kinds.add_parser("backup-lock", help="a running vzdump holds `lock: backup` until `fault clear`")
+    k = kinds.add_parser("backup-lock", parents=[owner],
+                         help="a running vzdump holds `lock: backup` until `fault clear`")
     k.add_argument("vmid", type=int)
     k.add_argument("--multi", action="store_true", help="the job covers several guests: the task has no id")
-    kinds.add_parser("clear", help="remove all rules (and end simulated backups)")
-    kinds.add_parser("list", help="show the rules")
+    k = kinds.add_parser("clear", help="remove rules and end simulated backups: all, or --owner's, or --id's")
+    k.add_argument("--owner", help="only the rules and backups tagged with this owner")
+    k.add_argument("--id", type=int, help="only the rule (or backup) with this number, as printed when added")
+    k = kinds.add_parser("list", help="show the rules")
+    k.add_argument("--owner", help="only the rules and backups tagged with this owner")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ from pvesim.acl import AclError, PermissionDenied, UserConfig
 from pvesim.acl_store import AclStore
 from pvesim.auth import Auth, AuthError, Identity, check_permission, require
 from pvesim.backend import Backend
-from pvesim.faults import Faults
+from pvesim.faults import Faults, requester
 from pvesim.paths import StateDir
 from pvesim.tasks import Tasks
 
@@ -230,17 +230,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
         start = time.monotonic()
         app = self.app
         path = urlsplit(self.path).path
-        if app.faults.take("drop", path=path):
+        who = requester(self.headers.get("Authorization", ""), self.headers.get("Cookie", ""))
+        if app.faults.take("drop", path=path, user=who):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        delay = app.faults.take("delay", path=path)
+        delay = app.faults.take("delay", path=path, user=who)
         if delay:
             time.sleep(float(delay.get("seconds", 1)))
         params: dict[str, Any] = {}
         body: dict[str, Any]
         user = None
-        injected = app.faults.take("http-error", path=path)
+        injected = app.faults.take("http-error", path=path, user=who)
         try:
             params = self._params()
             if injected:

@@ -5,6 +5,11 @@ Each task is a thread; status and log live in state.tasks (one .json + one .log 
 they survive a daemon restart. A task that was running when the daemon died reads as stopped
 with exitstatus `unexpected status`, as PVE shows it. Tasks on one vmid serialize on a per-vmid
 lock, waiting up to 10 s like PVE's config lock and then failing with PVE's timeout message.
+The lock is taken inside the task, after `start` has returned the UPID, as pve-container's workers
+call PVE::LXC::Config->lock_config inside the code that RESTEnvironment::fork_worker runs (the parent
+returns once the child exists, before it runs): of two tasks started back to back on one vmid either
+may get the lock first. Create reserves its vmid before the task instead (create_vm's
+create_and_lock_config, modelled by the handler writing the config with `lock: create`).
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ def _work(worker: Worker, log: Log, failure: str | None, finalize: Finalizer | N
 class Tasks:
     """Runs and records tasks for one daemon."""
 
-    def __init__(self, root: Path, task_failure: Callable[[str, str], str | None] | None = None) -> None:
+    def __init__(self, root: Path, task_failure: Callable[[str, str, str], str | None] | None = None) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self._pids = itertools.count(os.getpid() * 16 % 0x400000 + 1)
@@ -124,7 +129,7 @@ class Tasks:
         meta, log = self._files(text)
         _save(meta, rec)
         log.write_text("")
-        failure = self._task_failure(type_, id_) if self._task_failure else None
+        failure = self._task_failure(type_, id_, user) if self._task_failure else None
         thread = threading.Thread(target=self._run, args=(text, worker, vmid, failure, finalize), daemon=True,
                                   name=f"task-{type_}-{id_}")
         self._threads[text] = thread

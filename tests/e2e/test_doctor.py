@@ -19,7 +19,7 @@ import pytest
 
 from psa_provision import privileges
 
-from .conftest import PVESIM, admin_api, run_cli, sandbox_credentials, write_inventory
+from .conftest import LEAST_PRIVILEGE_TOKEN, PVESIM, admin_api, run_cli, sandbox_credentials, write_inventory
 
 pytestmark = [pytest.mark.sandbox]
 
@@ -36,12 +36,16 @@ def test_doctor_is_green_on_the_sandbox(inventory: Path) -> None:
 
 
 def test_doctor_names_an_api_fault_and_exits_1(inventory: Path) -> None:
+    # only the token under test meets the fault, and only this test's rule is cleared
+    owner = f"e2e-doctor-{uuid.uuid4().hex[:8]}"
     subprocess.run([str(PVESIM), "fault", "http-error", "--status", "500", "--path", r"/nodes/pve1/network",
-                    "--count", "100"], check=True, capture_output=True, timeout=60)
+                    "--count", "100", "--user", f"root@pam!{LEAST_PRIVILEGE_TOKEN}", "--owner", owner],
+                   check=True, capture_output=True, timeout=60)
     try:
         run = run_cli(inventory, "doctor", "phase0", timeout=120)
     finally:
-        subprocess.run([str(PVESIM), "fault", "clear"], check=True, capture_output=True, timeout=60)
+        subprocess.run([str(PVESIM), "fault", "clear", "--owner", owner], check=True, capture_output=True,
+                       timeout=60)
     assert run.code == 1, run.output
     assert "bridges on pve1" in run.stdout and "500" in run.stdout
 

@@ -1,7 +1,8 @@
 """Faults survived, against the sandbox's fault injection (`pvesim fault`) and the session's real guest.
 
-Every rule names this session's container (path regex or task id), so engineers sharing the
-sandbox do not trip over each other's faults; the `faults` fixture clears the rules afterwards.
+Every rule is scoped to this session's container (`--vmid`: its API paths, or its tasks) and
+tagged with the test's own owner, so engineers, benches and demos sharing the sandbox do not trip over
+each other's faults; the `faults` fixture clears that owner's rules, and only those, afterwards.
 Tests that stop or break the container leave it converged again (a finalizer starting it and
 waiting for the gateway, or `reset_phase0`).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import ssl
 import subprocess
 import threading
@@ -37,11 +39,20 @@ def fault(*args: str) -> None:
     subprocess.run([str(PVESIM), "fault", *args], check=True, capture_output=True, timeout=60)
 
 
+SCOPED_KINDS = ("task-fail", "delay", "http-error", "drop")
+
+
 @pytest.fixture
-def faults() -> Iterator[Fault]:
-    """`pvesim fault ...`; every rule is cleared when the test ends, whatever happened."""
-    yield fault
-    fault("clear")
+def faults(request: pytest.FixtureRequest) -> Iterator[Fault]:
+    """`pvesim fault ...` with the rule tagged as this test's; its rules (only its) are cleared when the
+    test ends, whatever happened."""
+    owner = f"e2e-{os.getpid()}-{request.node.name}"
+
+    def add(kind: str, *args: str) -> None:
+        fault(kind, *args, *(("--owner", owner) if kind in SCOPED_KINDS else ()))
+
+    yield add
+    fault("clear", "--owner", owner)
 
 
 def client(site: Site, notes: list[str], **changes: object) -> proxmox.ProxmoxClient:
@@ -93,7 +104,7 @@ def test_failed_start_task_shows_its_log_and_the_next_up_converges(running_again
     node, vmid = site.container.node, site.container.vmid
     px = client(site, [])
     px.stop(node, vmid)
-    faults("task-fail", "--type", "vzstart", "--id", str(vmid),
+    faults("task-fail", "--type", "vzstart", "--vmid", str(vmid),
            "--message", "injected: no space left on device")
     with pytest.raises(TaskError) as info:
         px.start(node, vmid)
@@ -115,7 +126,7 @@ def test_failed_create_leaves_no_container_and_a_second_create_works(phase0: Sit
         "vmid": spare, "ostemplate": phase0.inventory.template_volid, "hostname": f"psa-fault-{spare}",
         "memory": 256, "cores": 1, "unprivileged": 1, "tags": "psa-provision",
         "rootfs": f"{phase0.container.rootfs_storage}:1"}
-    faults("task-fail", "--type", "vzcreate", "--id", str(spare), "--message", "injected: storage full")
+    faults("task-fail", "--type", "vzcreate", "--vmid", str(spare), "--message", "injected: storage full")
     try:
         with pytest.raises(TaskError) as info:
             px.perform(proxmox.Write("create", node, spare, params))
@@ -132,7 +143,8 @@ def test_failed_create_leaves_no_container_and_a_second_create_works(phase0: Sit
 # -- Proxmox: lost answers -----------------------------------------------------------------------------
 def test_5xx_during_up_is_retried_and_each_retry_is_shown(phase0: Site, faults: Fault) -> None:
     node, vmid = phase0.container.node, phase0.container.vmid
-    faults("http-error", "--status", "503", "--count", "2", "--path", rf"/lxc/{vmid}/config$")
+    faults("http-error", "--status", "503", "--count", "2", "--vmid", str(vmid),
+           "--path", rf"/lxc/{vmid}/config$")
     run = phase0.cli("up", "phase0", "--yes")
     assert run.code == 0, run.output[-4000:]
     shown = [line for line in run.stderr.splitlines()
@@ -148,7 +160,7 @@ def test_a_dropped_start_is_read_back_then_sent_again(running_again: Site, fault
     px = client(site, notes)
     px.stop(node, vmid)
     asked = time.time()
-    faults("drop", "--path", rf"/lxc/{vmid}/status/start$")
+    faults("drop", "--vmid", str(vmid), "--path", rf"/lxc/{vmid}/status/start$")
     px.start(node, vmid)
     assert status(px, site) == "running"
     assert len(notes) == 1 and "connection lost; retry 1/3" in notes[0], notes
@@ -162,7 +174,7 @@ def test_a_timed_out_start_is_not_started_twice(running_again: Site, faults: Fau
     px = client(site, notes, http_timeout=2.0)
     px.stop(node, vmid)
     asked = time.time()
-    faults("delay", "--seconds", "2.3", "--path", rf"/lxc/{vmid}/status/start$")
+    faults("delay", "--seconds", "2.3", "--vmid", str(vmid), "--path", rf"/lxc/{vmid}/status/start$")
     px.start(node, vmid)
     assert status(px, site) == "running"
     assert any("no answer (timeout)" in n for n in notes), notes
@@ -181,7 +193,7 @@ def test_a_timed_out_config_put_is_read_back(phase0: Site, faults: Fault) -> Non
     before = px.get_container(node, vmid) or {}
     original = str(before.get("description", ""))
     wanted = f"{original} (fault test)".strip()
-    faults("delay", "--seconds", "4", "--path", rf"/lxc/{vmid}/config$")
+    faults("delay", "--seconds", "4", "--vmid", str(vmid), "--path", rf"/lxc/{vmid}/config$")
     try:
         px.perform(proxmox.Write("config", node, vmid,
                                  {"description": wanted, "digest": str(before["digest"])}))
@@ -226,29 +238,37 @@ def test_a_wrong_fingerprint_is_refused_naming_the_one_seen(phase0: Site) -> Non
 
 
 # -- SSH and the container -----------------------------------------------------------------------------
+# The first run starts a long sleep, names it in a file (written whole, then moved into place) and
+# waits: it is cut off whenever the killer gets to it, there is no time window to hit. The run after
+# the reconnect finds the counter at 1 and finishes at once.
 DROP_SCRIPT = """n=$(cat /root/psa-drop-runs 2>/dev/null || echo 0); echo $((n + 1)) > /root/psa-drop-runs
-touch /run/psa-drop-{token}
-sleep 4
+if [ "$n" = 0 ]; then
+  sleep 600 &
+  echo $! > /run/psa-drop-{token}.tmp && mv /run/psa-drop-{token}.tmp /run/psa-drop-{token}
+  wait
+fi
 echo "finished after $(cat /root/psa-drop-runs) runs"
 """
-# from the host: kill the sshd session process that is an ancestor of our `sleep 4` (only our connection)
-KILL_SESSION = """p=$(pgrep -n -x sleep)
+# from the host: kill the sshd session process that is an ancestor of the first run's sleep (only our
+# connection), then the sleep, so that the cut-off run ends too
+KILL_SESSION = """sleeper=$(cat PIDFILE); p=$sleeper
 while [ -n "$p" ] && [ "$p" -gt 1 ]; do
-  case "$(tr '\\0' ' ' < /proc/$p/cmdline)" in "sshd: root@notty"*) kill -9 "$p"; exit 0;; esac
+  case "$(tr '\\0' ' ' < /proc/$p/cmdline)" in "sshd: root@notty"*) kill -9 "$p"; break;; esac
   p=$(awk '{print $4}' /proc/$p/stat)
 done
-exit 1
+[ -n "$p" ] && [ "$p" -gt 1 ] && kill "$sleeper"
 """
 
 
 def test_ssh_drop_mid_command_reconnects_and_runs_the_step_again(phase0: Site) -> None:
     token = f"{time.monotonic_ns()}"
+    pidfile = f"/run/psa-drop-{token}"
     lxc(phase0, "rm -f /root/psa-drop-runs")
     killed: list[subprocess.CompletedProcess[str]] = []
 
     def drop() -> None:
-        wait_in_guest(phase0, f"test -e /run/psa-drop-{token}", "the step to run")
-        killed.append(lxc(phase0, KILL_SESSION))
+        wait_in_guest(phase0, f"test -s {pidfile}", "the step to run")
+        killed.append(lxc(phase0, KILL_SESSION.replace("PIDFILE", pidfile)))
 
     conn = phase0.ssh()
     killer = threading.Thread(target=drop, daemon=True)
@@ -258,14 +278,18 @@ def test_ssh_drop_mid_command_reconnects_and_runs_the_step_again(phase0: Site) -
     finally:
         conn.close()
         killer.join(WAIT_S)
-    lxc(phase0, f"rm -f /root/psa-drop-runs /run/psa-drop-{token}")
+    lxc(phase0, f"kill $(cat {pidfile}) 2>/dev/null; rm -f /root/psa-drop-runs {pidfile}")
     assert killed and killed[0].returncode == 0, killed
     assert result.stdout.strip() == "finished after 2 runs"
 
 
+# The first run marks itself in /root (kept across the crash) and /run (gone with it) and sleeps until
+# the guest is killed under it; the run after the restart finds the mark and completes.
 REVIVE_SCRIPT = """rm -f /root/psa-revive-done
-touch /run/psa-revive-running
-sleep 15
+if [ ! -e /root/psa-revive-started ]; then
+  touch /root/psa-revive-started /run/psa-revive-running
+  sleep 600
+fi
 echo done > /root/psa-revive-done
 """
 
@@ -273,7 +297,7 @@ echo done > /root/psa-revive-done
 def test_container_stopped_during_a_step_is_started_and_the_step_retried(reset_phase0: Site) -> None:
     site = reset_phase0
     host, vmid = site.container.hostname, site.container.vmid
-    lxc(site, "rm -f /root/psa-revive-done")
+    lxc(site, "rm -f /root/psa-revive-done /root/psa-revive-started")
 
     def crash() -> None:
         wait_in_guest(site, "test -e /run/psa-revive-running", "the step to run")
@@ -289,6 +313,7 @@ def test_container_stopped_during_a_step_is_started_and_the_step_retried(reset_p
     finally:
         conn.close()
         killer.join(WAIT_S)
+        lxc(site, "rm -f /root/psa-revive-started")
     assert summary.error is None, summary.error
     assert status(px, site) == "running"
     assert lxc(site, "cat /root/psa-revive-done").stdout.strip() == "done"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from psa_provision import proxmox
 from psa_provision.errors import ProxmoxAuthError, ProxmoxError, TaskError
 
-from .conftest import PVESIM, run_cli, sandbox_credentials, write_inventory
+from .conftest import PVESIM, admin_api, run_cli, sandbox_credentials, write_inventory
 
 pytestmark = pytest.mark.sandbox
 
@@ -90,15 +91,30 @@ def test_system_trust_store_rejects_the_sandbox_ca(creds: dict[str, Any]) -> Non
 
 
 @pytest.fixture
-def failing_download() -> Iterator[None]:
+def own_token() -> Iterator[tuple[str, str]]:
+    """(name, secret) of a root@pam token made for one test (privsep 0: root's privileges), removed
+    afterwards: a fault scoped to it reaches no other run sharing the sandbox's tokens."""
+    px = admin_api()
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    made = px.request("POST", f"/access/users/root@pam/token/{name}", {"privsep": 0})
+    yield name, str(made["value"])
+    px.request("DELETE", f"/access/users/root@pam/token/{name}")
+
+
+@pytest.fixture
+def failing_download(own_token: tuple[str, str]) -> Iterator[tuple[str, str]]:
+    """Downloads by `own_token` fail; only this fixture's rule is cleared afterwards."""
+    owner = f"e2e-download-{own_token[0]}"
     subprocess.run([str(PVESIM), "fault", "task-fail", "--type", "download", "--message",
-                    "injected: mirror unreachable"], check=True, capture_output=True)
-    yield
-    subprocess.run([str(PVESIM), "fault", "clear"], check=True, capture_output=True)
+                    "injected: mirror unreachable", "--user", f"root@pam!{own_token[0]}", "--owner", owner],
+                   check=True, capture_output=True)
+    yield own_token
+    subprocess.run([str(PVESIM), "fault", "clear", "--owner", owner], check=True, capture_output=True)
 
 
-def test_failed_task_reports_its_log(creds: dict[str, Any], failing_download: None) -> None:
-    client = proxmox.connect_settings(settings(creds))
+def test_failed_task_reports_its_log(creds: dict[str, Any], failing_download: tuple[str, str]) -> None:
+    name, secret = failing_download
+    client = proxmox.connect_settings(settings(creds, token_name=name, token_secret=secret))
     template = client.available_templates("pve1")[0]
     with pytest.raises(TaskError) as info:
         client.download_template("pve1", "local", template)

@@ -6,6 +6,7 @@ vmids 9030-9034; the user psa-acl-test@pve and the role PsaAclTest are removed a
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.sandbox
 TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
 NODE, USER, ROLE, TOKEN = "pve1", "psa-acl-test@pve", "PsaAclTest", "ci"
 CT, PRIV_CT = 9030, 9031
+OWNER = f"sandbox-acl-{os.getpid()}"  # this run's fault tag: `fault clear --owner` leaves others' alone
 LEAST = ("VM.Allocate,VM.Audit,VM.PowerMgmt,VM.Config.Disk,VM.Config.CPU,VM.Config.Memory,VM.Config.Network,"
          "VM.Config.Options,Datastore.AllocateSpace,Datastore.Audit,SDN.Use,Sys.Audit")
 
@@ -65,7 +67,7 @@ def deployer(proxmox: ProxmoxAPI, pvesim_credentials: dict[str, Any]) -> Iterato
 def fresh(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> Iterator[None]:
     _purge(proxmox, wait_task, [CT, PRIV_CT])
     yield
-    subprocess.run([sys.executable, "-m", "pvesim", "fault", "clear"], check=False)
+    subprocess.run([sys.executable, "-m", "pvesim", "fault", "clear", "--owner", OWNER], check=False)
     _purge(proxmox, wait_task, [CT, PRIV_CT])
 
 
@@ -85,8 +87,9 @@ def test_token_privileges_and_propagate_flags(deployer: ProxmoxAPI, proxmox: Pro
         assert perms == {"VM.Audit": 0, "Sys.Audit": 0, "Datastore.Audit": 0}  # PVEAuditor there ∩ the user's
     finally:
         proxmox.access.acl.put(path="/vms/9030", roles="PVEAuditor", tokens=f"{USER}!{TOKEN}", delete=1)
+    current = proxmox.cluster.firewall.options.get().get("enable", 0)  # were it let through: no change
     with pytest.raises(ResourceException) as denied:
-        deployer.cluster.firewall.options.put(enable=0)
+        deployer.cluster.firewall.options.put(enable=current)
     assert denied.value.status_code == 403 and "(/, Sys.Modify)" in str(denied.value)
 
 
@@ -125,12 +128,13 @@ def test_rules_land_on_top_and_destroy_removes_acls(proxmox: ProxmoxAPI, fresh: 
 def test_backup_lock_fails_start_inside_the_task(proxmox: ProxmoxAPI, fresh: None,
                                                  wait_task: TaskWaiter) -> None:
     assert wait_task(NODE, _create(proxmox))["exitstatus"] == "OK"
-    subprocess.run([sys.executable, "-m", "pvesim", "fault", "backup-lock", str(CT), "--multi"], check=True)
+    subprocess.run([sys.executable, "-m", "pvesim", "fault", "backup-lock", str(CT), "--multi",
+                    "--owner", OWNER], check=True)
     assert proxmox.nodes(NODE).tasks.get(source="active", vmid=CT) == []
     assert [t for t in proxmox.nodes(NODE).tasks.get(source="active", typefilter="vzdump") if t["id"] == ""]
     upid = proxmox.nodes(NODE).lxc(CT).status.start.post()  # accepted: the lock is checked in the task
     assert wait_task(NODE, upid)["exitstatus"] == "CT is locked (backup)"
-    subprocess.run([sys.executable, "-m", "pvesim", "fault", "clear"], check=True)
+    subprocess.run([sys.executable, "-m", "pvesim", "fault", "clear", "--owner", OWNER], check=True)
     assert "lock" not in proxmox.nodes(NODE).lxc(CT).config.get()
 
 

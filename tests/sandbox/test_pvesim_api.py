@@ -4,9 +4,11 @@ a full container life cycle with SSH, task status/log, and placement on several 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -289,42 +291,65 @@ def test_second_up_changes_nothing(pvesim_credentials: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-def faults() -> Iterator[None]:
-    """Fault rules cleared before and after, so a failing test leaves none behind."""
-    pvesim("fault", "clear")
-    yield
-    pvesim("fault", "clear")
+def faults(request: pytest.FixtureRequest) -> Iterator[str]:
+    """This test's owner tag for its fault rules; its rules (only its) are cleared afterwards, so a
+    failing test leaves none behind and a bench or demo sharing the sandbox keeps its own."""
+    owner = f"sandbox-{os.getpid()}-{request.node.name}"
+    yield owner
+    pvesim("fault", "clear", "--owner", owner)
 
 
-@pytest.mark.usefixtures("faults")
-def test_injected_http_error_and_dropped_connection(proxmox: ProxmoxAPI) -> None:
+@pytest.fixture
+def own_token(proxmox: ProxmoxAPI) -> Iterator[tuple[str, str]]:
+    """(token id, secret) of a root@pam token made for one test (privsep 0), removed afterwards: faults
+    scoped to it reach no one else using the sandbox's shared tokens."""
+    name = f"sandbox-{uuid.uuid4().hex[:8]}"
+    made = proxmox.access.users("root@pam").token(name).post(privsep=0)
+    yield made["full-tokenid"], made["value"]
+    proxmox.access.users("root@pam").token(name).delete()
+
+
+@pytest.fixture
+def own_proxmox(pvesim_credentials: dict[str, Any], own_token: tuple[str, str]) -> ProxmoxAPI:
+    """proxmoxer with `own_token`."""
+    creds, (tokenid, secret) = pvesim_credentials, own_token
+    user, _, name = tokenid.partition("!")
+    return ProxmoxAPI(creds["host"], port=creds["port"], backend="https", verify_ssl=creds["ca_file"],
+                      timeout=30, user=user, token_name=name, token_value=secret)
+
+
+def test_injected_http_error_and_dropped_connection(own_proxmox: ProxmoxAPI, own_token: tuple[str, str],
+                                                     faults: str) -> None:
+    proxmox, scope = own_proxmox, ("--user", own_token[0], "--owner", faults)
     pvesim("fault", "http-error", "--status", "503", "--path", "^/api2/json/version$",
-           "--message", "maintenance")
+           "--message", "maintenance", *scope)
     with pytest.raises(ResourceException) as err:
         proxmox.version.get()
     assert err.value.status_code == 503
     assert proxmox.version.get()["release"] == "9.2"  # consumed: one use only
-    pvesim("fault", "drop", "--path", "^/api2/json/nodes$")
+    pvesim("fault", "drop", "--path", "^/api2/json/nodes$", *scope)
     with pytest.raises(requests.exceptions.ConnectionError):
         proxmox.nodes.get()
     assert proxmox.nodes.get()
 
 
-@pytest.mark.usefixtures("faults")
-def test_injected_delay_hits_the_client_timeout(pvesim_credentials: dict[str, Any]) -> None:
+def test_injected_delay_hits_the_client_timeout(pvesim_credentials: dict[str, Any],
+                                                own_token: tuple[str, str], faults: str) -> None:
     creds = pvesim_credentials
     url = f"{creds['url']}/api2/json/version"
-    headers = {"Authorization": f"PVEAPIToken={creds['token_id']}={creds['token_secret']}"}
-    pvesim("fault", "delay", "--seconds", "3", "--path", "^/api2/json/version$")
+    headers = {"Authorization": f"PVEAPIToken={own_token[0]}={own_token[1]}"}
+    pvesim("fault", "delay", "--seconds", "3", "--path", "^/api2/json/version$", "--user", own_token[0],
+           "--owner", faults)
     with pytest.raises(requests.exceptions.ReadTimeout):
         requests.get(url, headers=headers, verify=creds["ca_file"], timeout=0.5)
     assert requests.get(url, headers=headers, verify=creds["ca_file"], timeout=30).status_code == 200
 
 
-@pytest.mark.usefixtures("faults")
-def test_injected_task_failure(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str) -> None:
+def test_injected_task_failure(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str,
+                               faults: str) -> None:
     _purge(proxmox, wait_task, [9009])
-    pvesim("fault", "task-fail", "--type", "vzcreate", "--message", "storage went away")
+    pvesim("fault", "task-fail", "--type", "vzcreate", "--message", "storage went away", "--vmid", "9009",
+           "--owner", faults)
     upid = proxmox.nodes("pve1").lxc.post(vmid=9009, ostemplate=template, rootfs="local-lvm:2",
                                           unprivileged=1)
     status = wait_task("pve1", upid)
@@ -346,7 +371,6 @@ def test_killed_guest_reads_stopped(proxmox: ProxmoxAPI, wait_task: TaskWaiter, 
         _purge(proxmox, wait_task, [9003])
 
 
-@pytest.mark.usefixtures("faults")
 def test_expired_tickets_are_refused_then_a_new_login_works(pvesim_credentials: dict[str, Any]) -> None:
     creds = pvesim_credentials
     api = ProxmoxAPI(creds["host"], port=creds["port"], user=creds["user"], password=creds["password"],

@@ -4,10 +4,13 @@ Three containers: a database on vmbr30 listening on tcp/5432, an app container a
 vmbr20. With the datacenter and the database's firewall on and one rule (tcp/5432 from the app's
 address), the app connects and the other container does not; without the rule neither does; with the
 guest's firewall off both do again.
+The datacenter firewall is cluster-wide: the module switches it on only when it finds it off, and then
+off again at the end; it never switches off one that another run may depend on (see the datacenter test).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -90,18 +93,22 @@ def containers(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def datacenter_firewall(proxmox: ProxmoxAPI) -> Iterator[None]:
-    """The datacenter firewall on for the test, then back to what it was."""
-    before = proxmox.cluster.firewall.options.get().get("enable", 0)
+def datacenter_firewall(proxmox: ProxmoxAPI) -> Iterator[bool]:
+    """The datacenter firewall on for the module; True when it was off before (the module switched it on
+    and switches it off again at the end), False when it was on (left on: another run may depend on it)."""
+    found_on = str(proxmox.cluster.firewall.options.get().get("enable", 0)) == "1"
+    if found_on:
+        yield False
+        return
     proxmox.cluster.firewall.options.put(enable=1)
     try:
-        yield
+        yield True
     finally:
-        proxmox.cluster.firewall.options.put(enable=before)
+        proxmox.cluster.firewall.options.put(enable=0)
 
 
 def test_rule_lets_the_app_reach_postgres_and_no_one_else(
-        proxmox: ProxmoxAPI, containers: None, datacenter_firewall: None) -> None:
+        proxmox: ProxmoxAPI, containers: None, datacenter_firewall: bool) -> None:
     fw = proxmox.nodes(NODE).lxc(DB[0]).firewall
     assert _reaches_db(APP[0]) and _reaches_db(OTHER[0]), "before the firewall, both containers connect"
 
@@ -154,21 +161,39 @@ def test_readonly_token_cannot_change_rules(proxmox_readonly: ProxmoxAPI, contai
 
 
 def test_guests_on_one_bridge_are_filtered_too(proxmox: ProxmoxAPI, containers: None,
-                                               datacenter_firewall: None) -> None:
+                                               datacenter_firewall: bool) -> None:
     """APP and OTHER share vmbr20 (bridged, not routed): APP's firewall still decides, per net[n] flag."""
     ct = proxmox.nodes(NODE).lxc(APP[0])
     assert _reaches_db(OTHER[0], APP[2]), "before the firewall, OTHER reaches APP"
     ct.firewall.options.put(enable=1)  # policy_in defaults to DROP
     try:
         assert not _reaches_db(OTHER[0], APP[2]), "APP's firewall drops OTHER on the same bridge"
-        proxmox.cluster.firewall.options.put(enable=0)
-        assert _reaches_db(OTHER[0], APP[2]), "no guest firewall is active while the datacenter's is off"
-        proxmox.cluster.firewall.options.put(enable=1)
-        assert not _reaches_db(OTHER[0], APP[2]), "the datacenter firewall back on"
         net0 = ct.config.get()["net0"]
         ct.config.put(net0=net0.replace("firewall=1", "firewall=0"))
         assert _reaches_db(OTHER[0], APP[2]), "with firewall=0 on net0 nothing is filtered there"
         ct.config.put(net0=net0)
+    finally:
+        ct.firewall.options.put(enable=0)
+
+
+def test_no_guest_firewall_is_active_while_the_datacenters_is_off(
+        proxmox: ProxmoxAPI, containers: None, datacenter_firewall: bool) -> None:
+    """Switching the cluster-wide firewall off and on again is only done when this module switched it on
+    (it was off: no other run depended on it), or when PSA_SANDBOX_EXCLUSIVE=1 says nothing else uses
+    the sandbox; otherwise a phase 1 run or demo sharing the sandbox would lose its guests' filtering."""
+    if not datacenter_firewall and os.environ.get("PSA_SANDBOX_EXCLUSIVE") != "1":
+        pytest.skip("the datacenter firewall was on before this run: another run may depend on it "
+                    "(PSA_SANDBOX_EXCLUSIVE=1 when nothing else uses the sandbox)")
+    ct = proxmox.nodes(NODE).lxc(APP[0])
+    ct.firewall.options.put(enable=1)  # policy_in defaults to DROP
+    try:
+        assert not _reaches_db(OTHER[0], APP[2]), "APP's firewall drops OTHER on the same bridge"
+        proxmox.cluster.firewall.options.put(enable=0)
+        try:
+            assert _reaches_db(OTHER[0], APP[2]), "no guest firewall is active while the datacenter's is off"
+        finally:
+            proxmox.cluster.firewall.options.put(enable=1)
+        assert not _reaches_db(OTHER[0], APP[2]), "the datacenter firewall back on"
     finally:
         ct.firewall.options.put(enable=0)
 
@@ -184,7 +209,7 @@ def _reaches_app_from(address: str) -> bool:
 
 
 def test_ipfilter_drops_what_a_guest_sends_from_an_address_not_its_own(
-        proxmox: ProxmoxAPI, containers: None, datacenter_firewall: None) -> None:
+        proxmox: ProxmoxAPI, containers: None, datacenter_firewall: bool) -> None:
     fw = proxmox.nodes(NODE).lxc(DB[0]).firewall
     added = _attach(DB[0], f"ip addr add {SPOOFED}/24 dev eth0")
     assert added.returncode == 0, added.stderr

@@ -147,7 +147,7 @@ def test_backup_of_several_guests_is_invisible_to_the_vmid_filter(app: App, api:
     assert api.ok("GET", "/nodes/pve1/tasks", source="active", vmid=9000) == []
     running = api.ok("GET", "/nodes/pve1/tasks", source="active", typefilter="vzdump")
     assert [t["upid"] for t in running] == [upid]
-    backup_fault.release_all(app.state)
+    backup_fault.release(app.state)
     assert "lock" not in api.ok("GET", "/nodes/pve1/lxc/9000/config")
     assert api.ok("GET", f"/nodes/pve1/tasks/{upid}/status")["exitstatus"] == "OK"
     single = backup_fault.lock(app.state, 9000, multi=False)

@@ -35,8 +35,17 @@ def test_ok_and_error_endings(tmp_path: Path) -> None:
 def test_tasks_on_one_vmid_serialize_and_time_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tasks, "LOCK_TIMEOUT", 0.2)
     runner = Tasks(tmp_path)
-    release = threading.Event()
-    first = runner.start("pve1", "vzcreate", "200", "root@pam", lambda log: release.wait(10), vmid=200)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(log: tasks.Log) -> None:
+        holding.set()  # the worker runs under the vmid's lock: from here on the lock is taken
+        release.wait(10)
+
+    first = runner.start("pve1", "vzcreate", "200", "root@pam", hold, vmid=200)
+    # PVE's workers also take the config lock inside the forked task (lock_config in vm_start's worker),
+    # so which of two tasks started back to back gets it first is open: start the second once the
+    # first holds it, not after some time
+    assert holding.wait(10), "the first task never ran"
     second = runner.start("pve1", "vzstart", "200", "root@pam", lambda log: None, vmid=200)
     other = runner.start("pve1", "vzstart", "201", "root@pam", lambda log: None, vmid=201)
     assert wait(runner, other)["exitstatus"] == "OK"  # another container is not blocked
@@ -48,7 +57,8 @@ def test_tasks_on_one_vmid_serialize_and_time_out(tmp_path: Path, monkeypatch: p
 
 
 def test_finalizer_runs_after_injected_failure(tmp_path: Path) -> None:
-    runner = Tasks(tmp_path, task_failure=lambda kind, _id: "disk on fire" if kind == "vzcreate" else None)
+    runner = Tasks(tmp_path,
+                   task_failure=lambda kind, _id, _user: "disk on fire" if kind == "vzcreate" else None)
     outcomes: list[bool] = []
     upid = runner.start("pve1", "vzcreate", "200", "root@pam", lambda log: None,
                         finalize=lambda log, ok: outcomes.append(ok))
