@@ -177,3 +177,19 @@ def root_only(unprivileged: bool, features: dict[str, int], caller: str) -> str 
         return (f"features other than nesting ({', '.join(other)}) can only be set by root@pam "
                 f"({ROOT_ONLY_FEATURES}); {caller} is not root@pam")
     return None
+
+
+# What a create needs, for a 403 that names nothing: pve-container API2/LXC.pm create_vm raises a bare
+# "Permission check failed" when VM.Allocate is missing on both /vms/<vmid> and the pool.
+CREATE_NEEDS = ("VM.Allocate", "VM.Config.CPU", "VM.Config.Memory", "VM.Config.Disk", "VM.Config.Network",
+                "VM.Config.Options", "Datastore.AllocateSpace", "SDN.Use")
+
+
+def create_needs(vmid: int, storage: str = "{storage}", bridge: str = "{bridge}") -> str:
+    """`VM.Allocate on /vms/990, ...`: each privilege a create needs, with its path."""
+    target = Target(vmids=(vmid,), storages=(storage,), bridges=(bridge,))
+    seen: list[str] = []
+    for need in NEEDS:
+        if need.privilege in CREATE_NEEDS and not any(s.startswith(f"{need.privilege} ") for s in seen):
+            seen += [f"{need.privilege} on {path}" for path in _paths(need.path, target)]
+    return ", ".join(seen)

@@ -23,6 +23,7 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 from requests.adapters import HTTPAdapter
 
+from psa_provision import privileges
 from psa_provision.errors import ConnectionFailed, ProvisionError, ProxmoxAuthError, ProxmoxError, TaskError
 
 TASK_POLL_START = 0.2
@@ -183,6 +184,13 @@ def map_http(status: int, reason: str, errors: object, settings: ApiSettings, wh
                                      "deletes the ACLs of its own path; `psa-provision doctor` lists what "
                                      "is missing")
     return ProxmoxError(f"{what} failed: {status} {detail}".rstrip())
+
+
+def _create_targets(params: dict[str, Any]) -> tuple[str, str]:
+    """(rootfs storage, net0 bridge) of create parameters (`local-lvm:1000`, `...,bridge=vmbr20,...`)."""
+    storage = str(params.get("rootfs", "{storage}")).split(":", 1)[0]
+    bridge = re.search(r"(?:^|,)bridge=([^,]+)", str(params.get("net0", "")))
+    return storage, bridge.group(1) if bridge else "{bridge}"
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -449,7 +457,15 @@ class ProxmoxClient:
 
     def send(self, write: Write) -> Any:
         """The write, not waited for: PVE's answer (a UPID when it starts a task)."""
-        return self.request(write.method, write.path, write.body, write_effect(write))
+        try:
+            return self.request(write.method, write.path, write.body, write_effect(write))
+        except ProxmoxAuthError as exc:
+            if write.action != "create" or write.vmid is None or not exc.message.endswith(
+                    "Permission check failed"):
+                raise
+            needs = privileges.create_needs(write.vmid, *_create_targets(write.body))
+            raise ProxmoxAuthError(f"{exc.message} (Proxmox names no privilege for a create; it needs "
+                                   f"{needs})", hint=exc.hint) from None
 
     def perform(self, write: Write, *, track: TaskTrack | None = None, timeout: float | None = None) -> Any:
         """The write; a task it starts is told to `track`, waited for, and its final status returned."""

@@ -52,3 +52,11 @@ def test_root_only_features() -> None:
     assert "keyctl" in (privileges.root_only(True, {"nesting": 1, "keyctl": 1}, "root@pam!psa") or "")
     assert "privileged" in (privileges.root_only(False, {"nesting": 1}, "root@pam!psa") or "")
     assert privileges.root_only(False, {"fuse": 1}, "root@pam") is None
+
+
+def test_a_create_refused_without_a_named_privilege_lists_what_a_create_needs() -> None:
+    """pve-container's create_vm answers a bare `Permission check failed` without VM.Allocate."""
+    needs = privileges.create_needs(990, "local-lvm", "vmbr20")
+    assert needs.startswith("VM.Allocate on /vms/990, VM.Config.CPU on /vms/990")
+    assert "Datastore.AllocateSpace on /storage/local-lvm" in needs
+    assert needs.endswith("SDN.Use on /sdn/zones/localnetwork/vmbr20")
