@@ -17,7 +17,7 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 
 if TYPE_CHECKING:
-    from conftest import TaskWaiter
+    from conftest import Purger, TaskWaiter
 
 pytestmark = pytest.mark.sandbox
 
@@ -29,13 +29,6 @@ LEAST = ("VM.Allocate,VM.Audit,VM.PowerMgmt,VM.Config.Disk,VM.Config.CPU,VM.Conf
          "VM.Config.Options,Datastore.AllocateSpace,Datastore.Audit,SDN.Use,Sys.Audit")
 
 
-def _purge(api: ProxmoxAPI, wait_task: TaskWaiter, vmids: list[int]) -> None:
-    for res in api.cluster.resources.get(type="vm"):
-        if res["vmid"] in vmids:
-            ct = api.nodes(res["node"]).lxc(res["vmid"])
-            if res["status"] == "running":
-                wait_task(res["node"], ct.status.stop.post())
-            wait_task(res["node"], ct.delete(purge=1, force=1))
 
 
 def _drop_identity(api: ProxmoxAPI) -> None:
@@ -64,11 +57,11 @@ def deployer(proxmox: ProxmoxAPI, pvesim_credentials: dict[str, Any]) -> Iterato
 
 
 @pytest.fixture
-def fresh(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> Iterator[None]:
-    _purge(proxmox, wait_task, [CT, PRIV_CT])
+def fresh(purge: Purger) -> Iterator[None]:
+    purge([CT, PRIV_CT])
     yield
     subprocess.run([sys.executable, "-m", "pvesim", "fault", "clear", "--owner", OWNER], check=False)
-    _purge(proxmox, wait_task, [CT, PRIV_CT])
+    purge([CT, PRIV_CT])
 
 
 def _create(api: ProxmoxAPI, vmid: int = CT, **extra: Any) -> str:

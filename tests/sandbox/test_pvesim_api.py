@@ -20,7 +20,7 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 
 if TYPE_CHECKING:  # fixtures' types from this directory's conftest.py
-    from conftest import KeyPair, TaskWaiter
+    from conftest import KeyPair, Purger, TaskWaiter
 
 pytestmark = pytest.mark.sandbox
 
@@ -32,14 +32,6 @@ SSH_DEADLINE = 120.0
 MEMORY_LIMIT = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
 
 
-def _purge(api: ProxmoxAPI, wait_task: TaskWaiter, vmids: list[int]) -> None:
-    """Remove test containers wherever they are (stop first), so a failed run leaves nothing."""
-    for res in api.cluster.resources.get(type="vm"):
-        if res["vmid"] in vmids:
-            ct = api.nodes(res["node"]).lxc(res["vmid"])
-            if res["status"] == "running":
-                wait_task(res["node"], ct.status.stop.post())
-            wait_task(res["node"], ct.delete(purge=1))
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +47,10 @@ def template(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> str:
 
 
 @pytest.fixture(scope="module")
-def container(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str,
+def container(proxmox: ProxmoxAPI, wait_task: TaskWaiter, purge: Purger, template: str,
               ed25519_keypair: KeyPair) -> Iterator[dict[str, Any]]:
     """CT 9000 on pve1 created (not started) with the session's SSH key; removed afterwards."""
-    _purge(proxmox, wait_task, [VMID])
+    purge([VMID])
     started = time.monotonic()
     upid = proxmox.nodes("pve1").lxc.post(
         vmid=VMID, ostemplate=template, hostname=HOSTNAME, memory=MEMORY, swap=128, cores=1,
@@ -68,7 +60,7 @@ def container(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str,
     status = wait_task("pve1", upid)
     print(f"create took {time.monotonic() - started:.1f}s")
     yield {"upid": upid, "status": status}
-    _purge(proxmox, wait_task, [VMID])
+    purge([VMID])
 
 
 def ssh(key: KeyPair) -> paramiko.SSHClient:
@@ -252,8 +244,9 @@ def test_running_container_cannot_be_destroyed_then_stop_and_delete(
 
 # --- several nodes ---------------------------------------------------------------------------
 
-def test_containers_live_on_the_node_named(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str) -> None:
-    _purge(proxmox, wait_task, list(PLACED.values()))
+def test_containers_live_on_the_node_named(proxmox: ProxmoxAPI, wait_task: TaskWaiter, purge: Purger,
+                                           template: str) -> None:
+    purge(list(PLACED.values()))
     try:
         for node, vmid in PLACED.items():
             upid = proxmox.nodes(node).lxc.post(vmid=vmid, ostemplate=template, hostname=f"placed-{vmid}",
@@ -268,7 +261,7 @@ def test_containers_live_on_the_node_named(proxmox: ProxmoxAPI, wait_task: TaskW
             proxmox.cluster.nextid.get(vmid=PLACED["pve3"])
         assert err.value.status_code == 400
     finally:
-        _purge(proxmox, wait_task, list(PLACED.values()))
+        purge(list(PLACED.values()))
 
 
 # --- operations: idempotent up, faults, access log -------------------------------------------
@@ -345,9 +338,9 @@ def test_injected_delay_hits_the_client_timeout(pvesim_credentials: dict[str, An
     assert requests.get(url, headers=headers, verify=creds["ca_file"], timeout=30).status_code == 200
 
 
-def test_injected_task_failure(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str,
+def test_injected_task_failure(proxmox: ProxmoxAPI, wait_task: TaskWaiter, purge: Purger, template: str,
                                faults: str) -> None:
-    _purge(proxmox, wait_task, [9009])
+    purge([9009])
     pvesim("fault", "task-fail", "--type", "vzcreate", "--message", "storage went away", "--vmid", "9009",
            "--owner", faults)
     upid = proxmox.nodes("pve1").lxc.post(vmid=9009, ostemplate=template, rootfs="local-lvm:2",
@@ -358,8 +351,9 @@ def test_injected_task_failure(proxmox: ProxmoxAPI, wait_task: TaskWaiter, templ
     assert 9009 not in [r["vmid"] for r in proxmox.cluster.resources.get(type="vm")]
 
 
-def test_killed_guest_reads_stopped(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str) -> None:
-    _purge(proxmox, wait_task, [9003])
+def test_killed_guest_reads_stopped(proxmox: ProxmoxAPI, wait_task: TaskWaiter, purge: Purger,
+                                    template: str) -> None:
+    purge([9003])
     try:
         upid = proxmox.nodes("pve1").lxc.post(vmid=9003, ostemplate=template, rootfs="local-lvm:2",
                                               unprivileged=1, start=1, memory=128)
@@ -368,7 +362,7 @@ def test_killed_guest_reads_stopped(proxmox: ProxmoxAPI, wait_task: TaskWaiter, 
         pvesim("fault", "kill-guest", "9003")
         assert proxmox.nodes("pve1").lxc(9003).status.current.get()["status"] == "stopped"
     finally:
-        _purge(proxmox, wait_task, [9003])
+        purge([9003])
 
 
 def test_expired_tickets_are_refused_then_a_new_login_works(pvesim_credentials: dict[str, Any]) -> None:
