@@ -143,12 +143,13 @@ def test_failed_create_leaves_no_container_and_a_second_create_works(phase0: Sit
 # -- Proxmox: lost answers -----------------------------------------------------------------------------
 def test_5xx_during_up_is_retried_and_each_retry_is_shown(phase0: Site, faults: Fault) -> None:
     node, vmid = phase0.container.node, phase0.container.vmid
+    # the container's state is read from .../pending (its config with the pending values apart)
     faults("http-error", "--status", "503", "--count", "2", "--vmid", str(vmid),
-           "--path", rf"/lxc/{vmid}/config$")
+           "--path", rf"/lxc/{vmid}/pending$")
     run = phase0.cli("up", "phase0", "--yes")
     assert run.code == 0, run.output[-4000:]
     shown = [line for line in run.stderr.splitlines()
-             if f"Proxmox API GET /nodes/{node}/lxc/{vmid}/config: 503" in line]
+             if f"Proxmox API GET /nodes/{node}/lxc/{vmid}/pending: 503" in line]
     assert len(shown) == 2 and "retry 1/3" in shown[0] and "retry 2/3" in shown[1], run.stderr[-3000:]
     assert run.summary()[2] == 0
 
