@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import shutil
 import sys
@@ -11,22 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pvesim import daemon, preflight
+from pvesim import backup_fault, daemon, lxc, network, npmproxy, preflight, proxy, repos
 from pvesim.faults import Faults
 from pvesim.paths import DEFAULT_STATE_DIR, StateDir
 
 
 def _say(line: str) -> None:
     print(line, flush=True)
-
-
-def _optional(module: str) -> Any:
-    """A teammate's module, or None when it is not there (reported, never silently skipped)."""
-    try:
-        return importlib.import_module(f"pvesim.{module}")
-    except ImportError as e:
-        _say(f"  ! pvesim.{module} not available: {e}")
-        return None
 
 
 def _step(what: str, fn: Callable[[], Any]) -> Any:
@@ -69,25 +59,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say("- created the sandbox CA and the API certificate")
     daemon.ensure_secrets(state)
     extra: dict[str, Any] = {}
-    network = _optional("network")
-    if network is not None:
-        _step("network: bridges vmbr20/vmbr30, unreachable route, nft rules",
-              lambda: network.setup_network(state))
-    proxy = _optional("proxy")
-    if proxy is not None:
-        _step("package proxy (apt-cacher-ng)", lambda: proxy.start_proxy(state))
-        extra["proxy_service"] = _stable(proxy.status(state))
-    npmproxy = _optional("npmproxy")
-    if npmproxy is not None:
-        npm = npmproxy.status(state)
-        _step(f"npm registry proxy (port {npm['port']}, caching {npm['upstream']})",
-              lambda: npmproxy.start(state))
-        extra["npm_registry"] = npm["registry"]
-        extra["npm_proxy_service"] = {k: npm[k] for k in ("port", "upstream", "cache_dir", "access_log")}
-    repos = _optional("repos")
-    if repos is not None:
-        _step("local apt repositories", lambda: repos.build_repos(state, _say))
-        extra.update(repos.client_info(state))
+    _step("network: bridges vmbr20/vmbr30, unreachable route, nft rules",
+          lambda: network.setup_network(state))
+    _step("package proxy (apt-cacher-ng)", lambda: proxy.start_proxy(state))
+    extra["proxy_service"] = _stable(proxy.status(state))
+    npm = npmproxy.status(state)
+    _step(f"npm registry proxy (port {npm['port']}, caching {npm['upstream']})",
+          lambda: npmproxy.start(state))
+    extra["npm_registry"] = npm["registry"]
+    extra["npm_proxy_service"] = {k: npm[k] for k in ("port", "upstream", "cache_dir", "access_log")}
+    _step("local apt repositories", lambda: repos.build_repos(state, _say))
+    extra.update(repos.client_info(state))
     if daemon.write_credentials(state, extra):
         _say(f"- wrote {state.credentials}")
     if nodes_changed and daemon.daemon_pid(state) is not None:
@@ -110,14 +92,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         "containers": {n: sorted(p.stem for p in (state.node_dir(n) / "lxc").glob("*.conf"))
                        for n in daemon.load_settings(state)["nodes"]},
     }
-    try:
-        info["proxy"] = importlib.import_module("pvesim.proxy").status(state)
-    except ImportError:
-        info["proxy"] = None
-    try:
-        info["npm_proxy"] = importlib.import_module("pvesim.npmproxy").status(state)
-    except ImportError:
-        info["npm_proxy"] = None
+    info["proxy"] = proxy.status(state)
+    info["npm_proxy"] = npmproxy.status(state)
     print(json.dumps(info, indent=1))
     return 0 if info["api"]["answers"] else 1
 
@@ -131,18 +107,10 @@ def cmd_down(args: argparse.Namespace) -> int:
         # containers keep running, like a pveproxy restart; the proxy and repos stay for them
         _say("pvesim API is down (containers, proxy and network left running; --purge removes all)")
         return 0
-    lxc = _optional("lxc")
-    if lxc is not None:
-        _step("destroying the sandbox's containers", lambda: lxc.destroy_all(state))
-    proxy = _optional("proxy")
-    if proxy is not None:
-        _step("stopping the package proxy", lambda: proxy.stop_proxy(state))
-    npmproxy = _optional("npmproxy")
-    if npmproxy is not None:
-        _step("stopping the npm registry proxy", lambda: npmproxy.stop(state))
-    network = _optional("network")
-    if network is not None:
-        _step("removing bridges, route and nft rules", lambda: network.teardown_network(state))
+    _step("destroying the sandbox's containers", lambda: lxc.destroy_all(state))
+    _step("stopping the package proxy", lambda: proxy.stop_proxy(state))
+    _step("stopping the npm registry proxy", lambda: npmproxy.stop(state))
+    _step("removing bridges, route and nft rules", lambda: network.teardown_network(state))
     if state.root.exists():
         shutil.rmtree(state.root)
         _say(f"- removed {state.root}")
@@ -176,15 +144,14 @@ def cmd_fault(args: argparse.Namespace) -> int:
         faults.clear(args.owner, args.id)
         if args.owner is None and args.id is None:
             faults.set_ticket_lifetime(None)
-        importlib.import_module("pvesim.backup_fault").release(state, args.owner, args.id)
+        backup_fault.release(state, args.owner, args.id)
     elif kind == "backup-lock":
-        print(importlib.import_module("pvesim.backup_fault").lock(state, args.vmid, args.multi, args.owner))
+        print(backup_fault.lock(state, args.vmid, args.multi, args.owner))
     elif kind == "expire-tickets":
         faults.expire_tickets()
     elif kind == "ticket-lifetime":
         faults.set_ticket_lifetime(args.seconds)
     elif kind == "kill-guest":
-        lxc = importlib.import_module("pvesim.lxc")
         lxc.LxcBackend(state).stop(args.vmid, _say)
     else:
         rule: dict[str, Any] = {"kind": kind, "count": args.count}
@@ -198,7 +165,7 @@ def cmd_fault(args: argparse.Namespace) -> int:
 
 def cmd_npm_proxy(args: argparse.Namespace) -> int:
     """Run the npm registry proxy in the foreground (what `up` starts detached)."""
-    importlib.import_module("pvesim.npmproxy").serve(StateDir(Path(args.state_dir)), args.port)
+    npmproxy.serve(StateDir(Path(args.state_dir)), args.port)
     return 0
 
 

@@ -227,7 +227,7 @@ def stop(state: StateDir) -> bool:
 
 
 def _backend(state: StateDir) -> Any:
-    """The LXC backend (the LXC teammate's module)."""
+    """The LXC backend (real containers through lxc-* commands)."""
     from pvesim.lxc import LxcBackend
 
     return LxcBackend(state)

@@ -182,7 +182,7 @@ def nextid(req: Request) -> str:
 def network(req: Request) -> list[dict[str, Any]]:
     """The sandbox bridges (vmbr20, vmbr30); `type` filters like PVE (bridge, any_bridge)."""
     req.node()
-    from pvesim import network as net  # the LXC teammate's module; imported late to keep startup light
+    from pvesim import network as net  # imported late to keep startup light
 
     kind = req.params.get("type")
     entries = net.bridges()

@@ -85,7 +85,7 @@ def storage_status(req: Request) -> dict[str, Any]:
 @route("GET", "/nodes/{node}/storage/{storage}/content")
 def storage_content(req: Request) -> list[dict[str, Any]]:
     """vztmpl files on `local`, container volumes (of this node) on `local-lvm`."""
-    from pvesim import templates  # the LXC teammate's module
+    from pvesim import templates  # imported late: debootstrap and tar helpers
 
     node = req.node()
     name = _storage(req)
