@@ -109,3 +109,21 @@ def wait_task(proxmox: ProxmoxAPI) -> TaskWaiter:
             time.sleep(0.5)
 
     return wait
+
+
+Purger = Callable[[list[int]], None]
+
+
+@pytest.fixture(scope="session")
+def purge(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> Purger:
+    """purge(vmids): remove test containers wherever they are (stop first), so a failed run leaves nothing."""
+
+    def run(vmids: list[int]) -> None:
+        for res in proxmox.cluster.resources.get(type="vm"):
+            if res["vmid"] in vmids:
+                ct = proxmox.nodes(res["node"]).lxc(res["vmid"])
+                if res["status"] == "running":
+                    wait_task(res["node"], ct.status.stop.post())
+                wait_task(res["node"], ct.delete(purge=1))
+
+    return run
