@@ -11,4 +11,5 @@ from pvesim import (  # noqa: F401
     handlers_storage,
     handlers_tasks,
     handlers_users,
+    handlers_vzdump,
 )

@@ -117,7 +117,9 @@ def lxc_create(req: Request) -> str:
     app = req.app
     node, vmid = _vmid(req)
     if req.flag("restore"):
-        raise ApiError(501, "restore is not supported by pvesim")
+        from pvesim.handlers_vzrestore import restore  # imports this module
+
+        return restore(req)
     unprivileged = req.params.get("unprivileged", "1") != "0"
     pool = req.params.get("pool")
     _check_create(req, vmid, unprivileged, pool)
