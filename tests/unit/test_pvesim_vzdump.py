@@ -40,7 +40,7 @@ def test_zstd_threads_zero_means_half_the_cores() -> None:
 def test_decompress_option_by_extension() -> None:
     assert vzdump.decompress_option("a.tar.zst") == "--zstd"
     assert vzdump.decompress_option("a.tar") is None
-    with pytest.raises(ValueError, match="unrecognized compression format: .rar"):
+    with pytest.raises(ValueError, match=r"unrecognized compression format: \.rar"):
         vzdump.decompress_option("a.tar.rar")
 
 
@@ -76,7 +76,8 @@ def test_valid_parameters_pass() -> None:
 
 def test_notes_are_generated_from_the_template() -> None:
     values = {"cluster": "pvesim", "guestname": "psa-all", "node": "pve1", "vmid": "200"}
-    assert vzdump.generate_notes(r"{{guestname}} on {{node}}\n{{vmid}} \\", values) == "psa-all on pve1\n200 \\"
+    notes = vzdump.generate_notes(r"{{guestname}} on {{node}}\n{{vmid}} \\", values)
+    assert notes == "psa-all on pve1\n200 \\"
     with pytest.raises(ValueError, match=r"escape sequence '\\t' at char 0"):
         vzdump.verify_notes_template(r"\t")
 
@@ -130,7 +131,8 @@ def test_restore_merge_keeps_given_values_and_fills_the_rest() -> None:
 def test_restore_merge_unique_macs_and_restricted_user() -> None:
     merged = vzrestore.merge({}, "given", BACKUP, restricted=True, unique=True,
                              new_mac=lambda: "BC:24:11:AA:BB:CC")
-    assert merged.values["net0"].startswith("name=eth0,") and "hwaddr=BC:24:11:AA:BB:CC" in merged.values["net0"]
+    net0 = merged.values["net0"]
+    assert net0.startswith("name=eth0,") and "hwaddr=BC:24:11:AA:BB:CC" in net0
     assert "lxc.apparmor.profile" not in merged.values
     assert "features" not in merged.values  # unprivileged backup restored as privileged
     assert merged.description == "given"
@@ -201,4 +203,5 @@ def test_unprivileged_commands_run_in_the_guest_namespace() -> None:
     tar = dumptar.create_command(Path("/src"), Path("/job"), 100000)
     assert tar[:6] == ["lxc-usernsexec", "-m", "u:0:100000:65536", "-m", "g:0:100000:65536", "--"]
     assert "--exclude=lost+found" in tar and tar[-1] == "."
-    assert dumptar.extract_command("a.tar.zst", Path("/r"), 0)[:5] == ["tar", "xpf", "-", "--zstd", "--totals"]
+    extract = dumptar.extract_command("a.tar.zst", Path("/r"), 0)
+    assert extract[:5] == ["tar", "xpf", "-", "--zstd", "--totals"]
