@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from test_pvesim_api_logic import Client
 
 from pvesim import auth, dumptar, handlers  # noqa: F401
 from pvesim.backend import BackendError, Log, RuntimeStatus
@@ -106,22 +107,10 @@ def app(tmp_path: Path, secrets: dict[str, Any]) -> Iterator[App]:
     yield App(state, ["pve1", "pve2"], DirBackend(tmp_path / "cts"), auth.Auth(secrets))
 
 
-class Api:
-    def __init__(self, app: App, secrets: dict[str, Any]) -> None:
-        self.app = app
-        secret = secrets["tokens"]["psa-provision"]
-        self.headers = {"authorization": f"PVEAPIToken=root@pam!psa-provision={secret}"}
+class Api(Client):
+    """The API-logic tests' client, with the task's log next to its status."""
 
-    def __call__(self, method: str, url: str, **params: Any) -> tuple[int, dict[str, Any]]:
-        status, _reason, body, _user = self.app.handle(method, url, params, dict(self.headers))
-        return status, body
-
-    def ok(self, method: str, url: str, **params: Any) -> Any:
-        status, body = self(method, url, **params)
-        assert status == 200, body
-        return body["data"]
-
-    def task(self, method: str, url: str, **params: Any) -> tuple[dict[str, Any], list[str]]:
+    def task_log(self, method: str, url: str, **params: Any) -> tuple[dict[str, Any], list[str]]:
         upid = self.ok(method, url, **params)
         deadline = time.monotonic() + 20
         while (rec := self.app.tasks.status(upid)) is not None and rec["status"] == "running":
@@ -133,11 +122,12 @@ class Api:
 
 @pytest.fixture
 def api(app: App, secrets: dict[str, Any]) -> Api:
-    return Api(app, secrets)
+    secret = secrets["tokens"]["psa-provision"]
+    return Api(app, {"authorization": f"PVEAPIToken=root@pam!psa-provision={secret}"})
 
 
 def _container(api: Api, vmid: int = 9100) -> None:
-    rec, _ = api.task("POST", "/nodes/pve1/lxc", vmid=vmid, ostemplate=f"local:vztmpl/{TEMPLATE}",
+    rec, _ = api.task_log("POST", "/nodes/pve1/lxc", vmid=vmid, ostemplate=f"local:vztmpl/{TEMPLATE}",
                       rootfs="local-lvm:2", hostname="web", memory=256, description="the web server",
                       net0="name=eth0,bridge=vmbr20,ip=10.0.20.60/24,gw=10.0.20.1")
     assert rec["exitstatus"] == "OK"
@@ -148,7 +138,7 @@ def _container(api: Api, vmid: int = 9100) -> None:
 
 
 def _backup(api: Api, vmid: int = 9100, **extra: Any) -> tuple[dict[str, Any], list[str]]:
-    return api.task("POST", "/nodes/pve1/vzdump", vmid=str(vmid), mode="snapshot", storage="local",
+    return api.task_log("POST", "/nodes/pve1/vzdump", vmid=str(vmid), mode="snapshot", storage="local",
                     compress="zstd", **extra)
 
 
@@ -185,7 +175,7 @@ def test_vzdump_task_log_archive_and_content(api: Api) -> None:
 
 def test_vzdump_refuses_a_storage_without_backup_content(api: Api) -> None:
     _container(api)
-    rec, _ = api.task("POST", "/nodes/pve1/vzdump", vmid="9100", storage="local-lvm")
+    rec, _ = api.task_log("POST", "/nodes/pve1/vzdump", vmid="9100", storage="local-lvm")
     assert rec["exitstatus"] == ("could not get storage information for 'local-lvm': can't use storage "
                                  "'local-lvm' for backups - wrong content type")
 
@@ -208,7 +198,7 @@ def test_restore_into_a_new_vmid_and_refusals(api: Api) -> None:
     volid = api.ok("GET", "/nodes/pve1/storage/local/content", content="backup")[0]["volid"]
     status, body = api("POST", "/nodes/pve1/lxc", vmid=9100, ostemplate=volid, restore=1, storage="local-lvm")
     assert status == 500 and body["message"] == "CT 9100 already exists on node 'pve1'"
-    rec, log = api.task("POST", "/nodes/pve1/lxc", vmid=9101, ostemplate=volid, restore=1,
+    rec, log = api.task_log("POST", "/nodes/pve1/lxc", vmid=9101, ostemplate=volid, restore=1,
                         storage="local-lvm", memory=512)
     assert rec["exitstatus"] == "OK" and rec["type"] == "vzrestore", log
     assert log[:1] == [f"recovering backed-up configuration from '{volid}'"]
@@ -220,8 +210,8 @@ def test_restore_into_a_new_vmid_and_refusals(api: Api) -> None:
     assert config["net0"] == original["net0"]  # MAC kept unless unique=1
     backend: DirBackend = api.app.backend  # type: ignore[assignment]
     assert (backend.rootfs(9101) / "root/marker").read_text() == "kept\n"
-    rec, _ = api.task("POST", "/nodes/pve1/lxc", vmid=9102, ostemplate=volid, restore=1, storage="local-lvm",
-                      unique=1)
+    rec, _ = api.task_log("POST", "/nodes/pve1/lxc", vmid=9102, ostemplate=volid, restore=1,
+                          storage="local-lvm", unique=1)
     assert api.ok("GET", "/nodes/pve1/lxc/9102/config")["net0"] != original["net0"]
 
 
@@ -233,7 +223,7 @@ def test_truncated_archive_fails_the_restore_and_leaves_nothing(api: Api) -> Non
     volid = api.ok("GET", "/nodes/pve1/storage/local/content", content="backup")[0]["volid"]
     path = api.app.state.backup_dir / volid.split("/", 1)[1]
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    rec, _ = api.task("POST", "/nodes/pve1/lxc", vmid=9103, ostemplate=volid, restore=1,
+    rec, _ = api.task_log("POST", "/nodes/pve1/lxc", vmid=9103, ostemplate=volid, restore=1,
                       storage="local-lvm")
     assert rec["exitstatus"].startswith("unable to restore CT 9103 - command 'tar xpf - --zstd")
     assert rec["exitstatus"].endswith("failed: exit code 2")
@@ -245,10 +235,10 @@ def test_delete_backup_respects_protection(api: Api) -> None:
     _backup(api, protected=1)
     volid = api.ok("GET", "/nodes/pve1/storage/local/content", content="backup")[0]["volid"]
     url = f"/nodes/pve1/storage/local/content/{quote(volid, safe='')}"
-    rec, _ = api.task("DELETE", url)
+    rec, _ = api.task_log("DELETE", url)
     assert rec["exitstatus"].startswith("cannot remove protected archive")
     api.ok("PUT", url, protected=0)
-    rec, log = api.task("DELETE", url)
+    rec, log = api.task_log("DELETE", url)
     assert rec["exitstatus"] == "OK" and rec["type"] == "imgdel" and f"Removed volume '{volid}'" in log
     assert api.ok("GET", "/nodes/pve1/storage/local/content", content="backup") == []
     assert list(api.app.state.backup_dir.iterdir()) == []
