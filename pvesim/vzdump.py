@@ -145,7 +145,7 @@ def verify_parameters(params: Mapping[str, str], authid: str) -> None:
         for key in ROOT_ONLY:
             if key in params:
                 raise ParamError({key: "Only root may set this option."})
-    if params.get("stdout"):
+    if params.get("stdout") == "1":
         raise ParamError({"stdout": "option is only allowed on the command line interface."})
     for other in ("all", "exclude", "pool"):
         if params.get(other) not in (None, "", "0") and params.get("vmid"):

@@ -71,7 +71,7 @@ def test_parameter_errors(params: dict[str, str], user: str, errors: dict[str, s
 
 def test_valid_parameters_pass() -> None:
     vzdump.verify_parameters({"vmid": "200", "dumpdir": "/tmp", "prune-backups": "keep-last=2"}, "root@pam")
-    vzdump.verify_parameters({"all": "1"}, "ops@pve")
+    vzdump.verify_parameters({"all": "1", "stdout": "0"}, "ops@pve")
 
 
 def test_notes_are_generated_from_the_template() -> None:
