@@ -126,7 +126,10 @@ def test_truncated_archive_fails_the_restore(proxmox: ProxmoxAPI, wait_task: Tas
     node = proxmox.nodes("pve1")
     upid = node.lxc.post(vmid=BROKEN, ostemplate=f"local:backup/{cut.name}", restore=1, storage="local-lvm")
     status = wait_task("pve1", upid)
-    assert status["exitstatus"].startswith(f"unable to restore CT {BROKEN} - command 'tar "), status
+    # pve-container runs tar inside the container's user mapping for an unprivileged CT
+    # (Create.pm restore_archive: @$userns_cmd, 'tar', 'xpf', '-', ...), so the failed command names it.
+    assert status["exitstatus"].startswith(
+        f"unable to restore CT {BROKEN} - command 'lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- tar xpf - "), status
     assert status["exitstatus"].endswith("failed: exit code 2")
     assert BROKEN not in [r["vmid"] for r in proxmox.cluster.resources.get(type="vm")]
     assert not StateDir().volume(BROKEN).exists()
