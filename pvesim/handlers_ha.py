@@ -10,6 +10,8 @@ The HA manager that acts on these files is ha_manager.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pvesim import ha_rules
@@ -268,39 +270,46 @@ def _rule_params(req: Request) -> dict[str, str]:
     return params
 
 
+@contextmanager
+def _rules_edit(req: Request, action: str | None) -> Iterator[tuple[HaFiles, SectionConfig]]:
+    """rules.cfg under lock_ha_domain, written back unless the block raises; create and update are
+    refused while HA groups are left to migrate."""
+    _rules_api(req)
+    files = _files(req)
+    if action is not None and not groups_migrated(files.read("groups")):
+        raise _die(f"cannot {action} ha rule: ha groups have not been migrated yet")
+    with files.locked():
+        cfg = files.read("rules")
+        yield files, cfg
+        files.write("rules", cfg)
+
+
+def _options(kind: str, req: Request, create: bool) -> dict[str, str]:
+    try:
+        return ha_rules.check_options(kind, _rule_params(req), create=create)
+    except ha_rules.RuleError as e:
+        raise _die(str(e)) from None
+
+
 @route("POST", "/cluster/ha/rules")
 def rule_create(req: Request) -> None:
     """Create an HA rule; refused while HA groups are not migrated, or when it cannot be applied."""
-    _rules_api(req)
-    files = _files(req)
-    if not groups_migrated(files.read("groups")):
-        raise _die("cannot create ha rule: ha groups have not been migrated yet")
     rid, kind = req.params["rule"], req.params["type"]
-    try:
-        opts = ha_rules.check_options(kind, _rule_params(req), create=True)
-    except ha_rules.RuleError as e:
-        raise _die(str(e)) from None
-    with files.locked():
-        cfg = files.read("rules")
+    with _rules_edit(req, "create") as (files, cfg):
+        opts = _options(kind, req, create=True)
         if rid in cfg.ids:
             raise _die(f"HA rule '{rid}' already defined")
         _check_members(req, opts, files)
         order = 1 + max((int(r.get("order", 0) or 0) for r in cfg.ids.values()), default=0)
         cfg.ids[rid] = {"type": kind, **opts, "order": str(order)}
         _assert_feasible(req, cfg.ids, rid)
-        files.write("rules", cfg)
 
 
 @route("PUT", "/cluster/ha/rules/{rule}")
 def rule_update(req: Request) -> None:
     """Update an HA rule (`delete`, `digest`); the type cannot change."""
-    _rules_api(req)
-    files = _files(req)
-    if not groups_migrated(files.read("groups")):
-        raise _die("cannot update ha rule: ha groups have not been migrated yet")
     rid = req.params["rule"]
-    with files.locked():
-        cfg = files.read("rules")
+    with _rules_edit(req, "update") as (files, cfg):
         if req.params.get("digest") and req.params["digest"] != cfg.digest:
             raise _die("detected modified configuration - file changed by other user? Try again.")
         if rid not in cfg.ids:
@@ -308,10 +317,7 @@ def rule_update(req: Request) -> None:
         kind = cfg.ids[rid]["type"]
         if req.params.get("type") not in (None, kind):
             raise _die("types does not match")
-        try:
-            opts = ha_rules.check_options(kind, _rule_params(req), create=False)
-        except ha_rules.RuleError as e:
-            raise _die(str(e)) from None
+        opts = _options(kind, req, create=False)
         if "resources" in opts or "nodes" in opts:
             _check_members(req, {**cfg.ids[rid], **opts}, files)
         cfg.ids[rid].update(opts)
@@ -322,15 +328,10 @@ def rule_update(req: Request) -> None:
                 raise _die(f"unable to delete required option '{key}'")
             cfg.ids[rid].pop(key, None)
         _assert_feasible(req, cfg.ids, rid)
-        files.write("rules", cfg)
 
 
 @route("DELETE", "/cluster/ha/rules/{rule}")
 def rule_delete(req: Request) -> None:
     """Delete an HA rule (no error when it does not exist, as Rules.pm)."""
-    _rules_api(req)
-    files = _files(req)
-    with files.locked():
-        cfg = files.read("rules")
+    with _rules_edit(req, None) as (_, cfg):
         cfg.ids.pop(req.params["rule"], None)
-        files.write("rules", cfg)
