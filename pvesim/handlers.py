@@ -5,6 +5,8 @@ from pvesim import (  # noqa: F401
     handlers_cluster,
     handlers_config,
     handlers_firewall,
+    handlers_ha,
+    handlers_ha_status,
     handlers_lxc,
     handlers_rrd,
     handlers_snapshot,
