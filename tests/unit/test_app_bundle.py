@@ -302,7 +302,8 @@ def _start_gateway(built: Path, cwd: Path) -> tuple[str, subprocess.Popen[str]]:
     port = _free_port()
     env = {"PATH": os.environ["PATH"], "PORT": str(port), "GATEWAY_BIND": "127.0.0.1", "JWT_SECRET": SECRET,
            "GATEWAY_TIMEOUT_MS": "3000"}
-    env |= {f"{s.upper()}_SERVICE_URL": f"http://127.0.0.1:{_free_port()}" for s in PORTS if s != "api-gateway"}
+    env |= {f"{s.upper()}_SERVICE_URL": f"http://127.0.0.1:{_free_port()}"
+            for s in PORTS if s != "api-gateway"}
     proc = subprocess.Popen(["node", str(built / "services/api-gateway/dist/index.js")], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 20

@@ -72,8 +72,9 @@ def test_reaching_10_tenants_is_the_next_review() -> None:
     assert v.recommended == "phase1" and v.exit_code == 3
 
 
-@pytest.mark.parametrize(("tenants", "phase"), [(1, "phase0"), (9, "phase0"), (10, "phase1"), (19, "phase1"),
-                                                (20, "phase2"), (49, "phase2"), (50, "phase3"), (500, "phase3")])
+@pytest.mark.parametrize(("tenants", "phase"), [
+    (1, "phase0"), (9, "phase0"), (10, "phase1"), (19, "phase1"), (20, "phase2"), (49, "phase2"),
+    (50, "phase3"), (500, "phase3")])
 def test_tenants_alone_pick_the_phase(tenants: int, phase: str) -> None:
     assert capacity.decide(LIMITS, "phase0", measured(tenants=tenants)).recommended == phase
 
@@ -116,7 +117,8 @@ def test_the_first_limit_at_the_current_growth() -> None:
 def test_without_growth_no_limit_comes_nearer_but_a_crossed_one_is_now() -> None:
     flat = capacity.decide(LIMITS, "phase0", measured(daily=(40,) * 7))
     assert flat.growth_per_day == 0.0 and flat.first_limit is None
-    shrinking = capacity.decide(LIMITS, "phase0", measured(tickets=100, daily=(160, 150, 140, 130, 120, 110, 100)))
+    falling = (160, 150, 140, 130, 120, 110, 100)
+    shrinking = capacity.decide(LIMITS, "phase0", measured(tickets=100, daily=falling))
     assert shrinking.growth_per_day == -10.0 and shrinking.first_limit is None
     crossed = capacity.decide(LIMITS, "phase0", measured(tenants=12))
     assert crossed.first_limit is not None and crossed.first_limit.figure == "tenants"
@@ -178,7 +180,8 @@ def test_days_until(value: float, limit: float, fraction: float | None, days: fl
 
 def test_use_from_rrd_takes_the_window_mean_cpu_and_highest_memory() -> None:
     gib = 2**30
-    rows = [{"time": 1000, "cpu": 0.9, "mem": 7 * gib, "maxmem": 8 * gib},  # before the window
+    rows: list[dict[str, float]] = [
+            {"time": 1000, "cpu": 0.9, "mem": 7 * gib, "maxmem": 8 * gib},  # before the window
             {"time": 1060, "cpu": 0.2, "mem": 2 * gib, "maxmem": 8 * gib},
             {"time": 1120, "maxmem": 8 * gib},  # a step PVE knows nothing of: its fields left out
             {"time": 1180, "cpu": 0.4, "mem": 4 * gib, "maxmem": 8 * gib}]

@@ -59,8 +59,8 @@ def test_every_packaged_value_line_quotes_the_seed() -> None:
     """Each figure's line carries a comment quoting the seed's words (`# "..."`)."""
     for number, line in enumerate(LIMITS_FILE.read_text().splitlines(), 1):
         key = line.strip().split(":")[0]
-        if key in ("tenants", "users", "tickets_per_day", "requests_per_minute", "uptime_sla", "matrix_column") \
-                and line.startswith("    "):
+        quoted = ("tenants", "users", "tickets_per_day", "requests_per_minute", "uptime_sla", "matrix_column")
+        if key in quoted and line.startswith("    "):
             assert '# "' in line, f"limits.yml:{number} quotes no seed line: {line.strip()}"
 
 
@@ -107,4 +107,5 @@ def test_a_safe_range_upside_down_and_a_wrong_type(tmp_path: Path) -> None:
 
 
 def test_yaml_syntax_errors_name_the_line(tmp_path: Path) -> None:
-    assert ":5: YAML syntax error" in refused(tmp_path, GOOD.replace("{from: 0, below: 10}", "{from: 0, below: 10"))
+    unclosed = GOOD.replace("{from: 0, below: 10}", "{from: 0, below: 10")
+    assert ":5: YAML syntax error" in refused(tmp_path, unclosed)

@@ -29,9 +29,8 @@ def test_database_figures_and_the_seven_days_oldest_first() -> None:
 
 
 def test_a_missing_table_costs_only_its_own_figure() -> None:
-    out = ('psql:<stdin>:1: ERROR:  relation "crm_customers" does not exist\n'
-           "LINE 1: SELECT 'tenants', count(*) FROM crm_customers;\n"
-           + PSQL.split("\n", 1)[1])
+    error = 'psql:<stdin>:1: ERROR:  relation "crm_customers" does not exist\n'
+    out = error + "LINE 1: SELECT 'tenants', count(*) FROM crm_customers;\n" + PSQL.split("\n", 1)[1]  # noqa: S608
     db = usage.parse_database(out)
     assert db.tenants is None and db.users == 2 and db.tickets_per_day == 180
     assert db.missing == {"tenants": 'relation "crm_customers" does not exist'}
@@ -52,8 +51,10 @@ def test_the_sql_is_read_only_and_travels_on_stdin() -> None:
 
 
 def test_gateway_metrics() -> None:
-    body = {"service": "api-gateway", "workers": 2, "requests_last_minute": 734, "requests_per_minute_5m": 512.4,
-            "requests_total": 9000, "errors_total": 3, "errors_last_minute": 0, "window_seconds": 60}
+    body = {"service": "api-gateway", "workers": 2, "requests_last_minute": 734,
+            "requests_per_minute_5m": 512.4, "requests_total": 9000, "errors_total": 3,
+            "errors_last_minute": 0,
+            "window_seconds": 60}
     got = usage.parse_metrics(json.dumps(body) + "\n200")
     assert (got.requests_last_minute, got.requests_per_minute_5m, got.workers, got.why) == (734, 512.4, 2, "")
 
