@@ -241,11 +241,14 @@ def run_step(client: Client, rate: float, bounds: Bounds, pool: ThreadPoolExecut
     return step
 
 
-def run(client: Client, bounds: Bounds, note: Callable[[str], None] = lambda _: None) -> LoadReport:
-    """Step the rate up until saturated or a bound is reached; stops by itself."""
+def run(client: Client, bounds: Bounds, note: Callable[[str], None] = lambda _: None,
+        on_step: Callable[[Step | None], None] = lambda _: None) -> LoadReport:
+    """Step the rate up until saturated or a bound is reached; stops by itself. `on_step` is called
+    once before the first step (None) and after each one (e.g. to read the guests' counters)."""
     report = LoadReport()
     client.prepare()
     started = time.monotonic()
+    on_step(None)
     with ThreadPoolExecutor(max_workers=bounds.workers, thread_name_prefix="platform-load") as pool:
         for rate in rate_steps(bounds):
             if time.monotonic() - started + bounds.step_seconds > bounds.max_seconds:
@@ -253,6 +256,7 @@ def run(client: Client, bounds: Bounds, note: Callable[[str], None] = lambda _: 
                 break
             step = run_step(client, rate, bounds, pool)
             report.steps.append(step)
+            on_step(step)
             why = step.saturated(bounds)
             why_text = f" ({why})" if why else ""
             note(f"  {rate:g}/s: {step.requests} requests, {step.per_minute:.0f}/min answered, p99 "
