@@ -190,3 +190,24 @@ def test_use_from_rrd_takes_the_window_mean_cpu_and_highest_memory() -> None:
     assert capacity.use_from_rrd([], 10) == (None, None)
     assert capacity.use_from_rrd([{"time": 1}], 10) == (None, None)
     assert capacity.use_from_rrd([{"time": 1, "cpu": 0.5, "mem": 1, "maxmem": 0}], 10) == (50.0, None)
+
+
+def test_the_commands_table_and_lines() -> None:
+    from psa_provision.commands.capacity import COLUMNS, Report
+
+    figures = measured(tenants=5, tickets=201, rpm=None, daily=(141, 151, 161, 171, 181, 191, 201),
+                       missing={"requests_per_minute": "gateway /metrics: HTTP 404"})
+    report = Report(capacity.decide(LIMITS, "phase0", figures), {})
+    assert len(COLUMNS) == len(report.rows()[0])
+    assert report.rows()[2] == ["tickets/day", "201", "< 200", "crossed", "now",
+                                "safe operation range: up to 200-500"]
+    assert report.rows()[3][1:4] == ["?", "<= 1000", "unknown"]
+    assert report.rows()[0][4] == "20.1"  # tenants 5 -> 10 at +10/day on 201 tickets/day
+    assert report.lines() == [
+        "Decision Matrix: Separate Infrastructure, uptime SLA 99% -> phase1 (by tickets per day): "
+        "move to phase1",
+        "first limit at the current growth (+10 tickets/day per day over 7 days): tickets/day < 200, "
+        "reached now",
+        'next review due: reached 200 tickets/day (seed: "Next Review")',
+        "limit crossed: tickets/day 201 (< 200)"]
+    assert report.exit_code == 3 and report.as_dict()["sources"] == {}
