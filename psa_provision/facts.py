@@ -124,7 +124,8 @@ is_opaque() {{ local s; for s in "${{OPAQUE[@]}}"; do [ "$s" = "$1" ] && return 
 {{
 # The slow probes (rabbitmqctl boots an Erlang VM, pm2 a Node.js) start now, side by side, and are
 # read where their JSON field goes: the facts cost the slowest probe, not their sum.
-{rabbitmq_facts.START}{cluster_start}{app_facts.START}printf '{{"version":{FACTS_VERSION},"hostname":"%s"' "$(hostname)"
+{rabbitmq_facts.START}{cluster_start}{app_facts.START}\
+printf '{{"version":{FACTS_VERSION},"hostname":"%s"' "$(hostname)"
 printf ',"os_release":"%s"' "$(cat /etc/os-release 2>/dev/null | b64)"
 printf ',"packages":"%s"' \\
   "$(dpkg-query -W -f='${{db:Status-Abbrev}}\\t${{Package}}\\t${{Version}}\\n' 2>/dev/null | b64)"
@@ -253,7 +254,8 @@ def parse_guest_facts(stdout: str) -> GuestFacts:
     try:
         rabbit = rabbitmq_facts.parse(_text(doc, "rabbitmq")) if "rabbitmq" in doc else None
         if rabbit is not None and "rabbitmq_cluster" in doc:
-            rabbit = dataclasses.replace(rabbit, cluster=rabbitmq_facts.parse_cluster(_text(doc, "rabbitmq_cluster")))
+            status = rabbitmq_facts.parse_cluster(_text(doc, "rabbitmq_cluster"))
+            rabbit = dataclasses.replace(rabbit, cluster=status)
         pm2, saved = app_facts.parse(_text(doc, "pm2")) if "pm2" in doc else (None, None)
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise GuestError(f"facts: malformed rabbitmq/pm2 section: {exc}") from None

@@ -42,7 +42,8 @@ def mask_secret_lines(text: str) -> str:
     return re.sub(pattern, lambda m: m.group(1) + MASK, text, flags=re.M)
 
 
-def managed_files(components: Iterable[str], extra: Iterable[str] = (), *, clustered: bool = False) -> list[str]:
+def managed_files(components: Iterable[str], extra: Iterable[str] = (), *,
+                  clustered: bool = False) -> list[str]:
     """Every file path the given components manage (plus `extra`, e.g. CA certificates), sorted;
     clustered: the container is a cluster member (its cluster files too)."""
     components = list(components)

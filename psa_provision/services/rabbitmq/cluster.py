@@ -87,7 +87,8 @@ def queue_problems(status: ClusterStatus, expected_nodes: list[str]) -> list[str
         if kind != QUORUM:
             out.append(f"queue {name} is {kind}, not quorum")
         elif nodes != want:
-            out.append(f"quorum queue {name} has members {', '.join(nodes) or '(none)'}, not {', '.join(want)}")
+            out.append(f"quorum queue {name} has members {', '.join(nodes) or '(none)'}, "
+                       f"not {', '.join(want)}")
     return out
 
 

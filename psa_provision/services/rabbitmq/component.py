@@ -21,8 +21,20 @@ from ...plan import Change, Noop, Sensitive
 from ...render import render
 from ..common import command, content_changed, install, put_file, restart_needed, service
 from ..context import HostContext
-from . import COMPONENT, CONF, ENV_CONF, EPMD_DROPIN, INETRC, PACKAGES, PLUGINS, TEMPLATES, UNIT, USERS, VHOST
-from . import cluster
+from . import (
+    COMPONENT,
+    CONF,
+    ENV_CONF,
+    EPMD_DROPIN,
+    INETRC,
+    PACKAGES,
+    PLUGINS,
+    TEMPLATES,
+    UNIT,
+    USERS,
+    VHOST,
+    cluster,
+)
 from .facts import RabbitFacts
 
 # stop the node and epmd, reload the socket unit, start it where the drop-in says (the node restart follows)

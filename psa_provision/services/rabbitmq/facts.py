@@ -39,9 +39,11 @@ fi
 """
 # Members of a cluster: the cluster's state and the queues' types and members, on fd 5 beside fd 4.
 CLUSTER_START = """if [ -n "$rabbit" ]; then
-  exec 5< <( { rabbitmqctl -q cluster_status --formatter json </dev/null 2>/dev/null | tr -d '\\n'; echo
-               rabbitmqctl -q list_queues name type members --formatter json </dev/null 2>/dev/null | tr -d '\\n'
-             } | b64)
+  exec 5< <( { rabbitmqctl -q cluster_status --formatter json </dev/null 2>/dev/null | tr -d '\\n'
+             echo
+             rabbitmqctl -q list_queues name type members --formatter json </dev/null 2>/dev/null |
+               tr -d '\\n'
+           } | b64)
 fi
 """
 CLUSTER_READ = """if [ -n "$rabbit" ]; then

@@ -9,13 +9,12 @@ the file is compared by the settings the tool owns, not byte for byte, and `repl
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 
 from ...facts import GuestFacts
 from ...plan import Change, Noop, PutFile
 from ...render import render
-from ..common import command, content_changed, install, put_file, restart_needed, service
+from ..common import content_changed, fix_mode, install, put_file, restart_needed, service
 from ..context import HostContext
 from . import (
     CLUSTER_MODE,
@@ -106,8 +105,7 @@ def replicated_conf(ctx: HostContext, facts: GuestFacts, repl: Replication) -> C
                                                       presence_only=SECRET_KEYS):
         return put_file(ctx, facts, COMPONENT, CONF, want, mode=CLUSTER_MODE, owner="redis", group="redis")
     if (have.mode, have.owner, have.group) != (CLUSTER_MODE, "redis", "redis"):
-        return command(ctx, COMPONENT, f"fix mode/owner of {CONF} ({have.mode:04o} {have.owner}:{have.group})",
-                       f"chown redis:redis {shlex.quote(CONF)}\nchmod {CLUSTER_MODE:04o} {shlex.quote(CONF)}\n")
+        return fix_mode(ctx, COMPONENT, have, CLUSTER_MODE, "redis", "redis")
     return Noop(ctx.host, COMPONENT, f"{CONF} holds every setting the tool owns (replicaof is Sentinel's)")
 
 
@@ -124,7 +122,8 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     conf = replicated_conf(ctx, facts, repl)
     out.append(conf)
     # not the file's mtime: Redis itself rewrites the file while it runs (CONFIG REWRITE)
-    restart = (isinstance(conf, PutFile) and content_changed(facts, [conf])) or bool(live_drift(ctx, facts, repl))
+    written = isinstance(conf, PutFile) and content_changed(facts, [conf])
+    restart = written or bool(live_drift(ctx, facts, repl))
     out.extend(service(ctx, facts, COMPONENT, UNIT, restart=restart))
     out.extend(sentinel.plan(ctx, facts, repl.replicaof or ctx.container.ip))
     return out

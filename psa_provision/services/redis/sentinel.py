@@ -15,7 +15,7 @@ import shlex
 from ...facts import GuestFacts
 from ...plan import Change, Noop, Sensitive
 from ...render import render
-from ..common import command, content_changed, put_file, service
+from ..common import command, content_changed, fix_mode, put_file, service
 from ..context import HostContext
 from . import (
     CLUSTER_MODE,
@@ -87,10 +87,7 @@ def plan(ctx: HostContext, facts: GuestFacts, primary: str) -> list[Change]:
         if live:
             out.append(sentinel_set(ctx, live))
         if (have.mode, have.owner, have.group) != (CLUSTER_MODE, "redis", "redis"):
-            path = shlex.quote(SENTINEL_CONF)
-            out.append(command(ctx, COMPONENT, f"fix mode/owner of {SENTINEL_CONF} "
-                               f"({have.mode:04o} {have.owner}:{have.group})",
-                               f"chown redis:redis {path}\nchmod {CLUSTER_MODE:04o} {path}\n"))
+            out.append(fix_mode(ctx, COMPONENT, have, CLUSTER_MODE, "redis", "redis"))
         if not out:
             out.append(Noop(ctx.host, COMPONENT, f"{SENTINEL_CONF} holds the tool's settings "
                                                  "(the rest is Sentinel's)"))
