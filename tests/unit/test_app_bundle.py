@@ -56,6 +56,8 @@ CONTRACT_ENV = {
 OPTIONAL_ENV = {
     "LOG_LEVEL", "PG_POOL_MAX", "PG_CONNECT_TIMEOUT_MS", "PG_QUERY_TIMEOUT_MS", "REDIS_COMMAND_TIMEOUT_MS",
     "GATEWAY_TIMEOUT_MS", "SHUTDOWN_TIMEOUT_MS",
+    # phase 3's store clusters (absent: one Redis at REDIS_HOST, one RabbitMQ at RABBITMQ_HOST)
+    "REDIS_SENTINELS", "REDIS_SENTINEL_NAME", "RABBITMQ_NODES", "RABBITMQ_QUEUE_TYPE",
 }
 ENV_READ = re.compile(r"\benv(?:Int)?\(\s*['\"`]([A-Z0-9_]+)['\"`]\s*(,)?")
 PROCESS_ENV_READ = re.compile(r"process\.env\.([A-Z0-9_]+)")
