@@ -19,8 +19,9 @@ from .loader import Loc, dump_yaml, load_yaml, show, write_private
 from .plan import Secret
 
 KEYS: tuple[str, ...] = (
-    "postgresql.app_password", "redis.password", "rabbitmq.admin_password", "rabbitmq.app_password",
-    "rabbitmq.erlang_cookie", "app.jwt_secret", "app.admin_email", "app.admin_password",
+    "postgresql.app_password", "postgresql.superuser_password", "postgresql.replication_password",
+    "postgresql.rewind_password", "patroni.restapi_password", "redis.password", "rabbitmq.admin_password",
+    "rabbitmq.app_password", "rabbitmq.erlang_cookie", "app.jwt_secret", "app.admin_email", "app.admin_password",
 )
 NOT_SECRET = frozenset({"app.admin_email"})  # stored with the secrets, but printing it is fine
 _ALNUM = string.ascii_letters + string.digits
@@ -40,6 +41,10 @@ def generate(admin_email: str = "admin@psa-platform.local") -> dict[str, str]:
     """Fresh values for every key in KEYS (JWT secret: 64 hex chars)."""
     return {
         "postgresql.app_password": password(),
+        "postgresql.superuser_password": password(),
+        "postgresql.replication_password": password(),
+        "postgresql.rewind_password": password(),
+        "patroni.restapi_password": password(),
         "redis.password": password(),
         "rabbitmq.admin_password": password(),
         "rabbitmq.app_password": password(),

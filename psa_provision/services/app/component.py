@@ -23,6 +23,8 @@ from ..nodejs.component import npm_env
 from ..rabbitmq import cluster as rabbit_cluster
 from ..redis import MASTER_NAME, SENTINEL_PORT
 from ..redis import topology as redis_topology
+from ..patroni.haproxy import client_endpoint
+from ..postgresql import PORT as POSTGRES_PORT
 from . import (
     APP_DIR,
     APP_HOME,
@@ -79,9 +81,11 @@ def env_content(ctx: HostContext) -> str:
         if svc is not None and svc.container != ctx.container.vmid:
             host = ctx.phase.container(svc.container).ip
         urls[f"{name.upper()}_SERVICE_URL"] = f"http://{host}:{svc.port if svc else port}"
+    # a Patroni cluster is reached through the load balancer's leader port, a lone server directly
+    postgres_host, postgres_port = client_endpoint(ctx.phase) or (ctx.address_of("postgresql"), POSTGRES_PORT)
     return render(
         TEMPLATES[ENV_FILE],
-        postgres_host=ctx.address_of("postgresql"), redis_host=ctx.address_of("redis"),
+        postgres_host=postgres_host, postgres_port=postgres_port, redis_host=ctx.address_of("redis"),
         rabbitmq_host=ctx.address_of("rabbitmq"), elasticsearch_host=ctx.address_of("elasticsearch"),
         postgres_password=s.get("postgresql.app_password").value,
         redis_password=s.get("redis.password").value,
