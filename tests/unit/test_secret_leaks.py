@@ -18,6 +18,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+from ha_phase import ha_phase
 
 from psa_provision import facts, inventory, phases, planner
 from psa_provision.apply import apply
@@ -51,6 +52,9 @@ def full_plan() -> Plan:
                                ssh_public_key="ssh-ed25519 AAAA test", nameserver="10.0.20.1"))
     for case in ("fresh_debian12_template.json", "installed_phase0.json"):
         plan.add(planner.plan_guest(ctx, facts.parse_guest_facts((CASES / case).read_text())).changes)
+    ha = ha_phase()  # a Patroni member: its users' and REST API's passwords
+    member = HostContext(inv, ha, ha.container(100), Secrets(SECRETS), (CA,))
+    plan.add(planner.plan_guest(member, facts.fresh()).changes)
     return plan
 
 
