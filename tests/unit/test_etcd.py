@@ -11,9 +11,8 @@ from ha_phase import ha_ctx, ha_phase
 
 from psa_provision.facts import FileFact, GuestFacts, ServiceFact
 from psa_provision.plan import Noop, Package, PutFile, Service, sha256
-from psa_provision.services.etcd import DEFAULTS
+from psa_provision.services.etcd import DEFAULTS, health
 from psa_provision.services.etcd import component as etcd
-from psa_provision.services.etcd import health
 
 PEERS = ("psa-postgres-1=http://10.0.30.10:2380,psa-postgres-2=http://10.0.30.11:2380,"
          "psa-postgres-3=http://10.0.30.12:2380")
@@ -99,8 +98,8 @@ def test_healthy_cluster_of_the_phase_has_no_problem() -> None:
 def test_lost_member_and_unstarted_member_are_named() -> None:
     members = json.loads(MEMBERS)
     members["members"][2] = {"ID": 13, "peerURLs": ["http://10.0.30.12:2380"]}  # added, never started
-    endpoints = json.loads(HEALTHY)[:2] + [{"endpoint": "http://10.0.30.12:2379", "health": False,
-                                            "error": "context deadline exceeded"}]
+    lost = {"endpoint": "http://10.0.30.12:2379", "health": False, "error": "context deadline exceeded"}
+    endpoints = [*json.loads(HEALTHY)[:2], lost]
     found = health.problems(NAMES, health.parse_members(json.dumps(members)),
                             health.parse_health(json.dumps(endpoints)))
     assert found == ["members missing: psa-postgres-3",

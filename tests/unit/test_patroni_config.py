@@ -30,7 +30,8 @@ def config(vmid: int = 100) -> dict[str, Any]:
 
 def test_debian_layout_and_identity() -> None:
     doc = config(101)
-    assert (doc["scope"], doc["namespace"], doc["name"]) == ("15-main", "/postgresql-common/", "psa-postgres-2")
+    identity = (doc["scope"], doc["namespace"], doc["name"])
+    assert identity == ("15-main", "/postgresql-common/", "psa-postgres-2")
     pg = doc["postgresql"]
     assert pg["data_dir"] == "/var/lib/postgresql/15/main"
     assert pg["config_dir"] == "/etc/postgresql/15/main"
@@ -137,7 +138,8 @@ def test_takeover_creates_patronis_users_then_stops_the_stock_server() -> None:
     # the phase before's standalone primary: stock unit running, no replication user yet
     facts = GuestFacts(postgres=PostgresFacts(roles={"postgres": PgRole("postgres", True, True, "")},
                                               in_recovery=False),
-                       files={START_CONF: FileFact(START_CONF, "x" * 64, 0o644, "postgres", "postgres", "auto\n")},
+                       files={START_CONF: FileFact(START_CONF, "x" * 64, 0o644, "postgres", "postgres",
+                                                   "auto\n")},
                        services={"postgresql@15-main": ServiceFact("postgresql@15-main", True, True)})
     changes = patroni.plan(ha_ctx(), facts)
     summaries = [c.summary for c in changes if not isinstance(c, Noop)]
@@ -168,7 +170,8 @@ def test_converged_member_plans_only_noops(vmid: int) -> None:
     facts = GuestFacts(
         packages={"patroni": "3.0.2-1", "python3-etcd": "0.4.5-4"},
         files={CONFIG: FileFact(CONFIG, sha256(content), 0o600, "postgres", "postgres"),
-               START_CONF: FileFact(START_CONF, sha256(patroni.START_CONF_CONTENT), 0o644, "postgres", "postgres")},
+               START_CONF: FileFact(START_CONF, sha256(patroni.START_CONF_CONTENT), 0o644, "postgres",
+                                    "postgres")},
         services={"patroni@15-main": ServiceFact("patroni@15-main", True, True, 1.0),
                   "postgresql@15-main": ServiceFact("postgresql@15-main", False, False)},
         postgres=PostgresFacts(roles=roles_with_passwords(), in_recovery=vmid != 100))

@@ -16,7 +16,11 @@ from psa_provision.services.patroni import health as h
 NAMES = ["psa-postgres-1", "psa-postgres-2", "psa-postgres-3"]
 
 
-def row(member: str, role: str, state: str = "running", tl: int = 1, lag: Any = 0, **more: Any) -> dict[str, Any]:
+NO_SYNC = "no synchronous standby: a commit would be acknowledged before any replica has it"
+
+
+def row(member: str, role: str, state: str = "running", tl: int = 1, lag: Any = 0,
+        **more: Any) -> dict[str, Any]:
     out = {"Cluster": "15-main", "Member": member, "Host": "10.0.30." + member[-1], "Role": role,
            "State": state, "TL": tl, **more}
     if role != "Leader":
@@ -41,7 +45,7 @@ def test_healthy_cluster() -> None:
 
 def test_no_sync_standby_is_a_problem_only_where_required() -> None:
     rows = [HEALTHY[0], row("psa-postgres-2", "Replica"), HEALTHY[2]]
-    assert problems(rows) == ["no synchronous standby: a commit would be acknowledged before any replica has it"]
+    assert problems(rows) == [NO_SYNC]
     assert problems(rows, sync_required=False) == []
 
 
@@ -57,7 +61,7 @@ def test_replica_not_streaming_diverged_or_behind() -> None:
             row("psa-postgres-3", "Replica", tl=2)]
     assert problems(rows) == ["replica psa-postgres-2 is starting",
                               "replica psa-postgres-3 is on timeline 2, the leader on 1",
-                              "no synchronous standby: a commit would be acknowledged before any replica has it"]
+                              NO_SYNC]
     behind = [HEALTHY[0], HEALTHY[1], row("psa-postgres-3", "Replica", lag=300)]
     assert problems(behind) == ["replica psa-postgres-3 lags the leader by 300 MB"]
     unknown = [HEALTHY[0], HEALTHY[1], row("psa-postgres-3", "Replica", lag="unknown")]
@@ -66,7 +70,8 @@ def test_replica_not_streaming_diverged_or_behind() -> None:
 
 def test_membership_and_pending_restart() -> None:
     rows = [*HEALTHY[:2], row("psa-postgres-3", "Replica", **{"Pending restart": "*"})]
-    assert problems(rows) == ["restart pending (settings not in effect) on psa-postgres-3: patronictl restart"]
+    pending = "restart pending (settings not in effect) on psa-postgres-3: patronictl restart"
+    assert problems(rows) == [pending]
     assert problems(HEALTHY[:2]) == ["members missing: psa-postgres-3"]
     assert problems(HEALTHY, NAMES[:2]) == ["members not in the phase file: psa-postgres-3"]
 

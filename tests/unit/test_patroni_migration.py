@@ -28,8 +28,8 @@ def by_name() -> dict[str, migration.Step]:
 
 
 def listing(*rows: tuple[str, str]) -> str:
-    return json.dumps([{"Cluster": "15-main", "Member": m, "Host": "h", "Role": r, "State": "running", "TL": 1,
-                        **({} if r == "Leader" else {"Lag in MB": 0})} for m, r in rows])
+    return json.dumps([{"Cluster": "15-main", "Member": m, "Host": "h", "Role": r, "State": "running",
+                        "TL": 1, **({} if r == "Leader" else {"Lag in MB": 0})} for m, r in rows])
 
 
 def test_order_and_where_each_step_runs() -> None:
@@ -41,7 +41,8 @@ def test_order_and_where_each_step_runs() -> None:
 def test_takeover_stops_the_stock_server_then_starts_patroni_and_can_go_back() -> None:
     step = by_name()["takeover"]
     run = step.run.splitlines()
-    assert run.index("systemctl stop postgresql@15-main") < run.index("systemctl enable --now patroni@15-main")
+    stop = run.index("systemctl stop postgresql@15-main")
+    assert stop < run.index("systemctl enable --now patroni@15-main")
     assert "http://10.0.30.10:8008/leader" in step.run
     undo = step.rollback.splitlines()
     assert undo[0] == "systemctl stop patroni@15-main"
@@ -65,7 +66,8 @@ def test_replica_steps_and_the_synchronous_standby() -> None:
     assert s["replica psa-postgres-2"].check.judge(0, two) == []
     assert s["replica psa-postgres-3"].check.judge(0, two) == ["members missing: psa-postgres-3"]
     assert "pg_dropcluster 15 main" in s["replica psa-postgres-3"].rollback
-    three = listing(("psa-postgres-1", "Leader"), ("psa-postgres-2", "Replica"), ("psa-postgres-3", "Replica"))
+    three = listing(("psa-postgres-1", "Leader"), ("psa-postgres-2", "Replica"),
+                    ("psa-postgres-3", "Replica"))
     assert s["synchronous"].check.judge(0, three) == [
         "no synchronous standby: a commit would be acknowledged before any replica has it"]
     synced = three.replace('"psa-postgres-2", "Host": "h", "Role": "Replica"',
