@@ -9,6 +9,7 @@ from typing import Any
 from ha_phase import ha_ctx, ha_phase
 from test_planner import make_ctx
 
+from psa_provision import health as command
 from psa_provision.services.app.component import env_content
 from psa_provision.services.patroni import haproxy
 from psa_provision.services.patroni import health as h
@@ -135,3 +136,13 @@ def test_apps_reach_the_leader_through_the_load_balancer() -> None:
     assert haproxy.client_endpoint(ha_phase()) == ("10.0.20.240", 5000)
     env = env_content(ha_ctx(120))
     assert "POSTGRES_HOST=10.0.20.240\nPOSTGRES_PORT=5000\n" in env
+
+
+def test_health_command_probes_and_judges_etcd_and_patroni() -> None:
+    script = command.probe_script(["base", "etcd", "postgresql", "patroni"], {})
+    assert "probe etcd etcdctl" in script and "probe patroni sh -c" in script
+    detail = "Member Role State psa-postgres-1 Leader running psa-postgres-2 Sync_Standby running"
+    lines = command.judge("psa-postgres-1", ["etcd", "postgresql", "patroni"], {},
+                          {"etcd": (0, "http://127.0.0.1:2379 is healthy: successfully committed proposal"),
+                           "postgresql": (0, "accepting connections"), "patroni": (0, detail)})
+    assert [(x.component, x.ok) for x in lines] == [("etcd", True), ("postgresql", True), ("patroni", True)]
