@@ -20,6 +20,7 @@ from psa_provision.services.elasticsearch import health as elasticsearch_health
 from psa_provision.services.etcd import health as etcd_health
 from psa_provision.services.haproxy import health as haproxy_health
 from psa_provision.services.patroni import health as patroni_health
+from psa_provision.services.patroni import patroni_managed
 from psa_provision.services.postgresql import health as postgresql_health
 from psa_provision.services.rabbitmq import health as rabbitmq_health
 from psa_provision.services.redis import health as redis_health
@@ -216,7 +217,9 @@ def check_container(spec: Any, phase: Any, usage: Usage | None, conn: Runner,
                     redis_password: str) -> ContainerHealth:
     """Probe one container over SSH and judge the answers; a stopped or unreachable one fails whole."""
     health = ContainerHealth(hostname=spec.hostname, vmid=spec.vmid, usage=usage)
-    comps = [c for c in PROBED if c in spec.components]
+    # Patroni is no component of the phase file: it runs beside PostgreSQL on a cluster member
+    patroni = ["patroni"] if patroni_managed(spec.components, spec.cluster) else []
+    comps = [c for c in PROBED if c in [*spec.components, *patroni]]
     services = {n: (s.port, s.instances) for n, s in phase.services_on(spec.vmid).items()}
     names = [c for c in comps if c != "app"] + (sorted(services) if "app" in comps else [])
     if usage is not None and usage.status != "running":

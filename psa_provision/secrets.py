@@ -21,7 +21,8 @@ from .plan import Secret
 KEYS: tuple[str, ...] = (
     "postgresql.app_password", "postgresql.superuser_password", "postgresql.replication_password",
     "postgresql.rewind_password", "patroni.restapi_password", "redis.password", "rabbitmq.admin_password",
-    "rabbitmq.app_password", "rabbitmq.erlang_cookie", "app.jwt_secret", "app.admin_email", "app.admin_password",
+    "rabbitmq.app_password", "rabbitmq.erlang_cookie", "app.jwt_secret", "app.admin_email",
+    "app.admin_password",
 )
 NOT_SECRET = frozenset({"app.admin_email"})  # stored with the secrets, but printing it is fine
 _ALNUM = string.ascii_letters + string.digits

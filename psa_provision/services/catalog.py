@@ -14,17 +14,19 @@ from . import app, base, elasticsearch, etcd, haproxy, nodejs, patroni, postgres
 
 FILES: dict[str, tuple[str, ...]] = {
     s.COMPONENT: s.FILES
-    for s in (base, etcd, postgresql, patroni, redis, rabbitmq, elasticsearch, nodejs, app, scripts, haproxy)
+    for s in (base, etcd, postgresql, redis, rabbitmq, elasticsearch, nodejs, app, scripts, haproxy)
 }
 DIRS: dict[str, tuple[str, ...]] = {app.COMPONENT: app.DIRS, elasticsearch.COMPONENT: elasticsearch.DIRS}
 SERVICES: dict[str, tuple[str, ...]] = {
-    s.COMPONENT: s.UNITS
-    for s in (base, etcd, postgresql, patroni, redis, rabbitmq, elasticsearch, app, haproxy)
+    s.COMPONENT: s.UNITS for s in (base, etcd, postgresql, redis, rabbitmq, elasticsearch, app, haproxy)
 }
-# A member of a cluster (`cluster` in the phase file) also has these (Sentinel, the Erlang cookie).
+# A member of a cluster (`cluster` in the phase file) also has these (Sentinel, the Erlang cookie,
+# Patroni's files and units beside PostgreSQL).
 CLUSTER_FILES: dict[str, tuple[str, ...]] = {redis.COMPONENT: redis.CLUSTER_FILES,
-                                             rabbitmq.COMPONENT: rabbitmq.CLUSTER_FILES}
-CLUSTER_SERVICES: dict[str, tuple[str, ...]] = {redis.COMPONENT: redis.CLUSTER_UNITS}
+                                             rabbitmq.COMPONENT: rabbitmq.CLUSTER_FILES,
+                                             postgresql.COMPONENT: patroni.FILES}
+CLUSTER_SERVICES: dict[str, tuple[str, ...]] = {redis.COMPONENT: redis.CLUSTER_UNITS,
+                                                postgresql.COMPONENT: patroni.UNITS}
 # Files whose content the facts never read (checksum, mode and owner only): the Erlang cookie.
 OPAQUE_FILES = frozenset(rabbitmq.OPAQUE_FILES)
 # Files whose content holds a secret: facts carry them with every secret line's value masked (on the

@@ -1,5 +1,6 @@
-"""Phase 3 as the HA phase file will have it for PostgreSQL: etcd and Patroni on the three PostgreSQL
-containers (100 on pve1, 101 on pve2, 102 on pve3; 10.0.30.10-12), the load balancer 240 (10.0.20.240)."""
+"""Phase 3 as the phase file has it: PostgreSQL under Patroni on 100-102 (psa-postgres-1..3, 10.0.30.10-12,
+`cluster: postgresql`), etcd on 105-107 (psa-etcd-1..3, 10.0.30.50-52), the load balancer pair 240/241
+holding the virtual IP 10.0.20.250."""
 
 from __future__ import annotations
 
@@ -11,17 +12,9 @@ from psa_provision.phases import Phase
 from psa_provision.secrets import Secrets
 from psa_provision.services.context import HostContext
 
-PG_VMIDS = (100, 101, 102)
-
 
 def ha_phase() -> Phase:
-    phase = phases.load_phase("phase3", PHASES_DIR)
-    containers = []
-    for c in phase.containers:
-        if c.vmid in PG_VMIDS:
-            c = c.model_copy(update={"components": ["base", "etcd", "postgresql", "patroni"]})
-        containers.append(c)
-    return phase.model_copy(update={"containers": containers})
+    return phases.load_phase("phase3", PHASES_DIR)
 
 
 def ha_ctx(vmid: int = 100, temporary_clients: tuple[str, ...] = ()) -> HostContext:

@@ -14,8 +14,7 @@ from psa_provision.plan import Noop, Package, PutFile, Service, sha256
 from psa_provision.services.etcd import DEFAULTS, health
 from psa_provision.services.etcd import component as etcd
 
-PEERS = ("psa-postgres-1=http://10.0.30.10:2380,psa-postgres-2=http://10.0.30.11:2380,"
-         "psa-postgres-3=http://10.0.30.12:2380")
+PEERS = "psa-etcd-1=http://10.0.30.50:2380,psa-etcd-2=http://10.0.30.51:2380,psa-etcd-3=http://10.0.30.52:2380"
 
 
 def environment_file(text: str) -> dict[str, str]:
@@ -28,8 +27,8 @@ def environment_file(text: str) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize(("vmid", "name", "ip"), [(100, "psa-postgres-1", "10.0.30.10"),
-                                                  (102, "psa-postgres-3", "10.0.30.12")])
+@pytest.mark.parametrize(("vmid", "name", "ip"), [(105, "psa-etcd-1", "10.0.30.50"),
+                                                  (107, "psa-etcd-3", "10.0.30.52")])
 def test_each_member_names_itself_and_the_three_peers(vmid: int, name: str, ip: str) -> None:
     env = environment_file(etcd.defaults_content(ha_ctx(vmid)))
     assert env == {
@@ -46,13 +45,13 @@ def test_each_member_names_itself_and_the_three_peers(vmid: int, name: str, ip: 
 
 def test_members_come_from_the_phase_file() -> None:
     phase = ha_phase()
-    assert [m.vmid for m in etcd.members(phase)] == [100, 101, 102]
-    assert etcd.client_urls(phase) == ["http://10.0.30.10:2379", "http://10.0.30.11:2379",
-                                       "http://10.0.30.12:2379"]
+    assert [m.vmid for m in etcd.members(phase)] == [105, 106, 107]
+    assert etcd.client_urls(phase) == ["http://10.0.30.50:2379", "http://10.0.30.51:2379",
+                                       "http://10.0.30.52:2379"]
 
 
 def test_fresh_guest_gets_the_file_before_the_package_then_the_unit() -> None:
-    changes = etcd.plan(ha_ctx(), GuestFacts())
+    changes = etcd.plan(ha_ctx(105), GuestFacts())
     kinds = [type(c).__name__ for c in changes]
     assert kinds == ["PutFile", "Package", "Service", "Service"]
     assert [c.action for c in changes if isinstance(c, Service)] == ["enable", "restart"]
@@ -61,7 +60,7 @@ def test_fresh_guest_gets_the_file_before_the_package_then_the_unit() -> None:
 
 
 def test_converged_member_plans_only_noops_and_a_changed_file_restarts() -> None:
-    ctx = ha_ctx()
+    ctx = ha_ctx(106)
     content = etcd.defaults_content(ctx)
     facts = GuestFacts(packages={"etcd-server": "3.4.23-4+b4", "etcd-client": "3.4.23-4+b4"},
                        files={DEFAULTS: FileFact(DEFAULTS, sha256(content), 0o644, "root", "root", content)},

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import yaml
 from ha_phase import ha_ctx
-from test_planner import SECRETS, scram_verifier
+from test_planner import SECRETS, make_ctx, scram_verifier
 
+from psa_provision import planner
 from psa_provision.facts import FileFact, GuestFacts, ServiceFact
 from psa_provision.plan import Command, Noop, Package, PutFile, Service, sha256
 from psa_provision.services import catalog
@@ -46,7 +47,7 @@ def test_debian_layout_and_identity() -> None:
 
 def test_etcd3_hosts_and_rest_api() -> None:
     doc = config()
-    assert doc["etcd3"] == {"hosts": ["10.0.30.10:2379", "10.0.30.11:2379", "10.0.30.12:2379"]}
+    assert doc["etcd3"] == {"hosts": ["10.0.30.50:2379", "10.0.30.51:2379", "10.0.30.52:2379"]}
     assert "etcd" not in doc  # the v2 API is not used
     assert doc["restapi"]["listen"] == "10.0.30.10:8008"
     assert doc["restapi"]["connect_address"] == "10.0.30.10:8008"
@@ -87,7 +88,8 @@ def test_pg_hba_replication_from_the_subnet_and_the_app_through_the_load_balance
     rules = [line.split() for line in config()["postgresql"]["pg_hba"]]
     assert ["host", "replication", "replicator", "10.0.30.0/24", "scram-sha-256"] in rules
     assert ["host", "postgres", "rewind_user", "10.0.30.0/24", "scram-sha-256"] in rules
-    assert ["host", "psa_platform", "psa_app", "10.0.20.240/32", "scram-sha-256"] in rules
+    assert ["host", "psa_platform", "psa_app", "10.0.20.240/32", "scram-sha-256"] in rules  # both LBs
+    assert ["host", "psa_platform", "psa_app", "10.0.20.241/32", "scram-sha-256"] in rules
     assert ["local", "all", "all", "peer"] in rules
     assert not [r for r in rules if "trust" in r]
 
@@ -182,3 +184,12 @@ def test_converged_member_plans_only_noops(vmid: int) -> None:
                                                               "postgres")})
     actions = [c.action for c in patroni.plan(ctx, stale) if isinstance(c, Service)]
     assert actions == ["reload"]  # never a restart: stopping Patroni stops the server it manages
+
+
+def test_the_guest_plan_adds_patroni_on_cluster_members_only() -> None:
+    member = planner.plan_guest(ha_ctx(100), GuestFacts()).changes
+    assert [c for c in member if c.component == "patroni" and isinstance(c, PutFile) and c.path == CONFIG]
+    standalone = planner.plan_guest(make_ctx("phase2", 100), GuestFacts()).changes
+    assert not [c for c in standalone if c.component == "patroni"]
+    assert CONFIG in catalog.managed_files(["postgresql"], clustered=True)
+    assert CONFIG not in catalog.managed_files(["postgresql"])

@@ -133,9 +133,9 @@ def test_no_patroni_cluster_no_frontends_and_apps_keep_the_server() -> None:
 
 
 def test_apps_reach_the_leader_through_the_load_balancer() -> None:
-    assert haproxy.client_endpoint(ha_phase()) == ("10.0.20.240", 5000)
+    assert haproxy.client_endpoint(ha_phase()) == ("10.0.20.250", 5000)  # the pair's virtual IP
     env = env_content(ha_ctx(120))
-    assert "POSTGRES_HOST=10.0.20.240\nPOSTGRES_PORT=5000\n" in env
+    assert "POSTGRES_HOST=10.0.20.250\nPOSTGRES_PORT=5000\n" in env
 
 
 def test_health_command_probes_and_judges_etcd_and_patroni() -> None:

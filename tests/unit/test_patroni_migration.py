@@ -34,7 +34,7 @@ def listing(*rows: tuple[str, str]) -> str:
 
 def test_order_and_where_each_step_runs() -> None:
     assert [(s.name, s.vmid) for s in steps()] == [
-        ("etcd", 100), ("roles", 100), ("takeover", 100), ("replica psa-postgres-2", 101),
+        ("etcd", 105), ("roles", 100), ("takeover", 100), ("replica psa-postgres-2", 101),
         ("replica psa-postgres-3", 102), ("synchronous", 100)]
 
 
@@ -46,7 +46,8 @@ def test_takeover_stops_the_stock_server_then_starts_patroni_and_can_go_back() -
     assert "http://10.0.30.10:8008/leader" in step.run
     undo = step.rollback.splitlines()
     assert undo[0] == "systemctl stop patroni@15-main"
-    assert "etcdctl --endpoints=http://127.0.0.1:2379 del --prefix /postgresql-common/15-main/" in undo
+    assert undo[2] == ("printf '%s\\n' 15-main 'Yes I am aware' psa-postgres-1 | "
+                       "patronictl -c /etc/patroni/15-main.yml remove 15-main")
     assert undo[-1] == "systemctl start postgresql@15-main"
 
 
@@ -90,12 +91,11 @@ def test_roles_travel_on_stdin_only() -> None:
 
 def test_etcd_step_judges_both_answers() -> None:
     judge: Any = by_name()["etcd"].check.judge
-    members = {"members": [{"name": n, "peerURLs": [f"http://{ip}:2380"], "clientURLs": [f"http://{ip}:2379"]}
-                           for n, ip in (("psa-postgres-1", "10.0.30.10"), ("psa-postgres-2", "10.0.30.11"),
-                                         ("psa-postgres-3", "10.0.30.12"))]}
-    health = [{"endpoint": f"http://10.0.30.1{i}:2379", "health": True} for i in range(3)]
+    members = {"members": [{"name": f"psa-etcd-{i + 1}", "peerURLs": [f"http://10.0.30.5{i}:2380"],
+                            "clientURLs": [f"http://10.0.30.5{i}:2379"]} for i in range(3)]}
+    health = [{"endpoint": f"http://10.0.30.5{i}:2379", "health": True} for i in range(3)]
     assert judge(0, json.dumps(members) + "\n---\n" + json.dumps(health)) == []
-    assert judge(0, "{}\n---\n[]") == ["members missing: psa-postgres-1, psa-postgres-2, psa-postgres-3",
+    assert judge(0, "{}\n---\n[]") == ["members missing: psa-etcd-1, psa-etcd-2, psa-etcd-3",
                                        "0 endpoints answered, the phase has 3 members"]
 
 
@@ -103,3 +103,12 @@ def test_a_phase_without_the_old_server_among_the_members_is_refused() -> None:
     with pytest.raises(ValueError, match="0 Patroni members ran PostgreSQL in phase0"):
         old = phases.load_phase("phase0", PHASES_DIR)
         migration.steps(old, ha_phase(), PASSWORDS)
+
+
+def test_described_like_the_other_stores_steps() -> None:
+    described = migration.described(steps())
+    assert [(d.name, d.host) for d in described][:3] == [
+        ("postgresql: etcd", "psa-etcd-1"), ("postgresql: roles", "psa-postgres-1"),
+        ("postgresql: takeover", "psa-postgres-1")]
+    assert described[0].rollback == "(nothing: checks only)"
+    assert described[2].rollback == "systemctl stop patroni@15-main"

@@ -20,11 +20,11 @@ from ...render import render
 from ..common import changed, command, content_changed, put_file
 from ..context import HostContext
 from ..nodejs.component import npm_env
+from ..patroni.haproxy import client_endpoint
+from ..postgresql import PORT as POSTGRES_PORT
 from ..rabbitmq import cluster as rabbit_cluster
 from ..redis import MASTER_NAME, SENTINEL_PORT
 from ..redis import topology as redis_topology
-from ..patroni.haproxy import client_endpoint
-from ..postgresql import PORT as POSTGRES_PORT
 from . import (
     APP_DIR,
     APP_HOME,

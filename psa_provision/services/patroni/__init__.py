@@ -18,6 +18,8 @@ NAMESPACE = "/postgresql-common/"
 CONFIG = f"/etc/patroni/{SCOPE}.yml"
 UNIT = f"patroni@{SCOPE}"
 STOCK_UNIT = f"postgresql@{SCOPE}"
+# Patroni is no component of its own in the phase file: its files and units are the postgresql
+# component's on a cluster member (catalog.CLUSTER_FILES / CLUSTER_SERVICES)
 CONFIG_DIR = f"/etc/postgresql/{PG_VERSION}/{PG_CLUSTER}"
 START_CONF = f"{CONFIG_DIR}/start.conf"
 DATA_DIR = f"/var/lib/postgresql/{PG_VERSION}/{PG_CLUSTER}"
@@ -44,6 +46,6 @@ REWIND_USER = "rewind_user"
 RESTAPI_USER = "patroni"
 
 
-def patroni_managed(components: Collection[str]) -> bool:
-    """A container's PostgreSQL runs under Patroni: the phase file lists the `patroni` component."""
-    return COMPONENT in components
+def patroni_managed(components: Collection[str], cluster: str | None) -> bool:
+    """A container's PostgreSQL runs under Patroni: it runs `postgresql` as a member of a `cluster`."""
+    return "postgresql" in components and cluster is not None

@@ -65,7 +65,7 @@ MEMORY_PARAMETERS = ("shared_buffers", "effective_cache_size", "maintenance_work
 
 def members(phase: Phase) -> list[ContainerSpec]:
     """The PostgreSQL cluster's members, in phase-file order."""
-    return [c for c in phase.containers if patroni_managed(c.components)]
+    return [c for c in phase.containers if patroni_managed(c.components, c.cluster)]
 
 
 def subnet(spec: ContainerSpec) -> str:

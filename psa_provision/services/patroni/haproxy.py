@@ -60,9 +60,11 @@ def fragment(phase: Phase, bind: str = "*") -> str:
 
 
 def client_endpoint(phase: Phase) -> tuple[str, int] | None:
-    """(host, port) where the apps reach the PostgreSQL leader: the phase's load balancer on port 5000;
-    None when the phase has no Patroni cluster (the apps then reach the server itself)."""
+    """(host, port) where the apps reach the PostgreSQL leader: the load balancer's virtual IP (the
+    phase file's `vip`; else its first container's address) on port 5000; None when the phase has no
+    Patroni cluster or no load balancer (the apps then reach the server itself)."""
     lbs = phase.with_component("haproxy")
     if not members(phase) or not lbs:
         return None
-    return lbs[0].ip, LEADER_PORT
+    vip = next((c.vip for c in lbs if c.vip), None)
+    return (vip.split("/")[0] if vip else lbs[0].ip), LEADER_PORT

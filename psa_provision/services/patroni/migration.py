@@ -23,8 +23,9 @@ from ...phases import ContainerSpec, Phase
 from ...plan import Sensitive
 from ..etcd import health as etcd_health
 from ..etcd.component import members as etcd_members
+from ..mover import HaStep
 from ..postgresql.component import PSQL
-from . import CONFIG, CONFIG_DIR, NAMESPACE, REST_PORT, SCOPE, START_CONF, STOCK_UNIT, UNIT
+from . import CONFIG, CONFIG_DIR, REST_PORT, SCOPE, START_CONF, STOCK_UNIT, UNIT
 from . import health as patroni_health
 from .component import members, roles_sql
 
@@ -127,9 +128,10 @@ done
 exit 1
 """
 # Patroni stopped, its cluster key removed from etcd, the stock server back on its own files
+# (`patronictl remove` asks for the cluster name, a confirmation, and the leader if one holds the key)
 TAKEOVER_UNDO = f"""systemctl stop {UNIT}
 systemctl disable {UNIT}
-etcdctl --endpoints={etcd_health.LOCAL} del --prefix {NAMESPACE}{SCOPE}/
+printf '%s\\n' {SCOPE} 'Yes I am aware' {{hostname}} | patronictl -c {CONFIG} remove {SCOPE}
 if [ -f {CONF_BACKUP} ]; then mv {CONF_BACKUP} {CONFIG_DIR}/postgresql.conf; fi
 rm -f {CONFIG_DIR}/postgresql.base.conf
 if [ -f {HBA_BACKUP} ]; then mv {HBA_BACKUP} {CONFIG_DIR}/pg_hba.conf; fi
@@ -146,9 +148,12 @@ def steps(old: Phase, new: Phase, passwords: dict[str, str]) -> list[Step]:
     """The steps from `old`'s standalone server to `new`'s Patroni cluster (passwords: user_passwords())."""
     source = source_of(old, new)
     here = (source.vmid, source.hostname)
-    etcd_names = [m.hostname for m in etcd_members(new)]
+    etcd = etcd_members(new)
+    if not etcd:
+        raise ValueError(f"{new.name}: no container runs etcd, the store Patroni needs")
+    etcd_names = [m.hostname for m in etcd]
     out = [
-        Step("etcd", *here, "etcd has the phase's members and a quorum", "",
+        Step("etcd", etcd[0].vmid, etcd[0].hostname, "etcd has the phase's members and a quorum", "",
              Probe(ETCD_CHECK, _etcd_judge(etcd_names)), ""),
         Step("roles", *here, "the replication and rewind users on the standalone server",
              f"cd / && {PSQL} -d postgres\n", Probe(ROLES_CHECK, _roles_judge), ROLES_UNDO,
@@ -156,7 +161,7 @@ def steps(old: Phase, new: Phase, passwords: dict[str, str]) -> list[Step]:
         Step("takeover", *here, f"Patroni takes over {source.hostname}'s data directory as the leader",
              TAKEOVER.format(ip=source.ip),
              Probe(LIST, _cluster_judge([source.hostname], sync_required=False, leader=source.hostname)),
-             TAKEOVER_UNDO),
+             TAKEOVER_UNDO.format(hostname=source.hostname)),
     ]
     joined = [source.hostname]
     for member in (m for m in members(new) if m.vmid != source.vmid):
@@ -169,3 +174,10 @@ def steps(old: Phase, new: Phase, passwords: dict[str, str]) -> list[Step]:
     out.append(Step("synchronous", *here, "a synchronous standby acknowledges every commit", "",
                     Probe(LIST, _cluster_judge(everyone, sync_required=True)), ""))
     return out
+
+
+def described(steps_: list[Step]) -> list[HaStep]:
+    """The steps as the other stores' migrations describe theirs (`migrate --plan`): what, where, undo."""
+    return [HaStep(f"postgresql: {s.name}", s.hostname, s.summary, s.check.script.strip().splitlines()[0],
+                   s.rollback.strip().splitlines()[0] if s.rollback.strip() else "(nothing: checks only)")
+            for s in steps_]

@@ -197,7 +197,7 @@ def objects_under_patroni(ctx: HostContext, facts: GuestFacts) -> list[Change]:
 
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
-    if patroni_managed(ctx.container.components):
+    if patroni_managed(ctx.container.components, ctx.container.cluster):
         # no stock `main` cluster from the package: Patroni creates or clones it (services/patroni)
         return [put_file(ctx, facts, PATRONI, CREATECLUSTER, CREATECLUSTER_CONTENT),
                 *install(ctx, facts, COMPONENT, PACKAGES), *objects_under_patroni(ctx, facts)]

@@ -1,5 +1,6 @@
-"""Patroni's verify checks (phase 3): the unit, the stock unit out of the way, one leader, replicas streaming,
-a synchronous standby, and REST answers that agree with the cluster's view (what HAProxy routes by)."""
+"""Patroni's phase-3 verify checks on each PostgreSQL member: the unit, the stock unit out of the way,
+one leader, replicas streaming, a synchronous standby, and REST answers that agree with the cluster's view
+(what HAProxy routes by)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ STREAMING = ("runuser -u postgres -- psql -XAt -c \"SELECT count(*) FILTER (WHER
              "|| ' ' || count(*) FILTER (WHERE sync_state = 'sync') FROM pg_stat_replication\"")
 
 
-@pytest.mark.component("patroni")
+@pytest.mark.component("postgresql")
 def test_patroni_running_and_enabled(host: Any) -> None:
     assert host.package("patroni").is_installed, "package patroni is not installed"
     unit = host.service(UNIT)
@@ -24,7 +25,7 @@ def test_patroni_running_and_enabled(host: Any) -> None:
     assert unit.is_enabled, f"{UNIT} is not enabled at boot"
 
 
-@pytest.mark.component("patroni")
+@pytest.mark.component("postgresql")
 def test_stock_postgresql_unit_stays_out_of_the_way(host: Any) -> None:
     assert not host.service(STOCK_UNIT).is_running, f"{STOCK_UNIT} runs beside Patroni"
     lines = [ln.strip() for ln in host.file(START_CONF).content_string.splitlines()]
@@ -32,7 +33,7 @@ def test_stock_postgresql_unit_stays_out_of_the_way(host: Any) -> None:
     assert mode == "manual", f"{START_CONF} says {mode or 'nothing'}: the stock unit would start the server"
 
 
-@pytest.mark.component("patroni")
+@pytest.mark.component("postgresql")
 def test_one_leader_replicas_streaming_sync_standby(host: Any, expected: dict[str, Any]) -> None:
     want: list[str] = expected.get("patroni", {}).get("members", [])
     assert want, "no Patroni members in the verify context"
@@ -40,7 +41,7 @@ def test_one_leader_replicas_streaming_sync_standby(host: Any, expected: dict[st
     assert not found, "; ".join(found)
 
 
-@pytest.mark.component("patroni")
+@pytest.mark.component("postgresql")
 def test_rest_answers_match_the_members_role(host: Any, expected: dict[str, Any]) -> None:
     me = host.backend.get_hostname()
     ip = expected.get("patroni", {}).get("ip", "127.0.0.1")
@@ -55,7 +56,7 @@ def test_rest_answers_match_the_members_role(host: Any, expected: dict[str, Any]
     assert not wrong, "; ".join(wrong)
 
 
-@pytest.mark.component("patroni")
+@pytest.mark.component("postgresql")
 def test_leader_streams_to_every_replica_one_synchronously(host: Any, expected: dict[str, Any]) -> None:
     members = {m.name: m for m in parse_list(output(host, LIST, "patronictl list"))}
     me = members.get(host.backend.get_hostname())
