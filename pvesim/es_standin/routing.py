@@ -8,21 +8,18 @@ primary's node. A search gathers each index's documents from a node holding it.
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
+import base64
 import uuid
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from . import cluster
+from .cluster import Member
 from .documents import DocumentApi
 from .node import ClusterNode
 from .request import SHARDS, Handler, Request, Response
 from .store import EsError, JsonDict, resolve_names, validate_index_name
 from .transport import TransportError, call
-
-FORWARDED_HEADER = "X-Standin-Forwarded"
 
 
 class ClusterApi(DocumentApi):
@@ -49,22 +46,17 @@ class ClusterApi(DocumentApi):
                              "index": name})
         return dict(meta)
 
-    def _forward(self, http: str, req: Request) -> Response:
-        """Send the request on to another member's REST API; its answer is ours."""
+    def _forward(self, member: Member, req: Request) -> Response:
+        """Hand the request to another member (over the transport, as members talk); its answer is ours."""
         if req.forwarded:  # the routing moved while the request travelled: the client retries
             raise EsError(503, "no_shard_available_action_exception", "STAND-IN: routing changed, retry")
-        query = f"?{urlencode(req.params)}" if req.params else ""
-        request = urllib.request.Request(
-            f"http://{http}{req.path}{query}", data=req.body or None, method=req.method,
-            headers={"Content-Type": "application/json", FORWARDED_HEADER: "1"})
+        rest = {"method": req.method, "path": req.path, "params": req.params,
+                "body": base64.b64encode(req.body).decode()}
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-                status, raw = response.status, response.read()
-        except urllib.error.HTTPError as err:
-            status, raw = err.code, err.read()
-        except OSError as err:
-            raise EsError(503, "node_not_connected_exception", f"[{http}] not connected: {err}") from err
-        return status, (json.loads(raw) if raw else None)
+            answer = call(member.transport, "rest", rest, timeout=30)
+        except TransportError as err:
+            raise err.as_es_error() from err
+        return int(answer["status"]), answer["body"]
 
     def _ensure_index(self, name: str) -> None:
         """A write to a missing index creates it (action.auto_create_index), through the master."""
@@ -81,13 +73,13 @@ class ClusterApi(DocumentApi):
         if self._is_me(holder.node_id):
             result: Response = self.cluster.write_locked(name, lambda: handler(req))
             return result
-        return self._forward(holder.http, req)
+        return self._forward(holder, req)
 
     def _read(self, req: Request, handler: Handler) -> Response:
         holder = self.cluster.holder(req.match["index"], write=False)
         if self._is_me(holder.node_id):
             return handler(req)
-        return self._forward(holder.http, req)
+        return self._forward(holder, req)
 
     # -- documents ----------------------------------------------------------------------------------
     def put_doc(self, req: Request) -> Response:

@@ -7,6 +7,7 @@ Settings can be overridden like Elasticsearch's `-E key=value`.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import logging
@@ -35,7 +36,6 @@ from .config import (
     settings_from,
 )
 from .node import ClusterNode
-from .routing import FORWARDED_HEADER
 from .snapshots import Snapshots
 from .store import EsError, Store, write_json
 
@@ -55,8 +55,7 @@ def make_handler(api: Api) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             try:
-                forwarded = self.headers.get(FORWARDED_HEADER) == "1"
-                status, payload = api.handle(self.command, url.path, params, body, forwarded)
+                status, payload = api.handle(self.command, url.path, params, body)
             except Exception as err:  # a bug must answer 500, not drop the connection
                 log.exception("unexpected error for %s %s", self.command, self.path)
                 status, payload = 500, {"error": {"type": "exception", "reason": str(err)}, "status": 500}
@@ -82,11 +81,19 @@ def make_handler(api: Api) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_transport_handler(node: ClusterNode) -> type[BaseHTTPRequestHandler]:
+def make_transport_handler(api: Api) -> type[BaseHTTPRequestHandler]:
     """The stand-in's transport (JSON over HTTP, not Elasticsearch's protocol): POST /_standin/<op>."""
+    node = api.cluster
+
+    def rest(body: dict[str, Any]) -> dict[str, Any]:
+        """A REST request another member hands on to this one (it holds the data)."""
+        status, payload = api.handle(body["method"], body["path"], body["params"],
+                                     base64.b64decode(body["body"]), True)
+        return {"status": status, "body": payload}
+
     ops: dict[str, Callable[[dict[str, Any]], Any]] = {
         "ping": node.on_ping, "state": node.on_state, "recover": node.on_recover, "docs": node.on_docs,
-        "apply": node.on_apply, "master": lambda body: node.on_master(body.pop("op"), body),
+        "apply": node.on_apply, "master": lambda body: node.on_master(body.pop("op"), body), "rest": rest,
     }
 
     class Transport(BaseHTTPRequestHandler):
@@ -206,7 +213,7 @@ def start(settings: Settings) -> tuple[list[ThreadingHTTPServer], Api]:
         server.RequestHandlerClass = make_handler(api)
         server.daemon_threads = True
     for server in transports:
-        server.RequestHandlerClass = make_transport_handler(node)
+        server.RequestHandlerClass = make_transport_handler(api)
         server.daemon_threads = True
     return servers + transports, api
 
