@@ -356,7 +356,9 @@ def expected_values(inventory: Any, phase: Any, container: Any) -> dict[str, Any
     if "redis" in container.components:
         out["redis"] = {"maxmemory": redis_expected.maxmemory(tuning.redis.maxmemory, container.memory_mb)}
     if "elasticsearch" in container.components:
-        out["elasticsearch"] = elasticsearch_expected.expected(tuning.elasticsearch.heap, container.memory_mb)
+        members = [c.hostname for c in phase.with_component("elasticsearch")]
+        out["elasticsearch"] = elasticsearch_expected.expected(tuning.elasticsearch.heap, container.memory_mb,
+                                                               members)
     return out
 
 
