@@ -28,11 +28,12 @@ APP_SERVICES: dict[str, int] = {
 # Components in install order; a container lists the ones it runs.
 COMPONENTS: tuple[str, ...] = (
     "base", "postgresql", "redis", "rabbitmq", "elasticsearch", "nodejs", "app", "scripts", "haproxy",
+    "keepalived",
 )
 # Memory a component needs at least (MiB), summed per container.
 MIN_MEMORY_MB: dict[str, int] = {
     "base": 128, "postgresql": 1024, "redis": 256, "rabbitmq": 512, "elasticsearch": 2048,
-    "nodejs": 0, "app": 0, "scripts": 0, "haproxy": 128,
+    "nodejs": 0, "app": 0, "scripts": 0, "haproxy": 128, "keepalived": 32,
 }
 APP_INSTANCE_MB = 128
 SUBNETS: dict[str, str] = {"vmbr20": "10.0.20.0/24", "vmbr30": "10.0.30.0/24"}

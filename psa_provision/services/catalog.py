@@ -10,21 +10,24 @@ import re
 from collections.abc import Iterable
 
 from ..plan import MASK
-from . import app, base, elasticsearch, haproxy, nodejs, postgresql, rabbitmq, redis, scripts
+from . import app, base, elasticsearch, haproxy, keepalived, nodejs, postgresql, rabbitmq, redis, scripts
 
 FILES: dict[str, tuple[str, ...]] = {
     s.COMPONENT: s.FILES
-    for s in (base, postgresql, redis, rabbitmq, elasticsearch, nodejs, app, scripts, haproxy)
+    for s in (base, postgresql, redis, rabbitmq, elasticsearch, nodejs, app, scripts, haproxy, keepalived)
 }
 DIRS: dict[str, tuple[str, ...]] = {app.COMPONENT: app.DIRS, elasticsearch.COMPONENT: elasticsearch.DIRS}
 SERVICES: dict[str, tuple[str, ...]] = {
-    s.COMPONENT: s.UNITS for s in (base, postgresql, redis, rabbitmq, elasticsearch, app, haproxy)
+    s.COMPONENT: s.UNITS
+    for s in (base, postgresql, redis, rabbitmq, elasticsearch, app, haproxy, keepalived)
 }
 # Files whose content holds a secret: facts carry them with every secret line's value masked (on the
 # guest, by SECRET_LINE_SED), so plan can still show a diff of the other lines.
-SECRET_FILES = frozenset({*app.SECRET_FILES, *redis.SECRET_FILES})
-# A line whose value is a secret: .env's *PASSWORD*/*SECRET* keys, redis.conf's requirepass/masterauth.
-_SECRET_LINE = r"^([A-Z0-9_]*(PASSWORD|SECRET)[A-Z0-9_]*=|requirepass[[:space:]]+|masterauth[[:space:]]+).*$"  # noqa: S105 - a pattern
+SECRET_FILES = frozenset({*app.SECRET_FILES, *redis.SECRET_FILES, *keepalived.SECRET_FILES})
+# A line whose value is a secret: .env's *PASSWORD*/*SECRET* keys, redis.conf's requirepass/masterauth,
+# keepalived.conf's auth_pass.
+_SECRET_LINE = (r"^([A-Z0-9_]*(PASSWORD|SECRET)[A-Z0-9_]*=|requirepass[[:space:]]+|masterauth[[:space:]]+"  # noqa: S105
+                r"|[[:space:]]*auth_pass[[:space:]]+).*$")
 SECRET_LINE_SED = f"s/{_SECRET_LINE}/\\1{MASK}/"
 
 

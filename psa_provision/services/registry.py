@@ -11,6 +11,8 @@ from .base import component as base
 from .context import HostContext
 from .elasticsearch import component as elasticsearch
 from .elasticsearch.mover import MOVER as ELASTICSEARCH_MOVER
+from .haproxy import component as haproxy
+from .keepalived import component as keepalived
 from .mover import Mover
 from .nodejs import component as nodejs
 from .postgresql import component as postgresql
@@ -22,7 +24,8 @@ from .redis.mover import MOVER as REDIS_MOVER
 from .scripts import component as scripts
 
 Planner = Callable[[HostContext, GuestFacts], list[Change]]
-# install order: base first (apt proxy, CA files), the stores, Node.js before the app, scripts last
+# install order: base first (apt proxy, CA files), the stores, Node.js before the app, scripts, then the
+# load balancer
 PLANNERS: tuple[tuple[str, Planner], ...] = (
     ("base", base.plan),
     ("postgresql", postgresql.plan),
@@ -32,6 +35,8 @@ PLANNERS: tuple[tuple[str, Planner], ...] = (
     ("nodejs", nodejs.plan),
     ("app", app.plan),
     ("scripts", scripts.plan),
+    ("haproxy", haproxy.plan),
+    ("keepalived", keepalived.plan),  # after haproxy: its track_script wants HAProxy running
 )
 MOVERS: dict[str, Mover] = {
     "postgresql": POSTGRESQL_MOVER, "redis": REDIS_MOVER, "rabbitmq": RABBITMQ_MOVER,
