@@ -85,7 +85,8 @@ def test_extra_sections_are_included() -> None:
         sections = _sections(haproxy_config.conf_content(_pair_phase()))
     finally:
         haproxy_config.SECTIONS.pop()
-    assert sections[("listen", "postgresql-leader")] == ["bind *:5000", "server pg1 10.0.30.10:5432 check port 8008"]
+    assert sections[("listen", "postgresql-leader")] == [
+        "bind *:5000", "server pg1 10.0.30.10:5432 check port 8008"]
 
 
 def _keepalived(phase: phases.Phase, hostname: str, secret: str) -> str:
@@ -122,13 +123,15 @@ def test_keepalived_unicast_pair_with_the_vip_and_haproxy_tracked() -> None:
 
 
 def test_keepalived_refuses_a_password_vrrp_would_cut() -> None:
-    with pytest.raises(InputError, match="keepalived.auth_pass must be 1 to 8 characters"):
+    with pytest.raises(InputError, match=r"keepalived\.auth_pass must be 1 to 8 characters"):
         _keepalived(_pair_phase(), "psa-lb-1", "x" * 32)
 
 
 # `show stat` as HAProxy 2.6 prints it (columns cut after check_status; the parser keys by header)
-SHOW_STAT = """\
-# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status
+HEADER = ("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,"
+          "status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,"
+          "type,rate,rate_lim,rate_max,check_status\n")
+SHOW_STAT = HEADER + """\
 auth,FRONTEND,,,0,1,262124,3,300,900,0,0,0,,,,,OPEN,,,,,,,,,1,2,0,,,,0,0,0,1,
 auth,psa-auth,0,0,0,1,,3,300,900,,0,,0,0,0,0,UP,1,1,0,0,0,120,0,,1,3,1,,3,,2,0,,1,L7OK
 auth,psa-auth-2,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN,1,1,0,2,1,5,5,,1,3,2,,0,,2,0,,0,L7STS
@@ -157,12 +160,12 @@ def test_every_backend_up_verdict() -> None:
 
 IP_LB1 = """\
 1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever
-2: eth0    inet 10.0.20.240/24 brd 10.0.20.255 scope global eth0\\       valid_lft forever preferred_lft forever
+2: eth0    inet 10.0.20.240/24 brd 10.0.20.255 scope global eth0\\       valid_lft forever
 2: eth0    inet 10.0.20.250/24 scope global secondary eth0\\       valid_lft forever preferred_lft forever
 """
 IP_LB2 = """\
 1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever
-2: eth0    inet 10.0.20.241/24 brd 10.0.20.255 scope global eth0\\       valid_lft forever preferred_lft forever
+2: eth0    inet 10.0.20.241/24 brd 10.0.20.255 scope global eth0\\       valid_lft forever
 """
 
 
