@@ -230,8 +230,9 @@ def test_three_nodes_form_a_cluster_replicate_and_survive_the_loss_of_one(three:
     primary = next(p for p in three if holders.get(p.name) == "p")
     primary.stop()
     left = [p for p in three if p is not primary]
-    assert _wait(left[0], "wait_for_nodes=2")["number_of_nodes"] == 2
-    health = _wait(left[1], "wait_for_status=green")  # the replica took over, a new replica recovered
+    for proc in left:  # each member notices the loss on its own (no heartbeat within the timeout)
+        assert _wait(proc, "wait_for_nodes=2")["number_of_nodes"] == 2
+    health = _wait(left[1], "wait_for_nodes=2&wait_for_status=green")  # replica promoted, a new one recovered
     assert (health["number_of_nodes"], health["active_shards"]) == (2, 2)
     for proc in left:
         assert proc.call("GET", "/tickets/_count")[1]["count"] == 12
@@ -250,6 +251,7 @@ def test_health_turns_red_when_an_index_loses_its_only_copy_and_no_quorum_means_
     holder.stop()
     left = [p for p in three if p is not holder]
     health = _wait(left[0], "wait_for_nodes=2")
+    _wait(left[1], "wait_for_nodes=2")
     assert health["status"] == "red" and health["unassigned_shards"] >= 1
     assert left[1].call("GET", "/solo/_doc/1")[0] == 503
     left[1].stop()
