@@ -29,6 +29,7 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "redis": ("redis.password",),
     "rabbitmq": ("rabbitmq.admin_password", "rabbitmq.app_password"),
     "app": ("app.jwt_secret", "app.admin_password"),
+    "keepalived": ("keepalived.auth_pass",),  # both load balancers get the new value in the same `up`
 }
 RABBIT_USERS = {key: user for user, (key, _) in RABBIT_USER_KEYS.items()}  # secret key -> RabbitMQ user
 # stdin carries the password only; rabbitmqctl reads it when no password argument is given

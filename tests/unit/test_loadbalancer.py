@@ -5,6 +5,7 @@ over recorded output."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -12,11 +13,16 @@ import pytest
 
 from psa_provision import phases
 from psa_provision.errors import InputError
-from psa_provision.packaged import PHASES_DIR
-from psa_provision.plan import Secret
-from psa_provision.secrets import generate
+from psa_provision.facts import fresh
+from psa_provision.inventory import load_inventory
+from psa_provision.output import plan_json
+from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
+from psa_provision.plan import Plan, PutFile, Secret
+from psa_provision.secrets import Secrets, generate
+from psa_provision.services.context import HostContext
 from psa_provision.services.haproxy import config as haproxy_config
 from psa_provision.services.haproxy import stats
+from psa_provision.services.keepalived import component as keepalived
 from psa_provision.services.keepalived import config as keepalived_config
 from psa_provision.services.keepalived import vip
 
@@ -182,3 +188,16 @@ def test_vip_on_exactly_one_load_balancer(outputs: dict[str, str], verdict: str)
     found = vip.problem(outputs, VIP)
     assert (verdict in found) if verdict else found == ""
     assert vip.addresses(IP_LB1) == {"127.0.0.1", "10.0.20.240", "10.0.20.250"}
+
+
+def test_the_vrrp_password_is_sent_but_never_shown() -> None:
+
+    phase = _pair_phase()
+    values = generate()
+    secret = values["keepalived.auth_pass"]
+    ctx = HostContext(load_inventory(SANDBOX_INVENTORY), phase, phase.container(240), Secrets(values))
+    changes = keepalived.plan(ctx, fresh())
+    [conf] = [c for c in changes if isinstance(c, PutFile)]
+    assert f"auth_pass {secret}" in conf.content.reveal() and conf.mode == 0o600
+    shown = repr(conf) + str(conf.diff) + json.dumps(plan_json(Plan(changes)), default=str)
+    assert secret not in shown and "auth_pass ***" in conf.diff

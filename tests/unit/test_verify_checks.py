@@ -158,6 +158,6 @@ def test_split_phases_place_each_check_on_its_container(name: str) -> None:
 
 
 def test_a_phase_without_a_suite_is_refused_before_any_connection() -> None:
-    phase = load_phase("phase3", PHASES_DIR)
-    with pytest.raises(ProvisionError, match="no verify suite for phase3"):
+    phase = load_phase("phase3", PHASES_DIR).model_copy(update={"name": "phase9"})
+    with pytest.raises(ProvisionError, match="no verify suite for phase9"):
         verify.run(_inventory(), phase)
