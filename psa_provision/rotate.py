@@ -29,8 +29,11 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "redis": ("redis.password",),
     "rabbitmq": ("rabbitmq.admin_password", "rabbitmq.app_password"),
     "app": ("app.jwt_secret", "app.admin_password"),
-    "keepalived": ("keepalived.auth_pass",),  # both load balancers get the new value in the same `up`
 }
+# The Erlang cookie is not rotated here: members with different cookies cannot talk, so a new cookie
+# means stopping every RabbitMQ member at once (a planned outage), not a rolling change. Likewise the
+# VRRP password: while the pair disagree each drops the other's adverts and both take the VIP.
+NOT_ROTATED = frozenset({"rabbitmq.erlang_cookie", "keepalived.auth_pass"})
 RABBIT_USERS = {key: user for user, (key, _) in RABBIT_USER_KEYS.items()}  # secret key -> RabbitMQ user
 # stdin carries the password only; rabbitmqctl reads it when no password argument is given
 RABBIT_CHANGE = "rabbitmqctl -q change_password {user}"

@@ -1,5 +1,5 @@
-"""The load balancer pair (HAProxy + keepalived): haproxy.cfg and keepalived.conf rendered for a phase with
-two containers per app service and two load balancers, parsed and held to the issue's words (health
+"""The load balancer pair (HAProxy + keepalived): haproxy.cfg and keepalived.conf rendered for phase 3
+(two containers per app service, two load balancers), parsed and held to the issue's words (health
 checks on /health, unicast VRRP, a VIP on vmbr20, HAProxy tracked); `show stat` and `ip addr` verdicts
 over recorded output."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 import pytest
 
@@ -33,23 +32,8 @@ VIP = "10.0.20.250/24"
 
 
 def _pair_phase() -> phases.Phase:
-    """Phase 3 with a second container for every app service (vmid + 100, on another node) and a
-    second load balancer (241), both load balancers running haproxy and keepalived."""
-    data: dict[str, Any] = phases.load_phase("phase3", PHASES_DIR).model_dump()
-    nodes = ["pve1", "pve2", "pve3"]
-    extra = []
-    for c in data["containers"]:
-        if c["services"]:
-            twin = {**c, "vmid": c["vmid"] + 100, "hostname": c["hostname"] + "-2",
-                    "node": nodes[(nodes.index(c["node"]) + 1) % 3],
-                    "ip_cidr": f"10.0.20.{c['vmid'] - 100 + 1}/24"}
-            extra.append(twin)
-        if "haproxy" in c["components"]:
-            c["components"] = ["base", "haproxy", "keepalived"]
-            extra.append({**c, "vmid": 241, "hostname": "psa-lb-2", "node": "pve1",
-                          "ip_cidr": "10.0.20.241/24"})
-    data["containers"] += extra
-    return phases.Phase.model_validate(data)
+    """Phase 3: two containers for every app service, a pair of load balancers with the VIP."""
+    return phases.load_phase("phase3", PHASES_DIR)
 
 
 def _sections(cfg: str) -> dict[tuple[str, str], list[str]]:

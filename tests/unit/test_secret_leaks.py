@@ -32,8 +32,10 @@ from psa_provision.ssh import Connection, Result
 
 CASES = Path(__file__).parent / "cases" / "facts"
 SECRETS = generate()
-# phase 0 has no load balancer pair, so keepalived's VRRP password is not in its plan (test_loadbalancer)
-VALUES = [v for k, v in SECRETS.items() if k not in NOT_SECRET and not k.startswith("keepalived.")]
+# the secrets phase 0's plan carries (the Erlang cookie is a cluster's, the VRRP password the load
+# balancer pair's: phase 3; test_loadbalancer covers the latter)
+VALUES = [v for k, v in SECRETS.items()
+          if k not in NOT_SECRET and k not in ("rabbitmq.erlang_cookie", "keepalived.auth_pass")]
 CA = ("psa-extra-0-guest-ca.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
 
 

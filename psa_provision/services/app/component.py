@@ -20,6 +20,9 @@ from ...render import render
 from ..common import changed, command, content_changed, put_file
 from ..context import HostContext
 from ..nodejs.component import npm_env
+from ..rabbitmq import cluster as rabbit_cluster
+from ..redis import MASTER_NAME, SENTINEL_PORT
+from ..redis import topology as redis_topology
 from . import (
     APP_DIR,
     APP_HOME,
@@ -53,6 +56,17 @@ def probe_address(phase: Phase, spec: ContainerSpec, service: str) -> str:
     return "127.0.0.1" if service == "api-gateway" else service_bind(phase, spec)
 
 
+def cluster_env(phase: Phase) -> dict[str, str]:
+    """Phase 3's store clusters for .env: Redis Sentinels (host:port, phase order) and RabbitMQ nodes
+    (host:port); empty values where the phase runs a store standalone."""
+    redis = next((c for c in phase.with_component("redis") if redis_topology.replicated(phase, c)), None)
+    rabbit = next((c for c in phase.with_component("rabbitmq") if rabbit_cluster.members(phase, c)), None)
+    sentinels = [f"{c.ip}:{SENTINEL_PORT}" for c in redis_topology.members(phase, redis)] if redis else []
+    nodes = [f"{c.ip}:5672" for c in rabbit_cluster.members(phase, rabbit)] if rabbit else []
+    return {"redis_sentinels": ",".join(sentinels), "redis_sentinel_name": MASTER_NAME if sentinels else "",
+            "rabbitmq_nodes": ",".join(nodes)}
+
+
 def env_content(ctx: HostContext) -> str:
     """The seed's .env keys + admin user, binds and *_SERVICE_URL for the gateway."""
     s = ctx.secrets
@@ -74,7 +88,7 @@ def env_content(ctx: HostContext) -> str:
         rabbitmq_password=s.get("rabbitmq.app_password").value, jwt_secret=s.get("app.jwt_secret").value,
         admin_email=s.get("app.admin_email").value, admin_password=s.get("app.admin_password").value,
         service_bind=service_bind(ctx.phase, ctx.container), gateway_bind="0.0.0.0",  # noqa: S104
-        service_urls=urls,
+        service_urls=urls, **cluster_env(ctx.phase),
     )
 
 

@@ -42,8 +42,9 @@ def pair(phase: Phase) -> list[Peer]:
 
 
 def vip(phase: Phase) -> str:
-    """The virtual IP (with prefix) of the phase's load balancer pair."""
-    return VIP
+    """The virtual IP (with prefix) of the phase's load balancer pair: the phase file's `vip:` of its
+    load balancers (phases --check holds them to one shared value), else VIP."""
+    return next((c.vip for c in phase.with_component("keepalived") if c.vip), VIP)
 
 
 def conf_content(phase: Phase, container: ContainerSpec, auth_pass: Secret) -> str:
