@@ -22,24 +22,28 @@ SSH_PORT = 22
 STORE_PORTS: dict[str, int] = {"postgresql": 5432, "redis": 6379, "rabbitmq": 5672, "elasticsearch": 9200}
 # component -> the TCP ports the other members of its cluster use (phase 3): Redis replication and
 # Sentinel; RabbitMQ's epmd and distribution port. Sentinel's port is also the app's way to the primary.
-CLUSTER_PORTS: dict[str, tuple[int, ...]] = {"redis": (6379, 26379), "rabbitmq": (4369, 25672)}
+CLUSTER_PORTS: dict[str, tuple[int, ...]] = {"redis": (6379, 26379), "rabbitmq": (4369, 25672),
+                                             "elasticsearch": (9300,)}  # ES: the transport
 CLIENT_CLUSTER_PORTS: dict[str, tuple[int, ...]] = {"redis": (26379,)}
 OPTIONS: dict[str, str] = {"enable": "1", "policy_in": "DROP", "policy_out": "ACCEPT"}
 
 
 @dataclass(frozen=True)
 class Rule:
-    """One inbound ACCEPT rule of a container's firewall (tcp to dport, from source or anywhere)."""
+    """One inbound ACCEPT rule of a container's firewall (tcp to dport, from source or anywhere; another
+    protocol, e.g. vrrp, without a port: dport 0)."""
 
     dport: int
     source: str
     comment: str
+    proto: str = "tcp"
 
     def params(self) -> dict[str, object]:
         """POST .../firewall/rules parameters (enabled: PVE adds rules disabled unless enable=1)."""
-        params: dict[str, object] = {"type": "in", "action": "ACCEPT", "proto": "tcp",
-                                     "dport": str(self.dport), "enable": 1,
-                                     "comment": f"{TAG} {self.comment}"}
+        params: dict[str, object] = {"type": "in", "action": "ACCEPT", "proto": self.proto,
+                                     "enable": 1, "comment": f"{TAG} {self.comment}"}
+        if self.dport:
+            params["dport"] = str(self.dport)
         if self.source:
             params["source"] = self.source
         return params
@@ -92,11 +96,30 @@ def rules(phase: Phase, spec: ContainerSpec) -> list[Rule]:
                     for ip in clients(phase, spec)]
             out += [Rule(p, ip, f"{component} cluster peer") for p in CLUSTER_PORTS.get(component, ())
                     for ip in peers]
+    balancers = sorted(c.ip for c in phase.with_component("haproxy") if c.vmid != spec.vmid)
     for name, service in sorted(phase.services_on(spec.vmid).items(), key=lambda kv: kv[1].port):
         if name == GATEWAY:
             out.append(Rule(service.port, "", f"{name} (public entry)"))
+        else:  # the load balancers check /health and forward the callers' requests
+            callers = sorted({*clients(phase, spec), *balancers})
+            out += [Rule(service.port, ip, f"{name} caller") for ip in callers]
+    if "haproxy" in spec.components:
+        out += load_balancer_rules(phase, spec)
+    return out
+
+
+def load_balancer_rules(phase: Phase, spec: ContainerSpec) -> list[Rule]:
+    """A load balancer: the gateway's port from anywhere, the other services' from the app containers,
+    and VRRP (IP protocol 112, keepalived's unicast adverts) from the other member of the pair."""
+    out: list[Rule] = []
+    for name, service in sorted(phase.services.items(), key=lambda kv: kv[1].port):
+        if name == GATEWAY:
+            out.append(Rule(service.port, "", f"{name} via the load balancer (public entry)"))
         else:
-            out += [Rule(service.port, ip, f"{name} caller") for ip in clients(phase, spec)]
+            out += [Rule(service.port, ip, f"{name} via the load balancer") for ip in clients(phase, spec)]
+    if "keepalived" in spec.components:
+        out += [Rule(0, c.ip, "keepalived vrrp peer", proto="vrrp")
+                for c in phase.with_component("keepalived") if c.vmid != spec.vmid]
     return out
 
 

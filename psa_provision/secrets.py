@@ -22,7 +22,7 @@ KEYS: tuple[str, ...] = (
     "postgresql.app_password", "postgresql.superuser_password", "postgresql.replication_password",
     "postgresql.rewind_password", "patroni.restapi_password", "redis.password", "rabbitmq.admin_password",
     "rabbitmq.app_password", "rabbitmq.erlang_cookie", "app.jwt_secret", "app.admin_email",
-    "app.admin_password",
+    "app.admin_password", "keepalived.auth_pass",
 )
 NOT_SECRET = frozenset({"app.admin_email"})  # stored with the secrets, but printing it is fine
 _ALNUM = string.ascii_letters + string.digits
@@ -53,6 +53,7 @@ def generate(admin_email: str = "admin@psa-platform.local") -> dict[str, str]:
         "app.jwt_secret": _random.token_hex(32),
         "app.admin_email": admin_email,
         "app.admin_password": password(24),
+        "keepalived.auth_pass": password(8),  # VRRP PASS authentication holds 8 characters
     }
 
 

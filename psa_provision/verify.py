@@ -31,6 +31,7 @@ from psa_provision.secrets import Secrets
 from psa_provision.services.app.component import probe_address
 from psa_provision.services.context import HostContext
 from psa_provision.services.elasticsearch import expected as elasticsearch_expected
+from psa_provision.services.keepalived import config as keepalived_config
 from psa_provision.services.patroni import expected as patroni_expected
 from psa_provision.services.postgresql import expected as postgresql_expected
 from psa_provision.services.redis import expected as redis_expected
@@ -357,7 +358,12 @@ def expected_values(inventory: Any, phase: Any, container: Any) -> dict[str, Any
     if "redis" in container.components:
         out["redis"] = {"maxmemory": redis_expected.maxmemory(tuning.redis.maxmemory, container.memory_mb)}
     if "elasticsearch" in container.components:
-        out["elasticsearch"] = elasticsearch_expected.expected(tuning.elasticsearch.heap, container.memory_mb)
+        members = [c.hostname for c in phase.with_component("elasticsearch")]
+        out["elasticsearch"] = elasticsearch_expected.expected(tuning.elasticsearch.heap, container.memory_mb,
+                                                               members)
+    if "keepalived" in container.components:
+        out["keepalived"] = {"vip": keepalived_config.vip(phase),
+                             "pair": [p.hostname for p in keepalived_config.pair(phase)]}
     out.update(patroni_expected.expected(phase, container))
     return out
 

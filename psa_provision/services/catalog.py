@@ -10,15 +10,17 @@ import re
 from collections.abc import Iterable
 
 from ..plan import MASK
-from . import app, base, elasticsearch, etcd, haproxy, nodejs, patroni, postgresql, rabbitmq, redis, scripts
+from . import (app, base, elasticsearch, etcd, haproxy, keepalived, nodejs, patroni, postgresql, rabbitmq,
+               redis, scripts)
 
 FILES: dict[str, tuple[str, ...]] = {
     s.COMPONENT: s.FILES
-    for s in (base, etcd, postgresql, redis, rabbitmq, elasticsearch, nodejs, app, scripts, haproxy)
+    for s in (base, etcd, postgresql, redis, rabbitmq, elasticsearch, nodejs, app, scripts, haproxy, keepalived)
 }
 DIRS: dict[str, tuple[str, ...]] = {app.COMPONENT: app.DIRS, elasticsearch.COMPONENT: elasticsearch.DIRS}
 SERVICES: dict[str, tuple[str, ...]] = {
-    s.COMPONENT: s.UNITS for s in (base, etcd, postgresql, redis, rabbitmq, elasticsearch, app, haproxy)
+    s.COMPONENT: s.UNITS
+    for s in (base, etcd, postgresql, redis, rabbitmq, elasticsearch, app, haproxy, keepalived)
 }
 # A member of a cluster (`cluster` in the phase file) also has these (Sentinel, the Erlang cookie,
 # Patroni's files and units beside PostgreSQL).
@@ -31,13 +33,14 @@ CLUSTER_SERVICES: dict[str, tuple[str, ...]] = {redis.COMPONENT: redis.CLUSTER_U
 OPAQUE_FILES = frozenset(rabbitmq.OPAQUE_FILES)
 # Files whose content holds a secret: facts carry them with every secret line's value masked (on the
 # guest, by SECRET_LINE_SED), so plan can still show a diff of the other lines.
-SECRET_FILES = frozenset({*app.SECRET_FILES, *redis.SECRET_FILES, *patroni.SECRET_FILES, *OPAQUE_FILES})
+SECRET_FILES = frozenset({*app.SECRET_FILES, *redis.SECRET_FILES, *patroni.SECRET_FILES, *OPAQUE_FILES,
+                          *keepalived.SECRET_FILES})
 # A line whose value is a secret: .env's *PASSWORD*/*SECRET* keys, redis.conf's requirepass/masterauth,
 # sentinel.conf's auth-pass and the ACL `user` line CONFIG REWRITE adds (it holds the password's hash),
-# Patroni's YAML `password:` keys.
+# Patroni's YAML `password:` keys, keepalived.conf's auth_pass.
 _SECRET_LINE = (r"^([A-Z0-9_]*(PASSWORD|SECRET)[A-Z0-9_]*=|requirepass[[:space:]]+|masterauth[[:space:]]+"  # noqa: S105
                 r"|sentinel[[:space:]]+auth-pass[[:space:]]+[^[:space:]]+[[:space:]]+|user[[:space:]]+"
-                r"|[[:space:]]*password:[[:space:]]*).*$")
+                r"|[[:space:]]*password:[[:space:]]*|[[:space:]]*auth_pass[[:space:]]+).*$")
 SECRET_LINE_SED = f"s/{_SECRET_LINE}/\\1{MASK}/"
 
 

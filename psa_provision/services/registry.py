@@ -12,6 +12,8 @@ from .context import HostContext
 from .elasticsearch import component as elasticsearch
 from .elasticsearch.mover import MOVER as ELASTICSEARCH_MOVER
 from .etcd import component as etcd
+from .haproxy import component as haproxy
+from .keepalived import component as keepalived
 from .mover import Mover
 from .nodejs import component as nodejs
 from .patroni import component as patroni
@@ -36,7 +38,8 @@ def postgresql_plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
 
 
 # install order: base first (apt proxy, CA files), etcd before Patroni needs it, the stores (on a
-# PostgreSQL cluster member, Patroni after the PostgreSQL packages), Node.js before the app, scripts last
+# PostgreSQL cluster member, Patroni after the PostgreSQL packages), Node.js before the app, scripts, then the
+# load balancer
 PLANNERS: tuple[tuple[str, Planner], ...] = (
     ("base", base.plan),
     ("etcd", etcd.plan),
@@ -47,6 +50,8 @@ PLANNERS: tuple[tuple[str, Planner], ...] = (
     ("nodejs", nodejs.plan),
     ("app", app.plan),
     ("scripts", scripts.plan),
+    ("haproxy", haproxy.plan),
+    ("keepalived", keepalived.plan),  # after haproxy: its track_script wants HAProxy running
 )
 MOVERS: dict[str, Mover] = {
     "postgresql": POSTGRESQL_MOVER, "redis": REDIS_MOVER, "rabbitmq": RABBITMQ_MOVER,

@@ -1,24 +1,31 @@
 """The REST endpoints of the stand-in: (method, path) -> (status, JSON body), in Elasticsearch 8's shapes.
 
-Pure request handling over a Store and Snapshots, so it can be tested without a socket. Routing,
-cluster/node information, index and snapshot endpoints live here; documents and search in documents.py.
+Request handling over a Store, the cluster (node.py) and Snapshots, testable without a socket.
+Routing, cluster/node information and snapshot endpoints live here; documents, indices and search
+(routed to the member holding the data) in routing.py and documents.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import time
+from typing import Any
 from urllib.parse import unquote
 
+from . import cluster
+from .cluster import Member
 from .config import ES_VERSION, Settings, format_bytes
-from .documents import DocumentApi
-from .request import SHARDS, Handler, Request, Response
+from .node import ClusterNode
+from .request import Handler, Request, Response
+from .routing import ClusterApi
 from .snapshots import Snapshots
-from .store import EsError, Index, Store
+from .store import EsError, Store
 
 STANDIN_NOTE = "pvesim sandbox STAND-IN, not Elasticsearch"
+TAGLINE = "You Know, for Search (pvesim STAND-IN, not Elasticsearch)"
 _BYTE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+_WAIT_S = 30.0
 
 
 def _size(size: int, unit: str | None) -> str:
@@ -28,20 +35,31 @@ def _size(size: int, unit: str | None) -> str:
     return format_bytes(size)
 
 
-class Api(DocumentApi):
+def _seconds(text: str | None, default: float) -> float:
+    """An Elasticsearch time value (`30s`, `500ms`, `1m`) in seconds."""
+    match = re.fullmatch(r"(\d+)(ms|s|m)?", text or "")
+    if match is None:
+        return default
+    return int(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[match.group(2) or "ms"]
+
+
+def _nodes_reached(count: int, want: str) -> bool:
+    """`wait_for_nodes`: `3`, `>=3`, `<2`, `ge(3)`, `lt(2)`..."""
+    match = re.fullmatch(r"(>=|<=|>|<|ge|le|gt|lt)?\(?(\d+)\)?", want)
+    if match is None:
+        raise EsError(400, "illegal_argument_exception", f"cannot parse wait_for_nodes [{want}]")
+    op, number = match.group(1) or "eq", int(match.group(2))
+    op = {">=": "ge", "<=": "le", ">": "gt", "<": "lt"}.get(op, op)
+    return {"eq": count == number, "ge": count >= number, "le": count <= number, "gt": count > number,
+            "lt": count < number}[op]
+
+
+class Api(ClusterApi):
     """One node's REST API: routes each request to a handler method."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        snapshots: Snapshots,
-        node_id: str,
-        cluster_uuid: str,
-        address: str,
-    ) -> None:
-        self.settings, self.store, self.snapshots = settings, store, snapshots
-        self.node_id, self.cluster_uuid, self.address = node_id, cluster_uuid, address
+    def __init__(self, settings: Settings, store: Store, snapshots: Snapshots, node: ClusterNode) -> None:
+        self.settings, self.store, self.snapshots, self.cluster = settings, store, snapshots, node
+        self.node_id, self.address = node.me.node_id, node.me.http
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         for methods, pattern, handler in self._table():
             for method in methods.split():
@@ -54,6 +72,7 @@ class Api(DocumentApi):
             ("GET", "/_cluster/health(?:/(?P<index>[^/]+))?", self.health),
             ("GET", "/_cat/nodes", self.cat_nodes),
             ("GET", "/_cat/health", self.cat_health),
+            ("GET", "/_cat/shards(?:/(?P<index>[^/]+))?", self.cat_shards),
             ("GET", "/_cat/indices(?:/(?P<index>[^/]+))?", self.cat_indices),
             ("GET", "/_nodes(?:/.*)?", self.nodes),
             ("POST PUT", f"(?:/{i})?/_bulk", self.bulk),
@@ -84,7 +103,8 @@ class Api(DocumentApi):
             ("GET", f"/{i}", self.get_index),
         ]
 
-    def handle(self, method: str, path: str, params: dict[str, str], body: bytes) -> Response:
+    def handle(self, method: str, path: str, params: dict[str, str], body: bytes,
+               forwarded: bool = False) -> Response:
         """Dispatch; EsError becomes Elasticsearch's error body with its status."""
         path = "/" + path.strip("/") if path != "/" else "/"
         known_path = False
@@ -101,6 +121,7 @@ class Api(DocumentApi):
                                 params,
                                 body,
                                 {k: unquote(v) for k, v in match.groupdict().items() if v is not None},
+                                forwarded,
                             )
                         )
                     except EsError as err:
@@ -117,10 +138,10 @@ class Api(DocumentApi):
         return 200, {
             "name": self.settings.node_name,
             "cluster_name": self.settings.cluster_name,
-            "cluster_uuid": self.cluster_uuid,
+            "cluster_uuid": self.cluster.state["cluster_uuid"] if self.cluster.state["term"] else "_na_",
             "version": {
                 "number": ES_VERSION,
-                "build_flavor": "default",
+                "build_flavor": "stand-in",
                 "build_type": "deb",
                 "build_hash": "pvesim-standin",
                 "build_date": "2024-08-05T10:05:34.233336849Z",
@@ -129,36 +150,59 @@ class Api(DocumentApi):
                 "minimum_wire_compatibility_version": "7.17.0",
                 "minimum_index_compatibility_version": "7.0.0",
             },
-            "tagline": "You Know, for Search",
+            "tagline": TAGLINE,
             "standin": STANDIN_NOTE,
         }
 
-    def _shard_count(self) -> int:
-        return sum(1 for index in self.store.indices.values() if not index.closed)
+    def _members(self) -> dict[str, Member]:
+        """The cluster's live members as the master published them (this node alone without one)."""
+        if self.cluster.master() is None:
+            raise EsError(503, "master_not_discovered_exception", "STAND-IN: no elected master")
+        live = self.cluster.live()
+        return {n: m for n, m in live.items() if n in self.cluster.state["nodes"] or n == self.node_id}
 
-    def health(self, req: Request) -> Response:
-        if req.match.get("index"):
-            self.store.resolve(req.match["index"])
-        shards = self._shard_count()
-        return 200, {
+    def _health(self, index: str | None) -> dict[str, Any]:
+        members = self._members()
+        indices = self._indices()
+        if index:
+            indices = {n: indices[n] for n in self.resolve(index)}
+        shards = cluster.cluster_health(indices, members)
+        return {
             "cluster_name": self.settings.cluster_name,
-            "status": "green",
+            "status": shards["status"],
             "timed_out": False,
-            "number_of_nodes": 1,
-            "number_of_data_nodes": 1,
-            "active_primary_shards": shards,
-            "active_shards": shards,
+            "number_of_nodes": len(members),
+            "number_of_data_nodes": sum(1 for m in members.values() if m.data),
+            "active_primary_shards": shards["active_primary_shards"],
+            "active_shards": shards["active_shards"],
             "relocating_shards": 0,
-            "initializing_shards": 0,
-            "unassigned_shards": 0,
+            "initializing_shards": shards["initializing_shards"],
+            "unassigned_shards": shards["unassigned_shards"],
             "delayed_unassigned_shards": 0,
             "number_of_pending_tasks": 0,
             "number_of_in_flight_fetch": 0,
             "task_max_waiting_in_queue_millis": 0,
-            "active_shards_percent_as_number": 100.0,
+            "active_shards_percent_as_number": shards["active_shards_percent_as_number"],
         }
 
-    def _cat(self, req: Request, rows: list[dict[str, str]], default: list[str]) -> Response:
+    def health(self, req: Request) -> Response:
+        """GET /_cluster/health[/index], honouring wait_for_status, wait_for_nodes and timeout."""
+        want_status = req.params.get("wait_for_status")
+        want_nodes = req.params.get("wait_for_nodes", "")
+        deadline = time.monotonic() + _seconds(req.params.get("timeout"), _WAIT_S)
+        while True:
+            body = self._health(req.match.get("index"))
+            ok = not want_status or cluster.STATUS_ORDER.index(body["status"]) <= cluster.STATUS_ORDER.index(
+                want_status)
+            if want_nodes:
+                ok = ok and _nodes_reached(body["number_of_nodes"], want_nodes)
+            if ok or not (want_status or want_nodes):
+                return 200, body
+            if time.monotonic() >= deadline:
+                return 408, {**body, "timed_out": True}
+            time.sleep(0.2)
+
+    def _cat(self, req: Request, rows: list[dict[str, Any]], default: list[str]) -> Response:
         """`_cat` output: JSON with format=json, else aligned text (header with `v`); `h` picks columns."""
         columns = req.params["h"].split(",") if req.params.get("h") else default
         picked = [{c: row.get(c) for c in columns} for row in rows]
@@ -170,149 +214,120 @@ class Api(DocumentApi):
 
     def cat_nodes(self, req: Request) -> Response:
         load = os.getloadavg()
-        row = {
-            "ip": self.address.rsplit(":", 1)[0],
-            "heap.percent": "10",
-            "heap.current": "0b",
-            "heap.max": _size(self.settings.heap_max, req.params.get("bytes")),
-            "ram.percent": "50",
-            "cpu": "1",
-            "load_1m": f"{load[0]:.2f}",
-            "load_5m": f"{load[1]:.2f}",
-            "load_15m": f"{load[2]:.2f}",
-            "node.role": "cdfhilmrstw",
-            "master": "*",
-            "name": self.settings.node_name,
-            "id": self.node_id[:4],
-            "version": ES_VERSION,
-            "http_address": self.address,
-        }
-        default = [
-            "ip",
-            "heap.percent",
-            "ram.percent",
-            "cpu",
-            "load_1m",
-            "load_5m",
-            "load_15m",
-            "node.role",
-            "master",
-            "name",
-        ]
-        return self._cat(req, [row], default)
+        master = self.cluster.state["master"]
+        rows: list[dict[str, str]] = []
+        for node_id, member in sorted(self._members().items(), key=lambda item: item[1].name):
+            rows.append({
+                "ip": member.http.rsplit(":", 1)[0],
+                "heap.percent": "10",
+                "heap.current": "0b",
+                # each member's heap is its own setting; every member of the sandbox's cluster gets the same
+                "heap.max": _size(self.settings.heap_max, req.params.get("bytes")),
+                "ram.percent": "50",
+                "cpu": "1",
+                "load_1m": f"{load[0]:.2f}",
+                "load_5m": f"{load[1]:.2f}",
+                "load_15m": f"{load[2]:.2f}",
+                "node.role": "".join(sorted({"data": "d", "ingest": "i", "master": "m"}.get(r, "")
+                                            for r in member.roles)),
+                "master": "*" if node_id == master else "-",
+                "name": member.name,
+                "id": node_id[:4],
+                "version": ES_VERSION,
+                "http_address": member.http,
+            })
+        default = ["ip", "heap.percent", "ram.percent", "cpu", "load_1m", "load_5m", "load_15m", "node.role",
+                   "master", "name"]
+        return self._cat(req, rows, default)
 
     def cat_health(self, req: Request) -> Response:
-        shards = str(self._shard_count())
+        body = self._health(None)
         row = {
             "cluster": self.settings.cluster_name,
-            "status": "green",
-            "node.total": "1",
-            "node.data": "1",
-            "shards": shards,
-            "pri": shards,
+            "status": body["status"],
+            "node.total": str(body["number_of_nodes"]),
+            "node.data": str(body["number_of_data_nodes"]),
+            "shards": str(body["active_shards"]),
+            "pri": str(body["active_primary_shards"]),
             "relo": "0",
-            "init": "0",
-            "unassign": "0",
-            "active_shards_percent": "100.0%",
+            "init": str(body["initializing_shards"]),
+            "unassign": str(body["unassigned_shards"]),
+            "active_shards_percent": f"{body['active_shards_percent_as_number']}%",
         }
         return self._cat(req, [row], list(row))
 
     def cat_indices(self, req: Request) -> Response:
-        with self.store.lock:  # export() iterates the documents; writers hold the same lock
-            names = self.store.resolve(req.match.get("index") or "_all")
-            rows = [self._index_row(self.store.indices[n], req.params.get("bytes")) for n in names]
+        members = self._members()
+        rows = []
+        for name in self.resolve(req.match.get("index") or "_all"):
+            meta = self._meta(name)
+            health = cluster.index_health(meta, members)
+            count = self.doc_count(name) if not meta["closed"] else 0
+            size = _size(count * 256, req.params.get("bytes"))
+            rows.append({
+                "health": health["status"],
+                "status": "close" if meta["closed"] else "open",
+                "index": name,
+                "uuid": meta["uuid"],
+                "pri": "1",
+                "rep": str(health["replicas"]),
+                "docs.count": str(count),
+                "docs.deleted": "0",
+                "store.size": size,
+                "pri.store.size": size,
+            })
         return self._cat(req, rows, list(rows[0]) if rows else ["health", "status", "index"])
 
-    @staticmethod
-    def _index_row(index: Index, unit: str | None) -> dict[str, str]:
-        size = _size(len(json.dumps(index.export())), unit)
-        return {
-            "health": "green",
-            "status": "close" if index.closed else "open",
-            "index": index.name,
-            "uuid": index.uuid,
-            "pri": "1",
-            "rep": "0",
-            "docs.count": str(len(index.docs)),
-            "docs.deleted": "0",
-            "store.size": size,
-            "pri.store.size": size,
-        }
+    def cat_shards(self, req: Request) -> Response:
+        """One row per shard copy: the primary (p), replicas (r) started, initializing or unassigned."""
+        members = self._members()
+        rows: list[dict[str, Any]] = []
+        for name in self.resolve(req.match.get("index") or "_all"):
+            meta = self._meta(name)
+            active = [n for n in meta["in_sync"] if n in members]
+            copies = [(n, "STARTED") for n in active] + [
+                (n, "INITIALIZING") for n in meta["initializing"] if n in members and n not in active]
+            copies += [("", "UNASSIGNED")] * max(0, 1 + cluster.replicas_of(meta) - len(copies))
+            for number, (node, state) in enumerate(copies):
+                rows.append({"index": name, "shard": "0", "prirep": "p" if number == 0 else "r",
+                             "state": state if node or number else "UNASSIGNED",
+                             "node": members[node].name if node else None})
+        return self._cat(req, rows, ["index", "shard", "prirep", "state", "node"])
 
     def nodes(self, _req: Request) -> Response:
         heap = self.settings.heap_max
-        node = {
-            "name": self.settings.node_name,
-            "transport_address": self.address,
-            "host": self.address.rsplit(":", 1)[0],
-            "ip": self.address.rsplit(":", 1)[0],
-            "version": ES_VERSION,
-            "roles": ["data", "ingest", "master"],
-            "settings": {
-                "cluster": {"name": self.settings.cluster_name},
-                "path": {"repo": [str(p) for p in self.settings.path_repo]},
-            },
-            "jvm": {
-                "mem": {
-                    "heap_used_in_bytes": heap // 10,
-                    "heap_used_percent": 10,
-                    "heap_committed_in_bytes": heap,
-                    "heap_max_in_bytes": heap,
-                    "heap_init_in_bytes": self.settings.heap_min,
-                }
-            },
-        }
-        return 200, {
-            "_nodes": {"total": 1, "successful": 1, "failed": 0},
-            "cluster_name": self.settings.cluster_name,
-            "nodes": {self.node_id: node},
-        }
-
-    # -- indices ---------------------------------------------------------------------------------
-    def create_index(self, req: Request) -> Response:
-        self.store.create_index(req.match["index"], req.json())
-        return 200, {"acknowledged": True, "shards_acknowledged": True, "index": req.match["index"]}
-
-    def delete_index(self, req: Request) -> Response:
-        self.store.delete_index(req.match["index"])
-        return 200, {"acknowledged": True}
-
-    def head_index(self, req: Request) -> Response:
-        return (200 if req.match["index"] in self.store.indices else 404), None
-
-    def get_index(self, req: Request) -> Response:
-        result = {}
-        for name in self.store.resolve(req.match["index"]):
-            index = self.store.indices[name]
-            settings = {
-                "index": {
-                    "number_of_shards": "1",
-                    "number_of_replicas": "0",
-                    "uuid": index.uuid,
-                    "provided_name": name,
-                    "creation_date": str(index.created),
-                }
+        members = self._members()
+        nodes = {}
+        for node_id, member in members.items():
+            nodes[node_id] = {
+                "name": member.name,
+                "transport_address": member.transport,
+                "host": member.http.rsplit(":", 1)[0],
+                "ip": member.http.rsplit(":", 1)[0],
+                "version": ES_VERSION,
+                "build_flavor": "stand-in",
+                "roles": sorted(member.roles),
+                "http": {"publish_address": member.http},
+                "settings": {
+                    "cluster": {"name": self.settings.cluster_name},
+                    "node": {"name": member.name},
+                    "path": {"repo": [str(p) for p in self.settings.path_repo]},
+                },
+                "jvm": {
+                    "mem": {
+                        "heap_used_in_bytes": heap // 10,
+                        "heap_used_percent": 10,
+                        "heap_committed_in_bytes": heap,
+                        "heap_max_in_bytes": heap,
+                        "heap_init_in_bytes": self.settings.heap_min,
+                    }
+                },
             }
-            result[name] = {"aliases": {}, "mappings": index.mappings, "settings": settings}
-        return 200, result
-
-    def open_close(self, req: Request) -> Response:
-        self.store.set_closed(req.match["index"], req.match["action"] == "close")
-        return 200, {"acknowledged": True, "shards_acknowledged": True}
-
-    def get_mapping(self, req: Request) -> Response:
-        names = self.store.resolve(req.match["index"])
-        return 200, {n: {"mappings": self.store.indices[n].mappings} for n in names}
-
-    def put_mapping(self, req: Request) -> Response:
-        for name in self.store.resolve(req.match["index"]):
-            self.store.update_mappings(name, req.json().get("properties", {}))
-        return 200, {"acknowledged": True}
-
-    def refresh(self, req: Request) -> Response:
-        if req.match.get("index"):
-            self.store.resolve(req.match["index"])
-        return 200, {"_shards": SHARDS}
+        return 200, {
+            "_nodes": {"total": len(nodes), "successful": len(nodes), "failed": 0},
+            "cluster_name": self.settings.cluster_name,
+            "nodes": nodes,
+        }
 
     # -- snapshots ------------------------------------------------------------------------------
     def get_repos(self, req: Request) -> Response:
@@ -341,6 +356,9 @@ class Api(DocumentApi):
 
     def restore(self, req: Request) -> Response:
         result = self.snapshots.restore(req.match["repo"], req.match["snap"], req.json())
+        for name in result["indices"]:  # this node's restored copy becomes the index's primary
+            meta = self.cluster.meta_of_local(name)
+            self.cluster.master_call("restored", {"index": name, "node": self.node_id, "meta": meta})
         if req.params.get("wait_for_completion") == "true":
             return 200, {"snapshot": result}
         return 200, {"accepted": True}

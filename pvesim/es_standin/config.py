@@ -16,6 +16,10 @@ SETTING_KEYS = (
     "node.name",
     "network.host",
     "http.port",
+    "transport.port",
+    "discovery.seed_hosts",
+    "cluster.initial_master_nodes",
+    "node.roles",
     "path.data",
     "path.logs",
     "path.repo",
@@ -143,6 +147,10 @@ class Settings:
     node_name: str = field(default_factory=socket.gethostname)
     network_host: str = "127.0.0.1"  # comma-separated when network.host is a list
     http_port: int = 9200
+    transport_port: int = 9300
+    seed_hosts: list[str] = field(default_factory=list)  # host or host:port (port: transport.port)
+    initial_master_nodes: list[str] = field(default_factory=list)
+    roles: list[str] = field(default_factory=lambda: ["data", "ingest", "master"])
     path_data: Path = Path("/var/lib/elasticsearch")
     path_logs: Path = Path("/var/log/elasticsearch")
     path_repo: list[Path] = field(default_factory=list)
@@ -151,9 +159,30 @@ class Settings:
     heap_max: int = 1024**3
     raw: dict[str, Value] = field(default_factory=dict)
 
+    @property
+    def single_node(self) -> bool:
+        """A cluster of this node alone: `discovery.type: single-node`, or no discovery settings at all
+        (Elasticsearch then forms a cluster from itself alone)."""
+        return self.discovery_type == "single-node" or not (self.seed_hosts or self.initial_master_nodes)
+
 
 def _as_str(value: Value) -> str:
     return value[0] if isinstance(value, list) else value
+
+
+def _as_list(value: Value) -> list[str]:
+    """A list setting written as a YAML list or as comma-separated text."""
+    items = value if isinstance(value, list) else value.split(",")
+    return [item.strip() for item in items if item.strip()]
+
+
+def _port(values: dict[str, Value], key: str, default: int) -> int:
+    if key not in values:
+        return default
+    port = _as_str(values[key]).split("-")[0]
+    if not port.isdigit():
+        raise ConfigError(f"{key} [{port}] is not a port number")
+    return int(port)
 
 
 def settings_from(values: dict[str, Value], heap: dict[str, int]) -> Settings:
@@ -166,11 +195,12 @@ def settings_from(values: dict[str, Value], heap: dict[str, int]) -> Settings:
     if "network.host" in values:
         host = values["network.host"]
         settings.network_host = ",".join(host) if isinstance(host, list) else host
-    if "http.port" in values:
-        port = _as_str(values["http.port"]).split("-")[0]
-        if not port.isdigit():
-            raise ConfigError(f"http.port [{port}] is not a port number")
-        settings.http_port = int(port)
+    settings.http_port = _port(values, "http.port", settings.http_port)
+    settings.transport_port = _port(values, "transport.port", settings.transport_port)
+    settings.seed_hosts = _as_list(values.get("discovery.seed_hosts", []))
+    settings.initial_master_nodes = _as_list(values.get("cluster.initial_master_nodes", []))
+    if "node.roles" in values:
+        settings.roles = _as_list(values["node.roles"])
     if "path.data" in values:
         settings.path_data = Path(_as_str(values["path.data"]))
     if "path.logs" in values:
@@ -194,6 +224,11 @@ def load_settings(conf_dir: Path) -> Settings:
 def bootstrap_errors(settings: Settings) -> list[str]:
     """Elasticsearch's bootstrap checks that the stand-in enforces (empty list = may start)."""
     errors = []
+    if settings.discovery_type == "single-node" and settings.initial_master_nodes:
+        errors.append(
+            "setting [cluster.initial_master_nodes] is not allowed when [discovery.type] is set to "
+            "[single-node]"
+        )
     if settings.heap_min != settings.heap_max:
         errors.append(
             f"initial heap size [{settings.heap_min}] not equal to maximum heap size "

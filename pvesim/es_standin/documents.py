@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 from . import query
 from .request import SHARDS, Request, Response
@@ -165,10 +166,10 @@ class DocumentApi:
             raise EsError(
                 400, "illegal_argument_exception", f"Malformed action/metadata line, unknown [{action}]"
             )
-        method = "DELETE" if action == "delete" else "PUT"
-        sub = Request(
-            method, f"/{index}/_doc/{doc_id}", {}, json.dumps(source).encode(), {"index": index, "id": doc_id}
-        )
+        method, verb = {"delete": ("DELETE", "_doc"), "update": ("POST", "_update"),
+                        "create": ("PUT", "_create")}.get(action, ("PUT", "_doc"))
+        path = f"/{quote(index, safe='')}/{verb}/{quote(doc_id, safe='')}"
+        sub = Request(method, path, {}, json.dumps(source).encode(), {"index": index, "id": doc_id})
         try:
             status, body = routes[action](sub)
         except EsError as err:

@@ -23,6 +23,7 @@ class Request:
     params: dict[str, str]
     body: bytes
     match: dict[str, str]
+    forwarded: bool = False  # sent on by another member: handle here, never forward again
 
     def json(self) -> JsonDict:
         """The body as a JSON object ({} when empty); 400 on malformed JSON like Elasticsearch."""

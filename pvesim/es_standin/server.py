@@ -7,6 +7,7 @@ Settings can be overridden like Elasticsearch's `-E key=value`.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import logging
@@ -16,12 +17,14 @@ import socket
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .api import Api
+from .cluster import Member
 from .config import (
     ES_VERSION,
     ConfigError,
@@ -32,8 +35,9 @@ from .config import (
     resolve_host,
     settings_from,
 )
+from .node import ClusterNode
 from .snapshots import Snapshots
-from .store import Store, write_json
+from .store import EsError, Store, write_json
 
 log = logging.getLogger("o.e.n.Node")
 
@@ -75,6 +79,49 @@ def make_handler(api: Api) -> type[BaseHTTPRequestHandler]:
             logging.getLogger("o.e.h.AccessLog").debug(format, *args)
 
     return Handler
+
+
+def make_transport_handler(api: Api) -> type[BaseHTTPRequestHandler]:
+    """The stand-in's transport (JSON over HTTP, not Elasticsearch's protocol): POST /_standin/<op>."""
+    node = api.cluster
+
+    def rest(body: dict[str, Any]) -> dict[str, Any]:
+        """A REST request another member hands on to this one (it holds the data)."""
+        status, payload = api.handle(body["method"], body["path"], body["params"],
+                                     base64.b64decode(body["body"]), True)
+        return {"status": status, "body": payload}
+
+    ops: dict[str, Callable[[dict[str, Any]], Any]] = {
+        "ping": node.on_ping, "state": node.on_state, "recover": node.on_recover, "docs": node.on_docs,
+        "apply": node.on_apply, "master": lambda body: node.on_master(body.pop("op"), body), "rest": rest,
+    }
+
+    class Transport(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            op = self.path.removeprefix("/_standin/")
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                if op not in ops:
+                    raise EsError(400, "action_not_found_transport_exception", f"no action [{op}]")
+                status, payload = 200, ops[op](json.loads(self.rfile.read(length) or b"{}"))
+            except EsError as err:
+                status, payload = err.status, err.body()
+            except Exception as err:  # a bug answers 500 to the other node, and is logged here
+                log.exception("transport action [%s] failed", op)
+                status, payload = 500, {"error": {"type": "exception", "reason": str(err)}, "status": 500}
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            logging.getLogger("o.e.t.TransportService").debug(format, *args)
+
+    return Transport
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -139,7 +186,8 @@ def _bind(hosts: list[str], port: int) -> list[ThreadingHTTPServer]:
 
 
 def start(settings: Settings) -> tuple[list[ThreadingHTTPServer], Api]:
-    """Run the bootstrap checks, bind HTTP and open the data; raises ConfigError to refuse starting."""
+    """Run the bootstrap checks, bind HTTP (and the transport unless single-node) and open the data;
+    raises ConfigError to refuse starting. The first server is the REST API of the first address."""
     errors = bootstrap_errors(settings)
     if errors:
         lines = [f"bootstrap check failure [{n}] of [{len(errors)}]: {e}" for n, e in enumerate(errors, 1)]
@@ -156,11 +204,18 @@ def start(settings: Settings) -> tuple[list[ThreadingHTTPServer], Api]:
     store = Store(data_dir)
     node_id, cluster_uuid = _node_identity(data_dir)
     address = f"{hosts[0]}:{servers[0].server_address[1]}"
-    api = Api(settings, store, Snapshots(data_dir, settings.path_repo, store), node_id, cluster_uuid, address)
+    transports = [] if settings.single_node else _bind(hosts, settings.transport_port)
+    transport = f"{hosts[0]}:{transports[0].server_address[1]}" if transports else ""
+    me = Member(node_id, settings.node_name, transport, address, tuple(settings.roles))
+    node = ClusterNode(settings, store, me, cluster_uuid, data_dir)
+    api = Api(settings, store, Snapshots(data_dir, settings.path_repo, store), node)
     for server in servers:
         server.RequestHandlerClass = make_handler(api)
         server.daemon_threads = True
-    return servers, api
+    for server in transports:
+        server.RequestHandlerClass = make_transport_handler(api)
+        server.daemon_threads = True
+    return servers + transports, api
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,21 +236,24 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=main_server.shutdown).start())
     log.info(
         "pvesim Elasticsearch STAND-IN (not Elasticsearch) version[%s], cluster[%s], heap max[%s], "
-        "path.data[%s], path.repo%s",
+        "path.data[%s], path.repo%s, seed_hosts%s",
         ES_VERSION,
         settings.cluster_name,
         settings.heap_max,
         settings.path_data,
         [str(p) for p in settings.path_repo],
+        settings.seed_hosts,
     )
     bound = ", ".join(f"{s.server_address[0]!s}:{s.server_address[1]}" for s in servers)
     log.info("publish_address {%s}, bound_addresses {%s}", api.address, bound)
     log.info("started")
     for other in others:
         threading.Thread(target=other.serve_forever, daemon=True).start()
+    threading.Thread(target=api.cluster.run, daemon=True).start()
     _notify_ready()
     with contextlib.suppress(KeyboardInterrupt):
         main_server.serve_forever()
+    api.cluster.stop()
     for other in others:
         other.shutdown()
     for server in servers:

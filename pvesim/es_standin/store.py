@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,17 +118,37 @@ class Index:
         return {"meta": self.meta(), "docs": docs}
 
 
+def resolve_names(expression: str, known: Iterable[str]) -> list[str]:
+    """`a,b`, `logs-*`, `_all`, `*` -> names among `known`; a missing concrete name is a 404."""
+    names: list[str] = []
+    every = sorted(known)
+    for part in expression.split(","):
+        if part in ("_all", "*", ""):
+            names += every
+        elif "*" in part or "?" in part:
+            names += [n for n in every if fnmatch.fnmatchcase(n, part)]
+        elif part in every:
+            names.append(part)
+        else:
+            raise index_not_found(part)
+    return list(dict.fromkeys(names))
+
+
 def _doc_file(directory: Path, doc_id: str) -> Path:
     return directory / "docs" / (doc_id.encode().hex() + ".json")
 
 
 class Store:
-    """All indices; every change is on disk (fsync'd) before the call returns."""
+    """All indices; every change is on disk (fsync'd) before the call returns.
+
+    `listener(index, doc_id, doc or None)` hears of each document write (the cluster replicates it).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root / "indices"
         self.lock = threading.RLock()
         self.indices: dict[str, Index] = {}
+        self.listener: Callable[[str, str, Doc | None], None] | None = None
         self.root.mkdir(parents=True, exist_ok=True)
         self._load()
 
@@ -154,8 +175,8 @@ class Store:
     def _save_meta(self, index: Index) -> None:
         write_json(self._dir(index.name) / "meta.json", index.meta())
 
-    def create_index(self, name: str, body: JsonDict | None = None) -> Index:
-        """PUT /{index}; mappings and settings are kept but not enforced."""
+    def create_index(self, name: str, body: JsonDict | None = None, index_uuid: str | None = None) -> Index:
+        """PUT /{index}; mappings and settings are kept but not enforced (a copy keeps the index's uuid)."""
         validate_index_name(name)
         with self.lock:
             if name in self.indices:
@@ -170,7 +191,7 @@ class Store:
             body = body or {}
             index = Index(
                 name,
-                uuid.uuid4().hex[:22],
+                index_uuid or uuid.uuid4().hex[:22],
                 int(time.time() * 1000),
                 body.get("mappings", {}),
                 body.get("settings", {}),
@@ -194,19 +215,9 @@ class Store:
             raise EsError(400, "index_closed_exception", "closed", index=name, index_uuid=index.uuid)
         return index
 
-    def resolve(self, expression: str, *, allow_missing_wildcards: bool = True) -> list[str]:
+    def resolve(self, expression: str) -> list[str]:
         """`a,b`, `logs-*`, `_all`, `*` -> concrete index names; a missing concrete name is a 404."""
-        names: list[str] = []
-        for part in expression.split(","):
-            if part in ("_all", "*", ""):
-                names += sorted(self.indices)
-            elif "*" in part or "?" in part:
-                names += sorted(n for n in self.indices if fnmatch.fnmatchcase(n, part))
-            elif part in self.indices:
-                names.append(part)
-            else:
-                raise index_not_found(part)
-        return list(dict.fromkeys(names))
+        return resolve_names(expression, self.indices)
 
     def set_closed(self, name: str, closed: bool) -> None:
         with self.lock:
@@ -249,6 +260,8 @@ class Store:
             )
             index.docs[doc_id] = doc
             self._save_meta(index)
+            if self.listener is not None:
+                self.listener(name, doc_id, doc)
             return doc, "updated" if old else "created"
 
     def delete_doc(self, name: str, doc_id: str) -> Doc | None:
@@ -261,17 +274,36 @@ class Store:
             _doc_file(self._dir(name), doc_id).unlink(missing_ok=True)
             index.seq_no += 1
             self._save_meta(index)
+            if self.listener is not None:
+                self.listener(name, doc_id, None)
             return Doc(doc.source, doc.version + 1, index.seq_no)
 
-    def import_index(self, data: JsonDict, name: str) -> Index:
-        """Replace (or create) index `name` from an export (snapshot restore)."""
+    def apply_doc(self, name: str, doc_id: str, doc: Doc | None, seq_no: int) -> None:
+        """A replica applies the primary's write as the primary numbered it (None: a delete)."""
+        with self.lock:
+            index = self.get(name, open_only=False)
+            if doc is None:
+                index.docs.pop(doc_id, None)
+                _doc_file(self._dir(name), doc_id).unlink(missing_ok=True)
+            else:
+                write_json(
+                    _doc_file(self._dir(name), doc_id),
+                    {"id": doc_id, "source": doc.source, "version": doc.version, "seq_no": doc.seq_no},
+                )
+                index.docs[doc_id] = doc
+            index.seq_no = max(index.seq_no, seq_no)
+            self._save_meta(index)
+
+    def import_index(self, data: JsonDict, name: str, *, keep_uuid: bool = False) -> Index:
+        """Replace (or create) index `name` from an export (snapshot restore; a replica's recovery
+        keeps the primary's uuid)."""
         with self.lock:
             if name in self.indices:
                 self.delete_index(name)
             meta = data["meta"]
             index = Index(
                 name,
-                uuid.uuid4().hex[:22],
+                meta["uuid"] if keep_uuid else uuid.uuid4().hex[:22],
                 meta["created"],
                 meta["mappings"],
                 meta["settings"],

@@ -332,3 +332,25 @@ def test_a_migration_grant_goes_below_our_rules_so_up_stays_converged() -> None:
     pve.calls = 0
     handover.grant(pve, spec, 5432, client, "phase1", note=lambda _: None)  # type: ignore[arg-type]
     assert pve.calls == 0  # already there
+
+
+def test_phase3_elasticsearch_members_reach_each_others_transport() -> None:
+    ph = phase("phase3")
+    members = ph.with_component("elasticsearch")
+    for member in members:
+        peers = sorted(src for port, src in rule_rows(ph, member.vmid) if port == 9300)
+        assert peers == sorted(m.ip for m in members if m.vmid != member.vmid)
+
+
+def test_phase3_load_balancer_pair_rules() -> None:
+    ph = phase("phase3")
+    lb1, lb2 = ph.with_component("keepalived")
+    apps = sorted(c.ip for c in ph.containers if "app" in c.components)
+    rows = rule_rows(ph, lb1.vmid)
+    assert (3000, "") in rows  # the gateway through the VIP: the public entry
+    assert sorted(src for port, src in rows if port == 3030) == apps
+    vrrp = [r.params() for r in firewall.rules(ph, lb1) if r.proto == "vrrp"]
+    assert [(p["source"], "dport" in p) for p in vrrp] == [(lb2.ip, False)]
+    tickets = next(c for c in ph.containers if "tickets" in c.services)
+    callers = {src for port, src in rule_rows(ph, tickets.vmid) if port == 3030}
+    assert {lb1.ip, lb2.ip} <= callers  # health checks and forwarded requests from both balancers

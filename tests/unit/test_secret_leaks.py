@@ -33,8 +33,10 @@ from psa_provision.ssh import Connection, Result
 
 CASES = Path(__file__).parent / "cases" / "facts"
 SECRETS = generate()
-# the secrets phase 0's plan carries (the Erlang cookie is a cluster's: phase 3)
-VALUES = [v for k, v in SECRETS.items() if k not in NOT_SECRET and k != "rabbitmq.erlang_cookie"]
+# the secrets phase 0's plan carries (the Erlang cookie is a cluster's, the VRRP password the load
+# balancer pair's: phase 3; test_loadbalancer covers the latter)
+VALUES = [v for k, v in SECRETS.items()
+          if k not in NOT_SECRET and k not in ("rabbitmq.erlang_cookie", "keepalived.auth_pass")]
 CA = ("psa-extra-0-guest-ca.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
 
 

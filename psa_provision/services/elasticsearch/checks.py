@@ -31,7 +31,11 @@ def test_elasticsearch_healthy_with_cluster_name(host: Any, expected: dict[str, 
 
 @pytest.mark.component("elasticsearch")
 def test_elasticsearch_heap_and_loopback(host: Any, expected: dict[str, Any]) -> None:
-    nodes = es_get(host, "/_cat/nodes?h=heap.max&format=json&bytes=b")
+    nodes = es_get(host, "/_cat/nodes?h=name,heap.max&format=json&bytes=b")
+    if expected.get("elasticsearch", {}).get("members"):  # a cluster member is named after its container
+        name = host.backend.get_hostname()
+        nodes = [n for n in nodes if n.get("name") == name]
+        assert nodes, f"_cat/nodes does not list this member ({name})"
     heap = int(nodes[0]["heap.max"])
     options = host.file(HEAP_OPTIONS)
     assert options.exists, f"{HEAP_OPTIONS} is missing"
@@ -46,3 +50,4 @@ def test_elasticsearch_heap_and_loopback(host: Any, expected: dict[str, Any]) ->
     sockets = listening_ports(host.socket.get_listening_sockets(), 9200)
     also = expected.get("listen", "127.0.0.1")
     assert sockets and loopback_only(sockets, also), f"9200 listens on {sockets or 'nothing'} (want loopback)"
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...facts import GuestFacts
+from ...phases import ContainerSpec, Phase
 from ...plan import Change, Noop
 from ...render import render
 from ..common import apt_repo, command, install, put_file, restart_needed, service
@@ -18,6 +19,7 @@ from . import (
     NODE_NAME,
     PACKAGES,
     TEMPLATES,
+    TRANSPORT_PORT,
     UNIT,
 )
 
@@ -33,11 +35,26 @@ def heap(ctx: HostContext) -> str:
     return f"{mb // 1024}g" if mb % 1024 == 0 else f"{mb}m"
 
 
+def members(phase: Phase) -> list[ContainerSpec]:
+    """The phase's Elasticsearch containers, a cluster when there are several (phase 3: one per node)."""
+    return phase.with_component(COMPONENT)
+
+
+def node_name(phase: Phase, container: ContainerSpec) -> str:
+    """The seed's node name for a single node; a cluster member's container hostname (unique)."""
+    return container.hostname if len(members(phase)) > 1 else NODE_NAME
+
+
 def conf_content(ctx: HostContext) -> str:
     listen = ctx.listen_address()
+    cluster = members(ctx.phase)
+    if len(cluster) > 1:
+        listen = ctx.container.ip  # members reach each other on the private address
     bind = listen if listen == "127.0.0.1" else f"[{listen}, 127.0.0.1]"  # clients use the IP; loopback too
-    return render(TEMPLATES[CONF], cluster_name=CLUSTER_NAME, node_name=NODE_NAME, bind=bind,
-                  repo_path=BACKUP_DIR)
+    seeds = [f"{c.ip}:{TRANSPORT_PORT}" for c in cluster] if len(cluster) > 1 else []
+    return render(TEMPLATES[CONF], cluster_name=CLUSTER_NAME, node_name=node_name(ctx.phase, ctx.container),
+                  bind=bind, repo_path=BACKUP_DIR, transport_port=TRANSPORT_PORT, seed_hosts=seeds,
+                  initial_master_nodes=[c.hostname for c in cluster] if seeds else [])
 
 
 def heap_content(ctx: HostContext) -> str:
