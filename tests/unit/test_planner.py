@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from psa_provision import inventory, phases, planner
+from psa_provision.changes import Change, Command, Noop, Package, PutFile, PutTree, Service
 from psa_provision.facts import (
     DirFact,
     FileFact,
@@ -27,7 +28,6 @@ from psa_provision.facts import (
     ServiceFact,
 )
 from psa_provision.packaged import APP_BUNDLE, PHASES_DIR, SANDBOX_INVENTORY
-from psa_provision.plan import Change, Command, Noop, Package, PutFile, PutTree, Service
 from psa_provision.secrets import Secrets, generate
 from psa_provision.services import app as app_service
 from psa_provision.services import base as base_service

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from psa_provision import seams
-from psa_provision.plan import Sensitive
+from psa_provision.changes import Sensitive
 from psa_provision.secrets import Secrets
 from psa_provision.testing import sabotage
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ...changes import Change
 from ...facts import GuestFacts
-from ...plan import Change
 from ...render import render
 from ..common import install, put_file, restart_needed, service
 from ..context import HostContext
