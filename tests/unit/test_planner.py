@@ -1,8 +1,8 @@
 """The guest plan: fresh guest -> full plan in install order; converged guest -> only Noops;
 one template value changed -> exactly that file and a restart of exactly the services reading it.
 
-`converged()` builds the facts a guest has after a plan ran (what the gather script would report),
-so these tests exercise the same comparison code `plan` uses against a real guest.
+`converged()` builds the facts a converged guest has (the seed's files and packages, SEED_FILES and
+SEED_PACKAGES), so these tests exercise the comparison code `plan` uses against a real guest.
 """
 
 from __future__ import annotations
