@@ -34,7 +34,7 @@ from psa_provision.services.elasticsearch import expected as elasticsearch_expec
 from psa_provision.services.postgresql import expected as postgresql_expected
 from psa_provision.services.redis import expected as redis_expected
 
-SUITES_DIR = Path(__file__).parent / "suites"
+SUITES_DIR = Path(__file__).parents[1] / "suites"
 CONTEXT_ENV = "PSA_VERIFY_CONTEXT"
 DETAIL_LINES = 6
 
