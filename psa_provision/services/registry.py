@@ -11,8 +11,11 @@ from .base import component as base
 from .context import HostContext
 from .elasticsearch import component as elasticsearch
 from .elasticsearch.mover import MOVER as ELASTICSEARCH_MOVER
+from .etcd import component as etcd
 from .mover import Mover
 from .nodejs import component as nodejs
+from .patroni import component as patroni
+from .patroni import patroni_managed
 from .postgresql import component as postgresql
 from .postgresql.mover import MOVER as POSTGRESQL_MOVER
 from .rabbitmq import component as rabbitmq
@@ -22,10 +25,22 @@ from .redis.mover import MOVER as REDIS_MOVER
 from .scripts import component as scripts
 
 Planner = Callable[[HostContext, GuestFacts], list[Change]]
-# install order: base first (apt proxy, CA files), the stores, Node.js before the app, scripts last
+
+
+def postgresql_plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
+    """PostgreSQL, then on a cluster member Patroni (services/patroni), which runs the server there."""
+    out = postgresql.plan(ctx, facts)
+    if patroni_managed(ctx.container.components, ctx.container.cluster):
+        out += patroni.plan(ctx, facts)
+    return out
+
+
+# install order: base first (apt proxy, CA files), etcd before Patroni needs it, the stores (on a
+# PostgreSQL cluster member, Patroni after the PostgreSQL packages), Node.js before the app, scripts last
 PLANNERS: tuple[tuple[str, Planner], ...] = (
     ("base", base.plan),
-    ("postgresql", postgresql.plan),
+    ("etcd", etcd.plan),
+    ("postgresql", postgresql_plan),
     ("redis", redis.plan),
     ("rabbitmq", rabbitmq.plan),
     ("elasticsearch", elasticsearch.plan),

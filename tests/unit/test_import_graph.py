@@ -26,8 +26,9 @@ OWNERS: dict[str, set[str]] = {
     "typer": {"psa_provision.cli"},
     "testinfra": set(),  # loaded by pytest as a plugin of verify's suites, never imported
     "yaml": {"psa_provision.loader"},
-    # pydantic models are the input schema: the loader and the two files it validates
-    "pydantic": {"psa_provision.loader", "psa_provision.inventory", "psa_provision.phases"},
+    # pydantic models are the input schema: the loader and the files it validates (limits: data/limits.yml)
+    "pydantic": {"psa_provision.loader", "psa_provision.inventory", "psa_provision.phases",
+                 "psa_provision.limits"},
 }
 # pytest: verify runs the suites in-process; each service's checks module is a suite fragment
 PYTEST_PREFIXES = ("psa_provision.commands.verify", "psa_provision.suites.", "psa_provision.services.")
