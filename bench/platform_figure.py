@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from psa_provision import proxmox
-from psa_provision.engine import ssh_connection
 from psa_provision.inventory import load_inventory
 from psa_provision.phases import ContainerSpec, load_phase
+from psa_provision.site import ssh_connection
 from psa_provision.testing import platform_load as pl
 
 CLI = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "psa-provision")

@@ -13,9 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from psa_provision.errors import ConnectionFailed, GuestError, ProvisionError
-from psa_provision.journal import Journal
-from psa_provision.plan import (
+from psa_provision.changes import (
     ApiCall,
     Change,
     Command,
@@ -27,6 +25,8 @@ from psa_provision.plan import (
     Secret,
     Service,
 )
+from psa_provision.errors import ConnectionFailed, GuestError, ProvisionError
+from psa_provision.journal import Journal
 from psa_provision.proxmox import ProxmoxClient, Write
 from psa_provision.seams import kill_point
 from psa_provision.ssh import Connection, Result, wait_for_ssh
@@ -137,7 +137,7 @@ class JournaledTask:
     """A write's task journaled (UPID) BEFORE it is waited for, then its end (proxmox.TaskTrack).
 
     A run killed while waiting leaves the task `running` in the journal: the next run waits for it
-    (engine.finish_open_tasks) instead of starting the work a second time.
+    (waits.finish_open_tasks) instead of starting the work a second time.
     """
 
     journal: Journal | None

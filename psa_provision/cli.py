@@ -1,7 +1,7 @@
-"""The `psa-provision` command line (Typer): parse, call the engine, print.
+"""The `psa-provision` command line (Typer): parse, call a command (psa_provision/commands/), print.
 
-Besides parsing and printing it still calls the refusal rules before `plan`/`up`/`migrate`
-(engine.refuse_clusters, migrate.refuse_moved_away) and asks for confirmation when interactive.
+The commands hold the logic and the refusal rules; this module only parses arguments, asks for
+confirmation when interactive, and prints what the commands return.
 
 Exit codes: 0 ok, 1 error (one red line + hint, never a traceback), 2 `plan` found changes.
 """
@@ -19,11 +19,14 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from psa_provision import engine
-from psa_provision import health as health_mod
-from psa_provision import verify as verify_mod
+from psa_provision.commands import destroy as destroy_cmd
+from psa_provision.commands import health as health_cmd
+from psa_provision.commands import plan as plan_cmd
+from psa_provision.commands import status as status_cmd
+from psa_provision.commands import up as up_cmd
+from psa_provision.commands import verify as verify_cmd
 from psa_provision.errors import GuestError, InputError, ProvisionError, TaskError
-from psa_provision.inventory import PROJECT_INVENTORY, load_inventory
+from psa_provision.inventory import PROJECT_INVENTORY
 from psa_provision.output import Output, plan_json
 
 T = TypeVar("T")
@@ -163,7 +166,7 @@ def init(ctx: typer.Context,
     Existing files are kept; with -i FILE (or PSA_INVENTORY) the inventory is FILE and its phases sit next
     to it.
     """
-    from psa_provision import init as init_mod
+    from psa_provision.commands import init as init_mod
     from psa_provision.packaged import PRODUCTION_INVENTORY, SANDBOX_INVENTORY
 
     out = Output()
@@ -185,12 +188,9 @@ def plan(ctx: typer.Context, phase: str,
     out = Output(json_mode=output is Format.json, verbose=state.verbose)
 
     def run() -> int:
-        site = engine.load_site(state.inventory, phase)
-        from psa_provision import migrate as migrate_mod
-
-        migrate_mod.refuse_moved_away(site, "plan")
-        cost = engine.Cost()
-        result = engine.plan(site, out, force=force, cost=cost)
+        site = plan_cmd.load(state.inventory, phase)
+        cost = plan_cmd.Cost()
+        result = plan_cmd.plan(site, out, force=force, cost=cost)
         out.note(cost.line)
         if out.json_mode:
             out.json(plan_json(result, phase=phase, inventory=str(state.inventory)))
@@ -211,26 +211,22 @@ def up(ctx: typer.Context, phase: str,
     out = Output(verbose=state.verbose)
 
     def run() -> int:
-        site = engine.load_site(state.inventory, phase)
-        engine.refuse_clusters(site.phase, "up")
-        from psa_provision import migrate as migrate_mod
-
-        migrate_mod.refuse_moved_away(site, "up")
+        site = up_cmd.load(state.inventory, phase)
         if not yes and _interactive():
-            preview = engine.plan(site, out, force=force)
+            preview = plan_cmd.plan(site, out, force=force)
             out.plan(preview, f"phase {phase} ({state.inventory})")
             if preview.empty:
                 out.line("nothing to change")
             elif not out.confirm(f"apply {len(preview.actions)} changes?"):
                 raise InputError("aborted: nothing was changed")
         try:
-            result = engine.up(site, out, force=force)
+            result = up_cmd.up(site, out, force=force)
         except (GuestError, TaskError):
             out.note("the next `up` continues from where this one stopped")
             raise
         out.summary(result.summary.changed, result.summary.unchanged, result.summary.failed)
         out.note(result.cost.line)
-        out.table("where things are", ["what", "where"], engine.endpoints(site))
+        out.table("where things are", ["what", "where"], up_cmd.endpoints(site))
         out.line("psa-provision status   shows containers and service health")
         return 0
 
@@ -244,7 +240,7 @@ def status(ctx: typer.Context,
            ) -> None:
     """One table of containers (node, vmid, state, cpu/mem) and one of services (health)."""
     out = Output()
-    containers, services = _guard(out, lambda: engine.status(_state(ctx).inventory, phase))
+    containers, services = _guard(out, lambda: status_cmd.status(_state(ctx).inventory, phase))
     out.table("containers", ["node", "vmid", "hostname", "state", "cpu", "memory"], containers)
     if services:
         out.table("services", ["phase", "container", "service", "port", "pm2", "health"], services)
@@ -261,8 +257,8 @@ def destroy(ctx: typer.Context, phase: str,
     out = Output()
 
     def run() -> int:
-        site = engine.load_site(state.inventory, phase, need_secrets=False)
-        px, targets, notes = engine.destroy_targets(site)
+        site = destroy_cmd.load(state.inventory, phase)
+        px, targets, notes = destroy_cmd.destroy_targets(site)
         for note in notes:
             out.line(note)
         if not targets:
@@ -273,7 +269,7 @@ def destroy(ctx: typer.Context, phase: str,
                      style="red")
         if not yes and _interactive() and not out.confirm("destroy these containers and their data?"):
             raise InputError("aborted: nothing was destroyed")
-        summary = engine.destroy(site, px, targets, out)
+        summary = destroy_cmd.destroy(site, px, targets, out)
         out.line(f"{summary.changed} destroyed")
         return 0
 
@@ -288,14 +284,14 @@ def rotate_secrets(ctx: typer.Context,
                    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask to confirm")] = False,
                    ) -> None:
     """New passwords for a component: secrets file, the service itself, .env; restarts what uses them."""
-    from psa_provision import rotate
+    from psa_provision.commands import rotate
 
     state = _state(ctx)
     out = Output(verbose=state.verbose)
 
     def run() -> int:
         keys = rotate.keys_for(component)
-        site = engine.load_site(state.inventory, phase)
+        site = rotate.load(state.inventory, phase)
         if not yes and _interactive() and not out.confirm(
                 f"replace {', '.join(keys)} in {site.inventory.secrets_file} and on the containers?"):
             raise InputError("aborted: nothing was changed")
@@ -310,13 +306,12 @@ def rotate_secrets(ctx: typer.Context,
 @secrets_app.command("show")
 def secrets_show(ctx: typer.Context, key: str) -> None:
     """Print one secret (e.g. app.admin_password): the only command that prints a secret."""
-    from psa_provision.secrets import load_secrets
+    from psa_provision.commands import secrets as secrets_cmd
 
     out = Output()
 
     def run() -> str:
-        inv = load_inventory(_state(ctx).inventory)
-        return load_secrets(inv.secrets_file).get(key).value
+        return secrets_cmd.show(_state(ctx).inventory, key)
 
     value = _guard(out, run)
     sys.stdout.write(value + "\n")
@@ -331,8 +326,7 @@ def verify(ctx: typer.Context, phase: str,
     out = Output()
 
     def run() -> int:
-        site = engine.load_site(state.inventory, phase)
-        report = verify_mod.run(site.inventory, site.phase, junit_xml=junit_xml, secrets=site.secret_values)
+        report = verify_cmd.run_phase(state.inventory, phase, junit_xml=junit_xml)
         rows = [[r.host, r.check, "skipped" if r.skipped else "ok" if r.passed else "FAILED", r.detail]
                 for r in report.results if state.verbose or not r.passed]
         if rows:
@@ -351,8 +345,7 @@ def health(ctx: typer.Context,
     out = Output()
 
     def run() -> int:
-        site = engine.load_site(state.inventory, phase)
-        report = health_mod.run(site.inventory, site.phase)
+        report = health_cmd.run_phase(state.inventory, phase)
         out.table("health", list(report.columns), report.rows())
         return report.exit_code
 
@@ -392,7 +385,7 @@ def doctor(ctx: typer.Context,
            ) -> None:
     """Is this Proxmox ready for `up PHASE`? API and TLS, privileges, nodes, storage, template, bridges,
     vmids, SSH path, phase files: one table, nothing written (exit 0 ready, 1 a blocker)."""
-    from psa_provision import doctor as doctor_mod
+    from psa_provision.commands import doctor as doctor_mod
 
     state = _state(ctx)
     out = Output(json_mode=output is Format.json)
@@ -416,25 +409,20 @@ def phases(ctx: typer.Context,
            check: Annotated[bool, typer.Option("--check", help="validate all phase files together")] = False,
            ) -> None:
     """List the phases (containers, services); with --check validate them (exit 1 on errors)."""
-    from psa_provision import phases as phases_mod
+    from psa_provision.commands import phases as phases_cmd
 
     out = Output()
 
     def run() -> int:
-        inv = load_inventory(_state(ctx).inventory)
         if check:
-            problems = phases_mod.check_all(inv.phases_dir)
+            problems = phases_cmd.problems(_state(ctx).inventory)
             for p in problems:
                 (out.warn if p.severity == "warning" else out.line)(str(p))
             errors = [p for p in problems if p.severity == "error"]
             out.line(f"{len(errors)} errors, {len(problems) - len(errors)} warnings")
             return 1 if errors else 0
-        rows = []
-        for ph in phases_mod.load_all(inv.phases_dir):
-            for c in ph.containers:
-                rows.append([ph.name, str(c.vmid), c.hostname, c.node, c.ip_cidr,
-                             ", ".join(sorted(ph.services_on(c.vmid))) or "-"])
-        out.table("phases", ["phase", "vmid", "hostname", "node", "ip", "services"], rows)
+        out.table("phases", ["phase", "vmid", "hostname", "node", "ip", "services"],
+                  phases_cmd.rows(_state(ctx).inventory))
         return 0
 
     raise typer.Exit(_guard(out, run))
@@ -447,7 +435,7 @@ def migrate(ctx: typer.Context, phase: str,
             yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
             ) -> None:
     """Move the data of the phase before PHASE into PHASE's containers, one store at a time (resumable)."""
-    from psa_provision import migrate as migrate_mod
+    from psa_provision.commands import migrate as migrate_mod
 
     state = _state(ctx)
     out = Output(verbose=state.verbose)
@@ -460,12 +448,11 @@ def migrate(ctx: typer.Context, phase: str,
                  + (f"; migration took {report.seconds:.1f} s" if report.seconds else ""))
 
     def run() -> int:
-        site = engine.load_site(state.inventory, phase)
+        site = migrate_mod.load(state.inventory, phase, changing=not plan_only)
         if plan_only:
             report = migrate_mod.plan_report(site)
             show(report, f"migrate {phase} (plan: nothing is changed)")
             return 0
-        engine.refuse_clusters(site.phase, "migrate")
         if not yes and _interactive():
             show(migrate_mod.plan_report(site), f"migrate {phase} (plan)")
             if not out.confirm(f"move the data into {phase}'s containers and stop the old services?"):
@@ -485,7 +472,7 @@ def cleanup(ctx: typer.Context,
             yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
             ) -> None:
     """Remove what a complete migration left behind (packages, data, migrate's snapshots). Destructive."""
-    from psa_provision import cleanup as cleanup_mod
+    from psa_provision.commands import cleanup as cleanup_mod
 
     state = _state(ctx)
     out = Output()

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .changes import ApiCall, Change, Noop
 from .phases import ContainerSpec, Phase
-from .plan import ApiCall, Change, Noop
 
 COMPONENT = "firewall"
 TAG = "psa-provision:"

@@ -19,8 +19,8 @@ from rich.prompt import Confirm
 from rich.status import Status
 from rich.table import Table
 
+from psa_provision.changes import ApiCall, Change, Command, Package, Plan, PutFile, Service
 from psa_provision.errors import ProvisionError
-from psa_provision.plan import ApiCall, Change, Command, Package, Plan, PutFile, Service
 from psa_provision.sensitive import MASK, Secret, Sensitive
 
 SYMBOL = {"create": "+", "recreate": "-/+", "restart": "~!", "live": "~"}

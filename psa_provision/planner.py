@@ -1,14 +1,22 @@
-"""The guest plan: every component of a container, in install order, as one Plan (pure)."""
+"""The plan of one container: its Proxmox changes (marked ours at create) and its guest plan, every
+component in install order (pure: facts in, changes out)."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from .changes import ApiCall, Change, Package, Plan
 from .facts import GuestFacts
-from .plan import Change, Package, Plan
+from .phases import ContainerSpec
+from .preflight import ContainerState
 from .services.common import apt_update, is_apt_source
+from .services.container import component as container_component
 from .services.context import Bundle, HostContext, build_context
 from .services.registry import PLANNERS
+from .site import MARKER, Site
 
-__all__ = ["Bundle", "HostContext", "build_context", "plan_guest"]
+__all__ = ["Bundle", "HostContext", "build_context", "container_changes", "guest_plan", "marked",
+           "plan_guest"]
 
 
 
@@ -47,3 +55,28 @@ def one_apt_update(ctx: HostContext, per_component: list[list[Change]]) -> list[
     if stale_after is not None:  # sources changed, nothing to install: refresh the lists anyway
         out.insert(stale_after, apt_update(ctx, out[stale_after - 1].component, "sources changed"))
     return out
+
+
+def container_changes(site: Site, state: ContainerState, *, force: bool) -> list[Change]:
+    """The container component's ApiCalls, with our marker added at create."""
+    inv = site.inventory
+    changes = container_component.plan(
+        state.spec, state.config, node=state.spec.node, template_volid=inv.template_volid,
+        ssh_public_key=site.ssh_public_key, nameserver=inv.network.nameserver,
+        searchdomain=inv.network.searchdomain, force=force, pending=state.pending)
+    return [marked(c, site.phase.name) for c in changes]
+
+
+def marked(change: Change, phase: str) -> Change:
+    """A create carries our tag and marker, so `destroy` and later runs know the container is ours."""
+    if isinstance(change, ApiCall) and change.effect == "create":
+        params = {**change.params, "tags": MARKER, "description": f"{MARKER}: {phase}"}
+        return dataclasses.replace(change, params=params)
+    return change
+
+
+def guest_plan(site: Site, spec: ContainerSpec, facts: GuestFacts) -> Plan:
+    """The guest's changes from its facts (site secrets and key included)."""
+    ctx = build_context(site.inventory, site.phase, spec, site.secrets,
+                                ssh_public_key=site.ssh_public_key)
+    return plan_guest(ctx, facts)

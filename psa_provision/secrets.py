@@ -14,9 +14,9 @@ import string
 from pathlib import Path
 from typing import Any
 
+from .changes import Secret
 from .errors import InputError
 from .loader import Loc, dump_yaml, load_yaml, show, write_private
-from .plan import Secret
 
 KEYS: tuple[str, ...] = (
     "postgresql.app_password", "postgresql.superuser_password", "postgresql.replication_password",

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from psa_provision.plan import ApiCall, Change, Command, Package, PutTree
+from psa_provision.changes import ApiCall, Change, Command, Package, PutTree
 
 CATEGORIES = ("proxmox", "packages", "configuration", "app build", "facts", "waiting")
 

@@ -16,12 +16,12 @@ from typing import Any
 
 from psa_provision import proxmox
 from psa_provision.capacity import ContainerUse, Measured, Verdict, decide, use_from_rrd
-from psa_provision.engine import ssh_connection
 from psa_provision.errors import InputError, ProvisionError, ProxmoxAuthError, ProxmoxError
 from psa_provision.inventory import Inventory, load_inventory
 from psa_provision.limits import Limits, load_limits
 from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase
 from psa_provision.services.app import usage
+from psa_provision.site import ssh_connection
 from psa_provision.ssh import Connection
 
 SQL_TIMEOUT = 60.0

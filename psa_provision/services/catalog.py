@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ..plan import MASK
+from ..changes import MASK
 from . import (app, base, elasticsearch, etcd, haproxy, keepalived, nodejs, patroni, postgresql, rabbitmq,
                redis, scripts)
 

@@ -6,9 +6,9 @@ import shlex
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
+from ..changes import Change, Command, Noop, Package, PutFile, Sensitive, Service, sha256, unified_diff
 from ..facts import FileFact, GuestFacts
 from ..inventory import AptRepo
-from ..plan import Change, Command, Noop, Package, PutFile, Sensitive, Service, sha256, unified_diff
 from ..render import render
 from .base import APT_SOURCE_TEMPLATE
 from .catalog import SECRET_FILES, mask_secret_lines

@@ -4,7 +4,7 @@ Each mover works on two ssh.Connections (source and target container) and reache
 127.0.0.1 inside each. PostgreSQL, RabbitMQ and Elasticsearch stream their data between them through
 the tool host (Connection.stream_to): nothing in argv, nothing left at rest on the tool host. Redis
 replicates: the target follows the source while the writers still write, and is promoted once they
-are quiesced. The orchestration (migrate.py) calls prepare, quiesces the writers, calls move, then
+are quiesced. The orchestration (migration/phase1.py) calls prepare, quiesces the writers, calls move, then
 verify, and discard when it rolls a step back. Shared here: comparing the
 two sides' facts (compare, tab_lines) and HTTP to a store's API on a guest's loopback (http).
 """

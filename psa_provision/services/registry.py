@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..changes import Change
 from ..facts import GuestFacts
-from ..plan import Change
 from .app import component as app
 from .base import component as base
 from .context import HostContext

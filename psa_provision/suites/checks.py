@@ -11,6 +11,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 _PG_UNITS = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
@@ -109,3 +110,10 @@ def output(host: Any, command: str, what: str) -> str:
     complaint = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
     assert result.rc == 0, f"{what} failed (exit {result.rc}): {complaint[0][:200]}"
     return str(result.stdout)
+
+
+def remote_command(ssh_config: Path | None, alias: str, command: str) -> list[str]:
+    """argv running `command` on a host, for checks that feed a secret on stdin (never in argv)."""
+    if ssh_config is None:
+        return ["sh", "-c", command]
+    return ["ssh", "-F", str(ssh_config), alias, command]

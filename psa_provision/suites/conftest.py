@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from psa_provision.verify import CONTEXT_ENV, read_context, remote_command
+from psa_provision.commands.verify import CONTEXT_ENV, read_context
+from psa_provision.suites.checks import remote_command
 
 GATEWAY = "api-gateway"
 StdinRunner = Callable[[str, str], subprocess.CompletedProcess[str]]

@@ -1,7 +1,7 @@
 """PSA_KILL_AT: the process SIGKILLs itself when a matching step starts (reached through seams.kill_point).
 
 Step names are `<component>: <summary>` as the journal shows them (e.g. `postgresql: install
-postgresql-15`), `<...> (task running)` once a Proxmox task was submitted, the engine's own steps
+postgresql-15`), `<...> (task running)` once a Proxmox task was submitted, the commands' own steps
 (`container: start container 200`, `app: wait for /health`) and a migration's sub-steps (`migrate
 redis: move`). With PSA_KILL_DELAY=<seconds> the kill comes that long after the step started, i.e. in
 the middle of it. tests/e2e/test_resume.py, test_migrate.py and test_phase2.py prove with it that a

@@ -23,9 +23,9 @@ import pytest
 
 from psa_provision import proxmox
 from psa_provision.apply import apply
+from psa_provision.changes import Command, Plan, PutFile, Sensitive, Service
 from psa_provision.errors import InputError, ProxmoxError, TaskError
 from psa_provision.inventory import load_inventory
-from psa_provision.plan import Command, Plan, PutFile, Sensitive, Service
 
 from .conftest import PVESIM, Site, sandbox_credentials, wait_gateway_healthy
 

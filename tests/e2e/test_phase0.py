@@ -243,7 +243,7 @@ def test_a_config_newer_than_its_service_gets_the_service_restarted(phase0: Site
 def test_facts_read_what_pm2_resurrects_at_boot(phase0: Site, guest: Connection) -> None:
     """dump.pm2 read on the guest: as many processes per app as run (a converged guest), and an
     unsaved process list is what the next plan saves."""
-    from psa_provision.engine import gather_facts
+    from psa_provision.facts_ahead import gather_facts
 
     facts = gather_facts(guest, phase0.container)
     running = {a.name: a.instances for a in facts.pm2 or []}

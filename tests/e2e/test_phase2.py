@@ -21,7 +21,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from psa_provision import journal, migrate, proxmox
+from psa_provision import journal, proxmox
+from psa_provision.migration import steps as migrate
 from psa_provision.phases import ContainerSpec, Phase, load_phase
 from psa_provision.seams import ENABLE_ENV
 from psa_provision.testing.loadgen import TicketLoad, request

@@ -1,4 +1,4 @@
-"""proxmox.py against the sandbox's real API: token and ticket auth, 401/403 sentences, TLS pinning
+"""The proxmox adapter against the sandbox's real API: token and ticket auth, 401/403 sentences, TLS pinning
 of the sandbox's certificate, a failed task with its log, and preflight's missing template."""
 
 from __future__ import annotations

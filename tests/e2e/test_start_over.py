@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from psa_provision import journal, migrate
+from psa_provision import journal
+from psa_provision.migration import steps as migrate
 
 from .conftest import Site, wait_gateway_healthy
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from psa_provision.health import PROBED
+from psa_provision.commands.health import PROBED
 from psa_provision.services import app as app_service
 from psa_provision.ssh import Connection
 

@@ -8,8 +8,8 @@ import pytest
 from test_planner import SECRETS, actions, converged, make_ctx
 
 from psa_provision import planner
+from psa_provision.changes import Command, sha256
 from psa_provision.facts import FileFact, GuestFacts
-from psa_provision.plan import Command, sha256
 from psa_provision.secrets import Secrets
 from psa_provision.services import app as app_service
 from psa_provision.services.app import component as app

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from psa_provision.apply import apply
+from psa_provision.changes import Command, Noop, Package, Plan, PutFile, Sensitive, Service
 from psa_provision.errors import GuestError
 from psa_provision.journal import Journal
-from psa_provision.plan import Command, Noop, Package, Plan, PutFile, Sensitive, Service
 from psa_provision.ssh import Connection, Result, wire_bytes
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from test_planner import converged, make_ctx
 
 from psa_provision import facts, planner
-from psa_provision.plan import Change, Command, Noop, Package
+from psa_provision.changes import Change, Command, Noop, Package
 from psa_provision.services.common import is_apt_source
 
 TEMPLATE = Path(__file__).parent / "cases" / "facts" / "fresh_debian12_template.json"

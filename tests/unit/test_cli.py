@@ -113,7 +113,7 @@ def test_phases_lists_container_200(site: Path) -> None:
 def test_up_of_a_phase_migrated_away_from_is_refused_before_any_call(site: Path) -> None:
     """Once `migrate phase1` moved a store, `up phase0` would restart the old service on stale data:
     refused with the reason (the closed API port shows no call was tried first)."""
-    from psa_provision.migrate import journal_for
+    from psa_provision.migration.steps import journal_for
 
     journal_for(site, "phase1").record("migrate", step="postgresql", state="moved")
     code, out = run("-i", str(site), "up", "phase0", "--yes")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from psa_provision import phases
+from psa_provision.changes import ApiCall, Noop
 from psa_provision.errors import InputError
 from psa_provision.packaged import PHASES_DIR
-from psa_provision.plan import ApiCall, Noop
 from psa_provision.services.container import component as container
 
 SPEC = phases.load_phase("phase0", PHASES_DIR).containers[0]

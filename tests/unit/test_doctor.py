@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from psa_provision import doctor, privileges
+from psa_provision import privileges
+from psa_provision.commands import doctor
 from psa_provision.packaged import SANDBOX_INVENTORY
 from psa_provision.proxmox import ApiSettings, ProxmoxClient
 

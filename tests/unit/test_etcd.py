@@ -9,8 +9,8 @@ import shlex
 import pytest
 from ha_phase import ha_ctx, ha_phase
 
+from psa_provision.changes import Noop, Package, PutFile, Service, sha256
 from psa_provision.facts import FileFact, GuestFacts, ServiceFact
-from psa_provision.plan import Noop, Package, PutFile, Service, sha256
 from psa_provision.services.etcd import DEFAULTS, health
 from psa_provision.services.etcd import component as etcd
 

@@ -100,7 +100,7 @@ def test_converged_sandbox_recording_matches_what_the_plan_writes(spec: phases.C
     from test_planner import make_ctx
 
     from psa_provision import planner
-    from psa_provision.plan import PutFile
+    from psa_provision.changes import PutFile
 
     f = facts.parse_guest_facts((CASES / "converged_phase0_sandbox.json").read_text())
     fresh = planner.plan_guest(make_ctx(), facts.GuestFacts()).changes

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from psa_provision import firewall, inventory, phase_up, phases
+from psa_provision import firewall, inventory, phases, waves
+from psa_provision.changes import ApiCall, Noop
 from psa_provision.errors import GuestError
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import ContainerSpec, Phase
-from psa_provision.plan import ApiCall, Noop
 from psa_provision.proxmox import ProxmoxClient
 from psa_provision.render import render
 from psa_provision.secrets import Secrets, generate
@@ -196,9 +196,9 @@ class State:
 def test_the_app_container_builds_alongside_the_stores_and_starts_its_apps_after_them() -> None:
     states = [State(c) for c in phase("phase1").containers]
     # then the stores, longest first: PostgreSQL and RabbitMQ, Elasticsearch, Redis (a short one last)
-    assert [s.spec.vmid for s in phase_up.first_wave_order(states)] == [230, 100, 210, 220, 110]
-    assert [s.spec.vmid for s in phase_up.second_wave_order(
-        [s for s in states if phase_up.is_app(s.spec)])] == [230]
+    assert [s.spec.vmid for s in waves.first_wave_order(states)] == [230, 100, 210, 220, 110]
+    assert [s.spec.vmid for s in waves.second_wave_order(
+        [s for s in states if waves.is_app(s.spec)])] == [230]
 
 
 def test_a_failing_container_does_not_stop_the_others_and_the_app_waits_for_stores() -> None:
@@ -207,7 +207,7 @@ def test_a_failing_container_does_not_stop_the_others_and_the_app_waits_for_stor
     lock = threading.Lock()
     running = [0, 0]  # now, most at once
 
-    def work(state: State) -> phase_up.Finish:
+    def work(state: State) -> waves.Finish:
         with lock:
             running[0] += 1
             running[1] = max(running[1], running[0])
@@ -222,7 +222,7 @@ def test_a_failing_container_does_not_stop_the_others_and_the_app_waits_for_stor
         return lambda: done.append(("apps started", state.spec.vmid))
 
     notes: list[str] = []
-    failures = phase_up.run_all([State(c) for c in ph.containers], work, note=notes.append, workers=2)
+    failures = waves.run_all([State(c) for c in ph.containers], work, note=notes.append, workers=2)
     assert [f.spec.vmid for f in failures] == [110]
     # the others converged, the app container built too; its apps need redis: not started
     assert sorted(done) == [("own part", 100), ("own part", 210), ("own part", 220), ("own part", 230)]
@@ -234,11 +234,11 @@ def test_a_failing_container_does_not_stop_the_others_and_the_app_waits_for_stor
 def test_all_containers_run_when_none_fails_the_apps_start_last() -> None:
     seen: list[tuple[str, int]] = []
 
-    def work(state: State) -> phase_up.Finish:
+    def work(state: State) -> waves.Finish:
         seen.append(("own part", state.spec.vmid))
         return lambda: seen.append(("apps started", state.spec.vmid))
 
-    failures = phase_up.run_all([State(c) for c in phase("phase1").containers], work, note=lambda _: None)
+    failures = waves.run_all([State(c) for c in phase("phase1").containers], work, note=lambda _: None)
     assert failures == [] and sorted(v for _, v in seen[:5]) == [100, 110, 210, 220, 230]
     assert seen[5:] == [("apps started", 230)]
 
@@ -247,12 +247,12 @@ def test_a_failed_app_container_does_not_keep_the_other_apps_from_starting() -> 
     ph = phase("phase2")
     started: list[int] = []
 
-    def work(state: State) -> phase_up.Finish:
+    def work(state: State) -> waves.Finish:
         if state.spec.vmid == 140:
             raise GuestError("npm ci failed")
         return lambda: started.append(state.spec.vmid)
 
-    failures = phase_up.run_all([State(c) for c in ph.containers], work, note=lambda _: None)
+    failures = waves.run_all([State(c) for c in ph.containers], work, note=lambda _: None)
     assert [f.spec.vmid for f in failures] == [140]
     assert started[-1] == 120 and sorted(started) == [120, 121, 130, 150, 160, 170, 180]
 
@@ -319,7 +319,7 @@ def test_stale_rules_replaced_on_pve_converge_in_one_run() -> None:
 
 
 def test_a_migration_grant_goes_below_our_rules_so_up_stays_converged() -> None:
-    from psa_provision import handover
+    from psa_provision.migration import handover
 
     ph, spec = spec100()
     want = firewall.rules(ph, spec)

@@ -7,8 +7,8 @@ import socket
 import subprocess
 from typing import Any
 
-from psa_provision import health
-from psa_provision.health import HealthLine, HealthReport
+from psa_provision.commands import health
+from psa_provision.commands.health import HealthLine, HealthReport
 from psa_provision.phases import ContainerSpec, Phase, ServiceSpec
 
 # as the probe passes it on: one line, cut at 300 characters (so not always whole JSON)
@@ -164,7 +164,7 @@ def test_table_rows_put_resources_first() -> None:
 
 def test_probe_script_keeps_the_redis_password_out_of_process_arguments() -> None:
     """`env VAR=secret cmd` would show the secret in `ps`; the probe exports it (a builtin) instead."""
-    from psa_provision.health import probe_script
+    from psa_provision.commands.health import probe_script
 
     script = probe_script(["redis"], {})
     assert "REDISCLI_AUTH" in script

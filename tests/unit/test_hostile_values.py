@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from psa_provision import inventory, phases, planner
+from psa_provision.changes import Command, Plan, PutFile
 from psa_provision.facts import GuestFacts
 from psa_provision.inventory import AptRepo
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
-from psa_provision.plan import Command, Plan, PutFile
 from psa_provision.secrets import KEYS, NOT_SECRET, Secrets, load_secrets, store
 from psa_provision.services.common import apt_repo
 from psa_provision.services.context import HostContext, build_context

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from psa_provision import secrets
-from psa_provision.init import init
+from psa_provision.commands.init import init
 from psa_provision.packaged import PHASES_DIR
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None,

@@ -16,7 +16,7 @@ from psa_provision.facts import fresh
 from psa_provision.inventory import load_inventory
 from psa_provision.output import plan_json
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
-from psa_provision.plan import Plan, PutFile, Secret
+from psa_provision.changes import Plan, PutFile, Secret
 from psa_provision.secrets import Secrets, generate
 from psa_provision.services.context import HostContext
 from psa_provision.services.haproxy import config as haproxy_config

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from psa_provision import cleanup, journal
+from psa_provision import journal
+from psa_provision.commands import cleanup
 from psa_provision.errors import InputError
 from psa_provision.inventory import load_inventory
-from psa_provision.migrate import STORES, SUBSTEPS, _report, plan_steps
-from psa_provision.migration_record import StepState, read_states
+from psa_provision.migration.record import StepState, read_states
+from psa_provision.migration.steps import STORES, SUBSTEPS, plan_steps
+from psa_provision.migration.steps import report as report_of
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import load_phase
 from psa_provision.secrets import Secrets, generate
@@ -73,11 +75,11 @@ def test_report_sums_quiesce_times_and_says_complete() -> None:
     steps = plan_steps(old, new)
     states = {s.name: StepState(done=[*s.substeps, "done"], quiesce_s=10.0 if s.name in STORES else None)
               for s in steps}
-    report = _report(steps, states, 60.0)
+    report = report_of(steps, states, 60.0)
     assert report.complete and report.total_quiesce_s == 40.0
     assert [r[2] for r in report.rows] == ["done"] * len(steps)
-    assert _report(steps, {}, 0.0).complete is False
-    assert all(r[2] == "to do" for r in _report(steps, {}, 0.0).rows)
+    assert report_of(steps, {}, 0.0).complete is False
+    assert all(r[2] == "to do" for r in report_of(steps, {}, 0.0).rows)
 
 
 def test_every_step_kind_has_substeps() -> None:
@@ -136,7 +138,7 @@ def test_cleanup_removes_every_moved_store_and_says_what() -> None:
 
 
 def test_moved_away_says_when_up_of_the_old_phase_is_wrong(tmp_path: Path) -> None:
-    from psa_provision.migration_record import journal_for, moved_away
+    from psa_provision.migration.record import journal_for, moved_away
 
     inv = tmp_path / "sandbox.yml"
     assert moved_away(inv, "phase0", PHASES) is None
@@ -167,8 +169,8 @@ def test_refusal_follows_which_containers_exist(tmp_path: Path, monkeypatch: pyt
                                                 guests: list[int] | None, refused: bool) -> None:
     from types import SimpleNamespace
 
-    from psa_provision import migrate
     from psa_provision.errors import ProxmoxError
+    from psa_provision.migration import steps as migrate
 
     inv = tmp_path / "sandbox.yml"
     migrate.journal_for(inv, "phase1").record("migrate", step="postgresql", state="moved")
@@ -189,8 +191,8 @@ def test_refusal_follows_which_containers_exist(tmp_path: Path, monkeypatch: pyt
 
 
 def test_closing_the_record_of_a_migration_keeps_it_and_ends_the_refusal(tmp_path: Path) -> None:
-    from psa_provision import migration_record
-    from psa_provision.migration_record import journal_for, moved_away
+    from psa_provision.migration import record as migration_record
+    from psa_provision.migration.record import journal_for, moved_away
 
     inv = tmp_path / "sandbox.yml"
     assert migration_record.close_migration_record(inv, "phase1") is None  # nothing recorded

@@ -8,16 +8,21 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from psa_provision import handover, migrate, migration_record, phase_up, verify
-from psa_provision.engine import health_script
+from psa_provision import waves
+from psa_provision.commands import verify
 from psa_provision.inventory import load_inventory
 from psa_provision.journal import state_dir
-from psa_provision.migrate import _report, plan_steps
-from psa_provision.migration_record import read_states
+from psa_provision.migration import handover
+from psa_provision.migration import record as migration_record
+from psa_provision.migration import steps as migrate
+from psa_provision.migration.record import read_states
+from psa_provision.migration.steps import plan_steps
+from psa_provision.migration.steps import report as report_of
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import ContainerSpec, Phase, load_phase
 from psa_provision.secrets import Secrets, generate
 from psa_provision.services.app import component as app
+from psa_provision.services.app.health import health_script
 from psa_provision.services.context import build_context
 
 PHASES = PHASES_DIR
@@ -67,7 +72,7 @@ def test_phase2_report_resumes_inside_a_service_and_counts_no_quiesce() -> None:
     entries = [_rec("prepare", "grants"), _rec("prepare", "done"),
                _rec("auth", "start"), _rec("auth", "verify"), _rec("auth", "route"), _rec("auth", "retire"),
                _rec("auth", "done", quiesce_s=0.0), _rec("crm", "start"), _rec("crm", "verify")]
-    report = _report(plan_steps(P1, P2), read_states(entries), 0.0)
+    report = report_of(plan_steps(P1, P2), read_states(entries), 0.0)
     rows = {r[0]: r for r in report.rows}
     assert rows["auth"][1:] == ["230 -> 121 psa-auth (10.0.20.121)", "done", "0.0 s"]
     assert rows["crm"][2] == "interrupted after verify"
@@ -150,7 +155,7 @@ class _State:
 
 def test_phase2_up_builds_every_container_then_starts_the_services_the_gateway_last() -> None:
     states = [_State(c) for c in P2.containers]
-    first = [s.spec.vmid for s in phase_up.first_wave_order(states)]
+    first = [s.spec.vmid for s in waves.first_wave_order(states)]
     assert first[:8] == [120, 121, 130, 140, 150, 160, 170, 180] and set(first[8:]) == {100, 110, 210, 220}
-    apps = phase_up.second_wave_order([s for s in states if phase_up.is_app(s.spec)])
+    apps = waves.second_wave_order([s for s in states if waves.is_app(s.spec)])
     assert [s.spec.vmid for s in apps] == [121, 130, 140, 150, 160, 170, 180, 120]

@@ -9,10 +9,10 @@ import pytest
 from test_planner import make_ctx
 
 from psa_provision import inventory, planner
+from psa_provision.changes import Command
 from psa_provision.errors import InputError
 from psa_provision.facts import GuestFacts
 from psa_provision.packaged import PRODUCTION_INVENTORY, SANDBOX_INVENTORY
-from psa_provision.plan import Command
 
 
 def npm_scripts(registry: str | None) -> list[str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import json
 
+from psa_provision.changes import ApiCall, Command, Noop, Plan, PutFile, Secret, Sensitive
 from psa_provision.errors import ProxmoxError
 from psa_provision.output import Output, plan_json
-from psa_provision.plan import ApiCall, Command, Noop, Plan, PutFile, Secret, Sensitive
 
 
 def sample() -> Plan:

@@ -11,8 +11,8 @@ from ha_phase import ha_ctx
 from test_planner import SECRETS, make_ctx, scram_verifier
 
 from psa_provision import planner
+from psa_provision.changes import Command, Noop, Package, PutFile, Service, sha256
 from psa_provision.facts import FileFact, GuestFacts, ServiceFact
-from psa_provision.plan import Command, Noop, Package, PutFile, Service, sha256
 from psa_provision.services import catalog
 from psa_provision.services.patroni import CONFIG, CREATECLUSTER, START_CONF
 from psa_provision.services.patroni import component as patroni

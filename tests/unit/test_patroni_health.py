@@ -9,7 +9,7 @@ from typing import Any
 from ha_phase import ha_ctx, ha_phase
 from test_planner import make_ctx
 
-from psa_provision import health as command
+from psa_provision.commands import health as command
 from psa_provision.services.app.component import env_content
 from psa_provision.services.patroni import haproxy
 from psa_provision.services.patroni import health as h

@@ -1,8 +1,8 @@
 """The guest plan: fresh guest -> full plan in install order; converged guest -> only Noops;
 one template value changed -> exactly that file and a restart of exactly the services reading it.
 
-`converged()` builds the facts a guest has after a plan ran (what the gather script would report),
-so these tests exercise the same comparison code `plan` uses against a real guest.
+`converged()` builds the facts a converged guest has (the seed's files and packages, SEED_FILES and
+SEED_PACKAGES), so these tests exercise the comparison code `plan` uses against a real guest.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from psa_provision import inventory, phases, planner
+from psa_provision.changes import Change, Command, Noop, Package, PutFile, PutTree, Service
 from psa_provision.facts import (
     DirFact,
     FileFact,
@@ -27,7 +28,6 @@ from psa_provision.facts import (
     ServiceFact,
 )
 from psa_provision.packaged import APP_BUNDLE, PHASES_DIR, SANDBOX_INVENTORY
-from psa_provision.plan import Change, Command, Noop, Package, PutFile, PutTree, Service
 from psa_provision.secrets import Secrets, generate
 from psa_provision.services import app as app_service
 from psa_provision.services import base as base_service
@@ -59,12 +59,64 @@ def scram_verifier(password: str, salt: bytes = b"0123456789abcdef", iterations:
     return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored).decode()}:{b64(server).decode()}"
 
 
+# What a converged guest holds, per component, written out from the seed (not from the planner): the
+# files with their mode and owner, and the packages. converged() builds its facts from these, so a
+# planner that writes another path, mode or owner, or installs another package, is caught.
+SEED_FILES: dict[str, dict[str, tuple[int, str, str]]] = {
+    "base": {
+        "/etc/apt/apt.conf.d/01psa-proxy": (0o644, "root", "root"),  # the sandbox inventory's apt proxy
+        "/usr/local/share/ca-certificates/psa-extra-0-guest-ca.crt": (0o644, "root", "root"),
+    },
+    "postgresql": {
+        "/etc/postgresql/15/main/conf.d/psa.conf": (0o644, "postgres", "postgres"),
+        "/etc/postgresql/15/main/pg_hba.conf": (0o640, "postgres", "postgres"),
+    },
+    "redis": {"/etc/redis/redis.conf": (0o640, "redis", "redis")},
+    "rabbitmq": {
+        "/etc/rabbitmq/rabbitmq-env.conf": (0o644, "root", "root"),
+        "/etc/rabbitmq/erl_inetrc": (0o644, "root", "root"),
+        "/etc/systemd/system/epmd.socket.d/psa-loopback.conf": (0o644, "root", "root"),
+        "/etc/rabbitmq/rabbitmq.conf": (0o644, "rabbitmq", "rabbitmq"),
+        "/etc/rabbitmq/enabled_plugins": (0o644, "rabbitmq", "rabbitmq"),
+    },
+    "elasticsearch": {
+        "/etc/apt/sources.list.d/elastic-8.x.list": (0o644, "root", "root"),
+        "/etc/elasticsearch/elasticsearch.yml": (0o660, "root", "elasticsearch"),
+        "/etc/elasticsearch/jvm.options.d/heap.options": (0o660, "root", "elasticsearch"),
+    },
+    "nodejs": {"/etc/apt/sources.list.d/nodesource.list": (0o644, "root", "root")},
+    "app": {
+        "/opt/psa-platform/.env": (0o600, "psa", "psa"),
+        "/opt/psa-platform/ecosystem.config.js": (0o644, "psa", "psa"),
+        "/etc/systemd/system/pm2-psa.service": (0o644, "root", "root"),
+    },
+    "scripts": {
+        "/usr/local/bin/health-check.sh": (0o755, "root", "root"),
+        "/usr/local/bin/backup-psa.sh": (0o750, "root", "root"),
+        "/etc/cron.d/psa-backup": (0o644, "root", "root"),
+    },
+}
+SEED_PACKAGES: dict[str, tuple[str, ...]] = {
+    "base": ("ca-certificates", "curl", "sudo", "cron", "gzip", "tar"),
+    "postgresql": ("postgresql-15",),
+    "redis": ("redis-server", "redis-tools"),
+    "rabbitmq": ("rabbitmq-server",),
+    "elasticsearch": ("elasticsearch",),
+    "nodejs": ("nodejs",),
+}
+
+
 def converged(ctx: HostContext) -> GuestFacts:
-    """Facts of this guest after its full plan ran."""
-    fresh_plan = planner.plan_guest(ctx, GuestFacts()).changes
-    files = {c.path: FileFact(c.path, c.digest, c.mode, c.owner, c.group,
-                              None if c.path in catalog.SECRET_FILES else c.content.reveal())
-             for c in fresh_plan if isinstance(c, PutFile)}
+    """Facts of this guest once converged: the seed's files (SEED_FILES: path, mode, owner; their content
+    as rendered for this context) and packages (SEED_PACKAGES), units running, roles and users in place."""
+    rendered = {c.path: c for c in planner.plan_guest(ctx, GuestFacts()).changes if isinstance(c, PutFile)}
+    files = {}
+    for component in ctx.container.components:
+        for path, (mode, owner, group) in SEED_FILES.get(component, {}).items():
+            have = rendered.get(path)
+            digest = have.digest if have is not None else "0" * 64
+            content = None if have is None or path in catalog.SECRET_FILES else have.content.reveal()
+            files[path] = FileFact(path, digest, mode, owner, group, content)
     for key in (f"{base_service.KEYRINGS}/elastic.asc", f"{base_service.KEYRINGS}/nodesource.asc"):
         files[key] = FileFact(key, "k" * 64, 0o644, "root", "root", "-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
     stamp = app_service.BUNDLE_STAMP
@@ -73,7 +125,7 @@ def converged(ctx: HostContext) -> GuestFacts:
     dirs = {d: DirFact(d, 0o755, owners.get(d, "psa"), owners.get(d, "psa"))
             for d in catalog.managed_dirs(ctx.container.components)}
     services = {s: ServiceFact(s, True, True) for s in catalog.managed_services(ctx.container.components)}
-    packages = {n: "1" for c in fresh_plan if isinstance(c, Package) for n in c.names}
+    packages = {n: "1" for c in ctx.container.components for n in SEED_PACKAGES.get(c, ())}
     comps = set(ctx.container.components)
     pg = PostgresFacts(
         roles={"postgres": PgRole("postgres", True, True, ""),

@@ -1,4 +1,4 @@
-"""proxmox.py logic against a tiny local HTTPS stub: TLS (CA, pinning), error mapping, retries, tasks.
+"""The proxmox adapter against a tiny local HTTPS stub: TLS (CA, pinning), error mapping, retries, tasks.
 
 The stub is not Proxmox (pvesim is, see tests/e2e); it only answers what each test scripts, so
 these tests check OUR handling of TLS, statuses and task results.

@@ -9,10 +9,10 @@ from test_planner import SECRETS, converged, make_ctx
 
 from psa_provision import facts as facts_mod
 from psa_provision import firewall, planner
+from psa_provision.changes import Command, Noop, PutFile, sha256
 from psa_provision.facts import FileFact, GuestFacts
 from psa_provision.packaged import PHASES_DIR
 from psa_provision.phases import load_phase
-from psa_provision.plan import Command, Noop, PutFile, sha256
 from psa_provision.services.app.component import env_content
 from psa_provision.services.rabbitmq import cluster, migration
 from psa_provision.services.rabbitmq.facts import ClusterStatus, parse_cluster

@@ -6,10 +6,10 @@ from __future__ import annotations
 from test_planner import SECRETS, make_ctx
 
 from psa_provision import planner
+from psa_provision.changes import Command, Noop, Package, PutFile, Service, sha256
 from psa_provision.facts import FileFact, GuestFacts, ServiceFact
 from psa_provision.packaged import PHASES_DIR
 from psa_provision.phases import load_phase
-from psa_provision.plan import Command, Noop, Package, PutFile, Service, sha256
 from psa_provision.services import catalog
 from psa_provision.services.redis import health, migration, topology
 from psa_provision.services.redis.topology import RedisFacts

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from psa_provision import inventory, phases, render
+from psa_provision.changes import MASK, PutFile
 from psa_provision.errors import RenderError
 from psa_provision.facts import GuestFacts
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
-from psa_provision.plan import MASK, PutFile
 from psa_provision.secrets import Secrets, generate
 from psa_provision.services.app import component as app
 from psa_provision.services.context import HostContext

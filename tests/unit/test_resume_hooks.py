@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from psa_provision.apply import apply, step_name
+from psa_provision.changes import ApiCall, Command, Plan, PutFile, Secret, Sensitive
 from psa_provision.errors import LockHeld
 from psa_provision.journal import Journal, PhaseLock
-from psa_provision.plan import ApiCall, Command, Plan, PutFile, Secret, Sensitive
 from psa_provision.seams import ENABLE_ENV, GATE, record_command
 from psa_provision.testing.record import RECORD_ENV
 

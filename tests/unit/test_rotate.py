@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from psa_provision.commands.rotate import COMPONENTS, NOT_ROTATED, keys_for, new_values
 from psa_provision.errors import InputError
 from psa_provision.packaged import PHASES_DIR
-from psa_provision.rotate import COMPONENTS, NOT_ROTATED, keys_for, new_values
 from psa_provision.secrets import KEYS, NOT_SECRET, Secrets, generate
 
 
@@ -50,8 +50,8 @@ def test_store_variables_are_read_only_by_the_apps_using_that_store() -> None:
 
 def test_readers_per_app_container_phase0_and_phase1() -> None:
 
+    from psa_provision.commands.rotate import readers
     from psa_provision.phases import load_phase
-    from psa_provision.rotate import readers
 
     phases = PHASES_DIR
     p0 = load_phase("phase0", phases)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from psa_provision import seams
-from psa_provision.plan import Sensitive
+from psa_provision.changes import Sensitive
 from psa_provision.secrets import Secrets
 from psa_provision.testing import sabotage
 
@@ -49,7 +49,7 @@ def test_a_leaked_kill_switch_does_nothing_against_a_real_proxmox_host() -> None
 
 
 def test_a_product_run_does_not_import_the_testing_package() -> None:
-    code = ("import sys\nimport psa_provision.cli, psa_provision.migrate, psa_provision.apply\n"
+    code = ("import sys\nimport psa_provision.cli, psa_provision.migration.run, psa_provision.apply\n"
             "print(sorted(m for m in sys.modules if m.startswith('psa_provision.testing')))\n")
     proc = _python(code, PSA_TEST_HOOKS="1")
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

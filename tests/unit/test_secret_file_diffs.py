@@ -21,7 +21,7 @@ def test_the_guests_sed_and_the_tools_mask_agree() -> None:
 
 
 def test_plan_shows_a_masked_diff_of_a_secret_file() -> None:
-    from psa_provision.plan import unified_diff
+    from psa_provision.changes import unified_diff
 
     old = catalog.mask_secret_lines(ENV)
     new = catalog.mask_secret_lines(ENV.replace("REDIS_PORT=6379", "REDIS_PORT=6380").replace("abc", "new"))

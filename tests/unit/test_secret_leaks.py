@@ -22,10 +22,10 @@ from ha_phase import ha_phase
 
 from psa_provision import facts, inventory, phases, planner
 from psa_provision.apply import apply
+from psa_provision.changes import Change, Command, Plan, PutFile, Secret, Sensitive
 from psa_provision.journal import Journal
 from psa_provision.output import Output, plan_json
 from psa_provision.packaged import APP_BUNDLE, PHASES_DIR, SANDBOX_INVENTORY
-from psa_provision.plan import Change, Command, Plan, PutFile, Secret, Sensitive
 from psa_provision.secrets import NOT_SECRET, Secrets, generate
 from psa_provision.services.container import component as container
 from psa_provision.services.context import Bundle, HostContext

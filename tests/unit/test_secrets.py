@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from psa_provision import secrets
+from psa_provision.changes import MASK, mask
 from psa_provision.errors import InputError
-from psa_provision.plan import MASK, mask
 
 
 def test_generate_covers_every_key_with_safe_values() -> None:

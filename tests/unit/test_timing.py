@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from psa_provision import timing
-from psa_provision.plan import ApiCall, Change, Command, Package, PutFile, PutTree, Service
+from psa_provision.changes import ApiCall, Change, Command, Package, PutFile, PutTree, Service
 
 
 @pytest.mark.parametrize(("change", "category"), [

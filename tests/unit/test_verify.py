@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from psa_provision import verify
-from psa_provision.verify import JumpHost, SshSettings, Target
+from psa_provision.commands import verify
+from psa_provision.commands.verify import JumpHost, SshSettings, Target
 
 TARGETS = [Target(hostname="psa-all-in-one", address="10.0.20.100")]
 

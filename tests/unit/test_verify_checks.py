@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from psa_provision import verify
+from psa_provision.commands import verify
 from psa_provision.errors import ProvisionError
 from psa_provision.inventory import Inventory
 from psa_provision.packaged import PHASES_DIR
@@ -98,7 +98,7 @@ def _phase() -> Phase:
 
 
 def test_context_names_containers_by_hostname_and_places_services() -> None:
-    ctx = verify.build_context(_inventory(), _phase())
+    ctx = verify.suite_context(_inventory(), _phase())
     aio = ctx["containers"]["psa-all-in-one"]
     assert (aio["vmid"], aio["ip"], aio["memory_mb"]) == (200, "10.0.20.100", 8192)
     assert ctx["services"]["api-gateway"] == {"port": 3000, "instances": 2, "container": 200, "also_on": [],
@@ -139,7 +139,7 @@ def test_rabbit_tags_in_either_format(tags: object) -> None:
 @pytest.mark.parametrize("name", ["phase1", "phase2"])
 def test_split_phases_place_each_check_on_its_container(name: str) -> None:
     phase = load_phase(name, PHASES_DIR)
-    ctx = verify.build_context(_inventory(), phase)
+    ctx = verify.suite_context(_inventory(), phase)
     report = verify.run_suite(verify.suite_files(name), verify.host_specs(verify.targets_of(phase)),
                               context=ctx, phase=name, extra=["--collect-only"])
     planned: dict[str, set[str]] = {}

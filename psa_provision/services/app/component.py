@@ -13,9 +13,9 @@ import hmac
 import re
 import shlex
 
+from ...changes import Change, Noop, PutTree
 from ...facts import GuestFacts
 from ...phases import APP_SERVICES, ContainerSpec, Phase
-from ...plan import Change, Noop, PutTree
 from ...render import render
 from ..common import changed, command, content_changed, put_file
 from ..context import HostContext

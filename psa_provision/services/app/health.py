@@ -9,7 +9,10 @@ import re
 import shlex
 from collections.abc import Mapping
 
+from psa_provision.phases import ContainerSpec, Phase
+
 from . import APP_USER, pm2
+from .component import probe_address
 
 PM2_PROBE = f"""pm2_counts() {{
   set -o pipefail
@@ -66,3 +69,20 @@ def failing_checks(body: str) -> str:
     found = re.finditer(r'"([\w-]+)":"((?:error|fail)[^"]*)"', body)
     bad = list(dict.fromkeys(f"{m.group(1)}: {m.group(2)}" for m in found if m.group(1) != "status"))
     return f" ({'; '.join(bad)[:160]})" if bad else ""
+
+
+HEALTH_SCRIPT = """for hp in {ports}; do
+  code=$(curl -s -o /dev/null -m 5 -w '%{{http_code}}' http://$hp/health || true)
+  echo "${{hp##*:}} $code"
+done
+"""
+
+
+def health_script(phase: Phase, spec: ContainerSpec) -> str:
+    """HEALTH_SCRIPT for the services on `spec`, each probed where it listens (`<port> <code>` lines)."""
+    services = phase.services_on(spec.vmid)
+    targets = [f"{probe_address(phase, spec, name)}:{svc.port}" for name, svc in services.items()]
+    return HEALTH_SCRIPT.format(ports=" ".join(shlex.quote(t) for t in targets))
+
+
+PM2_STATES = f"cd / && {pm2.STATES} 2>/dev/null || true\n"

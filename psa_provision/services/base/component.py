@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ...changes import Change, Noop, PutFile
 from ...facts import GuestFacts
-from ...plan import Change, Noop, PutFile
 from ...render import render
 from ..common import command, content_changed, install, put_file, service
 from ..context import HostContext

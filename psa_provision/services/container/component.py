@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from ...changes import ApiCall, Change, Effect, Noop
 from ...errors import InputError
 from ...phases import ContainerSpec
-from ...plan import ApiCall, Change, Effect, Noop
 
 COMPONENT = "container"
 _ORDER: dict[Effect, int] = {"live": 0, "restart": 1, "recreate": 2, "create": 3}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ...changes import Change, Noop
 from ...facts import GuestFacts
 from ...phases import ContainerSpec, Phase
-from ...plan import Change, Noop
 from ...render import render
 from ..common import apt_repo, command, install, put_file, restart_needed, service
 from ..context import HostContext

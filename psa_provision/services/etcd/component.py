@@ -12,9 +12,9 @@ Changing the membership of a running cluster is `etcdctl member add/remove`, not
 
 from __future__ import annotations
 
+from ...changes import Change
 from ...facts import GuestFacts
 from ...phases import ContainerSpec, Phase
-from ...plan import Change
 from ...render import render
 from ..common import install, put_file, restart_needed, service
 from ..context import HostContext

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from psa_provision.services.keepalived import vip
-from psa_provision.verify import remote_command
+from psa_provision.suites.checks import remote_command
 
 
 @pytest.mark.component("keepalived")

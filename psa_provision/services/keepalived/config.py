@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ...errors import InputError
 from ...phases import ContainerSpec, Phase
-from ...plan import Secret
+from ...changes import Secret
 from ...render import render
 from . import AUTH_PASS_LENGTH, CONF, INTERFACE, SECRET, TEMPLATES, VIP, VIRTUAL_ROUTER_ID
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shlex
 
+from ...changes import Change, Noop
 from ...facts import GuestFacts
-from ...plan import Change, Noop
 from ..common import apt_repo, command, install, proxy_env
 from ..context import HostContext
 from . import COMPONENT, KEYRING, LIST, PACKAGES, PM2_VERSION

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import ipaddress
 
+from ...changes import Change, Noop, Sensitive
 from ...facts import GuestFacts
 from ...phases import ContainerSpec, Phase
-from ...plan import Change, Noop, Sensitive
 from ...render import render
 from ..common import command, content_changed, install, put_file, service
 from ..context import HostContext

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ...changes import Sensitive
 from ...phases import ContainerSpec, Phase
-from ...plan import Sensitive
 from ..etcd import health as etcd_health
 from ..etcd.component import members as etcd_members
 from ..mover import HaStep

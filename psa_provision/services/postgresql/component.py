@@ -18,8 +18,8 @@ import hashlib
 import hmac
 import re
 
+from ...changes import Change, Noop, Sensitive
 from ...facts import GuestFacts
-from ...plan import Change, Noop, Sensitive
 from ...render import render
 from ..common import (
     command,

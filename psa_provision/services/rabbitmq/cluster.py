@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import shlex
 
+from ...changes import Change, Noop, Sensitive, sha256
 from ...facts import GuestFacts
 from ...phases import ContainerSpec, Phase
-from ...plan import Change, Noop, Sensitive, sha256
 from ..common import command
 from ..context import HostContext
 from . import COMPONENT, COOKIE, COOKIE_SECRET, NODE_PREFIX, UNIT

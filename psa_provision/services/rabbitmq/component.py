@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import shlex
 
+from ...changes import Change, Noop, Sensitive
 from ...facts import GuestFacts
-from ...plan import Change, Noop, Sensitive
 from ...render import render
 from ..common import command, content_changed, install, put_file, restart_needed, service
 from ..context import HostContext

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ...changes import Change, Noop, PutFile
 from ...facts import GuestFacts
-from ...plan import Change, Noop, PutFile
 from ...render import render
 from ..common import content_changed, fix_mode, install, put_file, restart_needed, service
 from ..context import HostContext

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import shlex
 
+from ...changes import Change, Noop, Sensitive
 from ...facts import GuestFacts
-from ...plan import Change, Noop, Sensitive
 from ...render import render
 from ..common import command, content_changed, fix_mode, put_file, service
 from ..context import HostContext

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ...changes import Change
 from ...facts import GuestFacts
-from ...plan import Change
 from ...render import render
 from ..app import APP_DIR, APP_USER, ECOSYSTEM_FILE, ENV_FILE
 from ..common import put_file

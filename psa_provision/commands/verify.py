@@ -6,7 +6,7 @@ a generated ssh_config: address, key, jump host, known_hosts), writes a context 
 conftest reads (paths and expected values, never a secret), runs pytest in process and collects one
 CheckResult per check. It is the only importer of pytest and testinfra.
 
-Host keys: the tool's own known_hosts next to the journal (engine.known_hosts, the file the
+Host keys: the tool's own known_hosts next to the journal (site.known_hosts, the file the
 provisioning SSH pins keys in and clears when it creates or destroys a container); a key seen
 first is recorded (accept-new), a changed key fails the checks of that container.
 """
@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
+from psa_provision.changes import mask
 from psa_provision.errors import ProvisionError
-from psa_provision.plan import mask
 from psa_provision.secrets import Secrets
 from psa_provision.services.app.component import probe_address
 from psa_provision.services.context import HostContext
@@ -36,7 +36,7 @@ from psa_provision.services.patroni import expected as patroni_expected
 from psa_provision.services.postgresql import expected as postgresql_expected
 from psa_provision.services.redis import expected as redis_expected
 
-SUITES_DIR = Path(__file__).parent / "suites"
+SUITES_DIR = Path(__file__).parents[1] / "suites"
 CONTEXT_ENV = "PSA_VERIFY_CONTEXT"
 DETAIL_LINES = 6
 
@@ -321,13 +321,6 @@ def _close_masters(ssh_config: Path, aliases: Sequence[str]) -> None:
                        capture_output=True, check=False, timeout=15)
 
 
-def remote_command(ssh_config: Path | None, alias: str, command: str) -> list[str]:
-    """argv running `command` on a host, for checks that feed a secret on stdin (never in argv)."""
-    if ssh_config is None:
-        return ["sh", "-c", command]
-    return ["ssh", "-F", str(ssh_config), alias, command]
-
-
 # --- from inventory + phase ------------------------------------------------------------------------
 
 def parse_jump(text: str | None, default_user: str) -> JumpHost | None:
@@ -368,7 +361,7 @@ def expected_values(inventory: Any, phase: Any, container: Any) -> dict[str, Any
     return out
 
 
-def build_context(inventory: Any, phase: Any) -> dict[str, Any]:
+def suite_context(inventory: Any, phase: Any) -> dict[str, Any]:
     """The suites' context: paths, the phase's containers by hostname, services by name, expectations."""
     containers = {c.hostname: {**c.model_dump(mode="json"), "ip": c.ip} for c in phase.containers}
     by_vmid = {c.vmid: c.hostname for c in phase.containers}
@@ -391,7 +384,7 @@ def run(inventory: Any, phase: Any, *, junit_xml: Path | None = None,
     `secrets` are the values to mask in details and in the JUnit XML (Secrets.values()).
     Example: `report = verify.run(inv, load_phase("phase0", inv.phases_dir)); sys.exit(report.exit_code)`.
     """
-    from psa_provision.engine import known_hosts
+    from psa_provision.site import known_hosts
 
     files = suite_files(phase.name)
     if not any(f.name == f"test_{phase.name}.py" for f in files):
@@ -409,5 +402,13 @@ def run(inventory: Any, phase: Any, *, junit_xml: Path | None = None,
                           known_hosts=pinned or control_dir / "known_hosts",
                           jump=parse_jump(inventory.ssh.jump_host, inventory.ssh.user))
         config = ssh_config_text(targets, ssh, control_dir)
-        return run_suite(files, host_specs(targets), context=build_context(inventory, phase),
+        return run_suite(files, host_specs(targets), context=suite_context(inventory, phase),
                          secrets=secrets, ssh_config_text_=config, junit_xml=junit_xml, phase=phase.name)
+
+
+def run_phase(inventory_path: Path, phase: str, *, junit_xml: Path | None = None) -> VerifyReport:
+    """`verify PHASE`: the site loaded from the inventory file, then run() with its secrets masked."""
+    from psa_provision.site import load_site
+
+    site = load_site(inventory_path, phase)
+    return run(site.inventory, site.phase, junit_xml=junit_xml, secrets=site.secret_values)

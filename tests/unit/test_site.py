@@ -1,42 +1,45 @@
-"""engine.py pure bits: our marker, create params, where-things-are rows."""
+"""The machinery under the commands, its pure bits: our marker, create params, where-things-are rows,
+privileges, facts gathered ahead, refusals."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from psa_provision import engine
+from psa_provision import facts_ahead, planner, preflight, refusals
+from psa_provision import site as site_mod
+from psa_provision.changes import ApiCall, Noop
+from psa_provision.commands import up as up_cmd
 from psa_provision.inventory import load_inventory
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import load_phase
-from psa_provision.plan import ApiCall, Noop
 from psa_provision.secrets import Secrets
 
 
 def test_is_ours_reads_tags_or_description() -> None:
-    assert engine.is_ours({"tags": "web;psa-provision"})
-    assert engine.is_ours({"tags": "psa-provision"})
-    assert engine.is_ours({"description": "psa-provision: phase0"})
-    assert not engine.is_ours({"tags": "web", "description": "made by hand"})
-    assert not engine.is_ours({})
+    assert site_mod.is_ours({"tags": "web;psa-provision"})
+    assert site_mod.is_ours({"tags": "psa-provision"})
+    assert site_mod.is_ours({"description": "psa-provision: phase0"})
+    assert not site_mod.is_ours({"tags": "web", "description": "made by hand"})
+    assert not site_mod.is_ours({})
 
 
 def test_create_gets_the_marker_other_calls_do_not() -> None:
     create = ApiCall("ct", "container", "create", action="create", node="pve1",
                      params={"vmid": 200}, effect="create")
     update = ApiCall("ct", "container", "update", node="pve1", vmid=200, params={"cores": 2})
-    marked = engine._marked(create, "phase0")
+    marked = planner.marked(create, "phase0")
     assert isinstance(marked, ApiCall)
     assert marked.params == {"vmid": 200, "tags": "psa-provision", "description": "psa-provision: phase0"}
-    assert engine._marked(update, "phase0") is update
+    assert planner.marked(update, "phase0") is update
     noop = Noop("ct", "container", "ok")
-    assert engine._marked(noop, "phase0") is noop
+    assert planner.marked(noop, "phase0") is noop
 
 
 def test_endpoints_name_every_service_url() -> None:
     phase = load_phase("phase0", PHASES_DIR)
     inventory = SANDBOX_INVENTORY
-    site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
-    rows = dict(engine.endpoints(site))
+    site = site_mod.Site(load_inventory(inventory), inventory, phase, Secrets({}))
+    rows = dict(up_cmd.endpoints(site))
     assert rows["container 200 psa-all-in-one"] == "ssh root@10.0.20.100"
     assert rows["tickets (x4)"] == "http://10.0.20.100:3030/health"
     assert len(rows) == 1 + len(phase.services)
@@ -45,9 +48,9 @@ def test_endpoints_name_every_service_url() -> None:
 def test_privileges_needed_depend_on_create_or_reconcile() -> None:
     phase = load_phase("phase0", PHASES_DIR)
     inventory = SANDBOX_INVENTORY
-    site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
+    site = site_mod.Site(load_inventory(inventory), inventory, phase, Secrets({}))
     spec = phase.container(200)
-    fresh = engine.required_privileges(site, "up", creating=[spec])
+    fresh = preflight.required_privileges(site, "up", creating=[spec])
     assert fresh["/vms/200"] == {"VM.Allocate", "VM.PowerMgmt", "VM.Audit", "VM.Config.CPU",
                                  "VM.Config.Memory", "VM.Config.Disk", "VM.Config.Network",
                                  "VM.Config.Options"}
@@ -55,27 +58,27 @@ def test_privileges_needed_depend_on_create_or_reconcile() -> None:
     assert fresh["/sdn/zones/localnetwork/vmbr20"] == {"SDN.Use"}
     assert fresh["/nodes/pve1"] == {"Sys.Audit"}
     assert "/" not in fresh  # one container: no firewall, so no datacenter options read
-    existing = engine.required_privileges(site, "up", creating=[])
+    existing = preflight.required_privileges(site, "up", creating=[])
     assert "VM.Allocate" not in existing["/vms/200"]
     assert {"VM.Config.CPU", "VM.Config.Memory"} <= existing["/vms/200"]
-    planning = engine.required_privileges(site, "plan", creating=[spec])
+    planning = preflight.required_privileges(site, "plan", creating=[spec])
     assert planning["/vms/200"] == {"VM.Audit"}
 
 
 def test_a_privileged_container_to_create_needs_sys_modify_on_root() -> None:
     phase = load_phase("phase0", PHASES_DIR)
     inventory = SANDBOX_INVENTORY
-    site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
+    site = site_mod.Site(load_inventory(inventory), inventory, phase, Secrets({}))
     spec = phase.container(200).model_copy(update={"unprivileged": False})
-    assert engine.required_privileges(site, "up", creating=[spec])["/"] == {"Sys.Modify"}
-    assert "/" not in engine.required_privileges(site, "up", creating=[])
+    assert preflight.required_privileges(site, "up", creating=[spec])["/"] == {"Sys.Modify"}
+    assert "/" not in preflight.required_privileges(site, "up", creating=[])
 
 
 def test_phases_of_several_containers_need_sys_audit_on_root_for_the_datacenter_firewall() -> None:
     phase = load_phase("phase1", PHASES_DIR)
     inventory = SANDBOX_INVENTORY
-    site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
-    assert engine.required_privileges(site, "plan", creating=[])["/"] == {"Sys.Audit"}
+    site = site_mod.Site(load_inventory(inventory), inventory, phase, Secrets({}))
+    assert preflight.required_privileges(site, "plan", creating=[])["/"] == {"Sys.Audit"}
 
 
 class _FakeConn:
@@ -96,16 +99,16 @@ def test_facts_ahead_start_early_only_where_we_pinned_a_host_key_and_use_them_on
 
     phase = load_phase("phase1", PHASES_DIR)
     inventory = SANDBOX_INVENTORY
-    site = engine.Site(load_inventory(inventory), inventory, phase, Secrets({}))
+    site = site_mod.Site(load_inventory(inventory), inventory, phase, Secrets({}))
     pinned, second, failing, stopped, slow = phase.containers
     known = tmp_path / "known_hosts"
     keys = paramiko.HostKeys()
     for spec in (pinned, stopped):
         keys.add(spec.ip, "ecdsa-sha2-nistp256", paramiko.ECDSAKey.generate())
     keys.save(str(known))
-    monkeypatch.setattr(engine, "known_hosts", lambda inv: known)
+    monkeypatch.setattr(facts_ahead, "known_hosts", lambda inv: known)
     opened: dict[str, _FakeConn] = {}
-    monkeypatch.setattr(engine, "ssh_connection",
+    monkeypatch.setattr(facts_ahead, "ssh_connection",
                         lambda inv, spec: opened.setdefault(spec.hostname, _FakeConn(spec.hostname)))
     release = threading.Event()
 
@@ -117,11 +120,11 @@ def test_facts_ahead_start_early_only_where_we_pinned_a_host_key_and_use_them_on
             raise ConnectionFailed("no route to host")
         return f"facts of {spec.hostname}", True
 
-    monkeypatch.setattr(engine, "gather_facts_and_health", gather)
+    monkeypatch.setattr(facts_ahead, "gather_facts_and_health", gather)
     conns = {c.hostname: _FakeConn("run's own") for c in phase.containers}
-    states = [engine.ContainerState(c, {"hostname": c.hostname}, running=c is not stopped)
+    states = [preflight.ContainerState(c, {"hostname": c.hostname}, running=c is not stopped)
               for c in phase.containers]
-    with engine.FactsAhead(site, conns, health=True) as ahead:  # type: ignore[arg-type]
+    with facts_ahead.FactsAhead(site, conns, health=True) as ahead:  # type: ignore[arg-type]
         ahead.start_known()
         assert set(ahead._futures) == {pinned.hostname, stopped.hostname}  # the others: after preflight
         for state in states:
@@ -160,5 +163,5 @@ def test_features_only_root_at_pam_may_set_are_refused_at_validation_for_a_token
     phase = load_phase("phase0", phases_dir)
     with pytest.raises(InputError, match=r"phase0.yml:\d+: container 200: features other than "
                                          r"nesting \(keyctl\).*root@pam"):
-        engine.refuse_root_only(inv, phase)
-    engine.refuse_root_only(inv, load_phase("phase0", PHASES_DIR))  # nesting alone is fine
+        refusals.refuse_root_only(inv, phase)
+    refusals.refuse_root_only(inv, load_phase("phase0", PHASES_DIR))  # nesting alone is fine

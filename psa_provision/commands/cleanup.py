@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from psa_provision.apply import JournaledTask
-from psa_provision.engine import Site, load_site, ssh_connection
 from psa_provision.errors import InputError, ProvisionError
 from psa_provision.inventory import load_inventory
 from psa_provision.journal import PhaseLock
-from psa_provision.migrate import SNAPSHOT_PREFIX, phases_of, plan_steps
-from psa_provision.migration_record import StepState, journal_for, read_states
+from psa_provision.migration.record import StepState, journal_for, read_states
+from psa_provision.migration.steps import SNAPSHOT_PREFIX, phases_of, plan_steps
 from psa_provision.phases import ContainerSpec, around
 from psa_provision.proxmox import connect
+from psa_provision.site import Site, load_site, ssh_connection
 
 # component -> (packages to purge, data/config directories to remove) on the old container
 LEFTOVERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
-from psa_provision import engine
 from psa_provision import secrets as secrets_mod
+from psa_provision.commands.up import UpResult, up
 from psa_provision.errors import InputError
 from psa_provision.output import Output
 from psa_provision.phases import Phase
 from psa_provision.secrets import Secrets
 from psa_provision.services import app as app_service
 from psa_provision.services.rabbitmq import USERS as RABBIT_USER_KEYS
+from psa_provision.site import Site, load_site, ssh_connection
 
 COMPONENTS: dict[str, tuple[str, ...]] = {
     "postgresql": ("postgresql.app_password",),
@@ -48,7 +50,7 @@ class RotateResult:
     """What was rotated (key names only) and the `up` that carried the values to the services."""
 
     keys: list[str]
-    up: engine.UpResult
+    up: UpResult
 
 
 def keys_for(component: str) -> tuple[str, ...]:
@@ -67,7 +69,12 @@ def new_values(current: Secrets, keys: tuple[str, ...]) -> dict[str, str]:
     return {**current.as_dict(), **{k: fresh[k] for k in keys}}
 
 
-def rotate(site: engine.Site, component: str, out: Output) -> RotateResult:
+def load(inventory: Path, phase: str) -> Site:
+    """The site whose secrets to rotate (the phase whose containers use them)."""
+    return load_site(inventory, phase)
+
+
+def rotate(site: Site, component: str, out: Output) -> RotateResult:
     """Rotate the component's secrets everywhere they are used, then converge with `up`."""
     keys = keys_for(component)
     path = site.inventory.secrets_file
@@ -78,7 +85,7 @@ def rotate(site: engine.Site, component: str, out: Output) -> RotateResult:
     for host, apps in readers(site.phase, keys).items():
         out.note(f"{host}: PM2 apps reading the new values, reloaded: {', '.join(apps) or 'none'}")
     _rabbitmq_passwords(site, [k for k in keys if k in RABBIT_USERS], out)
-    return RotateResult(list(keys), engine.up(site, out))
+    return RotateResult(list(keys), up(site, out))
 
 
 def readers(phase: Phase, keys: tuple[str, ...]) -> dict[str, list[str]]:
@@ -92,14 +99,14 @@ def readers(phase: Phase, keys: tuple[str, ...]) -> dict[str, list[str]]:
     return out
 
 
-def _rabbitmq_passwords(site: engine.Site, keys: list[str], out: Output) -> None:
+def _rabbitmq_passwords(site: Site, keys: list[str], out: Output) -> None:
     """Set RabbitMQ user passwords (stdin only) where RabbitMQ runs and the user exists already."""
     if not keys:
         return
     for spec in site.phase.containers:
         if "rabbitmq" not in spec.components:
             continue
-        conn = engine.ssh_connection(site.inventory, spec)
+        conn = ssh_connection(site.inventory, spec)
         try:
             for key in keys:
                 user = RABBIT_USERS[key]

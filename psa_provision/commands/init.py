@@ -14,10 +14,10 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import secrets as secrets_mod
-from .errors import InputError
-from .inventory import load_inventory
-from .packaged import PHASES_DIR, SANDBOX_INVENTORY
+from psa_provision import secrets as secrets_mod
+from psa_provision.errors import InputError
+from psa_provision.inventory import load_inventory
+from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 
 PHASES_SUBDIR = "phases"
 

@@ -40,7 +40,7 @@ class Change:
     component: str
     summary: str
     # needs the phase's other containers up and configured (PM2 apps connect to the stores as they
-    # start): `up` applies such changes after every container's other changes, see phase_up
+    # start): `up` applies such changes after every container's other changes, see waves
     needs_peers: bool = False
 
     @property

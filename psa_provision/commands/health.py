@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from psa_provision.errors import ProvisionError
@@ -240,12 +241,12 @@ def run(inventory: Any, phase: Any, *, redis_password: str | None = None, proxmo
         connect: Callable[[Any], Runner] | None = None) -> HealthReport:
     """Health of every container of the phase; what is not given is opened from the inventory.
 
-    `connect(spec)` gives an SSH connection to one container (default: engine.ssh_connection, the
+    `connect(spec)` gives an SSH connection to one container (default: site.ssh_connection, the
     provisioning SSH with its pinned host keys); `redis_password` defaults to the secrets file's.
     """
     from psa_provision import proxmox as proxmox_api
-    from psa_provision.engine import ssh_connection
     from psa_provision.secrets import load_secrets
+    from psa_provision.site import ssh_connection
 
     if redis_password is None:
         redis_password = load_secrets(inventory.secrets_file).get("redis.password").value
@@ -275,3 +276,11 @@ def _container(spec: Any, phase: Any, api: Any, connect: Callable[[Any], Runner]
         return ContainerHealth(spec.hostname, spec.vmid, None, [
             HealthLine(spec.hostname, "container", False, f"Proxmox status failed: {exc}")])
     return check_container(spec, phase, usage, connect(spec), redis_password)
+
+
+def run_phase(inventory_path: Path, phase: str) -> HealthReport:
+    """`health PHASE`: the site loaded from the inventory file, then run()."""
+    from psa_provision.site import load_site
+
+    site = load_site(inventory_path, phase)
+    return run(site.inventory, site.phase)

@@ -14,15 +14,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from . import firewall, privileges
-from .access import Access, datacenter_firewall
-from .engine import _container_state, _resource, privilege_target
-from .errors import ProvisionError
-from .inventory import Inventory, load_inventory
-from .phases import SUBNETS, Phase, check_all, load_phase
-from .proxmox import ProxmoxClient, connect
-from .secrets import Secrets
-from .ssh import reachable
+from psa_provision import firewall, privileges
+from psa_provision.access import Access, datacenter_firewall
+from psa_provision.errors import ProvisionError
+from psa_provision.inventory import Inventory, load_inventory
+from psa_provision.phases import SUBNETS, Phase, check_all, load_phase
+from psa_provision.preflight import container_state, find_resource, privilege_target
+from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.secrets import Secrets
+from psa_provision.ssh import reachable
 
 Status = Literal["ok", "warn", "fail"]
 CONTENT = {"rootdir": "container disks", "vztmpl": "container templates"}
@@ -100,7 +100,7 @@ def api_checks(px: ProxmoxClient, inv: Inventory, phase: Phase) -> list[Check]:
     resources = px.cluster_resources()
     nodes = sorted({c.node for c in phase.containers})
     for node in nodes:
-        entry = _resource(resources, "node", node=node)
+        entry = find_resource(resources, "node", node=node)
         online = entry is not None and entry.get("status") == "online"
         out.append(Check(f"node {node}", "ok" if online else "fail",
                          "online" if online else "not online (or not in the cluster)"))
@@ -113,7 +113,7 @@ def api_checks(px: ProxmoxClient, inv: Inventory, phase: Phase) -> list[Check]:
 
 def privilege_checks(px: ProxmoxClient, inv: Inventory, phase: Phase) -> list[Check]:
     """Each privilege the role grants that the token lacks on a path the phase uses, then the firewall."""
-    from .engine import Site  # a Site only to reuse privilege_target
+    from psa_provision.site import Site  # a Site only to reuse privilege_target
 
     access = Access(px)
     site = Site(inv, inv.path or Path(), phase, Secrets({}))
@@ -149,7 +149,7 @@ def storage_checks(px: ProxmoxClient, inv: Inventory, phase: Phase, node: str,
     wanted.setdefault(inv.storage.templates, set()).add("vztmpl")
     out = []
     for sid, content in sorted(wanted.items()):
-        entry = _resource(resources, "storage", node=node, storage=sid)
+        entry = find_resource(resources, "storage", node=node, storage=sid)
         name = f"storage {sid} on {node}"
         if entry is None:
             out.append(Check(name, "fail", privileges.not_visible("storage", sid, node)))
@@ -193,7 +193,7 @@ def vmid_checks(px: ProxmoxClient, phase: Phase, resources: list[dict[str, Any]]
     for spec in phase.containers:
         name = f"vmid {spec.vmid}"
         try:
-            state = _container_state(px, spec, resources)
+            state = container_state(px, spec, resources)
         except ProvisionError as exc:
             out.append(Check(name, "fail", exc.message))
             continue

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from psa_provision import firewall
 from psa_provision.journal import migration_grants, write_migration_grants
-from psa_provision.migration_record import migration_finished
+from psa_provision.migration.record import migration_finished
 from psa_provision.phases import ContainerSpec, Phase, around
 from psa_provision.proxmox import ProxmoxClient
 

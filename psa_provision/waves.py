@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from psa_provision import firewall
+from psa_provision.changes import Change
 from psa_provision.errors import ProvisionError
 from psa_provision.phases import ContainerSpec, Phase
-from psa_provision.plan import Change
 from psa_provision.proxmox import ProxmoxClient
 
 WORKERS = 3  # containers configured at once (each apt-get/dpkg run is CPU and disk bound)
 
 
 class HasSpec(Protocol):
-    """A container state (engine.ContainerState): its phase spec."""
+    """A container state (preflight.ContainerState): its phase spec."""
 
     spec: ContainerSpec
 

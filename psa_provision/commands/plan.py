@@ -1,0 +1,65 @@
+"""`plan`: what `up` would change, Proxmox and guests; no writes anywhere."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from psa_provision import facts as facts_mod
+from psa_provision import waves
+from psa_provision.changes import Plan
+from psa_provision.cost import Cost
+from psa_provision.facts_ahead import FactsAhead, gather_facts
+from psa_provision.migration.steps import refuse_moved_away
+from psa_provision.output import Output
+from psa_provision.phases import around
+from psa_provision.planner import container_changes, guest_plan
+from psa_provision.preflight import preflight
+from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.refusals import unbuilt_clusters
+from psa_provision.site import Site, connections, load_site
+
+__all__ = ["Cost", "earlier_containers", "load", "plan"]
+
+
+def load(inventory: Path, phase: str) -> Site:
+    """The site to plan, refused when the phase's data has moved on to a later phase."""
+    site = load_site(inventory, phase)
+    refuse_moved_away(site, "plan")
+    return site
+
+
+def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = None) -> Plan:
+    """What `up` would do, Proxmox and guests; no writes anywhere (`cost` gets what it cost)."""
+    started = time.monotonic()
+    full = Plan()
+    clusters = unbuilt_clusters(site.phase)
+    if clusters:
+        out.note(f"warning: {site.phase.name}'s clusters ({', '.join(clusters)}) are not configured by this "
+                 "version: this plan builds each member as a standalone store, and "
+                 f"`up {site.phase.name}` refuses to")
+    with connections(site) as conns, FactsAhead(site, conns, health=False) as ahead:
+        ahead.start_known()
+        px = connect(site.inventory)
+        states = preflight(px, site, download=False, note=out.note, seen=ahead.start, force=force)
+        for text in earlier_containers(px, site):
+            out.note(text)
+        for state in states:
+            full.add(container_changes(site, state, force=force))
+            full.add(waves.firewall_changes(px, site.phase, state.spec, state.config))
+            facts = facts_mod.fresh()
+            if state.running:
+                early = ahead.take(state.spec.hostname, usable=True)
+                facts = early[0] if early else gather_facts(conns[state.spec.hostname], state.spec)
+            elif state.config is not None:
+                out.note(f"{state.spec.hostname} is stopped: planning as for a fresh guest")
+            full.add(guest_plan(site, state.spec, facts).changes)
+    if cost is not None:
+        cost.measure(started, px)
+    return full
+
+
+def earlier_containers(px: ProxmoxClient, site: Site) -> list[str]:
+    """Notes on containers of earlier phases that this phase leaves running (they hold the data)."""
+    earlier, _ = around(site.phase.name, site.inventory.phases_dir)
+    return waves.others_holding_data(px, site.phase, earlier)
