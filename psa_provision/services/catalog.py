@@ -10,12 +10,25 @@ import re
 from collections.abc import Iterable
 
 from ..changes import MASK
-from . import (app, base, elasticsearch, etcd, haproxy, keepalived, nodejs, patroni, postgresql, rabbitmq,
-               redis, scripts)
+from . import (
+    app,
+    base,
+    elasticsearch,
+    etcd,
+    haproxy,
+    keepalived,
+    nodejs,
+    patroni,
+    postgresql,
+    rabbitmq,
+    redis,
+    scripts,
+)
 
 FILES: dict[str, tuple[str, ...]] = {
     s.COMPONENT: s.FILES
-    for s in (base, etcd, postgresql, redis, rabbitmq, elasticsearch, nodejs, app, scripts, haproxy, keepalived)
+    for s in (base, etcd, postgresql, redis, rabbitmq, elasticsearch, nodejs, app, scripts, haproxy,
+              keepalived)
 }
 DIRS: dict[str, tuple[str, ...]] = {app.COMPONENT: app.DIRS, elasticsearch.COMPONENT: elasticsearch.DIRS}
 SERVICES: dict[str, tuple[str, ...]] = {

@@ -117,3 +117,10 @@ def remote_command(ssh_config: Path | None, alias: str, command: str) -> list[st
     if ssh_config is None:
         return ["sh", "-c", command]
     return ["ssh", "-F", str(ssh_config), alias, command]
+
+
+def assert_running_and_enabled(host: Any, unit: str) -> None:
+    """The systemd unit runs now and starts at boot (testinfra's `host.service`)."""
+    service = host.service(unit)
+    assert service.is_running, f"{unit} is not running"
+    assert service.is_enabled, f"{unit} is not enabled at boot"

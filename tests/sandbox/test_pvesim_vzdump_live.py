@@ -128,8 +128,9 @@ def test_truncated_archive_fails_the_restore(proxmox: ProxmoxAPI, wait_task: Tas
     status = wait_task("pve1", upid)
     # pve-container runs tar inside the container's user mapping for an unprivileged CT
     # (Create.pm restore_archive: @$userns_cmd, 'tar', 'xpf', '-', ...), so the failed command names it.
+    userns = "lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 --"
     assert status["exitstatus"].startswith(
-        f"unable to restore CT {BROKEN} - command 'lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- tar xpf - "), status
+        f"unable to restore CT {BROKEN} - command '{userns} tar xpf - "), status
     assert status["exitstatus"].endswith("failed: exit code 2")
     assert BROKEN not in [r["vmid"] for r in proxmox.cluster.resources.get(type="vm")]
     assert not StateDir().volume(BROKEN).exists()

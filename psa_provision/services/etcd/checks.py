@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from psa_provision.suites.checks import output
+from psa_provision.suites.checks import assert_running_and_enabled, output
 
 from .health import HEALTH, MEMBERS, parse_health, parse_members, problems
 
@@ -19,9 +19,7 @@ def test_etcd_installed(host: Any) -> None:
 
 @pytest.mark.component("etcd")
 def test_etcd_running_and_enabled(host: Any) -> None:
-    unit = host.service("etcd")
-    assert unit.is_running, "etcd is not running"
-    assert unit.is_enabled, "etcd is not enabled at boot"
+    assert_running_and_enabled(host, "etcd")
 
 
 @pytest.mark.component("etcd")

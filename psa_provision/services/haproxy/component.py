@@ -4,8 +4,8 @@ keeps established connections)."""
 
 from __future__ import annotations
 
-from ...facts import GuestFacts
 from ...changes import Change
+from ...facts import GuestFacts
 from ..common import install, put_file, restart_needed, service
 from ..context import HostContext
 from . import COMPONENT, CONF, PACKAGES, UNIT

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...changes import Secret
 from ...errors import InputError
 from ...phases import ContainerSpec, Phase
-from ...changes import Secret
 from ...render import render
 from . import AUTH_PASS_LENGTH, CONF, INTERFACE, SECRET, TEMPLATES, VIP, VIRTUAL_ROUTER_ID
 

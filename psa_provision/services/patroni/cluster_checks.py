@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from psa_provision.suites.checks import output
+from psa_provision.suites.checks import assert_running_and_enabled, output
 
 from . import REST_PORT, START_CONF, STOCK_UNIT, UNIT
 from .health import ENDPOINTS, LIST, parse_list, problems
@@ -20,9 +20,7 @@ STREAMING = ("runuser -u postgres -- psql -XAt -c \"SELECT count(*) FILTER (WHER
 @pytest.mark.component("postgresql")
 def test_patroni_running_and_enabled(host: Any) -> None:
     assert host.package("patroni").is_installed, "package patroni is not installed"
-    unit = host.service(UNIT)
-    assert unit.is_running, f"{UNIT} is not running"
-    assert unit.is_enabled, f"{UNIT} is not enabled at boot"
+    assert_running_and_enabled(host, UNIT)
 
 
 @pytest.mark.component("postgresql")

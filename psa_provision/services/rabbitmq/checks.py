@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from psa_provision.suites.checks import output, rabbit_tags
+from psa_provision.suites.checks import assert_running_and_enabled, output, rabbit_tags
 
 
 def rabbit_users(host: Any) -> dict[str, list[str]]:
@@ -18,9 +18,7 @@ def rabbit_users(host: Any) -> dict[str, list[str]]:
 
 @pytest.mark.component("rabbitmq")
 def test_rabbitmq_running_and_enabled(host: Any) -> None:
-    service = host.service("rabbitmq-server")
-    assert service.is_running, "rabbitmq-server is not running"
-    assert service.is_enabled, "rabbitmq-server is not enabled at boot"
+    assert_running_and_enabled(host, "rabbitmq-server")
 
 
 @pytest.mark.component("rabbitmq")

@@ -7,16 +7,14 @@ from typing import Any
 
 import pytest
 
-from psa_provision.suites.checks import listening_ports, loopback_only, size_bytes
+from psa_provision.suites.checks import assert_running_and_enabled, listening_ports, loopback_only, size_bytes
 
 REDIS_AUTH = 'REDISCLI_AUTH="$(cat)" redis-cli -h 127.0.0.1 --no-auth-warning'
 MB = 1024**2
 
 @pytest.mark.component("redis")
 def test_redis_running_and_enabled(host: Any) -> None:
-    service = host.service("redis-server")
-    assert service.is_running, "redis-server is not running"
-    assert service.is_enabled, "redis-server is not enabled at boot"
+    assert_running_and_enabled(host, "redis-server")
 
 
 @pytest.mark.component("redis")

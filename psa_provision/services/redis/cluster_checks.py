@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from psa_provision.suites.checks import assert_running_and_enabled
+
 from . import MASTER_NAME, MIN_REPLICAS_TO_WRITE, SENTINEL_PORT
 
 AUTH = 'REDISCLI_AUTH="$(cat)" redis-cli --no-auth-warning'
@@ -21,9 +23,7 @@ def info(text: str) -> dict[str, str]:
 
 @pytest.mark.component("redis")
 def test_sentinel_running_and_enabled(host: Any) -> None:
-    service = host.service("redis-sentinel")
-    assert service.is_running, "redis-sentinel is not running"
-    assert service.is_enabled, "redis-sentinel is not enabled at boot"
+    assert_running_and_enabled(host, "redis-sentinel")
 
 
 @pytest.mark.component("redis")
