@@ -15,6 +15,7 @@ from psa_provision.errors import ProxmoxError
 from psa_provision.inventory import Inventory
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.proxmox import ProxmoxClient
+from psa_provision.reads import side_by_side
 from psa_provision.site import Site, is_ours
 
 
@@ -52,11 +53,10 @@ def preflight(px: ProxmoxClient, site: Site, *, download: bool, note: Callable[[
         _check_node_resources(px, site, node, resources)
     for text in warnings:
         note(f"warning: {text}")
-    states = []
-    for spec in phase.containers:
-        states.append(container_state(px, spec, resources))
-        if seen is not None:
-            seen(states[-1])
+    states = container_states(px, phase.containers, resources)
+    if seen is not None:
+        for state in states:
+            seen(state)
     creating = [s.spec for s in states if s.config is None]
     require(access, required_privileges(site, command, creating=creating), note)
     if force:
@@ -133,6 +133,15 @@ def _capacity(node_entry: dict[str, Any], phase: Phase, node: str) -> list[str]:
     if cpus and want_cores > cpus:
         out.append(f"node {node}: a container wants {want_cores} cores, the node has {cpus}")
     return out
+
+
+def container_states(px: ProxmoxClient, specs: Sequence[ContainerSpec],
+                     resources: list[dict[str, Any]] | None = None) -> list[ContainerState]:
+    """Each container as Proxmox has it: one /cluster/resources (read now unless given) says which exist,
+    where and whether they run; their configs are read side by side (reads.py). The first refusal in
+    the specs' order is raised."""
+    guests = px.cluster_resources() if resources is None else resources
+    return side_by_side(lambda spec: container_state(px, spec, guests), specs)
 
 
 def container_state(px: ProxmoxClient, spec: ContainerSpec,

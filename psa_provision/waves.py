@@ -19,6 +19,7 @@ from psa_provision.changes import Change
 from psa_provision.errors import ProvisionError
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.proxmox import ProxmoxClient
+from psa_provision.reads import FirewallNow
 
 WORKERS = 3  # containers configured at once (each apt-get/dpkg run is CPU and disk bound)
 
@@ -105,26 +106,32 @@ def run_all(states: Sequence[S], work: Callable[[S], Finish], *, note: Callable[
     return [failures[s.spec.vmid] for s in states if s.spec.vmid in failures]
 
 
-def firewall_changes(px: ProxmoxClient, phase: Phase, spec: ContainerSpec,
-                     config: dict[str, Any] | None) -> list[Change]:
-    """The firewall plan of one container from Proxmox's current state (nothing read for phase 0)."""
+def firewall_changes(px: ProxmoxClient, phase: Phase, spec: ContainerSpec, config: dict[str, Any] | None,
+                     now: FirewallNow | None = None) -> list[Change]:
+    """The firewall plan of one container from Proxmox's current state (nothing read for phase 0): `now`
+    (read for every container at once, reads.firewall_now), else read here. The datacenter's options
+    are read again when `now` saw its firewall off: the first container's plan may switch it on."""
     if not firewall.enabled(phase):
         return []
-    cluster = px.datacenter_firewall_options()
+    on = now is not None and str(now.cluster.get("enable", "0")) == "1"
+    cluster = now.cluster if now is not None and on else px.datacenter_firewall_options()
     if config is None:  # not created yet: everything is to do
         return firewall.plan(phase, spec, config={}, options={}, current_rules=[], cluster=cluster)
-    return firewall.plan(phase, spec, config=config, options=px.firewall_options(spec.node, spec.vmid),
-                         current_rules=px.firewall_rules(spec.node, spec.vmid), cluster=cluster)
+    if now is None:
+        now = FirewallNow(px.firewall_options(spec.node, spec.vmid), px.firewall_rules(spec.node, spec.vmid),
+                          cluster)
+    return firewall.plan(phase, spec, config=config, options=now.options, current_rules=now.rules,
+                         cluster=cluster)
 
 
 def others_holding_data(px: ProxmoxClient, phase: Phase, earlier: Sequence[Phase]) -> list[str]:
     """Notes for containers of earlier phases that still exist and this phase leaves alone."""
     mine = {c.vmid for c in phase.containers}
+    candidates = [(old, spec) for old in earlier for spec in old.containers if spec.vmid not in mine]
+    there = {int(g.get("vmid", -1)) for g in px.cluster_guests()} if candidates else set()  # one read
     out = []
-    for old in earlier:
-        for spec in old.containers:
-            if spec.vmid in mine or px.find_vmid(spec.vmid) is None:
-                continue
+    for old, spec in candidates:
+        if spec.vmid in there:
             out.append(f"container {spec.vmid} ({spec.hostname}, {old.name}) is not touched by this phase: "
                        f"it still holds the data until `psa-provision migrate {phase.name}` moves it")
     return out

@@ -16,6 +16,7 @@ from psa_provision.phases import around
 from psa_provision.planner import container_changes, guest_plan
 from psa_provision.preflight import preflight
 from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.reads import firewall_now
 from psa_provision.refusals import unbuilt_clusters
 from psa_provision.site import Site, connections, load_site
 
@@ -44,9 +45,11 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
         states = preflight(px, site, download=False, note=out.note, seen=ahead.start, force=force)
         for text in earlier_containers(px, site):
             out.note(text)
+        walls = firewall_now(px, site.phase, [s.spec for s in states if s.config is not None])
         for state in states:
             full.add(container_changes(site, state, force=force))
-            full.add(waves.firewall_changes(px, site.phase, state.spec, state.config))
+            wall = walls.get(state.spec.vmid)
+            full.add(waves.firewall_changes(px, site.phase, state.spec, state.config, wall))
             facts = facts_mod.fresh()
             if state.running:
                 early = ahead.take(state.spec.hostname, usable=True)
