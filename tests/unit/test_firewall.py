@@ -382,3 +382,28 @@ def test_phase3_load_balancer_pair_rules() -> None:
     tickets = next(c for c in ph.containers if "tickets" in c.services)
     callers = {src for port, src in rule_rows(ph, tickets.vmid) if port == 3030}
     assert {lb1.ip, lb2.ip} <= callers  # health checks and forwarded requests from both balancers
+
+
+def test_phase3_patroni_and_etcd_reach_what_they_need() -> None:
+    """Patroni members replicate and ask each other's /leader; the load balancers reach the server and
+    its REST checks; etcd admits its peers and the Patroni members; the apps reach 5000/5001 on the LBs."""
+    ph = phase("phase3")
+    pg = [c for c in ph.with_component("postgresql")]
+    lbs = sorted(c.ip for c in ph.with_component("haproxy"))
+    etcd = ph.with_component("etcd")
+    apps = sorted(c.ip for c in ph.containers if "app" in c.components)
+    for member in pg:
+        rows = rule_rows(ph, member.vmid)
+        others = sorted(c.ip for c in pg if c.vmid != member.vmid)
+        for port in (5432, 8008):
+            assert sorted(src for p, src in rows if p == port) == sorted({*others, *lbs}
+                                                                         | ({*apps} if port == 5432 else set()))
+    for member in etcd:
+        rows = rule_rows(ph, member.vmid)
+        assert sorted(src for p, src in rows if p == 2380) == sorted(c.ip for c in etcd if c.vmid != member.vmid)
+        assert {c.ip for c in pg} <= {src for p, src in rows if p == 2379}
+    for lb in ph.with_component("haproxy"):
+        rows = rule_rows(ph, lb.vmid)
+        assert sorted(src for p, src in rows if p == 5000) == apps
+        assert sorted(src for p, src in rows if p == 5001) == apps
+    assert not any(p in (2379, 2380, 8008) for p, _ in rule_rows(phase("phase2"), 100))  # phase 2: none
