@@ -23,6 +23,7 @@ from psa_provision.changes import Change
 from psa_provision.errors import ProvisionError
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.proxmox import ProxmoxClient
+from psa_provision.services.container import ha as container_ha
 
 WORKERS = 3  # containers configured at once (each apt-get/dpkg run is CPU and disk bound)
 
@@ -134,6 +135,17 @@ def firewall_changes(px: ProxmoxClient, phase: Phase, spec: ContainerSpec,
         return firewall.plan(phase, spec, config={}, options={}, current_rules=[], cluster=cluster)
     return firewall.plan(phase, spec, config=config, options=px.firewall_options(spec.node, spec.vmid),
                          current_rules=px.firewall_rules(spec.node, spec.vmid), cluster=cluster)
+
+
+def ha_changes(px: ProxmoxClient, phase: Phase) -> list[Change]:
+    """Proxmox HA of a `high_availability` phase from the cluster's current lists: one GET of the
+    resources and one of the rules (PVE 9) or groups (PVE 8); nothing read for other phases."""
+    if not phase.high_availability:
+        return []
+    major = px.pve_major()
+    rules = px.ha_rules() if major >= container_ha.RULES_SINCE else None
+    groups = px.ha_groups() if major < container_ha.RULES_SINCE else None
+    return container_ha.plan(phase, major, px.ha_resources(), rules, groups)
 
 
 def others_holding_data(px: ProxmoxClient, phase: Phase, earlier: Sequence[Phase]) -> list[str]:
