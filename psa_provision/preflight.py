@@ -6,6 +6,7 @@ Nothing is written before every check has passed; returns each container's state
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,9 @@ from psa_provision.proxmox import ProxmoxClient
 from psa_provision.site import Site, is_ours
 
 
+READERS = 8  # Proxmox reads at once (the API answers each in a few ms; the wait is the round trip)
+
+
 @dataclass
 class ContainerState:
     """One phase container as Proxmox has it (config None: not there yet)."""
@@ -26,6 +30,8 @@ class ContainerState:
     config: dict[str, Any] | None
     running: bool = False
     pending: frozenset[str] = frozenset()  # keys whose new value waits for the next start
+    # (options, rules) of its firewall, read with its config (None: not read)
+    firewall: tuple[dict[str, Any], list[dict[str, Any]]] | None = None
 
 
 def preflight(px: ProxmoxClient, site: Site, *, download: bool, note: Callable[[str], None],
@@ -53,10 +59,16 @@ def preflight(px: ProxmoxClient, site: Site, *, download: bool, note: Callable[[
     for text in warnings:
         note(f"warning: {text}")
     states = []
-    for spec in phase.containers:
-        states.append(container_state(px, spec, resources))
-        if seen is not None:
-            seen(states[-1])
+    # each container's config and firewall in parallel: a converged run's wall time then does not grow
+    # with the container count (Proxmox has no cluster-wide read of configs or guest firewalls)
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        read = pool.map(lambda spec: container_state(px, spec, resources, moved_ok=phase.high_availability,
+                                                     with_firewall=firewall.enabled(phase)),
+                        phase.containers)
+        for state in read:
+            states.append(state)
+            if seen is not None:
+                seen(state)
     creating = [s.spec for s in states if s.config is None]
     require(access, required_privileges(site, command, creating=creating), note)
     if force:
@@ -135,14 +147,18 @@ def _capacity(node_entry: dict[str, Any], phase: Phase, node: str) -> list[str]:
     return out
 
 
-def container_state(px: ProxmoxClient, spec: ContainerSpec,
-                     resources: list[dict[str, Any]] | None = None) -> ContainerState:
-    """The container as Proxmox has it, from /cluster/resources (read now unless given) + its config."""
+def container_state(px: ProxmoxClient, spec: ContainerSpec, resources: list[dict[str, Any]] | None = None,
+                    *, moved_ok: bool = False, with_firewall: bool = False) -> ContainerState:
+    """The container as Proxmox has it, from /cluster/resources (read now unless given) + its config
+    (and with `with_firewall` its firewall options and rules). `moved_ok`: a container the HA manager
+    moved to another node is used where it is (its spec's node becomes that node)."""
     guests = px.cluster_resources() if resources is None else resources
     guest = find_resource(guests, "lxc", "qemu", vmid=spec.vmid)
     if guest is None:
         return ContainerState(spec, None)
     where = str(guest.get("node"))
+    if where != spec.node and moved_ok and guest.get("type") == "lxc":
+        spec = spec.model_copy(update={"node": where})
     if where != spec.node:
         raise ProxmoxError(f"vmid {spec.vmid} already exists on node {where}, "
                            f"the phase puts it on {spec.node}",
@@ -156,7 +172,9 @@ def container_state(px: ProxmoxClient, spec: ContainerSpec,
                            f"not {spec.hostname}; psa-provision will not touch it",
                            hint="free the vmid or choose another one in the phase file")
     running = guest.get("status") == "running"
-    return ContainerState(spec, config, running, frozenset(pending) if running else frozenset())
+    fw = ((px.firewall_options(spec.node, spec.vmid), px.firewall_rules(spec.node, spec.vmid))
+          if with_firewall else None)
+    return ContainerState(spec, config, running, frozenset(pending) if running else frozenset(), fw)
 
 
 def _ensure_template(px: ProxmoxClient, inv: Inventory, node: str, *, download: bool,

@@ -125,16 +125,18 @@ def run_all(states: Sequence[S], work: Callable[[S], Finish], *, note: Callable[
     return [failures[s.spec.vmid] for s in states if s.spec.vmid in failures]
 
 
-def firewall_changes(px: ProxmoxClient, phase: Phase, spec: ContainerSpec,
-                     config: dict[str, Any] | None) -> list[Change]:
-    """The firewall plan of one container from Proxmox's current state (nothing read for phase 0)."""
+def firewall_changes(px: ProxmoxClient, phase: Phase, spec: ContainerSpec, config: dict[str, Any] | None,
+                     known: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> list[Change]:
+    """The firewall plan of one container from Proxmox's current state (nothing read for phase 0);
+    `known`: its (options, rules) as preflight read them, for a container nothing changed since."""
     if not firewall.enabled(phase):
         return []
-    cluster = px.datacenter_firewall_options()
+    cluster = px.datacenter_firewall_options(cached=True)
     if config is None:  # not created yet: everything is to do
         return firewall.plan(phase, spec, config={}, options={}, current_rules=[], cluster=cluster)
-    return firewall.plan(phase, spec, config=config, options=px.firewall_options(spec.node, spec.vmid),
-                         current_rules=px.firewall_rules(spec.node, spec.vmid), cluster=cluster)
+    options, rules = known if known is not None else (px.firewall_options(spec.node, spec.vmid),
+                                                      px.firewall_rules(spec.node, spec.vmid))
+    return firewall.plan(phase, spec, config=config, options=options, current_rules=rules, cluster=cluster)
 
 
 def ha_changes(px: ProxmoxClient, phase: Phase) -> list[Change]:

@@ -46,7 +46,7 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
             out.note(text)
         for state in states:
             full.add(container_changes(site, state, force=force))
-            full.add(waves.firewall_changes(px, site.phase, state.spec, state.config))
+            full.add(waves.firewall_changes(px, site.phase, state.spec, state.config, state.firewall))
             facts = facts_mod.fresh()
             if state.running:
                 early = ahead.take(state.spec.hostname, usable=True)
@@ -54,6 +54,7 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
             elif state.config is not None:
                 out.note(f"{state.spec.hostname} is stopped: planning as for a fresh guest")
             full.add(guest_plan(site, state.spec, facts).changes)
+        full.add(waves.ha_changes(px, site.phase))
     if cost is not None:
         cost.measure(started, px)
     return full

@@ -78,6 +78,8 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
         handover.before_up(px, site.inventory_path, site.inventory.phases_dir, site.phase, out.note)
         with out.steps() as progress:
             failures = _up_all(site, px, states, conns, ahead, progress, journal, result, force=force)
+            if not failures:  # HA resources name containers that exist, running (a high_availability phase)
+                _apply(Plan(waves.ha_changes(px, site.phase)), conns, px, journal, progress, result)
         result.summary.failed += len(failures)
         cost = result.cost
         cost.measure(started, px)
@@ -150,7 +152,7 @@ def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: d
         with WATCH.timed("proxmox"):
             wait_running(px, spec, progress)
     config = px.container_config(spec.node, spec.vmid) if cplan.actions else state.config
-    fw = waves.firewall_changes(px, site.phase, spec, config)
+    fw = waves.firewall_changes(px, site.phase, spec, config, None if cplan.actions else state.firewall)
     _apply(Plan(fw), conns, px, journal, progress, result)
     conn = conns[spec.hostname]
     if early is not None:

@@ -40,6 +40,9 @@ class ProxmoxClient:
     are routes.py's. `request` is the one HTTP call underneath (tests and diagnostics use it too).
     """
 
+    _version: dict[str, Any] | None = None  # GET /version, read at connect
+    _datacenter_firewall: dict[str, Any] | None = None  # datacenter_firewall_options(cached=True)
+
     def __init__(self, api: Any, settings: ApiSettings, counter: CallCounter,
                  notify: Notify | None = None) -> None:
         self._api = api
@@ -130,6 +133,8 @@ class ProxmoxClient:
 
     def perform(self, write: Write, *, track: TaskTrack | None = None, timeout: float | None = None) -> Any:
         """The write; a task it starts is told to `track`, waited for, and its final status returned."""
+        if write.action == "datacenter-firewall-options":
+            self._datacenter_firewall = None
         data = self.send(write)
         if not (isinstance(data, str) and data.startswith("UPID:")):
             return data
@@ -156,9 +161,7 @@ class ProxmoxClient:
 
     def pve_major(self) -> int:
         """The major Proxmox VE version (`9.0.3` -> 9), from the /version read at connect (0: unknown)."""
-        info = getattr(self, "_version", None)
-        if info is None:
-            info = self.version()
+        info = self._version if self._version is not None else self.version()
         text = str(info.get("release") or info.get("version") or "")
         head = text.split(".", 1)[0]
         return int(head) if head.isdigit() else 0
@@ -275,8 +278,13 @@ class ProxmoxClient:
     def firewall_options(self, node: str, vmid: int) -> dict[str, Any]:
         return dict(self.request("GET", f"/nodes/{node}/lxc/{vmid}/firewall/options") or {})
 
-    def datacenter_firewall_options(self) -> dict[str, Any]:
-        return dict(self.request("GET", "/cluster/firewall/options") or {})
+    def datacenter_firewall_options(self, *, cached: bool = False) -> dict[str, Any]:
+        """The datacenter firewall options; `cached`: as this client last read them (every container's
+        firewall plan asks; this client's own write of them forgets the copy)."""
+        if cached and self._datacenter_firewall is not None:
+            return dict(self._datacenter_firewall)
+        self._datacenter_firewall = dict(self.request("GET", "/cluster/firewall/options") or {})
+        return dict(self._datacenter_firewall)
 
     def tasks(self, node: str, **filters: Any) -> list[dict[str, Any]]:
         """The node's tasks (`vmid`, `typefilter`, `source`: active|all, `since`, `limit`)."""
