@@ -121,8 +121,8 @@ def patroni_rules(phase: Phase, spec: ContainerSpec) -> list[Rule]:
     out: list[Rule] = []
     balancers = sorted(c.ip for c in phase.with_component("haproxy") if c.vmid != spec.vmid)
     if spec in patroni:
-        out += [Rule(port, ip, f"postgresql via the load balancer{' (patroni check)' if port == 8008 else ''}")
-                for port in (5432, 8008) for ip in balancers]
+        what = {5432: "postgresql via the load balancer", 8008: "patroni check of the load balancer"}
+        out += [Rule(port, ip, what[port]) for port in (5432, 8008) for ip in balancers]
     if "etcd" in spec.components:
         out += [Rule(2379, c.ip, "etcd client (patroni)") for c in patroni if c.vmid != spec.vmid]
     if "haproxy" in spec.components:

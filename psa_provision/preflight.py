@@ -18,7 +18,6 @@ from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.proxmox import ProxmoxClient
 from psa_provision.site import Site, is_ours
 
-
 READERS = 8  # Proxmox reads at once (the API answers each in a few ms; the wait is the round trip)
 
 

@@ -83,7 +83,7 @@ def test_pve8_uses_a_preferring_group_per_node_and_no_rules() -> None:
                       "psa-pve3": "pve3:2,pve1:1,pve2:1"}
     assert not any(c.action.startswith("ha-rule") for c in calls(changes))
     created = {c.params["sid"]: c.params["group"] for c in calls(changes) if c.action == "ha-resource-create"}
-    assert created["ct:100"] == "psa-pve1" and created["ct:101"] == "psa-pve2" and created["ct:240"] == "psa-pve3"
+    assert (created["ct:100"], created["ct:101"], created["ct:240"]) == ("psa-pve1", "psa-pve2", "psa-pve3")
     groups_now = [{"group": g, "nodes": n, "restricted": 0, "nofailback": 0} for g, n in groups.items()]
     again = ha.plan(P3, 8, listed(changes, "ha-resource-create", "sid"), None, groups_now)
     assert calls(again) == []

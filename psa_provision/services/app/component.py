@@ -19,8 +19,8 @@ from ...phases import APP_SERVICES, ContainerSpec, Phase
 from ...render import render
 from ..common import changed, command, content_changed, put_file
 from ..context import HostContext
-from ..nodejs.component import npm_env
 from ..haproxy.config import front_address
+from ..nodejs.component import npm_env
 from ..patroni.haproxy import client_endpoint
 from ..postgresql import PORT as POSTGRES_PORT
 from ..rabbitmq import cluster as rabbit_cluster

@@ -101,8 +101,9 @@ def _rules(phase: Phase, rules: list[dict[str, Any]]) -> list[Change]:
             out.append(ApiCall(HOST, COMPONENT, what, action="ha-rule-create",
                                params={"rule": rid, **want, "comment": COMMENT}, effect="create"))
             continue
+        enabled = str(current.get("disable", 0)) in ("0", "")
         right = (current.get("type") == want["type"] and current.get("affinity") == "negative"
-                 and _same_list(current.get("resources"), sids) and str(current.get("disable", 0)) in ("0", ""))
+                 and _same_list(current.get("resources"), sids) and enabled)
         if right:
             out.append(Noop(HOST, COMPONENT, f"HA rule {rid} in place"))
             continue
