@@ -34,7 +34,7 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
     """What `up` would do, Proxmox and guests; no writes anywhere (`cost` gets what it cost)."""
     started = time.monotonic()
     full = Plan()
-    clusters = unbuilt_clusters(site.phase)
+    clusters = unbuilt_clusters(site.phase, "plan")
     if clusters:
         out.note(f"warning: {site.phase.name}'s clusters ({', '.join(clusters)}) are not configured by this "
                  "version: this plan builds each member as a standalone store, and "
@@ -57,6 +57,7 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
             elif state.config is not None:
                 out.note(f"{state.spec.hostname} is stopped: planning as for a fresh guest")
             full.add(guest_plan(site, state.spec, facts).changes)
+        full.add(waves.ha_changes(px, site.phase))
     if cost is not None:
         cost.measure(started, px)
     return full

@@ -28,6 +28,7 @@ from psa_provision.reads import FirewallNow, firewall_now
 from psa_provision.refusals import refuse_clusters
 from psa_provision.seams import kill_point
 from psa_provision.services.app import APP_HOME, APP_USER
+from psa_provision.services.haproxy.config import front_address
 from psa_provision.site import Site, connections, forget_host_key, load_site
 from psa_provision.ssh import Connection, wait_for_ssh
 from psa_provision.timing import WATCH, StepTimer
@@ -79,6 +80,8 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
         walls = firewall_now(px, site.phase, [s.spec for s in states if s.config is not None])
         with out.steps() as progress:
             failures = _up_all(site, px, states, walls, conns, ahead, progress, journal, result, force=force)
+            if not failures:  # HA resources name containers that exist, running (a high_availability phase)
+                _apply(Plan(waves.ha_changes(px, site.phase)), conns, px, journal, progress, result)
         result.summary.failed += len(failures)
         cost = result.cost
         cost.measure(started, px)
@@ -195,7 +198,10 @@ def endpoints(site: Site) -> list[tuple[str, str]]:
     rows = []
     for spec in site.phase.containers:
         rows.append((f"container {spec.vmid} {spec.hostname}", f"ssh {site.inventory.ssh.user}@{spec.ip}"))
+    front = front_address(site.phase)
     for name, svc in sorted(site.phase.services.items(), key=lambda kv: kv[1].port):
-        host = site.phase.container(svc.container)
-        rows.append((f"{name} (x{svc.instances})", f"http://{host.ip}:{svc.port}/health"))
+        on = len(svc.containers)
+        host = front if front is not None and on > 1 else site.phase.container(svc.container).ip
+        count = f"x{svc.instances}" if on == 1 else f"x{svc.instances} on {on} containers"
+        rows.append((f"{name} ({count})", f"http://{host}:{svc.port}/health"))
     return rows
