@@ -351,7 +351,7 @@ def print_table(bench: Bench, started_load: str) -> None:
         print(f"{r.what:<{width}}  {r.figure:<{fig}}  {r.command}")
 
 
-FIGURES = ("cold", "converged", "converged-phase", "verify", "phase1", "migrate", "platform")
+FIGURES = ("cold", "converged", "converged-phase", "verify", "phase1", "migrate", "platform", "drill")
 DEFAULT_FIGURES = ("cold", "converged", "verify")
 
 
@@ -404,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
 
                 platform(bench, args.phase, args.inventory,
                          Bounds(max_rate=args.max_rate, max_seconds=60 * args.max_minutes))
+            elif figure == "drill":
+                from drill_figure import drills  # bench/ is the script's directory on sys.path
+
+                drills(bench, args.inventory)
             else:
                 migration(bench, args.rate)
     finally:

@@ -24,13 +24,10 @@ def refuse_root_only(inv: Inventory, phase: Phase) -> None:
 
 # The components whose clustering each command builds (a cluster is built when its members run one).
 # `up` configures every phase-3 cluster: Patroni + etcd, Redis with Sentinel, the RabbitMQ and
-# Elasticsearch clusters, the HAProxy + keepalived pair. `migrate` into a phase with clusters is not
-# written yet: it would move data into members that the steps do not know how to join.
-CLUSTERED: dict[str, frozenset[str]] = {
-    "up": frozenset({"postgresql", "etcd", "redis", "rabbitmq", "elasticsearch", "haproxy", "keepalived"}),
-    "plan": frozenset({"postgresql", "etcd", "redis", "rabbitmq", "elasticsearch", "haproxy", "keepalived"}),
-    "migrate": frozenset(),
-}
+# Elasticsearch clusters, the HAProxy + keepalived pair; `migrate` builds the same from phase 2's
+# standalone stores (migration/phase3_steps.py).
+_BUILT = frozenset({"postgresql", "etcd", "redis", "rabbitmq", "elasticsearch", "haproxy", "keepalived"})
+CLUSTERED: dict[str, frozenset[str]] = {"up": _BUILT, "plan": _BUILT, "migrate": _BUILT}
 
 
 def unbuilt_clusters(phase: Phase, command: str = "up") -> list[str]:

@@ -97,6 +97,17 @@ class ConvergedPve(ProxmoxClient):
                 "name": spec.hostname, "status": status, "maxmem": spec.memory_mb * 1024 * 1024,
                 "maxcpu": spec.cores, "maxdisk": spec.rootfs_gb * GIB, "tags": MARKER, "template": 0}
 
+    def _apart_rules(self) -> list[dict[str, Any]]:
+        groups: dict[str, list[int]] = {}
+        for c in self.phase.containers:
+            if c.cluster:
+                groups.setdefault(f"psa-{c.cluster}-apart", []).append(c.vmid)
+        for name, svc in self.phase.services.items():
+            groups[f"psa-app-{name}-apart"] = list(svc.containers)
+        return [{"rule": rid, "type": "resource-affinity", "affinity": "negative",
+                 "resources": ",".join(f"ct:{v}" for v in vmids)}
+                for rid, vmids in groups.items() if len(vmids) > 1]
+
     def _answer(self, path: str, params: dict[str, Any]) -> Any:
         nodes = sorted({c.node for c in self._specs.values()} | {"pve1", "pve2", "pve3"})
         guests = [self._guest(s) for s in self._specs.values()]
@@ -113,6 +124,11 @@ class ConvergedPve(ProxmoxClient):
         if path == "/access/permissions":
             everything = {n.privilege: 1 for n in privileges.NEEDS} | {privileges.SYS_MODIFY: 1}
             return {"/": everything} if "path" not in params else {params["path"]: everything}
+        if path == "/cluster/ha/resources":  # every container of an HA phase, started
+            return [{"sid": f"ct:{c.vmid}", "type": "ct", "state": "started", "max_restart": 1,
+                     "max_relocate": 1} for c in self.phase.containers] if self.phase.high_availability else []
+        if path == "/cluster/ha/rules":  # each cluster's members kept apart, and each service's containers
+            return self._apart_rules()
         if path == "/cluster/firewall/options":
             return {"enable": 1, "policy_in": "ACCEPT", "digest": "d" * 40}
         node_path = re.fullmatch(r"/nodes/([^/]+)(/.*)", path)

@@ -38,12 +38,17 @@ def make_site(tmp_path: Path, phase_name: str) -> Site:
                 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPerfTestKey perf@test")
 
 
-def cluster_wide(nodes: int) -> Counter[str]:
-    """The calls of a converged plan that name no container: per run, or per node."""
-    return Counter({"GET /access/permissions": 1, "GET /cluster/resources": 1,
-                    "GET /cluster/resources?type=vm": 1,  # earlier phases' containers, all at once
-                    "GET /cluster/firewall/options": 2,  # preflight's check, the firewall plans' state
-                    "GET /nodes/{node}/network": nodes, "GET /nodes/{node}/storage/local/content": nodes})
+def cluster_wide(nodes: int, *, ha: bool = False) -> Counter[str]:
+    """The calls of a converged plan that name no container: per run, or per node (and for an HA phase
+    the HA resources and rules, once each)."""
+    out = Counter({"GET /access/permissions": 1, "GET /cluster/resources": 1,
+                   "GET /cluster/resources?type=vm": 1,  # earlier phases' containers, all at once
+                   "GET /cluster/firewall/options": 2,  # preflight's check, the firewall plans' state
+                   "GET /nodes/{node}/network": nodes, "GET /nodes/{node}/storage/local/content": nodes})
+    if ha:
+        # /version chooses rules or groups (a real run has read it at connect already)
+        out.update({"GET /cluster/ha/resources": 1, "GET /cluster/ha/rules": 1, "GET /version": 1})
+    return out
 
 
 @pytest.mark.parametrize("phase_name", ["phase1", "phase2", "phase3"])
@@ -59,8 +64,9 @@ def test_a_converged_plan_reads_the_cluster_once_and_each_container_its_own_thre
     count = len(site.phase.containers)
     assert px.per_container == Counter(dict.fromkeys(OWN_READS, count))
     nodes = len({c.node for c in site.phase.containers})
-    assert px.calls - px.per_container == cluster_wide(nodes)
-    assert cost.api_calls == sum(cluster_wide(nodes).values()) + 3 * count
+    wide = cluster_wide(nodes, ha=site.phase.high_availability)
+    assert px.calls - px.per_container == wide
+    assert cost.api_calls == sum(wide.values()) + 3 * count
 
 
 def test_up_reads_each_container_once_before_its_wave_and_nothing_in_it(tmp_path: Path) -> None:
