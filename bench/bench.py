@@ -98,8 +98,9 @@ class Bench:
         psql = f"cd / && runuser -u postgres -- psql -XAtq -d psa_platform -c {shlex.quote(query)}"
         return self.ssh(psql).strip()
 
-    def cli(self, *args: str, timeout: float = UP_TIMEOUT, check: bool = True) -> Run:
-        argv = [CLI, "-i", str(self.inventory), *args]
+    def cli(self, *args: str, timeout: float = UP_TIMEOUT, check: bool = True,
+            inventory: Path | None = None) -> Run:
+        argv = [CLI, "-i", str(inventory or self.inventory), *args]
         started = time.monotonic()
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO,
                               stdin=subprocess.DEVNULL, check=False)
@@ -168,10 +169,39 @@ def converged(bench: Bench, runs: int) -> None:
     warm = bench.cli("up", "phase0", "--yes")  # converge first: the figures are for `nothing to change`
     if "0 changed" not in warm.stdout:
         print(f"note: the warm-up `up` still changed something:\n{warm.stdout[-1500:]}", file=sys.stderr)
-    for command in (("up", "phase0", "--yes"), ("plan", "phase0")):
-        results = [bench.cli(*command) for _ in range(runs)]
+    converged_runs(bench, "phase0", runs)
+
+
+def converged_phase(bench: Bench, phase: str, runs: int, inventory: Path | None) -> None:
+    """Converged `up` and `plan` of a phase already up (issue 13: phase 2's 12 containers, phase 3's 33),
+    on this bench's inventory or `inventory`. It creates nothing: a phase whose `plan` shows changes
+    is reported as not converged and left alone; an `up` that fails leaves the `plan` figure only."""
+    from psa_provision.inventory import load_inventory
+    from psa_provision.phases import load_phase
+
+    count = len(load_phase(phase, load_inventory(inventory or bench.inventory).phases_dir).containers)
+    first = bench.cli("plan", phase, check=False, inventory=inventory)
+    if first.code != 0:
+        bench.add(f"converged {phase}", f"not converged (plan exit {first.code}): run `up {phase}` first",
+                  first.command)
+        return
+    commands: list[tuple[str, ...]] = [("plan", phase)]
+    warm = bench.cli("up", phase, "--yes", check=False, inventory=inventory)
+    if warm.code == 0:
+        commands.insert(0, ("up", phase, "--yes"))
+    else:
+        why = (warm.stdout + warm.stderr).strip().splitlines()[-1:] or ["no output"]
+        bench.add(f"converged up {phase}", f"exit {warm.code}: {why[0][:100]}", warm.command)
+    converged_runs(bench, phase, runs, inventory, f" ({count} containers)", commands)
+
+
+def converged_runs(bench: Bench, phase: str, runs: int, inventory: Path | None = None, note: str = "",
+                   commands: list[tuple[str, ...]] | None = None) -> None:
+    """`runs` runs each of `up PHASE` and `plan PHASE` with nothing to change: median wall, counts."""
+    for command in commands or [("up", phase, "--yes"), ("plan", phase)]:
+        results = [bench.cli(*command, inventory=inventory) for _ in range(runs)]
         walls = sorted(r.wall for r in results)
-        name = f"converged {command[0]} phase0"
+        name = f"converged {command[0]} {phase}{note}"
         spread = f"(min {walls[0]:.2f}, max {walls[-1]:.2f})"
         bench.add(f"{name}: wall, median of {runs}", f"{statistics.median(walls):.2f} s {spread}",
                   results[0].command)
@@ -321,7 +351,7 @@ def print_table(bench: Bench, started_load: str) -> None:
         print(f"{r.what:<{width}}  {r.figure:<{fig}}  {r.command}")
 
 
-FIGURES = ("cold", "converged", "verify", "phase1", "migrate", "platform")
+FIGURES = ("cold", "converged", "converged-phase", "verify", "phase1", "migrate", "platform", "drill")
 DEFAULT_FIGURES = ("cold", "converged", "verify")
 
 
@@ -342,9 +372,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the phase-0 container at the end")
     parser.add_argument("--phase", default="phase0", help="platform: the deployed phase to load (phase0: "
                         "this --vmid, brought up first; phase1/phase2: up and migrated with this bench's "
-                        "inventory)")
-    parser.add_argument("--inventory", type=Path, help="platform: another project's inventory (its phase "
-                        "containers and secrets) instead of this bench's")
+                        "inventory); converged-phase: the phase, already up, whose converged up/plan "
+                        "are timed")
+    parser.add_argument("--inventory", type=Path, help="platform, converged-phase: another project's "
+                        "inventory (its phase containers and secrets) instead of this bench's")
     parser.add_argument("--max-rate", type=float, default=150.0, help="platform: highest rate, requests/s")
     parser.add_argument("--max-minutes", type=float, default=15.0, help="platform: longest run of the load")
     args = parser.parse_args(argv)
@@ -360,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                 cold_up(bench)
             elif figure == "converged":
                 converged(bench, args.runs)
+            elif figure == "converged-phase":
+                converged_phase(bench, args.phase, args.runs, args.inventory)
             elif figure == "verify":
                 verify(bench)
             elif figure == "phase1":
@@ -371,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
 
                 platform(bench, args.phase, args.inventory,
                          Bounds(max_rate=args.max_rate, max_seconds=60 * args.max_minutes))
+            elif figure == "drill":
+                from drill_figure import drills  # bench/ is the script's directory on sys.path
+
+                drills(bench, args.inventory)
             else:
                 migration(bench, args.rate)
     finally:

@@ -466,6 +466,43 @@ def migrate(ctx: typer.Context, phase: str,
 
 
 @app.command()
+def drill(ctx: typer.Context,
+          phase: Annotated[str, typer.Argument(help="the phase (phase3)")],
+          kind: Annotated[str, typer.Argument(help="postgresql-primary | redis-primary | rabbitmq-node | "
+                                                   "lb-active | app-container | node")],
+          output: Annotated[Format, typer.Option("--output", "-o", help="text or json")] = Format.text,
+          json_file: Annotated[Path | None, typer.Option("--json-file", help="where the figures go "
+                                                         "(default: next to the journals)")] = None,
+          yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+          ) -> None:
+    """Lose one member under bounded writes through the VIP; time to the first write after the fault,
+    longest error window, acknowledged writes lost, duplicates; then restore it and wait until healthy.
+    Exit 0 when nothing acknowledged was lost and the platform healed, 1 otherwise."""
+    from psa_provision.commands import drill as drill_cmd
+
+    state = _state(ctx)
+    out = Output(json_mode=output is Format.json)
+
+    def run() -> int:
+        site, parsed = drill_cmd.load(state.inventory, phase, kind)
+        if not yes and _interactive() and not out.confirm(
+                f"stop {parsed.loses} of {phase} (it is started again after the drill)?"):
+            raise InputError("aborted: nothing was changed")
+        result = drill_cmd.run(site, parsed, out)
+        path = drill_cmd.write_json(site, result, json_file)
+        if out.json_mode:
+            out.json({"phase": phase, **result.as_dict()})
+        else:
+            out.table(f"drill {phase} {parsed.name}", ["figure", "value"], result.rows())
+            for note in result.notes:
+                out.line(f"note: {note}")
+            out.line(f"figures written to {path}")
+        return 0 if result.passed else 1
+
+    raise typer.Exit(_guard(out, run))
+
+
+@app.command()
 def cleanup(ctx: typer.Context,
             what: Annotated[str, typer.Argument(help="phase0-leftovers: the old services a complete "
                                                 "`migrate phase1` stopped")],

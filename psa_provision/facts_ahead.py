@@ -14,6 +14,9 @@ from psa_provision.site import Site, known_hosts, ssh_connection
 from psa_provision.ssh import Connection, pinned_hosts
 
 HEALTH_MARK = "@@psa-provision-health@@"
+# facts gathered at once: each is one SSH connection; through a jump host, sshd's MaxStartups (10 by
+# default) drops new connections at random once 10 are still authenticating
+FACTS_AT_ONCE = 8
 
 
 def gather_facts(conn: Connection, spec: ContainerSpec) -> facts_mod.GuestFacts:
@@ -49,12 +52,15 @@ class FactsAhead:
     and nothing touched it in between (no open task of a killed run waited for, no change to the
     container): then its connection serves the rest of the run. Otherwise it is dropped without
     waiting (a stopped container's address takes seconds to fail) and its connection closed, and the
-    facts are gathered again where they always were.
+    facts are gathered again where they always were. At most FACTS_AT_ONCE are gathered at once (each
+    thread takes a turn before it connects); the others wait for one.
     """
 
-    def __init__(self, site: Site, conns: dict[str, Connection], *, health: bool) -> None:
+    def __init__(self, site: Site, conns: dict[str, Connection], *, health: bool,
+                 at_once: int = FACTS_AT_ONCE) -> None:
         self._site, self._conns, self._health = site, conns, health
         self._futures: dict[str, Future[tuple[facts_mod.GuestFacts, bool, Connection]]] = {}
+        self._turns = threading.BoundedSemaphore(at_once)
 
     def __enter__(self) -> FactsAhead:
         return self
@@ -83,15 +89,18 @@ class FactsAhead:
                 ) -> None:
         conn = ssh_connection(self._site.inventory, spec)
         try:
-            if self._health:
-                facts, healthy = gather_facts_and_health(conn, self._site.phase, spec)
-            else:
-                facts, healthy = gather_facts(conn, spec), False
+            with self._turns:
+                facts, healthy = self._gather_on(conn, spec)
         except Exception as exc:  # handed to take(), which decides
             conn.close()
             future.set_exception(exc)
         else:
             future.set_result((facts, healthy, conn))
+
+    def _gather_on(self, conn: Connection, spec: ContainerSpec) -> tuple[facts_mod.GuestFacts, bool]:
+        if self._health:
+            return gather_facts_and_health(conn, self._site.phase, spec)
+        return gather_facts(conn, spec), False
 
     def take(self, hostname: str, *, usable: bool) -> tuple[facts_mod.GuestFacts, bool] | None:
         """(facts, healthy) gathered ahead, if `usable` and they were; else None, without waiting."""

@@ -23,7 +23,10 @@ STORE_PORTS: dict[str, int] = {"postgresql": 5432, "redis": 6379, "rabbitmq": 56
 # component -> the TCP ports the other members of its cluster use (phase 3): Redis replication and
 # Sentinel; RabbitMQ's epmd and distribution port. Sentinel's port is also the app's way to the primary.
 CLUSTER_PORTS: dict[str, tuple[int, ...]] = {"redis": (6379, 26379), "rabbitmq": (4369, 25672),
-                                             "elasticsearch": (9300,)}  # ES: the transport
+                                             "elasticsearch": (9300,),  # ES: the transport
+                                             # Patroni: streaming replication and its REST API (a new
+                                             # member asks the others' /leader); etcd: clients and peers
+                                             "postgresql": (5432, 8008), "etcd": (2379, 2380)}
 CLIENT_CLUSTER_PORTS: dict[str, tuple[int, ...]] = {"redis": (26379,)}
 OPTIONS: dict[str, str] = {"enable": "1", "policy_in": "DROP", "policy_out": "ACCEPT"}
 
@@ -105,6 +108,26 @@ def rules(phase: Phase, spec: ContainerSpec) -> list[Rule]:
             out += [Rule(service.port, ip, f"{name} caller") for ip in callers]
     if "haproxy" in spec.components:
         out += load_balancer_rules(phase, spec)
+    return out + patroni_rules(phase, spec)
+
+
+def patroni_rules(phase: Phase, spec: ContainerSpec) -> list[Rule]:
+    """Phase 3's PostgreSQL: a member admits the load balancers to the server and to Patroni's REST API
+    (HAProxy's /leader and /replica checks); an etcd member admits the PostgreSQL members (Patroni's
+    store); a load balancer admits the app containers to the leader and replica ports."""
+    patroni = [c for c in phase.with_component("postgresql") if c.cluster]
+    if not patroni:
+        return []
+    out: list[Rule] = []
+    balancers = sorted(c.ip for c in phase.with_component("haproxy") if c.vmid != spec.vmid)
+    if spec in patroni:
+        what = {5432: "postgresql via the load balancer", 8008: "patroni check of the load balancer"}
+        out += [Rule(port, ip, what[port]) for port in (5432, 8008) for ip in balancers]
+    if "etcd" in spec.components:
+        out += [Rule(2379, c.ip, "etcd client (patroni)") for c in patroni if c.vmid != spec.vmid]
+    if "haproxy" in spec.components:
+        out += [Rule(port, ip, "postgresql via the load balancer") for port in (5000, 5001)
+                for ip in clients(phase, spec)]
     return out
 
 

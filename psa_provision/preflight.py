@@ -15,6 +15,7 @@ from psa_provision.errors import ProxmoxError
 from psa_provision.inventory import Inventory
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.proxmox import ProxmoxClient
+from psa_provision.reads import side_by_side
 from psa_provision.site import Site, is_ours
 
 
@@ -52,11 +53,10 @@ def preflight(px: ProxmoxClient, site: Site, *, download: bool, note: Callable[[
         _check_node_resources(px, site, node, resources)
     for text in warnings:
         note(f"warning: {text}")
-    states = []
-    for spec in phase.containers:
-        states.append(container_state(px, spec, resources))
-        if seen is not None:
-            seen(states[-1])
+    states = container_states(px, phase.containers, resources, moved_ok=phase.high_availability)
+    if seen is not None:
+        for state in states:
+            seen(state)
     creating = [s.spec for s in states if s.config is None]
     require(access, required_privileges(site, command, creating=creating), note)
     if force:
@@ -77,7 +77,7 @@ def privilege_target(site: Site, specs: list[ContainerSpec] | None = None) -> pr
         vmids=tuple(c.vmid for c in chosen), storages=tuple(sorted({c.rootfs_storage for c in chosen})),
         templates=site.inventory.storage.templates if chosen else "",
         bridges=tuple(sorted({c.bridge for c in chosen})), nodes=tuple(sorted({c.node for c in chosen})),
-        firewall=firewall.enabled(site.phase))
+        firewall=firewall.enabled(site.phase), high_availability=site.phase.high_availability)
 
 
 def required_privileges(site: Site, command: str, *,
@@ -135,14 +135,28 @@ def _capacity(node_entry: dict[str, Any], phase: Phase, node: str) -> list[str]:
     return out
 
 
-def container_state(px: ProxmoxClient, spec: ContainerSpec,
-                     resources: list[dict[str, Any]] | None = None) -> ContainerState:
-    """The container as Proxmox has it, from /cluster/resources (read now unless given) + its config."""
+def container_states(px: ProxmoxClient, specs: Sequence[ContainerSpec],
+                     resources: list[dict[str, Any]] | None = None, *, moved_ok: bool = False
+                     ) -> list[ContainerState]:
+    """Each container as Proxmox has it: one /cluster/resources (read now unless given) says which exist,
+    where and whether they run; their configs are read side by side (reads.py). The first refusal in
+    the specs' order is raised. `moved_ok`: see container_state."""
+    guests = px.cluster_resources() if resources is None else resources
+    return side_by_side(lambda spec: container_state(px, spec, guests, moved_ok=moved_ok), specs)
+
+
+def container_state(px: ProxmoxClient, spec: ContainerSpec, resources: list[dict[str, Any]] | None = None,
+                    *, moved_ok: bool = False) -> ContainerState:
+    """The container as Proxmox has it, from /cluster/resources (read now unless given) + its config.
+    `moved_ok`: a container the HA manager moved to another node is used where it is (its spec's node
+    becomes that node)."""
     guests = px.cluster_resources() if resources is None else resources
     guest = find_resource(guests, "lxc", "qemu", vmid=spec.vmid)
     if guest is None:
         return ContainerState(spec, None)
     where = str(guest.get("node"))
+    if where != spec.node and moved_ok and guest.get("type") == "lxc":
+        spec = spec.model_copy(update={"node": where})
     if where != spec.node:
         raise ProxmoxError(f"vmid {spec.vmid} already exists on node {where}, "
                            f"the phase puts it on {spec.node}",

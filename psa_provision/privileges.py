@@ -55,8 +55,10 @@ NEEDS: tuple[Need, ...] = (
          ("plan", "up", "migrate", "doctor")),
     Need("Sys.Audit", "/nodes/{node}", "node status; see every task on the node (backups too)",
          ("plan", "up", "migrate", "destroy", "doctor")),
-    Need("Sys.Audit", "/", "read the datacenter firewall options (phases of several containers)",
-         ("plan", "up", "migrate", "doctor")),
+    Need("Sys.Audit", "/", "read the datacenter firewall options (phases of several containers); "
+         "list HA resources and rules", ("plan", "up", "migrate", "doctor")),
+    Need("Sys.Console", "/", "create and update HA resources, rules (PVE 9) or groups (PVE 8) of a "
+         "high_availability phase (pve-ha-manager API2/HA/*.pm)", ("up", "doctor")),
 )
 
 # Only when the datacenter firewall is off and the tool should switch it on (PUT /cluster/firewall/options,
@@ -64,6 +66,8 @@ NEEDS: tuple[Need, ...] = (
 # node-wide settings. The admin runs DATACENTER_FIREWALL_COMMAND once instead.
 SYS_MODIFY = "Sys.Modify"
 DATACENTER_FIREWALL_COMMAND = "pvesh set /cluster/firewall/options --enable 1"
+
+HA_WRITE = "Sys.Console"  # what pve-ha-manager asks on / for any HA resource, rule or group change
 
 ROLE_PRIVILEGES: tuple[str, ...] = tuple(sorted({n.privilege for n in NEEDS}))
 ROLE_GRANTS: tuple[Grant, ...] = (
@@ -103,6 +107,7 @@ class Target:
     bridges: tuple[str, ...] = ()
     nodes: tuple[str, ...] = ()
     firewall: bool = False
+    high_availability: bool = False
 
 
 def required(command: str, target: Target, *, skip: Iterable[str] = ()) -> dict[str, set[str]]:
@@ -113,6 +118,8 @@ def required(command: str, target: Target, *, skip: Iterable[str] = ()) -> dict[
     for need in NEEDS:
         if command not in need.commands or need.privilege in skipped:
             continue
+        if need.privilege == HA_WRITE and not target.high_availability:
+            continue
         for path in _paths(need.path, target):
             out.setdefault(path, set()).add(need.privilege)
     return out
@@ -120,7 +127,7 @@ def required(command: str, target: Target, *, skip: Iterable[str] = ()) -> dict[
 
 def _paths(template: str, target: Target) -> list[str]:
     if template == "/":
-        return ["/"] if target.firewall else []
+        return ["/"] if target.firewall or target.high_availability else []
     if "{vmid}" in template:
         return [template.format(vmid=v) for v in target.vmids]
     if "{storage}" in template:

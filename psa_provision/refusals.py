@@ -22,21 +22,32 @@ def refuse_root_only(inv: Inventory, phase: Phase) -> None:
                                   "with a password (proxmox.auth.user) to set the others")
 
 
-def unbuilt_clusters(phase: Phase) -> list[str]:
-    """The phase's clusters (containers with `cluster:`, phase 3). This version provisions every member
-    as a standalone store: PostgreSQL replication, Redis Sentinel, the RabbitMQ and Elasticsearch
-    clusters and the load balancer are not configured yet."""
-    return sorted({c.cluster for c in phase.containers if c.cluster})
+# The components whose clustering each command builds (a cluster is built when its members run one).
+# `up` configures every phase-3 cluster: Patroni + etcd, Redis with Sentinel, the RabbitMQ and
+# Elasticsearch clusters, the HAProxy + keepalived pair; `migrate` builds the same from phase 2's
+# standalone stores (migration/phase3_steps.py).
+_BUILT = frozenset({"postgresql", "etcd", "redis", "rabbitmq", "elasticsearch", "haproxy", "keepalived"})
+CLUSTERED: dict[str, frozenset[str]] = {"up": _BUILT, "plan": _BUILT, "migrate": _BUILT}
+
+
+def unbuilt_clusters(phase: Phase, command: str = "up") -> list[str]:
+    """The phase's clusters (containers with `cluster:`) that `command` does not build: none of their
+    members runs a component whose clustering it configures (CLUSTERED)."""
+    built = CLUSTERED.get(command, frozenset())
+    members: dict[str, set[str]] = {}
+    for c in phase.containers:
+        if c.cluster:
+            members.setdefault(c.cluster, set()).update(c.components)
+    return sorted(name for name, components in members.items() if not components & built)
 
 
 def refuse_clusters(phase: Phase, command: str) -> None:
-    """InputError before any call: `up`/`migrate` of a phase with clusters would build standalone
-    stores that look like high availability and are not."""
-    clusters = unbuilt_clusters(phase)
+    """InputError before any call: `command` of a phase with clusters it does not build would make
+    standalone stores that look like high availability and are not."""
+    clusters = unbuilt_clusters(phase, command)
     if clusters:
         raise InputError(
             f"refusing `{command} {phase.name}`: its clusters ({', '.join(clusters)}) need replication and "
-            "clustering that this version does not configure yet; every member would run as a standalone "
+            f"clustering that `{command}` does not configure yet; every member would run as a standalone "
             "store, which is not high availability",
-            hint=f"`psa-provision plan {phase.name}` shows its containers; phases without clusters "
-                 "(phase0 to phase2) are supported")
+            hint=f"`psa-provision plan {phase.name}` shows its containers; `up {phase.name}` builds them")

@@ -91,3 +91,13 @@ def sabotage_service(service: str, stop: Callable[[], object], warn: Callable[[s
         from psa_provision.testing import sabotage
 
         sabotage.stop_service(service, stop, warn)
+
+
+def node_fault(action: str, node: str, owner: str) -> bool:
+    """`drill ... node` on the sandbox: testing.nodefault runs `pvesim fault node-down|node-up NODE`;
+    False (nothing done) when the doors are shut: a real Proxmox stops the node's containers instead."""
+    if GATE.open():
+        from psa_provision.testing import nodefault
+
+        return nodefault.node_fault(action, node, owner)
+    return False

@@ -16,6 +16,7 @@ from psa_provision.phases import around
 from psa_provision.planner import container_changes, guest_plan
 from psa_provision.preflight import preflight
 from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.reads import firewall_now
 from psa_provision.refusals import unbuilt_clusters
 from psa_provision.site import Site, connections, load_site
 
@@ -33,7 +34,7 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
     """What `up` would do, Proxmox and guests; no writes anywhere (`cost` gets what it cost)."""
     started = time.monotonic()
     full = Plan()
-    clusters = unbuilt_clusters(site.phase)
+    clusters = unbuilt_clusters(site.phase, "plan")
     if clusters:
         out.note(f"warning: {site.phase.name}'s clusters ({', '.join(clusters)}) are not configured by this "
                  "version: this plan builds each member as a standalone store, and "
@@ -44,9 +45,11 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
         states = preflight(px, site, download=False, note=out.note, seen=ahead.start, force=force)
         for text in earlier_containers(px, site):
             out.note(text)
+        walls = firewall_now(px, site.phase, [s.spec for s in states if s.config is not None])
         for state in states:
             full.add(container_changes(site, state, force=force))
-            full.add(waves.firewall_changes(px, site.phase, state.spec, state.config))
+            wall = walls.get(state.spec.vmid)
+            full.add(waves.firewall_changes(px, site.phase, state.spec, state.config, wall))
             facts = facts_mod.fresh()
             if state.running:
                 early = ahead.take(state.spec.hostname, usable=True)
@@ -54,6 +57,7 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
             elif state.config is not None:
                 out.note(f"{state.spec.hostname} is stopped: planning as for a fresh guest")
             full.add(guest_plan(site, state.spec, facts).changes)
+        full.add(waves.ha_changes(px, site.phase))
     if cost is not None:
         cost.measure(started, px)
     return full

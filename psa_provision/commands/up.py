@@ -22,11 +22,13 @@ from psa_provision.migration import handover
 from psa_provision.migration.steps import refuse_moved_away
 from psa_provision.output import Output, StepProgress
 from psa_provision.planner import container_changes, guest_plan
-from psa_provision.preflight import ContainerState, container_state, preflight
+from psa_provision.preflight import ContainerState, container_states, preflight
 from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.reads import FirewallNow, firewall_now
 from psa_provision.refusals import refuse_clusters
 from psa_provision.seams import kill_point
 from psa_provision.services.app import APP_HOME, APP_USER
+from psa_provision.services.haproxy.config import front_address
 from psa_provision.site import Site, connections, forget_host_key, load_site
 from psa_provision.ssh import Connection, wait_for_ssh
 from psa_provision.timing import WATCH, StepTimer
@@ -70,13 +72,16 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
             for state in states:  # created by the killed run, which may have died before forgetting
                 if any(f":vzcreate:{state.spec.vmid}:" in str(t["upid"]) for t in waited):
                     forget_host_key(site.inventory, state.spec)
-            states = [container_state(px, s.spec) for s in states]
+            states = container_states(px, [s.spec for s in states])
         result = UpResult(Summary())
         for text in earlier_containers(px, site):
             out.note(text)
         handover.before_up(px, site.inventory_path, site.inventory.phases_dir, site.phase, out.note)
+        walls = firewall_now(px, site.phase, [s.spec for s in states if s.config is not None])
         with out.steps() as progress:
-            failures = _up_all(site, px, states, conns, ahead, progress, journal, result, force=force)
+            failures = _up_all(site, px, states, walls, conns, ahead, progress, journal, result, force=force)
+            if not failures:  # HA resources name containers that exist, running (a high_availability phase)
+                _apply(Plan(waves.ha_changes(px, site.phase)), conns, px, journal, progress, result)
         result.summary.failed += len(failures)
         cost = result.cost
         cost.measure(started, px)
@@ -90,9 +95,9 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
     return result
 
 
-def _up_all(site: Site, px: ProxmoxClient, states: list[ContainerState], conns: dict[str, Connection],
-            ahead: FactsAhead, progress: StepProgress, journal: Journal, result: UpResult,
-            *, force: bool) -> list[waves.Failure]:
+def _up_all(site: Site, px: ProxmoxClient, states: list[ContainerState], walls: dict[int, FirewallNow],
+            conns: dict[str, Connection], ahead: FactsAhead, progress: StepProgress, journal: Journal,
+            result: UpResult, *, force: bool) -> list[waves.Failure]:
     """Every container in parallel (stores, then app containers); each keeps its own counts."""
     parts: dict[int, UpResult] = {}
 
@@ -100,7 +105,8 @@ def _up_all(site: Site, px: ProxmoxClient, states: list[ContainerState], conns: 
         part = parts[state.spec.vmid] = UpResult(Summary())
         host = state.spec.hostname
         started = time.monotonic()
-        rest = _up_container(site, px, state, conns, ahead, progress, journal, part, force=force)
+        wall = walls.get(state.spec.vmid)
+        rest = _up_container(site, px, state, wall, conns, ahead, progress, journal, part, force=force)
         journal.record("container", host=host, part="own", seconds=round(time.monotonic() - started, 1))
 
         def finish() -> None:  # the container's time in each wave, for bench/run's phase1 figure
@@ -119,11 +125,12 @@ def _up_all(site: Site, px: ProxmoxClient, states: list[ContainerState], conns: 
     return failures
 
 
-def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: dict[str, Connection],
-                  ahead: FactsAhead, progress: StepProgress, journal: Journal, result: UpResult,
-                  *, force: bool) -> waves.Finish:
+def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, wall: FirewallNow | None,
+                  conns: dict[str, Connection], ahead: FactsAhead, progress: StepProgress, journal: Journal,
+                  result: UpResult, *, force: bool) -> waves.Finish:
     """Everything this container can do on its own; returns the rest (changes that need the other
-    containers: PM2 apps started or reloaded, then /health), which waves.py runs in its second wave."""
+    containers: PM2 apps started or reloaded, then /health), which waves.py runs in its second wave.
+    `wall`: its firewall as read before the run's first write, used when nothing changed it since."""
     spec = state.spec
     cplan = Plan(container_changes(site, state, force=force))
     early = ahead.take(spec.hostname, usable=state.running and not cplan.actions)
@@ -149,7 +156,7 @@ def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, conns: d
         with WATCH.timed("proxmox"):
             wait_running(px, spec, progress)
     config = px.container_config(spec.node, spec.vmid) if cplan.actions else state.config
-    fw = waves.firewall_changes(px, site.phase, spec, config)
+    fw = waves.firewall_changes(px, site.phase, spec, config, None if cplan.actions else wall)
     _apply(Plan(fw), conns, px, journal, progress, result)
     conn = conns[spec.hostname]
     if early is not None:
@@ -191,7 +198,10 @@ def endpoints(site: Site) -> list[tuple[str, str]]:
     rows = []
     for spec in site.phase.containers:
         rows.append((f"container {spec.vmid} {spec.hostname}", f"ssh {site.inventory.ssh.user}@{spec.ip}"))
+    front = front_address(site.phase)
     for name, svc in sorted(site.phase.services.items(), key=lambda kv: kv[1].port):
-        host = site.phase.container(svc.container)
-        rows.append((f"{name} (x{svc.instances})", f"http://{host.ip}:{svc.port}/health"))
+        on = len(svc.containers)
+        host = front if front is not None and on > 1 else site.phase.container(svc.container).ip
+        count = f"x{svc.instances}" if on == 1 else f"x{svc.instances} on {on} containers"
+        rows.append((f"{name} ({count})", f"http://{host}:{svc.port}/health"))
     return rows

@@ -365,7 +365,8 @@ def suite_context(inventory: Any, phase: Any) -> dict[str, Any]:
     """The suites' context: paths, the phase's containers by hostname, services by name, expectations."""
     containers = {c.hostname: {**c.model_dump(mode="json"), "ip": c.ip} for c in phase.containers}
     by_vmid = {c.vmid: c.hostname for c in phase.containers}
-    services = {name: {**s.model_dump(mode="json"), "hostname": by_vmid.get(s.container)}
+    services = {name: {**s.model_dump(mode="json"), "hostname": by_vmid.get(s.container),
+                       "hostnames": [by_vmid[v] for v in s.containers if v in by_vmid]}
                 for name, s in phase.services.items()}
     return {
         "phase": phase.name,

@@ -92,8 +92,10 @@ def keep_old_clients(px: ProxmoxClient, inventory_path: Path, old: Phase, new: P
     clients (grants file + temporary firewall rules) until `migrate new` finishes; those kept."""
     if migration_finished(inventory_path, new.name):
         return []
-    alive = [c for c in old_apps(old, new) if px.find_vmid(c.vmid) is not None
-             and str(px.status(c.node, c.vmid).get("status")) == "running"]
+    olds = old_apps(old, new)
+    guests = {int(g.get("vmid", -1)) for g in px.cluster_guests()} if olds else set()  # one read for all
+    alive = [c for c in olds
+             if c.vmid in guests and str(px.status(c.node, c.vmid).get("status")) == "running"]
     if not alive:
         return []
     grants = migration_grants(inventory_path, new.name)
@@ -101,7 +103,7 @@ def keep_old_clients(px: ProxmoxClient, inventory_path: Path, old: Phase, new: P
     if clients != grants.get("clients"):
         write_migration_grants(inventory_path, new.name, {**grants, "clients": clients})
     for component, spec in shared_stores(old, new):
-        if px.find_vmid(spec.vmid) is None:
+        if spec.vmid not in guests:
             continue
         for client in alive:
             grant(px, spec, firewall.STORE_PORTS[component], client, new.name, note)

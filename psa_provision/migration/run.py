@@ -10,6 +10,7 @@ from psa_provision.errors import ProvisionError, ProxmoxError
 from psa_provision.journal import PhaseLock
 from psa_provision.migration.phase1 import StoreSteps
 from psa_provision.migration.phase2 import ServiceSteps
+from psa_provision.migration.phase3 import HaSteps
 from psa_provision.migration.record import StepState, read_states
 from psa_provision.migration.steps import STORES, Report, Step, report
 from psa_provision.output import Output
@@ -21,7 +22,7 @@ from psa_provision.site import Site
 from psa_provision.waits import finish_open_tasks
 
 
-class Migration(StoreSteps, ServiceSteps):
+class Migration(StoreSteps, ServiceSteps, HaSteps):
     """One run of `migrate <phase>`: connections, the journal, and the steps in order."""
 
     # -- preflight -------------------------------------------------------------------------------
@@ -44,7 +45,7 @@ class Migration(StoreSteps, ServiceSteps):
                 raise ProxmoxError(f"{self.new.name} container {spec.vmid} ({spec.hostname}) is "
                                    f"{status or 'missing'}", hint=up_first)
         for step in self.steps:
-            if step.target is None:
+            if step.target is None or step.kind == "ha":  # phase 3: `up` converged base only so far
                 continue
             units = " ".join(SERVICES[step.name] if step.name in STORES else SERVICES["app"])
             check = f"systemctl is-active --quiet {units}"
@@ -82,7 +83,9 @@ class Migration(StoreSteps, ServiceSteps):
             self.say(step, f"resuming: {', '.join(state.done)} done earlier")
         handover_steps = {"takeover": self._takeover, "service": self._service, "gateway": self._gateway,
                           "release": self._release}
-        if step.kind in handover_steps:
+        if step.kind == "ha":
+            self._ha(step, todo)
+        elif step.kind in handover_steps:
             handover_steps[step.kind](step, todo)
         elif step.name == "prepare":
             self._prepare(step, todo)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from psa_provision.errors import InputError, ProvisionError
-from psa_provision.migration import handover
+from psa_provision.migration import handover, phase3_steps
 from psa_provision.migration.record import StepState, journal_for, moved_away, read_states
 from psa_provision.phases import ContainerSpec, Phase, around
 from psa_provision.proxmox import connect
@@ -30,8 +30,9 @@ HANDOVER_SUBSTEPS: dict[str, tuple[str, ...]] = {
     "service": ("start", "verify", "route", "retire"),
     "gateway": ("start", "verify", "retire"),
     "release": ("revoke grants",),
+    "ha": ("run", "check"),  # phase 2 -> 3 (phase3_steps): each step run, then checked
 }
-SUPPORTED = ("phase1", "phase2")
+SUPPORTED = ("phase1", "phase2", "phase3")
 GATEWAY = "api-gateway"
 SERVICE_TIMEOUT = 180.0  # seconds a moved service (or a rerouted gateway) gets to answer /health
 OFFLINE_POLLS = 3  # polls (2 s apart) in a row with no PM2 instance online: the service is down
@@ -59,6 +60,8 @@ class Step:
 
 def plan_steps(old: Phase, new: Phase) -> list[Step]:
     """The steps from `old` to `new`, derived from the phase files (which container has what)."""
+    if any(c.cluster for c in new.containers) and not any(c.cluster for c in old.containers):
+        return ha_steps(old, new)
     if handover.old_apps(old, new):
         return service_steps(old, new)
     steps = [Step("prepare")]
@@ -84,6 +87,15 @@ def service_steps(old: Phase, new: Phase) -> list[Step]:
         steps.append(Step(name, old.container(before.container), new.container(svc.container),
                           kind="gateway" if name == GATEWAY else "service"))
     return [*steps, Step("finish", kind="release")]
+
+
+def ha_steps(old: Phase, new: Phase) -> list[Step]:
+    """Standalone stores into clusters (phase 2 -> 3): one step per phase3_steps action."""
+    out = []
+    for action in phase3_steps.actions(old, new, {}):
+        spec = new.container(action.vmid) if action.vmid else None
+        out.append(Step(action.name, target=spec, kind="ha"))
+    return out
 
 
 def phases_of(site: Site) -> tuple[Phase, Phase]:
@@ -142,7 +154,8 @@ def report(steps: list[Step], states: dict[str, StepState], seconds: float) -> R
     for step in steps:
         st = states.get(step.name, StepState())
         where = (f"{step.source.vmid} -> {step.target.vmid} {step.target.hostname} ({step.target.ip})"
-                 if step.source and step.target else "-")
+                 if step.source and step.target else
+                 f"{step.target.vmid} {step.target.hostname} ({step.target.ip})" if step.target else "-")
         quiesce = f"{st.quiesce_s:.1f} s" if st.quiesce_s is not None else "-"
         total += st.quiesce_s or 0.0
         rows.append([step.name, where, st.label, quiesce])
@@ -154,7 +167,9 @@ def legend(steps: list[Step]) -> list[str]:
     """One line per kind of moving step: its sub-steps in order."""
     kinds: dict[str, tuple[str, ...]] = {}
     for step in steps:
-        if step.source is not None and step.target is not None:
+        if step.kind == "ha":
+            kinds.setdefault("cluster", step.substeps)
+        elif step.source is not None and step.target is not None:
             kind = "store" if step.name in STORES else (step.kind or step.name)
             kinds.setdefault(kind, step.substeps)
     return [f"each {kind} step: {' -> '.join(subs)}" for kind, subs in kinds.items()]

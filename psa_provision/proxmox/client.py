@@ -40,6 +40,8 @@ class ProxmoxClient:
     are routes.py's. `request` is the one HTTP call underneath (tests and diagnostics use it too).
     """
 
+    _version: dict[str, Any] | None = None  # GET /version, read at connect
+
     def __init__(self, api: Any, settings: ApiSettings, counter: CallCounter,
                  notify: Notify | None = None) -> None:
         self._api = api
@@ -149,9 +151,29 @@ class ProxmoxClient:
 
     # -- reads -----------------------------------------------------------------------------------
     def version(self) -> dict[str, Any]:
-        """GET /version: proves reachability, TLS and authentication in one call."""
-        data = self.request("GET", "/version")
-        return dict(data or {})
+        """GET /version: proves reachability, TLS and authentication in one call (kept: pve_major)."""
+        data = dict(self.request("GET", "/version") or {})
+        self._version = data
+        return data
+
+    def pve_major(self) -> int:
+        """The major Proxmox VE version (`9.0.3` -> 9), from the /version read at connect (0: unknown)."""
+        info = self._version if self._version is not None else self.version()
+        text = str(info.get("release") or info.get("version") or "")
+        head = text.split(".", 1)[0]
+        return int(head) if head.isdigit() else 0
+
+    def ha_resources(self) -> list[dict[str, Any]]:
+        """HA resources (`sid` ct:<vmid>, `state`, `max_restart`, `max_relocate`, `group` on PVE 8)."""
+        return [dict(r) for r in self.request("GET", "/cluster/ha/resources") or []]
+
+    def ha_rules(self) -> list[dict[str, Any]]:
+        """PVE 9's HA rules (`rule`, `type`, `resources`, `affinity`, `disable`, ...)."""
+        return [dict(r) for r in self.request("GET", "/cluster/ha/rules") or []]
+
+    def ha_groups(self) -> list[dict[str, Any]]:
+        """PVE 8's HA groups (`group`, `nodes`, `restricted`, `nofailback`)."""
+        return [dict(g) for g in self.request("GET", "/cluster/ha/groups") or []]
 
     def _containers(self, node: str) -> list[dict[str, Any]]:
         return list(self.request("GET", f"/nodes/{node}/lxc") or [])

@@ -26,7 +26,8 @@ def create_targets(params: dict[str, Any]) -> tuple[str, str]:
 Action = Literal["create", "config", "resize", "start", "stop", "shutdown", "reboot", "delete", "snapshot",
                  "delete-snapshot", "rollback", "firewall-rule-add", "firewall-rule-move",
                  "firewall-rule-delete", "firewall-options", "datacenter-firewall-options",
-                 "download-template"]
+                 "download-template", "ha-resource-create", "ha-resource-update", "ha-rule-create",
+                 "ha-rule-update", "ha-group-create", "ha-group-update"]
 _CT = "/nodes/{node}/lxc/{vmid}"
 # action -> (method, path); a {field} of the path other than node and vmid is taken from the params
 ROUTES: dict[str, tuple[str, str]] = {
@@ -47,6 +48,13 @@ ROUTES: dict[str, tuple[str, str]] = {
     "firewall-options": ("PUT", f"{_CT}/firewall/options"),
     "datacenter-firewall-options": ("PUT", "/cluster/firewall/options"),
     "download-template": ("POST", "/nodes/{node}/aplinfo"),
+    # pve-ha-manager API2/HA/{Resources,Rules,Groups}.pm: each write needs Sys.Console on /
+    "ha-resource-create": ("POST", "/cluster/ha/resources"),
+    "ha-resource-update": ("PUT", "/cluster/ha/resources/{sid}"),
+    "ha-rule-create": ("POST", "/cluster/ha/rules"),  # PVE 9
+    "ha-rule-update": ("PUT", "/cluster/ha/rules/{rule}"),
+    "ha-group-create": ("POST", "/cluster/ha/groups"),  # PVE 8
+    "ha-group-update": ("PUT", "/cluster/ha/groups/{group}"),
 }
 PURGE: dict[str, Any] = {"purge": 1, "destroy-unreferenced-disks": 1}  # delete: also its jobs/ACLs and disks
 

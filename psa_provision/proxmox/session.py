@@ -11,6 +11,7 @@ import hashlib
 import re
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,20 +77,23 @@ class CallCounter:
     reads: int = 0
     writes: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def total(self) -> int:
         return self.reads + self.writes
 
     def hook(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        """Count one answered request (called from whichever thread sent it)."""
         method = (response.request.method or "GET").upper()
-        if method == "GET":
-            self.reads += 1
-        else:
-            self.writes += 1
         path = re.sub(r"^https://[^/]+/api2/json", "", (response.request.url or "").split("?")[0])
         key = f"{method} {re.sub(r'UPID:[^/]+', 'UPID', path)}"
-        self.by_path[key] = self.by_path.get(key, 0) + 1
+        with self._lock:
+            if method == "GET":
+                self.reads += 1
+            else:
+                self.writes += 1
+            self.by_path[key] = self.by_path.get(key, 0) + 1
 
 
 def verify_setting(settings: ApiSettings) -> bool | str:

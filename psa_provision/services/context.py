@@ -6,6 +6,7 @@ components then turn (ctx, facts) into Changes without touching anything.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -87,6 +88,12 @@ def bundle_checksum(root: Path, exclude: tuple[str, ...] = BUNDLE_EXCLUDE) -> st
     return digest.hexdigest()
 
 
+@functools.cache
+def _run_bundle_checksum(root: Path) -> str:
+    """bundle_checksum, once per process: every app container of a run ships the same bundle."""
+    return bundle_checksum(root)
+
+
 def read_extra_cas(inv: Inventory) -> tuple[tuple[str, str], ...]:
     """The inventory's extra CA files as (psa-extra-N-NAME.crt, PEM) pairs."""
     out: list[tuple[str, str]] = []
@@ -110,7 +117,7 @@ def build_context(inventory: Inventory, phase: Phase, container: ContainerSpec, 
     if bundle_dir is not None and "app" in container.components:
         if not (bundle_dir / "package.json").is_file():
             raise InputError(f"{bundle_dir}: the app bundle is missing (no package.json)")
-        bundle = Bundle(bundle_dir, bundle_checksum(bundle_dir))
+        bundle = Bundle(bundle_dir, _run_bundle_checksum(bundle_dir))
     cas = read_extra_cas(inventory)
     grants = migration_grants(inventory.path, phase.name)
     return HostContext(inventory, phase, container, secrets, cas, bundle, ssh_public_key,

@@ -52,10 +52,13 @@ def public_ports(services: Mapping[str, Mapping[str, Any]], hostname: str,
                  gateway: str = "api-gateway") -> set[int]:
     """Ports a container may open on every address: SSH, the gateway's if it runs there, and those of
     its services that a gateway on another container must reach. Stores never (they bind an IP)."""
-    gateway_host = services.get(gateway, {}).get("hostname")
+    def hosts(svc: Mapping[str, Any]) -> list[Any]:  # every container running it (phase 3: also_on)
+        return list(svc.get("hostnames") or [svc.get("hostname")])
+
+    gateway_hosts = hosts(services.get(gateway, {}))
     ports = {SSH_PORT}
     for name, svc in services.items():
-        if svc.get("hostname") == hostname and (name == gateway or gateway_host != hostname):
+        if hostname in hosts(svc) and (name == gateway or hostname not in gateway_hosts):
             ports.add(int(svc["port"]))
     return ports
 

@@ -9,15 +9,14 @@ list, logging in there first. Bounded in rate, count and time. Stdlib only (urll
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
 
-TIMEOUT_S = 5.0
+from psa_provision.drill.writer import TIMEOUT_S, request
+
+__all__ = ["LoadResult", "TicketLoad", "request"]
+
 
 
 @dataclass
@@ -40,28 +39,6 @@ class LoadResult:
     @property
     def seconds(self) -> float:
         return self.ended - self.started
-
-
-def request(method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None,
-            timeout: float = TIMEOUT_S) -> tuple[int, Any]:
-    """(HTTP status, decoded JSON body); status 0 when nothing answered (refused, timed out)."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http to the sandbox guest
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http to the sandbox guest
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw)
-        except ValueError:
-            return exc.code, raw.decode(errors="replace")
-    except (OSError, ValueError):
-        return 0, None
 
 
 class TicketLoad:

@@ -303,5 +303,7 @@ def reset_phase0(phase0: Site, converged_snapshot: str) -> Iterator[Site]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `session_end` delete the session's containers: they run after every other test."""
-    items.sort(key=lambda item: item.get_closest_marker("session_end") is not None)
+    """Tests marked `session_end` delete the session's containers: they run after every other test but
+    those marked `phase3`, which remove whatever holds phase 3's vmids (phase 1's and 2's) and go last."""
+    items.sort(key=lambda item: 2 if item.get_closest_marker("phase3") is not None
+               else int(item.get_closest_marker("session_end") is not None))

@@ -125,18 +125,31 @@ def test_up_of_a_phase_migrated_away_from_is_refused_before_any_call(site: Path)
     assert code == 1 and "is unreachable" in out  # the new phase itself is not refused
 
 
-def test_a_phase_with_clusters_is_refused_by_up_and_migrate_and_planned_with_a_warning(site: Path) -> None:
-    """Phase 3's members would be standalone stores (no replication, Sentinel, clustering, load
-    balancer yet): `up` and `migrate` refuse before any call; `plan` says so, then asks the API."""
-    for command in (["up", "phase3", "--yes"], ["migrate", "phase3"]):
-        code, out = run("-i", str(site), *command)
-        assert code == 1 and f"refusing `{command[0]} phase3`" in out, out
-        assert "postgresql" in out and "rabbitmq" in out and "unreachable" not in out, out
+def test_up_and_migrate_build_phase3_clusters(site: Path) -> None:
+    """`up phase3` builds every cluster and `migrate phase3` builds them from phase 2's stores
+    (migration/phase3_steps.py): both go on to the API; `plan phase3` warns of nothing."""
+    code, out = run("-i", str(site), "up", "phase3", "--yes")
+    assert code == 1 and "is unreachable" in out and "refusing" not in out, out
+    code, out = run("-i", str(site), "migrate", "phase3", "--yes")
+    assert code == 1 and "refusing" not in out and "is unreachable" in out, out
     code, out = run("-i", str(site), "plan", "phase3")
-    assert code == 1 and "warning: phase3's clusters (" in out and "is unreachable" in out, out
-    code, out = run("-i", str(site), "up", "phase2", "--yes")
-    assert code == 1 and "is unreachable" in out and "refusing" not in out  # no clusters: not refused
+    assert code == 1 and "warning: phase3's clusters" not in out and "is unreachable" in out, out
 
+
+def test_a_cluster_of_components_up_does_not_cluster_is_refused() -> None:
+    """A cluster whose members run nothing `up` clusters (here: app containers) is refused by name."""
+    from psa_provision.errors import InputError
+    from psa_provision.packaged import PHASES_DIR
+    from psa_provision.phases import load_phase
+    from psa_provision.refusals import refuse_clusters, unbuilt_clusters
+
+    phase3 = load_phase("phase3", PHASES_DIR)
+    assert unbuilt_clusters(phase3, "up") == []
+    apps = [c.model_copy(update={"cluster": "apps"}) if "app" in c.components else c for c in phase3.containers]
+    odd = phase3.model_copy(update={"containers": apps})
+    assert unbuilt_clusters(odd, "up") == ["apps"]
+    with pytest.raises(InputError, match=r"refusing `up phase3`: its clusters \(apps\)"):
+        refuse_clusters(odd, "up")
 
 
 @pytest.fixture

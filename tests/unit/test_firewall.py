@@ -225,10 +225,35 @@ def test_a_failing_container_does_not_stop_the_others_and_the_app_waits_for_stor
     failures = waves.run_all([State(c) for c in ph.containers], work, note=notes.append, workers=2)
     assert [f.spec.vmid for f in failures] == [110]
     # the others converged, the app container built too; its apps need redis: not started
-    assert sorted(done) == [("own part", 100), ("own part", 210), ("own part", 220), ("own part", 230)]
+    # the other stores did the rest that needs their peers; the app container only its own part
+    assert sorted(done) == [("apps started", 100), ("apps started", 210), ("apps started", 220),
+                            ("own part", 100), ("own part", 210), ("own part", 220), ("own part", 230)]
     assert any("psa-redis-1" in n and "redis: install failed" in n for n in notes)
     assert any(n.startswith("psa-app: PM2 apps not started") and "psa-redis-1" in n for n in notes)
     assert running[1] <= 2
+
+
+def test_phase3_starts_the_etcd_members_together_and_the_load_balancers_last() -> None:
+    """etcd's first start waits for a quorum: its three members run at once even with 2 workers."""
+    states = [State(c) for c in phase("phase3").containers]
+    order = [s.spec.vmid for s in waves.first_wave_order(states)]
+    assert order[:3] == [105, 106, 107] and order[-2:] == [240, 241]
+    apps = [v for v in order if 120 <= v < 200]
+    assert order[3:3 + len(apps)] == apps and len(apps) == 16
+    lock = threading.Lock()
+    inside: set[int] = set()
+    met = threading.Event()
+
+    def work(state: State) -> waves.Finish:
+        if 105 <= state.spec.vmid <= 107:
+            with lock:
+                inside.add(state.spec.vmid)
+                if len(inside) == 3:
+                    met.set()
+            assert met.wait(10), "the etcd members did not run side by side"
+        return lambda: None
+
+    assert waves.run_all(states, work, note=lambda _: None, workers=2) == []
 
 
 def test_all_containers_run_when_none_fails_the_apps_start_last() -> None:
@@ -240,7 +265,9 @@ def test_all_containers_run_when_none_fails_the_apps_start_last() -> None:
 
     failures = waves.run_all([State(c) for c in phase("phase1").containers], work, note=lambda _: None)
     assert failures == [] and sorted(v for _, v in seen[:5]) == [100, 110, 210, 220, 230]
-    assert seen[5:] == [("apps started", 230)]
+    # the stores' rest (a member joining its cluster) before any app starts
+    assert sorted(seen[5:9]) == [("apps started", v) for v in (100, 110, 210, 220)]
+    assert seen[9:] == [("apps started", 230)]
 
 
 def test_a_failed_app_container_does_not_keep_the_other_apps_from_starting() -> None:
@@ -254,7 +281,8 @@ def test_a_failed_app_container_does_not_keep_the_other_apps_from_starting() -> 
 
     failures = waves.run_all([State(c) for c in ph.containers], work, note=lambda _: None)
     assert [f.spec.vmid for f in failures] == [140]
-    assert started[-1] == 120 and sorted(started) == [120, 121, 130, 150, 160, 170, 180]
+    assert set(started[:4]) == {100, 110, 210, 220}  # the stores' rest first
+    assert started[-1] == 120 and sorted(started[4:]) == [120, 121, 130, 150, 160, 170, 180]
 
 
 # -- against a model of PVE's rule list ------------------------------------------------------------------
@@ -354,3 +382,28 @@ def test_phase3_load_balancer_pair_rules() -> None:
     tickets = next(c for c in ph.containers if "tickets" in c.services)
     callers = {src for port, src in rule_rows(ph, tickets.vmid) if port == 3030}
     assert {lb1.ip, lb2.ip} <= callers  # health checks and forwarded requests from both balancers
+
+
+def test_phase3_patroni_and_etcd_reach_what_they_need() -> None:
+    """Patroni members replicate and ask each other's /leader; the load balancers reach the server and
+    its REST checks; etcd admits its peers and the Patroni members; the apps reach 5000/5001 on the LBs."""
+    ph = phase("phase3")
+    pg = [c for c in ph.with_component("postgresql")]
+    lbs = sorted(c.ip for c in ph.with_component("haproxy"))
+    etcd = ph.with_component("etcd")
+    apps = sorted(c.ip for c in ph.containers if "app" in c.components)
+    for member in pg:
+        rows = rule_rows(ph, member.vmid)
+        others = sorted(c.ip for c in pg if c.vmid != member.vmid)
+        for port in (5432, 8008):
+            assert sorted(src for p, src in rows if p == port) == sorted({*others, *lbs}
+                                                                         | ({*apps} if port == 5432 else set()))
+    for member in etcd:
+        rows = rule_rows(ph, member.vmid)
+        assert sorted(src for p, src in rows if p == 2380) == sorted(c.ip for c in etcd if c.vmid != member.vmid)
+        assert {c.ip for c in pg} <= {src for p, src in rows if p == 2379}
+    for lb in ph.with_component("haproxy"):
+        rows = rule_rows(ph, lb.vmid)
+        assert sorted(src for p, src in rows if p == 5000) == apps
+        assert sorted(src for p, src in rows if p == 5001) == apps
+    assert not any(p in (2379, 2380, 8008) for p, _ in rule_rows(phase("phase2"), 100))  # phase 2: none

@@ -188,3 +188,19 @@ def test_the_vrrp_password_is_sent_but_never_shown() -> None:
     assert f"auth_pass {secret}" in conf.content.reveal() and conf.mode == 0o600
     shown = repr(conf) + str(conf.diff) + json.dumps(plan_json(Plan(changes)), default=str)
     assert secret not in shown and "auth_pass ***" in conf.diff
+
+
+def test_the_gateway_reaches_a_service_on_two_containers_through_the_load_balancers() -> None:
+    """Phase 3: a lost service container is a lost backend, not a lost service (VIP, not a container)."""
+    from psa_provision.packaged import PHASES_DIR
+    from psa_provision.phases import load_phase
+    from psa_provision.services.app.component import service_url
+
+    p3 = load_phase("phase3", PHASES_DIR)
+    gw = p3.container(122)
+    assert service_url(p3, gw, "auth") == "http://10.0.20.250:3010"
+    assert service_url(p3, gw, "reports") == "http://10.0.20.250:3070"
+    p2 = load_phase("phase2", PHASES_DIR)
+    assert service_url(p2, p2.container(120), "auth") == f"http://{p2.container(121).ip}:3010"
+    p0 = load_phase("phase0", PHASES_DIR)
+    assert service_url(p0, p0.container(200), "auth") == "http://127.0.0.1:3010"

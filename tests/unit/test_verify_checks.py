@@ -46,6 +46,11 @@ def test_public_ports_per_placement() -> None:
     assert checks.public_ports(split, "gw") == {22, 3000}
     assert checks.public_ports(split, "app") == {22, 3010}
     assert checks.public_ports(split, "db") == {22}
+    # phase 3: each service on two containers; the second gateway opens 3000 as much as the first
+    ha = {"api-gateway": {"port": 3000, "hostname": "gw", "hostnames": ["gw", "gw-2"]},
+          "auth": {"port": 3010, "hostname": "auth", "hostnames": ["auth", "auth-2"]}}
+    assert checks.public_ports(ha, "gw-2") == {22, 3000}
+    assert checks.public_ports(ha, "auth-2") == {22, 3010}
 
 
 def test_net0_fields() -> None:
@@ -102,7 +107,7 @@ def test_context_names_containers_by_hostname_and_places_services() -> None:
     aio = ctx["containers"]["psa-all-in-one"]
     assert (aio["vmid"], aio["ip"], aio["memory_mb"]) == (200, "10.0.20.100", 8192)
     assert ctx["services"]["api-gateway"] == {"port": 3000, "instances": 2, "container": 200, "also_on": [],
-                                              "hostname": "psa-all-in-one"}
+                                              "hostname": "psa-all-in-one", "hostnames": ["psa-all-in-one"]}
     pg = ctx["expected"]["psa-all-in-one"]["postgresql"]
     # the inventory's override wins; the rest derive from the container's 8 GiB like the rendered file
     assert (pg["shared_buffers"], pg["listen_addresses"], pg["port"]) == ("1GB", "localhost", "5432")

@@ -19,6 +19,7 @@ from ...phases import APP_SERVICES, ContainerSpec, Phase
 from ...render import render
 from ..common import changed, command, content_changed, put_file
 from ..context import HostContext
+from ..haproxy.config import front_address
 from ..nodejs.component import npm_env
 from ..patroni.haproxy import client_endpoint
 from ..postgresql import PORT as POSTGRES_PORT
@@ -48,7 +49,7 @@ PM2_ENV = f"export HOME={APP_HOME} PM2_HOME={APP_HOME}/.pm2\ncd {APP_DIR}\n"
 def service_bind(phase: Phase, spec: ContainerSpec) -> str:
     """SERVICE_BIND: loopback when every service runs on this container and no other app container
     calls in (phase 0, phase 1's app), else the container's private address (phase 2)."""
-    local_only = all(svc.container == spec.vmid for svc in phase.services.values()) and \
+    local_only = all(svc.containers == [spec.vmid] for svc in phase.services.values()) and \
         not any(c.vmid != spec.vmid and "app" in c.components for c in phase.containers)
     return "127.0.0.1" if local_only else spec.ip
 
@@ -56,6 +57,23 @@ def service_bind(phase: Phase, spec: ContainerSpec) -> str:
 def probe_address(phase: Phase, spec: ContainerSpec, service: str) -> str:
     """Where a /health probe on the container itself reaches `service` (the gateway binds every address)."""
     return "127.0.0.1" if service == "api-gateway" else service_bind(phase, spec)
+
+
+def service_url(phase: Phase, spec: ContainerSpec, service: str) -> str:
+    """Where the gateway on `spec` reaches `service`: on this container, itself; on one other container,
+    that one; on several (phase 3), the load balancers in front of them (a lost container is only a
+    lost backend); its seed port when the phase does not place it."""
+    svc = phase.services.get(service)
+    if svc is None:
+        return f"http://127.0.0.1:{APP_SERVICES[service]}"
+    front = front_address(phase)
+    if svc.container == spec.vmid:
+        host = "127.0.0.1"
+    elif len(svc.containers) > 1 and front is not None:
+        host = front
+    else:
+        host = phase.container(svc.container).ip
+    return f"http://{host}:{svc.port}"
 
 
 def cluster_env(phase: Phase) -> dict[str, str]:
@@ -72,15 +90,8 @@ def cluster_env(phase: Phase) -> dict[str, str]:
 def env_content(ctx: HostContext) -> str:
     """The seed's .env keys + admin user, binds and *_SERVICE_URL for the gateway."""
     s = ctx.secrets
-    urls = {}
-    for name, port in APP_SERVICES.items():
-        if name == "api-gateway":
-            continue
-        svc = ctx.phase.services.get(name)
-        host = "127.0.0.1"
-        if svc is not None and svc.container != ctx.container.vmid:
-            host = ctx.phase.container(svc.container).ip
-        urls[f"{name.upper()}_SERVICE_URL"] = f"http://{host}:{svc.port if svc else port}"
+    urls = {f"{name.upper()}_SERVICE_URL": service_url(ctx.phase, ctx.container, name)
+            for name in APP_SERVICES if name != "api-gateway"}
     # a Patroni cluster is reached through the load balancer's leader port, a lone server directly
     postgres_host, postgres_port = client_endpoint(ctx.phase) or (ctx.address_of("postgresql"), POSTGRES_PORT)
     return render(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ...phases import APP_SERVICES, Phase
 from ...render import render
 from ..patroni import haproxy as patroni_haproxy
-from . import CONF, HEALTH_PATH, STATS_SOCKET, TEMPLATES
+from . import COMPONENT, CONF, HEALTH_PATH, STATS_SOCKET, TEMPLATES
 
 # Sections other services add to haproxy.cfg (each: phase -> text, "" for nothing): PostgreSQL's
 # leader (5000) and replica (5001) frontends, checked through Patroni's REST API.
@@ -48,6 +48,16 @@ def backends(phase: Phase) -> list[Backend]:
         servers = tuple(Server(c.hostname, f"{c.ip}:{spec.port}") for c in hosts)
         out.append(Backend(service, spec.port, servers))
     return out
+
+
+def front_address(phase: Phase) -> str | None:
+    """Where clients reach the load balancers: the phase file's `vip` (without prefix), else the first
+    load balancer's address; None when the phase has none."""
+    lbs = phase.with_component(COMPONENT)
+    if not lbs:
+        return None
+    vip = next((c.vip for c in lbs if c.vip), None)
+    return vip.split("/")[0] if vip else lbs[0].ip
 
 
 def load_balancers(phase: Phase) -> list[str]:

@@ -1,0 +1,6 @@
+"""`drill phase3 KIND`: lose one member under the app's own writes and measure what the clients saw.
+
+kinds.py (what each KIND stops and its targets), measure.py (pure: acked writes and what the stores
+hold after healing -> lost, duplicates, error windows), writer.py (the bounded writer through the
+VIP), run.py (fault, restore, heal, read back).
+"""

@@ -1,0 +1,36 @@
+"""The drills of phase 3 (issue: "drill phase3 KIND") and the targets each reports against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psa_provision.errors import InputError
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One drill: what it takes down, and the seconds within which writes should resume (reported,
+    not asserted: a time on a shared 2-core machine is a measurement, not a property)."""
+
+    name: str
+    loses: str
+    resume_target_s: float
+    lost_target: int = 0  # acknowledged writes that may be lost: none, for every kind
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind("postgresql-primary", "the Patroni leader's container", 30.0),
+    Kind("redis-primary", "the Redis primary's container (Sentinel promotes a replica)", 15.0),
+    Kind("rabbitmq-node", "one RabbitMQ member's container (not the app's first node)", 10.0),
+    Kind("lb-active", "the load balancer holding the VIP", 5.0),
+    Kind("app-container", "the first container of the tickets service", 5.0),
+    Kind("node", "a Proxmox node: every container on it", 60.0),
+)}
+
+
+def parse_kind(text: str) -> Kind:
+    """The Kind named `text`; InputError naming the choices otherwise."""
+    kind = KINDS.get(text.strip().lower())
+    if kind is None:
+        raise InputError(f"unknown drill {text!r}", hint=f"one of: {', '.join(KINDS)}")
+    return kind

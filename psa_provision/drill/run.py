@@ -1,0 +1,221 @@
+"""One drill: writes through the VIP, the fault, the member restored, the cluster healed, the store read.
+
+The fault is what losing a member is on Proxmox VE: the container stopped through the API. For an HA
+resource that stop is a request to the HA manager (pve-container's vm_stop hands it to `ha-manager
+crm-command stop`), which hard-stops the container and keeps it stopped (request state `stopped`):
+the member is gone, as after a crash, and stays gone until the drill starts it again (a start is the
+HA request `started`). `node` stops every container of the node that holds the PostgreSQL leader; on
+the sandbox, with test hooks open, it is pvesim's node-down fault instead (power lost, the node
+offline, the HA manager recovering its resources elsewhere), undone by node-up.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from psa_provision.drill.kinds import Kind
+from psa_provision.drill.measure import Measured, measure
+from psa_provision.drill.writer import TicketWriter
+from psa_provision.errors import InputError, ProvisionError
+from psa_provision.phases import ContainerSpec, Phase
+from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.seams import node_fault
+from psa_provision.services.keepalived import vip as keepalived_vip
+from psa_provision.services.patroni import health as patroni_health
+from psa_provision.services.patroni.component import members as patroni_members
+from psa_provision.services.postgresql import DATABASE
+from psa_provision.services.redis import MASTER_NAME, SENTINEL_PORT
+from psa_provision.site import Site, ssh_connection
+
+BASELINE_S = 10.0  # writes before the fault
+HEAL_TIMEOUT_S = 600.0
+MAX_SECONDS = 900.0  # the writer stops by itself after this, whatever happens
+RATE = 5.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What the drill takes down: the containers, or a whole node through the sandbox's fault."""
+
+    target: str
+    containers: tuple[ContainerSpec, ...]
+    node: str | None = None
+
+
+def vip_base(phase: Phase) -> str:
+    """http://VIP:gateway-port, from the load balancers' `vip:` in the phase file."""
+    vips = {c.vip for c in phase.with_component("keepalived") if c.vip}
+    if len(vips) != 1:
+        raise InputError(f"{phase.name}: no single VIP on its load balancers: `drill` writes through it",
+                         hint="drills are for phase 3 (phases with `cluster:` members and a VIP)")
+    address = next(iter(vips)).split("/")[0]
+    return f"http://{address}:{phase.services['api-gateway'].port}"
+
+
+def _run_on(site: Site, spec: ContainerSpec, script: str) -> str | None:
+    """A script's stdout on one container, None when it cannot be reached or fails."""
+    try:
+        conn = ssh_connection(site.inventory, spec)
+        try:
+            result = conn.run(script, check=False, timeout=30)
+        finally:
+            conn.close()
+    except ProvisionError:
+        return None
+    return result.stdout if result.ok else None
+
+
+def postgres_leader(site: Site) -> ContainerSpec:
+    """The Patroni leader, as the first member that answers `patronictl list` says."""
+    members = patroni_members(site.phase)
+    for spec in members:
+        out = _run_on(site, spec, patroni_health.LIST)
+        if out is None:
+            continue
+        head = patroni_health.leader(patroni_health.parse_list(out))
+        found = [m for m in members if head is not None and m.hostname == head.name]
+        if found:
+            return found[0]
+    raise ProvisionError("no Patroni member names a leader", hint="psa-provision health phase3")
+
+
+def redis_primary(site: Site) -> ContainerSpec:
+    """The Redis primary, as the first Sentinel that answers names it."""
+    members = site.phase.with_component("redis")
+    ask = f"redis-cli -p {SENTINEL_PORT} --raw SENTINEL get-master-addr-by-name {MASTER_NAME}\n"
+    for spec in members:
+        out = _run_on(site, spec, ask)
+        address = (out or "").split()[:1]
+        found = [m for m in members if address and m.ip == address[0]]
+        if found:
+            return found[0]
+    raise ProvisionError("no Sentinel names the Redis primary", hint="psa-provision health phase3")
+
+
+def vip_holder(site: Site, base: str) -> ContainerSpec:
+    """The load balancer holding the VIP."""
+    lbs = site.phase.with_component("keepalived")
+    outputs = {c.hostname: _run_on(site, c, keepalived_vip.ADDRESSES) or "" for c in lbs}
+    vip = next(c.vip for c in lbs if c.vip)
+    held = keepalived_vip.holders(outputs, vip)
+    if len(held) != 1:
+        raise ProvisionError(keepalived_vip.problem(outputs, vip) or f"the VIP of {base} is nowhere")
+    return next(c for c in lbs if c.hostname == held[0])
+
+
+def choose(site: Site, kind: Kind, base: str) -> Fault:
+    """What `kind` takes down on the live phase."""
+    phase = site.phase
+    if kind.name == "postgresql-primary":
+        spec = postgres_leader(site)
+        return Fault(f"{spec.hostname} (Patroni leader)", (spec,))
+    if kind.name == "redis-primary":
+        spec = redis_primary(site)
+        return Fault(f"{spec.hostname} (Redis primary)", (spec,))
+    if kind.name == "rabbitmq-node":
+        members = [c for c in phase.with_component("rabbitmq") if c.cluster]
+        spec = members[1] if len(members) > 1 else members[0]
+        return Fault(f"{spec.hostname} (RabbitMQ member)", (spec,))
+    if kind.name == "lb-active":
+        spec = vip_holder(site, base)
+        return Fault(f"{spec.hostname} (holds the VIP)", (spec,))
+    if kind.name == "app-container":
+        spec = phase.container(phase.services["tickets"].container)
+        return Fault(f"{spec.hostname} (tickets)", (spec,))
+    node = postgres_leader(site).node
+    on_node = tuple(c for c in phase.containers if c.node == node)
+    return Fault(f"node {node} ({len(on_node)} containers, the Patroni leader's)", on_node, node)
+
+
+def inject(px: ProxmoxClient, fault: Fault, owner: str, say: Callable[[str], None]) -> bool:
+    """Take the fault's members down; True when the sandbox's node fault did it."""
+    if fault.node is not None and node_fault("down", fault.node, owner):
+        say(f"sandbox: node {fault.node} lost power")
+        return True
+    for spec in fault.containers:
+        node = px.find_vmid(spec.vmid) or spec.node
+        say(f"stop container {spec.vmid} ({spec.hostname}) on {node}")
+        px.stop(node, spec.vmid)
+    return False
+
+
+def restore(px: ProxmoxClient, fault: Fault, owner: str, sandbox_node: bool,
+            say: Callable[[str], None]) -> None:
+    """Bring the lost members back (node up, or each container started where it is now)."""
+    if sandbox_node and fault.node is not None:
+        node_fault("up", fault.node, owner)
+        say(f"sandbox: node {fault.node} back")
+    for spec in fault.containers:
+        node = px.find_vmid(spec.vmid) or spec.node
+        if str(px.status(node, spec.vmid).get("status")) != "running":
+            say(f"start container {spec.vmid} ({spec.hostname}) on {node}")
+            px.start(node, spec.vmid)
+
+
+def tickets_held(site: Site, run: str) -> Counter[str]:
+    """Title -> rows of the drill's tickets, read on the leader after healing."""
+    leader = postgres_leader(site)
+    # S608: `run` is the drill's own token_hex, no input reaches this SQL
+    sql = f"SELECT title, count(*) FROM tickets WHERE title LIKE 'drill {run} %' GROUP BY title"  # noqa: S608
+    out = _run_on(site, leader, f"cd / && runuser -u postgres -- psql -X -At -F '\t' -d {DATABASE} "
+                                f"-c {shlex.quote(sql)}\n")
+    if out is None:
+        raise ProvisionError(f"could not read the drill's tickets on {leader.hostname}")
+    held: Counter[str] = Counter()
+    for line in out.splitlines():
+        title, _, n = line.rpartition("\t")
+        if title:
+            held[title] = int(n)
+    return held
+
+
+def drill(site: Site, kind: Kind, healthy: Callable[[], bool], say: Callable[[str], None]) -> Measured:
+    """Run one drill end to end; the figures (Measured.passed: no acknowledged write lost, healed)."""
+    base = vip_base(site.phase)
+    if not healthy():
+        raise ProvisionError(f"{site.phase.name} is not healthy before the drill: nothing was stopped",
+                             hint=f"psa-provision health {site.phase.name}")
+    px = connect(site.inventory)
+    run = secrets.token_hex(4)
+    owner = f"drill-{run}"
+    fault = choose(site, kind, base)
+    s = site.secrets
+    writer = TicketWriter(base, s.get("app.admin_email").value, s.get("app.admin_password").value, run,
+                          rate=RATE, max_seconds=MAX_SECONDS).start()
+    sandbox_node = False
+    restored_at: float | None = None
+    try:
+        time.sleep(BASELINE_S)
+        fault_at = writer.now()
+        sandbox_node = inject(px, fault, owner, say)
+        time.sleep(max(2 * kind.resume_target_s, 30.0))
+        restored_at = writer.now()
+        restore(px, fault, owner, sandbox_node, say)
+        deadline = time.monotonic() + HEAL_TIMEOUT_S
+        healed = False
+        while time.monotonic() < deadline:
+            if healthy():
+                healed = True
+                break
+            time.sleep(5.0)
+        heal_s = writer.now() - restored_at
+        time.sleep(BASELINE_S)  # writes after healing count too
+    finally:
+        attempts = writer.stop()
+        if sandbox_node and restored_at is None and fault.node is not None:
+            node_fault("up", fault.node, owner)
+    result = measure(kind, fault.target, attempts, tickets_held(site, run), fault_at, restored_at)
+    result.healed, result.heal_s = healed, heal_s
+    if kind.name == "redis-primary":
+        result.notes.append("Redis writes with and without WAIT: not measured by this version; the tickets "
+                            "(PostgreSQL, with their Redis cache write) are")
+    if kind.name == "rabbitmq-node":
+        result.notes.append("confirmed RabbitMQ publishes are not counted separately by this version: a "
+                            "ticket's event is published after its commit and republished by the sweeper "
+                            "when the confirm fails")
+    return result

@@ -1,0 +1,109 @@
+"""Phase 2 -> 3: the standalone stores become their clusters' first members, step by step (phase3_steps).
+
+Each step runs, then its check; a failed check runs the step's rollback (a shared container converges
+phase 2's plan again) and stops the migration naming the check. The journal records `run` and `check`
+per step, so a killed run resumes at the first step whose check has not been recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from psa_provision import planner
+from psa_provision.apply import apply
+from psa_provision.changes import Noop, Package, Plan, PutFile
+from psa_provision.facts_ahead import gather_facts_and_health
+from psa_provision.journal import write_migration_grants
+from psa_provision.migration.base import MigrationBase
+from psa_provision.migration.phase3_steps import HaAction, actions
+from psa_provision.migration.steps import MigrationFailed, Step
+from psa_provision.output import StepProgress
+from psa_provision.phases import ContainerSpec, Phase
+from psa_provision.services.app import APP_HOME, APP_USER
+from psa_provision.services.patroni.component import user_passwords
+from psa_provision.ssh import Connection
+from psa_provision.waits import wait_healthy
+
+FILES_ONLY = (Package, PutFile)  # `files` steps: install and write, start and stop nothing
+
+
+class HaSteps(MigrationBase):
+    """The steps of phase 2 -> 3 (phase3_steps.actions), run in order with their checks."""
+
+    _actions: dict[str, HaAction] | None = None
+
+    def ha_action(self, step: Step) -> HaAction:
+        if self._actions is None:
+            ctx = planner.build_context(self.site.inventory, self.new, self.new.containers[0],
+                                        self.site.secrets, bundle_dir=None)
+            self._actions = {a.name: a for a in actions(self.old, self.new, user_passwords(ctx))}
+        return self._actions[step.name]
+
+    def _ha(self, step: Step, todo: list[str]) -> None:
+        action = self.ha_action(step)
+        if action.kind == "hold":
+            write_migration_grants(self.site.inventory_path, self.new.name, {"converting": True})
+        elif action.kind == "release":
+            write_migration_grants(self.site.inventory_path, self.new.name, None)
+            self.say(step, f"migration to {self.new.name} complete: `psa-provision up {self.new.name}` "
+                           "converges it from now on")
+        else:
+            spec = self.new.container(action.vmid)
+            if "run" in todo:
+                self._sub(step, "run")
+                self.say(step, action.summary)
+                self._run_action(action, spec)
+                self.record(step, "run")
+            if "check" in todo:
+                self._sub(step, "check")
+                problems = self._check(action, spec)
+                if problems:
+                    self._roll_back_ha(step, action, spec, problems)
+                self.record(step, "check")
+        self.record(step, "done", quiesce_s=0.0)
+
+    def _run_action(self, action: HaAction, spec: ContainerSpec) -> None:
+        if action.kind == "script" and action.run:
+            result = self.conn(spec).run(action.run, stdin=action.stdin, check=False)
+            if not result.ok:
+                self.out.warn(f"[{action.name}] exit {result.exit_code}: {result.stdout.strip()[-300:]}")
+        elif action.kind in ("converge", "files"):
+            self.converge(spec, self.new, files_only=action.kind == "files")
+
+    def converge(self, spec: ContainerSpec, phase: Phase, *, files_only: bool = False) -> None:
+        """Apply `phase`'s plan of the container as `up` would (only packages and files when
+        files_only); an app container then answers /health before the next step."""
+        conn = self.conn(spec)
+        facts, _ = gather_facts_and_health(conn, phase, spec)
+        site = dataclasses.replace(self.site, phase=phase)
+        changes = planner.guest_plan(site, spec, facts).changes
+        if files_only:
+            changes = [c for c in changes if isinstance(c, (*FILES_ONLY, Noop))]
+        summary = apply(Plan(changes), {spec.hostname: conn}, self.px, self.journal, None,
+                        pm2_user=APP_USER, pm2_home=APP_HOME)
+        if summary.error is not None:
+            raise summary.error
+        if "app" in spec.components and phase.services_on(spec.vmid) and not files_only:
+            wait_healthy(conn, phase, spec, StepProgress(self.out))
+
+    def _check(self, action: HaAction, spec: ContainerSpec) -> list[str]:
+        if not action.check:
+            return []
+        result = self.conn(spec).run(action.check, check=False)
+        if action.judge is not None:
+            return action.judge(result.exit_code, result.stdout)
+        return [] if result.ok else [f"{action.check.strip().splitlines()[0]} (exit {result.exit_code})"]
+
+    def _roll_back_ha(self, step: Step, action: HaAction, spec: ContainerSpec, problems: list[str]) -> None:
+        """Undo the step (its rollback script, or phase 2's plan again on a shared container), then stop."""
+        self.out.warn(f"[{step.name}] {'; '.join(problems)}: rolling the step back")
+        conn: Connection = self.conn(spec)
+        if action.rollback:
+            conn.run(action.rollback, check=False)
+        elif action.shared and action.kind in ("converge", "files"):
+            self.converge(self.old.container(spec.vmid), self.old)
+        self.record(step, "rolled-back", failed=problems)
+        raise MigrationFailed(f"{step.name} on {spec.hostname}: {'; '.join(problems)}; "
+                              "the step was rolled back",
+                              hint="find out why (the container's journal: journalctl -u <unit>), then run "
+                                   "the same command again: it resumes at this step")

@@ -1,0 +1,63 @@
+"""`up phase3` then `migrate phase3` from a running phase 2 under a ticket load: the standalone stores
+become their clusters' first members and no acknowledged ticket is lost (the lead runs this: it needs
+phase 2 live, tests/e2e/test_phase2.py's session, and the sandbox's three nodes)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from psa_provision.phases import load_phase
+from psa_provision.testing.loadgen import TicketLoad
+
+from .test_phase2 import PSQL, Phase1, phase1_site, q  # noqa: F401 - the session's phase-1/2 site
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.phase3]
+
+RATE = 5.0
+LOAD_BOUND_S = 3600.0
+
+
+def _phase2_live(site: Phase1) -> None:
+    """Phase 2 migrated and serving (what test_phase2 leaves); else made so."""
+    if site.cli("migrate", "phase2", "--plan", timeout=120).output.count("done") < 3:
+        assert site.cli("up", "phase2", "--yes").code == 0
+        assert site.cli("migrate", "phase2", timeout=1800).code == 0
+
+
+def test_migrate_phase3_from_phase2_under_load_loses_no_acknowledged_write(
+        phase1_site: Phase1) -> None:  # noqa: F811 - the fixture imported above
+    site = phase1_site
+    _phase2_live(site)
+    phase2, phase3 = (load_phase(n, site.inventory.phases_dir) for n in ("phase2", "phase3"))
+    gateway = f"http://{phase2.container(phase2.services['api-gateway'].container).ip}:3000"
+    vip = "http://10.0.20.250:3000"
+    load = TicketLoad([gateway, vip], site.secret("app.admin_email"), site.secret("app.admin_password"),
+                      rate=RATE, max_seconds=LOAD_BOUND_S, label="phase3-load").start()
+    try:
+        deadline = time.monotonic() + 120
+        while len(load.result.acked) < 5:
+            assert time.monotonic() < deadline, "no write acknowledged by phase 2's gateway"
+            time.sleep(0.5)
+        up = site.cli("up", "phase3", "--yes", timeout=3600)
+        assert up.code == 0, up.output[-8000:]
+        migrated = site.cli("migrate", "phase3", "--yes", timeout=3600)
+        assert migrated.code == 0 and "complete" in migrated.output, migrated.output[-8000:]
+        again = site.cli("up", "phase3", "--yes", timeout=1800)
+        assert again.code == 0 and "0 changed" in again.output, again.output[-6000:]
+    finally:
+        result = load.stop()
+    sys.stderr.write(f"\n[e2e] migrate phase3 under load: {len(result.acked)} tickets acknowledged, "
+                     f"write downtime {result.longest_gap_s:.1f} s, {result.failures} refused attempts\n")
+    leader = phase3.container(100)
+    conn = site.ssh(leader)
+    try:
+        stored = {int(x) for x in conn.run(PSQL + q("SELECT id FROM tickets")).stdout.split()}
+    finally:
+        conn.close()
+    lost = sorted(set(result.acked) - stored)
+    assert not lost, f"{len(lost)} acknowledged tickets lost: {lost[:20]}"
+    verified = site.cli("verify", "phase3", timeout=1800)
+    assert verified.code == 0, verified.output[-6000:]

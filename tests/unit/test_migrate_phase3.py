@@ -1,0 +1,119 @@
+"""Phase 2 -> 3's pure parts: the order of the conversion steps, when `up phase3` must hold the
+conversion, and how the journal's records make a killed or rolled-back run resume."""
+
+from __future__ import annotations
+
+from psa_provision.migration.phase3_steps import FINISH, PREPARE, actions, conversion_held, held_spec
+from psa_provision.migration.record import read_states
+from psa_provision.migration.steps import plan_steps, report
+from psa_provision.packaged import PHASES_DIR
+from psa_provision.phases import load_phase
+
+P1, P2, P3 = (load_phase(n, PHASES_DIR) for n in ("phase1", "phase2", "phase3"))
+PASSWORDS = {"postgres": "s3cret'1", "replicator": "r2", "rewind_user": "w3"}
+
+
+def names() -> list[str]:
+    return [a.name for a in actions(P2, P3, PASSWORDS)]
+
+
+def at(name: str) -> int:
+    return names().index(name)
+
+
+def test_prepare_first_finish_last_every_phase3_container_once() -> None:
+    found = actions(P2, P3, PASSWORDS)
+    assert found[0].name == PREPARE and found[-1].name == FINISH
+    converged = [a.vmid for a in found if a.kind in ("converge", "files")]
+    assert set(converged) == {c.vmid for c in P3.containers}
+    assert len(names()) == len(set(names())), "a step name is the journal's key: each once"
+
+
+def test_etcd_before_the_takeover_and_the_takeover_before_any_replica() -> None:
+    assert max(at(f"psa-etcd-{i}") for i in (1, 2, 3)) < at("postgresql etcd") < at("postgresql takeover")
+    assert at("postgresql files psa-postgres-1") < at("postgresql roles") < at("postgresql takeover")
+    assert at("postgresql takeover") < at("postgresql replica psa-postgres-2") < at("postgresql synchronous")
+
+
+def test_redis_replicas_copy_the_standalone_before_it_becomes_their_primary() -> None:
+    assert at("psa-redis-2") < at("psa-redis-1") and at("psa-redis-3") < at("psa-redis-1")
+
+
+def test_the_phase2_node_goes_first_in_rabbitmq_and_elasticsearch() -> None:
+    assert at("psa-rabbitmq-1") < at("psa-rabbitmq-2") < at("psa-rabbitmq-3")
+    assert at("psa-es-1") < at("psa-es-2") < at("psa-es-3")
+
+
+def test_apps_switch_to_the_vip_only_after_the_clusters_and_the_load_balancers() -> None:
+    last_store = max(at("postgresql synchronous"), at("psa-redis-1"), at("psa-rabbitmq-3"), at("psa-es-3"))
+    lbs = max(at("psa-lb-1"), at("psa-lb-2"))
+    assert last_store < lbs < at("psa-gateway-2") < at("psa-gateway")
+    old_apps = [at(c.hostname) for c in P2.with_component("app")]
+    before = {o.vmid for o in P2.containers}
+    new_apps = [at(c.hostname) for c in P3.with_component("app") if c.vmid not in before]
+    assert max(new_apps) < min(old_apps), "second copies serve before the first ones reload"
+
+
+def test_the_takeover_carries_patronis_check_and_rollback_and_the_roles_secret_on_stdin() -> None:
+    found = {a.name: a for a in actions(P2, P3, PASSWORDS)}
+    takeover, roles = found["postgresql takeover"], found["postgresql roles"]
+    assert "systemctl enable --now patroni@15-main" in takeover.run
+    assert "systemctl start postgresql@15-main" in takeover.rollback
+    assert takeover.judge is not None
+    assert takeover.judge(1, "") != []
+    assert roles.stdin is not None and "s3cret" not in repr(roles) and "s3cret" not in roles.run
+
+
+def test_shared_containers_roll_back_to_phase2_new_ones_do_not() -> None:
+    found = {a.name: a for a in actions(P2, P3, PASSWORDS)}
+    assert found["psa-redis-1"].shared and found["psa-gateway"].shared
+    assert not found["psa-redis-2"].shared and not found["psa-gateway-2"].shared
+
+
+def test_up_holds_the_conversion_while_phase2s_standalone_stores_exist() -> None:
+    assert conversion_held(P2, P3, {100, 110, 210, 220}, finished=False)
+    assert not conversion_held(P2, P3, {100, 110, 210, 220}, finished=True)
+    assert not conversion_held(P2, P3, set(), finished=False), "a fresh phase 3 builds its clusters at once"
+    assert not conversion_held(P1, P2, {100}, finished=False), "phase 2 has no clusters"
+
+
+def test_a_held_container_gets_its_base_only() -> None:
+    spec = P3.container(101)
+    assert held_spec(spec).components == ["base"]
+    assert held_spec(spec).vmid == 101 and spec.components != ["base"]
+
+
+def test_phase3_plan_steps_are_the_conversion_steps_each_run_then_checked() -> None:
+    steps = plan_steps(P2, P3)
+    assert [s.name for s in steps] == names()
+    assert all(s.kind == "ha" and s.substeps == ("run", "check") for s in steps)
+
+
+def _entry(step: str, state: str, **fields: object) -> dict[str, object]:
+    return {"event": "migrate", "step": step, "state": state, **fields}
+
+
+def test_a_killed_run_resumes_at_the_step_whose_check_was_not_recorded() -> None:
+    steps = plan_steps(P2, P3)
+    entries = [_entry("prepare", "done"), _entry("psa-etcd-1", "run"), _entry("psa-etcd-1", "check"),
+               _entry("psa-etcd-1", "done"), _entry("psa-etcd-2", "run")]
+    states = read_states(entries)
+    todo = [s.name for s in steps if not states.get(s.name) or not states[s.name].finished]
+    assert todo[0] == "psa-etcd-2"
+    assert [x for x in steps[2].substeps if x not in states["psa-etcd-2"].done] == ["check"]
+    rows = {r[0]: r[2] for r in report(steps, states, 0.0).rows}
+    assert rows["psa-etcd-1"] == "done" and rows["psa-etcd-2"] == "interrupted after run"
+    assert rows["psa-etcd-3"] == "to do"
+
+
+def test_a_rolled_back_step_is_redone_from_its_run() -> None:
+    entries = [_entry("postgresql takeover", "run"), _entry("postgresql takeover", "rolled-back",
+                                                              failed=["the leader is nobody"])]
+    state = read_states(entries)["postgresql takeover"]
+    assert state.done == [] and state.label == "rolled back, to redo"
+
+
+def test_the_report_names_the_container_of_each_step() -> None:
+    rows = {r[0]: r[1] for r in report(plan_steps(P2, P3), {}, 0.0).rows}
+    assert rows["postgresql takeover"] == "100 psa-postgres-1 (10.0.30.10)"
+    assert rows["prepare"] == "-"
