@@ -350,11 +350,11 @@ def test_gateway_metrics_sum_every_worker_and_count_only_api_requests(
     assert body["requests_last_minute"] == 4 and body["errors_last_minute"] == 1, body
 
 
-def test_gateway_metrics_answer_loopback_only_and_leave_with_a_stopped_worker(
+def test_gateway_metrics_answer_loopback_only_and_keep_a_stopped_workers_requests(
         two_gateways: list[tuple[str, subprocess.Popen[str]]], tmp_path: Path) -> None:
     import http.client
 
-    (one, _), (_, second) = two_gateways
+    (one, _), (two, second) = two_gateways
     host, port = one.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10, source_address=("127.0.0.2", 0))
     conn.request("GET", "/metrics")
@@ -362,7 +362,12 @@ def test_gateway_metrics_answer_loopback_only_and_leave_with_a_stopped_worker(
     conn.close()
     files = tmp_path / "data" / "metrics" / "api-gateway"
     assert len(list(files.glob("*.json"))) == 2
-    second.send_signal(signal.SIGTERM)  # a graceful stop takes its file with it
+    for _ in range(3):
+        assert _call(f"{two}/api/tickets")[0] == 401  # served by the worker about to stop
+    second.send_signal(signal.SIGTERM)  # a graceful stop: gone from the live workers, not its requests
     second.communicate(timeout=15)
-    assert [f.name for f in files.glob("*.json")] != [] and len(list(files.glob("*.json"))) == 1
-    assert _call(f"{one}/metrics")[1]["workers"] == 1
+    assert len(list(files.glob("*.json"))) == 2
+    time.sleep(1.2)  # the last minute counts whole seconds
+    body = _call(f"{one}/metrics")[1]
+    assert body["workers"] == 1, body
+    assert body["requests_last_minute"] == 3 and body["requests_total"] == 3, body

@@ -12,14 +12,19 @@ import { join, resolve } from 'node:path';
 
 const WINDOW_SECONDS = 300;
 const FLUSH_MS = 1000; // another worker's counts reach the sums this late at most
-/** A worker file not written for this long is a stopped worker's: left out of the sums. */
+/** A worker file not written for this long is a gone worker's: not counted as a live worker. Its
+ * requests still count while they are inside the window: they were served (a PM2 reload or a crash
+ * does not take the API load of the last minute away). */
 const STALE_MS = 15_000;
-/** A stopped worker's file is removed after this long (workers come and go with PM2 reloads). */
+/** A gone worker's file is removed after this long, past the window (workers come and go with PM2
+ * reloads). */
 const FORGET_MS = 600_000;
 
 interface WorkerFile {
   pid: number;
   updated_ms: number;
+  /** written by a graceful stop: the worker is gone, its counts stay until they leave the window */
+  stopped?: boolean;
   requests_total: number;
   errors_total: number;
   /** [epoch second, requests, of which 5xx] for the seconds of the window that saw requests */
@@ -79,18 +84,15 @@ export class RequestMetrics {
     this.timer.unref();
   }
 
-  /** Remove this worker's file (graceful shutdown: its requests leave the sums at once). */
+  /** Write this worker's file a last time, marked stopped (graceful shutdown): it leaves the live
+   * workers at once, its requests stay in the sums until they leave the window. */
   stop(): void {
     if (this.timer !== undefined) clearInterval(this.timer);
-    try {
-      unlinkSync(this.file);
-    } catch {
-      // already gone
-    }
+    this.flush(Date.now(), true);
   }
 
   /** Write this worker's counts atomically (temp file + rename). */
-  flush(now = Date.now()): void {
+  flush(now = Date.now(), stopped = false): void {
     const oldest = Math.floor(now / 1000) - WINDOW_SECONDS;
     for (const second of this.buckets.keys()) {
       if (second < oldest) this.buckets.delete(second);
@@ -101,6 +103,7 @@ export class RequestMetrics {
       requests_total: this.total,
       errors_total: this.errors,
       seconds: [...this.buckets.entries()].map(([second, [n, e]]) => [second, n, e]),
+      ...(stopped ? { stopped: true } : {}),
     };
     try {
       mkdirSync(this.dir, { recursive: true });
@@ -145,8 +148,7 @@ export class RequestMetrics {
           // another worker removed it
         }
       }
-      if (age > STALE_MS) continue;
-      workers += 1;
+      if (age <= STALE_MS && data.stopped !== true) workers += 1;
       total += data.requests_total;
       errors += data.errors_total;
       for (const [at, n, e] of data.seconds) {
