@@ -41,6 +41,7 @@ from psa_provision.secrets import Secrets, load_secrets
 from psa_provision.services.app import APP_HOME, APP_USER, pm2
 from psa_provision.services.app.component import probe_address
 from psa_provision.services.container import component as container_component
+from psa_provision.services.pgbackrest.keys import read_keys
 from psa_provision.ssh import COUNTER as SSH_COUNTER
 from psa_provision.ssh import Connection, forget_host, pinned_hosts, wait_for_ssh
 from psa_provision.timing import WATCH, StepTimer, Stopwatch
@@ -123,6 +124,8 @@ def load_site(inventory_path: Path, phase_name: str, *, need_secrets: bool = Tru
     if need_secrets and not key:
         raise InputError(f"{pub}: SSH public key not found",
                          hint="run `psa-provision init` to create the key pair")
+    if need_secrets and phase.with_component("backup"):
+        read_keys(inv.ssh.key_file)  # InputError naming the missing pgBackRest key pair and `init`
     return Site(inv, Path(inventory_path), phase, secrets, key)
 
 

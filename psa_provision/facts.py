@@ -96,6 +96,7 @@ def gather_script(spec: ContainerSpec, databases: tuple[str, ...] = (postgresql.
     dirs = catalog.managed_dirs(spec.components)
     services = catalog.managed_services(spec.components)
     secret = [p for p in files if p in catalog.SECRET_FILES]
+    private = [p for p in files if p in catalog.PRIVATE_FILES]
     q = shlex.quote
     return f"""#!/bin/bash
 # psa-provision facts (read-only). Prints one JSON document.
@@ -104,9 +105,11 @@ export LC_ALL=C
 b64() {{ base64 -w0; }}
 FILES=({' '.join(q(f) for f in files)})
 SECRET=({' '.join(q(f) for f in secret)})
+PRIVATE=({' '.join(q(f) for f in private)})
 DIRS=({' '.join(q(d) for d in dirs)})
 SERVICES=({' '.join(q(s) for s in services)})
 is_secret() {{ local s; for s in "${{SECRET[@]}}"; do [ "$s" = "$1" ] && return 0; done; return 1; }}
+is_private() {{ local s; for s in "${{PRIVATE[@]}}"; do [ "$s" = "$1" ] && return 0; done; return 1; }}
 # One group read whole before it runs, stdin /dev/null: no command can eat a script fed on stdin.
 {{
 # The slow probes (rabbitmqctl boots an Erlang VM, pm2 a Node.js) start now, side by side, and are
@@ -125,7 +128,8 @@ fi
 printf ',"files":['
 sep=""
 for f in "${{have[@]}}"; do
-  if is_secret "$f"; then content="$(sed -E {q(catalog.SECRET_LINE_SED)} "$f" | b64)"
+  if is_private "$f"; then content=""
+  elif is_secret "$f"; then content="$(sed -E {q(catalog.SECRET_LINE_SED)} "$f" | b64)"
   else content="$(b64 < "$f")"; fi
   printf '%s{{"path":"%s","content":"%s"}}' "$sep" "$f" "$content"
   sep=","
@@ -181,7 +185,7 @@ def _files(doc: dict[str, Any]) -> dict[str, FileFact]:
         out[path] = FileFact(
             path=path, sha256=sums[path], mode=int(mode, 8), owner=owner, group=group, mtime=seconds(mtime),
             content=base64.b64decode(content).decode("utf-8", "replace") if content else (
-                None if path in catalog.SECRET_FILES else ""),
+                None if path in catalog.SECRET_FILES or path in catalog.PRIVATE_FILES else ""),
         )
     return out
 

@@ -10,16 +10,20 @@ import re
 from collections.abc import Iterable
 
 from ..plan import MASK
-from . import app, base, elasticsearch, haproxy, nodejs, postgresql, rabbitmq, redis, scripts
+from . import app, backup, base, elasticsearch, haproxy, nodejs, pgbackrest, postgresql, rabbitmq, redis, scripts
 
 FILES: dict[str, tuple[str, ...]] = {
     s.COMPONENT: s.FILES
-    for s in (base, postgresql, redis, rabbitmq, elasticsearch, nodejs, app, scripts, haproxy)
+    for s in (base, postgresql, pgbackrest, redis, rabbitmq, elasticsearch, nodejs, app, scripts, haproxy,
+              backup)
 }
-DIRS: dict[str, tuple[str, ...]] = {app.COMPONENT: app.DIRS, elasticsearch.COMPONENT: elasticsearch.DIRS}
+DIRS: dict[str, tuple[str, ...]] = {app.COMPONENT: app.DIRS, elasticsearch.COMPONENT: elasticsearch.DIRS,
+                                    pgbackrest.COMPONENT: pgbackrest.DIRS, backup.COMPONENT: backup.DIRS}
 SERVICES: dict[str, tuple[str, ...]] = {
-    s.COMPONENT: s.UNITS for s in (base, postgresql, redis, rabbitmq, elasticsearch, app, haproxy)
+    s.COMPONENT: s.UNITS for s in (base, postgresql, redis, rabbitmq, elasticsearch, app, haproxy, backup)
 }
+# Files whose content never leaves the guest (private keys): facts carry their checksum and mode only.
+PRIVATE_FILES = frozenset(pgbackrest.PRIVATE_FILES)
 # Files whose content holds a secret: facts carry them with every secret line's value masked (on the
 # guest, by SECRET_LINE_SED), so plan can still show a diff of the other lines.
 SECRET_FILES = frozenset({*app.SECRET_FILES, *redis.SECRET_FILES})

@@ -7,12 +7,14 @@ from collections.abc import Callable
 from ..facts import GuestFacts
 from ..plan import Change
 from .app import component as app
+from .backup import component as backup
 from .base import component as base
 from .context import HostContext
 from .elasticsearch import component as elasticsearch
 from .elasticsearch.mover import MOVER as ELASTICSEARCH_MOVER
 from .mover import Mover
 from .nodejs import component as nodejs
+from .pgbackrest import component as pgbackrest
 from .postgresql import component as postgresql
 from .postgresql.mover import MOVER as POSTGRESQL_MOVER
 from .rabbitmq import component as rabbitmq
@@ -22,16 +24,19 @@ from .redis.mover import MOVER as REDIS_MOVER
 from .scripts import component as scripts
 
 Planner = Callable[[HostContext, GuestFacts], list[Change]]
-# install order: base first (apt proxy, CA files), the stores, Node.js before the app, scripts last
+# install order: base first (apt proxy, CA files), the stores, Node.js before the app, scripts, the backup
+# repository host (a container of its own)
 PLANNERS: tuple[tuple[str, Planner], ...] = (
     ("base", base.plan),
     ("postgresql", postgresql.plan),
+    ("pgbackrest", pgbackrest.plan),
     ("redis", redis.plan),
     ("rabbitmq", rabbitmq.plan),
     ("elasticsearch", elasticsearch.plan),
     ("nodejs", nodejs.plan),
     ("app", app.plan),
     ("scripts", scripts.plan),
+    ("backup", backup.plan),
 )
 MOVERS: dict[str, Mover] = {
     "postgresql": POSTGRESQL_MOVER, "redis": REDIS_MOVER, "rabbitmq": RABBITMQ_MOVER,
