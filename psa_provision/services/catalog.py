@@ -10,7 +10,19 @@ import re
 from collections.abc import Iterable
 
 from ..plan import MASK
-from . import app, backup, base, elasticsearch, haproxy, nodejs, pgbackrest, postgresql, rabbitmq, redis, scripts
+from . import (
+    app,
+    backup,
+    base,
+    elasticsearch,
+    haproxy,
+    nodejs,
+    pgbackrest,
+    postgresql,
+    rabbitmq,
+    redis,
+    scripts,
+)
 
 FILES: dict[str, tuple[str, ...]] = {
     s.COMPONENT: s.FILES

@@ -11,10 +11,10 @@ from psa_provision.plan import PutFile
 from psa_provision.secrets import Secrets, generate
 from psa_provision.sensitive import Sensitive
 from psa_provision.services import pgbackrest
-from psa_provision.services.postgresql import component as postgresql
 from psa_provision.services.context import HostContext
 from psa_provision.services.pgbackrest import component
 from psa_provision.services.pgbackrest.keys import BackupKeys, KeyPair
+from psa_provision.services.postgresql import component as postgresql
 
 KEYS = BackupKeys(KeyPair(Sensitive("DB-PRIVATE\n", ["DB-PRIVATE"]), "ssh-ed25519 DBPUB db"),
                   KeyPair(Sensitive("REPO-PRIVATE\n", ["REPO-PRIVATE"]), "ssh-ed25519 REPOPUB repo"))
@@ -32,7 +32,8 @@ def conf_lines(text: str) -> list[str]:
 
 def test_database_side_names_the_repository_host_and_archives_every_minute() -> None:
     c = ctx("phase0", 200)
-    files = {ch.path: ch.content.reveal() for ch in component.plan(c, GuestFacts()) if isinstance(ch, PutFile)}
+    changes = component.plan(c, GuestFacts())
+    files = {ch.path: ch.content.reveal() for ch in changes if isinstance(ch, PutFile)}
     assert "repo1-host=10.0.30.50" in conf_lines(files[pgbackrest.CONF])
     assert "[psa]" in files[pgbackrest.CONF] and f"pg1-path={pgbackrest.PG_DATA}" in files[pgbackrest.CONF]
     assert files[pgbackrest.DB_AUTHORIZED].startswith('from="10.0.30.50/32",')

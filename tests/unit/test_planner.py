@@ -29,20 +29,20 @@ from psa_provision.facts import (
 from psa_provision.packaged import APP_BUNDLE, PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.plan import Change, Command, Noop, Package, PutFile, PutTree, Service
 from psa_provision.secrets import Secrets, generate
+from psa_provision.sensitive import Sensitive
 from psa_provision.services import app as app_service
+from psa_provision.services import backup as backup_service
 from psa_provision.services import base as base_service
-from psa_provision.services import catalog
+from psa_provision.services import catalog, pgbackrest
 from psa_provision.services import elasticsearch as es_service
 from psa_provision.services.common import is_apt_source
-from psa_provision.services import backup as backup_service
-from psa_provision.services import pgbackrest
 from psa_provision.services.context import Bundle, HostContext
-from psa_provision.sensitive import Sensitive
 from psa_provision.services.pgbackrest.keys import BackupKeys, KeyPair
 
 SECRETS = generate()
 BACKUP_KEYS = BackupKeys(KeyPair(Sensitive("db private key\n", ["db private key"]), "ssh-ed25519 DB db"),
-                         KeyPair(Sensitive("repo private key\n", ["repo private key"]), "ssh-ed25519 REPO repo"))
+                         KeyPair(Sensitive("repo private key\n", ["repo private key"]),
+                                 "ssh-ed25519 REPO repo"))
 CA = ("psa-extra-0-guest-ca.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
 
 
@@ -98,7 +98,8 @@ def converged(ctx: HostContext) -> GuestFacts:
     ) if "rabbitmq" in comps else None
     pm2 = [Pm2App(n, "online", s.instances) for n, s in ctx.services.items()] if "app" in comps else None
     return GuestFacts(hostname=ctx.host, os_id="debian", os_version="12", packages=packages, files=files,
-                      dirs=dirs, services=services, users=frozenset({"root", "postgres", "psa", "pgbackrest"}),
+                      dirs=dirs, services=services,
+                      users=frozenset({"root", "postgres", "psa", "pgbackrest"}),
                       npm_globals=frozenset({"npm", "pm2"}), postgres=pg, rabbitmq=rabbit, pm2=pm2,
                       bundle_checksum="b" * 64 if "app" in comps else None)
 

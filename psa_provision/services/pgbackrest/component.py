@@ -34,7 +34,6 @@ from . import (
     LOG_PATH,
     PACKAGES,
     PG_DATA,
-    PG_HOME,
     REPO_AUTHORIZED,
     REPO_HOME,
     REPO_KEY,
@@ -184,6 +183,7 @@ def repository(ctx: HostContext, facts: GuestFacts, component: str) -> list[Chan
         ]
         out += files
         if any(not isinstance(c, Noop) for c in files):
-            out.append(command(ctx, component, f"systemctl daemon-reload ({timer})", "systemctl daemon-reload\n"))
+            out.append(command(ctx, component, f"systemctl daemon-reload ({timer})",
+                               "systemctl daemon-reload\n"))
         out += service(ctx, facts, component, timer, restart=any(not isinstance(c, Noop) for c in files))
     return out

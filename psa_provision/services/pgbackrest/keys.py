@@ -49,7 +49,8 @@ def read_keys(key_file: Path) -> BackupKeys:
         try:
             private, public = path.read_text(encoding="utf-8"), pub.read_text(encoding="utf-8").strip()
         except OSError:
-            raise InputError(f"{path}: pgBackRest's SSH key pair is missing (the phase has a backup container)",
+            raise InputError(f"{path}: pgBackRest's SSH key pair is missing (the phase has a backup "
+                             "container)",
                              hint="run `psa-provision init` again: it adds the missing key pairs") from None
         pairs.append(KeyPair(Sensitive(private, [private]), public))
     return BackupKeys(*pairs)
