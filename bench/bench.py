@@ -321,7 +321,7 @@ def print_table(bench: Bench, started_load: str) -> None:
         print(f"{r.what:<{width}}  {r.figure:<{fig}}  {r.command}")
 
 
-FIGURES = ("cold", "converged", "verify", "phase1", "migrate")
+FIGURES = ("cold", "converged", "verify", "phase1", "migrate", "platform")
 DEFAULT_FIGURES = ("cold", "converged", "verify")
 
 
@@ -340,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cold", action="store_true", help="same as leaving out --figure cold")
     parser.add_argument("--rate", type=float, default=5.0, help="tickets/s written during migrate")
     parser.add_argument("--keep", action="store_true", help="keep the phase-0 container at the end")
+    parser.add_argument("--phase", default="phase0", help="platform: the deployed phase to load (phase0: "
+                        "this --vmid, brought up first; phase1/phase2: up and migrated with this bench's "
+                        "inventory)")
+    parser.add_argument("--inventory", type=Path, help="platform: another project's inventory (its phase "
+                        "containers and secrets) instead of this bench's")
+    parser.add_argument("--max-rate", type=float, default=150.0, help="platform: highest rate, requests/s")
+    parser.add_argument("--max-minutes", type=float, default=15.0, help="platform: longest run of the load")
     args = parser.parse_args(argv)
     if not 101 <= args.vmid <= 254:
         parser.error("--vmid must be 101..254 (its IP is 10.0.20.<vmid-100>)")
@@ -357,10 +364,18 @@ def main(argv: list[str] | None = None) -> int:
                 verify(bench)
             elif figure == "phase1":
                 phase1(bench)
+            elif figure == "platform":
+                from platform_figure import platform  # bench/ is the script's directory on sys.path
+
+                from psa_provision.testing.platform_load import Bounds
+
+                platform(bench, args.phase, args.inventory,
+                         Bounds(max_rate=args.max_rate, max_seconds=60 * args.max_minutes))
             else:
                 migration(bench, args.rate)
     finally:
-        if not args.keep and ("cold" in figures or "converged" in figures):
+        own_phase0 = "platform" in figures and args.phase == "phase0" and args.inventory is None
+        if not args.keep and ("cold" in figures or "converged" in figures or own_phase0):
             bench.cli("destroy", "phase0", "--yes", timeout=600, check=False)
     print_table(bench, started_load)
     return 0

@@ -362,6 +362,32 @@ def health(ctx: typer.Context,
 
 
 @app.command()
+def capacity(ctx: typer.Context,
+             phase: Annotated[str | None, typer.Argument(help="the phase deployed (default: the newest "
+                                                         "phase whose containers all run)")] = None,
+             output: Annotated[Format, typer.Option("--output", "-o", help="text or json")] = Format.text,
+             ) -> None:
+    """The live platform's load against the seed's limits: tenants, users, tickets/day, API requests/min,
+    CPU and memory per container; what the Decision Matrix says. Exit 0 within limits, 3 crossed."""
+    from psa_provision.commands import capacity as capacity_cmd
+
+    state = _state(ctx)
+    out = Output(json_mode=output is Format.json)
+
+    def run() -> int:
+        report = capacity_cmd.run(state.inventory, phase)
+        if out.json_mode:
+            out.json({"inventory": str(state.inventory), **report.as_dict()})
+        else:
+            out.table(f"capacity {report.verdict.phase}", capacity_cmd.COLUMNS, report.rows())
+            for line in report.lines():
+                out.line(line)
+        return report.exit_code
+
+    raise typer.Exit(_guard(out, run))
+
+
+@app.command()
 def doctor(ctx: typer.Context,
            phase: Annotated[str, typer.Argument(help="the phase to check for")] = "phase0",
            output: Annotated[Format, typer.Option("--output", "-o", help="text or json")] = Format.text,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import shlex
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 
 from .errors import GuestError
 from .phases import ContainerSpec
-from .services import base, catalog, postgresql
+from .services import base, catalog, postgresql, redis
 from .services.app import facts as app_facts
 from .services.app.facts import Pm2App
 from .services.parse import seconds
@@ -27,9 +28,11 @@ from .services.postgresql import facts as postgresql_facts
 from .services.postgresql.facts import PgRole, PostgresFacts
 from .services.rabbitmq import facts as rabbitmq_facts
 from .services.rabbitmq.facts import RabbitFacts
+from .services.redis import topology as redis_topology
+from .services.redis.topology import RedisFacts
 
 __all__ = ["DirFact", "FileFact", "GuestFacts", "PgRole", "Pm2App", "PostgresFacts", "RabbitFacts",
-           "ServiceFact", "fresh", "gather_script", "parse_guest_facts"]
+           "RedisFacts", "ServiceFact", "fresh", "gather_script", "parse_guest_facts"]
 
 FACTS_VERSION = 2
 
@@ -80,6 +83,7 @@ class GuestFacts:
     npm_globals: frozenset[str] = frozenset()
     postgres: PostgresFacts | None = None
     rabbitmq: RabbitFacts | None = None
+    redis: RedisFacts | None = None  # replication state, asked of cluster members only
     pm2: list[Pm2App] | None = None  # None: pm2 daemon not running (or not installed)
     # per app, how many processes `pm2 resurrect` would start at boot (None: not known)
     pm2_saved: dict[str, int] | None = None
@@ -92,11 +96,17 @@ class GuestFacts:
 
 def gather_script(spec: ContainerSpec, databases: tuple[str, ...] = (postgresql.DATABASE,)) -> str:
     """The read-only bash script that prints this guest's facts as one JSON document."""
-    files = catalog.managed_files(spec.components)
+    clustered = spec.cluster is not None
+    files = catalog.managed_files(spec.components, clustered=clustered)
     dirs = catalog.managed_dirs(spec.components)
-    services = catalog.managed_services(spec.components)
+    services = catalog.managed_services(spec.components, clustered=clustered)
     secret = [p for p in files if p in catalog.SECRET_FILES]
-    private = [p for p in files if p in catalog.PRIVATE_FILES]
+    opaque = [p for p in files if p in catalog.OPAQUE_FILES]
+    cluster_start = rabbitmq_facts.CLUSTER_START if clustered else ""
+    cluster_read = rabbitmq_facts.CLUSTER_READ if clustered else ""
+    if clustered and redis.COMPONENT in spec.components:
+        cluster_read += redis_topology.probe(redis.CONF, redis.SENTINEL_CONF, redis.UNIT, redis.SENTINEL_UNIT,
+                                             redis.MASTER_NAME)
     q = shlex.quote
     return f"""#!/bin/bash
 # psa-provision facts (read-only). Prints one JSON document.
@@ -105,16 +115,17 @@ export LC_ALL=C
 b64() {{ base64 -w0; }}
 FILES=({' '.join(q(f) for f in files)})
 SECRET=({' '.join(q(f) for f in secret)})
-PRIVATE=({' '.join(q(f) for f in private)})
+OPAQUE=({' '.join(q(f) for f in opaque)})
 DIRS=({' '.join(q(d) for d in dirs)})
 SERVICES=({' '.join(q(s) for s in services)})
 is_secret() {{ local s; for s in "${{SECRET[@]}}"; do [ "$s" = "$1" ] && return 0; done; return 1; }}
-is_private() {{ local s; for s in "${{PRIVATE[@]}}"; do [ "$s" = "$1" ] && return 0; done; return 1; }}
+is_opaque() {{ local s; for s in "${{OPAQUE[@]}}"; do [ "$s" = "$1" ] && return 0; done; return 1; }}
 # One group read whole before it runs, stdin /dev/null: no command can eat a script fed on stdin.
 {{
 # The slow probes (rabbitmqctl boots an Erlang VM, pm2 a Node.js) start now, side by side, and are
 # read where their JSON field goes: the facts cost the slowest probe, not their sum.
-{rabbitmq_facts.START}{app_facts.START}printf '{{"version":{FACTS_VERSION},"hostname":"%s"' "$(hostname)"
+{rabbitmq_facts.START}{cluster_start}{app_facts.START}\
+printf '{{"version":{FACTS_VERSION},"hostname":"%s"' "$(hostname)"
 printf ',"os_release":"%s"' "$(cat /etc/os-release 2>/dev/null | b64)"
 printf ',"packages":"%s"' \\
   "$(dpkg-query -W -f='${{db:Status-Abbrev}}\\t${{Package}}\\t${{Version}}\\n' 2>/dev/null | b64)"
@@ -128,7 +139,7 @@ fi
 printf ',"files":['
 sep=""
 for f in "${{have[@]}}"; do
-  if is_private "$f"; then content=""
+  if is_opaque "$f"; then content=""
   elif is_secret "$f"; then content="$(sed -E {q(catalog.SECRET_LINE_SED)} "$f" | b64)"
   else content="$(b64 < "$f")"; fi
   printf '%s{{"path":"%s","content":"%s"}}' "$sep" "$f" "$content"
@@ -144,7 +155,7 @@ printf ',"services":"%s"' "$(TZ=UTC systemctl show --timestamp=us -p ActiveState
 printf ',"users":"%s"' "$(cut -d: -f1 /etc/passwd | b64)"
 printf ',"npm_globals":"%s"' \\
   "$(for d in /usr/lib/node_modules /usr/local/lib/node_modules; do ls "$d" 2>/dev/null; done | b64)"
-{postgresql_facts.probe(databases)}{rabbitmq_facts.READ}{app_facts.READ}printf '}}\\n'
+{postgresql_facts.probe(databases)}{rabbitmq_facts.READ}{cluster_read}{app_facts.READ}printf '}}\\n'
 }} </dev/null
 """
 
@@ -185,7 +196,7 @@ def _files(doc: dict[str, Any]) -> dict[str, FileFact]:
         out[path] = FileFact(
             path=path, sha256=sums[path], mode=int(mode, 8), owner=owner, group=group, mtime=seconds(mtime),
             content=base64.b64decode(content).decode("utf-8", "replace") if content else (
-                None if path in catalog.SECRET_FILES or path in catalog.PRIVATE_FILES else ""),
+                None if path in catalog.SECRET_FILES else ""),
         )
     return out
 
@@ -242,9 +253,13 @@ def parse_guest_facts(stdout: str) -> GuestFacts:
     os_id, os_version = _os(_text(doc, "os_release"))
     try:
         rabbit = rabbitmq_facts.parse(_text(doc, "rabbitmq")) if "rabbitmq" in doc else None
+        if rabbit is not None and "rabbitmq_cluster" in doc:
+            status = rabbitmq_facts.parse_cluster(_text(doc, "rabbitmq_cluster"))
+            rabbit = dataclasses.replace(rabbit, cluster=status)
         pm2, saved = app_facts.parse(_text(doc, "pm2")) if "pm2" in doc else (None, None)
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise GuestError(f"facts: malformed rabbitmq/pm2 section: {exc}") from None
+    redis_facts = redis_topology.parse(_text(doc, "redis")) if "redis" in doc else None
     return GuestFacts(
         hostname=str(doc.get("hostname", "")),
         os_id=os_id, os_version=os_version,
@@ -256,6 +271,7 @@ def parse_guest_facts(stdout: str) -> GuestFacts:
         npm_globals=frozenset(_text(doc, "npm_globals").split()),
         postgres=postgresql_facts.parse(_text(doc, "postgres")) if "postgres" in doc else None,
         rabbitmq=rabbit,
+        redis=redis_facts,
         pm2=pm2,
         pm2_saved=saved,
         bundle_checksum=str(doc.get("bundle_checksum") or "") or None,

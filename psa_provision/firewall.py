@@ -20,6 +20,10 @@ GATEWAY = "api-gateway"
 SSH_PORT = 22
 # component -> the TCP port its clients (the app containers) use
 STORE_PORTS: dict[str, int] = {"postgresql": 5432, "redis": 6379, "rabbitmq": 5672, "elasticsearch": 9200}
+# component -> the TCP ports the other members of its cluster use (phase 3): Redis replication and
+# Sentinel; RabbitMQ's epmd and distribution port. Sentinel's port is also the app's way to the primary.
+CLUSTER_PORTS: dict[str, tuple[int, ...]] = {"redis": (6379, 26379), "rabbitmq": (4369, 25672)}
+CLIENT_CLUSTER_PORTS: dict[str, tuple[int, ...]] = {"redis": (26379,)}
 OPTIONS: dict[str, str] = {"enable": "1", "policy_in": "DROP", "policy_out": "ACCEPT"}
 
 
@@ -77,6 +81,14 @@ def clients(phase: Phase, spec: ContainerSpec) -> list[str]:
     return sorted(c.ip for c in phase.containers if c.vmid != spec.vmid and "app" in c.components)
 
 
+def cluster_peers(phase: Phase, spec: ContainerSpec, component: str) -> list[str]:
+    """IPs of the other members of `spec`'s cluster that run `component` ([] when it runs alone)."""
+    if spec.cluster is None or component not in CLUSTER_PORTS:
+        return []
+    return sorted(c.ip for c in phase.containers
+                  if c.vmid != spec.vmid and c.cluster == spec.cluster and component in c.components)
+
+
 def rules(phase: Phase, spec: ContainerSpec) -> list[Rule]:
     """The inbound rules `spec` needs in `phase`: SSH from the admin side, each store's port from its
     clients, the gateway's port from anywhere, other services' ports from the other app containers."""
@@ -86,6 +98,12 @@ def rules(phase: Phase, spec: ContainerSpec) -> list[Rule]:
         port = STORE_PORTS.get(component)
         if port is not None:
             out += [Rule(port, ip, f"{component} client") for ip in clients(phase, spec)]
+        peers = cluster_peers(phase, spec, component)
+        if peers:
+            out += [Rule(p, ip, f"{component} client") for p in CLIENT_CLUSTER_PORTS.get(component, ())
+                    for ip in clients(phase, spec)]
+            out += [Rule(p, ip, f"{component} cluster peer") for p in CLUSTER_PORTS.get(component, ())
+                    for ip in peers]
     for name, service in sorted(phase.services_on(spec.vmid).items(), key=lambda kv: kv[1].port):
         if name == GATEWAY:
             out.append(Rule(service.port, "", f"{name} (public entry)"))

@@ -17,7 +17,10 @@ from psa_provision.services.app import health as app_health
 from psa_provision.services.app.component import probe_address
 from psa_provision.services.app.health import failing_checks
 from psa_provision.services.elasticsearch import health as elasticsearch_health
+from psa_provision.services.etcd import health as etcd_health
 from psa_provision.services.haproxy import health as haproxy_health
+from psa_provision.services.patroni import health as patroni_health
+from psa_provision.services.patroni import patroni_managed
 from psa_provision.services.postgresql import health as postgresql_health
 from psa_provision.services.rabbitmq import health as rabbitmq_health
 from psa_provision.services.redis import health as redis_health
@@ -28,9 +31,11 @@ __all__ = ["ContainerHealth", "HealthLine", "HealthReport", "Usage", "check_cont
 GIB = 1024**3
 PROBE_TIMEOUT = 120.0
 # Components with a health probe; base/nodejs/scripts are covered by the app and verify.
-PROBED = ("postgresql", "redis", "rabbitmq", "elasticsearch", "haproxy", "app")
+PROBED = ("etcd", "postgresql", "patroni", "redis", "rabbitmq", "elasticsearch", "haproxy", "app")
 
 _PROBES: dict[str, str] = {
+    "etcd": etcd_health.PROBE,
+    "patroni": patroni_health.PROBE,
     "postgresql": postgresql_health.PROBE,
     "redis": redis_health.PROBE,
     "rabbitmq": rabbitmq_health.PROBE,
@@ -39,6 +44,8 @@ _PROBES: dict[str, str] = {
 }
 # A component's own judgement of its probe's answer (None: the default, exit code 0 is OK)
 _JUDGES: dict[str, Callable[[int, str], tuple[bool, str] | None]] = {
+    "etcd": etcd_health.judge,
+    "patroni": patroni_health.judge,
     "redis": redis_health.judge,
     "elasticsearch": elasticsearch_health.judge,
 }
@@ -210,7 +217,9 @@ def check_container(spec: Any, phase: Any, usage: Usage | None, conn: Runner,
                     redis_password: str) -> ContainerHealth:
     """Probe one container over SSH and judge the answers; a stopped or unreachable one fails whole."""
     health = ContainerHealth(hostname=spec.hostname, vmid=spec.vmid, usage=usage)
-    comps = [c for c in PROBED if c in spec.components]
+    # Patroni is no component of the phase file: it runs beside PostgreSQL on a cluster member
+    patroni = ["patroni"] if patroni_managed(spec.components, spec.cluster) else []
+    comps = [c for c in PROBED if c in [*spec.components, *patroni]]
     services = {n: (s.port, s.instances) for n, s in phase.services_on(spec.vmid).items()}
     names = [c for c in comps if c != "app"] + (sorted(services) if "app" in comps else [])
     if usage is not None and usage.status != "running":

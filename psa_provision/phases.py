@@ -1,7 +1,9 @@
 """Phase files (phases/phaseN.yml) -> topology: containers, their components, where services run.
 
 Data, not code. `load_phase(name, dir)` validates one file (unique vmids/IPs/hostnames, known
-components and services, IPs inside their bridge's subnet, memory >= component minimums).
+components and services, IPs inside their bridge's subnet, memory >= component minimums, and
+phase_ha.py's rules: quorum clusters of >= 3, no lone load balancer, and in a `high_availability` phase
+every service on 2 nodes and every store in a cluster).
 `check_all(dir)` also checks across files: a vmid keeps one role (and hostname) for its whole life,
 and reports capacity per node as warnings.
 """
@@ -28,12 +30,13 @@ APP_SERVICES: dict[str, int] = {
 # Components in install order; a container lists the ones it runs.
 COMPONENTS: tuple[str, ...] = (
     "base", "postgresql", "pgbackrest", "redis", "rabbitmq", "elasticsearch", "nodejs", "app", "scripts",
-    "haproxy", "backup",
+    "haproxy", "etcd", "keepalived", "backup",
 )
 # Memory a component needs at least (MiB), summed per container.
 MIN_MEMORY_MB: dict[str, int] = {
     "base": 128, "postgresql": 1024, "redis": 256, "rabbitmq": 512, "elasticsearch": 2048,
-    "nodejs": 0, "app": 0, "scripts": 0, "haproxy": 128, "pgbackrest": 0, "backup": 256,
+    "nodejs": 0, "app": 0, "scripts": 0, "haproxy": 128, "etcd": 256, "keepalived": 0, "pgbackrest": 0,
+    "backup": 256,
 }
 APP_INSTANCE_MB = 128
 SUBNETS: dict[str, str] = {"vmbr20": "10.0.20.0/24", "vmbr30": "10.0.30.0/24"}
@@ -76,6 +79,9 @@ class ContainerSpec(_Strict):
     services: list[str] = []
     cluster: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$", examples=["postgresql"],
                                 description="lowercase letters, digits and '-'")  # members on different nodes
+    vip: str | None = Field(default=None, examples=["10.0.20.250/24"],
+                            description="the virtual IP with prefix that keepalived moves between the "
+                            "members of this container's cluster (a load balancer pair)")
 
     @model_validator(mode="after")
     def _check(self) -> ContainerSpec:
@@ -155,6 +161,14 @@ class ServiceSpec(_Strict):
     port: int = Field(ge=1024, le=65535, examples=[3000])
     instances: int = Field(default=2, ge=1, le=64, examples=[2])
     container: int = Field(examples=[200])
+    also_on: list[int] = Field(default=[], examples=["[125]"],
+                               description="more containers (vmids) that run the service too, each with "
+                               "`instances` processes, behind the load balancer")
+
+    @property
+    def containers(self) -> list[int]:
+        """Every container that runs the service: `container` first, then `also_on`."""
+        return [self.container, *self.also_on]
 
 
 class NodeSpec(_Strict):
@@ -171,6 +185,7 @@ class Phase(_Strict):
                       examples=["phase0"])
     description: str = ""
     nodes: dict[str, NodeSpec] = {}
+    high_availability: bool = False  # `phases --check` enforces no single point of failure (phase_ha.py)
     containers: list[ContainerSpec]
     services: dict[str, ServiceSpec] = {}
 
@@ -181,7 +196,7 @@ class Phase(_Strict):
         raise KeyError(vmid)
 
     def services_on(self, vmid: int) -> dict[str, ServiceSpec]:
-        return {n: s for n, s in self.services.items() if s.container == vmid}
+        return {n: s for n, s in self.services.items() if vmid in s.containers}
 
     def with_component(self, component: str) -> list[ContainerSpec]:
         """Containers running `component` (e.g. where PostgreSQL lives)."""
@@ -258,13 +273,16 @@ def _placement(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
             known = ", ".join(APP_SERVICES)
             out.append(Problem(str(path), line, f"unknown service '{show(name)}'"
                                f"{_close([name], APP_SERVICES)} -> use one of: {known}"))
-        if svc.container not in vmids:
-            out.append(Problem(str(path), line, f"service {show(name)} placed on container {svc.container}, "
-                               "which this phase does not define -> set container: to one of "
-                               f"{', '.join(map(str, vmids)) or '(none defined)'}"))
-        elif name not in vmids[svc.container].services:
-            out.append(Problem(str(path), line, f"service {show(name)} placed on {svc.container} but that "
-                               f"container's services list does not name it -> add {show(name)} to it"))
+        for k, vmid in enumerate(svc.containers):
+            at = line if k == 0 else line_of(("services", name, "also_on", k - 1), lines)
+            if vmid not in vmids:
+                fix = "set container: to" if k == 0 else "in also_on use"
+                out.append(Problem(str(path), at, f"service {show(name)} placed on container {vmid}, "
+                                   f"which this phase does not define -> {fix} one of "
+                                   f"{', '.join(map(str, vmids)) or '(none defined)'}"))
+            elif name not in vmids[vmid].services:
+                out.append(Problem(str(path), at, f"service {show(name)} placed on {vmid} but that "
+                                   f"container's services list does not name it -> add {show(name)} to it"))
     for i, c in enumerate(phase.containers):
         for s in c.services:
             if s not in phase.services:
@@ -272,6 +290,11 @@ def _placement(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
                                    f"container {c.vmid} lists service '{show(s)}' without an entry under "
                                    f"services -> add `{show(s)}: {{port: ..., container: {c.vmid}}}` "
                                    "under services"))
+            elif c.vmid not in (where := phase.services[s].containers) and set(where) <= set(vmids):
+                out.append(Problem(str(path), line_of(("containers", i, "services"), lines),
+                                   f"container {c.vmid} lists service {show(s)}, which runs on "
+                                   f"{', '.join(map(str, where))} -> add {c.vmid} to "
+                                   f"{show(s)}'s also_on, or remove {show(s)} here"))
     if phase.services and set(phase.services) != set(APP_SERVICES):
         missing = sorted(set(APP_SERVICES) - set(phase.services))
         if missing:
@@ -280,12 +303,13 @@ def _placement(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
                                "with its port and container"))
     ports: dict[tuple[int, int], str] = {}
     for name, svc in phase.services.items():
-        if (svc.container, svc.port) in ports:
-            other = ports[svc.container, svc.port]
-            out.append(Problem(str(path), line_of(("services", name, "port"), lines),
-                               f"port {svc.port} on {svc.container} also used by {show(other)} -> give each "
-                               "service its own port"))
-        ports[svc.container, svc.port] = name
+        for vmid in svc.containers:
+            if (vmid, svc.port) in ports:
+                other = ports[vmid, svc.port]
+                out.append(Problem(str(path), line_of(("services", name, "port"), lines),
+                                   f"port {svc.port} on {vmid} also used by {show(other)} -> give each "
+                                   "service its own port"))
+            ports[vmid, svc.port] = name
     return out
 
 
@@ -294,7 +318,7 @@ def _resources(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
     out: list[Problem] = []
     for i, c in enumerate(phase.containers):
         need = c.min_memory_mb + APP_INSTANCE_MB * sum(
-            s.instances for n, s in phase.services.items() if s.container == c.vmid)
+            s.instances for n, s in phase.services.items() if c.vmid in s.containers)
         if c.memory_mb < need:
             out.append(Problem(str(path), line_of(("containers", i, "memory_mb"), lines),
                                f"container {c.vmid} has {c.memory_mb} MB, its components need >= {need} MB"
@@ -348,8 +372,10 @@ def _backup(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]:
 
 def validate(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]:
     """All single-file checks beyond the schema."""
+    from .phase_ha import ha_problems  # it builds on Problem and the models above
+
     return (_dupes(phase, lines, path) + _placement(phase, lines, path) + _resources(phase, lines, path)
-            + _backup(phase, lines, path))
+            + _backup(phase, lines, path) + ha_problems(phase, lines, path))
 
 
 def load_phase(name: str, phases_dir: Path) -> Phase:

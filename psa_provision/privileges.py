@@ -36,7 +36,8 @@ class Need:
 UP = ("up", "migrate", "doctor")
 READ = ("plan", "up", "migrate", "destroy", "status", "doctor")
 NEEDS: tuple[Need, ...] = (
-    Need("VM.Audit", "/vms/{vmid}", "read config, status, pending changes, firewall", READ),
+    Need("VM.Audit", "/vms/{vmid}", "read config, status, pending changes, firewall; rrddata (capacity)",
+         (*READ, "capacity")),
     Need("VM.Allocate", "/vms/{vmid}", "create and destroy containers; nesting=1 at create",
          ("up", "migrate", "destroy", "doctor")),
     Need("VM.Config.CPU", "/vms/{vmid}", "cores at create or change", UP),

@@ -599,6 +599,18 @@ class ProxmoxClient:
         """The node's tasks (`vmid`, `typefilter`, `source`: active|all, `since`, `limit`)."""
         return list(self.request("GET", f"/nodes/{node}/tasks", filters) or [])
 
+    # rrddata (pve-manager API2/Nodes.pm, pve-container API2/LXC.pm `rrddata`): a node's needs Sys.Audit
+    # on /nodes/{node}, a container's VM.Audit on /vms/{vmid}. One row per step (60 s for `hour`).
+    RRD_ROUTES: dict[str, str] = {"node": "/nodes/{node}/rrddata",
+                                  "container": "/nodes/{node}/lxc/{vmid}/rrddata"}
+
+    def rrddata(self, node: str, vmid: int | None = None, *, timeframe: str = "hour",
+                cf: Literal["AVERAGE", "MAX"] = "AVERAGE") -> list[dict[str, Any]]:
+        """Statistics rows of a container (`cpu` fraction of its cores, `mem`/`maxmem` bytes, ...) or,
+        without vmid, of the node; fields PVE does not know for a step are left out of its row."""
+        path = self.RRD_ROUTES["node" if vmid is None else "container"].format(node=node, vmid=vmid)
+        return [dict(r) for r in self.request("GET", path, {"timeframe": timeframe, "cf": cf}) or []]
+
     # -- writes (each waits for its task; `track` is told of it first) ------------------------------
     def download_template(self, node: str, storage: str, name: str) -> Any:
         return self.perform(Write("download-template", node, params={"storage": storage, "template": name}))

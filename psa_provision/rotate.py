@@ -30,6 +30,13 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "rabbitmq": ("rabbitmq.admin_password", "rabbitmq.app_password"),
     "app": ("app.jwt_secret", "app.admin_password"),
 }
+# Not rotated here. The Erlang cookie: members with different cookies cannot talk, so a new cookie
+# means stopping every RabbitMQ member at once (a planned outage), not a rolling change. Patroni's
+# users: a new password must reach the roles on the leader (ALTER ROLE) before every member's config,
+# else replication and pg_rewind stop; rotate-secrets does not do that yet.
+NOT_ROTATED = frozenset({"rabbitmq.erlang_cookie", "postgresql.superuser_password",
+                         "postgresql.replication_password", "postgresql.rewind_password",
+                         "patroni.restapi_password"})
 RABBIT_USERS = {key: user for user, (key, _) in RABBIT_USER_KEYS.items()}  # secret key -> RabbitMQ user
 # stdin carries the password only; rabbitmqctl reads it when no password argument is given
 RABBIT_CHANGE = "rabbitmqctl -q change_password {user}"

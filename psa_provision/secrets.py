@@ -19,8 +19,10 @@ from .loader import Loc, dump_yaml, load_yaml, show, write_private
 from .plan import Secret
 
 KEYS: tuple[str, ...] = (
-    "postgresql.app_password", "redis.password", "rabbitmq.admin_password", "rabbitmq.app_password",
-    "app.jwt_secret", "app.admin_email", "app.admin_password",
+    "postgresql.app_password", "postgresql.superuser_password", "postgresql.replication_password",
+    "postgresql.rewind_password", "patroni.restapi_password", "redis.password", "rabbitmq.admin_password",
+    "rabbitmq.app_password", "rabbitmq.erlang_cookie", "app.jwt_secret", "app.admin_email",
+    "app.admin_password",
 )
 NOT_SECRET = frozenset({"app.admin_email"})  # stored with the secrets, but printing it is fine
 _ALNUM = string.ascii_letters + string.digits
@@ -31,13 +33,23 @@ def password(length: int = 32) -> str:
     return "".join(_random.choice(_ALNUM) for _ in range(length))
 
 
+def erlang_cookie() -> str:
+    """A shared Erlang cookie for a RabbitMQ cluster: 32 uppercase letters, as RabbitMQ generates its own."""
+    return "".join(_random.choice(string.ascii_uppercase) for _ in range(32))
+
+
 def generate(admin_email: str = "admin@psa-platform.local") -> dict[str, str]:
     """Fresh values for every key in KEYS (JWT secret: 64 hex chars)."""
     return {
         "postgresql.app_password": password(),
+        "postgresql.superuser_password": password(),
+        "postgresql.replication_password": password(),
+        "postgresql.rewind_password": password(),
+        "patroni.restapi_password": password(),
         "redis.password": password(),
         "rabbitmq.admin_password": password(),
         "rabbitmq.app_password": password(),
+        "rabbitmq.erlang_cookie": erlang_cookie(),
         "app.jwt_secret": _random.token_hex(32),
         "app.admin_email": admin_email,
         "app.admin_password": password(24),

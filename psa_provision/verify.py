@@ -31,6 +31,7 @@ from psa_provision.secrets import Secrets
 from psa_provision.services.app.component import probe_address
 from psa_provision.services.context import HostContext
 from psa_provision.services.elasticsearch import expected as elasticsearch_expected
+from psa_provision.services.patroni import expected as patroni_expected
 from psa_provision.services.postgresql import expected as postgresql_expected
 from psa_provision.services.redis import expected as redis_expected
 
@@ -357,6 +358,7 @@ def expected_values(inventory: Any, phase: Any, container: Any) -> dict[str, Any
         out["redis"] = {"maxmemory": redis_expected.maxmemory(tuning.redis.maxmemory, container.memory_mb)}
     if "elasticsearch" in container.components:
         out["elasticsearch"] = elasticsearch_expected.expected(tuning.elasticsearch.heap, container.memory_mb)
+    out.update(patroni_expected.expected(phase, container))
     return out
 
 

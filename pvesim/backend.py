@@ -80,3 +80,19 @@ class Backend(Protocol):
     def resize(self, vmid: int, disk: str, size_bytes: int, log: Log) -> None: ...
 
     def exists(self, vmid: int) -> bool: ...
+
+    def suspend_copy(self, vmid: int, conf: Mapping[str, str], target: Path, excludes: list[str],
+                     log: Log) -> None:
+        """vzdump's suspend mode: rsync the running guest's rootfs to target, a first pass live and a
+        final one with the guest frozen, logged as VZDump/LXC.pm does (`starting first sync ...`)."""
+
+    def archive(self, vmid: int, conf: Mapping[str, str], mode: str, tmpdir: Path, target: Path,
+                compress: list[str] | None, excludes: list[str], log: Log) -> None:
+        """vzdump's archive step: tar (| compress) > target of the rootfs, ids as the guest sees them,
+        with tmpdir's ./etc/vzdump/pct.conf and pct.fw first. mode `snapshot`: from the copy taken
+        by snapshot(vmid, "vzdump"); `suspend`: from tmpdir/rootfs, which suspend_copy filled;
+        `stop`: the volume itself (the caller stopped the guest)."""
+
+    def restore(self, vmid: int, conf: Mapping[str, str], archive: Path, log: Log) -> None:
+        """`pct restore`'s disk part: a fresh volume for conf's rootfs, the archive unpacked into it
+        (in the guest's id namespace when unprivileged=1), then the LXC config and guest files."""

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pvesim import backup_fault, daemon, lxc, network, npmproxy, preflight, proxy, repos
+from pvesim import backup_fault, daemon, lxc, network, node_fault, npmproxy, preflight, proxy, repos
 from pvesim.faults import Faults
 from pvesim.paths import DEFAULT_STATE_DIR, StateDir
 
@@ -145,12 +145,21 @@ def cmd_fault(args: argparse.Namespace) -> int:
         if args.owner is None and args.id is None:
             faults.set_ticket_lifetime(None)
         backup_fault.release(state, args.owner, args.id)
+        for node in node_fault.release(state, args.owner, args.id):
+            _say(f"- node {node} is back online")
     elif kind == "backup-lock":
         print(backup_fault.lock(state, args.vmid, args.multi, args.owner))
     elif kind == "expire-tickets":
         faults.expire_tickets()
     elif kind == "ticket-lifetime":
         faults.set_ticket_lifetime(args.seconds)
+    elif kind == "node-down":
+        backend = lxc.LxcBackend(state)
+        print(node_fault.down(state, args.node, daemon.load_settings(state)["nodes"], args.fence_delay,
+                              args.owner, stop=lambda vmid: backend.stop(vmid, lambda line: None), say=_say))
+    elif kind == "node-up":
+        if not node_fault.up(state, args.node):
+            raise ValueError(f"node {args.node} is not down")
     elif kind == "kill-guest":
         lxc.LxcBackend(state).stop(args.vmid, _say)
     else:
@@ -160,6 +169,16 @@ def cmd_fault(args: argparse.Namespace) -> int:
             if value is not None:
                 rule[key] = value
         print(faults.add(rule))
+    return 0
+
+
+def cmd_present_as(args: argparse.Namespace) -> int:
+    """Present the API as PVE 8 (HA groups, no HA rules) or PVE 9 (the default); the API reads it live."""
+    state = StateDir(Path(args.state_dir))
+    settings = daemon.load_settings(state)
+    settings["pve_version"] = int(args.major)
+    daemon.save_settings(state, settings)
+    _say(f"the API presents itself as Proxmox VE {args.major}")
     return 0
 
 
@@ -207,6 +226,17 @@ def _fault_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     k.add_argument("seconds", type=int)
     k = kinds.add_parser("kill-guest", help="hard-stop a container behind the API's back (a crash)")
     k.add_argument("vmid", type=int)
+    k = kinds.add_parser("node-down", parents=[owner],
+                         help="a node loses power: its containers stop at once, it shows offline, calls to "
+                              "it fail, HA resources are recovered elsewhere after the fence delay")
+    k.add_argument("node")
+    k.add_argument("--fence-delay", type=float, default=node_fault.DEFAULT_FENCE_DELAY,
+                   help=f"seconds before the HA manager fences the node and recovers its resources (default "
+                        f"{node_fault.DEFAULT_FENCE_DELAY:g}; real Proxmox VE takes about "
+                        f"{node_fault.PVE_FENCE_SECONDS} s)")
+    k = kinds.add_parser("node-up", help="the node is back online (HA resources stay where they were "
+                                         "recovered)")
+    k.add_argument("node")
     k = kinds.add_parser("backup-lock", parents=[owner],
                          help="a running vzdump holds `lock: backup` until `fault clear`")
     k.add_argument("vmid", type=int)
@@ -239,6 +269,10 @@ def parser() -> argparse.ArgumentParser:
     cred = sub.add_parser("credentials", parents=[common], help="print what clients need")
     cred.add_argument("--json", action="store_true")
     cred.set_defaults(func=cmd_credentials)
+    present = sub.add_parser("present-as", parents=[common],
+                             help="answer as Proxmox VE 8 (HA groups) or 9 (HA rules, the default)")
+    present.add_argument("major", choices=["8", "9"])
+    present.set_defaults(func=cmd_present_as)
     _fault_parser(sub, common)
     sub.choices["fault"].set_defaults(func=cmd_fault)
     sub.add_parser("daemon", parents=[common], help=argparse.SUPPRESS).set_defaults(func=cmd_daemon)

@@ -276,6 +276,9 @@ def serve(state: StateDir) -> None:
     from pvesim.rrd_sampler import start as start_rrd_sampler
 
     start_rrd_sampler(app)  # pvestatd's 10 s samples, what rrddata answers from
+    from pvesim.ha_manager import start as start_ha_manager
+
+    start_ha_manager(app)  # pve-ha-crm + pve-ha-lrm: drives HA resources, fences down nodes
     state.pidfile.write_text(str(os.getpid()))
 
     def on_signal(signum: int, frame: object) -> None:

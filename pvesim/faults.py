@@ -12,6 +12,7 @@ Every rule may also carry a scope, so that runs sharing the sandbox do not hit e
 and an `owner` tag, so that `pvesim fault clear --owner X` removes X's rules only. `add` numbers each
 rule (`rule_id`), for `clear --id N`.
 `backup_locks` ({vmid, node, upid, rule_id, owner} of a simulated running backup, see backup_fault.py),
+`nodes_down` ({node, since, fence_delay, rule_id, owner} of a node that lost power, see node_fault.py),
 and `ticket_epoch` (bumped by `expire-tickets`: every ticket signed before is invalid), and
 `ticket_lifetime` (seconds): overrides PVE's 2 h ticket lifetime.
 """
@@ -187,6 +188,34 @@ class Faults:
             if kept:
                 data["backup_locks"] = kept
             return taken
+
+    def add_node_down(self, entry: dict[str, Any]) -> int:
+        """Record a node as down (node_fault.py); returns its number. A node is down once."""
+        with self._locked() as data:
+            down: list[dict[str, Any]] = data.setdefault("nodes_down", [])
+            if any(d.get("node") == entry["node"] for d in down):
+                raise ValueError(f"node {entry['node']} is already down")
+            entry = {**entry, "rule_id": self._next_id(data)}
+            down.append(entry)
+            return int(entry["rule_id"])
+
+    def take_nodes_down(self, owner: str | None = None, rule_id: int | None = None,
+                        node: str | None = None) -> list[dict[str, Any]]:
+        """Forget and return the down nodes a clear with these filters (or `node`) brings back."""
+        with self._locked() as data:
+            down: list[dict[str, Any]] = data.pop("nodes_down", [])
+            hit = [d for d in down if _selected(d, owner, rule_id) and node in (None, d.get("node"))]
+            kept = [d for d in down if d not in hit]
+            if kept:
+                data["nodes_down"] = kept
+            return hit
+
+    def nodes_down(self) -> dict[str, dict[str, Any]]:
+        """node -> its node-down entry."""
+        if not self.path.exists():
+            return {}
+        with self._locked() as data:
+            return {str(d["node"]): dict(d) for d in data.get("nodes_down", [])}
 
     def ticket_policy(self) -> tuple[int, int | None]:
         """(ticket epoch, ticket_lifetime override or None)."""

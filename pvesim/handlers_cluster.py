@@ -10,10 +10,12 @@ from typing import Any
 
 from pvesim import acl
 from pvesim import handlers_lxcstore as store
+from pvesim.handlers_ha import pve_major
 from pvesim.handlers_storage import STORAGES, storage_entry
 from pvesim.server import ApiError, Request, route
 
 VERSION = {"version": "9.2.0", "release": "9.2", "repoid": "pvesim"}
+VERSION_8 = {"version": "8.4.1", "release": "8.4", "repoid": "pvesim"}  # `pvesim present-as 8`
 _BOOT = time.time()
 
 
@@ -49,11 +51,13 @@ def ticket(req: Request) -> dict[str, Any]:
 
 @route("GET", "/version")
 def version(req: Request) -> dict[str, str]:
-    """PVE version info."""
-    return dict(VERSION)
+    """PVE version info (PVE 8.4 after `pvesim present-as 8`)."""
+    return dict(VERSION_8 if pve_major(req.app) < 9 else VERSION)
 
 
 def _node_entry(req: Request, node: str) -> dict[str, Any]:
+    if node in req.app.faults.nodes_down():  # what pvestatd last saw is gone: no figures
+        return {"node": node, "status": "offline", "type": "node", "id": f"node/{node}", "level": ""}
     total, avail = _host_memory()
     disk = shutil.disk_usage(req.app.state.root if req.app.state.root.exists() else "/")
     return {
@@ -66,7 +70,7 @@ def _node_entry(req: Request, node: str) -> dict[str, Any]:
 
 @route("GET", "/nodes")
 def nodes(req: Request) -> list[dict[str, Any]]:
-    """Cluster nodes, all online."""
+    """Cluster nodes; a node taken down by `pvesim fault node-down` is offline."""
     return [_node_entry(req, n) for n in req.app.nodes]
 
 
@@ -81,7 +85,7 @@ def node_index(req: Request) -> list[dict[str, str]]:
 def node_version(req: Request) -> dict[str, str]:
     """PVE version of a node."""
     req.node()
-    return dict(VERSION)
+    return dict(VERSION_8 if pve_major(req.app) < 9 else VERSION)
 
 
 @route("GET", "/nodes/{node}/status")
@@ -109,12 +113,13 @@ def node_status(req: Request) -> dict[str, Any]:
 
 @route("GET", "/cluster/status")
 def cluster_status(req: Request) -> list[dict[str, Any]]:
-    """One cluster entry, then one entry per node."""
+    """One cluster entry, then one entry per node (online 0 while it is down)."""
+    down = req.app.faults.nodes_down()
     out: list[dict[str, Any]] = [{"type": "cluster", "id": "cluster", "name": "pvesim",
                                   "nodes": len(req.app.nodes), "quorate": 1, "version": len(req.app.nodes)}]
     for i, n in enumerate(req.app.nodes, 1):
         out.append({"type": "node", "id": f"node/{n}", "name": n, "nodeid": i, "ip": "127.0.0.1",
-                    "online": 1, "local": int(i == 1), "level": ""})
+                    "online": int(n not in down), "local": int(i == 1), "level": ""})
     return out
 
 
@@ -132,12 +137,15 @@ def cluster_resources(req: Request) -> list[dict[str, Any]]:
     if kind in (None, "pool"):
         out += [{"id": f"/pool/{p}", "pool": p, "type": "pool"} for p in sorted(cfg.pools)
                 if acl.check(cfg, me, f"/pool/{p}", ["Pool.Audit"], noerr=True)]
+    down = req.app.faults.nodes_down()
     if kind in (None, "vm"):
         for node in req.app.nodes:
             for vmid in store.vmids(req.app, node):
                 if not acl.check(cfg, me, f"/vms/{vmid}", ["VM.Audit"], noerr=True):
                     continue
                 entry = store.resource_entry(req.app, node, vmid)
+                if node in down:  # nothing reports the guests of a node that is gone
+                    entry["status"] = "unknown"
                 pool = cfg.pool_of(vmid)
                 if pool and acl.check(cfg, me, f"/pool/{pool}", ["Pool.Audit"], noerr=True):
                     entry["pool"] = pool

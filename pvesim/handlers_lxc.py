@@ -12,6 +12,7 @@ from pvesim import handlers_lxcstore as store
 from pvesim.acl import PermissionDenied
 from pvesim.backend import Log
 from pvesim.handlers_firewall import forget as forget_firewall
+from pvesim.handlers_ha import ha_request
 from pvesim.handlers_storage import STORAGES
 from pvesim.pveconf import PveConf
 from pvesim.server import ApiError, App, Request, route
@@ -117,7 +118,9 @@ def lxc_create(req: Request) -> str:
     app = req.app
     node, vmid = _vmid(req)
     if req.flag("restore"):
-        raise ApiError(501, "restore is not supported by pvesim")
+        from pvesim.handlers_vzrestore import restore  # imports this module
+
+        return restore(req)
     unprivileged = req.params.get("unprivileged", "1") != "0"
     pool = req.params.get("pool")
     _check_create(req, vmid, unprivileged, pool)
@@ -289,24 +292,27 @@ def _start(app: Any, node: str, vmid: int, log: Log) -> None:
     app.backend.start(vmid, log)
 
 
+start_container = _start  # the HA manager starts resources the same way
+
+
 @route("POST", "/nodes/{node}/lxc/{vmid}/status/start")
 def start(req: Request) -> str:
-    """Start (vzstart)."""
-    return _power(req, "vzstart", False, _start, lock_check="mounted")
+    """Start (vzstart); an HA resource's start is a request to the HA manager (hastart)."""
+    return ha_request(req, "started") or _power(req, "vzstart", False, _start, lock_check="mounted")
 
 
 @route("POST", "/nodes/{node}/lxc/{vmid}/status/stop")
 def stop(req: Request) -> str:
-    """Hard stop (vzstop)."""
-    return _power(req, "vzstop", True, lambda app, node, vmid, log: app.backend.stop(vmid, log),
-                  lock_check="mounted")
+    """Hard stop (vzstop); an HA resource's stop is a request to the HA manager (hastop)."""
+    return ha_request(req, "stopped") or _power(
+        req, "vzstop", True, lambda app, node, vmid, log: app.backend.stop(vmid, log), lock_check="mounted")
 
 
 @route("POST", "/nodes/{node}/lxc/{vmid}/status/shutdown")
 def shutdown(req: Request) -> str:
-    """Clean shutdown with timeout (vzshutdown)."""
+    """Clean shutdown with timeout (vzshutdown); for an HA resource a request (hastop)."""
     timeout = req.int("timeout", 60)
-    return _power(req, "vzshutdown", True,
+    return ha_request(req, "stopped") or _power(req, "vzshutdown", True,
                   lambda app, node, vmid, log: app.backend.shutdown(vmid, timeout, log))
 
 
@@ -353,12 +359,15 @@ def _startup_order(values: dict[str, str]) -> int:
     return int(order) if order.isdigit() else 1 << 30
 
 
-def start_onboot(app: App) -> list[str]:
-    """After a host boot, start every stopped container with onboot=1 in a `startall` task per node."""
+def start_onboot(app: App, only: list[str] | None = None, skip: set[int | None] | None = None) -> list[str]:
+    """After a host boot, start every stopped container with onboot=1 in a `startall` task per node
+    (`only` these nodes, `skip` these vmids: HA resources, which the HA manager starts)."""
     upids = []
-    for node in app.nodes:
+    for node in only or app.nodes:
         todo = []
         for vmid in store.vmids(app, node):
+            if skip and vmid in skip:
+                continue
             values = store.load(app, node, vmid)[0].main.values
             if values.get("onboot") == "1" and "lock" not in values and not store.is_running(app, vmid):
                 todo.append((_startup_order(values), vmid))

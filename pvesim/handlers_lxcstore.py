@@ -7,6 +7,7 @@ from typing import Any
 
 from pvesim import pveconf
 from pvesim.backend import BackendError, RuntimeStatus
+from pvesim.ha_config import HaFiles
 from pvesim.pveconf import PveConf
 from pvesim.server import ApiError, App
 
@@ -126,7 +127,8 @@ def status_entry(app: App, node: str, vmid: int) -> dict[str, Any]:
         "maxswap": int(values.get("swap", "512")) * MIB, "swap": rt.swap if running else 0,
         "maxdisk": rootfs_size(values), "disk": rt.disk if running else 0,
         "uptime": rt.uptime if running else 0, "netin": rt.netin, "netout": rt.netout,
-        "diskread": 0, "diskwrite": 0, "template": 0, "ha": {"managed": 0},
+        "diskread": 0, "diskwrite": 0, "template": 0,
+        "ha": HaFiles(app.state.root).service_status(f"ct:{vmid}"),
     }
     if running and rt.pid:
         entry["pid"] = rt.pid

@@ -72,19 +72,24 @@ def snapshot_create(req: Request) -> str:
         raise ApiError(500, f"unable to use snapshot name '{name}' (reserved name)")
 
     def work(log: Log) -> None:
-        with app.conf_lock:
-            if name in store.load(app, node, vmid)[0].snapshots:  # checked in the worker, as PVE does
-                raise ApiError(500, f"snapshot name '{name}' already used")
-        app.backend.snapshot(vmid, name, log)
-        with app.conf_lock:
-            conf, _ = store.load(app, node, vmid)
-            values = {k: v for k, v in conf.main.values.items() if k != "lock"}
-            values["snaptime"] = str(store.now())
-            conf.snapshots[name] = Section(values, description)
-            conf.main.values["parent"] = name
-            store.save(app, node, vmid, conf)
+        take(app, node, vmid, name, description, log)
 
     return _locked_task(req, "vzsnapshot", "snapshot", work)
+
+
+def take(app: App, node: str, vmid: int, name: str, description: str, log: Log) -> None:
+    """AbstractConfig snapshot_create's work: the rootfs copied, the config saved as [name]."""
+    with app.conf_lock:
+        if name in store.load(app, node, vmid)[0].snapshots:  # checked in the worker, as PVE does
+            raise ApiError(500, f"snapshot name '{name}' already used")
+    app.backend.snapshot(vmid, name, log)
+    with app.conf_lock:
+        conf, _ = store.load(app, node, vmid)
+        values = {k: v for k, v in conf.main.values.items() if k != "lock"}
+        values["snaptime"] = str(store.now())
+        conf.snapshots[name] = Section(values, description)
+        conf.main.values["parent"] = name
+        store.save(app, node, vmid, conf)
 
 
 @route("GET", "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}")
@@ -127,22 +132,27 @@ def snapshot_delete(req: Request) -> str:
     name = req.params["snapname"]
 
     def work(log: Log) -> None:
-        with app.conf_lock:
-            _snapshot(store.load(app, node, vmid)[0], name)
-        app.backend.delete_snapshot(vmid, name, log)
-        with app.conf_lock:
-            conf, _ = store.load(app, node, vmid)
-            snap = conf.snapshots.pop(name, None)
-            parent = snap.values.get("parent") if snap else None
-            for section in [conf.main, *conf.snapshots.values()]:
-                if section.values.get("parent") == name:
-                    if parent:
-                        section.values["parent"] = parent
-                    else:
-                        section.values.pop("parent", None)
-            store.save(app, node, vmid, conf)
+        drop(app, node, vmid, name, log)
 
     return _locked_task(req, "vzdelsnapshot", "snapshot-delete", work)
+
+
+def drop(app: App, node: str, vmid: int, name: str, log: Log) -> None:
+    """AbstractConfig snapshot_delete's work: the copy removed; children and `current` inherit its parent."""
+    with app.conf_lock:
+        _snapshot(store.load(app, node, vmid)[0], name)
+    app.backend.delete_snapshot(vmid, name, log)
+    with app.conf_lock:
+        conf, _ = store.load(app, node, vmid)
+        snap = conf.snapshots.pop(name, None)
+        parent = snap.values.get("parent") if snap else None
+        for section in [conf.main, *conf.snapshots.values()]:
+            if section.values.get("parent") == name:
+                if parent:
+                    section.values["parent"] = parent
+                else:
+                    section.values.pop("parent", None)
+        store.save(app, node, vmid, conf)
 
 
 @route("POST", "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/rollback")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
+from pvesim import backups, pveconf
 from pvesim import handlers_lxcstore as store
-from pvesim import pveconf
 from pvesim.server import ApiError, Request, route
 
 STORAGES: dict[str, dict[str, Any]] = {
@@ -84,7 +84,7 @@ def storage_status(req: Request) -> dict[str, Any]:
 
 @route("GET", "/nodes/{node}/storage/{storage}/content")
 def storage_content(req: Request) -> list[dict[str, Any]]:
-    """vztmpl files on `local`, container volumes (of this node) on `local-lvm`."""
+    """vztmpl files and backups on `local`, container volumes (of this node) on `local-lvm`."""
     from pvesim import templates  # imported late: debootstrap and tar helpers
 
     node = req.node()
@@ -96,6 +96,12 @@ def storage_content(req: Request) -> list[dict[str, Any]]:
             st = path.stat()
             out.append({"volid": f"local:vztmpl/{path.name}", "format": "tzst", "content": "vztmpl",
                         "size": st.st_size, "ctime": int(st.st_mtime)})
+    if "backup" in STORAGES[name]["content"].split(",") and content in (None, "backup"):
+        wanted = req.params.get("vmid")
+        for path in backups.archives(req.app.state.backup_dir, int(wanted) if wanted else None):
+            row = backups.entry(name, path)
+            if backup_access(req, name, row.get("vmid")):
+                out.append(row)
     if name == "local-lvm" and content in (None, "rootdir", "images"):
         for vmid in store.vmids(req.app, node):
             if req.params.get("vmid") not in (None, str(vmid)) or not volume_access(req, name, vmid):
@@ -104,6 +110,15 @@ def storage_content(req: Request) -> list[dict[str, Any]]:
                 out.append({"volid": vol["volid"], "format": "raw", "content": "rootdir", "size": vol["size"],
                             "vmid": vmid, "ctime": vol["ctime"]})
     return out
+
+
+def backup_access(req: Request, storage: str, owner: int | None) -> bool:
+    """check_volume_access for a backup volume: Datastore.Allocate, else Datastore.AllocateSpace on the
+    storage and VM.Backup on its guest."""
+    if req.allowed(f"/storage/{storage}", "Datastore.Allocate"):
+        return True
+    return (owner is not None and req.allowed(f"/storage/{storage}", "Datastore.AllocateSpace")
+            and req.allowed(f"/vms/{owner}", "VM.Backup"))
 
 
 def volume_access(req: Request, storage: str, owner: int | None) -> bool:

@@ -351,6 +351,28 @@ class LxcBackend:
         self._require(vmid)
         log(f"CT {vmid} {disk}: size {size_bytes} bytes recorded (dir storage, not enforced)")
 
+    # --- vzdump and restore (in lxc_dump) ------------------------------------------------------
+
+    def suspend_copy(self, vmid: int, conf: Mapping[str, str], target: Path, excludes: list[str],
+                     log: Log) -> None:
+        """vzdump's suspend-mode copy (see Backend.suspend_copy)."""
+        from pvesim import lxc_dump
+
+        lxc_dump.suspend_copy(self, vmid, conf, target, excludes, log)
+
+    def archive(self, vmid: int, conf: Mapping[str, str], mode: str, tmpdir: Path, target: Path,
+                compress: list[str] | None, excludes: list[str], log: Log) -> None:
+        """vzdump's archive step (see Backend.archive)."""
+        from pvesim import lxc_dump
+
+        lxc_dump.archive(self, vmid, conf, mode, tmpdir, target, compress, excludes, log)
+
+    def restore(self, vmid: int, conf: Mapping[str, str], archive: Path, log: Log) -> None:
+        """`pct restore`'s disk part (see Backend.restore)."""
+        from pvesim import lxc_dump
+
+        lxc_dump.restore(self, vmid, conf, archive, log)
+
 
 # --- rootfs preparation (module functions: no container state needed) ---------------------------
 

@@ -6,6 +6,7 @@ Layout (default /var/lib/pvesim):
   etc/pve/nodes/<node>/lxc/<vmid>.conf   PVE-format container configs (snapshots as [sections])
   tasks/                    task index + logs (UPID-named)
   storage/local/template/cache/         vztmpl storage `local` (templates *.tar.zst)
+  storage/local/dump/       backup content of `local`: vzdump archives with their .log/.notes/.protected
   storage/local-lvm/        rootdir storage: volumes are directories (vm-<vmid>-disk-0/)
   snapshots/<vmid>/<name>/  rootfs copies for snapshot/rollback
   repos/                    local apt repositories served on the bridges (nodejs, elasticsearch)
@@ -64,6 +65,11 @@ class StateDir:
     @property
     def template_cache(self) -> Path:
         return self.root / "storage" / "local" / "template" / "cache"
+
+    @property
+    def backup_dir(self) -> Path:
+        """The dump directory of storage `local` (PVE's /var/lib/vz/dump)."""
+        return self.root / "storage" / "local" / "dump"
 
     @property
     def rootdir_storage(self) -> Path:

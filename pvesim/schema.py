@@ -142,7 +142,7 @@ _FORMATS: dict[str, tuple[Callable[[str], bool], str]] = {
                  "value does not look like a valid DNS name"),
     "pve-storage-id": (lambda v: bool(re.fullmatch(r"[a-z][a-z0-9\-_.]*[a-z0-9]", v, re.IGNORECASE)),
                        "storage ID contains illegal characters"),
-    "pve-configid": (lambda v: bool(re.fullmatch(r"[a-z][a-z0-9_]+", v, re.IGNORECASE)),
+    "pve-configid": (lambda v: bool(re.fullmatch(r"[a-z][a-z0-9_-]+", v, re.IGNORECASE)),
                      "invalid configuration ID"),
     "disk-size": (lambda v: pveconf.parse_size(v) is not None, "value does not look like a valid disk size"),
     "pve-tag": (lambda v: bool(re.fullmatch(r"[a-z0-9_][a-z0-9_\-+.]*", v, re.IGNORECASE)), "invalid tag"),

@@ -98,6 +98,8 @@ class Request:
         if node not in self.app.nodes:
             raise ApiError(500, f"hostname lookup '{node}' failed - failed to get address info for: {node}: "
                            "Name or service not known")
+        if node in self.app.faults.nodes_down():  # pveproxy relays AnyEvent::HTTP's connect error
+            raise ApiError(595, "No route to host")
         return node
 
 

@@ -6,7 +6,7 @@ import shlex
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
-from ..facts import GuestFacts
+from ..facts import FileFact, GuestFacts
 from ..inventory import AptRepo
 from ..plan import Change, Command, Noop, Package, PutFile, Sensitive, Service, sha256, unified_diff
 from ..render import render
@@ -41,6 +41,14 @@ def put_file(ctx: HostContext, facts: GuestFacts, component: str, path: str, con
         why = "update"
     return PutFile(ctx.host, component, f"{why} {path}", path=path, content=Sensitive(content, secrets),
                    mode=mode, owner=owner, group=group, diff=diff)
+
+
+def fix_mode(ctx: HostContext, component: str, have: FileFact, mode: int, owner: str, group: str) -> Change:
+    """chown/chmod alone, for a file whose content is right (a service rewrote it with other modes)."""
+    path = shlex.quote(have.path)
+    was = f"{have.mode:04o} {have.owner}:{have.group}"
+    return command(ctx, component, f"fix mode/owner of {have.path} ({was})",
+                   f"chown {owner}:{group} {path}\nchmod {mode:04o} {path}\n")
 
 
 def changed(changes: Iterable[Change]) -> bool:

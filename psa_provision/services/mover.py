@@ -134,3 +134,15 @@ def http(conn: Connection, base: str, requests: list[Request], *, auth: tuple[st
     if len(responses) != len(requests):
         raise GuestError(f"{conn.host}: {len(requests)} requests to {base}, {len(responses)} answers")
     return responses
+
+
+@dataclass(frozen=True)
+class HaStep:
+    """One step of turning a standalone store into its phase-3 cluster, as data: on which container,
+    what it does, how it is verified, and how it is undone (migrate's journal runs them in order)."""
+
+    name: str
+    host: str
+    does: str
+    verify: str
+    rollback: str

@@ -12,8 +12,11 @@ from .base import component as base
 from .context import HostContext
 from .elasticsearch import component as elasticsearch
 from .elasticsearch.mover import MOVER as ELASTICSEARCH_MOVER
+from .etcd import component as etcd
 from .mover import Mover
 from .nodejs import component as nodejs
+from .patroni import component as patroni
+from .patroni import patroni_managed
 from .pgbackrest import component as pgbackrest
 from .postgresql import component as postgresql
 from .postgresql.mover import MOVER as POSTGRESQL_MOVER
@@ -24,11 +27,23 @@ from .redis.mover import MOVER as REDIS_MOVER
 from .scripts import component as scripts
 
 Planner = Callable[[HostContext, GuestFacts], list[Change]]
-# install order: base first (apt proxy, CA files), the stores, Node.js before the app, scripts, the backup
-# repository host (a container of its own)
+
+
+def postgresql_plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
+    """PostgreSQL, then on a cluster member Patroni (services/patroni), which runs the server there."""
+    out = postgresql.plan(ctx, facts)
+    if patroni_managed(ctx.container.components, ctx.container.cluster):
+        out += patroni.plan(ctx, facts)
+    return out
+
+
+# install order: base first (apt proxy, CA files), etcd before Patroni needs it, the stores (on a
+# PostgreSQL cluster member, Patroni after the PostgreSQL packages; pgBackRest after PostgreSQL), Node.js
+# before the app, scripts, the backup repository host (a container of its own) last
 PLANNERS: tuple[tuple[str, Planner], ...] = (
     ("base", base.plan),
-    ("postgresql", postgresql.plan),
+    ("etcd", etcd.plan),
+    ("postgresql", postgresql_plan),
     ("pgbackrest", pgbackrest.plan),
     ("redis", redis.plan),
     ("rabbitmq", rabbitmq.plan),

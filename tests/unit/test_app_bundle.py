@@ -56,6 +56,8 @@ CONTRACT_ENV = {
 OPTIONAL_ENV = {
     "LOG_LEVEL", "PG_POOL_MAX", "PG_CONNECT_TIMEOUT_MS", "PG_QUERY_TIMEOUT_MS", "REDIS_COMMAND_TIMEOUT_MS",
     "GATEWAY_TIMEOUT_MS", "SHUTDOWN_TIMEOUT_MS",
+    # phase 3's store clusters (absent: one Redis at REDIS_HOST, one RabbitMQ at RABBITMQ_HOST)
+    "REDIS_SENTINELS", "REDIS_SENTINEL_NAME", "RABBITMQ_NODES", "RABBITMQ_QUEUE_TYPE",
 }
 ENV_READ = re.compile(r"\benv(?:Int)?\(\s*['\"`]([A-Z0-9_]+)['\"`]\s*(,)?")
 PROCESS_ENV_READ = re.compile(r"process\.env\.([A-Z0-9_]+)")
@@ -295,3 +297,72 @@ def test_missing_secret_is_one_log_line_and_exit_1(built: Path) -> None:
     assert result.returncode == 1
     line = json.loads(result.stdout.strip().splitlines()[-1])
     assert line["level"] == "error" and "JWT_SECRET" in line["error"], result.stdout
+
+
+def _start_gateway(built: Path, cwd: Path) -> tuple[str, subprocess.Popen[str]]:
+    """The built gateway on a free loopback port with `cwd` as its app directory (data/metrics/ there)."""
+    port = _free_port()
+    env = {"PATH": os.environ["PATH"], "PORT": str(port), "GATEWAY_BIND": "127.0.0.1", "JWT_SECRET": SECRET,
+           "GATEWAY_TIMEOUT_MS": "3000"}
+    env |= {f"{s.upper()}_SERVICE_URL": f"http://127.0.0.1:{_free_port()}"
+            for s in PORTS if s != "api-gateway"}
+    proc = subprocess.Popen(["node", str(built / "services/api-gateway/dist/index.js")], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return f"http://127.0.0.1:{port}", proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"gateway did not listen on :{port}:\n{proc.communicate()[0][-2000:]}")
+            time.sleep(0.1)
+
+
+@pytest.fixture()
+def two_gateways(built: Path, tmp_path: Path) -> Iterator[list[tuple[str, subprocess.Popen[str]]]]:
+    """Two gateway processes sharing one app directory (tmp_path), as two PM2 cluster workers do."""
+    started = [_start_gateway(built, tmp_path), _start_gateway(built, tmp_path)]
+    yield started
+    for _, proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.communicate(timeout=15)
+
+
+def test_gateway_metrics_sum_every_worker_and_count_only_api_requests(
+        two_gateways: list[tuple[str, subprocess.Popen[str]]]) -> None:
+    (one, _), (two, _) = two_gateways
+    for _ in range(3):
+        assert _call(f"{one}/api/tickets")[0] == 401  # refused, still API load
+    assert _call(f"{two}/api/tickets", token=_token(SECRET))[0] == 502
+    _call(f"{one}/health")
+    status, body = _call(f"{two}/metrics")  # either worker answers for both
+    assert status == 200, body
+    assert body["service"] == "api-gateway" and body["workers"] == 2
+    # Each worker writes its counts every second, and the last minute counts whole seconds only.
+    deadline = time.monotonic() + 10
+    while body["requests_last_minute"] != 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        body = _call(f"{one if time.monotonic() % 2 < 1 else two}/metrics")[1]
+    assert body["requests_total"] == 4 and body["errors_total"] == 1, body
+    assert body["requests_last_minute"] == 4 and body["errors_last_minute"] == 1, body
+
+
+def test_gateway_metrics_answer_loopback_only_and_leave_with_a_stopped_worker(
+        two_gateways: list[tuple[str, subprocess.Popen[str]]], tmp_path: Path) -> None:
+    import http.client
+
+    (one, _), (_, second) = two_gateways
+    host, port = one.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10, source_address=("127.0.0.2", 0))
+    conn.request("GET", "/metrics")
+    assert conn.getresponse().status == 404  # from another address than 127.0.0.1 or ::1: not answered
+    conn.close()
+    files = tmp_path / "data" / "metrics" / "api-gateway"
+    assert len(list(files.glob("*.json"))) == 2
+    second.send_signal(signal.SIGTERM)  # a graceful stop takes its file with it
+    second.communicate(timeout=15)
+    assert [f.name for f in files.glob("*.json")] != [] and len(list(files.glob("*.json"))) == 1
+    assert _call(f"{one}/metrics")[1]["workers"] == 1

@@ -39,7 +39,7 @@ def test_endpoints_name_every_service_url() -> None:
     rows = dict(engine.endpoints(site))
     assert rows["container 200 psa-all-in-one"] == "ssh root@10.0.20.100"
     assert rows["tickets (x4)"] == "http://10.0.20.100:3030/health"
-    assert rows["container 250 psa-backup"] == "ssh root@10.0.30.50"
+    assert rows["container 250 psa-backup"] == "ssh root@10.0.30.60"
     assert len(rows) == 2 + len(phase.services)
 
 

@@ -96,7 +96,7 @@ def test_phase1_rules_follow_the_topology() -> None:
     ph = phase("phase1")
     ssh = [(22, "10.0.20.1"), (22, "10.0.30.1")]
     # the database and the backup repository host accept each other's SSH (pgBackRest)
-    assert rule_rows(ph, 100) == [*ssh, (22, "10.0.30.50"), (5432, "10.0.20.230")]
+    assert rule_rows(ph, 100) == [*ssh, (22, "10.0.30.60"), (5432, "10.0.20.230")]
     assert rule_rows(ph, 250) == [*ssh, (22, "10.0.30.10")]
     assert rule_rows(ph, 110) == [*ssh, (6379, "10.0.20.230")]
     assert rule_rows(ph, 210) == [*ssh, (5672, "10.0.20.230")]
@@ -150,7 +150,7 @@ def test_fresh_container_gets_rules_in_order_then_options_net_flag_and_datacente
     posts = [c for c in calls if c.method == "POST"]
     # POST unshifts (pve-firewall Rules.pm register_create_rule), so the last wanted rule goes first
     assert [(c.params["dport"], c.params.get("source")) for c in posts] == [
-        ("5432", "10.0.20.230"), ("22", "10.0.30.50"), ("22", "10.0.30.1"), ("22", "10.0.20.1")]
+        ("5432", "10.0.20.230"), ("22", "10.0.30.60"), ("22", "10.0.30.1"), ("22", "10.0.20.1")]
     assert not any("pos" in c.params for c in posts)  # PVE ignores it on create
     assert all(c.params["enable"] == 1 and c.path == "/nodes/pve1/lxc/100/firewall/rules" for c in posts)
     options, net, cluster = calls[4:]

@@ -34,9 +34,9 @@ def test_database_side_names_the_repository_host_and_archives_every_minute() -> 
     c = ctx("phase0", 200)
     changes = component.plan(c, GuestFacts())
     files = {ch.path: ch.content.reveal() for ch in changes if isinstance(ch, PutFile)}
-    assert "repo1-host=10.0.30.50" in conf_lines(files[pgbackrest.CONF])
+    assert "repo1-host=10.0.30.60" in conf_lines(files[pgbackrest.CONF])
     assert "[psa]" in files[pgbackrest.CONF] and f"pg1-path={pgbackrest.PG_DATA}" in files[pgbackrest.CONF]
-    assert files[pgbackrest.DB_AUTHORIZED].startswith('from="10.0.30.50/32",')
+    assert files[pgbackrest.DB_AUTHORIZED].startswith('from="10.0.30.60/32",')
     assert files[pgbackrest.DB_AUTHORIZED].rstrip().endswith("ssh-ed25519 REPOPUB repo")
     conf = conf_lines(postgresql.conf_content(c))
     assert "archive_mode = on" in conf and "archive_timeout = 60" in conf

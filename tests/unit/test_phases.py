@@ -45,8 +45,20 @@ def test_phase3_clusters_spread_over_three_nodes() -> None:
     for c in p.containers:
         if c.cluster:
             clusters.setdefault(c.cluster, set()).add(c.node)
-    assert clusters == {k: {"pve1", "pve2", "pve3"} for k in
-                        ("postgresql", "redis-sentinel", "rabbitmq", "elasticsearch")}
+    assert clusters == {**{k: {"pve1", "pve2", "pve3"} for k in
+                           ("postgresql", "etcd", "redis-sentinel", "rabbitmq", "elasticsearch")},
+                        "load-balancer": {"pve1", "pve3"}}
+    assert p.high_availability
+
+
+def test_phase3_every_service_on_two_nodes_behind_one_vip() -> None:
+    p = phases.load_phase("phase3", PHASES_DIR)
+    for name, svc in p.services.items():
+        assert len({p.container(v).node for v in svc.containers}) == 2, name
+        assert all(name in p.services_on(v) for v in svc.containers), name
+    lbs = p.with_component("haproxy")
+    assert len(lbs) == 2 and {c.vip for c in lbs} == {"10.0.20.250/24"}
+    assert all("keepalived" in c.components for c in lbs)
 
 
 def test_unknown_phase_is_input_error() -> None:

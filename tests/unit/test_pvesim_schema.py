@@ -99,6 +99,8 @@ def test_json_booleans_become_pve_booleans() -> None:
     ("pve-ipv4-config", "10.0.20.5/33", False), ("pve-ipv6-config", "auto", True),
     ("CIDRv4", "10.0.0.0/7", False), ("disk-size", "8G", True), ("disk-size", "8X", False),
     ("pve-configid-list", "memory,nameserver", True), ("pve-configid-list", "memory,9lives", False),
+    # JSONSchema.pm: $CONFIGID_RE = qr/[a-z][a-z0-9_-]+/i (HA rule and group ids such as "psa-apart")
+    ("pve-configid", "psa-apart", True), ("pve-configid", "9lives", False), ("pve-configid", "a", False),
     ("pve-tag-list", "psa;phase0", True), ("mac-addr", "bc:24:11:aa:bb:cc", True),
 ])
 def test_named_formats(fmt: str, value: str, ok: bool) -> None:

@@ -18,6 +18,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+from ha_phase import ha_phase
 
 from psa_provision import facts, inventory, phases, planner
 from psa_provision.apply import apply
@@ -32,7 +33,8 @@ from psa_provision.ssh import Connection, Result
 
 CASES = Path(__file__).parent / "cases" / "facts"
 SECRETS = generate()
-VALUES = [v for k, v in SECRETS.items() if k not in NOT_SECRET]
+# the secrets phase 0's plan carries (the Erlang cookie is a cluster's: phase 3)
+VALUES = [v for k, v in SECRETS.items() if k not in NOT_SECRET and k != "rabbitmq.erlang_cookie"]
 CA = ("psa-extra-0-guest-ca.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
 
 
@@ -50,6 +52,9 @@ def full_plan() -> Plan:
                                ssh_public_key="ssh-ed25519 AAAA test", nameserver="10.0.20.1"))
     for case in ("fresh_debian12_template.json", "installed_phase0.json"):
         plan.add(planner.plan_guest(ctx, facts.parse_guest_facts((CASES / case).read_text())).changes)
+    ha = ha_phase()  # a Patroni member: its users' and REST API's passwords
+    member = HostContext(inv, ha, ha.container(100), Secrets(SECRETS), (CA,))
+    plan.add(planner.plan_guest(member, facts.fresh()).changes)
     return plan
 
 

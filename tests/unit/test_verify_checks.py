@@ -101,7 +101,7 @@ def test_context_names_containers_by_hostname_and_places_services() -> None:
     ctx = verify.build_context(_inventory(), _phase())
     aio = ctx["containers"]["psa-all-in-one"]
     assert (aio["vmid"], aio["ip"], aio["memory_mb"]) == (200, "10.0.20.100", 8192)
-    assert ctx["services"]["api-gateway"] == {"port": 3000, "instances": 2, "container": 200,
+    assert ctx["services"]["api-gateway"] == {"port": 3000, "instances": 2, "container": 200, "also_on": [],
                                               "hostname": "psa-all-in-one"}
     pg = ctx["expected"]["psa-all-in-one"]["postgresql"]
     # the inventory's override wins; the rest derive from the container's 8 GiB like the rendered file
@@ -158,6 +158,6 @@ def test_split_phases_place_each_check_on_its_container(name: str) -> None:
 
 
 def test_a_phase_without_a_suite_is_refused_before_any_connection() -> None:
-    phase = load_phase("phase3", PHASES_DIR)
-    with pytest.raises(ProvisionError, match="no verify suite for phase3"):
+    phase = load_phase("phase3", PHASES_DIR).model_copy(update={"name": "phase9"})
+    with pytest.raises(ProvisionError, match="no verify suite for phase9"):
         verify.run(_inventory(), phase)

@@ -20,6 +20,11 @@ from ...render import render
 from ..common import changed, command, content_changed, put_file
 from ..context import HostContext
 from ..nodejs.component import npm_env
+from ..patroni.haproxy import client_endpoint
+from ..postgresql import PORT as POSTGRES_PORT
+from ..rabbitmq import cluster as rabbit_cluster
+from ..redis import MASTER_NAME, SENTINEL_PORT
+from ..redis import topology as redis_topology
 from . import (
     APP_DIR,
     APP_HOME,
@@ -53,6 +58,17 @@ def probe_address(phase: Phase, spec: ContainerSpec, service: str) -> str:
     return "127.0.0.1" if service == "api-gateway" else service_bind(phase, spec)
 
 
+def cluster_env(phase: Phase) -> dict[str, str]:
+    """Phase 3's store clusters for .env: Redis Sentinels (host:port, phase order) and RabbitMQ nodes
+    (host:port); empty values where the phase runs a store standalone."""
+    redis = next((c for c in phase.with_component("redis") if redis_topology.replicated(phase, c)), None)
+    rabbit = next((c for c in phase.with_component("rabbitmq") if rabbit_cluster.members(phase, c)), None)
+    sentinels = [f"{c.ip}:{SENTINEL_PORT}" for c in redis_topology.members(phase, redis)] if redis else []
+    nodes = [f"{c.ip}:5672" for c in rabbit_cluster.members(phase, rabbit)] if rabbit else []
+    return {"redis_sentinels": ",".join(sentinels), "redis_sentinel_name": MASTER_NAME if sentinels else "",
+            "rabbitmq_nodes": ",".join(nodes)}
+
+
 def env_content(ctx: HostContext) -> str:
     """The seed's .env keys + admin user, binds and *_SERVICE_URL for the gateway."""
     s = ctx.secrets
@@ -65,16 +81,18 @@ def env_content(ctx: HostContext) -> str:
         if svc is not None and svc.container != ctx.container.vmid:
             host = ctx.phase.container(svc.container).ip
         urls[f"{name.upper()}_SERVICE_URL"] = f"http://{host}:{svc.port if svc else port}"
+    # a Patroni cluster is reached through the load balancer's leader port, a lone server directly
+    postgres_host, postgres_port = client_endpoint(ctx.phase) or (ctx.address_of("postgresql"), POSTGRES_PORT)
     return render(
         TEMPLATES[ENV_FILE],
-        postgres_host=ctx.address_of("postgresql"), redis_host=ctx.address_of("redis"),
+        postgres_host=postgres_host, postgres_port=postgres_port, redis_host=ctx.address_of("redis"),
         rabbitmq_host=ctx.address_of("rabbitmq"), elasticsearch_host=ctx.address_of("elasticsearch"),
         postgres_password=s.get("postgresql.app_password").value,
         redis_password=s.get("redis.password").value,
         rabbitmq_password=s.get("rabbitmq.app_password").value, jwt_secret=s.get("app.jwt_secret").value,
         admin_email=s.get("app.admin_email").value, admin_password=s.get("app.admin_password").value,
         service_bind=service_bind(ctx.phase, ctx.container), gateway_bind="0.0.0.0",  # noqa: S104
-        service_urls=urls,
+        service_urls=urls, **cluster_env(ctx.phase),
     )
 
 

@@ -4,6 +4,10 @@ The settings go to conf.d/psa.conf, read through the `include_dir = 'conf.d'` li
 stock postgresql.conf, so the package's conffile stays untouched. Whether psa_app's stored
 password still matches the secret is decided here, in Python, against the SCRAM verifier that
 the facts carry (pg_authid.rolpassword): no secret leaves this machine to be compared.
+
+On a member of a Patroni cluster (services/patroni) Patroni owns the server: its settings, pg_hba and
+start; this component installs PostgreSQL and creates the app's objects on the leader only (a
+replica receives them by streaming).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from ..common import (
     written_after,
 )
 from ..context import HostContext
+from ..patroni import COMPONENT as PATRONI
+from ..patroni import CREATECLUSTER, CREATECLUSTER_CONTENT, REST_PORT, patroni_managed
 from ..pgbackrest.component import archive_settings
 from . import COMPONENT, CONF, DATABASE, EXTENSIONS, HBA, PACKAGES, PORT, ROLE, TEMPLATES, UNIT
 from .facts import PostgresFacts
@@ -164,7 +170,39 @@ def hba_not_loaded(facts: GuestFacts) -> bool:
     return facts.service_ok(UNIT) and written_after(facts, [HBA], loaded)
 
 
+# Before the first `up` has a leader: wait (5 min at most) for this member's server, then create the
+# objects only if it is the leader (the other members' commands find a replica and leave it there).
+_ON_LEADER = """for _ in $(seq 150); do
+  [ "$(curl -s -o /dev/null -w '%{{http_code}}' http://{ip}:{port}/health)" = 200 ] && break
+  sleep 2
+done
+if [ "$(curl -s -o /dev/null -w '%{{http_code}}' http://{ip}:{port}/primary)" = 200 ]; then
+  cd / && {psql} -d postgres
+else
+  echo "a replica: the app's objects arrive from the leader"
+fi
+"""
+
+
+def objects_under_patroni(ctx: HostContext, facts: GuestFacts) -> list[Change]:
+    """The app's objects on the leader only; while no server answers yet, a command that finds out."""
+    pg = facts.postgres
+    if pg is not None and pg.in_recovery is not None:
+        if pg.in_recovery:
+            return [Noop(ctx.host, COMPONENT, f"a replica: {ROLE} and {DATABASE} arrive from the leader")]
+        return objects(ctx, facts)
+    password = ctx.secrets.get("postgresql.app_password").value
+    script = _ON_LEADER.format(ip=ctx.container.ip, port=REST_PORT, psql=PSQL)
+    sql = role_sql(password) + database_sql()
+    return [command(ctx, COMPONENT, f"role {ROLE}, database {DATABASE}, extensions, grants (on the leader)",
+                    script, stdin=Sensitive(sql, [password, password.replace("'", "''")]), needs_peers=True)]
+
+
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
+    if patroni_managed(ctx.container.components, ctx.container.cluster):
+        # no stock `main` cluster from the package: Patroni creates or clones it (services/patroni)
+        return [put_file(ctx, facts, PATRONI, CREATECLUSTER, CREATECLUSTER_CONTENT),
+                *install(ctx, facts, COMPONENT, PACKAGES), *objects_under_patroni(ctx, facts)]
     out: list[Change] = [*install(ctx, facts, COMPONENT, PACKAGES)]
     conf = put_file(ctx, facts, COMPONENT, CONF, conf_content(ctx), owner="postgres", group="postgres")
     hba = put_file(ctx, facts, COMPONENT, HBA, hba_content(ctx), mode=0o640, owner="postgres",

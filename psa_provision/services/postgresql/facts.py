@@ -7,6 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from ..parse import seconds
+from ..patroni import UNIT as PATRONI_UNIT
 from . import DATABASE, ROLE, UNIT
 
 
@@ -26,6 +27,7 @@ class PostgresFacts:
     default_acls: dict[str, frozenset[str]] = field(default_factory=dict)  # db -> {"r", "S"} for psa_app
     settings: dict[str, str] = field(default_factory=dict)
     conf_loaded: float = 0.0  # epoch seconds of the last (re)load of its config files (0: unknown)
+    in_recovery: bool | None = None  # a standby (Patroni's replicas); None: the server did not answer
 
 
 _SQL = r"""
@@ -36,6 +38,7 @@ SELECT 'setting', name, setting FROM pg_settings WHERE name IN
    'maintenance_work_mem','work_mem','random_page_cost','effective_io_concurrency',
    'log_min_duration_statement','password_encryption');
 SELECT 'loaded', extract(epoch FROM pg_conf_load_time());
+SELECT 'recovery', pg_is_in_recovery();
 """
 # S608: a module constant (the role name), no input reaches this SQL
 _DB_SQL = rf"""
@@ -49,8 +52,9 @@ SELECT 'defacl', current_database(), defaclobjtype FROM pg_default_acl d
 def probe(databases: tuple[str, ...] = (DATABASE,)) -> str:
     """The bash lines that add `"postgres": <base64 of tab-separated rows>` to the facts document."""
     q = shlex.quote
+    # `is-active` of two units answers 0 when either runs: the stock server, or Patroni's
     return f"""pg=""
-if command -v psql >/dev/null && systemctl is-active -q {UNIT} 2>/dev/null; then
+if command -v psql >/dev/null && systemctl is-active -q {UNIT} {PATRONI_UNIT} 2>/dev/null; then
   pg="$( {{ runuser -u postgres -- psql -XAtq -F $'\\t' -c {q(_SQL)} 2>/dev/null
          for db in {' '.join(q(d) for d in databases)}; do
            runuser -u postgres -- psql -XAtq -F $'\\t' -d "$db" -c {q(_DB_SQL)} 2>/dev/null
@@ -61,13 +65,14 @@ fi
 
 
 def parse(text: str) -> PostgresFacts:
-    """The probe's rows (`role`, `db`, `ext`, `defacl`, `setting`, `loaded`) as PostgresFacts."""
+    """The probe's rows (`role`, `db`, `ext`, `defacl`, `setting`, `loaded`, `recovery`) as PostgresFacts."""
     roles: dict[str, PgRole] = {}
     dbs: dict[str, str] = {}
     exts: dict[str, set[str]] = {}
     acls: dict[str, set[str]] = {}
     settings: dict[str, str] = {}
     loaded = 0.0
+    recovery: bool | None = None
     for line in text.splitlines():
         p = line.split("\t")
         if p[0] == "role" and len(p) == 5:
@@ -82,5 +87,7 @@ def parse(text: str) -> PostgresFacts:
             settings[p[1]] = p[2]
         elif p[0] == "loaded" and len(p) == 2:
             loaded = seconds(p[1])
+        elif p[0] == "recovery" and len(p) == 2:
+            recovery = p[1] == "t"
     return PostgresFacts(roles, dbs, {k: frozenset(v) for k, v in exts.items()},
-                         {k: frozenset(v) for k, v in acls.items()}, settings, loaded)
+                         {k: frozenset(v) for k, v in acls.items()}, settings, loaded, recovery)

@@ -18,3 +18,11 @@ USERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "admin": ("rabbitmq.admin_password", ("administrator",)),
     "psa_app": ("rabbitmq.app_password", ()),
 }
+
+# Clustering (phase 3): members of one `cluster` share the Erlang cookie (a generated secret) and find
+# each other by the phase file (classic_config peer discovery; erl_inetrc resolves their host names).
+COOKIE = "/var/lib/rabbitmq/.erlang.cookie"
+COOKIE_SECRET = "rabbitmq.erlang_cookie"  # noqa: S105 - the key of the secret, not its value
+CLUSTER_FILES = (COOKIE,)
+OPAQUE_FILES = (COOKIE,)  # never read by the facts: checksum, mode and owner only
+NODE_PREFIX = "rabbit@"

@@ -6,10 +6,14 @@ they change on an installed guest, epmd is rebound and the node restarted.
 
 Facts hold no secret, so a password is set only when its user is created (`rabbitmqctl add_user
 NAME` reads it from stdin); changing a stored password is `rotate-secrets`' job.
+
+A member of a cluster (phase 3, cluster.py) listens on its container address for its peers, shares
+the Erlang cookie, and joins the phase's first member in `up`'s second wave.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 
 from ...facts import GuestFacts
@@ -17,10 +21,23 @@ from ...plan import Change, Noop, Sensitive
 from ...render import render
 from ..common import command, content_changed, install, put_file, restart_needed, service
 from ..context import HostContext
-from . import COMPONENT, CONF, ENV_CONF, EPMD_DROPIN, INETRC, PACKAGES, PLUGINS, TEMPLATES, UNIT, USERS, VHOST
+from . import (
+    COMPONENT,
+    CONF,
+    ENV_CONF,
+    EPMD_DROPIN,
+    INETRC,
+    PACKAGES,
+    PLUGINS,
+    TEMPLATES,
+    UNIT,
+    USERS,
+    VHOST,
+    cluster,
+)
 from .facts import RabbitFacts
 
-# stop the node and epmd, reload the socket unit, start it on 127.0.0.1:4369 (the node restart follows)
+# stop the node and epmd, reload the socket unit, start it where the drop-in says (the node restart follows)
 REBIND_EPMD = ("systemctl daemon-reload\n"
                "systemctl stop rabbitmq-server.service epmd.service epmd.socket\n"
                "systemctl start epmd.socket\n")
@@ -55,34 +72,53 @@ def _user_changes(ctx: HostContext, rabbit: RabbitFacts | None, name: str) -> li
 
 
 def loopback_files(ctx: HostContext, facts: GuestFacts) -> list[Change]:
-    """rabbitmq-env.conf, erl_inetrc and the epmd.socket drop-in (root's files: the package may be absent)."""
+    """rabbitmq-env.conf, erl_inetrc and the epmd.socket drop-in (root's files: the package may be absent);
+    a cluster member's name its peers by address and open epmd on its own."""
     host = ctx.container.hostname
+    members = cluster.members(ctx.phase, ctx.container)
+    address = ctx.container.ip if members else ""
+    hosts = [(c.ip, c.hostname) for c in members]
     return [put_file(ctx, facts, COMPONENT, ENV_CONF, render(TEMPLATES[ENV_CONF], hostname=host,
-                                                              inetrc=INETRC)),
-            put_file(ctx, facts, COMPONENT, INETRC, render(TEMPLATES[INETRC], hostname=host)),
-            put_file(ctx, facts, COMPONENT, EPMD_DROPIN, render(TEMPLATES[EPMD_DROPIN]))]
+                                                              inetrc=INETRC, address=address)),
+            put_file(ctx, facts, COMPONENT, INETRC, render(TEMPLATES[INETRC], hostname=host, hosts=hosts)),
+            put_file(ctx, facts, COMPONENT, EPMD_DROPIN, render(TEMPLATES[EPMD_DROPIN], address=address))]
 
 
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     loopback = loopback_files(ctx, facts)
     out: list[Change] = [*loopback, *install(ctx, facts, COMPONENT, PACKAGES)]
-    bind = ctx.listen_address()
-    conf = put_file(ctx, facts, COMPONENT, CONF, render(TEMPLATES[CONF], bind=bind),
+    members = cluster.members(ctx.phase, ctx.container)
+    bind = ctx.container.ip if members else ctx.listen_address()
+    conf = put_file(ctx, facts, COMPONENT, CONF, render(TEMPLATES[CONF], bind=bind,
+                                                        members=[cluster.node(c) for c in members]),
                     owner="rabbitmq", group="rabbitmq")
     plugins = put_file(ctx, facts, COMPONENT, PLUGINS, render(TEMPLATES[PLUGINS]),
                        owner="rabbitmq", group="rabbitmq")
     out += [conf, plugins]
     if content_changed(facts, loopback[2:]):
-        out.append(command(ctx, COMPONENT, "rebind epmd to 127.0.0.1:4369", REBIND_EPMD))
-    restart = restart_needed(facts, UNIT, [*loopback, conf, plugins],
+        where = f"127.0.0.1:4369 and {ctx.container.ip}:4369" if members else "127.0.0.1:4369"
+        out.append(command(ctx, COMPONENT, f"rebind epmd to {where}", REBIND_EPMD))
+    cookie = cluster.cookie(ctx, facts) if members else []
+    out += cookie
+    restart = restart_needed(facts, UNIT, [*loopback, conf, plugins, *cookie],
                              [ENV_CONF, INETRC, CONF, PLUGINS])
     out += service(ctx, facts, COMPONENT, UNIT, restart=restart)
+    join = cluster.join(ctx, facts) if members else []
+    out += join
+    later = any(not isinstance(c, Noop) for c in join)  # a joining node gets the cluster's users
     for name in USERS:
-        out += _user_changes(ctx, facts.rabbitmq, name)
+        out += [_later(c) if later else c for c in _user_changes(ctx, facts.rabbitmq, name)]
     if facts.rabbitmq is None or "guest" in facts.rabbitmq.users:
         out.append(command(ctx, COMPONENT, "delete the default guest user",
                            f"if {_has_user('guest')}; then\n"
                            "  rabbitmqctl -q delete_user guest\nfi\n"))
     else:
         out.append(Noop(ctx.host, COMPONENT, "guest user absent"))
+    if later:
+        out[-1] = _later(out[-1])
     return out
+
+
+def _later(change: Change) -> Change:
+    """The change in `up`'s second wave (after this node joined its cluster)."""
+    return change if isinstance(change, Noop) else dataclasses.replace(change, needs_peers=True)

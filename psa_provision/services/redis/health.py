@@ -4,8 +4,35 @@ The password comes on the probe script's stdin ($REDIS_PASSWORD); export is a sh
 never becomes a process argument (env VAR=... would).
 """
 
+from .topology import RedisFacts
+
 PROBE = 'export REDISCLI_AUTH="$REDIS_PASSWORD"; probe redis redis-cli -h 127.0.0.1 --no-auth-warning PING'
 
 
 def judge(code: int, detail: str) -> tuple[bool, str]:
     return detail == "PONG", "PING answered PONG" if detail == "PONG" else f"PING answered {detail!r}"
+
+
+
+# Phase 3: a replicated set's health from every member's view (pure). views: hostname -> (its address,
+# its RedisFacts as the facts probe reads them, its Sentinel's `SENTINEL ckquorum` answer).
+def set_verdict(views: dict[str, tuple[str, RedisFacts, str]]) -> list[tuple[bool, str]]:
+    """(ok, why) lines: the Sentinels agree on one primary, it is the only Redis with role master,
+    every other member follows it with its link up, and every Sentinel reaches the quorum."""
+    named = {f.sentinel_master for _, f, _ in views.values()}
+    primary = next(iter(named)) if len(named) == 1 and "" not in named else ""
+    seen = ", ".join(f"{h}: {f.sentinel_master or '?'}" for h, (_, f, _) in sorted(views.items()))
+    out = [(bool(primary), f"Sentinels agree: primary {primary}" if primary else
+            f"Sentinels disagree on the primary ({seen})")]
+    masters = sorted(h for h, (_, f, _) in views.items() if f.role == "master")
+    one = len(masters) == 1 and views[masters[0]][0] == primary
+    out.append((one, f"one primary: {masters[0]}" if one else
+                f"Redis with role master: {', '.join(masters) or 'none'} (Sentinels name {primary or '?'})"))
+    for host, (ip, f, quorum) in sorted(views.items()):
+        if ip != primary:
+            ok = f.role == "slave" and f.master_host == primary and f.link_up
+            out.append((ok, f"{host} replicates {primary}" if ok else
+                        f"{host}: role {f.role or '?'}, follows {f.master_host or 'nobody'}, "
+                        f"link {'up' if f.link_up else 'down'}"))
+        out.append((quorum.startswith("OK"), f"{host}'s Sentinel: {quorum.strip() or 'no answer'}"))
+    return out

@@ -3,11 +3,13 @@
  * Proxies /api/<prefix>... to the service in <PREFIX>_SERVICE_URL (method, path, query,
  * headers, body), checks the Bearer JWT first except for POST /api/auth/login, answers 502
  * (504 on timeout) with JSON when a service is down, and aggregates every GET /health.
+ * GET /metrics, to loopback clients only: API requests counted over every PM2 worker (requests in
+ * the last minute, per minute over five, 5xx answers), which `psa-provision capacity` reads.
  */
 
 import { Agent, IncomingMessage, OutgoingHttpHeaders, request, ServerResponse } from 'node:http';
 import {
-  authenticate, createLogger, env, envInt, errorText, loadConfig, runService, sendJson, withTimeout,
+  authenticate, createLogger, env, envInt, errorText, loadConfig, RequestMetrics, runService, sendJson, withTimeout,
 } from '@psa/utils';
 
 const SERVICE = 'api-gateway';
@@ -143,6 +145,7 @@ runService({
   log,
   health: aggregateHealth,
   fallback: route,
+  metrics: new RequestMetrics(SERVICE),
   stop: async () => {
     agent.destroy();
   },

@@ -1,6 +1,6 @@
 /**
  * auth (port 3010): users in PostgreSQL (passwords hashed by pgcrypto's bcrypt), login
- * issuing HS256 JWTs valid one hour, sessions in Redis under session:<jti>.
+ * issuing HS256 JWTs valid one hour (and recording last_login_at), sessions in Redis under session:<jti>.
  * On start it makes sure the admin user APP_ADMIN_EMAIL / APP_ADMIN_PASSWORD exists.
  */
 
@@ -32,6 +32,9 @@ const SCHEMA = [
      created_at timestamptz NOT NULL DEFAULT now(),
      updated_at timestamptz NOT NULL DEFAULT now()
    )`,
+  // The last successful login: users active within a token's lifetime are the platform's
+  // concurrent users (`psa-provision capacity` counts them).
+  'ALTER TABLE auth_users ADD COLUMN IF NOT EXISTS last_login_at timestamptz',
 ];
 
 /** Insert the admin, or re-hash its password only when the one in the environment changed. */
@@ -64,8 +67,9 @@ const router = new Router(jwtSecret)
       throw new HttpError(503, 'auth is starting');
     });
     const result = await pool.query<UserRow>(
-      `SELECT id, email, role FROM auth_users
-        WHERE email = lower($1) AND password_hash = crypt($2, password_hash)`,
+      `UPDATE auth_users SET last_login_at = now()
+        WHERE email = lower($1) AND password_hash = crypt($2, password_hash)
+        RETURNING id, email, role`,
       [email, password],
     );
     const user = result.rows[0];

@@ -3,6 +3,11 @@
  * confirm channel for publishing to the durable topic exchange `psa.events`, and durable
  * consumers. When the broker goes away it reconnects with backoff and re-declares
  * everything; publishes meanwhile fail (the caller decides), health reports the outage.
+ *
+ * A cluster (RABBITMQ_NODES=host[:port],...): each connect tries the next node in turn, a publish
+ * waits for the reconnect (up to its confirm timeout) instead of failing at once, and with
+ * RABBITMQ_QUEUE_TYPE=quorum the consumers' queues are declared as quorum queues (replicated on
+ * the cluster's members; a confirm then means a majority of them hold the message).
  */
 
 import { connect, ChannelModel, Channel, ConfirmChannel, ConsumeMessage } from 'amqplib';
@@ -23,12 +28,38 @@ export interface Subscription {
 
 const PUBLISH_TIMEOUT_MS = 5000;
 
+/** host:port pairs from RABBITMQ_NODES, or the one RABBITMQ_HOST/PORT. */
+export function brokerNodes(): { host: string; port: number }[] {
+  const port = envInt('RABBITMQ_PORT', 5672);
+  const listed = (process.env.RABBITMQ_NODES ?? '').split(',').map((n) => n.trim()).filter((n) => n !== '');
+  if (listed.length === 0) return [{ host: env('RABBITMQ_HOST', '127.0.0.1'), port }];
+  return listed.map((item) => {
+    const at = item.lastIndexOf(':');
+    if (at <= 0) return { host: item, port };
+    const value = Number.parseInt(item.slice(at + 1), 10);
+    if (!Number.isInteger(value) || value < 1 || value > 65535) throw new Error(`RABBITMQ_NODES: bad port in ${item}`);
+    return { host: item.slice(0, at), port: value };
+  });
+}
+
+/** The arguments a consumer's queue is declared with: x-queue-type from RABBITMQ_QUEUE_TYPE, if set. */
+export function queueArguments(): Record<string, unknown> {
+  const type = process.env.RABBITMQ_QUEUE_TYPE ?? '';
+  if (type === '' || type === 'classic') return {};
+  if (type !== 'quorum') throw new Error(`RABBITMQ_QUEUE_TYPE must be classic or quorum, got ${JSON.stringify(type)}`);
+  return { 'x-queue-type': 'quorum' };
+}
+
 export class RabbitClient {
   private connection: ChannelModel | undefined;
   private publisher: ConfirmChannel | undefined;
   private lastError = 'not connected yet';
   private closing = false;
   private running: Promise<void> | undefined;
+  private readonly nodes = brokerNodes();
+  private readonly queueArgs = queueArguments();
+  private next = 0;
+  private connected: (() => void)[] = [];
 
   constructor(private readonly log: Logger, private readonly subscriptions: Subscription[] = []) {}
 
@@ -42,8 +73,12 @@ export class RabbitClient {
     if (this.connection === undefined || this.publisher === undefined) throw new Error(this.lastError);
   }
 
-  /** Publish a persistent JSON message and wait for the broker's confirm. */
+  /** Publish a persistent JSON message and wait for the broker's confirm (in a cluster, first for a
+   * connection to one of its nodes, within the same timeout). */
   async publish(routingKey: string, payload: unknown, messageId: string): Promise<void> {
+    if (this.publisher === undefined && this.nodes.length > 1) {
+      await withTimeout(this.waitConnected(), PUBLISH_TIMEOUT_MS, 'rabbitmq reconnect').catch(() => undefined);
+    }
     const channel = this.publisher;
     if (channel === undefined) throw new Error(`rabbitmq unavailable: ${this.lastError}`);
     const body = Buffer.from(JSON.stringify(payload));
@@ -56,6 +91,10 @@ export class RabbitClient {
       }, (err: unknown) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve()));
     });
     await withTimeout(confirmed, PUBLISH_TIMEOUT_MS, 'publisher confirm');
+  }
+
+  private waitConnected(): Promise<void> {
+    return new Promise((resolve) => this.connected.push(resolve));
   }
 
   /** Stop reconnecting and close the connection. */
@@ -90,10 +129,12 @@ export class RabbitClient {
 
   /** Connect, declare, subscribe; resolves to a promise that settles with the close reason. */
   private async connectOnce(): Promise<Promise<string>> {
+    const node = this.nodes[this.next % this.nodes.length] as { host: string; port: number };
+    this.next += 1;  // the next attempt (after a failure or a lost connection) tries the next node
     const connection = await connect({
       protocol: 'amqp',
-      hostname: env('RABBITMQ_HOST', '127.0.0.1'),
-      port: envInt('RABBITMQ_PORT', 5672),
+      hostname: node.host,
+      port: node.port,
       username: env('RABBITMQ_USER', 'psa_app'),
       password: env('RABBITMQ_PASSWORD'),
       vhost: env('RABBITMQ_VHOST', '/'),
@@ -117,7 +158,10 @@ export class RabbitClient {
       await this.subscribe(connection, subscription);
     }
     this.publisher = publisher;
-    this.log.info('rabbitmq connected', { exchange: EVENTS_EXCHANGE, consumers: this.subscriptions.map((s) => s.queue) });
+    for (const resolve of this.connected.splice(0)) resolve();
+    this.log.info('rabbitmq connected', {
+      node: `${node.host}:${node.port}`, exchange: EVENTS_EXCHANGE, consumers: this.subscriptions.map((s) => s.queue),
+    });
     return closed;
   }
 
@@ -142,7 +186,7 @@ export class RabbitClient {
   private async subscribe(connection: ChannelModel, subscription: Subscription): Promise<void> {
     const channel = await connection.createChannel();
     this.watchChannel(channel, `consumer ${subscription.queue}`);
-    await channel.assertQueue(subscription.queue, { durable: true });
+    await channel.assertQueue(subscription.queue, { durable: true, arguments: this.queueArgs });
     for (const pattern of subscription.patterns) {
       await channel.bindQueue(subscription.queue, EVENTS_EXCHANGE, pattern);
     }

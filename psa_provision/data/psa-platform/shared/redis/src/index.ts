@@ -1,9 +1,14 @@
 /**
  * Redis for the services: an ioredis client from the REDIS_* variables. It reconnects
  * forever with capped backoff; commands fail fast while it is down instead of queueing.
+ *
+ * With REDIS_SENTINELS (host:port,host:port,...) it asks the Sentinels for the primary named
+ * REDIS_SENTINEL_NAME (default psa-redis) instead of REDIS_HOST/PORT, follows a failover
+ * (Sentinel's +switch-master, and a reconnect on a READONLY reply from a demoted primary), and
+ * authenticates to the Sentinels with REDIS_PASSWORD too.
  */
 
-import { Redis } from 'ioredis';
+import { Redis, RedisOptions } from 'ioredis';
 import { backoffDelay, env, envInt, errorText, Logger } from '@psa/utils';
 
 export type { Redis } from 'ioredis';
@@ -11,9 +16,11 @@ export type { Redis } from 'ioredis';
 /** A client for REDIS_HOST/PORT/PASSWORD that logs (throttled) instead of crashing on errors. */
 export function createRedis(log: Logger): Redis {
   let lastLogged = '';
+  const where = target();
+  // Behind Sentinel a new primary is elected within seconds: retry at most once a second to find it.
+  const maxDelay = where.sentinels === undefined ? 10_000 : 1_000;
   const client = new Redis({
-    host: env('REDIS_HOST', '127.0.0.1'),
-    port: envInt('REDIS_PORT', 6379),
+    ...where,
     password: process.env.REDIS_PASSWORD || undefined,
     connectTimeout: 3000,
     // While disconnected, commands fail at once (no offline queue) and a command without an
@@ -21,7 +28,7 @@ export function createRedis(log: Logger): Redis {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     commandTimeout: envInt('REDIS_COMMAND_TIMEOUT_MS', 2000),
-    retryStrategy: (times: number) => backoffDelay(times, 200, 10_000),
+    retryStrategy: (times: number) => backoffDelay(times, 200, maxDelay),
   });
   client.on('error', (err: Error) => {
     const text = errorText(err);
@@ -33,6 +40,35 @@ export function createRedis(log: Logger): Redis {
     lastLogged = '';
   });
   return client;
+}
+
+/** host:port pairs from a comma-separated list (port defaults to `port`). */
+export function parseAddresses(text: string, port: number): { host: string; port: number }[] {
+  return text.split(',').map((item) => item.trim()).filter((item) => item !== '').map((item) => {
+    const at = item.lastIndexOf(':');
+    if (at <= 0) return { host: item, port };
+    const value = Number.parseInt(item.slice(at + 1), 10);
+    if (!Number.isInteger(value) || value < 1 || value > 65535) throw new Error(`bad port in address ${item}`);
+    return { host: item.slice(0, at), port: value };
+  });
+}
+
+/** Where the primary is: REDIS_HOST/PORT, or the Sentinels of REDIS_SENTINELS when set. */
+function target(): RedisOptions {
+  const sentinels = parseAddresses(process.env.REDIS_SENTINELS ?? '', 26379);
+  if (sentinels.length === 0) {
+    return { host: env('REDIS_HOST', '127.0.0.1'), port: envInt('REDIS_PORT', 6379) };
+  }
+  return {
+    sentinels,
+    name: env('REDIS_SENTINEL_NAME', 'psa-redis'),
+    role: 'master',
+    sentinelPassword: process.env.REDIS_PASSWORD || undefined,
+    sentinelRetryStrategy: (times: number) => backoffDelay(times, 200, 2_000),
+    failoverDetector: true,
+    // A primary demoted by a failover answers writes with READONLY: reconnect, Sentinel names the new one.
+    reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 2 : false),
+  };
 }
 
 /** Resolves when Redis answers PING. */

@@ -5,5 +5,6 @@ export * from './elasticsearch';
 export * from './http';
 export * from './jwt';
 export * from './log';
+export * from './metrics';
 export * from './retry';
 export * from './service';

@@ -7,6 +7,7 @@ import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http
 import { env, envInt } from './config';
 import { HttpError, Router, sendJson } from './http';
 import { errorText, Logger } from './log';
+import { fromLoopback, RequestMetrics } from './metrics';
 import { retryUntilDone, TimeoutError, withTimeout } from './retry';
 
 export type HealthCheck = () => Promise<void>;
@@ -35,6 +36,8 @@ export interface ServiceOptions {
   start?: () => Promise<void>;
   /** Closes store clients on shutdown, after the server stopped taking requests. */
   stop?: () => Promise<void>;
+  /** Counts /api/ requests and answers GET /metrics to loopback clients (the gateway). */
+  metrics?: RequestMetrics;
 }
 
 let stopping = false;
@@ -134,6 +137,10 @@ async function dispatch(options: ServiceOptions, req: IncomingMessage, res: Serv
     sendJson(res, report.status, report.body);
     return;
   }
+  if (options.metrics && url.pathname === '/metrics' && req.method === 'GET' && fromLoopback(req)) {
+    sendJson(res, 200, options.metrics.summary());
+    return;
+  }
   if (options.router && (await options.router.handle(req, res, url))) return;
   if (options.fallback && (await options.fallback(req, res, url))) return;
   sendJson(res, 404, { error: `no route for ${req.method ?? '?'} ${url.pathname}` });
@@ -146,6 +153,7 @@ function handler(options: ServiceOptions): (req: IncomingMessage, res: ServerRes
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       const path = (req.url ?? '').split('?')[0] ?? '';
       const fields = { method: req.method, path, status: res.statusCode, ms: Math.round(ms * 10) / 10 };
+      options.metrics?.count(path, res.statusCode);
       // Health probes (PM2 checks, health-check.sh, the gateway) would drown the other lines.
       if (path === '/health' && res.statusCode === 200) options.log.debug('request', fields);
       else options.log.info('request', fields);
@@ -178,6 +186,7 @@ function installShutdown(server: Server, options: ServiceOptions): void {
     }, deadline).unref();
     server.close();
     server.closeIdleConnections();
+    options.metrics?.stop();
     (options.stop ? options.stop() : Promise.resolve())
       .catch((err: unknown) => options.log.warn('error while closing stores', { error: errorText(err) }))
       .finally(() => {
@@ -213,6 +222,7 @@ export function runService(options: ServiceOptions): Server {
   });
   server.listen(port, host, () => {
     log.info('listening', { host, port, node: process.version });
+    options.metrics?.start();
     options.start?.().catch((err: unknown) => log.error('start-up failed', { error: errorText(err) }));
   });
   return server;

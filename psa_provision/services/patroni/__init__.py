@@ -1,0 +1,51 @@
+"""Patroni 3.0 (Debian 12's `patroni`) running the phase's PostgreSQL 15 cluster, in Debian's layout.
+
+Debian's convention (patroni's pg_createconfig_patroni and its units): the instance `patroni@15-main`
+reads /etc/patroni/15-main.yml; scope `15-main` (the bootstrap and clone scripts split it into version
+and cluster), namespace `/postgresql-common/`; data in /var/lib/postgresql/15/main and the server's
+config files in /etc/postgresql/15/main as postgresql-common keeps them (so pg_lsclusters still
+works), with start.conf `manual` so that the stock `postgresql@15-main` never starts the server
+behind Patroni's back. The plain `patroni.service` wants /etc/patroni/config.yml, which stays absent.
+"""
+
+from collections.abc import Collection
+
+COMPONENT = "patroni"
+PG_VERSION = "15"
+PG_CLUSTER = "main"
+SCOPE = f"{PG_VERSION}-{PG_CLUSTER}"
+NAMESPACE = "/postgresql-common/"
+CONFIG = f"/etc/patroni/{SCOPE}.yml"
+UNIT = f"patroni@{SCOPE}"
+STOCK_UNIT = f"postgresql@{SCOPE}"
+# Patroni is no component of its own in the phase file: its files and units are the postgresql
+# component's on a cluster member (catalog.CLUSTER_FILES / CLUSTER_SERVICES)
+CONFIG_DIR = f"/etc/postgresql/{PG_VERSION}/{PG_CLUSTER}"
+START_CONF = f"{CONFIG_DIR}/start.conf"
+DATA_DIR = f"/var/lib/postgresql/{PG_VERSION}/{PG_CLUSTER}"
+BIN_DIR = f"/usr/lib/postgresql/{PG_VERSION}/bin"
+PGPASS = f"/var/lib/postgresql/{SCOPE}.pgpass"
+# postgresql-common reads createcluster.d: no stock `main` cluster when postgresql-15 is installed, so a
+# new member starts with an empty data directory and Patroni clones it from the leader
+CREATECLUSTER = "/etc/postgresql-common/createcluster.d/psa-patroni.conf"
+CREATECLUSTER_CONTENT = ("# Managed by psa-provision: Patroni creates or clones this host's cluster.\n"
+                         "create_main_cluster = false\n")
+# python3-etcd: patroni.dcs.etcd3 builds on the etcd (v2) client module; one of patroni's Depends
+PACKAGES = ("patroni", "python3-etcd")
+FILES = (CONFIG, START_CONF, CREATECLUSTER)
+SECRET_FILES = (CONFIG,)
+UNITS = (UNIT, STOCK_UNIT)
+TEMPLATES = {CONFIG: "patroni.yml.j2"}
+REST_PORT = 8008
+PG_PORT = 5432
+LEADER_PORT = 5000  # HAProxy: the leader (read-write)
+REPLICA_PORT = 5001  # HAProxy: the replicas (read-only)
+SUPERUSER = "postgres"
+REPLICATION_USER = "replicator"
+REWIND_USER = "rewind_user"
+RESTAPI_USER = "patroni"
+
+
+def patroni_managed(components: Collection[str], cluster: str | None) -> bool:
+    """A container's PostgreSQL runs under Patroni: it runs `postgresql` as a member of a `cluster`."""
+    return "postgresql" in components and cluster is not None

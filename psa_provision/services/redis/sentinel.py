@@ -1,0 +1,94 @@
+"""Redis Sentinel beside each member of a replicated set (phase 3): quorum 2 of 3.
+
+Sentinel rewrites sentinel.conf itself (the current primary, the replicas and Sentinels it found,
+epochs), so the tool writes the file once, when no Sentinel monitors the set yet, with the primary
+of the moment; afterwards it only compares the settings it owns. A changed down-after or
+failover-timeout or quorum is set live (SENTINEL SET, which Sentinel saves); any other owned setting
+drifting rewrites the file with the current primary and restarts the Sentinel. The monitored address
+is never the tool's to put back: Sentinel's last answer is the primary.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from ...facts import GuestFacts
+from ...plan import Change, Noop, Sensitive
+from ...render import render
+from ..common import command, content_changed, fix_mode, put_file, service
+from ..context import HostContext
+from . import (
+    CLUSTER_MODE,
+    COMPONENT,
+    DOWN_AFTER_MS,
+    FAILOVER_TIMEOUT_MS,
+    MASTER_NAME,
+    PORT,
+    QUORUM,
+    SECRET,
+    SENTINEL_CONF,
+    SENTINEL_PORT,
+    SENTINEL_TEMPLATE,
+    SENTINEL_UNIT,
+)
+from .conffile import conf_word, directives, drift
+
+MONITOR = f"sentinel monitor {MASTER_NAME}"
+SECRET_KEYS = ("requirepass", f"sentinel auth-pass {MASTER_NAME}")
+# per-master settings SENTINEL SET changes live: key in the file -> (SET option, wanted value)
+LIVE: dict[str, tuple[str, str]] = {
+    f"sentinel down-after-milliseconds {MASTER_NAME}": ("down-after-milliseconds", str(DOWN_AFTER_MS)),
+    f"sentinel failover-timeout {MASTER_NAME}": ("failover-timeout", str(FAILOVER_TIMEOUT_MS)),
+}
+# bash: the Sentinel's password (first stdin line) into the environment, never argv
+AUTH = "IFS= read -r REDISCLI_AUTH\nexport REDISCLI_AUTH\n"
+
+
+def content(ctx: HostContext, primary: str) -> str:
+    ip = ctx.container.ip
+    return render(SENTINEL_TEMPLATE, port=SENTINEL_PORT, bind=f"{ip} 127.0.0.1", announce_ip=ip,
+                  password=conf_word(ctx.secrets.get(SECRET).value), name=MASTER_NAME, primary=primary,
+                  redis_port=PORT, quorum=QUORUM, down_after_ms=DOWN_AFTER_MS,
+                  failover_timeout_ms=FAILOVER_TIMEOUT_MS)
+
+
+def sentinel_set(ctx: HostContext, options: list[tuple[str, str]]) -> Change:
+    """SENTINEL SET on the local Sentinel (it saves the change in its file); an error reply fails."""
+    words = " ".join(f"{shlex.quote(k)} {shlex.quote(v)}" for k, v in options)
+    script = (AUTH + f"answer=$(redis-cli -h 127.0.0.1 -p {SENTINEL_PORT} --no-auth-warning "
+              f"SENTINEL SET {MASTER_NAME} {words})\n"
+              '[ "$answer" = OK ] || { echo "SENTINEL SET answered: $answer" >&2; exit 1; }\n')
+    names = ", ".join(f"{k} {v}" for k, v in options)
+    return command(ctx, COMPONENT, f"SENTINEL SET {MASTER_NAME} {names}", script,
+                   stdin=Sensitive.join(ctx.secrets.get(SECRET), "\n"))
+
+
+def plan(ctx: HostContext, facts: GuestFacts, primary: str) -> list[Change]:
+    """The Sentinel's file (written once, see the module docstring), its settings, its unit."""
+    want = content(ctx, primary)
+    have = facts.files.get(SENTINEL_CONF)
+    found = directives(have.content) if have is not None and have.content is not None else {}
+    out: list[Change] = []
+    if MONITOR not in found:  # the package's default file, or none: the first write
+        conf = put_file(ctx, facts, COMPONENT, SENTINEL_CONF, want, mode=CLUSTER_MODE, owner="redis",
+                        group="redis")
+        return [conf, *service(ctx, facts, COMPONENT, SENTINEL_UNIT, restart=content_changed(facts, [conf]))]
+    assert have is not None and have.content is not None
+    keys = drift(want, have.content, presence_only=SECRET_KEYS, free_first_arg=(MONITOR,))
+    quorum_only = MONITOR in keys and [a[1:2] for a in found[MONITOR]] == [(str(PORT),)]
+    live = [LIVE[k] for k in keys if k in LIVE] + ([("quorum", str(QUORUM))] if quorum_only else [])
+    rest = [k for k in keys if k not in LIVE and not (k == MONITOR and quorum_only)]
+    restart = False
+    if rest:  # a setting only a restart takes: the whole file again, with the primary of the moment
+        out.append(put_file(ctx, facts, COMPONENT, SENTINEL_CONF, want, mode=CLUSTER_MODE, owner="redis",
+                            group="redis"))
+        restart = True
+    else:
+        if live:
+            out.append(sentinel_set(ctx, live))
+        if (have.mode, have.owner, have.group) != (CLUSTER_MODE, "redis", "redis"):
+            out.append(fix_mode(ctx, COMPONENT, have, CLUSTER_MODE, "redis", "redis"))
+        if not out:
+            out.append(Noop(ctx.host, COMPONENT, f"{SENTINEL_CONF} holds the tool's settings "
+                                                 "(the rest is Sentinel's)"))
+    return out + service(ctx, facts, COMPONENT, SENTINEL_UNIT, restart=restart)
