@@ -74,6 +74,8 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, pretty_exceptions_enable=Fal
                   help="Infrastructure as code for the PSA platform on Proxmox VE.")
 secrets_app = typer.Typer(no_args_is_help=True, help="Read one secret (for scripts).")
 app.add_typer(secrets_app, name="secrets")
+backups_app = typer.Typer(no_args_is_help=True, help="The backups in the phase's repository.")
+app.add_typer(backups_app, name="backups")
 
 
 class Format(StrEnum):
@@ -491,6 +493,47 @@ def cleanup(ctx: typer.Context,
         if not yes and not out.confirm("remove these packages, their data and the snapshots?"):
             raise InputError("aborted: nothing was removed")
         out.line(f"{cleanup_mod.remove(site, found)} removed")
+        return 0
+
+    raise typer.Exit(_guard(out, run))
+
+
+@app.command("backup")
+def backup_cmd(ctx: typer.Context,
+               phase: Annotated[str, typer.Argument(help="the phase to back up")] = "phase0",
+               only: Annotated[str | None, typer.Option(
+                   help="stores, e.g. postgresql,redis (default: all: postgresql, redis, rabbitmq, "
+                        "elasticsearch, app)")] = None,
+               full: Annotated[bool, typer.Option("--full", help="a full PostgreSQL backup (default: "
+                                                  "differential; the first one is full anyway)")] = False,
+               ) -> None:
+    """Back up the phase's stores into its backup container: pgBackRest for PostgreSQL, a set with a
+    manifest (sizes, sha256) for the others. Refuses while a migration of the phase is under way."""
+    from psa_provision.commands import backup as backup_mod
+
+    state = _state(ctx)
+    out = Output()
+
+    def run() -> int:
+        result = backup_mod.run(state.inventory, phase, only, full=full, note=out.note)
+        out.table(result.title, backup_mod.COLUMNS, result.rows())
+        out.line(result.summary())
+        return 0
+
+    raise typer.Exit(_guard(out, run))
+
+
+@backups_app.command("list")
+def backups_list(ctx: typer.Context,
+                 phase: Annotated[str, typer.Argument(help="the phase whose repository to read")] = "phase0",
+                 ) -> None:
+    """Sets (with their manifest) and pgBackRest backups in the phase's backup container."""
+    from psa_provision.commands import backup as backup_mod
+
+    out = Output()
+
+    def run() -> int:
+        out.table("backups", backup_mod.LIST_COLUMNS, backup_mod.list_all(_state(ctx).inventory, phase))
         return 0
 
     raise typer.Exit(_guard(out, run))
