@@ -20,6 +20,7 @@ from psa_provision.errors import GuestError, InputError, LockHeld
 from psa_provision.journal import PhaseLock
 from psa_provision.migration import record as migration_record
 from psa_provision.phases import ContainerSpec, around
+from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.services import backup as backup_service
 from psa_provision.services import pgbackrest
 from psa_provision.services.backup import stores
@@ -57,6 +58,7 @@ class BackupResult:
         """One row per artifact; pgBackRest's backup first."""
         m = self.manifest
         rows = [[a.store, a.path, str(a.bytes), a.sha256[:16]] for a in m.artifacts]
+        rows += [["container", volid, "-", "-"] for volid in m.containers.values()]
         if m.postgresql:
             rows.insert(0, ["postgresql", f"pgBackRest {m.postgresql.get('label')}", "-", "-"])
         return rows
@@ -65,15 +67,44 @@ class BackupResult:
         return f"backup {self.manifest.id} complete in {self.seconds:.1f} s"
 
 
-def run(inventory_path: Path, phase: str, only: str | None, *, full: bool,
+def run(inventory_path: Path, phase: str, only: str | None, *, full: bool, containers: bool = False,
         note: Callable[[str], None]) -> BackupResult:
-    """`backup PHASE [--only ...] [--full]`."""
-    return backup(load_site(inventory_path, phase), parse_only(only), note, kind="full" if full else "diff")
+    """`backup PHASE [--only ...] [--full] [--containers]`."""
+    return backup(load_site(inventory_path, phase), parse_only(only), note, kind="full" if full else "diff",
+                  containers=containers)
 
 
 def list_all(inventory_path: Path, phase: str) -> list[list[str]]:
-    """`backups list PHASE`: rows under LIST_COLUMNS."""
-    return list_sets(load_site(inventory_path, phase))
+    """`backups list PHASE`: rows under LIST_COLUMNS (sets, pgBackRest backups, vzdump volumes)."""
+    site = load_site(inventory_path, phase)
+    return list_sets(site) + vzdump_rows(site, connect(site.inventory))
+
+
+def vzdump_rows(site: Site, px: ProxmoxClient) -> list[list[str]]:
+    """One row per vzdump volume of the phase's containers on the backup storage."""
+    rows = []
+    for spec in site.phase.containers:
+        for v in px.backup_volumes(spec.node, site.inventory.storage.backups, spec.vmid):
+            when = datetime.fromtimestamp(int(v.get("ctime") or 0), UTC).isoformat()
+            rows.append([str(v.get("volid")), site.phase.name, when, f"container {spec.vmid}",
+                         f"{int(v.get('size') or 0) / 2**20:.1f} MiB", "vzdump"])
+    return rows
+
+
+def vzdump_all(site: Site, px: ProxmoxClient, set_id: str, note: Callable[[str], None]) -> dict[str, str]:
+    """A snapshot-mode vzdump of each of the phase's containers; vmid -> the new volume's volid."""
+    storage = site.inventory.storage.backups
+    out = {}
+    for spec in site.phase.containers:
+        before = {v.get("volid") for v in px.backup_volumes(spec.node, storage, spec.vmid)}
+        note(f"container {spec.vmid}: vzdump (snapshot, zstd) into {storage}")
+        px.vzdump(spec.node, spec.vmid, storage, notes=f"psa-provision {site.phase.name} {set_id}")
+        made = [v for v in px.backup_volumes(spec.node, storage, spec.vmid) if v.get("volid") not in before]
+        if not made:
+            raise GuestError(f"vzdump of container {spec.vmid} ended but no new volume is on {storage}",
+                             hint=f"the vzdump task log on {spec.node}")
+        out[str(spec.vmid)] = str(made[-1]["volid"])
+    return out
 
 
 def parse_only(text: str | None) -> tuple[str, ...]:
@@ -116,7 +147,7 @@ def where(site: Site, component: str) -> ContainerSpec | None:
 
 
 def backup(site: Site, only: tuple[str, ...], note: Callable[[str], None], *,
-           kind: str = "diff") -> BackupResult:
+           kind: str = "diff", containers: bool = False) -> BackupResult:
     """One set of the phase: refuses during a migration, holds the phase's lock while it runs."""
     why = migration_in_progress(site)
     if why:
@@ -130,12 +161,13 @@ def backup(site: Site, only: tuple[str, ...], note: Callable[[str], None], *,
         raise LockHeld(f"refusing `backup {site.phase.name}`: another run (up, migrate, destroy or a backup) "
                        f"is changing the phase: {exc.message}", hint=exc.hint) from None
     try:
-        return _run(site, only, note, kind)
+        return _run(site, only, note, kind, containers)
     finally:
         lock.release()
 
 
-def _run(site: Site, only: tuple[str, ...], note: Callable[[str], None], kind: str) -> BackupResult:
+def _run(site: Site, only: tuple[str, ...], note: Callable[[str], None], kind: str,
+         containers: bool) -> BackupResult:
     started, t0 = datetime.now(UTC), time.monotonic()
     set_id = new_id(started)
     repo_spec = repository(site)
@@ -167,9 +199,10 @@ def _run(site: Site, only: tuple[str, ...], note: Callable[[str], None], kind: s
                 continue
             note(f"{store}: from {spec.hostname} into {repo_spec.hostname}:{set_dir(set_id)}")
             artifacts.append(stores.ship(conn(spec), producers[store](), repo, set_id))
+        volumes = vzdump_all(site, connect(site.inventory), set_id, note) if containers else {}
         finished = datetime.now(UTC).isoformat(timespec="seconds")
         manifest = Manifest(set_id, site.phase.name, started.isoformat(timespec="seconds"), finished,
-                            __version__, tuple(artifacts), pg)
+                            __version__, tuple(artifacts), pg, volumes)
         repo.run(write_script(set_id), stdin=manifest.to_json())
     except GuestError as exc:
         if "No space left on device" in exc.message:
@@ -199,34 +232,51 @@ def postgresql(repo: Connection, kind: str) -> dict[str, object]:
             "backups": len(backups)}
 
 
+def read_manifests(repo: Connection) -> list[Manifest]:
+    """The complete sets in the repository (a set without a manifest is left out), oldest first."""
+    return [m for _, m in _read_sets(repo, "") if m is not None]
+
+
+def _read_sets(repo: Connection, pg_tail: str) -> list[tuple[str, Manifest | None]]:
+    """(name, manifest or None for an incomplete set) of each set directory; pg_tail appends `@@pg`
+    and pgBackRest's info to the same call."""
+    sets = shlex.quote(backup_service.SETS_DIR)
+    out = repo.run(f"cd {sets} 2>/dev/null || exit 0\nfor d in */; do d=${{d%/}}; "
+                   f"if [ -f \"$d/{backup_service.MANIFEST}\" ]; then echo \"@@ $d\"; "
+                   f"cat \"$d/{backup_service.MANIFEST}\"; else echo \"@@ $d incomplete\"; fi; done\n"
+                   + pg_tail).stdout
+    found: list[tuple[str, Manifest | None]] = []
+    for chunk in out.split("@@")[1:]:
+        head, _, body = chunk.partition("\n")
+        name = head.strip()
+        if name == "pg":
+            found.append(("pg " + body, None))
+        elif name.endswith(" incomplete"):
+            found.append((name.split()[0], None))
+        else:
+            found.append((name, Manifest.from_json(body, f"{repo.host}:{backup_service.SETS_DIR}/{name}")))
+    return found
+
+
 def list_sets(site: Site) -> list[list[str]]:
     """Rows: set id, phase, finished, stores, size, state (complete: a manifest; else incomplete)."""
     repo_spec = repository(site)
     repo = ssh_connection(site.inventory, repo_spec)
-    sets = shlex.quote(backup_service.SETS_DIR)
     try:
-        out = repo.run(f"cd {sets} 2>/dev/null || exit 0\nfor d in */; do d=${{d%/}}; "
-                       f"if [ -f \"$d/{backup_service.MANIFEST}\" ]; then echo \"@@ $d\"; "
-                       f"cat \"$d/{backup_service.MANIFEST}\"; else echo \"@@ $d incomplete\"; fi; done\n"
-                       f"echo '@@pg'; {PGBACKREST} info --output=json 2>/dev/null || true\n").stdout
+        found = _read_sets(repo, f"echo '@@pg'; {PGBACKREST} info --output=json 2>/dev/null || true\n")
     finally:
         repo.close()
     rows: list[list[str]] = []
-    chunks = out.split("@@")
-    for chunk in chunks[1:]:
-        head, _, body = chunk.partition("\n")
-        name = head.strip()
-        if name == "pg":
-            for b in pg_backups(body):
+    for name, m in found:
+        if name.startswith("pg "):
+            for b in pg_backups(name[3:]):
                 rows.append([b.label, site.phase.name, datetime.fromtimestamp(b.stop, UTC).isoformat(),
                              f"postgresql ({b.kind})", "-", "pgBackRest"])
-            continue
-        if name.endswith(" incomplete"):
-            rows.append([name.split()[0], "-", "-", "-", "-", "incomplete (no manifest)"])
-            continue
-        m = Manifest.from_json(body, f"{repo_spec.hostname}:{backup_service.SETS_DIR}/{name}")
-        size = sum(a.bytes for a in m.artifacts)
-        stores_ = ", ".join(([f"postgresql {m.postgresql.get('label')}"] if m.postgresql else [])
-                            + [a.store for a in m.artifacts])
-        rows.append([m.id, m.phase, m.finished_at, stores_, f"{size / 2**20:.1f} MiB", "complete"])
+        elif m is None:
+            rows.append([name, "-", "-", "-", "-", "incomplete (no manifest)"])
+        else:
+            size = sum(a.bytes for a in m.artifacts)
+            stores_ = ", ".join(([f"postgresql {m.postgresql.get('label')}"] if m.postgresql else [])
+                                + [a.store for a in m.artifacts])
+            rows.append([m.id, m.phase, m.finished_at, stores_, f"{size / 2**20:.1f} MiB", "complete"])
     return rows

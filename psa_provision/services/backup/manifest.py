@@ -41,6 +41,7 @@ class Manifest:
     tool_version: str
     artifacts: tuple[Artifact, ...] = ()
     postgresql: dict[str, Any] = field(default_factory=dict)  # pgBackRest's label, start/stop, WAL range
+    containers: dict[str, str] = field(default_factory=dict)  # vmid -> vzdump volid (backup --containers)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -53,7 +54,8 @@ class Manifest:
             data = json.loads(text)
             arts = tuple(Artifact(**a) for a in data["artifacts"])
             return cls(data["id"], data["phase"], data["started_at"], data["finished_at"],
-                       data["tool_version"], arts, dict(data.get("postgresql") or {}))
+                       data["tool_version"], arts, dict(data.get("postgresql") or {}),
+                       {str(k): str(v) for k, v in dict(data.get("containers") or {}).items()})
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{where}: not a backup manifest ({type(exc).__name__}: {exc})",
                              hint="the set is damaged: restore another one "
