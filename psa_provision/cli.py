@@ -590,7 +590,8 @@ def restore_cmd(ctx: typer.Context,
             out.line(f"--force: containers holding the new vmids of {phase}'s restore are replaced",
                      style="red")
             if not yes and not _interactive():
-                raise InputError("--force replaces containers: confirm with --yes", hint="nothing was restored")
+                raise InputError("--force replaces containers: confirm with --yes",
+                                 hint="nothing was restored")
             if not yes and not out.confirm("replace them?"):
                 raise InputError("aborted: nothing was restored")
         done = restore_mod.run(state.inventory, phase, at=when, backup=backup, into=into, force=force,

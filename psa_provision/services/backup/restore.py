@@ -3,7 +3,8 @@ pgBackRest's restore, the drill's restore point and its report.
 
 Restores go into NEW containers by default: the phase's containers (the backup container aside) with
 vmid + RESTORE_OFFSET (or from --into on), hostname + `-restored`, and an address IP_OFFSET above the
-original in the same network, skipping every address a phase file uses and the gateway. Each starts
+original in the same network (wrapping to the bottom of it), skipping every address a phase file uses
+and the gateway. Each starts
 from a vzdump of its original (packages, configuration, the app), then its stores are put back to the
 chosen time: PostgreSQL by pgBackRest (WAL replayed to the second), the others from the newest set
 finished at or before it.
@@ -74,15 +75,14 @@ def derive(phase: Phase, *, kind: str = "restore", into: int | None = None,
 def _free_address(spec: ContainerSpec, taken: set[str]) -> str:
     iface = ipaddress.IPv4Interface(spec.ip_cidr)
     net = iface.network
-    candidate = int(iface.ip) + IP_OFFSET
-    while candidate < int(net.broadcast_address):
+    first, end = int(net.network_address) + 1, int(net.broadcast_address)
+    start = min(int(iface.ip) + IP_OFFSET, end)
+    for candidate in (*range(start, end), *range(first, start)):  # above first, then from the bottom
         ip = str(ipaddress.IPv4Address(candidate))
         if ip not in taken:
             return ip
-        candidate += 1
-    raise InputError(f"no free address in {net} above {iface.ip} + {IP_OFFSET} for the restored "
-                     f"{spec.hostname}", hint="free an address in that network, or restore with --into "
-                     "into another phase's network")
+    raise InputError(f"no free address in {net} for the restored {spec.hostname}: every one is a phase "
+                     "file's or a gateway", hint="free an address in that network")
 
 
 def occupied(targets: list[Target], guests: Iterable[dict[str, Any]]) -> list[tuple[int, str]]:
