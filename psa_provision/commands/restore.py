@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from psa_provision.errors import GuestError, InputError
+from psa_provision.errors import GuestError, InputError, ProvisionError
 from psa_provision.phases import ContainerSpec, load_all
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.services import catalog
@@ -66,15 +66,32 @@ def parse_backup(text: str | None) -> tuple[str | None, str | None]:
 
 def plan(site: Site, px: ProxmoxClient, *, kind: str, into: int | None, force: bool) -> list[rs.Target]:
     """The new containers; InputError for an occupied vmid unless force."""
+    guests = px.cluster_guests()
     taken = [c.ip_cidr for p in load_all(site.inventory.phases_dir) for c in p.containers]
+    taken += _guest_addresses(px, guests)
     targets = rs.derive(site.phase, kind=kind, into=into, taken_addresses=taken)
-    busy = rs.occupied(targets, px.cluster_guests())
+    busy = rs.occupied(targets, guests)
     if busy and not force:
         names = ", ".join(f"{v} (on {n})" for v, n in busy)
         raise InputError(f"refusing to restore into container(s) {names}: the vmid is in use, and a restore "
                          "never overwrites a container without --force", hint="choose free ids with --into "
                          "VMID, or remove them; --force replaces them (asks first)")
     return targets
+
+
+def _guest_addresses(px: ProxmoxClient, guests: list[dict[str, object]]) -> list[str]:
+    """net0 addresses of the cluster's containers (an earlier restore's too); those we may not read are
+    skipped (the phase files' addresses are taken anyway)."""
+    out = []
+    for g in guests:
+        if g.get("type") != "lxc":
+            continue
+        try:
+            config = px.container_config(str(g.get("node")), int(str(g.get("vmid"))))
+        except ProvisionError:
+            continue
+        out += rs.net_addresses(config)
+    return out
 
 
 def run(inventory_path: Path, phase: str, *, at: datetime | None, backup: str | None, into: int | None,

@@ -53,8 +53,16 @@ def test_addresses_skip_what_any_phase_uses_and_into_keeps_the_distances() -> No
 def test_a_full_network_is_a_clear_error() -> None:
     phase0 = load_phase("phase0", PHASES_DIR)
     taken = [f"10.0.20.{i}" for i in range(1, 255)]
-    with pytest.raises(InputError, match="no free address in 10.0.20.0/24 for the restored psa-all-in-one"):
+    with pytest.raises(InputError, match=r"no free address in 10\.0\.20\.0/24 for the restored psa-all-in-one"):
         rs.derive(phase0, taken_addresses=taken)
+
+
+def test_addresses_of_running_guests_are_read_from_net0() -> None:
+    config = {"net0": "name=eth0,bridge=vmbr20,hwaddr=BC:24:11:00:00:01,ip=10.0.20.200/24,gw=10.0.20.1",
+              "net1": "name=eth1,bridge=vmbr30,ip=dhcp", "hostname": "x"}
+    assert rs.net_addresses(config) == ["10.0.20.200/24"]
+    targets = rs.derive(load_phase("phase0", PHASES_DIR), taken_addresses=rs.net_addresses(config))
+    assert targets[0].spec.ip == "10.0.20.201"
 
 
 def test_an_occupied_vmid_is_named() -> None:
@@ -141,7 +149,8 @@ def test_an_artifact_is_checked_on_arrival() -> None:
     assert "= 1234 ]" in script and f"= {'ab' * 32} ]" in script
     body, password = put_back.redis("/var/tmp/psa-restore/redis-dump.rdb", "s3cret")
     assert "s3cret" not in body and "s3cret" not in repr(password)
-    assert body.index("appendonly no") < body.index("systemctl start") < body.index("CONFIG SET appendonly yes")
+    steps = ("appendonly no", "systemctl start", "CONFIG SET appendonly yes")
+    assert [body.index(s) for s in steps] == sorted(body.index(s) for s in steps)
 
 
 def test_vzdump_and_restore_are_typed_writes() -> None:
@@ -149,7 +158,8 @@ def test_vzdump_and_restore_are_typed_writes() -> None:
                                            "compress": "zstd"})
     assert (dump.method, dump.path) == ("POST", "/nodes/pve1/vzdump") and dump.body["compress"] == "zstd"
     assert write_effect(dump) is None  # a second vzdump is a second backup: never resent
-    back = Write("restore", "pve1", params={"vmid": 700, "ostemplate": "local:backup/x.tar.zst", "restore": 1})
+    back = Write("restore", "pve1", params={"vmid": 700, "ostemplate": "local:backup/x.tar.zst",
+                                            "restore": 1})
     assert (back.method, back.path) == ("POST", "/nodes/pve1/lxc")
     effect = write_effect(back)
     assert effect is not None and (effect.kind, effect.task, effect.vmid) == ("exists", "vzrestore", 700)

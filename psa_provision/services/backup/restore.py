@@ -91,6 +91,12 @@ def occupied(targets: list[Target], guests: Iterable[dict[str, Any]]) -> list[tu
     return [(t.spec.vmid, where[t.spec.vmid]) for t in targets if t.spec.vmid in where]
 
 
+def net_addresses(config: dict[str, Any]) -> list[str]:
+    """The static addresses (ip=a.b.c.d/n) of a container config's netN keys."""
+    return [m.group(1) for k, v in config.items() if re.fullmatch(r"net\d+", str(k))
+            for m in [re.search(r"(?:^|,)ip=([\d.]+/\d+)", str(v))] if m]
+
+
 def address_map(targets: list[Target]) -> dict[str, str]:
     """Original address -> new address of each restored container."""
     return {t.original.ip: t.spec.ip for t in targets}
