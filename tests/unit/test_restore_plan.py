@@ -53,7 +53,8 @@ def test_addresses_skip_what_any_phase_uses_and_into_keeps_the_distances() -> No
 def test_a_full_network_is_a_clear_error() -> None:
     phase0 = load_phase("phase0", PHASES_DIR)
     taken = [f"10.0.20.{i}" for i in range(1, 255)]
-    with pytest.raises(InputError, match=r"no free address in 10\.0\.20\.0/24 for the restored psa-all-in-one"):
+    with pytest.raises(InputError,
+                       match=r"no free address in 10\.0\.20\.0/24 for the restored psa-all-in-one"):
         rs.derive(phase0, taken_addresses=taken)
 
 
