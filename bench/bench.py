@@ -321,7 +321,7 @@ def print_table(bench: Bench, started_load: str) -> None:
         print(f"{r.what:<{width}}  {r.figure:<{fig}}  {r.command}")
 
 
-FIGURES = ("cold", "converged", "verify", "phase1", "migrate", "platform")
+FIGURES = ("cold", "converged", "verify", "phase1", "migrate", "platform", "restore")
 DEFAULT_FIGURES = ("cold", "converged", "verify")
 
 
@@ -371,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
 
                 platform(bench, args.phase, args.inventory,
                          Bounds(max_rate=args.max_rate, max_seconds=60 * args.max_minutes))
+            elif figure == "restore":
+                from restore_figure import restore  # bench/ is the script's directory on sys.path
+
+                restore(bench, args.inventory)
             else:
                 migration(bench, args.rate)
     finally:
