@@ -40,7 +40,9 @@ def test_database_side_names_the_repository_host_and_archives_every_minute() -> 
     assert files[pgbackrest.DB_AUTHORIZED].rstrip().endswith("ssh-ed25519 REPOPUB repo")
     conf = conf_lines(postgresql.conf_content(c))
     assert "archive_mode = on" in conf and "archive_timeout = 60" in conf
-    assert "archive_command = 'pgbackrest --stanza=psa archive-push %p'" in conf
+    push = "pgbackrest --stanza=psa archive-push %p"
+    # a restored copy (another hostname) never pushes into production's stanza
+    assert f"archive_command = 'test \"$(hostname)\" = psa-all-in-one && {push}'" in conf
 
 
 def test_repository_host_lists_every_database_and_keeps_two_weekly_fulls() -> None:

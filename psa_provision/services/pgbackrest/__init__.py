@@ -21,6 +21,15 @@ RETENTION_FULL = 2  # full backups kept (weekly: two weeks of point-in-time reco
 RETENTION_DIFF = 7  # differential backups kept (daily)
 ARCHIVE_TIMEOUT_S = 60  # a WAL segment is archived at least once a minute: RPO <= 60 s
 ARCHIVE_COMMAND = f"pgbackrest --stanza={STANZA} archive-push %p"
+
+
+def archive_command(hostname: str) -> str:
+    """archive_command for the container `hostname`: pushes only there. A copy of the container (a
+    vzdump restored under another hostname) boots with the same cluster and must never push its WAL
+    into production's stanza: there the test fails and PostgreSQL keeps the segment instead."""
+    return f'test "$(hostname)" = {hostname} && {ARCHIVE_COMMAND}'
+
+
 # schedule (systemd calendar events) of the repository host's timers: full weekly, differential daily
 SCHEDULE = {"full": "Sun *-*-* 01:00:00", "diff": "Mon..Sat *-*-* 01:00:00"}
 UNIT_DIR = "/etc/systemd/system"

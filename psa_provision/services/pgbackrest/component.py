@@ -23,7 +23,6 @@ from ..common import command, packages, put_file, service
 from ..context import HostContext
 from ..postgresql import PORT as PG_PORT
 from . import (
-    ARCHIVE_COMMAND,
     ARCHIVE_TIMEOUT_S,
     COMPONENT,
     CONF,
@@ -47,6 +46,7 @@ from . import (
     STANZA,
     TEMPLATES,
     UNIT_DIR,
+    archive_command,
     timer_units,
 )
 from .keys import KeyPair
@@ -65,7 +65,8 @@ def archive_settings(ctx: HostContext) -> dict[str, object] | None:
     repo = repository_host(ctx.phase)
     if COMPONENT not in ctx.container.components or repo is None or ctx.backup_keys is None:
         return None
-    return {"repo": repo.hostname, "command": ARCHIVE_COMMAND, "timeout": ARCHIVE_TIMEOUT_S}
+    return {"repo": repo.hostname, "command": archive_command(ctx.container.hostname),
+            "timeout": ARCHIVE_TIMEOUT_S}
 
 
 def db_conf(repo_ip: str, *, pg_path: str = PG_DATA) -> str:
