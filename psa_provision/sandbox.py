@@ -14,8 +14,16 @@ from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 PHASE0_VMID = 200
 
 
+BACKUP_VMID = 250
+
+
 def private_phase0(text: str, vmid: int, hostname: str) -> str:
-    """phase0.yml's text with container 200 as `vmid` at 10.0.20.(vmid-100), named `hostname`."""
+    """phase0.yml's text with container 200 as `vmid` at 10.0.20.(vmid-100), named `hostname`, and
+    without the backup container 250 (private copies run side by side; one backup container each would
+    collide) nor the archiving that needs it."""
+    block = rf"(?ms)^  # The backup repository host.*?^  - vmid: {BACKUP_VMID}\n.*?(?=^\S|^  - )"
+    text = re.sub(block, "", text)
+    text = text.replace("postgresql, pgbackrest,", "postgresql,")
     text = re.sub(rf"\bvmid: {PHASE0_VMID}\b", f"vmid: {vmid}", text)
     text = re.sub(rf"\bcontainer: {PHASE0_VMID}\b", f"container: {vmid}", text)
     text = text.replace("10.0.20.100/24", f"10.0.20.{vmid - 100}/24")
