@@ -1,9 +1,10 @@
 """bench/run --figure restore --inventory PROJECT.yml: RTO of a phase-0 restore drill with 100k tickets.
 
-Needs a project whose phase 0 is up from the packaged phase files (the backup container 250 with it:
-the bench's private phases leave it out). Tops the tickets table up to 100,000 rows (one INSERT ...
-generate_series on the database), takes `backup phase0 --containers`, then runs `restore phase0
---drill -o json` and reports its RTO (start until the restored app answers /health), RPO and verdict.
+Needs a project whose phase 0 is up with the opt-in backup container 250 (README "Backup and restore":
+the packaged and the bench's private phases leave it out). Tops the tickets table up to 100,000 rows
+(one INSERT ... generate_series on the database), takes `backup phase0 --containers`, then runs
+`restore phase0 --drill -o json` and reports its RTO (start until the restored app answers /health),
+RPO and verdict.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def _cli(inventory: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def restore(bench: object, inventory: Path | None) -> None:
     """Adds the figure rows to `bench` (bench.Bench)."""
     if inventory is None:
-        raise SystemExit("--figure restore needs --inventory: a project with the packaged phase 0 up "
-                         "(the backup container included)")
+        raise SystemExit("--figure restore needs --inventory: a project with phase 0 up, the opt-in "
+                         "backup container included (README \"Backup and restore\")")
     inv = load_inventory(inventory)
     db = load_phase("phase0", inv.phases_dir).containers[0]
     conn = ssh_connection(inv, db)

@@ -601,8 +601,8 @@ def restore_cmd(ctx: typer.Context,
     from its vzdump, PostgreSQL to the second by pgBackRest, Redis and RabbitMQ from the newest set."""
     from datetime import UTC, datetime
 
-    from psa_provision.commands import restore_drill as drill_mod
     from psa_provision.commands import restore as restore_mod
+    from psa_provision.commands import restore_drill as drill_mod
     from psa_provision.services.backup.manifest import parse_at
 
     state = _state(ctx)

@@ -19,6 +19,7 @@ from psa_provision import __version__
 from psa_provision.errors import GuestError, InputError, LockHeld
 from psa_provision.journal import PhaseLock
 from psa_provision.migration import record as migration_record
+from psa_provision.packaged import BACKUP_CONTAINER_EXAMPLE
 from psa_provision.phases import ContainerSpec, around
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.services import backup as backup_service
@@ -77,6 +78,7 @@ def run(inventory_path: Path, phase: str, only: str | None, *, full: bool, conta
 def list_all(inventory_path: Path, phase: str) -> list[list[str]]:
     """`backups list PHASE`: rows under LIST_COLUMNS (sets, pgBackRest backups, vzdump volumes)."""
     site = load_site(inventory_path, phase)
+    repository(site)
     return list_sets(site) + vzdump_rows(site, connect(site.inventory))
 
 
@@ -134,10 +136,15 @@ def migration_in_progress(site: Site) -> str | None:
 
 
 def repository(site: Site) -> ContainerSpec:
+    """The phase's backup container; InputError naming the phase file and the lines to add without one."""
     repo = repository_host(site.phase)
     if repo is None:
-        raise InputError(f"phase {site.phase.name} has no backup container (component backup)",
-                         hint="add the backup container to the phase file (see the packaged phase files)")
+        path = site.inventory.phases_dir / f"{site.phase.name}.yml"
+        raise InputError(f"{path}: phase {site.phase.name} has no backup container (a container with "
+                         "component backup); backup and restore need one",
+                         hint=f"add the lines {BACKUP_CONTAINER_EXAMPLE} shows (a second node, pgbackrest "
+                              "after postgresql, container 250; README \"Backup and restore\"), then "
+                              f"`psa-provision init` and `up {site.phase.name}`")
     return repo
 
 
@@ -149,6 +156,7 @@ def where(site: Site, component: str) -> ContainerSpec | None:
 def backup(site: Site, only: tuple[str, ...], note: Callable[[str], None], *,
            kind: str = "diff", containers: bool = False) -> BackupResult:
     """One set of the phase: refuses during a migration, holds the phase's lock while it runs."""
+    repository(site)  # refused first in a phase without a backup container
     why = migration_in_progress(site)
     if why:
         raise InputError(f"refusing `backup {site.phase.name}`: {why}",

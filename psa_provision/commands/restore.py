@@ -107,9 +107,9 @@ def restore(site: Site, px: ProxmoxClient, *, at: datetime | None, backup: str |
             force: bool, note: Callable[[str], None], kind: str = "restore", point: str | None = None
             ) -> Restored:
     t0 = time.monotonic()
+    repo_spec = repository(site)
     set_id, volid = parse_backup(backup)
     targets = plan(site, px, kind=kind, into=into, force=force)
-    repo_spec = repository(site)
     repo = ssh_connection(site.inventory, repo_spec)
     try:
         manifest = _choose_set(site, repo, set_id, at)

@@ -28,6 +28,7 @@ from psa_provision.services.postgresql.mover import VERIFY_SQL
 from psa_provision.site import Site, load_site, ssh_connection
 
 from . import restore as restore_cmd
+from .backup import repository
 
 COLUMNS = ["check", "at the restore point", "restored", "result"]
 
@@ -75,6 +76,7 @@ def run(inventory_path: Path, phase: str, note: Callable[[str], None], *, keep: 
 
 def drill(site: Site, note: Callable[[str], None], *, keep: bool = False) -> DrillReport:
     t0 = time.monotonic()
+    repository(site)  # refused first in a phase without a backup container
     db = next((c for c in site.phase.containers if "postgresql" in c.components
                and pgb.COMPONENT in c.components), None)
     if db is None:

@@ -116,17 +116,23 @@ def test_only_names_known_stores() -> None:
 
 
 def test_a_backup_during_a_migration_is_refused_with_the_reason(tmp_path: Path) -> None:
-    from psa_provision import inventory
+    from psa_provision import inventory, sandbox
     from psa_provision import site as site_mod
     from psa_provision.migration.record import journal_for
     from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
     from psa_provision.phases import load_phase
     from psa_provision.secrets import Secrets
 
+    phases_dir = tmp_path / "phases"  # the packaged phases with the opt-in backup container
+    phases_dir.mkdir()
+    for src in PHASES_DIR.glob("phase*.yml"):
+        text = src.read_text()
+        opted_in = sandbox.with_backup_container(text) if src.stem in ("phase0", "phase1") else text
+        (phases_dir / src.name).write_text(opted_in)
     inv_path = tmp_path / "site.yml"
-    text = SANDBOX_INVENTORY.read_text().replace("phases_dir: ../phases", f"phases_dir: {PHASES_DIR}")
+    text = SANDBOX_INVENTORY.read_text().replace("phases_dir: ../phases", f"phases_dir: {phases_dir}")
     inv_path.write_text(text)
-    phase = load_phase("phase0", PHASES_DIR)
+    phase = load_phase("phase0", phases_dir)
     site = site_mod.Site(inventory.load_inventory(inv_path), inv_path, phase, Secrets({}))
     assert backup_cmd.migration_in_progress(site) is None
     journal_for(inv_path, "phase1").record("migrate", step="postgresql", state="snapshot")

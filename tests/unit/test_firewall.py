@@ -95,9 +95,7 @@ def test_phase0_has_no_firewall() -> None:
 def test_phase1_rules_follow_the_topology() -> None:
     ph = phase("phase1")
     ssh = [(22, "10.0.20.1"), (22, "10.0.30.1")]
-    # the database and the backup repository host accept each other's SSH (pgBackRest)
-    assert rule_rows(ph, 100) == [*ssh, (22, "10.0.30.60"), (5432, "10.0.20.230")]
-    assert rule_rows(ph, 250) == [*ssh, (22, "10.0.30.10")]
+    assert rule_rows(ph, 100) == [*ssh, (5432, "10.0.20.230")]
     assert rule_rows(ph, 110) == [*ssh, (6379, "10.0.20.230")]
     assert rule_rows(ph, 210) == [*ssh, (5672, "10.0.20.230")]
     assert rule_rows(ph, 220) == [*ssh, (9200, "10.0.20.230")]
@@ -150,10 +148,10 @@ def test_fresh_container_gets_rules_in_order_then_options_net_flag_and_datacente
     posts = [c for c in calls if c.method == "POST"]
     # POST unshifts (pve-firewall Rules.pm register_create_rule), so the last wanted rule goes first
     assert [(c.params["dport"], c.params.get("source")) for c in posts] == [
-        ("5432", "10.0.20.230"), ("22", "10.0.30.60"), ("22", "10.0.30.1"), ("22", "10.0.20.1")]
+        ("5432", "10.0.20.230"), ("22", "10.0.30.1"), ("22", "10.0.20.1")]
     assert not any("pos" in c.params for c in posts)  # PVE ignores it on create
     assert all(c.params["enable"] == 1 and c.path == "/nodes/pve1/lxc/100/firewall/rules" for c in posts)
-    options, net, cluster = calls[4:]
+    options, net, cluster = calls[3:]
     assert options.path.endswith("/lxc/100/firewall/options") and options.params["policy_in"] == "DROP"
     assert options.params["enable"] == "1"
     assert "digest" not in options.params  # the rule posts before it change the file the digest is of
@@ -179,7 +177,7 @@ def test_stale_rules_of_ours_are_replaced_and_an_operators_rule_kept() -> None:
     changes = firewall.rule_changes(spec, firewall.rules(ph, spec), listed)
     deletes = [c.path for c in changes if isinstance(c, ApiCall) and c.method == "DELETE"]
     assert deletes == [f"/nodes/pve1/lxc/100/firewall/rules/{i}" for i in (2, 1, 0)]  # last first
-    assert sum(isinstance(c, ApiCall) and c.method == "POST" for c in changes) == 4
+    assert sum(isinstance(c, ApiCall) and c.method == "POST" for c in changes) == 3
 
 
 def test_a_disabled_rule_of_ours_is_not_in_place() -> None:
@@ -198,7 +196,7 @@ class State:
 def test_the_app_container_builds_alongside_the_stores_and_starts_its_apps_after_them() -> None:
     states = [State(c) for c in phase("phase1").containers]
     # then the stores, longest first: PostgreSQL and RabbitMQ, Elasticsearch, Redis (a short one last)
-    assert [s.spec.vmid for s in waves.first_wave_order(states)] == [230, 100, 210, 220, 110, 250]
+    assert [s.spec.vmid for s in waves.first_wave_order(states)] == [230, 100, 210, 220, 110]
     assert [s.spec.vmid for s in waves.second_wave_order(
         [s for s in states if waves.is_app(s.spec)])] == [230]
 

@@ -156,7 +156,6 @@ class _State:
 def test_phase2_up_builds_every_container_then_starts_the_services_the_gateway_last() -> None:
     states = [_State(c) for c in P2.containers]
     first = [s.spec.vmid for s in waves.first_wave_order(states)]
-    assert first[:8] == [120, 121, 130, 140, 150, 160, 170, 180]
-    assert set(first[8:]) == {100, 110, 210, 220, 250}
+    assert first[:8] == [120, 121, 130, 140, 150, 160, 170, 180] and set(first[8:]) == {100, 110, 210, 220}
     apps = waves.second_wave_order([s for s in states if waves.is_app(s.spec)])
     assert [s.spec.vmid for s in apps] == [121, 130, 140, 150, 160, 170, 180, 120]

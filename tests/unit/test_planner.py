@@ -182,8 +182,7 @@ def test_fresh_guest_gets_every_component_in_order() -> None:
     assert plan.noops == []
     order = [c.component for c in plan.changes if not is_apt_source(c)]  # apt sources: right after base
     seen = list(dict.fromkeys(order))
-    assert seen == ["base", "postgresql", "pgbackrest", "redis", "rabbitmq", "elasticsearch", "nodejs", "app",
-                    "scripts"]
+    assert seen == ["base", "postgresql", "redis", "rabbitmq", "elasticsearch", "nodejs", "app", "scripts"]
     paths = {c.path for c in plan.changes if isinstance(c, PutFile)}
     assert paths >= set(catalog.managed_files(make_ctx().container.components)) - {
         f"{base_service.KEYRINGS}/elastic.asc", f"{base_service.KEYRINGS}/nodesource.asc",

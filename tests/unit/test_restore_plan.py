@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from psa_provision import privileges
-from psa_provision.commands import restore_drill as drill_cmd
 from psa_provision.commands import restore as restore_cmd
+from psa_provision.commands import restore_drill as drill_cmd
 from psa_provision.errors import InputError
 from psa_provision.packaged import PHASES_DIR
 from psa_provision.phases import load_all, load_phase
