@@ -351,7 +351,8 @@ def print_table(bench: Bench, started_load: str) -> None:
         print(f"{r.what:<{width}}  {r.figure:<{fig}}  {r.command}")
 
 
-FIGURES = ("cold", "converged", "converged-phase", "verify", "phase1", "migrate", "platform", "drill")
+FIGURES = ("cold", "converged", "converged-phase", "verify", "phase1", "migrate", "platform", "drill",
+           "restore")
 DEFAULT_FIGURES = ("cold", "converged", "verify")
 
 
@@ -408,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
                 from drill_figure import drills  # bench/ is the script's directory on sys.path
 
                 drills(bench, args.inventory)
+            elif figure == "restore":
+                from restore_figure import restore  # bench/ is the script's directory on sys.path
+
+                restore(bench, args.inventory)
             else:
                 migration(bench, args.rate)
     finally:

@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 error (one red line + hint, never a traceback), 2 `plan` fou
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -74,6 +75,8 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, pretty_exceptions_enable=Fal
                   help="Infrastructure as code for the PSA platform on Proxmox VE.")
 secrets_app = typer.Typer(no_args_is_help=True, help="Read one secret (for scripts).")
 app.add_typer(secrets_app, name="secrets")
+backups_app = typer.Typer(no_args_is_help=True, help="The backups in the phase's repository.")
+app.add_typer(backups_app, name="backups")
 
 
 class Format(StrEnum):
@@ -528,6 +531,114 @@ def cleanup(ctx: typer.Context,
         if not yes and not out.confirm("remove these packages, their data and the snapshots?"):
             raise InputError("aborted: nothing was removed")
         out.line(f"{cleanup_mod.remove(site, found)} removed")
+        return 0
+
+    raise typer.Exit(_guard(out, run))
+
+
+@app.command("backup")
+def backup_cmd(ctx: typer.Context,
+               phase: Annotated[str, typer.Argument(help="the phase to back up")] = "phase0",
+               only: Annotated[str | None, typer.Option(
+                   help="stores, e.g. postgresql,redis (default: all: postgresql, redis, rabbitmq, "
+                        "elasticsearch, app)")] = None,
+               full: Annotated[bool, typer.Option("--full", help="a full PostgreSQL backup (default: "
+                                                  "differential; the first one is full anyway)")] = False,
+               containers: Annotated[bool, typer.Option(
+                   "--containers", help="also a vzdump of each container (what `restore` starts new "
+                                        "containers from)")] = False,
+               ) -> None:
+    """Back up the phase's stores into its backup container: pgBackRest for PostgreSQL, a set with a
+    manifest (sizes, sha256) for the others. Refuses while a migration of the phase is under way."""
+    from psa_provision.commands import backup as backup_mod
+
+    state = _state(ctx)
+    out = Output()
+
+    def run() -> int:
+        result = backup_mod.run(state.inventory, phase, only, full=full, containers=containers, note=out.note)
+        out.table(result.title, backup_mod.COLUMNS, result.rows())
+        out.line(result.summary())
+        return 0
+
+    raise typer.Exit(_guard(out, run))
+
+
+@backups_app.command("list")
+def backups_list(ctx: typer.Context,
+                 phase: Annotated[str, typer.Argument(help="the phase whose repository to read")] = "phase0",
+                 ) -> None:
+    """Sets (with their manifest) and pgBackRest backups in the phase's backup container."""
+    from psa_provision.commands import backup as backup_mod
+
+    out = Output()
+
+    def run() -> int:
+        out.table("backups", backup_mod.LIST_COLUMNS, backup_mod.list_all(_state(ctx).inventory, phase))
+        return 0
+
+    raise typer.Exit(_guard(out, run))
+
+
+@app.command("restore")
+def restore_cmd(ctx: typer.Context,
+                phase: Annotated[str, typer.Argument(help="the phase to restore")] = "phase0",
+                at: Annotated[str | None, typer.Option("--at", help="point in time, ISO 8601 (no offset: "
+                                                       "UTC), e.g. 2026-12-03T10:15:00Z")] = None,
+                backup: Annotated[str | None, typer.Option("--backup", help="a set id (20261203T101500Z) or "
+                                                           "a vzdump volume id")] = None,
+                into: Annotated[int | None, typer.Option("--into", help="vmid of the first new container "
+                                                         "(default: the original's + 500)")] = None,
+                force: Annotated[bool, typer.Option("--force", help="replace containers that hold those "
+                                                    "vmids (asks first)")] = False,
+                yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+                drill: Annotated[bool, typer.Option("--drill", help="restore the latest backup beside "
+                                                    "production, compare, report RPO/RTO, remove")] = False,
+                keep: Annotated[bool, typer.Option("--keep", help="--drill: leave its containers")] = False,
+                output: Annotated[Format, typer.Option("--output", "-o", help="text or json")] = Format.text,
+                ) -> None:
+    """Restore into NEW containers beside production (vmid + 500, new hostnames and addresses): each
+    from its vzdump, PostgreSQL to the second by pgBackRest, Redis and RabbitMQ from the newest set."""
+    from datetime import UTC, datetime
+
+    from psa_provision.commands import restore as restore_mod
+    from psa_provision.commands import restore_drill as drill_mod
+    from psa_provision.services.backup.manifest import parse_at
+
+    state = _state(ctx)
+    out = Output(json_mode=output is Format.json)
+
+    def run() -> int:
+        if drill:
+            if at or backup or into or force:
+                raise InputError("--drill takes the latest backup into its own containers: no --at, "
+                                 "--backup, --into or --force")
+            report = drill_mod.run(state.inventory, phase, out.note, keep=keep)
+            if out.json_mode:
+                out.json(json.loads(report.to_json()))
+            else:
+                out.table(f"restore drill {phase} (restore point {report.restore_point})", drill_mod.COLUMNS,
+                          report.rows())
+            return 0 if report.passed else 1
+        if (at is None) == (backup is None):
+            raise InputError("give one of --at TIME or --backup ID", hint="`psa-provision backups list`")
+        when = parse_at(at, datetime.now(UTC)) if at else None
+        if force:
+            out.line(f"--force: containers holding the new vmids of {phase}'s restore are replaced",
+                     style="red")
+            if not yes and not _interactive():
+                raise InputError("--force replaces containers: confirm with --yes",
+                                 hint="nothing was restored")
+            if not yes and not out.confirm("replace them?"):
+                raise InputError("aborted: nothing was restored")
+        done = restore_mod.run(state.inventory, phase, at=when, backup=backup, into=into, force=force,
+                               note=out.note)
+        if out.json_mode:
+            out.json({"target": done.target, "set": done.set_id, "seconds": done.seconds_to_health,
+                      "containers": [dict(zip(restore_mod.COLUMNS, r, strict=True)) for r in done.rows()]})
+        else:
+            out.table(f"restore {phase} to {done.target}", restore_mod.COLUMNS, done.rows())
+            out.line(f"restored; the app answers /health after {done.seconds_to_health:.1f} s")
         return 0
 
     raise typer.Exit(_guard(out, run))

@@ -63,8 +63,19 @@ def _rule_key(rule: dict[str, Any]) -> tuple[str, str, str, str, str, str, str]:
 
 
 def enabled(phase: Phase) -> bool:
-    """A phase of several containers gets the firewall: its containers talk to each other."""
-    return len(phase.containers) > 1
+    """A phase of several containers gets the firewall: its containers talk to each other. The backup
+    repository host does not count: phase 0 plus its backup container keeps phase 0's open bridge."""
+    return len([c for c in phase.containers if c.components != ["base", "backup"]]) > 1
+
+
+def backup_peers(phase: Phase, spec: ContainerSpec) -> list[str]:
+    """IPs whose SSH `spec` accepts for pgBackRest: the repository host on a database container
+    (backups, stanza), the archiving database containers on the repository host (archive-push)."""
+    if "pgbackrest" in spec.components:
+        return sorted(c.ip for c in phase.containers if "backup" in c.components)
+    if "backup" in spec.components:
+        return sorted(c.ip for c in phase.containers if "pgbackrest" in c.components)
+    return []
 
 
 def admin_sources(phase: Phase) -> list[str]:
@@ -89,6 +100,7 @@ def rules(phase: Phase, spec: ContainerSpec) -> list[Rule]:
     """The inbound rules `spec` needs in `phase`: SSH from the admin side, each store's port from its
     clients, the gateway's port from anywhere, other services' ports from the other app containers."""
     out = [Rule(SSH_PORT, src, "ssh from the admin side") for src in admin_sources(phase)]
+    out += [Rule(SSH_PORT, ip, "pgbackrest ssh") for ip in backup_peers(phase, spec)]
     for component in spec.components:
         port = STORE_PORTS.get(component)
         if port is not None:

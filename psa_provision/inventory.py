@@ -178,6 +178,9 @@ class Storage(Strict):
                         examples=["local-lvm"])
     templates: str = Field(default="local", pattern=_STORAGE_ID, description="a Proxmox storage id",
                            examples=["local"])
+    backups: str = Field(default="local", pattern=_STORAGE_ID, description="a Proxmox storage id "
+                         "(content type backup: where vzdump writes whole-container backups)",
+                         examples=["local"])
 
 
 class Network(Strict):

@@ -25,6 +25,8 @@ def _data_dir() -> Path:
 DATA_DIR = _data_dir()
 TEMPLATES_DIR = DATA_DIR / "templates"
 PHASES_DIR = DATA_DIR / "phases"
+# the backup container's lines, opt-in (README "Backup and restore"); not a phase file (phase*.yml)
+BACKUP_CONTAINER_EXAMPLE = PHASES_DIR / "examples" / "backup-container.yml"
 INVENTORIES_DIR = DATA_DIR / "inventories"
 SANDBOX_INVENTORY = INVENTORIES_DIR / "sandbox.yml"
 PRODUCTION_INVENTORY = INVENTORIES_DIR / "production.example.yml"

@@ -29,13 +29,14 @@ APP_SERVICES: dict[str, int] = {
 }
 # Components in install order; a container lists the ones it runs.
 COMPONENTS: tuple[str, ...] = (
-    "base", "postgresql", "redis", "rabbitmq", "elasticsearch", "nodejs", "app", "scripts", "haproxy",
-    "etcd", "keepalived",
+    "base", "postgresql", "pgbackrest", "redis", "rabbitmq", "elasticsearch", "nodejs", "app", "scripts",
+    "haproxy", "etcd", "keepalived", "backup",
 )
 # Memory a component needs at least (MiB), summed per container.
 MIN_MEMORY_MB: dict[str, int] = {
     "base": 128, "postgresql": 1024, "redis": 256, "rabbitmq": 512, "elasticsearch": 2048,
-    "nodejs": 0, "app": 0, "scripts": 0, "haproxy": 128, "etcd": 256, "keepalived": 0,
+    "nodejs": 0, "app": 0, "scripts": 0, "haproxy": 128, "etcd": 256, "keepalived": 0, "pgbackrest": 0,
+    "backup": 256,
 }
 APP_INSTANCE_MB = 128
 SUBNETS: dict[str, str] = {"vmbr20": "10.0.20.0/24", "vmbr30": "10.0.30.0/24"}
@@ -89,6 +90,9 @@ class ContainerSpec(_Strict):
         if unknown:
             raise ValueError(f"unknown component(s) {', '.join(map(show, unknown))}"
                              f"{_close(unknown, COMPONENTS)} -> use only: {', '.join(COMPONENTS)}")
+        if "pgbackrest" in self.components and "postgresql" not in self.components:
+            raise ValueError("the 'pgbackrest' component archives a PostgreSQL: add postgresql to its "
+                             "components, or remove pgbackrest")
         if self.services and "app" not in self.components:
             raise ValueError("a container with services needs the 'app' component -> add app (and nodejs) "
                              "to its components")
@@ -344,12 +348,34 @@ def _resources(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]
     return out
 
 
+def _backup(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]:
+    """A container archiving PostgreSQL (pgbackrest) needs the phase's one backup container (the
+    repository host); the backup container runs nothing else that holds data."""
+    out: list[Problem] = []
+    repos = [i for i, c in enumerate(phase.containers) if "backup" in c.components]
+    for i in repos[1:]:
+        out.append(Problem(str(path), line_of(("containers", i, "components"), lines),
+                           "a second container with the backup component -> one repository host per phase"))
+    for i, c in enumerate(phase.containers):
+        if "pgbackrest" in c.components and not repos:
+            out.append(Problem(str(path), line_of(("containers", i, "components"), lines),
+                               f"container {c.vmid} archives PostgreSQL (pgbackrest) but no container of "
+                               "this phase has the backup component -> add the backup container "
+                               "(repository host), or remove pgbackrest"))
+        if "backup" in c.components and {"postgresql", "redis", "rabbitmq", "elasticsearch"} & set(
+                c.components):
+            out.append(Problem(str(path), line_of(("containers", i, "components"), lines),
+                               f"container {c.vmid} holds both a store and the backup repository -> keep "
+                               "the repository off the containers whose data it backs up"))
+    return out
+
+
 def validate(phase: Phase, lines: dict[Loc, int], path: Path) -> list[Problem]:
     """All single-file checks beyond the schema."""
     from .phase_ha import ha_problems  # it builds on Problem and the models above
 
     return (_dupes(phase, lines, path) + _placement(phase, lines, path) + _resources(phase, lines, path)
-            + ha_problems(phase, lines, path))
+            + _backup(phase, lines, path) + ha_problems(phase, lines, path))
 
 
 def load_phase(name: str, phases_dir: Path) -> Phase:

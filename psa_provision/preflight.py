@@ -76,6 +76,7 @@ def privilege_target(site: Site, specs: list[ContainerSpec] | None = None) -> pr
     return privileges.Target(
         vmids=tuple(c.vmid for c in chosen), storages=tuple(sorted({c.rootfs_storage for c in chosen})),
         templates=site.inventory.storage.templates if chosen else "",
+        backups=site.inventory.storage.backups if chosen else "",
         bridges=tuple(sorted({c.bridge for c in chosen})), nodes=tuple(sorted({c.node for c in chosen})),
         firewall=firewall.enabled(site.phase), high_availability=site.phase.high_availability)
 

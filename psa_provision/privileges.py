@@ -34,25 +34,31 @@ class Need:
 
 
 UP = ("up", "migrate", "doctor")
+CREATE = ("up", "migrate", "restore", "doctor")  # restore makes containers from backup volumes
 READ = ("plan", "up", "migrate", "destroy", "status", "doctor")
 NEEDS: tuple[Need, ...] = (
     Need("VM.Audit", "/vms/{vmid}", "read config, status, pending changes, firewall; rrddata (capacity)",
-         (*READ, "capacity")),
+         (*READ, "capacity", "backup", "restore")),
     Need("VM.Allocate", "/vms/{vmid}", "create and destroy containers; nesting=1 at create",
-         ("up", "migrate", "destroy", "doctor")),
-    Need("VM.Config.CPU", "/vms/{vmid}", "cores at create or change", UP),
-    Need("VM.Config.Memory", "/vms/{vmid}", "memory, swap at create or change", UP),
-    Need("VM.Config.Disk", "/vms/{vmid}", "rootfs at create, resize", UP),
-    Need("VM.Config.Network", "/vms/{vmid}", "hostname, net0, nameserver; the container firewall", UP),
-    Need("VM.Config.Options", "/vms/{vmid}", "onboot, tags, description at create", UP),
-    Need("VM.PowerMgmt", "/vms/{vmid}", "start, reboot, stop", ("up", "migrate", "destroy", "doctor")),
+         ("up", "migrate", "destroy", "restore", "doctor")),
+    Need("VM.Config.CPU", "/vms/{vmid}", "cores at create or change", CREATE),
+    Need("VM.Config.Memory", "/vms/{vmid}", "memory, swap at create or change", CREATE),
+    Need("VM.Config.Disk", "/vms/{vmid}", "rootfs at create, resize", CREATE),
+    Need("VM.Config.Network", "/vms/{vmid}", "hostname, net0, nameserver; the container firewall", CREATE),
+    Need("VM.Config.Options", "/vms/{vmid}", "onboot, tags, description at create", CREATE),
+    Need("VM.PowerMgmt", "/vms/{vmid}", "start, reboot, stop",
+         ("up", "migrate", "destroy", "restore", "doctor")),
     Need("VM.Snapshot", "/vms/{vmid}", "snapshot before each migration step", ("migrate", "doctor")),
+    Need("VM.Backup", "/vms/{vmid}", "vzdump a container; list and restore its backup volumes",
+         ("backup", "backups", "restore", "doctor")),
     Need("Datastore.Audit", "/storage/{storage}", "see the rootfs storage in /cluster/resources", READ),
-    Need("Datastore.AllocateSpace", "/storage/{storage}", "the rootfs volume at create", UP),
+    Need("Datastore.AllocateSpace", "/storage/{storage}", "the rootfs volume at create", CREATE),
     Need("Datastore.Audit", "/storage/{templates}", "list the templates", READ),
     Need("Datastore.AllocateTemplate", "/storage/{templates}", "download a missing template", UP),
+    Need("Datastore.AllocateSpace", "/storage/{backups}", "write vzdump archives; list and read them",
+         ("backup", "backups", "restore", "doctor")),
     Need("SDN.Use", "/sdn/zones/localnetwork/{bridge}", "see the bridge, put net0 on it",
-         ("plan", "up", "migrate", "doctor")),
+         ("plan", "up", "migrate", "restore", "doctor")),
     Need("Sys.Audit", "/nodes/{node}", "node status; see every task on the node (backups too)",
          ("plan", "up", "migrate", "destroy", "doctor")),
     Need("Sys.Audit", "/", "read the datacenter firewall options (phases of several containers); "
@@ -99,11 +105,13 @@ def role_table() -> list[tuple[str, str, str]]:
 
 @dataclass(frozen=True)
 class Target:
-    """What a command touches: vmids, storages, the template storage, bridges, nodes, several containers."""
+    """What a command touches: vmids, storages, the template and backup storages, bridges, nodes, several
+    containers."""
 
     vmids: tuple[int, ...] = ()
     storages: tuple[str, ...] = ()
     templates: str = ""
+    backups: str = ""  # the storage of vzdump archives
     bridges: tuple[str, ...] = ()
     nodes: tuple[str, ...] = ()
     firewall: bool = False
@@ -134,6 +142,8 @@ def _paths(template: str, target: Target) -> list[str]:
         return [template.format(storage=s) for s in target.storages]
     if "{templates}" in template:
         return [template.format(templates=target.templates)] if target.templates else []
+    if "{backups}" in template:
+        return [template.format(backups=target.backups)] if target.backups else []
     if "{bridge}" in template:
         return [template.format(bridge=b) for b in target.bridges]
     if "{node}" in template:

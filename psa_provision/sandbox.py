@@ -9,17 +9,38 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
+from psa_provision.packaged import BACKUP_CONTAINER_EXAMPLE, PHASES_DIR, SANDBOX_INVENTORY
 
 PHASE0_VMID = 200
+BACKUP_VMID = 250
 
 
 def private_phase0(text: str, vmid: int, hostname: str) -> str:
-    """phase0.yml's text with container 200 as `vmid` at 10.0.20.(vmid-100), named `hostname`."""
+    """phase0.yml's text with container 200 as `vmid` at 10.0.20.(vmid-100), named `hostname`, and
+    without the backup container 250 (private copies run side by side; one backup container each would
+    collide) nor the archiving that needs it."""
+    block = rf"(?ms)^  # The backup repository host.*?^  - vmid: {BACKUP_VMID}\n.*?(?=^\S|^  - )"
+    text = re.sub(block, "", text)
+    text = text.replace("postgresql, pgbackrest,", "postgresql,")
     text = re.sub(rf"\bvmid: {PHASE0_VMID}\b", f"vmid: {vmid}", text)
     text = re.sub(rf"\bcontainer: {PHASE0_VMID}\b", f"container: {vmid}", text)
     text = text.replace("10.0.20.100/24", f"10.0.20.{vmid - 100}/24")
     return text.replace("hostname: psa-all-in-one", f"hostname: {hostname}")
+
+
+def with_backup_container(text: str) -> str:
+    """A phase file's text with the opt-in backup container added as BACKUP_CONTAINER_EXAMPLE says: a
+    second node like the first, pgbackrest after postgresql, the container at the end of `containers:`."""
+    example = BACKUP_CONTAINER_EXAMPLE.read_text()
+    block = example[example.index("containers:\n") + len("containers:\n"):]
+    node = re.search(r"(?m)^nodes:\n  (\S+): (.*)\n", text)
+    if node is None or "components: [base, postgresql," not in text:
+        raise ValueError("not a phase file with nodes: and a PostgreSQL container")
+    text = text[:node.end()] + f"  pve2: {node[2]}\n" + text[node.end():]
+    text = text.replace("components: [base, postgresql,", "components: [base, postgresql, pgbackrest,")
+    end = re.compile(r"(?m)^(?!containers:)\S").search(text, text.index("\ncontainers:\n") + 1)
+    at = end.start() if end else len(text)
+    return text[:at] + block + text[at:]
 
 
 def private_phases(dest: Path, vmid: int, hostname: str) -> Path:

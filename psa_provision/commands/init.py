@@ -18,6 +18,7 @@ from psa_provision import secrets as secrets_mod
 from psa_provision.errors import InputError
 from psa_provision.inventory import load_inventory
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
+from psa_provision.services.pgbackrest.keys import KINDS, key_path
 
 PHASES_SUBDIR = "phases"
 
@@ -106,4 +107,6 @@ def init(inventory_path: Path, *, template: Path = SANDBOX_INVENTORY, force: boo
     inv = load_inventory(inventory_path)
     _secrets(inv.secrets_file, force, result)
     _ssh_key(inv.ssh.key_file, force, result)
+    for kind in KINDS:  # pgBackRest's SSH between a database and the backup repository host
+        _ssh_key(key_path(inv.ssh.key_file, kind), force, result)
     return result

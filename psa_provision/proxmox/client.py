@@ -232,6 +232,13 @@ class ProxmoxClient:
         data = self.request("GET", f"/nodes/{node}/storage/{storage}/content", {"content": "vztmpl"})
         return [str(v["volid"]) for v in data or []]
 
+    def backup_volumes(self, node: str, storage: str, vmid: int | None = None) -> list[dict[str, Any]]:
+        """vzdump archives on a storage (`volid`, `vmid`, `ctime`, `size`, `notes`), oldest first; those
+        of guests the token may not back up are not listed (pve-storage check_volume_access)."""
+        params: dict[str, Any] = {"content": "backup", **({"vmid": vmid} if vmid is not None else {})}
+        data = self.request("GET", f"/nodes/{node}/storage/{storage}/content", params) or []
+        return sorted((dict(v) for v in data), key=lambda v: (int(v.get("ctime") or 0), str(v.get("volid"))))
+
     def available_templates(self, node: str) -> list[str]:
         """Template names the node can download (`GET /nodes/{node}/aplinfo`)."""
         return [str(t.get("template")) for t in self.request("GET", f"/nodes/{node}/aplinfo") or []]
@@ -328,6 +335,22 @@ class ProxmoxClient:
 
     def delete_firewall_rule(self, node: str, vmid: int, pos: int) -> Any:
         return self.perform(Write("firewall-rule-delete", node, vmid, {"pos": pos}))
+
+    def vzdump(self, node: str, vmid: int, storage: str, *, notes: str = "",
+               track: TaskTrack | None = None) -> Any:
+        """A snapshot-mode, zstd-compressed backup of one container into `storage` (a `vzdump` task)."""
+        params: dict[str, Any] = {"vmid": vmid, "mode": "snapshot", "storage": storage, "compress": "zstd",
+                                  **({"notes-template": notes} if notes else {})}
+        return self.perform(Write("vzdump", node, params=params), track=track)
+
+    def restore(self, node: str, vmid: int, volid: str, storage: str, *, force: bool = False,
+                track: TaskTrack | None = None, **config: Any) -> Any:
+        """A container `vmid` from the backup volume `volid`, its rootfs on `storage`, new MAC addresses
+        (unique=1); `config` (hostname, net0, ...) overrides the backed-up values. force=1 replaces a
+        stopped container of that vmid (Proxmox refuses a running one)."""
+        params: dict[str, Any] = {"vmid": vmid, "ostemplate": volid, "restore": 1, "storage": storage,
+                                  "unique": 1, **({"force": 1} if force else {}), **config}
+        return self.perform(Write("restore", node, params=params), track=track)
 
     # -- tasks -----------------------------------------------------------------------------------
     def task_status(self, node: str, upid: str, *, quiet: bool = False) -> dict[str, Any]:

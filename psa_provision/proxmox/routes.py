@@ -27,7 +27,7 @@ Action = Literal["create", "config", "resize", "start", "stop", "shutdown", "reb
                  "delete-snapshot", "rollback", "firewall-rule-add", "firewall-rule-move",
                  "firewall-rule-delete", "firewall-options", "datacenter-firewall-options",
                  "download-template", "ha-resource-create", "ha-resource-update", "ha-rule-create",
-                 "ha-rule-update", "ha-group-create", "ha-group-update"]
+                 "ha-rule-update", "ha-group-create", "ha-group-update", "vzdump", "restore"]
 _CT = "/nodes/{node}/lxc/{vmid}"
 # action -> (method, path); a {field} of the path other than node and vmid is taken from the params
 ROUTES: dict[str, tuple[str, str]] = {
@@ -55,6 +55,8 @@ ROUTES: dict[str, tuple[str, str]] = {
     "ha-rule-update": ("PUT", "/cluster/ha/rules/{rule}"),
     "ha-group-create": ("POST", "/cluster/ha/groups"),  # PVE 8
     "ha-group-update": ("PUT", "/cluster/ha/groups/{group}"),
+    "vzdump": ("POST", "/nodes/{node}/vzdump"),  # pve-manager API2/VZDump.pm: a `vzdump` task
+    "restore": ("POST", "/nodes/{node}/lxc"),  # create_vm with restore=1, ostemplate=<backup volid>
 }
 PURGE: dict[str, Any] = {"purge": 1, "destroy-unreferenced-disks": 1}  # delete: also its jobs/ACLs and disks
 
@@ -131,9 +133,10 @@ def write_effect(write: Write) -> WriteEffect | None:
             return None
         return WriteEffect("template", write.node, "download",
                            values=(("storage", p.get("storage", "local")), ("template", p["template"])))
-    if write.action == "create":
+    if write.action in ("create", "restore"):
         vmid = p.get("vmid", "")
-        return WriteEffect("exists", write.node, "vzcreate", int(vmid)) if vmid.isdigit() else None
+        task = "vzcreate" if write.action == "create" else "vzrestore"
+        return WriteEffect("exists", write.node, task, int(vmid)) if vmid.isdigit() else None
     if write.vmid is None:
         return None
     if write.action in _READ_BACK:

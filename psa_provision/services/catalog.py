@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from ..changes import MASK
 from . import (
     app,
+    backup,
     base,
     elasticsearch,
     etcd,
@@ -19,6 +20,7 @@ from . import (
     keepalived,
     nodejs,
     patroni,
+    pgbackrest,
     postgresql,
     rabbitmq,
     redis,
@@ -27,13 +29,14 @@ from . import (
 
 FILES: dict[str, tuple[str, ...]] = {
     s.COMPONENT: s.FILES
-    for s in (base, etcd, postgresql, redis, rabbitmq, elasticsearch, nodejs, app, scripts, haproxy,
-              keepalived)
+    for s in (base, etcd, postgresql, pgbackrest, redis, rabbitmq, elasticsearch, nodejs, app, scripts,
+              haproxy, keepalived, backup)
 }
-DIRS: dict[str, tuple[str, ...]] = {app.COMPONENT: app.DIRS, elasticsearch.COMPONENT: elasticsearch.DIRS}
+DIRS: dict[str, tuple[str, ...]] = {app.COMPONENT: app.DIRS, elasticsearch.COMPONENT: elasticsearch.DIRS,
+                                    pgbackrest.COMPONENT: pgbackrest.DIRS, backup.COMPONENT: backup.DIRS}
 SERVICES: dict[str, tuple[str, ...]] = {
     s.COMPONENT: s.UNITS
-    for s in (base, etcd, postgresql, redis, rabbitmq, elasticsearch, app, haproxy, keepalived)
+    for s in (base, etcd, postgresql, redis, rabbitmq, elasticsearch, app, haproxy, keepalived, backup)
 }
 # A member of a cluster (`cluster` in the phase file) also has these (Sentinel, the Erlang cookie,
 # Patroni's files and units beside PostgreSQL).
@@ -42,8 +45,8 @@ CLUSTER_FILES: dict[str, tuple[str, ...]] = {redis.COMPONENT: redis.CLUSTER_FILE
                                              postgresql.COMPONENT: patroni.FILES}
 CLUSTER_SERVICES: dict[str, tuple[str, ...]] = {redis.COMPONENT: redis.CLUSTER_UNITS,
                                                 postgresql.COMPONENT: patroni.UNITS}
-# Files whose content the facts never read (checksum, mode and owner only): the Erlang cookie.
-OPAQUE_FILES = frozenset(rabbitmq.OPAQUE_FILES)
+# Files whose content the facts never read (checksum, mode and owner only): the Erlang cookie, private keys.
+OPAQUE_FILES = frozenset({*rabbitmq.OPAQUE_FILES, *pgbackrest.PRIVATE_FILES})
 # Files whose content holds a secret: facts carry them with every secret line's value masked (on the
 # guest, by SECRET_LINE_SED), so plan can still show a diff of the other lines.
 SECRET_FILES = frozenset({*app.SECRET_FILES, *redis.SECRET_FILES, *patroni.SECRET_FILES, *OPAQUE_FILES,

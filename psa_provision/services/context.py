@@ -18,6 +18,7 @@ from ..journal import migration_grants
 from ..packaged import APP_BUNDLE
 from ..phases import ContainerSpec, Phase, ServiceSpec
 from ..secrets import Secrets
+from .pgbackrest.keys import BackupKeys, keys_present, read_keys
 
 BUNDLE_EXCLUDE: tuple[str, ...] = ("node_modules", "dist", ".git", "*.log", ".env", "coverage")
 
@@ -46,6 +47,7 @@ class HostContext:
     # stores (a temporary pg_hba line each), and whether the new app container's PM2 apps stay stopped
     temporary_clients: tuple[str, ...] = ()
     hold_app: bool = False
+    backup_keys: BackupKeys | None = None  # pgBackRest's SSH key pairs, when the phase has a backup container
 
     @property
     def host(self) -> str:
@@ -120,6 +122,10 @@ def build_context(inventory: Inventory, phase: Phase, container: ContainerSpec, 
         bundle = Bundle(bundle_dir, _run_bundle_checksum(bundle_dir))
     cas = read_extra_cas(inventory)
     grants = migration_grants(inventory.path, phase.name)
+    keys = None
+    if {"pgbackrest", "backup"} & set(container.components) and phase.with_component("backup") and (
+            keys_present(inventory.ssh.key_file)):  # site.load_site refuses a phase whose keys are missing
+        keys = read_keys(inventory.ssh.key_file)
     return HostContext(inventory, phase, container, secrets, cas, bundle, ssh_public_key,
                        temporary_clients=tuple(str(ip) for ip in grants.get("clients", ())),
-                       hold_app=bool(grants.get("hold_app")))
+                       hold_app=bool(grants.get("hold_app")), backup_keys=keys)

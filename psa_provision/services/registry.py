@@ -7,6 +7,7 @@ from collections.abc import Callable
 from ..changes import Change
 from ..facts import GuestFacts
 from .app import component as app
+from .backup import component as backup
 from .base import component as base
 from .context import HostContext
 from .elasticsearch import component as elasticsearch
@@ -18,6 +19,7 @@ from .mover import Mover
 from .nodejs import component as nodejs
 from .patroni import component as patroni
 from .patroni import patroni_managed
+from .pgbackrest import component as pgbackrest
 from .postgresql import component as postgresql
 from .postgresql.mover import MOVER as POSTGRESQL_MOVER
 from .rabbitmq import component as rabbitmq
@@ -38,12 +40,13 @@ def postgresql_plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
 
 
 # install order: base first (apt proxy, CA files), etcd before Patroni needs it, the stores (on a
-# PostgreSQL cluster member, Patroni after the PostgreSQL packages), Node.js before the app, scripts, then the
-# load balancer
+# PostgreSQL cluster member, Patroni after the PostgreSQL packages; pgBackRest after PostgreSQL), Node.js
+# before the app, scripts, the load balancer, the backup repository host (a container of its own) last
 PLANNERS: tuple[tuple[str, Planner], ...] = (
     ("base", base.plan),
     ("etcd", etcd.plan),
     ("postgresql", postgresql_plan),
+    ("pgbackrest", pgbackrest.plan),
     ("redis", redis.plan),
     ("rabbitmq", rabbitmq.plan),
     ("elasticsearch", elasticsearch.plan),
@@ -52,6 +55,7 @@ PLANNERS: tuple[tuple[str, Planner], ...] = (
     ("scripts", scripts.plan),
     ("haproxy", haproxy.plan),
     ("keepalived", keepalived.plan),  # after haproxy: its track_script wants HAProxy running
+    ("backup", backup.plan),
 )
 MOVERS: dict[str, Mover] = {
     "postgresql": POSTGRESQL_MOVER, "redis": REDIS_MOVER, "rabbitmq": RABBITMQ_MOVER,

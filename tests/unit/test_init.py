@@ -30,12 +30,12 @@ def test_init_creates_then_keeps(tmp_path: Path) -> None:
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(sec.stat().st_mode) == 0o600
     assert key.with_name("sandbox_ed25519.pub").read_text().startswith("ssh-ed25519 ")
-    assert len(first.created) == 4  # inventory, phases, secrets, key
+    assert len(first.created) == 6  # inventory, phases, secrets, key, pgBackRest's two key pairs
     before = secrets.load_secrets(sec).as_dict()
     key_before = key.read_bytes()
 
     second = init(inv)
-    assert second.created == [] and len(second.kept) == 3  # an existing inventory keeps its phases
+    assert second.created == [] and len(second.kept) == 5  # an existing inventory keeps its phases
     assert secrets.load_secrets(sec).as_dict() == before
     assert key.read_bytes() == key_before
 

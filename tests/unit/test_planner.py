@@ -29,14 +29,20 @@ from psa_provision.facts import (
 )
 from psa_provision.packaged import APP_BUNDLE, PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.secrets import Secrets, generate
+from psa_provision.sensitive import Sensitive
 from psa_provision.services import app as app_service
+from psa_provision.services import backup as backup_service
 from psa_provision.services import base as base_service
-from psa_provision.services import catalog
+from psa_provision.services import catalog, pgbackrest
 from psa_provision.services import elasticsearch as es_service
 from psa_provision.services.common import is_apt_source
 from psa_provision.services.context import Bundle, HostContext
+from psa_provision.services.pgbackrest.keys import BackupKeys, KeyPair
 
 SECRETS = generate()
+BACKUP_KEYS = BackupKeys(KeyPair(Sensitive("db private key\n", ["db private key"]), "ssh-ed25519 DB db"),
+                         KeyPair(Sensitive("repo private key\n", ["repo private key"]),
+                                 "ssh-ed25519 REPO repo"))
 CA = ("psa-extra-0-guest-ca.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
 
 
@@ -47,7 +53,7 @@ def make_ctx(phase_name: str = "phase0", vmid: int | None = None, **tuning: dict
     phase = phases.load_phase(phase_name, PHASES_DIR)
     spec = phase.containers[0] if vmid is None else phase.container(vmid)
     bundle = Bundle(APP_BUNDLE, "b" * 64)
-    return HostContext(inv, phase, spec, Secrets(SECRETS), (CA,), bundle)
+    return HostContext(inv, phase, spec, Secrets(SECRETS), (CA,), bundle, backup_keys=BACKUP_KEYS)
 
 
 def scram_verifier(password: str, salt: bytes = b"0123456789abcdef", iterations: int = 4096) -> str:
@@ -95,6 +101,21 @@ SEED_FILES: dict[str, dict[str, tuple[int, str, str]]] = {
         "/usr/local/bin/backup-psa.sh": (0o750, "root", "root"),
         "/etc/cron.d/psa-backup": (0o644, "root", "root"),
     },
+    # pgBackRest's user guide ("Dedicated Repository Host"): the database side and the repository host
+    "pgbackrest": {
+        "/etc/pgbackrest/pgbackrest.conf": (0o644, "root", "root"),
+        "/var/lib/postgresql/.ssh/id_ed25519": (0o600, "postgres", "postgres"),
+        "/var/lib/postgresql/.ssh/authorized_keys": (0o600, "postgres", "postgres"),
+        "/var/lib/postgresql/.ssh/config": (0o600, "postgres", "postgres"),
+    },
+    "backup": {
+        "/etc/pgbackrest/pgbackrest.conf": (0o644, "root", "root"),
+        "/home/pgbackrest/.ssh/id_ed25519": (0o600, "pgbackrest", "pgbackrest"),
+        "/home/pgbackrest/.ssh/authorized_keys": (0o600, "pgbackrest", "pgbackrest"),
+        "/home/pgbackrest/.ssh/config": (0o600, "pgbackrest", "pgbackrest"),
+        **{f"/etc/systemd/system/psa-pgbackrest-{kind}.{unit}": (0o644, "root", "root")
+           for kind in ("full", "diff") for unit in ("service", "timer")},
+    },
 }
 SEED_PACKAGES: dict[str, tuple[str, ...]] = {
     "base": ("ca-certificates", "curl", "sudo", "cron", "gzip", "tar"),
@@ -103,6 +124,8 @@ SEED_PACKAGES: dict[str, tuple[str, ...]] = {
     "rabbitmq": ("rabbitmq-server",),
     "elasticsearch": ("elasticsearch",),
     "nodejs": ("nodejs",),
+    "pgbackrest": ("pgbackrest",),
+    "backup": ("pgbackrest",),
 }
 
 
@@ -124,6 +147,10 @@ def converged(ctx: HostContext) -> GuestFacts:
     owners = {es_service.BACKUP_DIR: "elasticsearch", f"{app_service.APP_DIR}/backups": "root"}
     dirs = {d: DirFact(d, 0o755, owners.get(d, "psa"), owners.get(d, "psa"))
             for d in catalog.managed_dirs(ctx.container.components)}
+    backup_dirs = {pgbackrest.DB_SSH_DIR: (0o700, "postgres"), pgbackrest.REPO_SSH_DIR: (0o700, "pgbackrest"),
+                   pgbackrest.REPO_PATH: (0o750, "pgbackrest"), pgbackrest.LOG_PATH: (0o750, "pgbackrest"),
+                   backup_service.ROOT: (0o700, "root"), backup_service.SETS_DIR: (0o700, "root")}
+    dirs.update({d: DirFact(d, mode, who, who) for d, (mode, who) in backup_dirs.items() if d in dirs})
     services = {s: ServiceFact(s, True, True) for s in catalog.managed_services(ctx.container.components)}
     packages = {n: "1" for c in ctx.container.components for n in SEED_PACKAGES.get(c, ())}
     comps = set(ctx.container.components)
@@ -140,7 +167,8 @@ def converged(ctx: HostContext) -> GuestFacts:
     ) if "rabbitmq" in comps else None
     pm2 = [Pm2App(n, "online", s.instances) for n, s in ctx.services.items()] if "app" in comps else None
     return GuestFacts(hostname=ctx.host, os_id="debian", os_version="12", packages=packages, files=files,
-                      dirs=dirs, services=services, users=frozenset({"root", "postgres", "psa"}),
+                      dirs=dirs, services=services,
+                      users=frozenset({"root", "postgres", "psa", "pgbackrest"}),
                       npm_globals=frozenset({"npm", "pm2"}), postgres=pg, rabbitmq=rabbit, pm2=pm2,
                       bundle_checksum="b" * 64 if "app" in comps else None)
 

@@ -34,6 +34,7 @@ from ..common import (
 from ..context import HostContext
 from ..patroni import COMPONENT as PATRONI
 from ..patroni import CREATECLUSTER, CREATECLUSTER_CONTENT, REST_PORT, patroni_managed
+from ..pgbackrest.component import archive_settings
 from . import COMPONENT, CONF, DATABASE, EXTENSIONS, HBA, PACKAGES, PORT, ROLE, TEMPLATES, UNIT
 from .facts import PostgresFacts
 
@@ -72,6 +73,7 @@ def settings(ctx: HostContext) -> dict[str, object]:
         "maintenance_work_mem": tune.maintenance_work_mem or size_mb(min(2048, max(64, mem // 64))),
         "work_mem": tune.work_mem or size_mb(max(4, round(mem * 20 / 65536))),
         "memory_mb": mem,
+        "archive": archive_settings(ctx),
     }
 
 

@@ -1,0 +1,249 @@
+"""`psa-provision restore PHASE --at TIME | --backup ID [--into VMID] [--force]` and `restore --drill`.
+
+A restore makes NEW containers beside production (services/backup/restore.py derives them): each from
+the newest vzdump of its original (Proxmox restore, new vmid, hostname and address, new MACs), its
+configuration's production addresses rewritten to the new ones, then PostgreSQL put back by pgBackRest
+to the time (or a named restore point) and Redis and RabbitMQ from the newest set finished before it,
+each artifact checked against the manifest first. An occupied vmid is refused unless --force (cli asks
+on a terminal or wants --yes). The drill restores beside production, compares, reports and removes.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from psa_provision.errors import GuestError, InputError, ProvisionError
+from psa_provision.phases import ContainerSpec, load_all
+from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.services import catalog
+from psa_provision.services import pgbackrest as pgb
+from psa_provision.services.app import UNIT as APP_UNIT
+from psa_provision.services.backup import put_back
+from psa_provision.services.backup import restore as rs
+from psa_provision.services.backup.manifest import Manifest, newest_set_before, parse_sums, problems, set_dir
+from psa_provision.services.container.component import net0
+from psa_provision.site import Site, forget_host_key, load_site, ssh_connection
+from psa_provision.ssh import Connection, wait_for_ssh
+
+from .backup import PGBACKREST, read_manifests, repository, where
+
+HEALTH_WAIT_S = 900
+GATEWAY_PORT = 3000
+
+
+@dataclass
+class Restored:
+    """What a restore made: the new containers, the recovery target, the set used, and timings."""
+
+    targets: list[rs.Target]
+    target: str
+    set_id: str | None
+    volumes: dict[int, str] = field(default_factory=dict)
+    seconds_to_health: float = 0.0
+
+    def rows(self) -> list[list[str]]:
+        return [[str(t.original.vmid), str(t.spec.vmid), t.spec.hostname, t.spec.ip, self.volumes.get(
+            t.original.vmid, "-")] for t in self.targets]
+
+
+COLUMNS = ["from", "vmid", "hostname", "address", "started from"]
+
+
+def parse_backup(text: str | None) -> tuple[str | None, str | None]:
+    """--backup: (set id, None) or (None, vzdump volid)."""
+    if not text:
+        return None, None
+    if ":" in text:
+        return None, rs.volume_of(text)
+    set_dir(text)  # InputError unless it is a set id
+    return text, None
+
+
+def plan(site: Site, px: ProxmoxClient, *, kind: str, into: int | None, force: bool) -> list[rs.Target]:
+    """The new containers; InputError for an occupied vmid unless force."""
+    guests = px.cluster_guests()
+    taken = [c.ip_cidr for p in load_all(site.inventory.phases_dir) for c in p.containers]
+    taken += _guest_addresses(px, guests)
+    targets = rs.derive(site.phase, kind=kind, into=into, taken_addresses=taken)
+    busy = rs.occupied(targets, guests)
+    if busy and not force:
+        names = ", ".join(f"{v} (on {n})" for v, n in busy)
+        raise InputError(f"refusing to restore into container(s) {names}: the vmid is in use, and a restore "
+                         "never overwrites a container without --force", hint="choose free ids with --into "
+                         "VMID, or remove them; --force replaces them (asks first)")
+    return targets
+
+
+def _guest_addresses(px: ProxmoxClient, guests: list[dict[str, object]]) -> list[str]:
+    """net0 addresses of the cluster's containers (an earlier restore's too); those we may not read are
+    skipped (the phase files' addresses are taken anyway)."""
+    out = []
+    for g in guests:
+        if g.get("type") != "lxc":
+            continue
+        try:
+            config = px.container_config(str(g.get("node")), int(str(g.get("vmid"))))
+        except ProvisionError:
+            continue
+        out += rs.net_addresses(config)
+    return out
+
+
+def run(inventory_path: Path, phase: str, *, at: datetime | None, backup: str | None, into: int | None,
+        force: bool, note: Callable[[str], None], kind: str = "restore", point: str | None = None
+        ) -> Restored:
+    """`restore PHASE ...` (the cli confirms --force first)."""
+    site = load_site(inventory_path, phase)
+    return restore(site, connect(site.inventory), at=at, backup=backup, into=into, force=force, note=note,
+                   kind=kind, point=point)
+
+
+def restore(site: Site, px: ProxmoxClient, *, at: datetime | None, backup: str | None, into: int | None,
+            force: bool, note: Callable[[str], None], kind: str = "restore", point: str | None = None
+            ) -> Restored:
+    t0 = time.monotonic()
+    repo_spec = repository(site)
+    set_id, volid = parse_backup(backup)
+    targets = plan(site, px, kind=kind, into=into, force=force)
+    repo = ssh_connection(site.inventory, repo_spec)
+    try:
+        manifest = _choose_set(site, repo, set_id, at)
+        if manifest is not None:
+            _check_set(repo, manifest, repo_spec.hostname)
+        if volid is None and ("postgresql" in {c for t in targets for c in t.original.components}):
+            note(f"postgresql: pgBackRest verify on {repo_spec.hostname} (checksums of backups and WAL)")
+            repo.run(f"set -euo pipefail\n{PGBACKREST} verify >&2\n", timeout=6 * 3600)
+        volumes = _volumes(site, px, targets, volid, at)
+        goal = point or (at.isoformat() if at else "latest")
+        done = Restored(targets, goal, manifest.id if manifest else None, volumes)
+        mapping = rs.address_map(targets)
+        for t in targets:
+            _container(site, px, t, volumes[t.original.vmid], mapping, force, note)
+        if volid is None:
+            for t in targets:
+                _stores(site, repo, t, manifest, at, point, note)
+        for t in targets:
+            if "app" in t.spec.components:
+                _start_app(site, t.spec, note)
+        done.seconds_to_health = round(time.monotonic() - t0, 1)
+        return done
+    finally:
+        repo.close()
+
+
+def _choose_set(site: Site, repo: Connection, set_id: str | None, at: datetime | None) -> Manifest | None:
+    manifests = read_manifests(repo)
+    if set_id is not None:
+        found = [m for m in manifests if m.id == set_id]
+        if not found:
+            raise InputError(f"backup set {set_id} is not in the repository (or has no manifest: incomplete)",
+                             hint="`psa-provision backups list` shows the complete sets")
+        return found[0]
+    return newest_set_before(manifests, at or datetime.now(UTC))
+
+
+def _check_set(repo: Connection, manifest: Manifest, host: str) -> None:
+    """Every artifact as the manifest says (size, sha256), before anything is touched."""
+    d = shlex.quote(set_dir(manifest.id))
+    out = repo.run(f"cd {d} && find . -type f ! -name manifest.json ! -name '.*' -printf '%P\\n' | sort | "
+                   "while read -r f; do printf '%s %s %s\\n' \"$(stat -c %s \"$f\")\" "
+                   "\"$(sha256sum \"$f\" | cut -d' ' -f1)\" \"$f\"; done\n").stdout
+    bad = problems(manifest, parse_sums(out))
+    if bad:
+        raise GuestError(f"backup set {manifest.id} on {host} is damaged: {'; '.join(bad)}",
+                         hint="nothing was restored; restore another set (`psa-provision backups list`)")
+
+
+def _volumes(site: Site, px: ProxmoxClient, targets: list[rs.Target], volid: str | None,
+             at: datetime | None) -> dict[int, str]:
+    out = {}
+    for t in targets:
+        if volid is not None and f"-{t.original.vmid}-" in volid:
+            out[t.original.vmid] = volid
+            continue
+        listed = px.backup_volumes(t.original.node, site.inventory.storage.backups, t.original.vmid)
+        out[t.original.vmid] = str(rs.choose_volume(listed, t.original.vmid, at)["volid"])
+    return out
+
+
+def _container(site: Site, px: ProxmoxClient, t: rs.Target, volid: str, mapping: dict[str, str],
+               force: bool, note: Callable[[str], None]) -> None:
+    spec = t.spec
+    if force and px.find_vmid(spec.vmid) == spec.node and px.status(spec.node, spec.vmid).get(
+            "status") == "running":
+        note(f"container {spec.vmid}: stopping it (--force: it is replaced)")
+        px.stop(spec.node, spec.vmid)
+    note(f"container {spec.vmid} ({spec.hostname}, {spec.ip}): Proxmox restore of {volid}")
+    px.restore(spec.node, spec.vmid, volid, spec.rootfs_storage, force=force, hostname=spec.hostname,
+               net0=net0(spec), onboot=0)
+    px.start(spec.node, spec.vmid)
+    forget_host_key(site.inventory, spec)
+    conn = ssh_connection(site.inventory, spec)
+    try:
+        wait_for_ssh(conn, 300)
+        files = [f for f in catalog.managed_files(spec.components) if f not in catalog.OPAQUE_FILES]
+        conn.run(f"set -euo pipefail\nsystemctl stop {APP_UNIT} 2>/dev/null || true\n"
+                 + rs.rewrite_script(files, mapping))
+    finally:
+        conn.close()
+
+
+def _stores(site: Site, repo: Connection, t: rs.Target, manifest: Manifest | None, at: datetime | None,
+            point: str | None, note: Callable[[str], None]) -> None:
+    spec = t.spec
+    conn = ssh_connection(site.inventory, spec)
+    try:
+        if pgb.COMPONENT in spec.components:
+            goal = point or (at.isoformat() if at else "the end of the archive")
+            note(f"postgresql on {spec.hostname}: pgBackRest restore to {goal}")
+            conn.run(rs.pgbackrest_restore(at=at, point=point), timeout=6 * 3600)
+        if manifest is None:
+            return
+        for art in manifest.artifacts:
+            host = where(site, art.store)
+            if host is None or host.vmid != t.original.vmid or art.store not in ("redis", "rabbitmq"):
+                continue
+            path = put_back.arrival(art.store, Path(art.path).name)
+            note(f"{art.store} on {spec.hostname}: {art.path} of set {manifest.id}")
+            repo.stream_to(f"cat {shlex.quote(set_dir(manifest.id) + '/' + art.path)}", conn,
+                           put_back.receive(path))
+            conn.run(put_back.arrived(path, art.sha256, art.bytes))
+            if art.store == "redis":
+                script, password = put_back.redis(path, site.secrets.get("redis.password").value)
+                conn.run(script, stdin=password)
+            else:
+                conn.run(put_back.rabbitmq(path))
+        conn.run(put_back.clean())
+    finally:
+        conn.close()
+
+
+def _start_app(site: Site, spec: ContainerSpec, note: Callable[[str], None]) -> None:
+    note(f"app on {spec.hostname}: start, wait for GET :{GATEWAY_PORT}/health")
+    conn = ssh_connection(site.inventory, spec)
+    url = f"http://{spec.ip}:{GATEWAY_PORT}/health"
+    try:
+        conn.run(f"set -euo pipefail\nsystemctl restart {APP_UNIT}\n"
+                 f"for _ in $(seq 1 {HEALTH_WAIT_S}); do\n"
+                 f"  curl -fsS -m 2 {shlex.quote(url)} >/dev/null && exit 0\n  sleep 1\ndone\n"
+                 f"echo 'the restored app did not answer {url} in {HEALTH_WAIT_S} s' >&2\nexit 1\n",
+                 timeout=HEALTH_WAIT_S + 60)
+    finally:
+        conn.close()
+
+
+def remove(site: Site, px: ProxmoxClient, targets: list[rs.Target], note: Callable[[str], None]) -> None:
+    """Stop and delete the containers a drill made (only those: their vmids come from the drill's plan)."""
+    for t in targets:
+        if px.find_vmid(t.spec.vmid) != t.spec.node:
+            continue
+        note(f"container {t.spec.vmid} ({t.spec.hostname}): removed")
+        if px.status(t.spec.node, t.spec.vmid).get("status") == "running":
+            px.stop(t.spec.node, t.spec.vmid)
+        px.delete(t.spec.node, t.spec.vmid)
+        forget_host_key(site.inventory, t.spec)

@@ -1,0 +1,180 @@
+"""restore's pure parts: the new containers beside production, the vzdump each starts from, the address
+rewrite (Python and the sed the guest runs agree), pgBackRest's restore command, the drill's SQL and RPO,
+the typed Proxmox writes and the role's privileges for backup and restore."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from psa_provision import privileges
+from psa_provision.commands import restore as restore_cmd
+from psa_provision.commands import restore_drill as drill_cmd
+from psa_provision.errors import InputError
+from psa_provision.packaged import PHASES_DIR
+from psa_provision.phases import load_all, load_phase
+from psa_provision.proxmox import Write, write_effect
+from psa_provision.services.backup import put_back
+from psa_provision.services.backup import restore as rs
+from psa_provision.services.postgresql.mover import VERIFY_SQL
+
+T0 = datetime(2026, 12, 3, 10, 15, tzinfo=UTC)
+
+
+def every_address() -> list[str]:
+    return [c.ip_cidr for p in load_all(PHASES_DIR) for c in p.containers]
+
+
+def test_a_restore_of_phase0_makes_new_containers_beside_production() -> None:
+    targets = rs.derive(load_phase("phase0", PHASES_DIR), taken_addresses=every_address())
+    assert [(t.original.vmid, t.spec.vmid) for t in targets] == [(200, 700)]  # the backup container stays
+    new = targets[0].spec
+    assert new.hostname == "psa-all-in-one-restored" and new.ip == "10.0.20.200" and not new.onboot
+    assert new.node == "pve1" and new.components == targets[0].original.components
+    drill = rs.derive(load_phase("phase0", PHASES_DIR), kind="drill", taken_addresses=every_address())
+    assert drill[0].spec.vmid == 800 and drill[0].spec.hostname.endswith("-drill")
+
+
+def test_addresses_skip_what_any_phase_uses_and_into_keeps_the_distances() -> None:
+    phase1 = load_phase("phase1", PHASES_DIR)
+    taken = every_address()
+    targets = rs.derive(phase1, into=900, taken_addresses=taken)
+    first = rs.restored(phase1)[0].vmid
+    assert [t.spec.vmid - 900 for t in targets] == [t.original.vmid - first for t in targets]
+    used = {a.split("/")[0] for a in taken}
+    new = [t.spec.ip for t in targets]
+    assert len(set(new)) == len(new) and not set(new) & used
+    assert all(t.spec.ip.rsplit(".", 1)[0] == t.original.ip.rsplit(".", 1)[0] for t in targets)
+
+
+def test_a_full_network_is_a_clear_error() -> None:
+    phase0 = load_phase("phase0", PHASES_DIR)
+    taken = [f"10.0.20.{i}" for i in range(1, 255)]
+    with pytest.raises(InputError,
+                       match=r"no free address in 10\.0\.20\.0/24 for the restored psa-all-in-one"):
+        rs.derive(phase0, taken_addresses=taken)
+
+
+def test_addresses_of_running_guests_are_read_from_net0() -> None:
+    config = {"net0": "name=eth0,bridge=vmbr20,hwaddr=BC:24:11:00:00:01,ip=10.0.20.200/24,gw=10.0.20.1",
+              "net1": "name=eth1,bridge=vmbr30,ip=dhcp", "hostname": "x"}
+    assert rs.net_addresses(config) == ["10.0.20.200/24"]
+    targets = rs.derive(load_phase("phase0", PHASES_DIR), taken_addresses=rs.net_addresses(config))
+    assert targets[0].spec.ip == "10.0.20.201"
+
+
+def test_an_occupied_vmid_is_named() -> None:
+    targets = rs.derive(load_phase("phase0", PHASES_DIR))
+    guests = [{"vmid": 700, "node": "pve2"}, {"vmid": 200, "node": "pve1"}]
+    assert rs.occupied(targets, guests) == [(700, "pve2")]
+    assert rs.occupied(targets, [{"vmid": 200, "node": "pve1"}]) == []
+
+
+def test_the_address_rewrite_touches_whole_addresses_only_and_the_guest_sed_agrees() -> None:
+    mapping = {"10.0.30.10": "10.0.30.110", "10.0.20.100": "10.0.20.200"}
+    text = ("POSTGRES_HOST=10.0.30.10\nOTHER=10.0.30.100\nREDIS=10.0.30.10:6379\n"
+            "host all all 10.0.20.100/32 scram\nbind 10.0.30.10 127.0.0.1\n")
+    want = ("POSTGRES_HOST=10.0.30.110\nOTHER=10.0.30.100\nREDIS=10.0.30.110:6379\n"
+            "host all all 10.0.20.200/32 scram\nbind 10.0.30.110 127.0.0.1\n")
+    assert rs.rewrite_addresses(text, mapping) == want
+    args = [a for old, new in sorted(mapping.items()) for a in ("-e", rs.sed_expression(old, new))]
+    sed = subprocess.run(["sed", "-E", *args], input=text, capture_output=True, text=True, check=True)
+    assert sed.stdout == want
+    assert "sed -E -i" in rs.rewrite_script(["/opt/psa-platform/.env"], mapping)
+
+
+def volumes() -> list[dict[str, object]]:
+    return [{"volid": f"local:backup/vzdump-lxc-200-{i}.tar.zst", "vmid": 200,
+             "ctime": int((T0 + timedelta(hours=i)).timestamp())} for i in range(3)] + [
+        {"volid": "local:backup/vzdump-lxc-250-x.tar.zst", "vmid": 250, "ctime": int(T0.timestamp())}]
+
+
+def test_the_vzdump_a_container_starts_from() -> None:
+    assert rs.choose_volume(volumes(), 200, None)["volid"] == "local:backup/vzdump-lxc-200-2.tar.zst"
+    at = T0 + timedelta(hours=1, minutes=30)
+    assert rs.choose_volume(volumes(), 200, at)["volid"] == "local:backup/vzdump-lxc-200-1.tar.zst"
+    assert rs.choose_volume(volumes(), 200, T0 - timedelta(days=1))["volid"].endswith("200-2.tar.zst")
+    with pytest.raises(InputError, match="no vzdump backup of container 700"):
+        rs.choose_volume(volumes(), 700, None)
+
+
+def test_backup_ids_are_a_set_or_a_vzdump_volume() -> None:
+    assert restore_cmd.parse_backup("20261203T101500Z") == ("20261203T101500Z", None)
+    volid = "local:backup/vzdump-lxc-200-2026_12_03-10_15_00.tar.zst"
+    assert restore_cmd.parse_backup(volid) == (None, volid)
+    for bad in ("yesterday", "local:vztmpl/debian.tar.zst"):
+        with pytest.raises(InputError):
+            restore_cmd.parse_backup(bad)
+
+
+def test_pgbackrest_restores_to_the_second_or_the_point_and_never_archives_into_production() -> None:
+    by_time = rs.pgbackrest_restore(at=datetime(2026, 12, 3, 11, 15, 7, tzinfo=UTC))
+    assert "--type=time --target='2026-12-03 10:15:07+00'" not in by_time  # UTC, not local time
+    assert "--type=time --target='2026-12-03 11:15:07+00'" in by_time
+    by_name = rs.pgbackrest_restore(point="psa-drill-20261203T101500Z")
+    assert "--type=name --target=psa-drill-20261203T101500Z" in by_name
+    for script in (by_time, by_name):
+        assert "--archive-mode=off" in script and "--delta" in script and "--target-action=promote" in script
+        assert script.index("systemctl stop") < script.index(" restore\n") < script.index("systemctl start")
+
+
+def test_the_drill_sql_locks_then_marks_then_reads_then_switches() -> None:
+    sql = rs.restore_point_sql("psa-drill-x'1", VERIFY_SQL)
+    order = [sql.index(s) for s in ("BEGIN", "IN SHARE MODE", "pg_create_restore_point('psa-drill-x''1')",
+                                    "FROM tickets", "string_agg(h", "COMMIT", "pg_switch_wal")]
+    assert order == sorted(order)
+
+
+def test_rpo_counts_only_acknowledged_writes_lost() -> None:
+    assert rs.rpo_seconds(T0, T0) == 0.0
+    assert rs.rpo_seconds(T0, T0 - timedelta(seconds=42)) == 42.0
+    assert rs.rpo_seconds(None, None) == 0.0  # nothing was written
+    assert rs.rpo_seconds(T0, None) is None  # everything lost
+
+
+def test_the_drill_report_fails_on_any_difference() -> None:
+    same = {"table": "table public.tickets", "point": "5 rows, md5 x", "restored": "5 rows, md5 x"}
+    ok = drill_cmd.DrillReport("phase0", "p", "t", "a", "a", 0.0, 12.5, [same])
+    assert ok.passed and ok.rows()[-1][-1] == "PASS" and '"passed": true' in ok.to_json()
+    other = {**same, "restored": "4 rows, md5 y"}
+    bad = drill_cmd.DrillReport("phase0", "p", "t", "a", "b", 3.0, 12.5, [other])
+    assert not bad.passed and bad.differences == 1 and "DIFFERS" in bad.rows()[0]
+    assert not drill_cmd.DrillReport("phase0", "p", "t", None, None, 0.0, 1.0, []).passed  # nothing compared
+
+
+def test_an_artifact_is_checked_on_arrival() -> None:
+    script = put_back.arrived("/var/tmp/psa-restore/redis-dump.rdb", "ab" * 32, 1234)
+    assert "= 1234 ]" in script and f"= {'ab' * 32} ]" in script
+    body, password = put_back.redis("/var/tmp/psa-restore/redis-dump.rdb", "s3cret")
+    assert "s3cret" not in body and "s3cret" not in repr(password)
+    steps = ("appendonly no", "systemctl start", "CONFIG SET appendonly yes")
+    assert [body.index(s) for s in steps] == sorted(body.index(s) for s in steps)
+
+
+def test_vzdump_and_restore_are_typed_writes() -> None:
+    dump = Write("vzdump", "pve1", params={"vmid": 200, "mode": "snapshot", "storage": "local",
+                                           "compress": "zstd"})
+    assert (dump.method, dump.path) == ("POST", "/nodes/pve1/vzdump") and dump.body["compress"] == "zstd"
+    assert write_effect(dump) is None  # a second vzdump is a second backup: never resent
+    back = Write("restore", "pve1", params={"vmid": 700, "ostemplate": "local:backup/x.tar.zst",
+                                            "restore": 1})
+    assert (back.method, back.path) == ("POST", "/nodes/pve1/lxc")
+    effect = write_effect(back)
+    assert effect is not None and (effect.kind, effect.task, effect.vmid) == ("exists", "vzrestore", 700)
+
+
+def test_backup_and_restore_privileges_are_in_the_role_and_on_the_backup_storage() -> None:
+    assert "VM.Backup" in privileges.ROLE_PRIVILEGES
+    target = privileges.Target(vmids=(200,), storages=("local-lvm",), templates="local", backups="dump",
+                               bridges=("vmbr20",), nodes=("pve1",))
+    assert privileges.required("backup", target)["/storage/dump"] == {"Datastore.AllocateSpace"}
+    assert "VM.Backup" in privileges.required("backup", target)["/vms/200"]
+    restore = privileges.required("restore", target)
+    assert {"VM.Allocate", "VM.Backup", "VM.Config.Network", "VM.PowerMgmt"} <= restore["/vms/200"]
+    assert "Datastore.AllocateSpace" in restore["/storage/local-lvm"]
+    doctor = privileges.required("doctor", target)
+    assert "VM.Backup" in doctor["/vms/200"] and "Datastore.AllocateSpace" in doctor["/storage/dump"]
+    assert re.search(r"Datastore\.AllocateSpace", " ".join(privileges.pveum_commands()))
