@@ -11,12 +11,11 @@ from .phases import ContainerSpec
 from .preflight import ContainerState
 from .services.common import apt_update, is_apt_source
 from .services.container import component as container_component
-from .services.context import Bundle, HostContext, build_context
+from .services.context import HostContext, build_context
 from .services.registry import PLANNERS
 from .site import MARKER, Site
 
-__all__ = ["Bundle", "HostContext", "build_context", "container_changes", "guest_plan", "marked",
-           "plan_guest"]
+__all__ = ["container_changes", "guest_plan", "marked", "plan_guest"]
 
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from psa_provision import firewall, planner
+from psa_provision import firewall
 from psa_provision.journal import write_migration_grants
 from psa_provision.migration import handover
 from psa_provision.migration.record import journal_for
@@ -15,6 +15,7 @@ from psa_provision.phases import ContainerSpec
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.seams import kill_point
 from psa_provision.services.app import ECOSYSTEM_FILE, pm2
+from psa_provision.services.context import build_context
 from psa_provision.services.postgresql import HBA as PG_HBA
 from psa_provision.services.postgresql import component as pg_component
 from psa_provision.site import Site, ssh_connection
@@ -96,7 +97,7 @@ class MigrationBase:
 
     def _write_hba(self, target: ContainerSpec) -> None:
         """pg_hba.conf as `up` renders it now (with the grants file's temporary clients), reloaded."""
-        ctx = planner.build_context(self.site.inventory, self.new, target, self.site.secrets, bundle_dir=None)
+        ctx = build_context(self.site.inventory, self.new, target, self.site.secrets, bundle_dir=None)
         conn = self.conn(target)
         conn.put(PG_HBA, pg_component.hba_content(ctx), mode=0o640, owner="postgres",
                  group="postgres")

@@ -20,6 +20,7 @@ from psa_provision.migration.steps import MigrationFailed, Step
 from psa_provision.output import StepProgress
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.services.app import APP_HOME, APP_USER
+from psa_provision.services.context import build_context
 from psa_provision.services.patroni.component import user_passwords
 from psa_provision.ssh import Connection
 from psa_provision.waits import wait_healthy
@@ -34,7 +35,7 @@ class HaSteps(MigrationBase):
 
     def ha_action(self, step: Step) -> HaAction:
         if self._actions is None:
-            ctx = planner.build_context(self.site.inventory, self.new, self.new.containers[0],
+            ctx = build_context(self.site.inventory, self.new, self.new.containers[0],
                                         self.site.secrets, bundle_dir=None)
             self._actions = {a.name: a for a in actions(self.old, self.new, user_passwords(ctx))}
         return self._actions[step.name]

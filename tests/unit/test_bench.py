@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench.py"
+import bench_scripts
 
 
 def load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_module", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_module"] = module
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load("bench", "bench_module")
 
 
 def part(host: str, name: str, seconds: float, run: str = "r2") -> dict[str, object]:

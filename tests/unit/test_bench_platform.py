@@ -3,21 +3,13 @@ for what saturated first."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
-FIGURE = Path(__file__).resolve().parents[2] / "bench" / "platform_figure.py"
+import bench_scripts
 
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("platform_figure", FIGURE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["platform_figure"] = module
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load("platform_figure")
 
 
 PS_BEFORE = """systemd                      3
