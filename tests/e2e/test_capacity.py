@@ -14,7 +14,7 @@ import pytest
 from psa_provision.ssh import Connection
 from psa_provision.testing.loadgen import request
 
-from .conftest import Site
+from .conftest import Site, admin_api
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.phase0]
 
@@ -42,6 +42,21 @@ def sql(guest: Connection, query: str) -> int:
     return int(guest.run(psql).stdout.strip())
 
 
+def wait_for_a_closed_cpu_step(site: Site, deadline_s: float = 150.0) -> None:
+    """Proxmox's RRD has a container's CPU only once a 60 s step has closed with samples in it: a
+    container made moments ago (reset_phase0 may have rebuilt it) has none yet, and capacity rightly
+    says unknown. Wait, bounded, until rrddata (timeframe hour) holds a row with cpu."""
+    px = admin_api()
+    spec = site.container
+    deadline = time.monotonic() + deadline_s
+    while True:
+        rows = px.rrddata(spec.node, spec.vmid, timeframe="hour")
+        if any(isinstance(r.get("cpu"), int | float) for r in rows):
+            return
+        assert time.monotonic() < deadline, f"no CPU row in rrddata of {spec.vmid} after {deadline_s:g} s"
+        time.sleep(5)
+
+
 def login(site: Site) -> tuple[str, str]:
     gateway = f"http://{site.container.ip}:{site.phase.services['api-gateway'].port}"
     creds = {"email": site.secret("app.admin_email"), "password": site.secret("app.admin_password")}
@@ -53,6 +68,7 @@ def login(site: Site) -> tuple[str, str]:
 def test_capacity_reads_the_live_phase0_then_200_tickets_a_day_cross_the_limit(
         reset_phase0: Site, guest: Connection) -> None:
     site = reset_phase0
+    wait_for_a_closed_cpu_step(site)
     gateway, token = login(site)
     for _ in range(API_CALLS):
         assert request("GET", f"{gateway}/api/tickets?size=1", token=token)[0] == 200
