@@ -574,7 +574,8 @@ def backups_list(ctx: typer.Context,
     out = Output()
 
     def run() -> int:
-        out.table("backups", backup_mod.LIST_COLUMNS, backup_mod.list_all(_state(ctx).inventory, phase))
+        out.table("backups", backup_mod.LIST_COLUMNS, backup_mod.list_all(_state(ctx).inventory, phase),
+                  whole=backup_mod.LIST_WHOLE)
         return 0
 
     raise typer.Exit(_guard(out, run))

@@ -149,13 +149,25 @@ class Output:
         style = "bold red" if failed else "bold green"
         self.out.print(f"{changed} changed, {unchanged} unchanged, {failed} failed", style=style)
 
-    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]],
+              whole: Sequence[str] = ()) -> None:
+        """`whole`: columns never wrapped (ids a user copies into the next command); when they and a
+        narrow rest do not fit the console, the table is printed wider than the console."""
         table = Table(title=title, title_justify="left")
-        for column in columns:
-            table.add_column(column, overflow="fold")  # wrap long names (checks, hosts), never cut them
-        for row in rows:
-            table.add_row(*(escape(str(cell)) for cell in row))
-        self.out.print(table)
+        cells = [[str(cell) for cell in row] for row in rows]
+        needed = 1
+        for i, column in enumerate(columns):
+            longest = max([len(column)] + [len(r[i]) for r in cells if i < len(r)])
+            needed += 3 + (longest if column in whole else min(longest, 10))
+            # wrap long names (checks, hosts), never cut them
+            table.add_column(column, overflow="fold", no_wrap=column in whole,
+                             min_width=longest if column in whole else None)
+        for row in cells:
+            table.add_row(*(escape(cell) for cell in row))
+        console = self.out
+        if whole and needed > console.width:
+            console = Console(file=self.out.file, width=needed, highlight=False, soft_wrap=True)
+        console.print(table)
 
 
 class StepProgress:

@@ -43,6 +43,20 @@ PGBACKREST = f"cd / && runuser -u {pgbackrest.REPO_USER} -- pgbackrest --stanza=
 
 COLUMNS = ["store", "artifact", "bytes", "sha256"]
 LIST_COLUMNS = ["id", "phase", "finished", "stores", "size", "state"]
+LIST_WHOLE = ("id", "finished")  # copied into `restore --backup` / read as one time: never wrapped
+
+
+def when(moment: float | str) -> str:
+    """A finish time as a table shows it: UTC to the second, 20 characters.
+
+    >>> when(0)
+    '1970-01-01 00:00:00Z'
+    >>> when("2026-12-02T17:34:05.123456+00:00")
+    '2026-12-02 17:34:05Z'
+    """
+    at = (datetime.fromisoformat(moment) if isinstance(moment, str)
+          else datetime.fromtimestamp(moment, UTC)).astimezone(UTC)
+    return at.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 @dataclass
@@ -87,8 +101,8 @@ def vzdump_rows(site: Site, px: ProxmoxClient) -> list[list[str]]:
     rows = []
     for spec in site.phase.containers:
         for v in px.backup_volumes(spec.node, site.inventory.storage.backups, spec.vmid):
-            when = datetime.fromtimestamp(int(v.get("ctime") or 0), UTC).isoformat()
-            rows.append([str(v.get("volid")), site.phase.name, when, f"container {spec.vmid}",
+            rows.append([str(v.get("volid")), site.phase.name, when(int(v.get("ctime") or 0)),
+                         f"container {spec.vmid}",
                          f"{int(v.get('size') or 0) / 2**20:.1f} MiB", "vzdump"])
     return rows
 
@@ -278,7 +292,7 @@ def list_sets(site: Site) -> list[list[str]]:
     for name, m in found:
         if name.startswith("pg "):
             for b in pg_backups(name[3:]):
-                rows.append([b.label, site.phase.name, datetime.fromtimestamp(b.stop, UTC).isoformat(),
+                rows.append([b.label, site.phase.name, when(b.stop),
                              f"postgresql ({b.kind})", "-", "pgBackRest"])
         elif m is None:
             rows.append([name, "-", "-", "-", "-", "incomplete (no manifest)"])
@@ -286,5 +300,5 @@ def list_sets(site: Site) -> list[list[str]]:
             size = sum(a.bytes for a in m.artifacts)
             stores_ = ", ".join(([f"postgresql {m.postgresql.get('label')}"] if m.postgresql else [])
                                 + [a.store for a in m.artifacts])
-            rows.append([m.id, m.phase, m.finished_at, stores_, f"{size / 2**20:.1f} MiB", "complete"])
+            rows.append([m.id, m.phase, when(m.finished_at), stores_, f"{size / 2**20:.1f} MiB", "complete"])
     return rows

@@ -142,3 +142,9 @@ def test_a_backup_during_a_migration_is_refused_with_the_reason(tmp_path: Path) 
         backup_cmd.backup(site, backup_cmd.STORES, lambda _: None)
     journal_for(inv_path, "phase1").record("migrate", step="finish", state="done")
     assert backup_cmd.migration_in_progress(site) is None
+
+
+def test_a_finish_time_shows_as_utc_to_the_second() -> None:
+    from psa_provision.commands.backup import when
+    assert when(0) == "1970-01-01 00:00:00Z"
+    assert when("2026-12-02T18:34:05.123456+01:00") == "2026-12-02 17:34:05Z"

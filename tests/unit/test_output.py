@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from psa_provision.changes import ApiCall, Command, Noop, Plan, PutFile, Secret, Sensitive
 from psa_provision.errors import ProxmoxError
 from psa_provision.output import Output, plan_json
@@ -59,3 +61,17 @@ def test_trailing_backslashes_in_diffs_survive() -> None:
     plan = Plan([PutFile("ct", "scripts", "write", path="/x", content=Sensitive("a \\\n"), diff="+a \\")])
     Output(stdout=out, stderr=io.StringIO()).plan(plan, "t")
     assert "      +a \\\n" in out.getvalue()
+
+
+def test_a_whole_column_is_never_wrapped_on_a_narrow_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    buf = io.StringIO()
+    out = Output(stdout=buf)
+    ident = "backups:backup/vzdump-lxc-200-2026_12_02-17_33_57.tar.zst"
+    row = [ident, "phase0", "2026-12-02 17:34:05Z", "postgresql 20261202-173351F, redis, rabbitmq", "0.1 MiB",
+           "complete"]
+    out.table("backups", ["id", "phase", "finished", "stores", "size", "state"], [row], whole=("id", "finished"))
+    text = buf.getvalue()
+    assert ident in text and "2026-12-02 17:34:05Z" in text, text
+    out.table("backups", ["id", "phase", "finished", "stores", "size", "state"], [row])
+    assert ident not in buf.getvalue()[len(text):]  # without `whole`, the id is folded at 80 columns
