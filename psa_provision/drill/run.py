@@ -27,7 +27,7 @@ from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.seams import node_fault
 from psa_provision.services.keepalived import vip as keepalived_vip
 from psa_provision.services.patroni import health as patroni_health
-from psa_provision.services.patroni.component import members as patroni_members
+from psa_provision.services.patroni import members as patroni_members
 from psa_provision.services.postgresql import DATABASE
 from psa_provision.services.redis import MASTER_NAME, SENTINEL_PORT
 from psa_provision.site import Site, ssh_connection

@@ -34,8 +34,8 @@ from psa_provision.changes import Sensitive
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.services.catalog import managed_services
 from psa_provision.services.etcd.component import members as etcd_members
+from psa_provision.services.patroni import members as patroni_members
 from psa_provision.services.patroni import migration as patroni_migration
-from psa_provision.services.patroni.component import members as patroni_members
 from psa_provision.services.rabbitmq import cluster as rabbit_cluster
 from psa_provision.services.redis import topology as redis_topology
 

@@ -120,10 +120,18 @@ def test_postgresql_component_hands_the_server_to_patroni() -> None:
 
 
 def test_objects_wait_for_a_leader_before_any_server_answers() -> None:
-    objects = [c for c in postgresql.plan(ha_ctx(101), GuestFacts()) if isinstance(c, Command)]
+    objects = [c for c in postgresql.plan(ha_ctx(100), GuestFacts()) if isinstance(c, Command)]
     assert len(objects) == 1 and objects[0].needs_peers
-    assert "http://10.0.30.11:8008/primary" in objects[0].script
+    assert "http://10.0.30.10:8008/primary" in objects[0].script
     assert objects[0].stdin is not None and "CREATE DATABASE psa_platform" in objects[0].stdin.reveal()
+
+
+def test_a_new_member_does_not_wait_for_its_own_server() -> None:
+    # its server starts only once another member leads (a later change of the same wave): waiting for
+    # it here held the wave for the loop's whole 5 minutes
+    changes = postgresql.plan(ha_ctx(101), GuestFacts())
+    assert not [c for c in changes if isinstance(c, Command)]
+    assert any(isinstance(c, Noop) and "arrive from the leader" in c.summary for c in changes)
 
 
 def test_replica_leaves_objects_to_the_leader() -> None:

@@ -10,6 +10,8 @@ behind Patroni's back. The plain `patroni.service` wants /etc/patroni/config.yml
 
 from collections.abc import Collection
 
+from ...phases import ContainerSpec, Phase
+
 COMPONENT = "patroni"
 PG_VERSION = "15"
 PG_CLUSTER = "main"
@@ -49,3 +51,14 @@ RESTAPI_USER = "patroni"
 def patroni_managed(components: Collection[str], cluster: str | None) -> bool:
     """A container's PostgreSQL runs under Patroni: it runs `postgresql` as a member of a `cluster`."""
     return "postgresql" in components and cluster is not None
+
+
+def members(phase: Phase) -> list[ContainerSpec]:
+    """The PostgreSQL cluster's members, in phase-file order."""
+    return [c for c in phase.containers if patroni_managed(c.components, c.cluster)]
+
+
+def bootstrap_member(phase: Phase) -> ContainerSpec | None:
+    """Who may initialise the cluster: the phase file's first (holding the data in a migration)."""
+    found = members(phase)
+    return found[0] if found else None

@@ -16,7 +16,7 @@ import ipaddress
 
 from ...changes import Change, Noop, Sensitive
 from ...facts import GuestFacts
-from ...phases import ContainerSpec, Phase
+from ...phases import ContainerSpec
 from ...render import render
 from ..common import command, content_changed, install, put_file, service
 from ..context import HostContext
@@ -44,7 +44,8 @@ from . import (
     SUPERUSER,
     TEMPLATES,
     UNIT,
-    patroni_managed,
+    bootstrap_member,
+    members,
 )
 
 START_CONF_CONTENT = "# Managed by psa-provision: Patroni starts this cluster, not the stock unit.\nmanual\n"
@@ -61,11 +62,6 @@ FIXED_PARAMETERS: dict[str, object] = {
     "log_filename": "postgresql-15-main.log",
 }
 MEMORY_PARAMETERS = ("shared_buffers", "effective_cache_size", "maintenance_work_mem", "work_mem")
-
-
-def members(phase: Phase) -> list[ContainerSpec]:
-    """The PostgreSQL cluster's members, in phase-file order."""
-    return [c for c in phase.containers if patroni_managed(c.components, c.cluster)]
 
 
 def subnet(spec: ContainerSpec) -> str:
@@ -181,12 +177,6 @@ _AFTER_LEADER = """for _ in $(seq 150); do
 done
 systemctl enable --now {unit}
 """
-
-
-def bootstrap_member(phase: Phase) -> ContainerSpec | None:
-    """Who may initialise the cluster: the phase file's first (holding the data in a migration)."""
-    found = members(phase)
-    return found[0] if found else None
 
 
 def start(ctx: HostContext, facts: GuestFacts, conf: Change) -> list[Change]:

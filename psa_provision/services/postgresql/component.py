@@ -33,7 +33,7 @@ from ..common import (
 )
 from ..context import HostContext
 from ..patroni import COMPONENT as PATRONI
-from ..patroni import CREATECLUSTER, CREATECLUSTER_CONTENT, REST_PORT, patroni_managed
+from ..patroni import CREATECLUSTER, CREATECLUSTER_CONTENT, REST_PORT, bootstrap_member, patroni_managed
 from ..pgbackrest.component import archive_settings
 from . import COMPONENT, CONF, DATABASE, EXTENSIONS, HBA, PACKAGES, PORT, ROLE, TEMPLATES, UNIT
 from .facts import PostgresFacts
@@ -191,6 +191,11 @@ def objects_under_patroni(ctx: HostContext, facts: GuestFacts) -> list[Change]:
         if pg.in_recovery:
             return [Noop(ctx.host, COMPONENT, f"a replica: {ROLE} and {DATABASE} arrive from the leader")]
         return objects(ctx, facts)
+    first = bootstrap_member(ctx.phase)
+    if first is not None and first.vmid != ctx.container.vmid:
+        # a member that is not the bootstrap one starts as a replica of the leader (its first start waits
+        # for one: services/patroni); waiting here for its own server would wait for that start
+        return [Noop(ctx.host, COMPONENT, f"a new replica: {ROLE} and {DATABASE} arrive from the leader")]
     password = ctx.secrets.get("postgresql.app_password").value
     script = _ON_LEADER.format(ip=ctx.container.ip, port=REST_PORT, psql=PSQL)
     sql = role_sql(password) + database_sql()
