@@ -8,6 +8,7 @@ Proxmox computes it with pools and inheritance) before anything is called missin
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from . import privileges
 from .errors import ProxmoxAuthError, ProxmoxError
@@ -73,14 +74,16 @@ def require(access: Access, need: dict[str, set[str]], note: Callable[[str], Non
                                     f"(`psa-provision doctor` lists every privilege and path)")
 
 
-def datacenter_firewall(px: ProxmoxClient, access: Access) -> bool:
+def datacenter_firewall(px: ProxmoxClient, access: Access, current: dict[str, Any] | None = None) -> bool:
     """True when the datacenter firewall is on; False when it is off and the token may switch it on
-    (Sys.Modify on /); else a ProxmoxAuthError naming the one command the admin runs once.
+    (Sys.Modify on /); else a ProxmoxAuthError naming the one command the admin runs once. `current`:
+    the datacenter's firewall options when already read (else read here).
 
     PUT /cluster/firewall/options needs Sys.Modify on / (pve-firewall API2/Firewall/Cluster.pm
     set_options), which the role leaves out: it also grants node-wide settings.
     """
-    current = px.datacenter_firewall_options()
+    if current is None:
+        current = px.datacenter_firewall_options()
     if str(current.get("enable", "0")) == "1":
         return True
     have = access.have("/", {privileges.SYS_MODIFY})

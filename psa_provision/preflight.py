@@ -20,6 +20,15 @@ from psa_provision.site import Site, is_ours
 
 
 @dataclass
+class Preflight:
+    """What preflight found: each container's state, and the datacenter's firewall options when the
+    phase has a firewall (read once: reads.firewall_now and the firewall plans use them too)."""
+
+    states: list[ContainerState]
+    datacenter_firewall: dict[str, Any] | None = None
+
+
+@dataclass
 class ContainerState:
     """One phase container as Proxmox has it (config None: not there yet)."""
 
@@ -31,9 +40,10 @@ class ContainerState:
 
 def preflight(px: ProxmoxClient, site: Site, *, download: bool, note: Callable[[str], None],
               seen: Callable[[ContainerState], None] | None = None,
-              force: bool = False) -> list[ContainerState]:
+              force: bool = False) -> Preflight:
     """Node online, privileges, vmids free or ours, storage/bridge/template present, capacity, the
-    datacenter firewall; returns states. Nothing is written before every check has passed.
+    datacenter firewall; returns the states (and the datacenter's firewall options it read). Nothing
+    is written before every check has passed.
 
     `seen` gets each container's state as soon as it is known (FactsAhead starts its facts then)."""
     inv, phase = site.inventory, site.phase
@@ -63,11 +73,13 @@ def preflight(px: ProxmoxClient, site: Site, *, download: bool, note: Callable[[
         for vmid in access.own_path_grants([s.spec.vmid for s in states if s.config is not None]):
             note(f"warning: privileges on container {vmid} come from an ACL on /vms/{vmid}; recreating it "
                  "deletes that ACL (pve-access-control remove_vm_access): grant on /vms or a pool instead")
+    cluster_firewall = None
     if firewall.enabled(phase):
-        datacenter_firewall(px, access)
+        cluster_firewall = px.datacenter_firewall_options()
+        datacenter_firewall(px, access, cluster_firewall)
     for node in sorted(nodes):
         _ensure_template(px, inv, node, download=download, note=note, access=access)
-    return states
+    return Preflight(states, cluster_firewall)
 
 
 def privilege_target(site: Site, specs: list[ContainerSpec] | None = None) -> privileges.Target:

@@ -45,12 +45,15 @@ class FirewallNow:
     cluster: dict[str, Any]
 
 
-def firewall_now(px: ProxmoxClient, phase: Phase, specs: Sequence[ContainerSpec]) -> dict[int, FirewallNow]:
+def firewall_now(px: ProxmoxClient, phase: Phase, specs: Sequence[ContainerSpec],
+                 cluster: dict[str, Any] | None = None) -> dict[int, FirewallNow]:
     """vmid -> FirewallNow of each existing container in `specs` (none when the phase has no firewall):
-    the datacenter's options once, each container's options and rules side by side."""
+    the datacenter's options (`cluster`, as preflight read them, else read here once), each
+    container's options and rules side by side."""
     if not firewall.enabled(phase) or not specs:
         return {}
-    cluster = px.datacenter_firewall_options()
+    if cluster is None:
+        cluster = px.datacenter_firewall_options()
 
     def read(job: tuple[ContainerSpec, str]) -> Any:
         spec, what = job

@@ -19,6 +19,8 @@ from psa_provision.ssh import Connection
 
 RUNNING_TIMEOUT = 120.0
 
+STOPPED_TIMEOUT = 120.0  # PVE's CRM and LRM act every 10 s: a requested stop is seen within a round or two
+
 SSH_TIMEOUT = 180.0
 
 HEALTH_TIMEOUT = 600.0
@@ -28,14 +30,24 @@ def wait_running(px: ProxmoxClient, spec: ContainerSpec, progress: StepProgress,
                  timeout: float = RUNNING_TIMEOUT) -> None:
     """Poll the container status until `running` (deadline: timeout seconds)."""
     progress.message(f"waiting for container {spec.vmid} to run")
+    _wait_status(px, spec, "running", timeout, hint=f"check `pct start {spec.vmid}` on node {spec.node}")
+
+
+def wait_stopped(px: ProxmoxClient, spec: ContainerSpec, timeout: float = STOPPED_TIMEOUT) -> None:
+    """Poll the container status until `stopped`: an HA resource's stop is a request (a `hastop` task
+    that only records it) which the HA manager carries out in one of its later rounds."""
+    _wait_status(px, spec, "stopped", timeout,
+                 hint=f"`ha-manager status` on node {spec.node} shows what the HA manager does with it")
+
+
+def _wait_status(px: ProxmoxClient, spec: ContainerSpec, want: str, timeout: float, *, hint: str) -> None:
     deadline = time.monotonic() + timeout
     while True:
         status = px.status(spec.node, spec.vmid).get("status")
-        if status == "running":
+        if status == want:
             return
         if time.monotonic() >= deadline:
-            raise ProxmoxError(f"container {spec.vmid} is still {status} after {timeout:.0f} s",
-                               hint=f"check `pct start {spec.vmid}` on node {spec.node}")
+            raise ProxmoxError(f"container {spec.vmid} is still {status} after {timeout:.0f} s", hint=hint)
         time.sleep(1.0)
 
 

@@ -100,6 +100,45 @@ class HaFiles:
             fcntl.flock(f, fcntl.LOCK_EX)
             yield
 
+    def configured(self, sid: str) -> bool:
+        """Config.pm service_is_configured: the resource is in resources.cfg, whatever its state."""
+        return sid in self.read("resources").ids
+
+    def request_state(self, sid: str, state: str) -> None:
+        """A configured resource's requested state (`ha-manager set SID --state ...`); else nothing."""
+        with self.locked():
+            cfg = self.read("resources")
+            if sid in cfg.ids:
+                cfg.ids[sid]["state"] = state
+                self.write("resources", cfg)
+
+    def delete_service(self, sid: str, purge: bool) -> bool:
+        """Config.pm delete_service_from_config under lock_ha_domain: the resource leaves resources.cfg;
+        with `purge` also every rule's `resources`, and a rule left with none is deleted. False when
+        the resource was not configured (nothing written)."""
+        with self.locked():
+            cfg = self.read("resources")
+            if sid not in cfg.ids:
+                return False
+            del cfg.ids[sid]
+            self.write("resources", cfg)
+            if purge:
+                rules = self.read("rules")
+                changed = False
+                for rid in list(rules.ids):
+                    members = split_list(rules.ids[rid].get("resources", ""))
+                    if sid not in members:
+                        continue
+                    changed = True
+                    left = [s for s in members if s != sid]
+                    if left:
+                        rules.ids[rid]["resources"] = ",".join(left)
+                    else:
+                        del rules.ids[rid]
+                if changed:
+                    self.write("rules", rules)
+        return True
+
     @property
     def manager_status_path(self) -> Path:
         return self.dir / "manager_status"

@@ -153,22 +153,8 @@ def resource_update(req: Request) -> None:
 def resource_delete(req: Request) -> None:
     """Remove an HA resource; with purge (default) also from the rules, dropping rules left empty."""
     sid, _, _ = _sid(req)
-    files = _files(req)
-    with files.locked():
-        cfg = files.read("resources")
-        if sid not in cfg.ids:
-            raise _die(f"cannot delete service '{sid}', not HA managed!")
-        del cfg.ids[sid]
-        files.write("resources", cfg)
-        if req.params.get("purge", "1") != "0":
-            rules = files.read("rules")
-            for rid in list(rules.ids):
-                left = [s for s in ha_rules.resources(rules.ids[rid]) if s != sid]
-                if not left:
-                    del rules.ids[rid]
-                else:
-                    rules.ids[rid]["resources"] = ",".join(left)
-            files.write("rules", rules)
+    if not _files(req).delete_service(sid, purge=req.params.get("purge", "1") != "0"):
+        raise _die(f"cannot delete service '{sid}', not HA managed!")
 
 
 def ha_request(req: Request, state: str) -> str | None:
@@ -186,11 +172,7 @@ def ha_request(req: Request, state: str) -> str | None:
 
     def work(log: Any) -> None:
         log(f"Requesting HA {word} for CT {vmid}")
-        with files.locked():
-            cfg = files.read("resources")
-            if sid in cfg.ids:
-                cfg.ids[sid]["state"] = state
-                files.write("resources", cfg)
+        files.request_state(sid, state)
 
     return req.app.tasks.start(node, f"ha{word}", str(vmid), req.identity.name, work)
 

@@ -11,6 +11,7 @@ from pvesim import acl, ctperm, pveconf
 from pvesim import handlers_lxcstore as store
 from pvesim.acl import PermissionDenied
 from pvesim.backend import Log
+from pvesim.ha_config import HaFiles
 from pvesim.handlers_firewall import forget as forget_firewall
 from pvesim.handlers_ha import ha_request
 from pvesim.handlers_storage import STORAGES
@@ -200,28 +201,51 @@ def lxc_index(req: Request) -> list[dict[str, str]]:
 
 @route("DELETE", "/nodes/{node}/lxc/{vmid}")
 def lxc_destroy(req: Request) -> str:
-    """Destroy a container (refused while running unless force=1); a vzdestroy task."""
+    """Destroy a container, a vzdestroy task, as pve-container API2/LXC.pm destroy_vm: refused while
+    protected, locked, running (unless force=1) or an HA resource without purge=1. ACLs and the
+    firewall always go; with purge the HA resource too (HA::Config delete_service_from_config, also
+    from the rules). pvesim keeps no backup or replication jobs, the other configurations purge cleans."""
     app = req.app
     node, vmid = _vmid(req)
+    force, purge = req.flag("force"), req.flag("purge")
+    ha = HaFiles(app.state.root)
+    sid = f"ct:{vmid}"
+
+    def ha_check() -> bool:  # early_checks' HA part: before the task, and again in it
+        managed = ha.configured(sid)
+        if managed and not purge:
+            raise ApiError(500, f"unable to remove CT {vmid} - used in HA resources and purge parameter "
+                                "not set.")
+        return managed
+
     with app.conf_lock:
         conf, _ = store.load(app, node, vmid)
+        if conf.main.values.get("protection") == "1":  # AbstractConfig check_protection
+            raise ApiError(500, f"can't remove CT {vmid} - protection mode enabled")
         store.check_lock(conf)
-        force = req.flag("force")
+        ha_check()
         if store.is_running(app, vmid) and not force:
             raise ApiError(500, f"unable to destroy CT {vmid} - container is running")
         conf.main.values["lock"] = "destroyed"
         store.save(app, node, vmid, conf)
 
     def work(log: Log) -> None:
+        ha_managed = ha_check()
         if force and store.is_running(app, vmid):
-            app.backend.stop(vmid, log)
+            log(f"forced to stop CT {vmid} before destroying!")
+            if ha_managed:  # `ha-manager crm-command stop ct:ID 120`: the CRM's stop sets `stopped`
+                ha.request_state(sid, "stopped")
+            else:
+                app.backend.stop(vmid, log)
         if app.backend.exists(vmid):
             app.backend.destroy(vmid, log)
         app.acl.update(lambda cfg: acl.remove_vm_access(cfg, vmid))  # AccessControl.pm remove_vm_access
         if app.state.vm_firewall(vmid).exists():
             forget_firewall(app, vmid)
-        if req.flag("purge"):
+        if purge:
             log(f"purging CT {vmid} from related configurations..")
+            if ha_managed and ha.delete_service(sid, purge=True):
+                log(f"NOTE: removed CT {vmid} from HA resource configuration.")
         app.state.lxc_conf(node, vmid).unlink(missing_ok=True)  # last, else the vmid could be reused
 
     def finalize(log: Log, ok: bool) -> None:

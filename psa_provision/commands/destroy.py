@@ -12,7 +12,7 @@ from psa_provision.preflight import ContainerState
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.seams import kill_point
 from psa_provision.site import Site, forget_host_key, is_ours, load_site
-from psa_provision.waits import finish_open_tasks
+from psa_provision.waits import finish_open_tasks, wait_stopped
 
 
 def load(inventory: Path, phase: str) -> Site:
@@ -40,7 +40,12 @@ def destroy_targets(site: Site) -> tuple[ProxmoxClient, list[ContainerState], li
 
 
 def destroy(site: Site, px: ProxmoxClient, targets: list[ContainerState], out: Output) -> Summary:
-    """Stop and delete the given containers (already filtered by destroy_targets)."""
+    """Stop and delete the given containers (already filtered by destroy_targets).
+
+    The delete purges (PVE refuses to destroy an HA resource without purge=1): the container leaves the
+    HA resources and rules, backup and replication jobs with it, as the GUI's "Purge from job
+    configurations". An HA resource is stopped through the HA manager, which does it a round later,
+    so its stop is waited for before the delete (PVE refuses to destroy a running container)."""
     summary = Summary()
     journal = Journal.for_phase(site.inventory_path, site.phase.name)
     with PhaseLock.for_phase(site.inventory_path, site.phase.name).held():
@@ -52,12 +57,17 @@ def destroy(site: Site, px: ProxmoxClient, targets: list[ContainerState], out: O
                 out.note(f"container {spec.vmid} is already gone")
                 forget_host_key(site.inventory, spec)
                 continue
-            if px.status(spec.node, spec.vmid).get("status") == "running":
-                out.note(f"stopping container {spec.vmid}")
+            status = px.status(spec.node, spec.vmid)
+            ha_managed = bool((status.get("ha") or {}).get("managed"))
+            if status.get("status") == "running":
+                out.note(f"stopping container {spec.vmid}" + (" (an HA resource: through the HA manager)"
+                                                             if ha_managed else ""))
                 step = f"container: stop container {spec.vmid}"
                 kill_point(step)
                 px.stop(spec.node, spec.vmid, track=JournaledTask(journal, step))
-            out.note(f"deleting container {spec.vmid}")
+                if ha_managed:
+                    wait_stopped(px, spec)
+            out.note(f"deleting container {spec.vmid}" + (" and its HA resource" if ha_managed else ""))
             step = f"container: delete container {spec.vmid}"
             kill_point(step)
             px.delete(spec.node, spec.vmid, track=JournaledTask(journal, step))

@@ -42,10 +42,12 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
     with connections(site) as conns, FactsAhead(site, conns, health=False) as ahead:
         ahead.start_known()
         px = connect(site.inventory)
-        states = preflight(px, site, download=False, note=out.note, seen=ahead.start, force=force)
+        checked = preflight(px, site, download=False, note=out.note, seen=ahead.start, force=force)
+        states = checked.states
         for text in earlier_containers(px, site):
             out.note(text)
-        walls = firewall_now(px, site.phase, [s.spec for s in states if s.config is not None])
+        walls = firewall_now(px, site.phase, [s.spec for s in states if s.config is not None],
+                             checked.datacenter_firewall)
         for state in states:
             full.add(container_changes(site, state, force=force))
             wall = walls.get(state.spec.vmid)

@@ -64,7 +64,8 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
         ahead.start_known()
         with WATCH.timed("proxmox"):
             px = connect(site.inventory)
-            states = preflight(px, site, download=True, note=out.note, seen=ahead.start, force=force)
+            checked = preflight(px, site, download=True, note=out.note, seen=ahead.start, force=force)
+            states = checked.states
         journal.record("run-start", phase=site.phase.name, command="up")
         waited = finish_open_tasks(px, journal, states, out.note)
         if waited:
@@ -77,7 +78,8 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
         for text in earlier_containers(px, site):
             out.note(text)
         handover.before_up(px, site.inventory_path, site.inventory.phases_dir, site.phase, out.note)
-        walls = firewall_now(px, site.phase, [s.spec for s in states if s.config is not None])
+        walls = firewall_now(px, site.phase, [s.spec for s in states if s.config is not None],
+                             checked.datacenter_firewall)  # nothing written to it since preflight
         with out.steps() as progress:
             failures = _up_all(site, px, states, walls, conns, ahead, progress, journal, result, force=force)
             if not failures:  # HA resources name containers that exist, running (a high_availability phase)

@@ -55,6 +55,12 @@ def test_datacenter_firewall_on_is_left_alone() -> None:
     assert access.datacenter_firewall(px, access.Access(px)) is True  # type: ignore[arg-type]
 
 
+def test_datacenter_firewall_options_already_read_are_not_read_again() -> None:
+    px = FakePx({}, answers={"/cluster/firewall/options": {"enable": 0}})
+    assert access.datacenter_firewall(px, access.Access(px), {"enable": 1}) is True  # type: ignore[arg-type]
+    assert px.calls == []
+
+
 def test_datacenter_firewall_off_is_refused_with_the_command_unless_the_token_has_sys_modify() -> None:
     px = FakePx({"/": {"Sys.Audit": 0}}, answers={"/cluster/firewall/options": {"enable": 0}})
     with pytest.raises(ProxmoxAuthError, match=r"Sys.Modify on /") as exc:

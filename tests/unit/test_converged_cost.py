@@ -43,7 +43,7 @@ def cluster_wide(nodes: int, *, ha: bool = False) -> Counter[str]:
     the HA resources and rules, once each)."""
     out = Counter({"GET /access/permissions": 1, "GET /cluster/resources": 1,
                    "GET /cluster/resources?type=vm": 1,  # earlier phases' containers, all at once
-                   "GET /cluster/firewall/options": 2,  # preflight's check, the firewall plans' state
+                   "GET /cluster/firewall/options": 1,  # preflight's check, shared with the firewall plans
                    "GET /nodes/{node}/network": nodes, "GET /nodes/{node}/storage/local/content": nodes})
     if ha:
         # /version chooses rules or groups (a real run has read it at connect already)
@@ -74,11 +74,12 @@ def test_up_reads_each_container_once_before_its_wave_and_nothing_in_it(tmp_path
     converged container's firewall plan asks nothing more."""
     site = make_site(tmp_path, "phase2")
     px = ConvergedPve(site.phase, site.inventory)
-    states = preflight(px, site, download=True, note=lambda _: None)
+    checked = preflight(px, site, download=True, note=lambda _: None)
+    states = checked.states
     assert all(s.running and s.config is not None for s in states)
     plan_cmd.earlier_containers(px, site)
     handover.before_up(px, site.inventory_path, site.inventory.phases_dir, site.phase, lambda _: None)
-    walls = reads.firewall_now(px, site.phase, [s.spec for s in states])
+    walls = reads.firewall_now(px, site.phase, [s.spec for s in states], checked.datacenter_firewall)
     before = Counter(px.calls)
     assert before - px.per_container == cluster_wide(1) + Counter({"GET /cluster/resources?type=vm": 1})
     assert px.per_container == Counter(dict.fromkeys(OWN_READS, len(states)))
@@ -117,7 +118,7 @@ def test_each_containers_own_reads_overlap(tmp_path: Path) -> None:
                 gate(method, path)
 
     px = ConvergedPve(site.phase, site.inventory, on_request=hold)
-    states = preflight(px, site, download=False, note=lambda _: None)
+    states = preflight(px, site, download=False, note=lambda _: None).states
     reads.firewall_now(px, site.phase, [s.spec for s in states])
     assert {name: gate.most for name, gate in gates.items()} == {"pending": reads.READERS,
                                                                  "firewall": reads.READERS}
