@@ -6,6 +6,7 @@ tool's own known_hosts, next to the journal.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,6 +78,13 @@ def is_ours(config: dict[str, Any]) -> bool:
     """Created by psa-provision: our tag (or the marker in the description) is on it."""
     tags = str(config.get("tags", "")).replace(",", ";").split(";")
     return MARKER in tags or MARKER in str(config.get("description", ""))
+
+
+def created_by(config: dict[str, Any]) -> str | None:
+    """The phase whose `up` created the container: `description` says `psa-provision: <phase>` from
+    its create on (planner.marked); None when it says no phase."""
+    found = re.search(rf"{re.escape(MARKER)}: (\S+)", str(config.get("description", "")))
+    return found.group(1) if found else None
 
 
 @contextmanager

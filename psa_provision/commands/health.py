@@ -4,22 +4,34 @@ For each container of the phase: its Proxmox status (CPU, memory, disk from stat
 one probe script over SSH that prints raw facts (`probe<TAB>code<TAB>detail`), judged here into one
 line per component: OK or FAILED and why. Judging is pure, so it is tested with recorded output.
 Each component's probe and judgement live with it (services/<name>/health.py).
+
+A phase with clusters (phase 3) gets one more line per cluster: the same probe script of each member
+also gathers what its cluster's verdict needs (`fact<TAB>...`, services/clusters.py), and once every
+container has answered the verdicts are judged across members: one leader, Sentinels agreeing on the
+primary, every node in the cluster, the VIP on exactly one load balancer. The containers are probed
+side by side, one SSH round trip each.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from psa_provision.errors import ProvisionError
+from psa_provision.facts_ahead import FACTS_AT_ONCE
 from psa_provision.services.app import health as app_health
 from psa_provision.services.app.component import probe_address
 from psa_provision.services.app.health import failing_checks
+from psa_provision.services.clusters import ClusterVerdict, facts_script, verdicts
 from psa_provision.services.elasticsearch import health as elasticsearch_health
 from psa_provision.services.etcd import health as etcd_health
 from psa_provision.services.haproxy import health as haproxy_health
+from psa_provision.services.keepalived import health as keepalived_health
+from psa_provision.services.members import MemberFacts
 from psa_provision.services.patroni import health as patroni_health
 from psa_provision.services.patroni import patroni_managed
 from psa_provision.services.postgresql import health as postgresql_health
@@ -32,7 +44,10 @@ __all__ = ["ContainerHealth", "HealthLine", "HealthReport", "Usage", "check_cont
 GIB = 1024**3
 PROBE_TIMEOUT = 120.0
 # Components with a health probe; base/nodejs/scripts are covered by the app and verify.
-PROBED = ("etcd", "postgresql", "patroni", "redis", "rabbitmq", "elasticsearch", "haproxy", "app")
+PROBED = ("etcd", "postgresql", "patroni", "redis", "rabbitmq", "elasticsearch", "haproxy", "keepalived",
+          "app")
+FACT = "fact:"  # a probe line carrying a fact for a cluster's verdict (its output in base64)
+AT_ONCE = FACTS_AT_ONCE  # containers probed at once, each one SSH connection (sshd's MaxStartups)
 
 _PROBES: dict[str, str] = {
     "etcd": etcd_health.PROBE,
@@ -42,6 +57,7 @@ _PROBES: dict[str, str] = {
     "rabbitmq": rabbitmq_health.PROBE,
     "elasticsearch": elasticsearch_health.PROBE,
     "haproxy": haproxy_health.PROBE,
+    "keepalived": keepalived_health.PROBE,
 }
 # A component's own judgement of its probe's answer (None: the default, exit code 0 is OK)
 _JUDGES: dict[str, Callable[[int, str], tuple[bool, str] | None]] = {
@@ -62,6 +78,14 @@ http() {
   code=$(printf '%s' "$body" | tail -n1)
   body=$(printf '%s' "$body" | head -n -1 | tr '\t\n' '  ' | cut -c1-300)
   printf 'http:%s\t%s\t%s\n' "$1" "${code:-000}" "$body"
+}
+fact() {  # whole output (stderr when stdout is empty), base64 on one line
+  name=$1; shift
+  err=$(mktemp)
+  out=$("$@" 2>"$err"); rc=$?
+  [ -n "$out" ] || out=$(cat "$err")
+  rm -f "$err"
+  printf 'fact:%s\t%s\t%s\n' "$name" "$rc" "$(printf '%s' "$out" | base64 -w0)"
 }
 """
 
@@ -98,12 +122,13 @@ class Usage:
 
 @dataclass
 class ContainerHealth:
-    """All lines of one container plus its resources."""
+    """All lines of one container plus its resources (and, on a cluster member, its cluster's facts)."""
 
     hostname: str
     vmid: int
     usage: Usage | None
     lines: list[HealthLine] = field(default_factory=list)
+    facts: MemberFacts | None = None
 
 
 @dataclass
@@ -112,10 +137,18 @@ class HealthReport:
 
     phase: str
     containers: list[ContainerHealth] = field(default_factory=list)
+    clusters: list[ClusterVerdict] = field(default_factory=list)
 
     @property
     def failed(self) -> list[HealthLine]:
-        return [line for c in self.containers for line in c.lines if not line.ok]
+        lines = [line for c in self.containers for line in c.lines]
+        return [line for line in [*lines, *self.cluster_lines] if not line.ok]
+
+    @property
+    def cluster_lines(self) -> list[HealthLine]:
+        """One line per cluster: `cluster <name> (<members>)`, its judging service, the verdict."""
+        return [HealthLine(f"cluster {v.name} ({', '.join(v.members)})", v.component, v.ok, v.why)
+                for v in self.clusters]
 
     @property
     def exit_code(self) -> int:
@@ -131,6 +164,8 @@ class HealthReport:
             usage = c.usage.describe() if c.usage else "status unknown"
             out.append([name, "resources", c.usage.status if c.usage else "?", usage])
             out += [[name, line.component, "OK" if line.ok else "FAILED", line.why] for line in c.lines]
+        out += [[line.container, line.component, "OK" if line.ok else "FAILED", line.why]
+                for line in self.cluster_lines]
         return out
 
 
@@ -145,14 +180,17 @@ def usage_from(status: Mapping[str, Any]) -> Usage:
 
 
 def probe_script(components: Iterable[str], services: Mapping[str, int],
-                 hosts: Mapping[str, str] | None = None) -> str:
+                 hosts: Mapping[str, str] | None = None, facts: str = "") -> str:
     """The bash script probing one container's components (reads the Redis password from stdin);
-    a service is probed on hosts[name] (where it listens), else on loopback."""
+    a service is probed on hosts[name] (where it listens), else on loopback; `facts`: what its
+    cluster's verdict needs of it (clusters.facts_script), gathered last."""
     parts = [_PRELUDE]
     comps = list(components)
     parts += [_PROBES[c] for c in PROBED if c in comps and c in _PROBES]
     if "app" in comps and services:
         parts += app_health.probes(services, hosts)
+    if facts:
+        parts.append(facts)
     return "\n".join(parts) + "\n"
 
 
@@ -164,6 +202,19 @@ def parse_probes(stdout: str) -> dict[str, tuple[int, str]]:
         if len(parts) >= 2 and parts[1].strip().lstrip("-").isdigit():
             out[parts[0]] = (int(parts[1]), parts[2].strip() if len(parts) == 3 else "")
     return out
+
+
+def member_facts(spec: Any, probes: Mapping[str, tuple[int, str]]) -> MemberFacts:
+    """The `fact:` answers of the probe (decoded) as its cluster's verdict takes them."""
+    facts: dict[str, tuple[int, str]] = {}
+    for name, (code, encoded) in probes.items():
+        if name.startswith(FACT):
+            try:
+                text = base64.b64decode(encoded, validate=True).decode("utf-8", errors="replace")
+            except (binascii.Error, ValueError):
+                text = ""
+            facts[name.removeprefix(FACT)] = (code, text)
+    return MemberFacts(spec.hostname, spec.ip, facts)
 
 
 def _judge_component(name: str, code: int, detail: str) -> tuple[bool, str]:
@@ -193,7 +244,8 @@ def judge(hostname: str, components: Iterable[str], services: Mapping[str, tuple
 
 
 def format_report(report: HealthReport) -> list[str]:
-    """Plain lines: per container a heading with its resources, then one line per component."""
+    """Plain lines: per container a heading with its resources, then one line per component; then,
+    for a phase with clusters, one line per cluster."""
     out: list[str] = []
     for c in report.containers:
         usage = c.usage.describe() if c.usage else "status unknown"
@@ -202,6 +254,10 @@ def format_report(report: HealthReport) -> list[str]:
         width = max((len(line.component) for line in c.lines), default=0)
         out += [f"  {line.component:<{width}}  {'OK' if line.ok else 'FAILED':<6}  {line.why}"
                 for line in c.lines]
+    if report.clusters:
+        out.append("clusters:")
+        out += [f"  {line.container}  {line.component}  {'OK' if line.ok else 'FAILED'}  {line.why}"
+                for line in report.cluster_lines]
     failed = len(report.failed)
     out.append(f"{failed} failed" if failed else "all components OK")
     return out
@@ -216,24 +272,30 @@ class Runner(Protocol):
 
 def check_container(spec: Any, phase: Any, usage: Usage | None, conn: Runner,
                     redis_password: str) -> ContainerHealth:
-    """Probe one container over SSH and judge the answers; a stopped or unreachable one fails whole."""
+    """Probe one container over SSH and judge the answers; a stopped or unreachable one fails whole.
+    A cluster member's probe gathers its cluster's facts too (health.facts)."""
     health = ContainerHealth(hostname=spec.hostname, vmid=spec.vmid, usage=usage)
     # Patroni is no component of the phase file: it runs beside PostgreSQL on a cluster member
     patroni = ["patroni"] if patroni_managed(spec.components, spec.cluster) else []
     comps = [c for c in PROBED if c in [*spec.components, *patroni]]
     services = {n: (s.port, s.instances) for n, s in phase.services_on(spec.vmid).items()}
     names = [c for c in comps if c != "app"] + (sorted(services) if "app" in comps else [])
+    facts = facts_script(phase, spec)
     if usage is not None and usage.status != "running":
         health.lines = [HealthLine(spec.hostname, n, False, f"container is {usage.status}") for n in names]
+        health.facts = MemberFacts(spec.hostname, spec.ip, absent=f"container is {usage.status}")
         return health
     hosts = {n: probe_address(phase, spec, n) for n in services}
-    script = probe_script(comps, {n: p for n, (p, _) in services.items()}, hosts)
+    script = probe_script(comps, {n: p for n, (p, _) in services.items()}, hosts, facts)
     try:
         result = conn.run(script, stdin=redis_password + "\n", check=False, timeout=PROBE_TIMEOUT)
     except (ProvisionError, OSError) as exc:  # SSH down: every component of it is FAILED
         health.lines = [HealthLine(spec.hostname, n, False, f"SSH failed: {exc}") for n in names]
+        health.facts = MemberFacts(spec.hostname, spec.ip, absent="SSH failed")
         return health
-    health.lines = judge(spec.hostname, comps, services, parse_probes(result.stdout))
+    probes = parse_probes(result.stdout)
+    health.lines = judge(spec.hostname, comps, services, probes)
+    health.facts = member_facts(spec, probes) if facts else None
     return health
 
 
@@ -245,6 +307,7 @@ def run(inventory: Any, phase: Any, *, redis_password: str | None = None, proxmo
     provisioning SSH with its pinned host keys); `redis_password` defaults to the secrets file's.
     """
     from psa_provision import proxmox as proxmox_api
+    from psa_provision.reads import side_by_side
     from psa_provision.secrets import load_secrets
     from psa_provision.site import ssh_connection
 
@@ -259,12 +322,15 @@ def run(inventory: Any, phase: Any, *, redis_password: str | None = None, proxmo
         return conn
 
     report = HealthReport(phase=phase.name)
-    try:
-        for spec in phase.containers:
-            report.containers.append(_container(spec, phase, api, connect or default_connect, redis_password))
+    try:  # every container at once (each one SSH round trip), the report in phase order
+        report.containers = side_by_side(
+            lambda spec: _container(spec, phase, api, connect or default_connect, redis_password),
+            phase.containers, workers=AT_ONCE)
     finally:
         for conn in opened:
             conn.close()
+    gathered = {c.hostname: c.facts for c in report.containers if c.facts is not None}
+    report.clusters = verdicts(phase, gathered)
     return report
 
 
@@ -274,7 +340,8 @@ def _container(spec: Any, phase: Any, api: Any, connect: Callable[[Any], Runner]
         usage = usage_from(api.status(spec.node, spec.vmid))
     except (ProvisionError, OSError) as exc:  # an absent container is a FAILED line, not a crash
         return ContainerHealth(spec.hostname, spec.vmid, None, [
-            HealthLine(spec.hostname, "container", False, f"Proxmox status failed: {exc}")])
+            HealthLine(spec.hostname, "container", False, f"Proxmox status failed: {exc}")],
+            MemberFacts(spec.hostname, spec.ip, absent="Proxmox status failed"))
     return check_container(spec, phase, usage, connect(spec), redis_password)
 
 

@@ -10,6 +10,7 @@ from psa_provision import waves
 from psa_provision.changes import Plan
 from psa_provision.cost import Cost
 from psa_provision.facts_ahead import FactsAhead, gather_facts
+from psa_provision.migration.hold import conversion_hold
 from psa_provision.migration.steps import refuse_moved_away
 from psa_provision.output import Output
 from psa_provision.phases import around
@@ -44,6 +45,9 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
         px = connect(site.inventory)
         checked = preflight(px, site, download=False, note=out.note, seen=ahead.start, force=force)
         states = checked.states
+        hold = conversion_hold(site, states)  # what `up` holds back for `migrate`, planned as up does
+        if hold.note:
+            out.note(hold.note)
         for text in earlier_containers(px, site):
             out.note(text)
         walls = firewall_now(px, site.phase, [s.spec for s in states if s.config is not None],
@@ -58,7 +62,7 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
                 facts = early[0] if early else gather_facts(conns[state.spec.hostname], state.spec)
             elif state.config is not None:
                 out.note(f"{state.spec.hostname} is stopped: planning as for a fresh guest")
-            full.add(guest_plan(site, state.spec, facts).changes)
+            full.add(guest_plan(site, hold.spec(state.spec), facts).changes)
         full.add(waves.ha_changes(px, site.phase))
     if cost is not None:
         cost.measure(started, px)

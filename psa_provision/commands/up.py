@@ -19,6 +19,7 @@ from psa_provision.cost import Cost
 from psa_provision.facts_ahead import FactsAhead, gather_facts_and_health
 from psa_provision.journal import Journal, PhaseLock, migration_grants
 from psa_provision.migration import handover
+from psa_provision.migration.hold import Hold, conversion_hold
 from psa_provision.migration.steps import refuse_moved_away
 from psa_provision.output import Output, StepProgress
 from psa_provision.planner import container_changes, guest_plan
@@ -74,6 +75,9 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
                 if any(f":vzcreate:{state.spec.vmid}:" in str(t["upid"]) for t in waited):
                     forget_host_key(site.inventory, state.spec)
             states = container_states(px, [s.spec for s in states])
+        hold = conversion_hold(site, states)
+        if hold.note:
+            out.note(hold.note)
         result = UpResult(Summary())
         for text in earlier_containers(px, site):
             out.note(text)
@@ -81,7 +85,8 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
         walls = firewall_now(px, site.phase, [s.spec for s in states if s.config is not None],
                              checked.datacenter_firewall)  # nothing written to it since preflight
         with out.steps() as progress:
-            failures = _up_all(site, px, states, walls, conns, ahead, progress, journal, result, force=force)
+            failures = _up_all(site, px, states, walls, conns, ahead, progress, journal, result, hold,
+                               force=force)
             if not failures:  # HA resources name containers that exist, running (a high_availability phase)
                 _apply(Plan(waves.ha_changes(px, site.phase)), conns, px, journal, progress, result)
         result.summary.failed += len(failures)
@@ -99,7 +104,7 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
 
 def _up_all(site: Site, px: ProxmoxClient, states: list[ContainerState], walls: dict[int, FirewallNow],
             conns: dict[str, Connection], ahead: FactsAhead, progress: StepProgress, journal: Journal,
-            result: UpResult, *, force: bool) -> list[waves.Failure]:
+            result: UpResult, hold: Hold, *, force: bool) -> list[waves.Failure]:
     """Every container in parallel (stores, then app containers); each keeps its own counts."""
     parts: dict[int, UpResult] = {}
 
@@ -108,7 +113,7 @@ def _up_all(site: Site, px: ProxmoxClient, states: list[ContainerState], walls: 
         host = state.spec.hostname
         started = time.monotonic()
         wall = walls.get(state.spec.vmid)
-        rest = _up_container(site, px, state, wall, conns, ahead, progress, journal, part, force=force)
+        rest = _up_container(site, px, state, wall, conns, ahead, progress, journal, part, hold, force=force)
         journal.record("container", host=host, part="own", seconds=round(time.monotonic() - started, 1))
 
         def finish() -> None:  # the container's time in each wave, for bench/run's phase1 figure
@@ -129,10 +134,11 @@ def _up_all(site: Site, px: ProxmoxClient, states: list[ContainerState], walls: 
 
 def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, wall: FirewallNow | None,
                   conns: dict[str, Connection], ahead: FactsAhead, progress: StepProgress, journal: Journal,
-                  result: UpResult, *, force: bool) -> waves.Finish:
+                  result: UpResult, hold: Hold, *, force: bool) -> waves.Finish:
     """Everything this container can do on its own; returns the rest (changes that need the other
     containers: PM2 apps started or reloaded, then /health), which waves.py runs in its second wave.
-    `wall`: its firewall as read before the run's first write, used when nothing changed it since."""
+    `wall`: its firewall as read before the run's first write, used when nothing changed it since.
+    A container `hold` holds gets its base only and no wait for /health (`migrate` converges its apps)."""
     spec = state.spec
     cplan = Plan(container_changes(site, state, force=force))
     early = ahead.take(spec.hostname, usable=state.running and not cplan.actions)
@@ -170,13 +176,13 @@ def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, wall: Fi
         progress.message(f"gathering facts on {spec.hostname}")
         with WATCH.timed("facts"):
             facts, healthy = gather_facts_and_health(conn, site.phase, spec)
-    gplan = guest_plan(site, spec, facts)
+    gplan = guest_plan(site, hold.spec(spec), facts)
     _apply(Plan([c for c in gplan.changes if not c.needs_peers]), conns, px, journal, progress, result)
 
     def finish() -> None:
         _apply(Plan([c for c in gplan.changes if c.needs_peers]), conns, px, journal, progress, result)
         held = migration_grants(site.inventory_path, site.phase.name).get("hold_app")  # migrate holds PM2
-        if waves.is_app(spec) and not held:
+        if waves.is_app(spec) and not held and not hold.holds(spec):
             kill_point("app: wait for /health")
             if not (healthy and state.running and not cplan.actions and not gplan.actions):
                 with WATCH.timed("waiting"):  # else: healthy in the facts batch, nothing changed since

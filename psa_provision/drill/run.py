@@ -25,6 +25,7 @@ from psa_provision.errors import InputError, ProvisionError
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.seams import node_fault
+from psa_provision.services.keepalived import config as keepalived_config
 from psa_provision.services.keepalived import vip as keepalived_vip
 from psa_provision.services.patroni import health as patroni_health
 from psa_provision.services.patroni import members as patroni_members
@@ -101,11 +102,11 @@ def vip_holder(site: Site, base: str) -> ContainerSpec:
     """The load balancer holding the VIP."""
     lbs = site.phase.with_component("keepalived")
     outputs = {c.hostname: _run_on(site, c, keepalived_vip.ADDRESSES) or "" for c in lbs}
-    vip = next(c.vip for c in lbs if c.vip)
-    held = keepalived_vip.holders(outputs, vip)
-    if len(held) != 1:
+    vip = keepalived_config.vip(site.phase)
+    held = keepalived_vip.sole_holder(outputs, vip)
+    if held is None:
         raise ProvisionError(keepalived_vip.problem(outputs, vip) or f"the VIP of {base} is nowhere")
-    return next(c for c in lbs if c.hostname == held[0])
+    return next(c for c in lbs if c.hostname == held)
 
 
 def choose(site: Site, kind: Kind, base: str) -> Fault:

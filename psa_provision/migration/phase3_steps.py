@@ -132,15 +132,46 @@ def actions(old: Phase, new: Phase, passwords: dict[str, str]) -> list[HaAction]
     return out
 
 
+def standalone_firsts(old: Phase, new: Phase, existing: set[int]) -> list[ContainerSpec]:
+    """The first members of `new`'s clusters that are standalone stores of `old` and exist now (phase
+    order): the stores a migration converts in place.
+
+    existing: the vmids of containers that exist and were created before `new` (a container `up new`
+    created itself, say by a run killed half way, is no store of `old`)."""
+    firsts = [m[0] for m in (cluster_order(new, c) for c in ("redis", "rabbitmq", "elasticsearch")) if m]
+    firsts += [c for c in patroni_members(new)[:1]]
+    standalone = {c.vmid for c in old.containers if c.cluster is None}
+    held = {c.vmid for c in firsts if c.vmid in standalone and c.vmid in existing}
+    return [c for c in new.containers if c.vmid in held]
+
+
 def conversion_held(old: Phase, new: Phase, existing: set[int], finished: bool) -> bool:
     """Whether `up new` must leave the stores' conversion to `migrate new`: a phase with clusters whose
     first members are standalone stores of `old` that exist now, while the migration has not finished."""
     if finished or not any(c.cluster for c in new.containers):
         return False
-    firsts = [m[0] for m in (cluster_order(new, c) for c in ("redis", "rabbitmq", "elasticsearch")) if m]
-    firsts += [c for c in patroni_members(new)[:1]]
-    standalone = {c.vmid for c in old.containers if c.cluster is None}
-    return any(c.vmid in standalone and c.vmid in existing for c in firsts)
+    return bool(standalone_firsts(old, new, existing))
+
+
+def converged_by_migration(new: Phase) -> list[ContainerSpec]:
+    """Every container `actions` converges (phase order): etcd, the Patroni members, the Redis,
+    RabbitMQ and Elasticsearch clusters, the load balancers, the app containers."""
+    found = {c.vmid for c in [*etcd_members(new), *patroni_members(new), *new.with_component("haproxy"),
+                              *new.with_component("app")]}
+    found |= {c.vmid for comp in ("redis", "rabbitmq", "elasticsearch") for c in cluster_order(new, comp)}
+    return [c for c in new.containers if c.vmid in found]
+
+
+def held_vmids(old: Phase, new: Phase, existing: set[int], finished: bool) -> frozenset[int]:
+    """The containers `up new` converges with held_spec: none unless conversion_held, else every
+    container the migration converges, not only the standalone stores. Converged in full before those
+    are converted, a new Patroni member would bootstrap a second, empty cluster once its wait for a
+    leader runs out; a new RabbitMQ member would fail to join a seed with another Erlang cookie; two new
+    Elasticsearch members would elect each other, a second cluster the data never joins; and an app
+    container would get phase 3's .env, PostgreSQL through a leader port nobody serves yet."""
+    if not conversion_held(old, new, existing, finished):
+        return frozenset()
+    return frozenset(c.vmid for c in converged_by_migration(new))
 
 
 def held_spec(spec: ContainerSpec) -> ContainerSpec:

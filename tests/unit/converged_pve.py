@@ -54,16 +54,20 @@ class ConvergedPve(ProxmoxClient):
     """GET answers of a cluster where `phase` is converged; `running` says what status the guests show.
 
     `extra` guests (earlier phases' containers still there) are listed in /cluster/resources too.
+    `created` names the phase whose `up` created a container (its description), by vmid: by default
+    `phase`, for a container an earlier phase created and this one took over (a live phase 2 under
+    phase 3) that earlier phase.
     `on_request(method, path)` is called before each answer (a test's hook: a barrier, a check).
     """
 
     def __init__(self, phase: Phase, inv: Inventory, *, running: bool = True,
-                 extra: tuple[ContainerSpec, ...] = (),
+                 extra: tuple[ContainerSpec, ...] = (), created: dict[int, str] | None = None,
                  on_request: Callable[[str, str], None] | None = None) -> None:
         super().__init__(api=None, settings=ApiSettings(host="pve.test", token_name="psa", user="root@pam"),
                          counter=CallCounter(), notify=lambda _: None)
         self.phase, self.inv, self.running = phase, inv, running
         self.extra = extra
+        self.created = created or {}
         self.on_request = on_request
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -145,7 +149,7 @@ class ConvergedPve(ProxmoxClient):
         if ct is None:
             raise AssertionError(f"unexpected GET {path}")
         spec = self._specs[int(ct.group(1))]
-        config = converged_config(spec, self.inv, self.phase.name)
+        config = converged_config(spec, self.inv, self.created.get(spec.vmid, self.phase.name))
         return self._container(spec, config, ct.group(2))
 
     def _container(self, spec: ContainerSpec, config: dict[str, Any], what: str) -> Any:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from ...phases import Phase
+from ..members import MemberFacts, merge, unanswered, verdict
 from ..parse import dicts
 from . import CLIENT_PORT
 
@@ -87,3 +89,25 @@ def problems(expected: list[str], members: list[Member], endpoints: list[Endpoin
     if len(endpoints) < len(expected):
         out.append(f"{len(endpoints)} endpoints answered, the phase has {len(expected)} members")
     return out
+
+
+# Phase 3's cross-member verdict (`psa-provision health`): each member's `member list` and `endpoint
+# health --cluster`, gathered with its health probe (services/members.py). `endpoint health` exits 1
+# when an endpoint is unhealthy, after printing every endpoint's JSON: its output is judged whatever
+# the exit code.
+FACTS = f"fact etcd-members {MEMBERS}\nfact etcd-health {HEALTH}"
+
+
+def cluster_verdict(phase: Phase, members: list[MemberFacts]) -> tuple[bool, str]:
+    """Every member of the phase file started in the cluster and healthy (`problems`), as each member
+    that answers sees it; none answering is a problem of its own."""
+    views: dict[str, list[str]] = {}
+    for m in members:
+        try:
+            views[m.hostname] = problems([c.hostname for c in members], parse_members(m.text("etcd-members")),
+                                         parse_health(m.text("etcd-health")))
+        except ValueError:  # json.JSONDecodeError too: no answer from this member
+            continue
+    if not views:
+        return False, f"no member's etcdctl answered ({'; '.join(unanswered(members, 'etcd-members'))})"
+    return verdict(merge(views), f"{len(members)} members started, every endpoint healthy (quorum)")

@@ -25,6 +25,12 @@ def holders(outputs: Mapping[str, str], vip: str) -> list[str]:
     return sorted(host for host, text in outputs.items() if address in addresses(text))
 
 
+def sole_holder(outputs: Mapping[str, str], vip: str) -> str | None:
+    """The one load balancer holding the VIP; None when none or several do."""
+    found = holders(outputs, vip)
+    return found[0] if len(found) == 1 else None
+
+
 def problem(outputs: Mapping[str, str], vip: str) -> str:
     """'' when exactly one load balancer holds the VIP, else what is wrong."""
     found = holders(outputs, vip)

@@ -16,6 +16,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ...phases import Phase
+from ..members import MemberFacts, unanswered, verdict
 from ..parse import dicts
 from . import CONFIG
 
@@ -147,3 +149,31 @@ def role_from_codes(codes: Mapping[str, int]) -> str:
     if codes.get("/sync") == OK:
         return "sync_standby"
     return "replica" if codes.get("/replica") == OK else "down"
+
+
+# Phase 3's cross-member verdict (`psa-provision health`): each member's `patronictl list -f json`,
+# gathered with its health probe (services/members.py).
+FACTS = f"fact patroni {LIST}"
+
+
+def cluster_verdict(phase: Phase, members: list[MemberFacts]) -> tuple[bool, str]:
+    """One leader, every other member a replica streaming close behind it, a synchronous standby
+    (`problems`), judged on the first member's `patronictl list` that answers: Patroni lists the
+    cluster from etcd, so any member's view is the cluster's (a member down shows as missing there)."""
+    view: list[Member] | None = None
+    for m in members:
+        if m.code("patroni") == 0:
+            try:
+                view = parse_list(m.text("patroni"))
+                break
+            except ValueError:
+                continue
+    if view is None:
+        return False, f"no member's patronictl list answered ({'; '.join(unanswered(members, 'patroni'))})"
+    found = problems(view, [m.hostname for m in members])
+    head = leader(view)
+    if found or head is None:
+        return verdict(found or ["no leader"], "")
+    replicas = [f"{m.name} ({'sync, ' if m.role == 'sync_standby' else ''}lag {m.lag_mb} MB)"
+                for m in view if m is not head]
+    return True, f"leader {head.name}; streaming: {', '.join(replicas)}"

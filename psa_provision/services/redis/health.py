@@ -4,14 +4,16 @@ The password comes on the probe script's stdin ($REDIS_PASSWORD); export is a sh
 never becomes a process argument (env VAR=... would).
 """
 
-from .topology import RedisFacts
+from ...phases import Phase
+from ..members import MemberFacts
+from . import MASTER_NAME, SENTINEL_PORT
+from .topology import MARK_CONFIG, MARK_SENTINEL, RedisFacts, parse
 
 PROBE = 'export REDISCLI_AUTH="$REDIS_PASSWORD"; probe redis redis-cli -h 127.0.0.1 --no-auth-warning PING'
 
 
 def judge(code: int, detail: str) -> tuple[bool, str]:
     return detail == "PONG", "PING answered PONG" if detail == "PONG" else f"PING answered {detail!r}"
-
 
 
 # Phase 3: a replicated set's health from every member's view (pure). views: hostname -> (its address,
@@ -36,3 +38,35 @@ def set_verdict(views: dict[str, tuple[str, RedisFacts, str]]) -> list[tuple[boo
                         f"link {'up' if f.link_up else 'down'}"))
         out.append((quorum.startswith("OK"), f"{host}'s Sentinel: {quorum.strip() or 'no answer'}"))
     return out
+
+
+# Phase 3's cross-member verdict (`psa-provision health`): each member's replication and its Sentinel's
+# primary in topology.parse's format, and its Sentinel's `ckquorum`, gathered with its health probe
+# (services/members.py); the password as the probe has it (stdin, exported).
+_CLI = 'redis-cli -h 127.0.0.1 --no-auth-warning'
+FACTS = f"""export REDISCLI_AUTH="$REDIS_PASSWORD"
+redis_set() {{
+  {_CLI} INFO replication
+  echo {MARK_CONFIG}
+  echo {MARK_SENTINEL}
+  {_CLI} -p {SENTINEL_PORT} SENTINEL get-master-addr-by-name {MASTER_NAME}
+}}
+fact redis-set redis_set
+fact redis-ckquorum {_CLI} -p {SENTINEL_PORT} SENTINEL ckquorum {MASTER_NAME}"""
+
+
+def cluster_verdict(phase: Phase, members: list[MemberFacts]) -> tuple[bool, str]:
+    """set_verdict over every member's view in one line: its problems, else who is primary; a member
+    that gave no facts counts as a Redis in no role and a Sentinel naming no primary nor answering."""
+    views: dict[str, tuple[str, RedisFacts, str]] = {}
+    for m in members:
+        quorum = f"no answer ({m.absent})" if m.absent else m.text("redis-ckquorum")
+        views[m.hostname] = (m.ip, parse(m.text("redis-set")), quorum)  # no output: nothing known
+    lines = set_verdict(views)
+    bad = [why for ok, why in lines if not ok]
+    if bad:
+        return False, "; ".join(bad)
+    primary = next(h for h, (_, f, _) in views.items() if f.role == "master")
+    replicas = sorted(h for h in views if h != primary)
+    return True, (f"primary {primary} ({views[primary][0]}), named by every Sentinel, each at quorum; "
+                  f"{', '.join(replicas)} replicate it, links up")
