@@ -129,8 +129,10 @@ class ConvergedPve(ProxmoxClient):
             everything = {n.privilege: 1 for n in privileges.NEEDS} | {privileges.SYS_MODIFY: 1}
             return {"/": everything} if "path" not in params else {params["path"]: everything}
         if path == "/cluster/ha/resources":  # every container of an HA phase, started
+            if not self.phase.high_availability:
+                return []
             return [{"sid": f"ct:{c.vmid}", "type": "ct", "state": "started", "max_restart": 1,
-                     "max_relocate": 1} for c in self.phase.containers] if self.phase.high_availability else []
+                     "max_relocate": 1} for c in self.phase.containers]
         if path == "/cluster/ha/rules":  # each cluster's members kept apart, and each service's containers
             return self._apart_rules()
         if path == "/cluster/firewall/options":

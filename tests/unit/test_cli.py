@@ -145,7 +145,8 @@ def test_a_cluster_of_components_up_does_not_cluster_is_refused() -> None:
 
     phase3 = load_phase("phase3", PHASES_DIR)
     assert unbuilt_clusters(phase3, "up") == []
-    apps = [c.model_copy(update={"cluster": "apps"}) if "app" in c.components else c for c in phase3.containers]
+    apps = [c.model_copy(update={"cluster": "apps"}) if "app" in c.components else c
+            for c in phase3.containers]
     odd = phase3.model_copy(update={"containers": apps})
     assert unbuilt_clusters(odd, "up") == ["apps"]
     with pytest.raises(InputError, match=r"refusing `up phase3`: its clusters \(apps\)"):

@@ -41,7 +41,8 @@ def test_a_fresh_pve9_cluster_gets_every_container_and_a_rule_per_cluster_and_se
     assert len(rules) == 6 + 8  # six clusters, eight services
     # resources before the rules that name them (Rules.pm refuses unmanaged resources)
     actions = [c.action for c in calls(changes)]
-    assert actions.index("ha-rule-create") > max(i for i, a in enumerate(actions) if a == "ha-resource-create")
+    last_resource = max(i for i, a in enumerate(actions) if a == "ha-resource-create")
+    assert actions.index("ha-rule-create") > last_resource
     # pve-ha-manager would apply every one of them on three nodes, and the phase file's placement
     # breaks none of them
     cfg = {rid: {"type": p["type"], "affinity": p["affinity"], "resources": p["resources"]}

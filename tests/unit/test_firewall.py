@@ -396,11 +396,12 @@ def test_phase3_patroni_and_etcd_reach_what_they_need() -> None:
         rows = rule_rows(ph, member.vmid)
         others = sorted(c.ip for c in pg if c.vmid != member.vmid)
         for port in (5432, 8008):
-            assert sorted(src for p, src in rows if p == port) == sorted({*others, *lbs}
-                                                                         | ({*apps} if port == 5432 else set()))
+            allowed = {*others, *lbs} | ({*apps} if port == 5432 else set())
+            assert sorted(src for p, src in rows if p == port) == sorted(allowed)
     for member in etcd:
         rows = rule_rows(ph, member.vmid)
-        assert sorted(src for p, src in rows if p == 2380) == sorted(c.ip for c in etcd if c.vmid != member.vmid)
+        peers = sorted(c.ip for c in etcd if c.vmid != member.vmid)
+        assert sorted(src for p, src in rows if p == 2380) == peers
         assert {c.ip for c in pg} <= {src for p, src in rows if p == 2379}
     for lb in ph.with_component("haproxy"):
         rows = rule_rows(ph, lb.vmid)

@@ -70,7 +70,8 @@ def test_a_whole_column_is_never_wrapped_on_a_narrow_terminal(monkeypatch: pytes
     ident = "backups:backup/vzdump-lxc-200-2026_12_02-17_33_57.tar.zst"
     row = [ident, "phase0", "2026-12-02 17:34:05Z", "postgresql 20261202-173351F, redis, rabbitmq", "0.1 MiB",
            "complete"]
-    out.table("backups", ["id", "phase", "finished", "stores", "size", "state"], [row], whole=("id", "finished"))
+    columns = ["id", "phase", "finished", "stores", "size", "state"]
+    out.table("backups", columns, [row], whole=("id", "finished"))
     text = buf.getvalue()
     assert ident in text and "2026-12-02 17:34:05Z" in text, text
     out.table("backups", ["id", "phase", "finished", "stores", "size", "state"], [row])

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from ...phases import Phase
 from ...render import render
-from . import LEADER_PORT, PG_PORT, REPLICA_PORT, REST_PORT
-from .component import members
+from . import LEADER_PORT, PG_PORT, REPLICA_PORT, REST_PORT, members
 
 TEMPLATE = "haproxy-postgresql.cfg.j2"
 # HAProxy's `timeout client/server` must outlast an idle pooled connection: the LB's defaults section

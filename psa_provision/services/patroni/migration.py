@@ -25,9 +25,9 @@ from ..etcd import health as etcd_health
 from ..etcd.component import members as etcd_members
 from ..mover import HaStep
 from ..postgresql.component import PSQL
-from . import CONFIG, CONFIG_DIR, REST_PORT, SCOPE, START_CONF, STOCK_UNIT, UNIT
+from . import CONFIG, CONFIG_DIR, REST_PORT, SCOPE, START_CONF, STOCK_UNIT, UNIT, members
 from . import health as patroni_health
-from .component import members, roles_sql
+from .component import roles_sql
 
 Judge = Callable[[int, str], list[str]]  # (exit code, stdout) -> problems; [] when the step's effect holds
 HBA_BACKUP = f"{CONFIG_DIR}/pg_hba.conf.psa-before-patroni"
