@@ -181,6 +181,11 @@ def _container(site: Site, px: ProxmoxClient, t: rs.Target, volid: str, mapping:
     note(f"container {spec.vmid} ({spec.hostname}, {spec.ip}): Proxmox restore of {volid}")
     px.restore(spec.node, spec.vmid, volid, spec.rootfs_storage, force=force, hostname=spec.hostname,
                net0=net0(spec), onboot=0)
+    have = str(px.container_config(spec.node, spec.vmid).get("net0", ""))
+    if f"ip={spec.ip_cidr}" not in have.split(","):
+        raise GuestError(f"container {spec.vmid} was restored with net0 {have!r}, not {spec.ip_cidr}: "
+                         "left stopped, so that it cannot take its original's address",
+                         hint=f"pct set {spec.vmid} --net0 ... , or remove it: pct destroy {spec.vmid}")
     px.start(spec.node, spec.vmid)
     forget_host_key(site.inventory, spec)
     conn = ssh_connection(site.inventory, spec)

@@ -345,11 +345,15 @@ class ProxmoxClient:
 
     def restore(self, node: str, vmid: int, volid: str, storage: str, *, force: bool = False,
                 track: TaskTrack | None = None, **config: Any) -> Any:
-        """A container `vmid` from the backup volume `volid`, its rootfs on `storage`, new MAC addresses
-        (unique=1); `config` (hostname, net0, ...) overrides the backed-up values. force=1 replaces a
-        stopped container of that vmid (Proxmox refuses a running one)."""
+        """A container `vmid` from the backup volume `volid`, its rootfs on `storage`; `config` (hostname,
+        net0, ...) overrides the backed-up values. force=1 replaces a stopped container of that vmid
+        (Proxmox refuses a running one).
+
+        Never unique=1: Proxmox's restore (LXC/Create.pm sanitize_and_merge_config) then writes every
+        backed-up netN with a new MAC over the netN the request gives, so the copy would come up on its
+        original's address. A netN given without hwaddr gets a new MAC anyway (parse_lxc_network)."""
         params: dict[str, Any] = {"vmid": vmid, "ostemplate": volid, "restore": 1, "storage": storage,
-                                  "unique": 1, **({"force": 1} if force else {}), **config}
+                                  **({"force": 1} if force else {}), **config}
         return self.perform(Write("restore", node, params=params), track=track)
 
     # -- tasks -----------------------------------------------------------------------------------

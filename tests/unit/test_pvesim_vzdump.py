@@ -205,3 +205,16 @@ def test_unprivileged_commands_run_in_the_guest_namespace() -> None:
     assert "--exclude=lost+found" in tar and tar[-1] == "."
     extract = dumptar.extract_command("a.tar.zst", Path("/r"), 0)
     assert extract[:5] == ["tar", "xpf", "-", "--zstd", "--totals"]
+
+
+def test_restore_merge_unique_puts_the_backed_up_net_over_the_given_one() -> None:
+    # Create.pm sanitize_and_merge_config: with unique, the backup's netN (new MAC) replaces the given
+    # netN, so a copy restored with unique=1 comes up on its original's address; without unique the
+    # given netN wins (the tool restores that way)
+    given = {"net0": "name=eth0,bridge=vmbr20,hwaddr=BC:24:11:00:00:99,ip=10.0.20.200/24,type=veth"}
+    merged = vzrestore.merge(given, None, BACKUP, restricted=False, unique=True,
+                             new_mac=lambda: "BC:24:11:AA:BB:CC")
+    assert "ip=10.0.20.100/24" in merged.values["net0"] and "BC:24:11:AA:BB:CC" in merged.values["net0"]
+    merged = vzrestore.merge(given, None, BACKUP, restricted=False, unique=False,
+                             new_mac=lambda: "BC:24:11:AA:BB:CC")
+    assert merged.values["net0"] == given["net0"]

@@ -213,6 +213,13 @@ def test_restore_into_a_new_vmid_and_refusals(api: Api) -> None:
     rec, _ = api.task_log("POST", "/nodes/pve1/lxc", vmid=9102, ostemplate=volid, restore=1,
                           storage="local-lvm", unique=1)
     assert api.ok("GET", "/nodes/pve1/lxc/9102/config")["net0"] != original["net0"]
+    # a net0 given without hwaddr, no unique (as `psa-provision restore` asks): that address, a new MAC
+    given = "name=eth0,bridge=vmbr20,ip=10.0.20.61/24,gw=10.0.20.1"
+    rec, _ = api.task_log("POST", "/nodes/pve1/lxc", vmid=9103, ostemplate=volid, restore=1,
+                          storage="local-lvm", net0=given)
+    net0 = api.ok("GET", "/nodes/pve1/lxc/9103/config")["net0"]
+    assert "ip=10.0.20.61/24" in net0.split(",") and "hwaddr=" in net0
+    assert net0.split("hwaddr=")[1][:17] != original["net0"].split("hwaddr=")[1][:17]
 
 
 def test_truncated_archive_fails_the_restore_and_leaves_nothing(api: Api) -> None:
