@@ -31,6 +31,7 @@ from psa_provision.secrets import Secrets
 from psa_provision.services.app.component import probe_address
 from psa_provision.services.context import HostContext
 from psa_provision.services.elasticsearch import expected as elasticsearch_expected
+from psa_provision.services.haproxy import config as haproxy_config
 from psa_provision.services.keepalived import config as keepalived_config
 from psa_provision.services.patroni import expected as patroni_expected
 from psa_provision.services.postgresql import expected as postgresql_expected
@@ -354,10 +355,14 @@ def expected_values(inventory: Any, phase: Any, container: Any) -> dict[str, Any
         members = [c.hostname for c in phase.with_component("elasticsearch")]
         out["elasticsearch"] = elasticsearch_expected.expected(tuning.elasticsearch.heap, container.memory_mb,
                                                                members)
+    if "haproxy" in container.components:  # its frontends bind every address (services/haproxy)
+        out["haproxy"] = {"wildcard_ports": haproxy_config.wildcard_ports(phase)}
     if "keepalived" in container.components:
         out["keepalived"] = {"vip": keepalived_config.vip(phase),
                              "pair": [p.hostname for p in keepalived_config.pair(phase)]}
     out.update(patroni_expected.expected(phase, container))
+    if "patroni" in out and "postgresql" in out:  # the seed's settings, but Patroni's listen_addresses
+        out["postgresql"]["listen_addresses"] = out["patroni"]["listen_addresses"]
     return out
 
 

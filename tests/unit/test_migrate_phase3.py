@@ -3,10 +3,14 @@ conversion, and how the journal's records make a killed or rolled-back run resum
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from psa_provision.commands import verify
+from psa_provision.inventory import load_inventory
 from psa_provision.migration.phase3_steps import FINISH, PREPARE, actions, conversion_held, held_spec
 from psa_provision.migration.record import read_states
 from psa_provision.migration.steps import plan_steps, report
-from psa_provision.packaged import PHASES_DIR
+from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
 from psa_provision.phases import load_phase
 
 P1, P2, P3 = (load_phase(n, PHASES_DIR) for n in ("phase1", "phase2", "phase3"))
@@ -117,3 +121,16 @@ def test_the_report_names_the_container_of_each_step() -> None:
     rows = {r[0]: r[1] for r in report(plan_steps(P2, P3), {}, 0.0).rows}
     assert rows["postgresql takeover"] == "100 psa-postgres-1 (10.0.30.10)"
     assert rows["prepare"] == "-"
+
+
+def test_verify_holds_the_load_balancers_and_patroni_members_to_what_they_really_bind(tmp_path: Path) -> None:
+    inv_path = tmp_path / "sandbox.yml"
+    inv_path.write_text(SANDBOX_INVENTORY.read_text().replace("phases_dir: ", f"phases_dir: {PHASES_DIR} # "))
+    inv = load_inventory(inv_path)
+    p3 = P3
+    lb = verify.expected_values(inv, p3, p3.container(240))
+    # HAProxy binds *:<port> for each app service and for PostgreSQL's leader/replica frontends
+    assert lb["haproxy"]["wildcard_ports"] == [3000, 3010, 3020, 3030, 3040, 3050, 3060, 3070, 5000, 5001]
+    member = verify.expected_values(inv, p3, p3.container(101))
+    assert member["postgresql"]["listen_addresses"] == "10.0.30.11,127.0.0.1"  # Patroni's `listen`
+    assert "haproxy" not in member

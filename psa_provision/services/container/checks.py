@@ -35,5 +35,6 @@ def test_no_wildcard_listener_but_ssh_and_public_services(host: Any, container: 
                                                          ctx: dict[str, Any]) -> None:
     # Stores, epmd (4369) and RabbitMQ's distribution port (25672) bind loopback or the private IP.
     allowed = public_ports(ctx["services"], container["hostname"])
+    allowed |= set(ctx["expected"][container["hostname"]].get("haproxy", {}).get("wildcard_ports", []))
     found = wildcard_listeners(host.socket.get_listening_sockets(), allowed)
     assert not found, f"listening on every address (only ports {sorted(allowed)} may): {found}"

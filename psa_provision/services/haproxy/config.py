@@ -60,6 +60,12 @@ def front_address(phase: Phase) -> str | None:
     return vip.split("/")[0] if vip else lbs[0].ip
 
 
+def wildcard_ports(phase: Phase) -> list[int]:
+    """The ports haproxy.cfg binds on every address (`*:<port>`): each app service's and the
+    PostgreSQL leader/replica frontends'."""
+    return sorted({b.port for b in backends(phase)} | {lst.port for lst in patroni_haproxy.listens(phase)})
+
+
 def load_balancers(phase: Phase) -> list[str]:
     """Hostnames of the phase's load balancer containers (they run haproxy)."""
     return [c.hostname for c in phase.with_component("haproxy")]

@@ -62,3 +62,9 @@ def bootstrap_member(phase: Phase) -> ContainerSpec | None:
     """Who may initialise the cluster: the phase file's first (holding the data in a migration)."""
     found = members(phase)
     return found[0] if found else None
+
+
+def listen_addresses(ip: str) -> str:
+    """PostgreSQL's listen_addresses under Patroni (its `postgresql.listen` without the port): the
+    member's address, for its peers, the load balancers and the apps, and loopback for Patroni."""
+    return f"{ip},127.0.0.1"

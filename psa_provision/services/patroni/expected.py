@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import patroni_managed
+from . import listen_addresses, patroni_managed
 
 
 def expected(phase: Any, container: Any) -> dict[str, Any]:
@@ -13,7 +13,8 @@ def expected(phase: Any, container: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if patroni_managed(container.components, container.cluster):
         names = [c.hostname for c in phase.containers if patroni_managed(c.components, c.cluster)]
-        out["patroni"] = {"members": names, "ip": container.ip}
+        out["patroni"] = {"members": names, "ip": container.ip,
+                          "listen_addresses": listen_addresses(container.ip)}
     if "etcd" in container.components:
         out["etcd"] = {"members": [c.hostname for c in phase.with_component("etcd")]}
     return out
