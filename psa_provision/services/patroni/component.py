@@ -89,7 +89,8 @@ def config_content(ctx: HostContext) -> str:
     me = ctx.container
     users = user_passwords(ctx)
     return render(
-        TEMPLATES[CONFIG], scope=SCOPE, namespace=NAMESPACE, name=me.hostname, ip=me.ip, listen=listen_addresses(me.ip),
+        TEMPLATES[CONFIG], scope=SCOPE, namespace=NAMESPACE, name=me.hostname, ip=me.ip,
+        listen=listen_addresses(me.ip),
         etcd_hosts=[u.removeprefix("http://") for u in client_urls(ctx.phase)],
         rest_port=REST_PORT, pg_port=PG_PORT, restapi_user=RESTAPI_USER,
         restapi_password=s.get("patroni.restapi_password").value,
