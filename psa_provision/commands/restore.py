@@ -20,7 +20,7 @@ from pathlib import Path
 from psa_provision.errors import GuestError, InputError, ProvisionError
 from psa_provision.phases import ContainerSpec, load_all
 from psa_provision.proxmox import ProxmoxClient, connect
-from psa_provision.services import catalog
+from psa_provision.services import catalog, rabbitmq
 from psa_provision.services import pgbackrest as pgb
 from psa_provision.services.app import UNIT as APP_UNIT
 from psa_provision.services.backup import put_back
@@ -192,8 +192,10 @@ def _container(site: Site, px: ProxmoxClient, t: rs.Target, volid: str, mapping:
     try:
         wait_for_ssh(conn, 300)
         files = [f for f in catalog.managed_files(spec.components) if f not in catalog.OPAQUE_FILES]
+        keep = (rabbitmq.keep_node_name(t.original.hostname)
+                if rabbitmq.COMPONENT in spec.components and t.original.hostname != spec.hostname else "")
         conn.run(f"set -euo pipefail\nsystemctl stop {APP_UNIT} 2>/dev/null || true\n"
-                 + rs.rewrite_script(files, mapping))
+                 + rs.rewrite_script(files, mapping) + keep)
     finally:
         conn.close()
 

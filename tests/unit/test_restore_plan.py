@@ -178,3 +178,16 @@ def test_backup_and_restore_privileges_are_in_the_role_and_on_the_backup_storage
     doctor = privileges.required("doctor", target)
     assert "VM.Backup" in doctor["/vms/200"] and "Datastore.AllocateSpace" in doctor["/storage/dump"]
     assert re.search(r"Datastore\.AllocateSpace", " ".join(privileges.pveum_commands()))
+
+
+def test_a_restored_rabbitmq_copy_keeps_its_node_name_once(tmp_path: Path) -> None:
+    import subprocess
+
+    from psa_provision.services import rabbitmq
+    env = tmp_path / "rabbitmq-env.conf"
+    env.write_text("ERL_EPMD_ADDRESS=127.0.0.1\n")
+    script = rabbitmq.keep_node_name("psa-all-in-one").replace(rabbitmq.ENV_CONF, str(env))
+    for _ in range(2):  # a resumed restore runs it again
+        subprocess.run(["bash", "-euo", "pipefail", "-c", script], check=True)
+    assert env.read_text().splitlines()[1:] == ["# a restored copy keeps its original node name",
+                                                "NODENAME=rabbit@psa-all-in-one"]

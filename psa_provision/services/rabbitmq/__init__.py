@@ -26,3 +26,12 @@ COOKIE_SECRET = "rabbitmq.erlang_cookie"  # noqa: S105 - the key of the secret, 
 CLUSTER_FILES = (COOKIE,)
 OPAQUE_FILES = (COOKIE,)  # never read by the facts: checksum, mode and owner only
 NODE_PREFIX = "rabbit@"
+
+
+def keep_node_name(original_hostname: str) -> str:
+    """Bash for a copy of a RabbitMQ container under another hostname (a restore): the node keeps its
+    name, rabbit@<original> (the default follows the hostname, and a new name means an empty database
+    that the CLI, resolving only the original's name on loopback through erl_inetrc, cannot reach)."""
+    line = f"NODENAME=rabbit@{original_hostname}"
+    return (f"[ ! -f {ENV_CONF} ] || grep -qx '{line}' {ENV_CONF} || "
+            f"printf '%s\\n' '# a restored copy keeps its original node name' '{line}' >> {ENV_CONF}\n")
