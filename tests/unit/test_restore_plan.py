@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -181,7 +182,6 @@ def test_backup_and_restore_privileges_are_in_the_role_and_on_the_backup_storage
 
 
 def test_a_restored_rabbitmq_copy_keeps_its_node_name_once(tmp_path: Path) -> None:
-    import subprocess
 
     from psa_provision.services import rabbitmq
     env = tmp_path / "rabbitmq-env.conf"
