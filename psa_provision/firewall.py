@@ -13,6 +13,7 @@ from typing import Any
 
 from .changes import ApiCall, Change, Noop
 from .phases import ContainerSpec, Phase
+from .services.rabbitmq import CLI_PORTS as RABBITMQ_CLI
 
 COMPONENT = "firewall"
 TAG = "psa-provision:"
@@ -21,12 +22,12 @@ SSH_PORT = 22
 # component -> the TCP port its clients (the app containers) use
 STORE_PORTS: dict[str, int] = {"postgresql": 5432, "redis": 6379, "rabbitmq": 5672, "elasticsearch": 9200}
 # component -> the TCP ports the other members of its cluster use (phase 3): Redis replication and
-# Sentinel; RabbitMQ's epmd and distribution port. Sentinel's port is also the app's way to the primary.
-CLUSTER_PORTS: dict[str, tuple[int, ...]] = {"redis": (6379, 26379), "rabbitmq": (4369, 25672),
-                                             "elasticsearch": (9300,),  # ES: the transport
-                                             # Patroni: streaming replication and its REST API (a new
-                                             # member asks the others' /leader); etcd: clients and peers
-                                             "postgresql": (5432, 8008), "etcd": (2379, 2380)}
+# Sentinel (Sentinel's port is also the app's way to the primary); RabbitMQ's epmd, distribution port
+# and its CLI tools' node ports (a range, as Proxmox writes one); ES's transport; Patroni's streaming
+# replication and REST API (a new member asks the others' /leader); etcd's clients and peers.
+CLUSTER_PORTS: dict[str, tuple[int | str, ...]] = {
+    "redis": (6379, 26379), "rabbitmq": (4369, 25672, f"{RABBITMQ_CLI[0]}:{RABBITMQ_CLI[1]}"),
+    "elasticsearch": (9300,), "postgresql": (5432, 8008), "etcd": (2379, 2380)}
 CLIENT_CLUSTER_PORTS: dict[str, tuple[int, ...]] = {"redis": (26379,)}
 OPTIONS: dict[str, str] = {"enable": "1", "policy_in": "DROP", "policy_out": "ACCEPT"}
 
@@ -36,7 +37,7 @@ class Rule:
     """One inbound ACCEPT rule of a container's firewall (tcp to dport, from source or anywhere; another
     protocol, e.g. vrrp, without a port: dport 0)."""
 
-    dport: int
+    dport: int | str  # a port, or a range `low:high`
     source: str
     comment: str
     proto: str = "tcp"

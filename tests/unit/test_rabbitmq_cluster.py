@@ -45,6 +45,18 @@ def test_every_member_names_the_others_for_peer_discovery_and_listens_for_them()
     assert "ListenStream=10.0.30.31:4369" in epmd
 
 
+def test_the_cli_node_listens_where_the_other_members_reach_it() -> None:
+    # list_queues has every member send its rows to the CLI's own node: on loopback it was unreachable
+    # and list_queues timed out ("Some queue(s) are unresponsive") on a healthy cluster
+    env = file_of(rabbit_changes(211, GuestFacts()), "/etc/rabbitmq/rabbitmq-env.conf")
+    ctl = next(line for line in env.splitlines() if line.startswith("CTL_ERL_ARGS="))
+    assert "inet_dist_use_interface {10,0,30,31}" in ctl
+    assert "inet_dist_listen_min 35672" in ctl and "inet_dist_listen_max 35682" in ctl
+    p3 = load_phase("phase3", PHASES_DIR)
+    rules = {(r.dport, r.source) for r in firewall.rules(p3, p3.container(211))}
+    assert {("35672:35682", "10.0.30.30"), ("35672:35682", "10.0.30.32")} <= rules
+
+
 def test_the_cookie_travels_on_stdin_and_the_node_is_stopped_before_it_changes() -> None:
     changes = rabbit_changes(211, GuestFacts())
     cookie = next(c for c in changes if isinstance(c, Command) and "Erlang cookie" in c.summary)

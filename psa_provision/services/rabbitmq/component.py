@@ -22,6 +22,7 @@ from ...render import render
 from ..common import command, content_changed, install, put_file, restart_needed, service
 from ..context import HostContext
 from . import (
+    CLI_PORTS,
     COMPONENT,
     CONF,
     ENV_CONF,
@@ -78,8 +79,10 @@ def loopback_files(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     members = cluster.members(ctx.phase, ctx.container)
     address = ctx.container.ip if members else ""
     hosts = [(c.ip, c.hostname) for c in members]
-    return [put_file(ctx, facts, COMPONENT, ENV_CONF, render(TEMPLATES[ENV_CONF], hostname=host,
-                                                              inetrc=INETRC, address=address)),
+    env = render(TEMPLATES[ENV_CONF], hostname=host, inetrc=INETRC, address=address,
+                 erl_address="{" + address.replace(".", ",") + "}",
+                 cli_min=CLI_PORTS[0], cli_max=CLI_PORTS[1])
+    return [put_file(ctx, facts, COMPONENT, ENV_CONF, env),
             put_file(ctx, facts, COMPONENT, INETRC, render(TEMPLATES[INETRC], hostname=host, hosts=hosts)),
             put_file(ctx, facts, COMPONENT, EPMD_DROPIN, render(TEMPLATES[EPMD_DROPIN], address=address))]
 
