@@ -191,3 +191,10 @@ def test_a_restored_rabbitmq_copy_keeps_its_node_name_once(tmp_path: Path) -> No
         subprocess.run(["bash", "-euo", "pipefail", "-c", script], check=True)
     assert env.read_text().splitlines()[1:] == ["# a restored copy keeps its original node name",
                                                 "NODENAME=rabbit@psa-all-in-one"]
+
+
+def test_rabbitmq_definitions_go_to_rabbitmqctl_on_stdin() -> None:
+    # rabbitmqctl runs as the rabbitmq user: a path in root's 0700 arrival directory "does not exist"
+    from psa_provision.services.backup import put_back
+    path = "/var/tmp/psa-restore/rabbitmq-definitions.json"
+    assert put_back.rabbitmq(path).splitlines()[-1] == f"rabbitmqctl -q import_definitions < {path}"

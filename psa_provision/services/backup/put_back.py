@@ -10,6 +10,7 @@ import shlex
 
 from ...sensitive import Sensitive
 from ..rabbitmq import UNIT as RABBITMQ_UNIT
+from ..rabbitmq import mover as rabbitmq_mover
 from ..redis import UNIT as REDIS_UNIT
 
 ARRIVAL = "/var/tmp/psa-restore"
@@ -63,8 +64,10 @@ exit 1
 def rabbitmq(path: str) -> str:
     """Import the definitions (users, vhosts, queues, exchanges, bindings, policies). Messages are not
     in a set: queues come back empty, their depths at backup time are in the manifest."""
+    # on stdin, as the mover imports them: rabbitmqctl runs as the rabbitmq user, which may not read
+    # the arrival directory (root's, 0700)
     return (f"set -euo pipefail\nsystemctl start {RABBITMQ_UNIT}\n"
-            f"rabbitmqctl -q import_definitions {shlex.quote(path)} </dev/null\n")
+            f"{rabbitmq_mover.IMPORT.rstrip()} < {shlex.quote(path)}\n")
 
 
 def clean() -> str:
