@@ -168,3 +168,15 @@ def test_migration_moves_each_classic_queue_through_a_quorum_queue() -> None:
     assert [s.name for s in steps[3:]] == ["rabbitmq: quorum queue q1.quorum",
                                            "rabbitmq: drain q1 into q1.quorum",
                                            "rabbitmq: q1 becomes a quorum queue"]
+
+
+def test_a_list_queues_timeout_leaves_the_queues_unknown_not_the_member() -> None:
+    # what a member printed while the CLI node was unreachable: the rows, then an Elixir term
+    text = ('{"disk_nodes":["rabbit@psa-rabbitmq-1"],"running_nodes":["rabbit@psa-rabbitmq-1"]}\n'
+            '[{"name":"billing.ticket-events","type":"quorum","members":["rabbit@psa-rabbitmq-1"]}'
+            '%Protocol.UndefinedError{protocol: Enumerable, value: {:badrpc, {:timeout, 60.0, '
+            '"Some queue(s) are unresponsive, use list_unresponsive_queues command."}}, description: ""}')
+    status = parse_cluster(text)
+    assert status.nodes == ("rabbit@psa-rabbitmq-1",) and status.queues == {}
+    assert "unresponsive" in status.queues_error
+    assert cluster.queue_problems(status, ["rabbit@psa-rabbitmq-1"])[0].startswith("queues unknown:")

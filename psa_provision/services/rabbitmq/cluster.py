@@ -82,7 +82,7 @@ def join(ctx: HostContext, facts: GuestFacts) -> list[Change]:
 def queue_problems(status: ClusterStatus, expected_nodes: list[str]) -> list[str]:
     """Why the cluster's queues are not HA: a queue not quorum, or whose members are not every node."""
     want = tuple(sorted(expected_nodes))
-    out = []
+    out = [f"queues unknown: {status.queues_error}"] if status.queues_error else []
     for name, (kind, nodes) in sorted(status.queues.items()):
         if kind != QUORUM:
             out.append(f"queue {name} is {kind}, not quorum")

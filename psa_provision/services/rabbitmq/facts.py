@@ -19,6 +19,7 @@ class ClusterStatus:
     running: tuple[str, ...] = ()
     partitions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     queues: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # name -> (type, members)
+    queues_error: str = ""  # list_queues answered no JSON (e.g. its 60 s timeout): the queues are unknown
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,14 @@ def parse_cluster(text: str) -> ClusterStatus:
     parts = status.get("partitions")
     partitions = {str(k): _names(v) for k, v in parts.items()} if isinstance(parts, dict) else {}
     queues: dict[str, tuple[str, tuple[str, ...]]] = {}
+    error = ""
     if rest.strip():
-        for q in dicts(json.loads(rest)):
+        try:
+            listed = json.loads(rest)
+        except ValueError:  # a timeout prints an Elixir term after the rows: a member's facts still count
+            error = "list_queues did not answer in JSON: " + " ".join(rest.split())[-160:]
+            listed = []
+        for q in dicts(listed):
             queues[str(q.get("name"))] = (str(q.get("type", "classic")), _names(q.get("members")))
     return ClusterStatus(_names(status.get("disk_nodes")), _names(status.get("running_nodes")),
-                         {k: v for k, v in partitions.items() if v}, queues)
+                         {k: v for k, v in partitions.items() if v}, queues, error)

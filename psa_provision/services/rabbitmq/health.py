@@ -41,7 +41,7 @@ def cluster_verdict(phase: Phase, members: list[MemberFacts]) -> tuple[bool, str
     if not views:
         failed = "; ".join(unanswered(members, "rabbitmq-cluster"))
         return False, f"no member's rabbitmqctl answered ({failed})"
-    listed = next((s for s in statuses if s.queues), None)
+    listed = next((s for s in statuses if s.queues or s.queues_error), None)
     found = merge(views) + (queue_problems(listed, nodes) if listed else [])
     queues = f"{len(listed.queues)} quorum queues on every node" if listed else "no queues declared yet"
     return verdict(found, f"{len(nodes)} nodes running, no partition; {queues}")
