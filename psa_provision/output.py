@@ -158,7 +158,7 @@ class Output:
         needed = 1
         for i, column in enumerate(columns):
             longest = max([len(column)] + [len(r[i]) for r in cells if i < len(r)])
-            needed += 3 + (longest if column in whole else min(longest, 10))
+            needed += 3 + (longest if column in whole else min(longest, 24))
             # wrap long names (checks, hosts), never cut them
             table.add_column(column, overflow="fold", no_wrap=column in whole,
                              min_width=longest if column in whole else None)
