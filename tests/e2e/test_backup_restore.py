@@ -7,10 +7,11 @@ before a time T are all in a restore to T into new containers and none written a
 answers; a vzdump of 200 restored into a new vmid boots healthy; `restore --drill` passes in phase 0.
 New containers: 700 (restore --at), 720 (--into), 800 (the drill); each is removed by its test.
 
-Not yet proven on the sandbox, so out of the default run (pyproject's `-m`): `pytest -m backup`. The
-packaged phases leave the backup container out (opt-in); this module's own `phase0` fixture provisions
-phase 0 with it (the lines of data/phases/examples/backup-container.yml added), so run it on its own:
-it destroys and recreates container 200 under a project of its own.
+The packaged phases leave the backup container out (opt-in); this module's own `phase0` fixture
+provisions phase 0 with it (the lines of data/phases/examples/backup-container.yml added), so it runs
+in a session of its own (pyproject's `-m` leaves it out of the main one; scripts/test runs it after,
+`pytest -m backup tests/e2e/test_backup_restore.py`): it destroys and recreates container 200 under
+a project of its own.
 """
 
 from __future__ import annotations
