@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from psa_provision import waves
+from psa_provision.changes import ApiCall
 from psa_provision.errors import GuestError, InputError, ProvisionError
-from psa_provision.phases import ContainerSpec, load_all
-from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.phases import ContainerSpec, Phase, load_all
+from psa_provision.proxmox import ProxmoxClient, Write, connect
 from psa_provision.services import catalog, rabbitmq
 from psa_provision.services import pgbackrest as pgb
 from psa_provision.services.app import UNIT as APP_UNIT
@@ -122,8 +124,9 @@ def restore(site: Site, px: ProxmoxClient, *, at: datetime | None, backup: str |
         goal = point or (at.isoformat() if at else "latest")
         done = Restored(targets, goal, manifest.id if manifest else None, volumes)
         mapping = rs.address_map(targets)
+        copy = rs.restored_phase(site.phase, targets)
         for t in targets:
-            _container(site, px, t, volumes[t.original.vmid], mapping, force, note)
+            _container(site, px, t, volumes[t.original.vmid], mapping, copy, force, note)
         if volid is None:
             for t in targets:
                 _stores(site, repo, t, manifest, at, point, note)
@@ -172,7 +175,7 @@ def _volumes(site: Site, px: ProxmoxClient, targets: list[rs.Target], volid: str
 
 
 def _container(site: Site, px: ProxmoxClient, t: rs.Target, volid: str, mapping: dict[str, str],
-               force: bool, note: Callable[[str], None]) -> None:
+               copy: Phase, force: bool, note: Callable[[str], None]) -> None:
     spec = t.spec
     if force and px.find_vmid(spec.vmid) == spec.node and px.status(spec.node, spec.vmid).get(
             "status") == "running":
@@ -186,6 +189,12 @@ def _container(site: Site, px: ProxmoxClient, t: rs.Target, volid: str, mapping:
         raise GuestError(f"container {spec.vmid} was restored with net0 {have!r}, not {spec.ip_cidr}: "
                          "left stopped, so that it cannot take its original's address",
                          hint=f"pct set {spec.vmid} --net0 ... , or remove it: pct destroy {spec.vmid}")
+    walls = [c for c in waves.firewall_changes(px, copy, spec, px.container_config(spec.node, spec.vmid))
+             if isinstance(c, ApiCall)]
+    if walls:
+        note(f"container {spec.vmid}: firewall for the restored copy's addresses ({len(walls)} changes)")
+    for change in walls:
+        px.perform(Write(change.action, change.node, change.vmid, dict(change.params)))
     px.start(spec.node, spec.vmid)
     forget_host_key(site.inventory, spec)
     conn = ssh_connection(site.inventory, spec)

@@ -198,3 +198,18 @@ def test_rabbitmq_definitions_go_to_rabbitmqctl_on_stdin() -> None:
     from psa_provision.services.backup import put_back
     path = "/var/tmp/psa-restore/rabbitmq-definitions.json"
     assert put_back.rabbitmq(path).splitlines()[-1] == f"rabbitmqctl -q import_definitions < {path}"
+
+
+def test_restored_copies_get_firewall_rules_for_each_others_addresses() -> None:
+    # restored from vzdump, a copy's rules name production's addresses: rewritten from restored_phase
+    from psa_provision import firewall
+    phase1 = load_phase("phase1", PHASES_DIR)
+    targets = rs.derive(phase1, taken_addresses=every_address())
+    copy = rs.restored_phase(phase1, targets)
+    by = {t.original.vmid: t.spec for t in targets}
+    db, app = by[100], by[230]
+    sources = {r.source for r in firewall.rules(copy, db) if r.dport == 5432}
+    assert app.ip in sources and phase1.container(230).ip not in sources
+    assert copy.services["api-gateway"].container == app.vmid
+    assert {c.vmid for c in copy.containers} == {t.spec.vmid for t in targets} | {
+        c.vmid for c in phase1.containers if c.vmid not in by}

@@ -227,3 +227,17 @@ def rpo_seconds(newest_at_fault: datetime | None, newest_restored: datetime | No
     if newest_restored is None:
         return None
     return max(0.0, (newest_at_fault - newest_restored).total_seconds())
+
+
+def restored_phase(phase: Phase, targets: list[Target]) -> Phase:
+    """The phase as its restored copy is: each original replaced by its target (vmid, hostname,
+    address), the services on the targets' vmids; the rest (the backup container) as it is. What the
+    copies' firewall rules are computed from: restored from vzdump they still name production's
+    addresses, so the copies would not reach each other (and production's containers would reach them)."""
+    new = {t.original.vmid: t.spec for t in targets}
+    services = {name: s.model_copy(update={"container": new[s.container].vmid if s.container in new
+                                           else s.container,
+                                           "also_on": [new[v].vmid if v in new else v for v in s.also_on]})
+                for name, s in phase.services.items()}
+    return phase.model_copy(update={"containers": [new.get(c.vmid, c) for c in phase.containers],
+                                    "services": services})
