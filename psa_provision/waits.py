@@ -42,8 +42,9 @@ def wait_stopped(px: ProxmoxClient, spec: ContainerSpec, timeout: float = STOPPE
 
 def _wait_status(px: ProxmoxClient, spec: ContainerSpec, want: str, timeout: float, *, hint: str) -> None:
     deadline = time.monotonic() + timeout
+    node = px.find_vmid(spec.vmid) or spec.node  # the HA manager may have recovered it elsewhere
     while True:
-        status = px.status(spec.node, spec.vmid).get("status")
+        status = px.status(node, spec.vmid).get("status")
         if status == want:
             return
         if time.monotonic() >= deadline:

@@ -322,9 +322,14 @@ def run(inventory: Any, phase: Any, *, redis_password: str | None = None, proxmo
         return conn
 
     report = HealthReport(phase=phase.name)
+    # where each container is now: the HA manager may have recovered it to another node than the phase
+    # file's (one /cluster/resources read)
+    where = {int(g["vmid"]): str(g["node"]) for g in api.cluster_resources()
+             if g.get("type") == "lxc" and "vmid" in g and "node" in g}
     try:  # every container at once (each one SSH round trip), the report in phase order
         report.containers = side_by_side(
-            lambda spec: _container(spec, phase, api, connect or default_connect, redis_password),
+            lambda spec: _container(spec, where.get(spec.vmid, spec.node), phase, api,
+                                    connect or default_connect, redis_password),
             phase.containers, workers=AT_ONCE)
     finally:
         for conn in opened:
@@ -334,10 +339,10 @@ def run(inventory: Any, phase: Any, *, redis_password: str | None = None, proxmo
     return report
 
 
-def _container(spec: Any, phase: Any, api: Any, connect: Callable[[Any], Runner],
+def _container(spec: Any, node: str, phase: Any, api: Any, connect: Callable[[Any], Runner],
                redis_password: str) -> ContainerHealth:
     try:
-        usage = usage_from(api.status(spec.node, spec.vmid))
+        usage = usage_from(api.status(node, spec.vmid))
     except (ProvisionError, OSError) as exc:  # an absent container is a FAILED line, not a crash
         return ContainerHealth(spec.hostname, spec.vmid, None, [
             HealthLine(spec.hostname, "container", False, f"Proxmox status failed: {exc}")],
