@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from psa_provision import waves
+from psa_provision import firewall, waves
 from psa_provision.changes import ApiCall
 from psa_provision.errors import GuestError, InputError, ProvisionError
 from psa_provision.phases import ContainerSpec, Phase, load_all
@@ -128,8 +128,12 @@ def restore(site: Site, px: ProxmoxClient, *, at: datetime | None, backup: str |
         for t in targets:
             _container(site, px, t, volumes[t.original.vmid], mapping, copy, force, note)
         if volid is None:
-            for t in targets:
-                _stores(site, repo, t, manifest, at, point, note)
+            opened = _open_repository(px, repo_spec, repository_openings(site.phase, targets), note)
+            try:
+                for t in targets:
+                    _stores(site, repo, t, manifest, at, point, note)
+            finally:
+                _close_repository(px, repo_spec, opened, note)
         for t in targets:
             if "app" in t.spec.components:
                 _start_app(site, t.spec, note)
@@ -137,6 +141,38 @@ def restore(site: Site, px: ProxmoxClient, *, at: datetime | None, backup: str |
         return done
     finally:
         repo.close()
+
+
+def repository_openings(phase: Phase, targets: list[rs.Target]) -> list[firewall.Rule]:
+    """SSH rules the repository host needs while the copies restore: pgBackRest on a copy's database
+    fetches from it over SSH, and from phase 1 on its firewall accepts production's database only."""
+    if not firewall.enabled(phase):
+        return []
+    return [firewall.Rule(22, t.spec.ip, f"pgbackrest ssh (restored copy {t.spec.vmid}, for the restore)")
+            for t in targets if pgb.COMPONENT in t.spec.components]
+
+
+def _open_repository(px: ProxmoxClient, repo: ContainerSpec, rules: list[firewall.Rule],
+                     note: Callable[[str], None]) -> list[firewall.Rule]:
+    node = px.find_vmid(repo.vmid) or repo.node
+    for rule in rules:
+        note(f"{repo.hostname}: accept SSH from {rule.source} while the copy restores")
+        px.perform(Write("firewall-rule-add", node, repo.vmid, rule.params()))
+    return rules
+
+
+def _close_repository(px: ProxmoxClient, repo: ContainerSpec, rules: list[firewall.Rule],
+                      note: Callable[[str], None]) -> None:
+    """The rules _open_repository added, removed (highest position first; `up` would remove them too:
+    they carry the tool's tag and no phase wants them)."""
+    if not rules:
+        return
+    node = px.find_vmid(repo.vmid) or repo.node
+    comments = {str(r.params()["comment"]) for r in rules}
+    added = [r for r in px.firewall_rules(node, repo.vmid) if str(r.get("comment", "")) in comments]
+    for r in sorted(added, key=lambda r: -int(r.get("pos", 0))):
+        px.perform(Write("firewall-rule-delete", node, repo.vmid, {"pos": int(r.get("pos", 0))}))
+    note(f"{repo.hostname}: the copies' SSH rules removed")
 
 
 def _choose_set(site: Site, repo: Connection, set_id: str | None, at: datetime | None) -> Manifest | None:

@@ -213,3 +213,40 @@ def test_restored_copies_get_firewall_rules_for_each_others_addresses() -> None:
     assert copy.services["api-gateway"].container == app.vmid
     assert {c.vmid for c in copy.containers} == {t.spec.vmid for t in targets} | {
         c.vmid for c in phase1.containers if c.vmid not in by}
+
+
+def test_the_repository_accepts_the_copies_database_while_it_restores_then_not(tmp_path: Path) -> None:
+    from psa_provision import sandbox
+    opted_in = sandbox.with_backup_container((PHASES_DIR / "phase1.yml").read_text())
+    (tmp_path / "phase1.yml").write_text(opted_in)
+    phase1 = load_phase("phase1", tmp_path)  # with the opt-in backup container
+    targets = rs.derive(phase1, taken_addresses=every_address())
+    db = next(t.spec for t in targets if t.original.vmid == 100)
+    rules = restore_cmd.repository_openings(phase1, targets)
+    assert [(r.dport, r.source) for r in rules] == [(22, db.ip)]
+    assert restore_cmd.repository_openings(load_phase("phase0", PHASES_DIR),
+                                           rs.derive(load_phase("phase0", PHASES_DIR))) == []  # no firewall
+
+    class Px:
+        def __init__(self) -> None:
+            self.writes: list[Write] = []
+            self.rules = [{"pos": 0, "comment": "psa-provision: ssh from the admin side"}]
+
+        def find_vmid(self, vmid: int) -> str:
+            return "pve2"
+
+        def perform(self, write: Write) -> None:
+            self.writes.append(write)
+            if write.action == "firewall-rule-add":  # Proxmox puts a new rule first
+                self.rules = [{"pos": 0, "comment": write.params["comment"]},
+                              *({**r, "pos": int(r["pos"]) + 1} for r in self.rules)]
+
+        def firewall_rules(self, node: str, vmid: int) -> list[dict[str, object]]:
+            return self.rules
+
+    px, repo = Px(), phase1.container(250)
+    opened = restore_cmd._open_repository(px, repo, rules, lambda _: None)  # type: ignore[arg-type]
+    restore_cmd._close_repository(px, repo, opened, lambda _: None)  # type: ignore[arg-type]
+    assert [(w.action, w.node, w.vmid) for w in px.writes] == [("firewall-rule-add", "pve2", 250),
+                                                                ("firewall-rule-delete", "pve2", 250)]
+    assert px.writes[1].params == {"pos": 0}
