@@ -220,13 +220,13 @@ def _container(site: Site, px: ProxmoxClient, t: rs.Target, volid: str, mapping:
     note(f"container {spec.vmid} ({spec.hostname}, {spec.ip}): Proxmox restore of {volid}")
     px.restore(spec.node, spec.vmid, volid, spec.rootfs_storage, force=force, hostname=spec.hostname,
                net0=net0(spec), onboot=0)
-    have = str(px.container_config(spec.node, spec.vmid).get("net0", ""))
+    config = px.container_config(spec.node, spec.vmid)
+    have = str(config.get("net0", ""))
     if f"ip={spec.ip_cidr}" not in have.split(","):
         raise GuestError(f"container {spec.vmid} was restored with net0 {have!r}, not {spec.ip_cidr}: "
                          "left stopped, so that it cannot take its original's address",
                          hint=f"pct set {spec.vmid} --net0 ... , or remove it: pct destroy {spec.vmid}")
-    walls = [c for c in waves.firewall_changes(px, copy, spec, px.container_config(spec.node, spec.vmid))
-             if isinstance(c, ApiCall)]
+    walls = [c for c in waves.firewall_changes(px, copy, spec, config) if isinstance(c, ApiCall)]
     if walls:
         note(f"container {spec.vmid}: firewall for the restored copy's addresses ({len(walls)} changes)")
     for change in walls:
