@@ -3,35 +3,16 @@ before the task (protection, HA resource without purge, running) and what purge 
 container (the HA resource, and it from the HA rules), over the in-memory backend of
 test_pvesim_api_logic."""
 
-# ruff: noqa: F811  (the fixtures secrets/api come from test_pvesim_api_logic)
+# ruff: noqa: F811  (the fixtures: secrets from test_pvesim_api_logic, app/api from test_pvesim_ha)
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-from test_pvesim_api_logic import TEMPLATE, Client, MemoryBackend, create, secrets, token  # noqa: F401
+from test_pvesim_api_logic import Client, create, secrets  # noqa: F401
+from test_pvesim_ha import NODES, api, app  # noqa: F401  (three nodes, in memory)
 
-from pvesim import auth
 from pvesim.ha_config import HaFiles
-from pvesim.paths import StateDir
 from pvesim.server import App
-
-NODES = ["pve1", "pve2", "pve3"]
-
-
-@pytest.fixture
-def app(tmp_path: Path, secrets: dict[str, Any]) -> Iterator[App]:
-    state = StateDir(tmp_path)
-    state.template_cache.mkdir(parents=True)
-    (state.template_cache / TEMPLATE).write_bytes(b"not really a tarball")
-    yield App(state, NODES, MemoryBackend(), auth.Auth(secrets))
-
-
-@pytest.fixture
-def api(app: App, secrets: dict[str, Any]) -> Client:
-    return token(app, secrets)
 
 
 def _ha_pair(api: Client) -> None:
