@@ -55,10 +55,12 @@ class MigrationBase:
         self.out.line(f"[{step.name}] {text}")
 
     def _status(self, spec: ContainerSpec) -> str | None:
-        """The container's status (running, stopped), None when it does not exist."""
-        if self.px.find_vmid(spec.vmid) is None:
+        """The container's status (running, stopped), None when it does not exist. Asked where it is
+        now: the HA manager may have moved a phase-3 member off its phase file's node."""
+        node = self.px.find_vmid(spec.vmid)
+        if node is None:
             return None
-        return str(self.px.status(spec.node, spec.vmid).get("status"))
+        return str(self.px.status(node, spec.vmid).get("status"))
 
     @property
     def app_step(self) -> Step:

@@ -18,6 +18,7 @@ from psa_provision.migration.base import MigrationBase
 from psa_provision.migration.phase3_steps import HaAction, actions
 from psa_provision.migration.steps import MigrationFailed, Step
 from psa_provision.output import StepProgress
+from psa_provision.reads import side_by_side
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.services.app import APP_HOME, APP_USER
 from psa_provision.services.context import build_context
@@ -69,7 +70,8 @@ class HaSteps(MigrationBase):
             if not result.ok:
                 self.out.warn(f"[{action.name}] exit {result.exit_code}: {result.stdout.strip()[-300:]}")
         elif action.kind in ("converge", "files"):
-            self.converge(spec, self.new, files_only=action.kind == "files")
+            specs = [spec, *(self.new.container(v) for v in action.together)]
+            side_by_side(lambda s: self.converge(s, self.new, files_only=action.kind == "files"), specs)
 
     def converge(self, spec: ContainerSpec, phase: Phase, *, files_only: bool = False) -> None:
         """Apply `phase`'s plan of the container as `up` would (only packages and files when
@@ -90,10 +92,15 @@ class HaSteps(MigrationBase):
     def _check(self, action: HaAction, spec: ContainerSpec) -> list[str]:
         if not action.check:
             return []
-        result = self.conn(spec).run(action.check, check=False)
-        if action.judge is not None:
-            return action.judge(result.exit_code, result.stdout)
-        return [] if result.ok else [f"{action.check.strip().splitlines()[0]} (exit {result.exit_code})"]
+        problems: list[str] = []
+        for each in [spec, *(self.new.container(v) for v in action.together)]:
+            result = self.conn(each).run(action.check, check=False)
+            if action.judge is not None:
+                problems += action.judge(result.exit_code, result.stdout)
+            elif not result.ok:
+                where = f" on {each.hostname}" if action.together else ""
+                problems.append(f"{action.check.strip().splitlines()[0]}{where} (exit {result.exit_code})")
+        return problems
 
     def _roll_back_ha(self, step: Step, action: HaAction, spec: ContainerSpec, problems: list[str]) -> None:
         """Undo the step (its rollback script, or phase 2's plan again on a shared container), then stop."""

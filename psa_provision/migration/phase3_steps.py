@@ -6,7 +6,7 @@ conversion to `migrate phase3` (conversion_held): converting a store that serves
 migration step, journaled, checked and undone when its check fails. Order:
 
 1. `prepare`: the grants file says a conversion is under way (so `up phase3` keeps holding).
-2. etcd: its three members, then a quorum.
+2. etcd: its three members side by side (a member's first start waits for a quorum), then a quorum.
 3. PostgreSQL (services/patroni/migration.py): Patroni's packages and files on the standalone
    server, its users, the takeover of the data directory as leader, each replica cloned, a
    synchronous standby.
@@ -57,6 +57,7 @@ class HaAction:
     rollback: str = ""  # bash; "" when nothing to undo or undone by converging phase 2's plan again
     stdin: Sensitive | None = None
     shared: bool = False  # the container ran in phase 2 (a rollback converges phase 2's plan again)
+    together: tuple[int, ...] = ()  # converge steps: containers converged side by side with `vmid`
 
 
 def units_active(spec: ContainerSpec) -> str:
@@ -94,7 +95,11 @@ def actions(old: Phase, new: Phase, passwords: dict[str, str]) -> list[HaAction]
     old_vmids = {c.vmid for c in old.containers}
     out = [HaAction(PREPARE, 0, "hold", "`up` leaves the stores' conversion to this migration")]
     etcd = etcd_members(new)
-    out += [_converge(m, old_vmids, "etcd member") for m in etcd]
+    if etcd:  # side by side: each member's first start waits for a quorum of the others
+        out.append(HaAction("etcd members", etcd[0].vmid, "converge",
+                            f"etcd: its {len(etcd)} members side by side (a member's first start waits "
+                            "for a quorum)", check=units_active(etcd[0]),
+                            together=tuple(m.vmid for m in etcd[1:])))
     pg = patroni_migration.steps(old, new, passwords)
     source = patroni_migration.source_of(old, new)
     by_name = {s.name: s for s in pg}

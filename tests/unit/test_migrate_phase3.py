@@ -28,13 +28,13 @@ def at(name: str) -> int:
 def test_prepare_first_finish_last_every_phase3_container_once() -> None:
     found = actions(P2, P3, PASSWORDS)
     assert found[0].name == PREPARE and found[-1].name == FINISH
-    converged = [a.vmid for a in found if a.kind in ("converge", "files")]
+    converged = [v for a in found if a.kind in ("converge", "files") for v in (a.vmid, *a.together)]
     assert set(converged) == {c.vmid for c in P3.containers}
     assert len(names()) == len(set(names())), "a step name is the journal's key: each once"
 
 
 def test_etcd_before_the_takeover_and_the_takeover_before_any_replica() -> None:
-    assert max(at(f"psa-etcd-{i}") for i in (1, 2, 3)) < at("postgresql etcd") < at("postgresql takeover")
+    assert at("etcd members") < at("postgresql etcd") < at("postgresql takeover")
     assert at("postgresql files psa-postgres-1") < at("postgresql roles") < at("postgresql takeover")
     assert at("postgresql takeover") < at("postgresql replica psa-postgres-2") < at("postgresql synchronous")
 
@@ -99,15 +99,15 @@ def _entry(step: str, state: str, **fields: object) -> dict[str, object]:
 
 def test_a_killed_run_resumes_at_the_step_whose_check_was_not_recorded() -> None:
     steps = plan_steps(P2, P3)
-    entries = [_entry("prepare", "done"), _entry("psa-etcd-1", "run"), _entry("psa-etcd-1", "check"),
-               _entry("psa-etcd-1", "done"), _entry("psa-etcd-2", "run")]
+    entries = [_entry("prepare", "done"), _entry("etcd members", "run"), _entry("etcd members", "check"),
+               _entry("etcd members", "done"), _entry("postgresql etcd", "run")]
     states = read_states(entries)
     todo = [s.name for s in steps if not states.get(s.name) or not states[s.name].finished]
-    assert todo[0] == "psa-etcd-2"
-    assert [x for x in steps[2].substeps if x not in states["psa-etcd-2"].done] == ["check"]
+    assert todo[0] == "postgresql etcd"
+    assert [x for x in steps[2].substeps if x not in states["postgresql etcd"].done] == ["check"]
     rows = {r[0]: r[2] for r in report(steps, states, 0.0).rows}
-    assert rows["psa-etcd-1"] == "done" and rows["psa-etcd-2"] == "interrupted after run"
-    assert rows["psa-etcd-3"] == "to do"
+    assert rows["etcd members"] == "done" and rows["postgresql etcd"] == "interrupted after run"
+    assert rows["postgresql files psa-postgres-1"] == "to do"
 
 
 def test_a_rolled_back_step_is_redone_from_its_run() -> None:
