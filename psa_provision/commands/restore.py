@@ -2,10 +2,11 @@
 
 A restore makes NEW containers beside production (services/backup/restore.py derives them): each from
 the newest vzdump of its original (Proxmox restore, new vmid, hostname and address, new MACs), its
-configuration's production addresses rewritten to the new ones, then PostgreSQL put back by pgBackRest
-to the time (or a named restore point) and Redis and RabbitMQ from the newest set finished before it,
-each artifact checked against the manifest first. An occupied vmid is refused unless --force (cli asks
-on a terminal or wants --yes). The drill restores beside production, compares, reports and removes.
+firewall rules and its configuration's production addresses rewritten to the new ones and its services
+restarted on them, then PostgreSQL put back by pgBackRest to the time (or a named restore point) and
+Redis and RabbitMQ from the newest set finished before it, each artifact checked against the manifest
+first; the app starts last, from its rewritten .env. An occupied vmid is refused unless --force (cli
+asks on a terminal or wants --yes). The drill restores beside production, compares, reports and removes.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from psa_provision.changes import ApiCall
 from psa_provision.errors import GuestError, InputError, ProvisionError
 from psa_provision.phases import ContainerSpec, Phase, load_all
 from psa_provision.proxmox import ProxmoxClient, Write, connect
-from psa_provision.services import catalog, rabbitmq
 from psa_provision.services import pgbackrest as pgb
-from psa_provision.services.app import UNIT as APP_UNIT
+from psa_provision.services.app import pm2
 from psa_provision.services.backup import put_back
 from psa_provision.services.backup import restore as rs
 from psa_provision.services.backup.manifest import Manifest, newest_set_before, parse_sums, problems, set_dir
@@ -236,11 +236,8 @@ def _container(site: Site, px: ProxmoxClient, t: rs.Target, volid: str, mapping:
     conn = ssh_connection(site.inventory, spec)
     try:
         wait_for_ssh(conn, 300)
-        files = [f for f in catalog.managed_files(spec.components) if f not in catalog.OPAQUE_FILES]
-        keep = (rabbitmq.keep_node_name(t.original.hostname)
-                if rabbitmq.COMPONENT in spec.components and t.original.hostname != spec.hostname else "")
-        conn.run(f"set -euo pipefail\nsystemctl stop {APP_UNIT} 2>/dev/null || true\n"
-                 + rs.rewrite_script(files, mapping) + keep)
+        note(f"container {spec.vmid}: its production addresses rewritten, its services restarted")
+        conn.run(rs.copy_script(t, mapping))
     finally:
         conn.close()
 
@@ -276,12 +273,13 @@ def _stores(site: Site, repo: Connection, t: rs.Target, manifest: Manifest | Non
 
 
 def _start_app(site: Site, spec: ContainerSpec, note: Callable[[str], None]) -> None:
-    note(f"app on {spec.hostname}: start, wait for GET :{GATEWAY_PORT}/health")
+    note(f"app on {spec.hostname}: start from ecosystem.config.js (the copy's .env), wait for GET "
+         f":{GATEWAY_PORT}/health")
     conn = ssh_connection(site.inventory, spec)
     url = f"http://{spec.ip}:{GATEWAY_PORT}/health"
     try:
-        conn.run(f"set -euo pipefail\nsystemctl restart {APP_UNIT}\n"
-                 f"for _ in $(seq 1 {HEALTH_WAIT_S}); do\n"
+        conn.run("set -euo pipefail\n" + pm2.start_from_ecosystem()
+                 + f"for _ in $(seq 1 {HEALTH_WAIT_S}); do\n"
                  f"  curl -fsS -m 2 {shlex.quote(url)} >/dev/null && exit 0\n  sleep 1\ndone\n"
                  f"echo 'the restored app did not answer {url} in {HEALTH_WAIT_S} s' >&2\nexit 1\n",
                  timeout=HEALTH_WAIT_S + 60)

@@ -75,7 +75,7 @@ def phase0(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     phases_dir.mkdir()
     for src in PHASES_DIR.glob("phase*.yml"):
         text = src.read_text()
-        opted_in = sandbox.with_backup_container(text) if src.stem == "phase0" else text
+        opted_in = sandbox.with_backup_container(text) if src.stem in ("phase0", "phase1") else text
         (phases_dir / src.name).write_text(opted_in)
     inventory = write_inventory(workdir, sandbox_credentials())
     inventory.write_text(re.sub(r"(?m)^phases_dir: .*$", f"phases_dir: {phases_dir}", inventory.read_text()))
@@ -261,3 +261,28 @@ def test_restore_drill_in_phase0_passes_and_removes_its_containers(phase0: Site)
     finally:
         remove_container(DRILL)
 
+
+def test_backup_and_the_drill_in_phase1(phase0: Site) -> None:
+    """Last: phase 0 (200 and 250) destroyed, phase 1 with the backup container up cold, tickets through
+    its gateway, a backup with vzdumps, then the drill: the copies (their firewall rules rewritten for
+    the copies' addresses) answer and their tables match production's at the restore point."""
+    assert phase0.cli("destroy", "phase0", "--yes", timeout=900).code == 0
+    try:
+        up = phase0.cli("up", "phase1", "--yes")
+        sys.stderr.write(f"\n[e2e] cold `up phase1` with the backup container: exit {up.code} in "
+                         f"{up.seconds:.0f} s\n")
+        assert up.code == 0, up.output[-6000:]
+        phase1 = load_phase("phase1", phase0.inventory.phases_dir)
+        gateway = next(c for c in phase1.containers if "api-gateway" in phase1.services_on(c.vmid))
+        write_tickets(phase0, 5, base=f"http://{gateway.ip}:3000")
+        run = phase0.cli("backup", "phase1", "--containers", timeout=3600)
+        assert run.code == 0, run.output[-4000:]
+        run = phase0.cli("restore", "phase1", "--drill", "-o", "json", timeout=3600)
+        assert run.code == 0, run.output[-4000:]
+        report = json.loads(run.stdout)
+        assert report["passed"] and report["differences"] == 0, report
+        assert any(t["table"].endswith("tickets") for t in report["tables"]), report["tables"]
+        px = admin_api()
+        assert all(px.find_vmid(v) is None for v in report["containers"]), report["containers"]
+    finally:
+        phase0.cli("destroy", "phase1", "--yes", timeout=900)

@@ -1,6 +1,8 @@
 """restore's pure parts: the new containers beside production, the vzdump each starts from, the address
-rewrite (Python and the sed the guest runs agree), pgBackRest's restore command, the drill's SQL and RPO,
-the typed Proxmox writes and the role's privileges for backup and restore."""
+rewrite (Python and the sed the guest runs agree; on phase 1 it yields what `up` renders for the copy),
+the copies' firewalls, the copy's services restarted and its app started from its .env, pgBackRest's
+restore command, the drill's SQL and RPO, the typed Proxmox writes and the role's privileges for backup
+and restore."""
 
 from __future__ import annotations
 
@@ -11,18 +13,27 @@ from pathlib import Path
 
 import pytest
 
-from psa_provision import privileges
+from psa_provision import firewall, inventory, planner, privileges
+from psa_provision.changes import PutFile
 from psa_provision.commands import restore as restore_cmd
 from psa_provision.commands import restore_drill as drill_cmd
 from psa_provision.errors import InputError
-from psa_provision.packaged import PHASES_DIR
-from psa_provision.phases import load_all, load_phase
+from psa_provision.facts import GuestFacts
+from psa_provision.packaged import APP_BUNDLE, PHASES_DIR, SANDBOX_INVENTORY
+from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase
 from psa_provision.proxmox import Write, write_effect
+from psa_provision.secrets import Secrets, generate
+from psa_provision.sensitive import Sensitive
+from psa_provision.services import app, catalog, elasticsearch, postgresql, rabbitmq, redis
+from psa_provision.services.app import pm2
 from psa_provision.services.backup import put_back
 from psa_provision.services.backup import restore as rs
+from psa_provision.services.context import Bundle, HostContext
+from psa_provision.services.pgbackrest.keys import BackupKeys, KeyPair
 from psa_provision.services.postgresql.mover import VERIFY_SQL
 
 T0 = datetime(2026, 12, 3, 10, 15, tzinfo=UTC)
+SECRETS = generate()
 
 
 def every_address() -> list[str]:
@@ -195,7 +206,6 @@ def test_a_restored_rabbitmq_copy_keeps_its_node_name_once(tmp_path: Path) -> No
 
 def test_rabbitmq_definitions_go_to_rabbitmqctl_on_stdin() -> None:
     # rabbitmqctl runs as the rabbitmq user: a path in root's 0700 arrival directory "does not exist"
-    from psa_provision.services.backup import put_back
     path = "/var/tmp/psa-restore/rabbitmq-definitions.json"
     assert put_back.rabbitmq(path).splitlines()[-1] == f"rabbitmqctl -q import_definitions < {path}"
 
@@ -250,3 +260,90 @@ def test_the_repository_accepts_the_copies_database_while_it_restores_then_not(t
     assert [(w.action, w.node, w.vmid) for w in px.writes] == [("firewall-rule-add", "pve2", 250),
                                                                 ("firewall-rule-delete", "pve2", 250)]
     assert px.writes[1].params == {"pos": 0}
+
+
+def opted_in_phase1(tmp_path: Path) -> Phase:
+    from psa_provision import sandbox
+    text = sandbox.with_backup_container((PHASES_DIR / "phase1.yml").read_text())
+    (tmp_path / "phase1.yml").write_text(text)
+    return load_phase("phase1", tmp_path)
+
+
+def rendered_files(phase: Phase, spec: ContainerSpec) -> dict[str, str]:
+    """What `up` writes on `spec` in `phase` (every PutFile of a fresh guest's plan), by path."""
+    inv = inventory.load_inventory(SANDBOX_INVENTORY)
+    keys = BackupKeys(KeyPair(Sensitive("db key\n", ["db key"]), "ssh-ed25519 DB db"),
+                      KeyPair(Sensitive("repo key\n", ["repo key"]), "ssh-ed25519 REPO repo"))
+    ctx = HostContext(inv, phase, spec, Secrets(SECRETS), (), Bundle(APP_BUNDLE, "b" * 64), backup_keys=keys)
+    return {c.path: c.content.reveal() for c in planner.plan_guest(ctx, GuestFacts()).changes
+            if isinstance(c, PutFile)}
+
+
+def words(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines()]  # pg_hba pads its columns by address length
+
+
+def test_a_copys_rewritten_files_are_what_the_planner_renders_for_the_copy(tmp_path: Path) -> None:
+    # the copy boots with its original's files; the rewrite must leave each exactly as `up` would render
+    # it for the copy (restored_phase), else a store binds an address the copy lacks, or the app talks
+    # to production. Names stay the original's (a RabbitMQ node keeps rabbit@<original>).
+    phase1 = opted_in_phase1(tmp_path)
+    targets = rs.derive(phase1, kind="drill", taken_addresses=every_address())
+    mapping, copy = rs.address_map(targets), rs.restored_phase(phase1, targets)
+    seen: set[str] = set()
+    for t in targets:
+        rewritten = set(catalog.managed_files(t.spec.components)) - catalog.OPAQUE_FILES
+        before = rendered_files(phase1, t.original)
+        want = rendered_files(copy, t.spec.model_copy(update={"hostname": t.original.hostname}))
+        assert set(before) == set(want)
+        for path, text in before.items():
+            after = rs.rewrite_addresses(text, mapping) if path in rewritten else text
+            assert words(after) == words(want[path]), f"{t.original.hostname}: {path}"
+            assert not [a for a in mapping if re.search(rf"(?<![\d.]){re.escape(a)}(?!\d)", want[path])], path
+            if any(re.search(rf"(?<![\d.]){re.escape(a)}(?!\d)", want[path]) for a in mapping.values()):
+                seen.add(path)
+    stores = (redis.CONF, elasticsearch.CONF, rabbitmq.CONF, postgresql.CONF, postgresql.HBA)
+    for path in (*stores, app.ENV_FILE):
+        assert path in seen, f"{path} names no copy's address: the test compares nothing there"
+    by = {t.original.vmid: t.spec for t in targets}
+    env = rendered_files(copy, by[230])[app.ENV_FILE]
+    for store, vmid in (("POSTGRES", 100), ("REDIS", 110), ("RABBITMQ", 210), ("ELASTICSEARCH", 220)):
+        assert f"{store}_HOST={by[vmid].ip}\n" in env
+
+
+def test_the_copies_firewalls_let_the_app_copy_reach_each_store_copy(tmp_path: Path) -> None:
+    phase1 = opted_in_phase1(tmp_path)
+    targets = rs.derive(phase1, kind="drill", taken_addresses=every_address())
+    copy = rs.restored_phase(phase1, targets)
+    by = {t.original.vmid: t.spec for t in targets}
+    app_copy = by[230]
+    for vmid, component in ((100, "postgresql"), (110, "redis"), (210, "rabbitmq"), (220, "elasticsearch")):
+        accepted = {(r.dport, r.source) for r in firewall.rules(copy, by[vmid])}
+        assert (firewall.STORE_PORTS[component], app_copy.ip) in accepted, component
+    production = {t.original.ip for t in targets}
+    for t in targets:
+        assert not {r.source for r in firewall.rules(copy, t.spec)} & production, t.spec.hostname
+
+
+def test_a_copy_is_rewritten_before_its_services_restart_and_the_app_only_stops() -> None:
+    phase0 = load_phase("phase0", PHASES_DIR)
+    t = rs.derive(phase0, kind="drill", taken_addresses=every_address())[0]
+    script = rs.copy_script(t, rs.address_map([t]))
+    assert script.index(f"systemctl stop {app.UNIT}") < script.index("sed -E -i")
+    assert script.index("sed -E -i") < script.index(rabbitmq.ENV_CONF) < script.index("systemctl restart")
+    restarted = re.findall(r"^systemctl restart (\S+)$", script, re.M)
+    assert {redis.UNIT, rabbitmq.UNIT, elasticsearch.UNIT, postgresql.UNIT} <= set(restarted)
+    assert app.UNIT not in restarted
+    for unit in restarted:  # a unit that failed at boot may be held by systemd's start limit
+        assert script.index(f"systemctl reset-failed {unit} ") < script.index(f"systemctl restart {unit}\n")
+    assert f"{redis.CONF}\n" in script and f"{app.ENV_FILE}\n" in script
+
+
+def test_the_restored_app_starts_from_its_env_not_from_the_saved_list() -> None:
+    # `pm2 resurrect` (the unit's start) would bring back production's environment saved in dump.pm2
+    script = pm2.start_from_ecosystem()
+    steps = (f"systemctl stop {app.UNIT}\n", f"rm -f {pm2.DUMP_FILE} {pm2.DUMP_BACKUP}\n",
+             f"systemctl start {app.UNIT}\n", f"start {app.ECOSYSTEM_FILE}", "save")
+    order = [script.index(s) for s in steps]
+    assert order == sorted(order)
+    assert "resurrect" not in script and "restart" not in script

@@ -9,14 +9,28 @@ from __future__ import annotations
 
 import shlex
 
-from . import APP_DIR, APP_HOME, APP_USER, PM2_HOME
+from . import APP_DIR, APP_HOME, APP_USER, ECOSYSTEM_FILE, PM2_HOME, UNIT
 
 # PM2 as the app user, for a script that already runs as that user
 ENV = f"export HOME={APP_HOME} PM2_HOME={PM2_HOME}\ncd {APP_DIR}\n"
 PID_FILE = f"{PM2_HOME}/pm2.pid"
 DUMP_FILE = f"{PM2_HOME}/dump.pm2"  # what `pm2 resurrect` restores at boot (written by `pm2 save`)
+DUMP_BACKUP = f"{DUMP_FILE}.bak"  # `pm2 resurrect` falls back to it when DUMP_FILE is missing
 # PM2 as the app user, from root
 AS_APP_USER = f"runuser -u {APP_USER} -- env HOME={APP_HOME} PM2_HOME={PM2_HOME} pm2"
+
+
+def start_from_ecosystem() -> str:
+    """Bash (root): the apps started from ecosystem.config.js, so each reads the .env as it is now, and
+    that list saved for boot. `pm2 resurrect` (the unit's start) brings each app back with the
+    environment it was saved with, not the .env's: on a container restored from a vzdump under a new
+    address (restore, drill) that is production's, so the saved list goes first and the unit starts an
+    empty daemon, as on a new container (`up`: unit started, then `pm2 start`, `pm2 save`)."""
+    pm2 = f"cd {APP_DIR} && {AS_APP_USER}"
+    return (f"systemctl stop {UNIT}\nrm -f {DUMP_FILE} {DUMP_BACKUP}\nsystemctl start {UNIT}\n"
+            f"{pm2} start {ECOSYSTEM_FILE} >/dev/null\n{pm2} save >/dev/null\n")
+
+
 # Without a running daemon `pm2 jlist` would start one: the tool asks this first and only looks.
 DAEMON_ALIVE = f'kill -0 "$(cat {PID_FILE} 2>/dev/null)" 2>/dev/null'
 # `pm2 jlist` on stdin as `ps` (a line PM2 printed before the JSON is skipped), then the reducer runs

@@ -22,7 +22,8 @@ from typing import Any
 
 from ...errors import InputError
 from ...phases import ContainerSpec, Phase
-from .. import pgbackrest
+from .. import catalog, pgbackrest, rabbitmq
+from ..app import UNIT as APP_UNIT
 from ..postgresql import DATABASE
 from ..postgresql.mover import APP_OBJECT
 
@@ -128,6 +129,30 @@ def _sed_addr(ip: str) -> str:
 def sed_expression(old: str, new: str) -> str:
     """The sed -E expression rewrite_script uses for one address (tested against rewrite_addresses)."""
     return f"s/{_sed_addr(old)}/\\1{new}\\2/g"
+
+
+def copy_script(target: Target, mapping: dict[str, str]) -> str:
+    """Bash for a copy just booted from its original's vzdump (its services started on production's
+    configuration): the app stopped (PM2 resurrected it with production's environment), the managed
+    files' production addresses rewritten (what the planner renders for the copy: restored_phase), a
+    RabbitMQ node kept on its original's name, then each of the copy's other service units restarted
+    on the rewritten files. At boot a store bound to production's address, which the copy lacks: Redis,
+    RabbitMQ and Elasticsearch fail to start, PostgreSQL leaves the address out; nothing else restarts
+    Elasticsearch, nor the others in a restore without a backup set."""
+    spec, original = target.spec, target.original
+    files = [f for f in catalog.managed_files(spec.components) if f not in catalog.OPAQUE_FILES]
+    keep = (rabbitmq.keep_node_name(original.hostname)
+            if rabbitmq.COMPONENT in spec.components and original.hostname != spec.hostname else "")
+    units = [u for u in catalog.managed_services(spec.components) if u != APP_UNIT]
+    return (f"set -euo pipefail\nsystemctl stop {APP_UNIT} 2>/dev/null || true\n"
+            + rewrite_script(files, mapping) + keep + restart_script(units))
+
+
+def restart_script(units: Iterable[str]) -> str:
+    """Bash: each unit restarted; a unit that failed at boot may have hit systemd's start limit (Redis
+    restarts itself on failure), which refuses a restart until reset-failed."""
+    return "".join(f"systemctl reset-failed {shlex.quote(u)} 2>/dev/null || true\n"
+                   f"systemctl restart {shlex.quote(u)}\n" for u in units)
 
 
 def choose_volume(volumes: list[dict[str, Any]], vmid: int, at: datetime | None) -> dict[str, Any]:
