@@ -8,6 +8,7 @@ per step, so a killed run resumes at the first step whose check has not been rec
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from psa_provision import planner
 from psa_provision.apply import apply
@@ -26,6 +27,7 @@ from psa_provision.services.patroni.component import user_passwords
 from psa_provision.ssh import Connection
 from psa_provision.waits import wait_healthy
 
+CHECK_EVERY_S = 3.0
 FILES_ONLY = (Package, PutFile)  # `files` steps: install and write, start and stop nothing
 
 
@@ -90,6 +92,15 @@ class HaSteps(MigrationBase):
             wait_healthy(conn, phase, spec, StepProgress(self.out))
 
     def _check(self, action: HaAction, spec: ContainerSpec) -> list[str]:
+        """The action's check; asked again every few seconds for up to its settle_s while it fails."""
+        deadline = time.monotonic() + action.settle_s
+        while True:
+            problems = self._check_once(action, spec)
+            if not problems or time.monotonic() >= deadline:
+                return problems
+            time.sleep(CHECK_EVERY_S)
+
+    def _check_once(self, action: HaAction, spec: ContainerSpec) -> list[str]:
         if not action.check:
             return []
         problems: list[str] = []

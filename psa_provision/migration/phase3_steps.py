@@ -28,6 +28,7 @@ the server itself); `script` steps are Patroni's own (run, check, rollback).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from psa_provision.changes import Sensitive
@@ -40,6 +41,8 @@ from psa_provision.services.rabbitmq import cluster as rabbit_cluster
 from psa_provision.services.redis import topology as redis_topology
 
 PREPARE, FINISH = "prepare", "finish"
+REPLICA_SETTLE_S = 600.0  # a new replica clones the leader (pg_basebackup) before it streams
+SYNC_SETTLE_S = 120.0  # Patroni names a synchronous standby on its next loop
 KINDS = ("hold", "converge", "files", "script", "check", "release")
 
 
@@ -58,6 +61,7 @@ class HaAction:
     stdin: Sensitive | None = None
     shared: bool = False  # the container ran in phase 2 (a rollback converges phase 2's plan again)
     together: tuple[int, ...] = ()  # converge steps: containers converged side by side with `vmid`
+    settle_s: float = 0.0  # how long the check may take to hold (asked again every few seconds)
 
 
 def units_active(spec: ContainerSpec) -> str:
@@ -113,8 +117,9 @@ def actions(old: Phase, new: Phase, passwords: dict[str, str]) -> list[HaAction]
             continue
         step = by_name[f"replica {member.hostname}"]
         out.append(HaAction(f"postgresql replica {member.hostname}", member.vmid, "converge", step.summary,
-                            check=step.check.script, judge=step.check.judge, rollback=step.rollback))
-    out.append(_patroni(by_name["synchronous"], "check"))
+                            check=step.check.script, judge=step.check.judge, rollback=step.rollback,
+                            settle_s=REPLICA_SETTLE_S))
+    out.append(dataclasses.replace(_patroni(by_name["synchronous"], "check"), settle_s=SYNC_SETTLE_S))
     redis = cluster_order(new, "redis")
     if redis:  # the replicas copy the standalone first, then it becomes their primary
         out += [_converge(m, old_vmids, f"Redis replica of {redis[0].hostname}, its Sentinel")
