@@ -3,7 +3,8 @@
 An attempt is one write as the client made it: its unique key (the ticket's title, the Redis key), when
 it was sent and answered, and whether it was acknowledged. A write retried after an error keeps its key,
 so a key found twice in the store is a duplicate (the first try committed although the client saw an
-error), and an acknowledged key not found is a lost write.
+error), and an acknowledged key not found is a lost write. The Redis writer does not retry: each of
+its writes has a key of its own, and only an acknowledged one is looked for afterwards.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from psa_provision.drill.kinds import Kind
+
+REDIS_STORES = ("redis-wait", "redis-nowait")  # Attempt.store of the Redis writer's writes
+REDIS_LABELS = (("with_wait", "with WAIT"), ("without_wait", "without WAIT"))  # JSON key, table words
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,8 @@ class Measured:
     longest_error_window_s: float
     lost: list[str]
     duplicates: list[str]
-    redis_lost: dict[str, int] = field(default_factory=dict)  # "with WAIT" / "without WAIT" -> count
+    # with_wait / without_wait -> attempts, acknowledged, lost, lost_keys (empty: no Redis writer read)
+    redis_lost: dict[str, dict[str, Any]] = field(default_factory=dict)
     resume_target_s: float = 0.0
     healed: bool = False
     heal_s: float | None = None
@@ -74,7 +79,11 @@ class Measured:
                ["acknowledged writes", str(self.acked)],
                ["acknowledged writes lost", str(len(self.lost))],
                ["duplicates", str(len(self.duplicates))]]
-        out += [[f"Redis writes lost {k}", str(v)] for k, v in sorted(self.redis_lost.items())]
+        for label, how in REDIS_LABELS:
+            if label in self.redis_lost:
+                r = self.redis_lost[label]
+                out.append([f"Redis writes lost {how}",
+                            f"{r['lost']} of {r['acknowledged']} acknowledged ({r['attempts']} attempts)"])
         out.append(["healed", f"yes, {s(self.heal_s)}" if self.healed else "NO"])
         return out
 
@@ -110,6 +119,20 @@ def longest_error_window(attempts: Iterable[Attempt]) -> float:
     return longest
 
 
+def redis_losses(attempts: Iterable[Attempt], held: set[str]) -> dict[str, dict[str, Any]]:
+    """Per Redis store (with_wait, without_wait): attempts, keys acknowledged, acknowledged keys the
+    healed primary does not hold (lost; the first 50 of them as lost_keys)."""
+    out: dict[str, dict[str, Any]] = {}
+    listed = list(attempts)
+    for (label, _), store in zip(REDIS_LABELS, REDIS_STORES, strict=True):
+        mine = [a for a in listed if a.store == store]
+        acked = {a.key for a in mine if a.acked}
+        lost = sorted(acked - held)
+        out[label] = {"attempts": len(mine), "acknowledged": len(acked), "lost": len(lost),
+                      "lost_keys": lost[:50]}
+    return out
+
+
 def lost_and_duplicates(attempts: Iterable[Attempt], held: Counter[str]) -> tuple[list[str], list[str]]:
     """(acknowledged keys the store does not hold, keys the store holds more than once), sorted."""
     acked = {a.key for a in attempts if a.acked}
@@ -122,11 +145,7 @@ def measure(kind: Kind, target: str, attempts: list[Attempt], held: Counter[str]
     Redis keys the healed primary holds (None: no Redis writer ran)."""
     tickets = [a for a in attempts if a.store == "postgresql"]
     lost, dupes = lost_and_duplicates(tickets, held)
-    redis_lost: dict[str, int] = {}
-    if redis_held is not None:
-        for store, label in (("redis-wait", "with WAIT"), ("redis-nowait", "without WAIT")):
-            acked = {a.key for a in attempts if a.store == store and a.acked}
-            redis_lost[label] = len(acked - redis_held)
+    redis_lost = redis_losses(attempts, redis_held) if redis_held is not None else {}
     return Measured(kind.name, target, fault_at, restored_at, len(tickets), sum(a.acked for a in tickets),
                     first_ok_after(tickets, fault_at), longest_error_window(tickets), lost, dupes,
                     redis_lost, kind.resume_target_s)

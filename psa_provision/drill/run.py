@@ -20,23 +20,27 @@ from dataclasses import dataclass
 
 from psa_provision.drill.kinds import Kind
 from psa_provision.drill.measure import Measured, measure
+from psa_provision.drill.redis_writer import RedisRun, RedisWriter, writer_host
 from psa_provision.drill.writer import TicketWriter
 from psa_provision.errors import InputError, ProvisionError
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.seams import node_fault
+from psa_provision.sensitive import Sensitive
 from psa_provision.services.keepalived import config as keepalived_config
 from psa_provision.services.keepalived import vip as keepalived_vip
 from psa_provision.services.patroni import health as patroni_health
 from psa_provision.services.patroni import members as patroni_members
 from psa_provision.services.postgresql import DATABASE
-from psa_provision.services.redis import MASTER_NAME, SENTINEL_PORT
+from psa_provision.services.redis import SECRET as REDIS_SECRET
+from psa_provision.services.redis import writes as redis_writes
 from psa_provision.site import Site, ssh_connection
 
 BASELINE_S = 10.0  # writes before the fault
 HEAL_TIMEOUT_S = 600.0
 MAX_SECONDS = 900.0  # the writer stops by itself after this, whatever happens
 RATE = 5.0
+REDIS_RATE = 5.0  # Redis writes a second, with and without WAIT in turn
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,12 @@ def vip_base(phase: Phase) -> str:
     return f"http://{address}:{phase.services['api-gateway'].port}"
 
 
-def _run_on(site: Site, spec: ContainerSpec, script: str) -> str | None:
+def _run_on(site: Site, spec: ContainerSpec, script: str, stdin: Sensitive | None = None) -> str | None:
     """A script's stdout on one container, None when it cannot be reached or fails."""
     try:
         conn = ssh_connection(site.inventory, spec)
         try:
-            result = conn.run(script, check=False, timeout=30)
+            result = conn.run(script, stdin=stdin, check=False, timeout=30)
         finally:
             conn.close()
     except ProvisionError:
@@ -86,11 +90,11 @@ def postgres_leader(site: Site) -> ContainerSpec:
 
 
 def redis_primary(site: Site) -> ContainerSpec:
-    """The Redis primary, as the first Sentinel that answers names it."""
+    """The Redis primary, as the first Sentinel that answers names it (Sentinels ask for the password)."""
     members = site.phase.with_component("redis")
-    ask = f"redis-cli -p {SENTINEL_PORT} --raw SENTINEL get-master-addr-by-name {MASTER_NAME}\n"
+    password = Sensitive.join(site.secrets.get(REDIS_SECRET), "\n")
     for spec in members:
-        out = _run_on(site, spec, ask)
+        out = _run_on(site, spec, redis_writes.ASK_PRIMARY, password)
         address = (out or "").split()[:1]
         found = [m for m in members if address and m.ip == address[0]]
         if found:
@@ -175,6 +179,21 @@ def tickets_held(site: Site, run: str) -> Counter[str]:
     return held
 
 
+def _start_redis_writer(site: Site, fault: Fault, run: str, at: float,
+                        say: Callable[[str], None]) -> tuple[RedisWriter | None, str]:
+    """The Redis writer started on a member the fault spares; (None, why) when there is none or it
+    did not start."""
+    host = writer_host(site.phase, fault.containers)
+    if host is None:
+        return None, "no Redis member outside the fault to write from"
+    redis = RedisWriter(site, host, run, rate=REDIS_RATE, max_seconds=MAX_SECONDS)
+    problem = redis.start(at)
+    if problem:
+        return None, problem
+    say(f"Redis writes with and without WAIT from {host.hostname} (keys drill:{run}:*)")
+    return redis, ""
+
+
 def drill(site: Site, kind: Kind, healthy: Callable[[], bool], say: Callable[[str], None]) -> Measured:
     """Run one drill end to end; the figures (Measured.passed: no acknowledged write lost, healed)."""
     base = vip_base(site.phase)
@@ -188,6 +207,7 @@ def drill(site: Site, kind: Kind, healthy: Callable[[], bool], say: Callable[[st
     s = site.secrets
     writer = TicketWriter(base, s.get("app.admin_email").value, s.get("app.admin_password").value, run,
                           rate=RATE, max_seconds=MAX_SECONDS).start()
+    redis, redis_problem = _start_redis_writer(site, fault, run, writer.now(), say)
     sandbox_node = False
     restored_at: float | None = None
     try:
@@ -208,13 +228,16 @@ def drill(site: Site, kind: Kind, healthy: Callable[[], bool], say: Callable[[st
         time.sleep(BASELINE_S)  # writes after healing count too
     finally:
         attempts = writer.stop()
+        if redis is not None:
+            redis.stop()
         if sandbox_node and restored_at is None and fault.node is not None:
             node_fault("up", fault.node, owner)
-    result = measure(kind, fault.target, attempts, tickets_held(site, run), fault_at, restored_at)
+    redis_run = redis.collect() if redis is not None else RedisRun(problem=redis_problem)
+    result = measure(kind, fault.target, attempts + redis_run.attempts, tickets_held(site, run), fault_at,
+                     restored_at, redis_held=redis_run.held)
     result.healed, result.heal_s = healed, heal_s
-    if kind.name == "redis-primary":
-        result.notes.append("Redis writes with and without WAIT: not measured by this version; the tickets "
-                            "(PostgreSQL, with their Redis cache write) are")
+    if redis_run.problem:
+        result.notes.append(f"Redis writes with and without WAIT: {redis_run.problem}")
     if kind.name == "rabbitmq-node":
         result.notes.append("confirmed RabbitMQ publishes are not counted separately by this version: a "
                             "ticket's event is published after its commit and republished by the sweeper "

@@ -1,6 +1,8 @@
-"""`drill phase3 KIND` on the sandbox: the PostgreSQL leader, the VIP's load balancer and a whole node
-lost under writes through the VIP; each drill must lose no acknowledged write and heal (its times are
-reported, not asserted: bench/run --figure drill measures them). Phase 3 from phase3_site (cold `up
+"""`drill phase3 KIND` on the sandbox: the PostgreSQL leader, the Redis primary, the VIP's load balancer
+and a whole node lost under writes through the VIP; each drill must lose no acknowledged ticket and heal
+(its times are reported, not asserted: bench/run --figure drill measures them), and its Redis writer
+must have had writes acknowledged with and without WAIT and read the keys back (Redis losses are
+reported, not asserted). Phase 3 from phase3_site (cold `up
 phase3` once, snapshots), rolled back to its snapshot after each drill."""
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .phase3_site import Phase3, phase3, reset_phase3  # noqa: F401  (fixtures)
 pytestmark = [pytest.mark.sandbox, pytest.mark.phase3]
 
 
-@pytest.mark.parametrize("kind", ["postgresql-primary", "lb-active", "node"])
+@pytest.mark.parametrize("kind", ["postgresql-primary", "redis-primary", "lb-active", "node"])
 def test_a_drill_loses_no_acknowledged_write_and_heals(reset_phase3: Phase3, kind: str,  # noqa: F811
                                                        monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:
@@ -30,4 +32,7 @@ def test_a_drill_loses_no_acknowledged_write_and_heals(reset_phase3: Phase3, kin
     assert figures["acknowledged"] > 0, run.output[-4000:]
     assert figures["acknowledged_lost"] == 0, figures["lost_keys"]
     assert figures["healed"], run.output[-4000:]
+    redis = figures["redis_lost"]
+    assert set(redis) == {"with_wait", "without_wait"}, figures["notes"]
+    assert all(redis[k]["acknowledged"] > 0 for k in redis), redis
     assert run.code == 0, run.output[-4000:]

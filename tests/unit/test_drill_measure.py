@@ -84,7 +84,7 @@ def test_redis_losses_are_counted_with_and_without_wait() -> None:
                 ok("n1", 1.0, store="redis-nowait"), ok("n2", 2.0, store="redis-nowait")]
     result = measure(parse_kind("redis-primary"), "psa-redis-1", attempts, Counter(), 1.5, None,
                      redis_held={"w1", "w2", "n1"})
-    assert result.redis_lost == {"with WAIT": 0, "without WAIT": 1}
+    assert {k: v["lost"] for k, v in result.redis_lost.items()} == {"with_wait": 0, "without_wait": 1}
     assert result.attempts == 0, "Redis attempts are not tickets"
 
 
