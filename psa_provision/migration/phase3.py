@@ -19,11 +19,13 @@ from psa_provision.migration.base import MigrationBase
 from psa_provision.migration.phase3_steps import HaAction, actions
 from psa_provision.migration.steps import MigrationFailed, Step
 from psa_provision.output import StepProgress
-from psa_provision.reads import side_by_side
 from psa_provision.phases import ContainerSpec, Phase
+from psa_provision.reads import side_by_side
+from psa_provision.services import rabbitmq
 from psa_provision.services.app import APP_HOME, APP_USER
 from psa_provision.services.context import build_context
 from psa_provision.services.patroni.component import user_passwords
+from psa_provision.services.rabbitmq import migration as rabbitmq_migration
 from psa_provision.ssh import Connection
 from psa_provision.waits import wait_healthy
 
@@ -71,6 +73,10 @@ class HaSteps(MigrationBase):
             result = self.conn(spec).run(action.run, stdin=action.stdin, check=False)
             if not result.ok:
                 self.out.warn(f"[{action.name}] exit {result.exit_code}: {result.stdout.strip()[-300:]}")
+        elif action.kind == "queues":
+            moved = rabbitmq_migration.move_all(self.conn(spec), self.site.secrets, rabbitmq.VHOST,
+                                                self.out.note)
+            self.out.note(f"[{action.name}] quorum now: {', '.join(moved) or 'no classic queue was left'}")
         elif action.kind in ("converge", "files"):
             specs = [spec, *(self.new.container(v) for v in action.together)]
             side_by_side(lambda s: self.converge(s, self.new, files_only=action.kind == "files"), specs)

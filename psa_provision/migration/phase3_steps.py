@@ -12,7 +12,8 @@ migration step, journaled, checked and undone when its check fails. Order:
    synchronous standby.
 4. Redis: the replicas first (they copy the standalone while it still serves, phase 2's address and
    password), then the standalone as the cluster's primary with its Sentinel.
-5. RabbitMQ: the phase-2 node first (the cluster's cookie and files), then the members join it.
+5. RabbitMQ: the phase-2 node first (the cluster's cookie and files), then the members join it; then
+   each classic queue becomes a quorum queue of the same name (services/rabbitmq/migration.py).
 6. Elasticsearch: the phase-2 node restarts with the cluster configuration first, so the new members
    join the cluster that holds the data (not form a second one).
 7. The load balancer pair (HAProxy, keepalived: the VIP).
@@ -43,7 +44,10 @@ from psa_provision.services.redis import topology as redis_topology
 PREPARE, FINISH = "prepare", "finish"
 REPLICA_SETTLE_S = 600.0  # a new replica clones the leader (pg_basebackup) before it streams
 SYNC_SETTLE_S = 120.0  # Patroni names a synchronous standby on its next loop
-KINDS = ("hold", "converge", "files", "script", "check", "release")
+KINDS = ("hold", "converge", "files", "script", "check", "queues", "release")
+# the check of the `queues` step: no classic queue left in vhost /
+NO_CLASSIC_QUEUE = ("out=$(rabbitmqctl -q list_queues --no-table-headers name type </dev/null) || exit 1\n"
+                    "! printf '%s\\n' \"$out\" | grep -Eq '[[:space:]]classic$'\n")
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,10 @@ def actions(old: Phase, new: Phase, passwords: dict[str, str]) -> list[HaAction]
     rabbit = cluster_order(new, "rabbitmq")
     out += [_converge(m, old_vmids, "RabbitMQ cluster seed (phase 2's node, its data)" if i == 0
                       else f"RabbitMQ member joining {rabbit[0].hostname}") for i, m in enumerate(rabbit)]
+    if rabbit:  # before any app gets phase 3's .env: its consumers declare their queues quorum
+        out.append(HaAction("rabbitmq quorum queues", rabbit[0].vmid, "queues",
+                            "each classic queue becomes a quorum queue of the same name, no message lost",
+                            check=NO_CLASSIC_QUEUE, shared=True))
     es = cluster_order(new, "elasticsearch")
     out += [_converge(m, old_vmids, "Elasticsearch: phase 2's node restarts as the cluster's first member"
                       if i == 0 else f"Elasticsearch member joining {es[0].hostname}")

@@ -93,6 +93,13 @@ def test_phase3_plan_steps_are_the_conversion_steps_each_run_then_checked() -> N
     assert all(s.kind == "ha" and s.substeps == ("run", "check") for s in steps)
 
 
+def test_the_queues_turn_quorum_after_the_members_join_and_before_any_app() -> None:
+    assert at("psa-rabbitmq-3") < at("rabbitmq quorum queues") < at("psa-lb-1")
+    apps = [n for n in names() if n.startswith(("psa-gateway", "psa-auth", "psa-billing"))]
+    assert len(apps) >= 6
+    assert all(at("rabbitmq quorum queues") < at(n) for n in apps)
+
+
 def _entry(step: str, state: str, **fields: object) -> dict[str, object]:
     return {"event": "migrate", "step": step, "state": state, **fields}
 

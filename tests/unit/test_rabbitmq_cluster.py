@@ -162,12 +162,26 @@ def test_the_app_gets_the_cluster_in_phase_3_only() -> None:
     assert "RABBITMQ_NODES" not in phase2 and "REDIS_SENTINELS" not in phase2
 
 
-def test_migration_moves_each_classic_queue_through_a_quorum_queue() -> None:
-    steps = migration.steps(load_phase("phase2", PHASES_DIR), load_phase("phase3", PHASES_DIR), ["q1"])
-    assert [s.host for s in steps[:3]] == ["psa-rabbitmq-1", "psa-rabbitmq-2", "psa-rabbitmq-3"]
-    assert [s.name for s in steps[3:]] == ["rabbitmq: quorum queue q1.quorum",
-                                           "rabbitmq: drain q1 into q1.quorum",
-                                           "rabbitmq: q1 becomes a quorum queue"]
+def test_the_queues_to_make_quorum_are_the_classic_ones_and_any_left_half_done() -> None:
+    listed = [{"name": "billing.ticket-events", "vhost": "/", "type": "classic"},
+              {"name": "done", "vhost": "/", "type": "quorum"},
+              {"name": "half", "vhost": "/", "type": "quorum"},
+              {"name": "half.quorum", "vhost": "/", "type": "quorum"},
+              {"name": "elsewhere", "vhost": "other", "type": "classic"}]
+    assert migration.classic_queues(listed, "/") == ["billing.ticket-events", "half"]
+
+
+def test_bindings_move_without_the_default_exchange() -> None:
+    listed = [{"source": "", "routing_key": "q", "properties_key": "q"},
+              {"source": "psa.events", "routing_key": "ticket.*", "arguments": {},
+               "properties_key": "ticket.*"}]
+    kept = migration.app_bindings(listed)
+    assert [b["source"] for b in kept] == ["psa.events"]
+    [(verb, bind_path, body)] = migration.bind_requests("/", "q.quorum", kept)
+    assert (verb, bind_path, body) == ("POST", "/bindings/%2F/e/psa.events/q/q.quorum",
+                                       {"routing_key": "ticket.*", "arguments": {}})
+    [(verb, unbind_path, _)] = migration.unbind_requests("/", "q", kept)
+    assert (verb, unbind_path) == ("DELETE", "/bindings/%2F/e/psa.events/q/q/ticket.%2A")
 
 
 def test_a_list_queues_timeout_leaves_the_queues_unknown_not_the_member() -> None:

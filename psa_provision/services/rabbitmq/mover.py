@@ -192,9 +192,12 @@ def messages_digest(messages: list[dict[str, Any]]) -> str:
     return f"{len(messages)}, md5 {digest.hexdigest()}"
 
 
-def copy_queue(src: Connection, dst: Connection, secrets: Secrets, vhost: str, queue: str, depth: int) -> int:
-    """Read `depth` messages (requeued) from src's queue, publish them in order into dst's queue."""
+def copy_queue(src: Connection, dst: Connection, secrets: Secrets, vhost: str, queue: str, depth: int,
+               *, into: str | None = None) -> int:
+    """Read `depth` messages (requeued) from src's queue, publish them in order into dst's queue (the
+    same name, or `into`)."""
     messages = read_messages(src, secrets, vhost, queue, depth)
+    queue = into or queue
     setup = [("PUT", path("exchanges", vhost, TEMP_EXCHANGE),
               {"type": "fanout", "durable": False, "auto_delete": False, "internal": False, "arguments": {}}),
              ("POST", path("bindings", vhost, "e", TEMP_EXCHANGE, "q", queue),
