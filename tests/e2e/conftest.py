@@ -302,8 +302,17 @@ def reset_phase0(phase0: Site, converged_snapshot: str) -> Iterator[Site]:
     wait_gateway_healthy(phase0)
 
 
+PHASE3_ORDER = {"test_migrate_phase3.py": 0, "test_phase3.py": 1, "test_drills.py": 2}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `session_end` delete the session's containers: they run after every other test but
-    those marked `phase3`, which remove whatever holds phase 3's vmids (phase 1's and 2's) and go last."""
-    items.sort(key=lambda item: 2 if item.get_closest_marker("phase3") is not None
-               else int(item.get_closest_marker("session_end") is not None))
+    """Tests marked `phase3` run after every other e2e test: `migrate phase3` from the session's phase 2
+    first (test_phase2.py leaves it serving), then phase 3's own tests on what it built, the drills last.
+    Tests marked `session_end` delete the session's containers (phase 3's too): they run last."""
+    def key(item: pytest.Item) -> tuple[int, int]:
+        if item.get_closest_marker("session_end") is not None:
+            return (2, 0)
+        if item.get_closest_marker("phase3") is not None:
+            return (1, PHASE3_ORDER.get(item.path.name, 3))
+        return (0, 0)
+    items.sort(key=key)

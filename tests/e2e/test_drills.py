@@ -3,7 +3,7 @@ and a whole node lost under writes through the VIP; each drill must lose no ackn
 (its times are reported, not asserted: bench/run --figure drill measures them), and its Redis writer
 must have had writes acknowledged with and without WAIT and read the keys back (Redis losses are
 reported, not asserted). Phase 3 from phase3_site (cold `up
-phase3` once, snapshots), rolled back to its snapshot after each drill."""
+phase3` once, snapshots); a drill that did not heal it is rolled back to its snapshot."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def test_a_drill_loses_no_acknowledged_write_and_heals(reset_phase3: Phase3, kin
     assert figures["acknowledged"] > 0, run.output[-4000:]
     assert figures["acknowledged_lost"] == 0, figures["lost_keys"]
     assert figures["healed"], run.output[-4000:]
+    reset_phase3.dirty = run.code != 0  # healed and verified by the drill: the next one starts from here
     redis = figures["redis_lost"]
     assert set(redis) == {"with_wait", "without_wait"}, figures["notes"]
     assert all(redis[k]["acknowledged"] > 0 for k in redis), redis

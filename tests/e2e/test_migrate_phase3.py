@@ -10,8 +10,9 @@ import time
 import pytest
 
 from psa_provision.phases import load_phase
-from psa_provision.testing.loadgen import TicketLoad
+from psa_provision.testing.loadgen import TicketLoad, request
 
+from .phase3_site import MIGRATED
 from .test_phase2 import PSQL, Phase1, phase1_site, q  # noqa: F401 - the session's phase-1/2 site
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.phase3]
@@ -20,19 +21,22 @@ RATE = 5.0
 LOAD_BOUND_S = 3600.0
 
 
-def _phase2_live(site: Phase1) -> None:
-    """Phase 2 migrated and serving (what test_phase2 leaves); else made so."""
-    if site.cli("migrate", "phase2", "--plan", timeout=120).output.count("done") < 3:
+def _phase2_live(site: Phase1, gateway: str) -> None:
+    """Phase 2 serving through its gateway (what test_phase2 leaves); else brought up and migrated."""
+    if request("GET", f"{gateway}/health", timeout=10)[0] != 200:
         assert site.cli("up", "phase2", "--yes").code == 0
         assert site.cli("migrate", "phase2", timeout=1800).code == 0
+
+
+@pytest.mark.timeout(5400)  # phase 0 -> 1 -> 2 when run alone, then phase 3 up and migrated
 
 
 def test_migrate_phase3_from_phase2_under_load_loses_no_acknowledged_write(
         phase1_site: Phase1) -> None:  # noqa: F811 - the fixture imported above
     site = phase1_site
-    _phase2_live(site)
     phase2, phase3 = (load_phase(n, site.inventory.phases_dir) for n in ("phase2", "phase3"))
     gateway = f"http://{phase2.container(phase2.services['api-gateway'].container).ip}:3000"
+    _phase2_live(site, gateway)
     vip = "http://10.0.20.250:3000"
     load = TicketLoad([gateway, vip], site.secret("app.admin_email"), site.secret("app.admin_password"),
                       rate=RATE, max_seconds=LOAD_BOUND_S, label="phase3-load").start()
@@ -61,3 +65,4 @@ def test_migrate_phase3_from_phase2_under_load_loses_no_acknowledged_write(
     assert not lost, f"{len(lost)} acknowledged tickets lost: {lost[:20]}"
     verified = site.cli("verify", "phase3", timeout=1800)
     assert verified.code == 0, verified.output[-6000:]
+    MIGRATED.append(site.inventory_path)  # phase 3's tests and drills use it (phase3_site)

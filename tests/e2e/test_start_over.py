@@ -1,4 +1,5 @@
-"""The whole life cycle, starting over included: up 0 -> up 1 -> migrate 1 -> destroy 1 -> destroy 0 -> up 0.
+"""The whole life cycle, starting over included: up 0 -> up 1 -> migrate 1 -> destroy 1 -> destroy 0 -> up 0
+(phase 3 and 2, which earlier tests of the session built, destroyed first).
 
 Refusals follow the real state: while phase 0's container holds the data a migration moved away, `plan`
 and `up` of phase 0 refuse with the same message; once phase 1 is destroyed (its migration record is
@@ -19,10 +20,10 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.session_end]
 
 
 def test_destroy_then_up_starts_over_and_plan_refuses_what_up_refuses(phase0: Site) -> None:
-    for phase in ("phase1", "phase2"):  # what earlier tests recorded, forgotten as they do themselves
+    for phase in ("phase1", "phase2", "phase3"):  # what earlier tests recorded, forgotten as they do
         migrate.journal_for(phase0.inventory_path, phase).path.unlink(missing_ok=True)
         journal.write_migration_grants(phase0.inventory_path, phase, None)
-    for phase in ("phase2", "phase1"):  # phase 2 shares phase 1's stores: a cold phase 1 follows
+    for phase in ("phase3", "phase2", "phase1"):  # each shares the earlier one's stores: phase 1 cold next
         run = phase0.cli("destroy", phase, "--yes", timeout=900)
         assert run.code == 0, run.output[-4000:]
     up0 = phase0.cli("up", "phase0", "--yes")
