@@ -12,7 +12,7 @@ import pytest
 from psa_provision.phases import load_phase
 from psa_provision.testing.loadgen import TicketLoad, request
 
-from .phase3_site import MIGRATED
+from .phase3_site import MIGRATED, MIGRATING
 from .test_phase2 import PSQL, Phase1, phase1_site, q  # noqa: F401 - the session's phase-1/2 site
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.phase3]
@@ -34,6 +34,7 @@ def _phase2_live(site: Phase1, gateway: str) -> None:
 def test_migrate_phase3_from_phase2_under_load_loses_no_acknowledged_write(
         phase1_site: Phase1) -> None:  # noqa: F811 - the fixture imported above
     site = phase1_site
+    MIGRATING.append(site.inventory_path)
     phase2, phase3 = (load_phase(n, site.inventory.phases_dir) for n in ("phase2", "phase3"))
     gateway = f"http://{phase2.container(phase2.services['api-gateway'].container).ip}:3000"
     _phase2_live(site, gateway)
