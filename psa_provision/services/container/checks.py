@@ -9,8 +9,11 @@ from psa_provision.suites.checks import net0_fields, public_ports, wildcard_list
 
 
 def test_container_config_matches_phase(container: dict[str, Any], proxmox: Any) -> None:
-    config = proxmox.get_container(container["node"], container["vmid"])
-    assert config is not None, f"container {container['vmid']} does not exist on node {container['node']}"
+    # where it is now: the HA manager moves a phase-3 member (recovery, anti-affinity rules) off the
+    # node the phase file created it on
+    node = proxmox.find_vmid(container["vmid"]) or container["node"]
+    config = proxmox.get_container(node, container["vmid"])
+    assert config is not None, f"container {container['vmid']} does not exist (phase: node {container['node']})"
     want = {
         "hostname": container["hostname"], "cores": container["cores"], "memory": container["memory_mb"],
         "swap": container["swap_mb"], "unprivileged": 1 if container["unprivileged"] else 0,

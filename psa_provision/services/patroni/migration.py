@@ -16,6 +16,7 @@ also what a resumed migration asks first: a step whose check already holds is do
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from ..mover import HaStep
 from ..postgresql.component import PSQL
 from . import CONFIG, CONFIG_DIR, REST_PORT, SCOPE, START_CONF, STOCK_UNIT, UNIT, members
 from . import health as patroni_health
-from .component import roles_sql
+from .component import START_CONF_CONTENT, roles_sql
 
 Judge = Callable[[int, str], list[str]]  # (exit code, stdout) -> problems; [] when the step's effect holds
 HBA_BACKUP = f"{CONFIG_DIR}/pg_hba.conf.psa-before-patroni"
@@ -118,7 +119,7 @@ LIST = f"patronictl -c {CONFIG} list -f json\n"
 TAKEOVER = f"""cp -a {CONFIG_DIR}/pg_hba.conf {HBA_BACKUP}
 cp -a {CONFIG_DIR}/postgresql.conf {CONF_BACKUP}
 systemctl stop {STOCK_UNIT}
-printf 'manual\\n' > {START_CONF}
+printf '%s' {shlex.quote(START_CONF_CONTENT)} > {START_CONF}
 systemctl mask {STOCK_UNIT}
 systemctl enable --now {UNIT}
 for _ in $(seq 60); do
