@@ -186,7 +186,8 @@ def test_converged_member_plans_only_noops(vmid: int) -> None:
                   "postgresql@15-main": ServiceFact("postgresql@15-main", False, False)},
         postgres=PostgresFacts(roles=roles_with_passwords(), in_recovery=vmid != 100))
     assert [c.summary for c in patroni.plan(ctx, facts) if not isinstance(c, Noop)] == []
-    changed = content.replace("ttl: 30", "ttl: 20")
+    changed = content.replace("ttl: 20", "ttl: 30")
+    assert changed != content
     stale = GuestFacts(packages=facts.packages, services=facts.services, postgres=facts.postgres,
                        files={**facts.files, CONFIG: FileFact(CONFIG, sha256(changed), 0o600, "postgres",
                                                               "postgres")})
