@@ -66,10 +66,15 @@ class Secrets:
         self.path = path
         self._group_lines = group_lines or {}
 
+    def where(self, key: str) -> str:
+        """`file:line` of the key's group, for an error about its value."""
+        group = key.partition(".")[0]
+        return f"{self.path}:{self._group_lines.get(group, 1)}" if self.path else "the secrets file"
+
     def get(self, key: str) -> Secret:
         if key not in self._data:
             group, _, name = key.partition(".")
-            where = f"{self.path}:{self._group_lines.get(group, 1)}" if self.path else "the secrets file"
+            where = self.where(key)
             raise InputError(f"{where}: secret '{key}' is missing (no `{name}:` under `{group}:`)",
                              hint="run `psa-provision init` to add missing secrets (existing ones are kept)")
         return Secret(self._data[key])

@@ -46,6 +46,11 @@ def test_migrate_phase3_from_phase2_under_load_loses_no_acknowledged_write(
         while len(load.result.acked) < 5:
             assert time.monotonic() < deadline, "no write acknowledged by phase 2's gateway"
             time.sleep(0.5)
+        if any(c in site.secret("redis.password") for c in " '\""):  # the session's hostile passwords
+            refused = site.cli("plan", "phase3", timeout=600)
+            assert refused.code == 1 and "redis.password holds" in refused.output, refused.output[-3000:]
+            rotated = site.cli("rotate-secrets", "redis", "--phase", "phase2", "--yes", timeout=1800)
+            assert rotated.code == 0, rotated.output[-6000:]
         up = site.cli("up", "phase3", "--yes", timeout=3600)
         assert up.code == 0, up.output[-8000:]
         migrated = site.cli("migrate", "phase3", "--yes", timeout=3600)

@@ -3,13 +3,19 @@ min-replicas-to-write 1). Expected values are the issue's and Redis's, not the r
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
+import pytest
 from test_planner import SECRETS, make_ctx
 
 from psa_provision import planner
 from psa_provision.changes import Command, Noop, Package, PutFile, Service, sha256
+from psa_provision.errors import InputError
 from psa_provision.facts import FileFact, GuestFacts, ServiceFact
 from psa_provision.packaged import PHASES_DIR
 from psa_provision.phases import load_phase
+from psa_provision.secrets import Secrets
 from psa_provision.services import catalog
 from psa_provision.services.redis import health, migration, topology
 from psa_provision.services.redis.topology import RedisFacts
@@ -178,3 +184,20 @@ def test_fresh_phase3_redis_plan_shows_no_secret() -> None:
     for c in redis_changes(111, GuestFacts()):
         shown = c.summary + (c.diff if isinstance(c, PutFile) else "") + getattr(c, "script", "")
         assert PASSWORD not in shown, c.summary
+
+
+@pytest.mark.parametrize("bad", [" ", "'", '"', "\t"])
+def test_a_password_sentinel_would_write_back_unreadable_is_refused_naming_the_secrets_file(bad: str) -> None:
+    ctx = make_ctx("phase3", 111)
+    hostile = dataclasses.replace(ctx, secrets=Secrets({**SECRETS, "redis.password": f"abc{bad}def"},
+                                                       Path("/site/secrets.yml"), {"redis": 7}))
+    with pytest.raises(InputError, match=r"^/site/secrets.yml:7: redis.password holds") as caught:
+        planner.plan_guest(hostile, GuestFacts())
+    assert "rotate-secrets redis" in (caught.value.hint or "")
+
+
+def test_shell_characters_that_an_unquoted_config_word_keeps_are_accepted() -> None:
+    ctx = make_ctx("phase3", 111)
+    shell = dataclasses.replace(ctx, secrets=Secrets({**SECRETS, "redis.password": "a$;`(id)%x\\b"}))
+    changes = [c for c in planner.plan_guest(shell, GuestFacts()).changes if c.component == "redis"]
+    assert "/etc/redis/sentinel.conf" in {c.path for c in changes if isinstance(c, PutFile)}

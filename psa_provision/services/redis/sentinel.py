@@ -6,6 +6,11 @@ of the moment; afterwards it only compares the settings it owns. A changed down-
 failover-timeout or quorum is set live (SENTINEL SET, which Sentinel saves); any other owned setting
 drifting rewrites the file with the current primary and restarts the Sentinel. The monitored address
 is never the tool's to put back: Sentinel's last answer is the primary.
+
+Redis 7.0's Sentinel writes `sentinel auth-pass` back unquoted whenever it rewrites its file (sentinel.c,
+rewriteConfigSentinelOption: "sentinel auth-pass %s %s"), and its parser (sdssplitargs) then refuses a
+line whose password holds white space or a quote: the Sentinel no longer starts. Such a Redis password
+is refused before anything is written (check_password).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import shlex
 
 from ...changes import Change, Noop, Sensitive
+from ...errors import InputError
 from ...facts import GuestFacts
 from ...render import render
 from ..common import command, content_changed, fix_mode, put_file, service
@@ -34,6 +40,7 @@ from . import (
 from .conffile import conf_word, directives, drift
 
 MONITOR = f"sentinel monitor {MASTER_NAME}"
+UNREWRITABLE = frozenset(" \t\r\n'\"")  # what an unquoted word of Sentinel's own file cannot hold
 SECRET_KEYS = ("requirepass", f"sentinel auth-pass {MASTER_NAME}")
 # per-master settings SENTINEL SET changes live: key in the file -> (SET option, wanted value)
 LIVE: dict[str, tuple[str, str]] = {
@@ -44,7 +51,19 @@ LIVE: dict[str, tuple[str, str]] = {
 AUTH = "IFS= read -r REDISCLI_AUTH\nexport REDISCLI_AUTH\n"
 
 
+def check_password(ctx: HostContext) -> None:
+    """InputError naming the secrets file when the Redis password cannot survive Sentinel's rewrite."""
+    found = sorted({repr(c) for c in ctx.secrets.get(SECRET).value if c in UNREWRITABLE})
+    if found:
+        raise InputError(f"{ctx.secrets.where(SECRET)}: {SECRET} holds {', '.join(found)}: Redis 7.0's "
+                         "Sentinel writes it back unquoted into sentinel.conf on every rewrite (each "
+                         "failover) and then cannot read its own file",
+                         hint="`psa-provision rotate-secrets redis --phase <the phase running now>` gives "
+                              "Redis a new password of letters and digits; then run this again")
+
+
 def content(ctx: HostContext, primary: str) -> str:
+    check_password(ctx)
     ip = ctx.container.ip
     return render(SENTINEL_TEMPLATE, port=SENTINEL_PORT, bind=f"{ip} 127.0.0.1", announce_ip=ip,
                   password=conf_word(ctx.secrets.get(SECRET).value), name=MASTER_NAME, primary=primary,
