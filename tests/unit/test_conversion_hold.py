@@ -41,7 +41,7 @@ LIVE_PHASE2 = {c.vmid: "phase1" if c.vmid in PHASE2_STORES else "phase2" for c i
 
 def test_held_while_phase2s_stores_exist_every_container_the_migration_converges() -> None:
     held = held_vmids(P2, P3, PHASE2_STORES, finished=False)
-    migrated = {a.vmid for a in actions(P2, P3, {}) if a.vmid}
+    migrated = {v for a in actions(P2, P3, {}) for v in (a.vmid, *a.together) if v}  # etcd: side by side
     assert held == migrated == {c.vmid for c in converged_by_migration(P3)}
     assert {100, 101, 110, 111, 120, 122, 240} <= held  # the stores, new members, old and new apps, LBs
     assert [c.hostname for c in standalone_firsts(P2, P3, PHASE2_STORES)] == [
