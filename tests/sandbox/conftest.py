@@ -127,3 +127,19 @@ def purge(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> Purger:
                 wait_task(res["node"], ct.delete(purge=1))
 
     return run
+
+
+TEMPLATE = "debian-12-standard_12.7-1_amd64.tar.zst"
+
+
+@pytest.fixture(scope="session")
+def template(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> str:
+    """The Debian 12 template's volid in `local`, downloaded (= built) through aplinfo if missing: on a
+    fresh machine no `up` has fetched it yet when the first test creates a container."""
+    volid = f"local:vztmpl/{TEMPLATE}"
+    present = proxmox.nodes("pve1").storage("local").content.get(content="vztmpl")
+    if volid not in [c["volid"] for c in present]:
+        assert TEMPLATE in [t["template"] for t in proxmox.nodes("pve1").aplinfo.get()]
+        upid = proxmox.nodes("pve1").aplinfo.post(storage="local", template=TEMPLATE)
+        assert wait_task("pve1", upid, timeout=1800)["exitstatus"] == "OK"
+    return volid

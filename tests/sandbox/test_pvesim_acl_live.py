@@ -57,7 +57,7 @@ def deployer(proxmox: ProxmoxAPI, pvesim_credentials: dict[str, Any]) -> Iterato
 
 
 @pytest.fixture
-def fresh(purge: Purger) -> Iterator[None]:
+def fresh(purge: Purger, template: str) -> Iterator[None]:  # template: created from it
     purge([CT, PRIV_CT])
     yield
     subprocess.run([sys.executable, "-m", "pvesim", "fault", "clear", "--owner", OWNER], check=False)

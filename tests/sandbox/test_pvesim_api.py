@@ -35,18 +35,6 @@ MEMORY_LIMIT = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/
 
 
 @pytest.fixture(scope="module")
-def template(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> str:
-    """The Debian 12 template in `local`, downloaded (= built) through aplinfo if missing."""
-    content = proxmox.nodes("pve1").storage("local").content.get(content="vztmpl")
-    volid = f"local:vztmpl/{TEMPLATE}"
-    if volid not in [c["volid"] for c in content]:
-        assert TEMPLATE in [t["template"] for t in proxmox.nodes("pve1").aplinfo.get()]
-        upid = proxmox.nodes("pve1").aplinfo.post(storage="local", template=TEMPLATE)
-        assert wait_task("pve1", upid, timeout=1800)["exitstatus"] == "OK"
-    return volid
-
-
-@pytest.fixture(scope="module")
 def container(proxmox: ProxmoxAPI, wait_task: TaskWaiter, purge: Purger, template: str,
               ed25519_keypair: KeyPair) -> Iterator[dict[str, Any]]:
     """CT 9000 on pve1 created (not started) with the session's SSH key; removed afterwards."""

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.sandbox
 
 NODE = "pve1"
-TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
 DB = (9110, "vmbr30", "10.0.30.210", "10.0.30.1")
 APP = (9111, "vmbr20", "10.0.20.211", "10.0.20.1")
 OTHER = (9112, "vmbr20", "10.0.20.212", "10.0.20.1")
@@ -66,14 +65,14 @@ def _destroy(proxmox: ProxmoxAPI, wait_task: TaskWaiter, vmid: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def containers(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> Iterator[None]:
+def containers(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str) -> Iterator[None]:
     """DB, APP and OTHER created and running (net0 with firewall=1), the listener up; all destroyed after."""
     for vmid, *_ in (DB, APP, OTHER):
         _destroy(proxmox, wait_task, vmid)
     try:
         for vmid, bridge, ip, gw in (DB, APP, OTHER):
             upid = proxmox.nodes(NODE).lxc.post(
-                vmid=vmid, ostemplate=TEMPLATE, hostname=f"fwtest-{vmid}", memory=256, swap=0, cores=1,
+                vmid=vmid, ostemplate=template, hostname=f"fwtest-{vmid}", memory=256, swap=0, cores=1,
                 unprivileged=1, rootfs="local-lvm:2", start=1,
                 net0=f"name=eth0,bridge={bridge},ip={ip}/24,gw={gw},firewall=1")
             status = wait_task(NODE, upid, timeout=300)

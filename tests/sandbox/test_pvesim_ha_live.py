@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # fixtures' types from this directory's conftest.py
 
 pytestmark = pytest.mark.sandbox
 
-TEMPLATE = "debian-12-standard_12.7-1_amd64.tar.zst"
 PLACED = {9080: "pve2", 9081: "pve3"}
 SIDS = [f"ct:{v}" for v in PLACED]
 RULE = "sandbox-ha-apart"
@@ -70,13 +69,13 @@ def owner(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
-def pair(proxmox: ProxmoxAPI, wait_task: TaskWaiter, purge: Purger) -> Iterator[None]:
+def pair(proxmox: ProxmoxAPI, wait_task: TaskWaiter, purge: Purger, template: str) -> Iterator[None]:
     """CT 9080 on pve2 and CT 9081 on pve3, HA resources (started) kept apart by a negative rule."""
     _forget_ha(proxmox)
     purge(list(PLACED))
     try:
         for vmid, node in PLACED.items():
-            upid = proxmox.nodes(node).lxc.post(vmid=vmid, ostemplate=f"local:vztmpl/{TEMPLATE}",
+            upid = proxmox.nodes(node).lxc.post(vmid=vmid, ostemplate=template,
                                                 hostname=f"ha-{vmid}", rootfs="local-lvm:2", memory=128,
                                                 swap=0, cores=1, unprivileged=1)
             assert wait_task(node, upid)["exitstatus"] == "OK"

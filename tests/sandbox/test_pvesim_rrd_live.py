@@ -18,7 +18,6 @@ if TYPE_CHECKING:  # fixtures' types from this directory's conftest.py
 
 pytestmark = pytest.mark.sandbox
 
-TEMPLATE = "debian-12-standard_12.7-1_amd64.tar.zst"
 VMID, IP, MEMORY = 9070, "10.0.20.247", 256
 ROW_DEADLINE = 240.0  # s: up to two minute boundaries plus the 10 s sampling
 
@@ -33,15 +32,11 @@ def _purge(api: ProxmoxAPI, wait_task: TaskWaiter) -> None:
 
 
 @pytest.fixture(scope="module")
-def running(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> Iterator[tuple[Any, int]]:
+def running(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str) -> Iterator[tuple[Any, int]]:
     """CT 9070 on pve1, started, and the minute it started in; removed afterwards."""
-    content = proxmox.nodes("pve1").storage("local").content.get(content="vztmpl")
-    if f"local:vztmpl/{TEMPLATE}" not in [c["volid"] for c in content]:
-        upid = proxmox.nodes("pve1").aplinfo.post(storage="local", template=TEMPLATE)
-        assert wait_task("pve1", upid, timeout=1800)["exitstatus"] == "OK"
     _purge(proxmox, wait_task)
     upid = proxmox.nodes("pve1").lxc.post(
-        vmid=VMID, ostemplate=f"local:vztmpl/{TEMPLATE}", hostname="pvesim-rrd-9070", memory=MEMORY,
+        vmid=VMID, ostemplate=template, hostname="pvesim-rrd-9070", memory=MEMORY,
         swap=0, cores=1, rootfs="local-lvm:2", unprivileged=1, password="rrd-test-only-1",
         net0=f"name=eth0,bridge=vmbr20,ip={IP}/24,gw=10.0.20.1")
     assert wait_task("pve1", upid)["exitstatus"] == "OK"

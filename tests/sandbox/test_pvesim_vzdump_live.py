@@ -20,7 +20,6 @@ if TYPE_CHECKING:  # fixtures' types from this directory's conftest.py
 
 pytestmark = pytest.mark.sandbox
 
-TEMPLATE = "debian-12-standard_12.7-1_amd64.tar.zst"
 SOURCE, RESTORED, BROKEN = 9060, 9061, 9062
 MARKER = "backed up by vzdump"
 
@@ -31,17 +30,6 @@ def attach(vmid: int, command: str) -> str:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, f"{command}: {result.stderr}"
     return result.stdout
-
-
-@pytest.fixture(scope="module")
-def template(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> str:
-    """The Debian 12 template in `local`, downloaded (= built) through aplinfo if missing."""
-    volid = f"local:vztmpl/{TEMPLATE}"
-    present = proxmox.nodes("pve1").storage("local").content.get(content="vztmpl")
-    if volid not in [c["volid"] for c in present]:
-        upid = proxmox.nodes("pve1").aplinfo.post(storage="local", template=TEMPLATE)
-        assert wait_task("pve1", upid, timeout=1800)["exitstatus"] == "OK"
-    return volid
 
 
 def _delete_backups(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> None:
