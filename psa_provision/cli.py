@@ -479,8 +479,9 @@ def drill(ctx: typer.Context,
           yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
           ) -> None:
     """Lose one member under bounded writes through the VIP; time to the first write after the fault,
-    longest error window, acknowledged writes lost, duplicates; then restore it and wait until healthy.
-    Exit 0 when nothing acknowledged was lost and the platform healed, 1 otherwise."""
+    longest error window, acknowledged writes lost, duplicates, RabbitMQ confirmed publishes lost and
+    when publishing resumed; then restore it and wait until healthy. Exit 0 when nothing acknowledged
+    or confirmed was lost and the platform healed, 1 otherwise."""
     from psa_provision.commands import drill as drill_cmd
 
     state = _state(ctx)

@@ -9,19 +9,22 @@ from psa_provision.errors import InputError
 
 @dataclass(frozen=True)
 class Kind:
-    """One drill: what it takes down, and the seconds within which writes should resume (reported,
-    not asserted: a time on a shared 2-core machine is a measurement, not a property)."""
+    """One drill: what it takes down, and the seconds within which what the issue names should resume:
+    ticket writes, or RabbitMQ publishing for `rabbitmq-node` (reported, not asserted: a time on a
+    shared 2-core machine is a measurement, not a property)."""
 
     name: str
     loses: str
     resume_target_s: float
-    lost_target: int = 0  # acknowledged writes that may be lost: none, for every kind
+    lost_target: int = 0  # acknowledged writes and confirmed publishes that may be lost: none, every kind
+    resume_target_of: str = "writes"  # writes | publishing: the figure resume_target_s is compared with
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("postgresql-primary", "the Patroni leader's container", 30.0),
     Kind("redis-primary", "the Redis primary's container (Sentinel promotes a replica)", 15.0),
-    Kind("rabbitmq-node", "one RabbitMQ member's container (not the app's first node)", 10.0),
+    Kind("rabbitmq-node", "one RabbitMQ member's container (not the app's first node)", 10.0,
+         resume_target_of="publishing"),
     Kind("lb-active", "the load balancer holding the VIP", 5.0),
     Kind("app-container", "the first container of the tickets service", 5.0),
     Kind("node", "a Proxmox node: every container on it", 60.0),

@@ -12,14 +12,13 @@ offline, the HA manager recovering its resources elsewhere), undone by node-up.
 from __future__ import annotations
 
 import secrets
-import shlex
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from psa_provision.drill.kinds import Kind
-from psa_provision.drill.measure import Measured, measure
+from psa_provision.drill.measure import Measured, confirmed_lost, measure
 from psa_provision.drill.redis_writer import RedisRun, RedisWriter, writer_host
 from psa_provision.drill.writer import TicketWriter
 from psa_provision.errors import InputError, ProvisionError
@@ -27,11 +26,12 @@ from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.seams import node_fault
 from psa_provision.sensitive import Sensitive
+from psa_provision.services.app import tickets as app_tickets
+from psa_provision.services.app.tickets import TicketEvent
 from psa_provision.services.keepalived import config as keepalived_config
 from psa_provision.services.keepalived import vip as keepalived_vip
 from psa_provision.services.patroni import health as patroni_health
 from psa_provision.services.patroni import members as patroni_members
-from psa_provision.services.postgresql import DATABASE
 from psa_provision.services.redis import SECRET as REDIS_SECRET
 from psa_provision.services.redis import writes as redis_writes
 from psa_provision.site import Site, ssh_connection
@@ -41,6 +41,8 @@ HEAL_TIMEOUT_S = 600.0
 MAX_SECONDS = 900.0  # the writer stops by itself after this, whatever happens
 RATE = 5.0
 REDIS_RATE = 5.0  # Redis writes a second, with and without WAIT in turn
+BILLING_DRAIN_S = 60.0  # at most this long for billing to record the confirmed events before counting
+BILLING_POLL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def vip_base(phase: Phase) -> str:
     return f"http://{address}:{phase.services['api-gateway'].port}"
 
 
-def _run_on(site: Site, spec: ContainerSpec, script: str, stdin: Sensitive | None = None) -> str | None:
+def _run_on(site: Site, spec: ContainerSpec, script: str, stdin: Sensitive | str | None = None) -> str | None:
     """A script's stdout on one container, None when it cannot be reached or fails."""
     try:
         conn = ssh_connection(site.inventory, spec)
@@ -165,18 +167,30 @@ def restore(px: ProxmoxClient, fault: Fault, owner: str, sandbox_node: bool,
 def tickets_held(site: Site, run: str) -> Counter[str]:
     """Title -> rows of the drill's tickets, read on the leader after healing."""
     leader = postgres_leader(site)
-    # S608: `run` is the drill's own token_hex, no input reaches this SQL
-    sql = f"SELECT title, count(*) FROM tickets WHERE title LIKE 'drill {run} %' GROUP BY title"  # noqa: S608
-    out = _run_on(site, leader, f"cd / && runuser -u postgres -- psql -X -At -F '\t' -d {DATABASE} "
-                                f"-c {shlex.quote(sql)}\n")
+    out = _run_on(site, leader, app_tickets.SCRIPT, app_tickets.held_sql(run))
     if out is None:
         raise ProvisionError(f"could not read the drill's tickets on {leader.hostname}")
-    held: Counter[str] = Counter()
-    for line in out.splitlines():
-        title, _, n = line.rpartition("\t")
-        if title:
-            held[title] = int(n)
-    return held
+    return app_tickets.parse_held(out)
+
+
+def ticket_events(site: Site, run: str, say: Callable[[str], None]) -> tuple[list[TicketEvent] | None, float]:
+    """The drill's tickets with their RabbitMQ confirm and billing record, read on the leader once billing
+    recorded every confirmed event or after BILLING_DRAIN_S (billing consumes asynchronously); with the
+    seconds waited. None when they could not be read."""
+    leader = postgres_leader(site)
+    began = time.monotonic()
+    told = False
+    while True:
+        out = _run_on(site, leader, app_tickets.SCRIPT, app_tickets.events_sql(run))
+        events = None if out is None else app_tickets.parse_events(out)
+        waited = time.monotonic() - began
+        if (events is not None and not confirmed_lost(events)) or waited >= BILLING_DRAIN_S:
+            return events, waited
+        if events is not None and not told:
+            say(f"billing has not recorded {len(confirmed_lost(events))} confirmed ticket events yet: "
+                f"waiting up to {BILLING_DRAIN_S:.0f} s")
+            told = True
+        time.sleep(BILLING_POLL_S)
 
 
 def _start_redis_writer(site: Site, fault: Fault, run: str, at: float,
@@ -233,13 +247,14 @@ def drill(site: Site, kind: Kind, healthy: Callable[[], bool], say: Callable[[st
         if sandbox_node and restored_at is None and fault.node is not None:
             node_fault("up", fault.node, owner)
     redis_run = redis.collect() if redis is not None else RedisRun(problem=redis_problem)
-    result = measure(kind, fault.target, attempts + redis_run.attempts, tickets_held(site, run), fault_at,
-                     restored_at, redis_held=redis_run.held)
+    held = tickets_held(site, run)
+    events, waited = ticket_events(site, run, say)
+    result = measure(kind, fault.target, attempts + redis_run.attempts, held, fault_at, restored_at,
+                     redis_held=redis_run.held, events=events, billing_waited_s=waited)
     result.healed, result.heal_s = healed, heal_s
     if redis_run.problem:
         result.notes.append(f"Redis writes with and without WAIT: {redis_run.problem}")
-    if kind.name == "rabbitmq-node":
-        result.notes.append("confirmed RabbitMQ publishes are not counted separately by this version: a "
-                            "ticket's event is published after its commit and republished by the sweeper "
-                            "when the confirm fails")
+    if events is None:
+        result.notes.append("RabbitMQ confirmed publishes not counted: the tickets' published_at and "
+                            "billing's billing_ticket_events could not be read on the PostgreSQL leader")
     return result

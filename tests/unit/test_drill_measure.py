@@ -10,15 +10,20 @@ import pytest
 from psa_provision.drill.kinds import KINDS, parse_kind
 from psa_provision.drill.measure import (
     Attempt,
+    confirmed_lost,
+    database_clock,
     first_ok_after,
     longest_error_window,
+    longest_publish_gap,
     lost_and_duplicates,
     measure,
+    publishing,
 )
 from psa_provision.drill.run import vip_base
 from psa_provision.errors import InputError
 from psa_provision.packaged import PHASES_DIR
 from psa_provision.phases import load_phase
+from psa_provision.services.app.tickets import TicketEvent
 
 PG = parse_kind("postgresql-primary")
 
@@ -105,3 +110,103 @@ def test_writes_go_through_the_phases_vip_and_a_phase_without_one_is_refused() -
     assert vip_base(load_phase("phase3", PHASES_DIR)) == "http://10.0.20.250:3000"
     with pytest.raises(InputError):
         vip_base(load_phase("phase2", PHASES_DIR))
+
+
+# RabbitMQ: a ticket's event is confirmed when published_at is set, billed when billing recorded it.
+RMQ = parse_kind("rabbitmq-node")
+
+
+def event(n: int, created: float, published: float | None, billed: bool, run: str = "r") -> TicketEvent:
+    return TicketEvent(n, f"drill {run} {n}", created, published, billed)
+
+
+def test_a_confirmed_publish_billing_never_recorded_is_lost_an_unconfirmed_one_is_not() -> None:
+    events = [event(1, 0.0, 1.0, True), event(2, 0.0, 2.0, False), event(3, 0.0, None, False),
+              event(4, 0.0, None, True)]
+    assert confirmed_lost(events) == [2]
+
+
+def test_publishing_resumes_is_the_longest_stretch_without_a_confirm_ending_after_the_fault() -> None:
+    # confirms at 1, 2, 9.8 | fault 10 | 10.3 (one the member gave as it went down), a stall, 25, 25.2;
+    # writing ended at 30; 40 is the sweeper's, after writing. Stretches ending after the fault:
+    # 9.8 -> 10.3 = 0.5, 10.3 -> 25 = 14.7, 25 -> 25.2 = 0.2, 25.2 -> 30 (open) = 4.8. 2 -> 9.8 ended before.
+    assert longest_publish_gap([1.0, 2.0, 9.8, 10.3, 25.0, 25.2, 40.0], 10.0, 30.0) == pytest.approx(14.7)
+    assert longest_publish_gap([1.0, 2.0], 10.0, 30.0) is None, "no confirm after the fault"
+    assert longest_publish_gap([1.0, 40.0], 10.0, 30.0) is None, "only the sweeper's, after writing"
+    # no confirm before the fault: the first stretch starts at the fault (10 -> 12 = 2)
+    assert longest_publish_gap([12.0, 13.0], 10.0, 13.5) == pytest.approx(2.0)
+    # publishing stopped again and was not back when writing ended: 11 -> 30 = 19
+    assert longest_publish_gap([9.0, 11.0], 10.0, 30.0) == pytest.approx(19.0)
+
+
+def test_the_database_clock_is_the_median_offset_of_the_tickets_acknowledged_and_held_once() -> None:
+    attempts = [ok("drill r 1", 1.0, 1.2), ok("drill r 2", 2.0, 2.4), err("drill r 3", 3.0),
+                ok("drill r 3", 4.0, 4.2), ok("drill r 5", 5.0, 5.2), err("drill r 6", 6.0)]
+    events = [event(1, 1001.1, None, False),   # middle 1.1: 1000.0
+              event(2, 1002.3, None, False),   # middle 2.2: 1000.1
+              event(3, 1003.05, None, False),  # key 3 held twice: which try made which row is unknown
+              TicketEvent(4, "drill r 3", 1004.1, None, False),
+              event(5, 1005.0, None, False),   # middle 5.1: 999.9
+              event(6, 1106.0, None, False)]   # committed, never acknowledged: no try to place it in
+    assert database_clock(attempts, events) == pytest.approx(1000.0)
+    assert database_clock([err("drill r 1", 1.0)], events) is None
+
+
+def publishing_run() -> tuple[list[Attempt], list[TicketEvent]]:
+    """Fault at 10; the database's clock 1000 s ahead of the drill's. 1: before the fault; 2: created
+    before it, confirmed just after it; 3: its publish timed out (acknowledged, never confirmed while
+    writing); 4: confirmed after the member was gone and never billed; 5: normal again."""
+    attempts = [ok("drill r 1", 1.0, 1.2), ok("drill r 2", 9.7, 9.9), ok("drill r 3", 10.5, 15.7),
+                ok("drill r 4", 15.8, 22.1), ok("drill r 5", 22.2, 22.4)]
+    events = [event(1, 1001.1, 1001.15, True), event(2, 1009.8, 1010.3, True), event(3, 1010.6, None, False),
+              event(4, 1015.9, 1022.0, False), event(5, 1022.3, 1022.35, True)]
+    return attempts, events
+
+
+def test_publishing_figures_of_a_run_worked_by_hand() -> None:
+    attempts, events = publishing_run()
+    # offsets 1000, 1000, 997.5, 996.95, 1000: median 1000. Confirms on the drill's clock: 1.15, 10.3,
+    # 22.0, 22.35; writing ended at 22.4. Stretches after the fault: 1.15 -> 10.3 = 9.15,
+    # 10.3 -> 22.0 = 11.7, 0.35, open 0.05. First confirm of a ticket created after the fault: 4's, 22.0.
+    p = publishing(attempts, events, 10.0, billing_waited_s=60.0)
+    assert (p.confirmed, p.lost) == (4, [4])
+    assert p.resumed_s == pytest.approx(11.7)
+    assert p.first_confirm_after_fault_s == pytest.approx(12.0)
+    assert p.as_dict() == {"confirmed": 4, "confirmed_lost": 1, "lost_ids": [4], "resumed_s": 11.7,
+                           "first_confirm_after_fault_s": 12.0, "billing_waited_s": 60.0}
+
+
+def test_a_confirmed_publish_lost_fails_every_drill_and_rabbitmq_node_needs_its_publishes_counted() -> None:
+    attempts, events = publishing_run()
+    held = Counter(f"drill r {n}" for n in range(1, 6))
+    for kind in (PG, RMQ):
+        result = measure(kind, "x", attempts, held, 10.0, 40.0, events=events)
+        result.healed = True
+        assert result.lost == [] and not result.passed, kind.name
+        billed = [TicketEvent(e.id, e.title, e.created, e.published, True) for e in events]
+        fine = measure(kind, "x", attempts, held, 10.0, 40.0, events=billed)
+        fine.healed = True
+        assert fine.passed, kind.name
+    unread_pg = measure(PG, "x", attempts, held, 10.0, 40.0, events=None)
+    unread_rmq = measure(RMQ, "x", attempts, held, 10.0, 40.0, events=None)
+    unread_pg.healed = unread_rmq.healed = True
+    assert unread_pg.passed and not unread_rmq.passed, "rabbitmq-node's own figure not counted"
+
+
+def test_rabbitmq_figures_in_the_json_and_the_target_beside_the_figure_it_is_for() -> None:
+    attempts, events = publishing_run()
+    held = Counter(f"drill r {n}" for n in range(1, 6))
+    rmq = measure(RMQ, "psa-rabbitmq-2", attempts, held, 10.0, 40.0, events=events, billing_waited_s=60.0)
+    doc = json.loads(json.dumps(rmq.as_dict()))
+    assert doc["rabbitmq"]["confirmed_lost"] == 1 and doc["rabbitmq"]["lost_ids"] == [4]
+    assert doc["resume_target_s"] == 10.0 and doc["resume_target_of"] == "publishing"
+    rows = dict(rmq.rows())
+    assert rows["RabbitMQ publishing resumes (longest time without a confirm)"] == "11.7 s (target <= 10 s)"
+    assert "target" not in rows["first successful write after the fault"]
+    assert rows["RabbitMQ confirmed publishes lost"] == "1 of 4 confirmed (billing read after 60 s)"
+    pg = dict(measure(PG, "psa-postgres-1", attempts, held, 10.0, 40.0, events=events).rows())
+    assert "target <= 30 s" in pg["first successful write after the fault"]
+    assert "target" not in pg["RabbitMQ publishing resumes (longest time without a confirm)"]
+    unread = measure(PG, "psa-postgres-1", attempts, held, 10.0, 40.0)
+    assert unread.as_dict()["rabbitmq"] is None
+    assert dict(unread.rows())["RabbitMQ confirmed publishes lost"] == "not counted (see the notes)"
