@@ -66,6 +66,7 @@ class ServiceFact:
     # epoch seconds it last became active, to the microsecond: whole seconds made a file written in
     # the second the unit started look older than the start (0: unknown or not active)
     since: float = 0.0
+    state: str = ""  # systemd's ActiveState: active, failed, inactive, activating, ...
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def _services(names: str, text: str) -> dict[str, ServiceFact]:
         active = props.get("ActiveState") == "active"
         enabled = props.get("UnitFileState") in ("enabled", "static", "alias")
         since = _utc_timestamp(props.get("ActiveEnterTimestamp", "")) if active else 0.0
-        out[name] = ServiceFact(name, active, enabled, since)
+        out[name] = ServiceFact(name, active, enabled, since, props.get("ActiveState", ""))
     return out
 
 

@@ -134,7 +134,8 @@ def test_times_keep_their_microseconds() -> None:
     assert services["redis-server"].since == pytest.approx(1795782777.835883)
     assert services["redis-server"].enabled and services["elasticsearch"].enabled
     assert services["elasticsearch"].since == 0.0  # not active: no start time
-    assert services["nginx"] == facts.ServiceFact("nginx", False, False, 0.0)  # no such unit
+    assert services["nginx"] == facts.ServiceFact("nginx", False, False, 0.0, "inactive")  # no such unit
+    assert services["elasticsearch"].state == "failed"  # systemd's ActiveState, as `systemctl show` gives it
     with pytest.raises(GuestError, match="described 1 units, asked about 2"):
         facts._services("a\nb\n", "ActiveState=active\n")
     doc = {"file_sums": base64.b64encode(("0" * 64 + "  /etc/redis/redis.conf\n").encode()).decode(),
