@@ -4,7 +4,8 @@ The script is read-only and works on a fresh guest (nothing installed): PostgreS
 PM2 are asked only when present and running (their probes live with their services:
 services/<name>/facts.py). Free text travels base64-encoded inside the JSON so
 the script needs nothing beyond coreutils. Facts hold no secrets: files listed in
-catalog.SECRET_FILES come back as checksums only; PM2's process list is reduced to name/status.
+catalog.SECRET_FILES come back as checksums only, a phase-3 Redis's passwords as salted digests
+(services/redis/passwords.py); PM2's process list is reduced to name/status.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ min-replicas-to-write 1). Expected values are the issue's and Redis's, not the r
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from psa_provision.packaged import PHASES_DIR
 from psa_provision.phases import load_phase
 from psa_provision.secrets import Secrets
 from psa_provision.services import catalog
-from psa_provision.services.redis import health, migration, topology
+from psa_provision.services.redis import health, migration, passwords, topology
 from psa_provision.services.redis.topology import RedisFacts
 
 PASSWORD = SECRETS["redis.password"]
@@ -201,3 +202,116 @@ def test_shell_characters_that_an_unquoted_config_word_keeps_are_accepted() -> N
     shell = dataclasses.replace(ctx, secrets=Secrets({**SECRETS, "redis.password": "a$;`(id)%x\\b"}))
     changes = [c for c in planner.plan_guest(shell, GuestFacts()).changes if c.component == "redis"]
     assert "/etc/redis/sentinel.conf" in {c.path for c in changes if isinstance(c, PutFile)}
+
+
+# -- passwords: the plan tells a wrong one by digest (services/redis/passwords.py) -----------------------
+
+NEW = "N3wRedisPassw0rdN3wRedisPassw0rd"
+
+
+def rotated_changes(vmid: int, facts: GuestFacts, password: str = NEW) -> list:
+    ctx = make_ctx("phase3", vmid)
+    ctx = dataclasses.replace(ctx, secrets=Secrets({**SECRETS, "redis.password": password}))
+    return [c for c in planner.plan_guest(ctx, facts).changes if c.component == "redis"]
+
+
+def holding(facts: GuestFacts, **values: str) -> GuestFacts:
+    """The facts with the guest's passwords as the probe reports them (a digest per line found)."""
+    assert facts.redis is not None
+    held = {key.replace("_", "-"): passwords.digest(v) for key, v in values.items()}
+    return dataclasses.replace(facts, redis=dataclasses.replace(facts.redis, passwords=held))
+
+
+def every_password(value: str) -> dict[str, str]:
+    return {"requirepass": value, "masterauth": value, "sentinel_requirepass": value,
+            "sentinel_auth_pass": value}
+
+
+def shown(changes: list) -> str:
+    """Everything of a plan that is printed or sent as text (not stdin, not a file's content)."""
+    return "\n".join(c.summary + (c.diff if isinstance(c, PutFile) else "") + getattr(c, "script", "")
+                     for c in changes)
+
+
+def test_a_member_holding_the_secrets_files_password_everywhere_changes_nothing() -> None:
+    changes = redis_changes(110, holding(after_failover(), **every_password(PASSWORD)))
+    assert [c.summary for c in changes if not isinstance(c, Noop)] == []
+
+
+def test_after_a_rotation_redis_takes_the_password_live_and_the_sentinel_restarts_with_its_file() -> None:
+    """Redis 7.0 changes requirepass and masterauth at runtime (CONFIG SET) and keeps them with CONFIG
+    REWRITE; its Sentinel has no CONFIG command, so its own requirepass needs a restart."""
+    changes = rotated_changes(110, holding(after_failover(), **every_password(PASSWORD)))
+    acting = [c for c in changes if not isinstance(c, Noop)]
+    assert all(isinstance(c, Command) for c in acting), [c.summary for c in acting]
+    server, restart = acting
+    for words in ("CONFIG SET masterauth", "CONFIG SET requirepass", "CONFIG REWRITE"):
+        assert words in server.script
+    assert "systemctl stop redis-sentinel" in restart.script
+    assert "systemctl start redis-sentinel" in restart.script
+    assert "auth-pass" in restart.script and "requirepass" in restart.script
+    assert "SENTINEL SET" not in shown(changes), "the restart writes auth-pass too: no second change"
+    assert not any(isinstance(c, (PutFile, Service)) for c in changes if not isinstance(c, Noop))
+    assert all(c.stdin is not None and c.stdin.reveal() == NEW + "\n" for c in acting)
+    for secret in (NEW, PASSWORD, passwords.digest(NEW), passwords.digest(PASSWORD)):
+        assert secret not in shown(changes)
+
+
+def test_only_a_stale_sentinel_auth_pass_is_set_live_without_a_restart() -> None:
+    held = {**every_password(NEW), "sentinel_auth_pass": PASSWORD}
+    changes = rotated_changes(110, holding(after_failover(), **held))
+    acting = [c for c in changes if not isinstance(c, Noop)]
+    assert len(acting) == 1 and isinstance(acting[0], Command), [c.summary for c in acting]
+    assert "SENTINEL SET psa-redis auth-pass" in acting[0].script
+    assert "systemctl" not in acting[0].script.replace("systemctl is-active", "")
+    assert NEW not in shown(changes) and acting[0].stdin is not None
+
+
+def test_a_stale_masterauth_alone_is_found_too() -> None:
+    held = {**every_password(NEW), "masterauth": PASSWORD}
+    acting = [c for c in rotated_changes(110, holding(after_failover(), **held)) if not isinstance(c, Noop)]
+    assert [c.summary.split(":")[0] for c in acting] == ["masterauth"]
+
+
+def test_a_stopped_redis_with_a_stale_password_gets_its_file_with_the_new_one_and_a_restart() -> None:
+    facts = holding(after_failover(), **every_password(PASSWORD))
+    stopped = {**facts.services, "redis-server": ServiceFact("redis-server", False, True, state="failed")}
+    changes = rotated_changes(110, dataclasses.replace(facts, services=stopped))
+    conf = file_of(changes, "/etc/redis/redis.conf").splitlines()
+    assert f"requirepass {NEW}" in conf and f"masterauth {NEW}" in conf
+    assert f"replicaof {SECOND} 6379" in conf, "the primary of the moment, as the member follows it"
+    assert ("redis-server", "restart") in {(c.name, c.action) for c in changes if isinstance(c, Service)}
+    assert not any(isinstance(c, Command) and "CONFIG SET" in c.script for c in changes)
+
+
+def test_probe_output_carries_the_password_digests() -> None:
+    text = ("# Replication\r\nrole:master\r\nconnected_slaves:2\r\n@@config\n@@sentinel\n10.0.30.20\n6379\n"
+            "@@passwords\nrequirepass " + "a" * 32 + "\nsentinel-auth-pass " + "b" * 32
+            + "\nbogus " + "c" * 32 + "\n")
+    f = topology.parse(text)
+    assert f.passwords == {"requirepass": "a" * 32, "sentinel-auth-pass": "b" * 32}
+    assert (f.role, f.sentinel_master, f.connected_replicas) == ("master", "10.0.30.20", 2)
+    assert topology.parse("@@passwords\nmasterauth " + "d" * 32 + "\n") == RedisFacts(
+        passwords={"masterauth": "d" * 32})  # Redis not running: its files are read all the same
+
+
+# The lines as Redis 7.0.15 writes them (read back from a real one): CONFIG REWRITE quotes requirepass and
+# masterauth and escapes a backslash and every byte past ASCII; Sentinel writes auth-pass unquoted.
+WRITTEN = {
+    'requirepass "a$;`(id)%x\\\\b\\xc3\\xa9"': "a$;`(id)%x\\bé",
+    "masterauth plain0Pass": "plain0Pass",
+    "sentinel auth-pass psa-redis a\\b": "a\\b",
+    "requirepass first\nrequirepass second": "second",  # Redis keeps the last one
+}
+
+
+@pytest.mark.parametrize("line", list(WRITTEN))
+def test_the_guest_digest_is_the_digest_of_the_password_redis_reads(line: str, tmp_path: Path) -> None:
+    key, words = ("sentinel-auth-pass", "sentinel[[:space:]]+auth-pass[[:space:]]+psa-redis") \
+        if line.startswith("sentinel") else (line.split()[0], line.split()[0])
+    conf = tmp_path / "some.conf"
+    conf.write_text(f"port 6379\n{line}\n# {key} commented-out\n")
+    script = (passwords.CONF_VALUE + passwords.probe().split(f"echo {passwords.MARK}")[0]
+              + f"password_digest {key} {conf} '{words}'\n")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, timeout=10)
+    assert done.stdout.split() == [key, passwords.digest(WRITTEN[line])]

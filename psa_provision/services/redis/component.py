@@ -4,6 +4,8 @@ A member of a replicated set (phase 3) also gets masterauth, min-replicas-to-wri
 on a replica, `replicaof` the current primary (topology.current_primary), plus a Sentinel
 (sentinel.py). Redis rewrites its own file on a failover (CONFIG REWRITE), so for such a member
 the file is compared by the settings the tool owns, not byte for byte, and `replicaof` is Sentinel's.
+Its passwords are compared by digest (passwords.py): a running member takes a new one live (CONFIG
+SET, CONFIG REWRITE), a stopped one gets its whole file again.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ...changes import Change, Noop, PutFile
+from ...changes import Change, Command, Noop, PutFile, Sensitive
 from ...facts import GuestFacts
 from ...render import render
-from ..common import content_changed, fix_mode, install, put_file, restart_needed, service
+from ..common import command, content_changed, fix_mode, install, put_file, restart_needed, service
 from ..context import HostContext
 from . import (
     CLUSTER_MODE,
@@ -28,6 +30,7 @@ from . import (
     SENTINEL_PACKAGES,
     TEMPLATES,
     UNIT,
+    passwords,
     sentinel,
 )
 from .conffile import conf_word, drift
@@ -109,6 +112,14 @@ def replicated_conf(ctx: HostContext, facts: GuestFacts, repl: Replication) -> C
     return Noop(ctx.host, COMPONENT, f"{CONF} holds every setting the tool owns (replicaof is Sentinel's)")
 
 
+def password_change(ctx: HostContext, keys: list[str]) -> Command:
+    """The running Redis takes the secrets file's password (requirepass, masterauth), saved into its
+    file by CONFIG REWRITE: no restart, connections already authenticated stay."""
+    return command(ctx, COMPONENT, f"{', '.join(keys)}: the running Redis takes the secrets file's password "
+                                   "(CONFIG SET, CONFIG REWRITE; no restart)", passwords.SERVER,
+                   stdin=Sensitive.join(ctx.secrets.get(SECRET), "\n"))
+
+
 def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     repl = replication(ctx, facts)
     if repl is None:
@@ -120,9 +131,18 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
         return out
     out = [*install(ctx, facts, COMPONENT, (*PACKAGES, *SENTINEL_PACKAGES))]
     conf = replicated_conf(ctx, facts, repl)
+    held = facts.redis.passwords if facts.redis else {}
+    wrong = passwords.stale(held, ctx.secrets.get(SECRET).value,
+                            (passwords.REQUIREPASS, passwords.MASTERAUTH))
+    running = bool((unit := facts.services.get(UNIT)) and unit.active)
+    if wrong and not running and not isinstance(conf, PutFile):  # nothing to take it live: the file
+        conf = put_file(ctx, facts, COMPONENT, CONF, content(ctx, repl), mode=CLUSTER_MODE, owner="redis",
+                        group="redis")
     out.append(conf)
     # not the file's mtime: Redis itself rewrites the file while it runs (CONFIG REWRITE)
     written = isinstance(conf, PutFile) and content_changed(facts, [conf])
+    if wrong and not written:
+        out.append(password_change(ctx, wrong))
     restart = written or bool(live_drift(ctx, facts, repl))
     out.extend(service(ctx, facts, COMPONENT, UNIT, restart=restart))
     out.extend(sentinel.plan(ctx, facts, repl.replicaof or ctx.container.ip))

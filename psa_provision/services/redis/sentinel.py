@@ -7,6 +7,11 @@ failover-timeout or quorum is set live (SENTINEL SET, which Sentinel saves); any
 drifting rewrites the file with the current primary and restarts the Sentinel. The monitored address
 is never the tool's to put back: Sentinel's last answer is the primary.
 
+Its passwords (requirepass, auth-pass) are masked in the facts, so the file comparison sees only that
+the lines are there; their values are compared by digest (passwords.py explains it): a stale auth-pass
+is set live (SENTINEL SET, which Sentinel saves), a stale requirepass, which Redis 7.0's Sentinel reads
+only at start, means the file edited in place and a restart, its learned state kept.
+
 Redis 7.0's Sentinel writes `sentinel auth-pass` back unquoted whenever it rewrites its file (sentinel.c,
 rewriteConfigSentinelOption: "sentinel auth-pass %s %s"), and its parser (sdssplitargs) then refuses a
 line whose password holds white space or a quote: the Sentinel no longer starts. Such a Redis password
@@ -36,6 +41,7 @@ from . import (
     SENTINEL_PORT,
     SENTINEL_TEMPLATE,
     SENTINEL_UNIT,
+    passwords,
 )
 from .conffile import conf_word, directives, drift
 
@@ -82,6 +88,25 @@ def sentinel_set(ctx: HostContext, options: list[tuple[str, str]]) -> Change:
                    stdin=Sensitive.join(ctx.secrets.get(SECRET), "\n"))
 
 
+def password_changes(ctx: HostContext, facts: GuestFacts) -> list[Change]:
+    """The Sentinel's passwords where their digests (passwords.py) are not the secrets file's: its own
+    requirepass only by a restart with its file edited in place (which writes auth-pass too), auth-pass
+    alone live (SENTINEL SET, saved by Sentinel)."""
+    held = facts.redis.passwords if facts.redis else {}
+    wrong = passwords.stale(held, ctx.secrets.get(SECRET).value,
+                            (passwords.SENTINEL_REQUIREPASS, passwords.AUTH_PASS))
+    stdin = Sensitive.join(ctx.secrets.get(SECRET), "\n")
+    if passwords.SENTINEL_REQUIREPASS in wrong:
+        return [command(ctx, COMPONENT, f"sentinel requirepass: the secrets file's password, {SENTINEL_CONF} "
+                                        f"edited in place (learned state kept), restart {SENTINEL_UNIT}, "
+                                        "wait for the quorum", passwords.SENTINEL_RESTART, stdin=stdin)]
+    if wrong:
+        return [command(ctx, COMPONENT, f"sentinel auth-pass {MASTER_NAME}: the secrets file's password "
+                                        "(SENTINEL SET, saved by Sentinel; no restart)",
+                        passwords.AUTH_PASS_LIVE, stdin=stdin)]
+    return []
+
+
 def plan(ctx: HostContext, facts: GuestFacts, primary: str) -> list[Change]:
     """The Sentinel's file (written once, see the module docstring), its settings, its unit."""
     want = content(ctx, primary)
@@ -105,6 +130,7 @@ def plan(ctx: HostContext, facts: GuestFacts, primary: str) -> list[Change]:
     else:
         if live:
             out.append(sentinel_set(ctx, live))
+        out.extend(password_changes(ctx, facts))
         if (have.mode, have.owner, have.group) != (CLUSTER_MODE, "redis", "redis"):
             out.append(fix_mode(ctx, COMPONENT, have, CLUSTER_MODE, "redis", "redis"))
         if not out:

@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from ...phases import ContainerSpec, Phase
-from . import COMPONENT
+from . import COMPONENT, passwords
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,9 @@ class RedisFacts:
     connected_replicas: int = 0
     sentinel_master: str = ""  # SENTINEL get-master-addr-by-name: the primary's address
     config: dict[str, str] = field(default_factory=dict)  # CONFIG GET of the settings the tool owns
+    # each password line of redis.conf / sentinel.conf as a digest (passwords.py), read whether or not
+    # the units run
+    passwords: dict[str, str] = field(default_factory=dict)
 
 
 def members(phase: Phase, spec: ContainerSpec) -> list[ContainerSpec]:
@@ -60,22 +63,25 @@ MARK_CONFIG, MARK_SENTINEL = "@@config", "@@sentinel"
 
 def probe(conf: str, sentinel_conf: str, unit: str, sentinel_unit: str, name: str) -> str:
     """bash adding `"redis": <base64>` to the facts document: INFO replication, CONFIG GET of the owned
-    settings, and the local Sentinel's primary. The password is read on the guest from the config
-    files (root only) into REDISCLI_AUTH, never into argv or the facts."""
+    settings and the local Sentinel's primary while Redis runs, then the digests of the passwords in
+    both files. The password is read on the guest from the config files (root only) into
+    REDISCLI_AUTH, never into argv or the facts."""
     q = shlex.quote
-    word = r"s/^%s[[:space:]]+\"?([^\"]*)\"?[[:space:]]*$/\1/p"
-    pw = q(word % "requirepass")
-    return f"""if command -v redis-cli >/dev/null && systemctl is-active -q {unit} 2>/dev/null; then
+    return f"""if [ -f {q(conf)} ] || [ -f {q(sentinel_conf)} ]; then
   redis="$( (
-    REDISCLI_AUTH="$(sed -n -E {pw} {q(conf)} | head -n1)"; export REDISCLI_AUTH
-    timeout 5 redis-cli -h 127.0.0.1 --no-auth-warning INFO replication 2>/dev/null
-    echo {MARK_CONFIG}
-    timeout 5 redis-cli -h 127.0.0.1 --no-auth-warning CONFIG GET {' '.join(OWNED_LIVE)} 2>/dev/null
-    if systemctl is-active -q {sentinel_unit} 2>/dev/null; then
-      REDISCLI_AUTH="$(sed -n -E {pw} {q(sentinel_conf)} | head -n1)"
-      echo {MARK_SENTINEL}
-      timeout 5 redis-cli -p 26379 --no-auth-warning SENTINEL get-master-addr-by-name {q(name)} 2>/dev/null
+    {passwords.CONF_VALUE.rstrip().replace(chr(10), chr(10) + '    ')}
+    if command -v redis-cli >/dev/null && systemctl is-active -q {unit} 2>/dev/null; then
+      REDISCLI_AUTH="$(conf_value {q(conf)} requirepass)"; export REDISCLI_AUTH
+      timeout 5 redis-cli -h 127.0.0.1 --no-auth-warning INFO replication 2>/dev/null
+      echo {MARK_CONFIG}
+      timeout 5 redis-cli -h 127.0.0.1 --no-auth-warning CONFIG GET {' '.join(OWNED_LIVE)} 2>/dev/null
+      if systemctl is-active -q {sentinel_unit} 2>/dev/null; then
+        REDISCLI_AUTH="$(conf_value {q(sentinel_conf)} requirepass)"
+        echo {MARK_SENTINEL}
+        timeout 5 redis-cli -p 26379 --no-auth-warning SENTINEL get-master-addr-by-name {q(name)} 2>/dev/null
+      fi
     fi
+    {passwords.probe().rstrip().replace(chr(10), chr(10) + '    ')}
   ) | b64)"
   printf ',"redis":"%s"' "$redis"
 fi
@@ -84,8 +90,9 @@ fi
 
 def parse(text: str) -> RedisFacts:
     """The probe's output: INFO replication lines, then CONFIG GET name/value lines, then Sentinel's
-    address/port lines (absent sections: unknown)."""
-    info_part, _, rest = text.replace("\r", "").partition(MARK_CONFIG)
+    address/port lines, then the password digests (absent sections: unknown)."""
+    text, _, digests = text.replace("\r", "").partition(passwords.MARK)
+    info_part, _, rest = text.partition(MARK_CONFIG)
     config_part, _, sentinel_part = rest.partition(MARK_SENTINEL)
     info = dict(line.split(":", 1) for line in info_part.splitlines() if ":" in line)
     words = [line for line in config_part.splitlines()]
@@ -98,4 +105,4 @@ def parse(text: str) -> RedisFacts:
     return RedisFacts(role=info.get("role", ""), master_host=info.get("master_host", ""),
                       link_up=info.get("master_link_status") == "up",
                       connected_replicas=int(replicas) if replicas.isdigit() else 0,
-                      sentinel_master=master, config=config)
+                      sentinel_master=master, config=config, passwords=passwords.parse(digests))
