@@ -284,6 +284,25 @@ def test_a_stopped_redis_with_a_stale_password_gets_its_file_with_the_new_one_an
     assert not any(isinstance(c, Command) and "CONFIG SET" in c.script for c in changes)
 
 
+@pytest.mark.parametrize("state", ["failed", "inactive"])
+def test_a_sentinel_not_running_gets_its_file_from_the_current_primary_and_a_restart(state: str) -> None:
+    """systemd refuses to start a unit that hit its start limit until `systemctl reset-failed`."""
+    facts = after_failover()
+    down = dict(facts.services, **{"redis-sentinel": ServiceFact("redis-sentinel", False, True, state=state)})
+    assert facts.redis is not None
+    alone = dataclasses.replace(facts.redis, sentinel_master="")  # a Sentinel not running names no one
+    changes = redis_changes(110, dataclasses.replace(facts, services=down, redis=alone))
+    sentinel = file_of(changes, "/etc/redis/sentinel.conf").splitlines()
+    assert f"sentinel monitor psa-redis {SECOND} 6379 2" in sentinel, "the primary 110 follows"
+    acting = [c for c in changes if not isinstance(c, Noop)]
+    reset = next(i for i, c in enumerate(acting) if isinstance(c, Command) and "reset-failed redis-sentinel"
+                 in c.script)
+    restart = next(i for i, c in enumerate(acting) if isinstance(c, Service) and c.name == "redis-sentinel")
+    assert reset < restart and acting[restart].action == "restart"
+    assert state in acting[reset].summary
+    assert not any(isinstance(c, (PutFile, Service)) and "redis.conf" in c.summary for c in acting)
+
+
 def test_probe_output_carries_the_password_digests() -> None:
     text = ("# Replication\r\nrole:master\r\nconnected_slaves:2\r\n@@config\n@@sentinel\n10.0.30.20\n6379\n"
             "@@passwords\nrequirepass " + "a" * 32 + "\nsentinel-auth-pass " + "b" * 32

@@ -12,6 +12,10 @@ the lines are there; their values are compared by digest (passwords.py explains 
 is set live (SENTINEL SET, which Sentinel saves), a stale requirepass, which Redis 7.0's Sentinel reads
 only at start, means the file edited in place and a restart, its learned state kept.
 
+A Sentinel whose unit is not active (it failed: it could not read its file; or it was stopped) gets
+its whole file again, with the primary of the moment as its member's Redis sees it, and a restart
+after `systemctl reset-failed` (systemd refuses to start a unit that hit its start limit until then).
+
 Redis 7.0's Sentinel writes `sentinel auth-pass` back unquoted whenever it rewrites its file (sentinel.c,
 rewriteConfigSentinelOption: "sentinel auth-pass %s %s"), and its parser (sdssplitargs) then refuses a
 line whose password holds white space or a quote: the Sentinel no longer starts. Such a Redis password
@@ -107,12 +111,27 @@ def password_changes(ctx: HostContext, facts: GuestFacts) -> list[Change]:
     return []
 
 
+def heal(ctx: HostContext, facts: GuestFacts, want: str, state: str) -> list[Change]:
+    """A Sentinel that does not run (it could not read its file, or was stopped): the whole file again,
+    with the primary of the moment, and a restart; reset-failed first, as systemd refuses to start a
+    unit that hit its start limit until then."""
+    unit = shlex.quote(SENTINEL_UNIT)
+    return [put_file(ctx, facts, COMPONENT, SENTINEL_CONF, want, mode=CLUSTER_MODE, owner="redis",
+                     group="redis"),
+            command(ctx, COMPONENT, f"reset-failed {SENTINEL_UNIT} (it is {state or 'not active'})",
+                    f"systemctl reset-failed {unit} 2>/dev/null || true\n"),
+            *service(ctx, facts, COMPONENT, SENTINEL_UNIT, restart=True)]
+
+
 def plan(ctx: HostContext, facts: GuestFacts, primary: str) -> list[Change]:
     """The Sentinel's file (written once, see the module docstring), its settings, its unit."""
     want = content(ctx, primary)
     have = facts.files.get(SENTINEL_CONF)
     found = directives(have.content) if have is not None and have.content is not None else {}
     out: list[Change] = []
+    unit = facts.services.get(SENTINEL_UNIT)
+    if have is not None and unit is not None and not unit.active:  # written once, yet not running
+        return heal(ctx, facts, want, unit.state)
     if MONITOR not in found:  # the package's default file, or none: the first write
         conf = put_file(ctx, facts, COMPONENT, SENTINEL_CONF, want, mode=CLUSTER_MODE, owner="redis",
                         group="redis")
