@@ -1,13 +1,19 @@
 """`psa-provision rotate-secrets [component]`: new passwords in the secrets file, the services and .env.
 
 Order, so that a rerun always converges: (1) the new values are written to the secrets file
-(atomic, 0600); (2) what `up` cannot see is set directly: RabbitMQ keeps no readable trace of a
-password, so `rabbitmqctl change_password` runs with the new one on stdin; (3) a normal `up` does
+(atomic, 0600); (2) what `up` cannot see or must not do all at once is set directly: RabbitMQ keeps
+no readable trace of a password, so `rabbitmqctl change_password` runs with the new one on stdin; a
+replicated Redis set (phase 3: Redis servers and their Sentinels) moves to the new password live, in
+the steps of services/redis/passwords.py (ROTATION), each on every member before the next and the
+Sentinels restarted one at a time, so no replica or Sentinel is ever refused; (3) a normal `up` does
 the rest, because it compares against the secrets file: PostgreSQL's role password (SCRAM verifier
-differs -> ALTER ROLE with the SQL on stdin), redis.conf (requirepass -> restart redis), .env (JWT
-secret, admin and store passwords -> `pm2 reload --only` the apps that read a changed variable, see
-services/app: APP_STORES, component.py; the others keep running), then waits until all are healthy.
-Interrupted? Run the same command again: it rotates once more and converges.
+differs -> ALTER ROLE with the SQL on stdin), a standalone redis.conf (requirepass -> restart redis),
+.env (JWT secret, admin and store passwords -> `pm2 reload --only` the apps that read a changed
+variable, see services/app: APP_STORES, component.py; the others keep running), then waits until all
+are healthy. Between (2) and the reload in (3) the app's connections to Redis, authenticated with the
+old password, stay open; a new one it opens in that window is refused.
+Interrupted? Run the same command again: it rotates once more and converges (each Redis step reads
+the password a server accepts from its own file, or takes the new one).
 """
 
 from __future__ import annotations
@@ -22,8 +28,12 @@ from psa_provision.errors import InputError
 from psa_provision.output import Output
 from psa_provision.phases import Phase
 from psa_provision.secrets import Secrets
+from psa_provision.sensitive import Sensitive
 from psa_provision.services import app as app_service
+from psa_provision.services import redis as redis_service
 from psa_provision.services.rabbitmq import USERS as RABBIT_USER_KEYS
+from psa_provision.services.redis import passwords as redis_passwords
+from psa_provision.services.redis.topology import replicated
 from psa_provision.site import Site, load_site, ssh_connection
 
 COMPONENTS: dict[str, tuple[str, ...]] = {
@@ -85,6 +95,8 @@ def rotate(site: Site, component: str, out: Output) -> RotateResult:
     for host, apps in readers(site.phase, keys).items():
         out.note(f"{host}: PM2 apps reading the new values, reloaded: {', '.join(apps) or 'none'}")
     _rabbitmq_passwords(site, [k for k in keys if k in RABBIT_USERS], out)
+    if redis_service.SECRET in keys:
+        _redis_sets(site, out)
     return RotateResult(list(keys), up(site, out))
 
 
@@ -116,4 +128,22 @@ def _rabbitmq_passwords(site: Site, keys: list[str], out: Output) -> None:
                 script = f"if {exists}; then {RABBIT_CHANGE.format(user=shlex.quote(user))}; fi\n"
                 conn.run(script, stdin=site.secrets.get(key).value + "\n")
         finally:
+            conn.close()
+
+
+def _redis_sets(site: Site, out: Output) -> None:
+    """Move every member of the phase's replicated Redis sets (Redis + Sentinel) to the new password:
+    each step of ROTATION on every member before the next, one member at a time."""
+    members = [spec for spec in site.phase.containers if replicated(site.phase, spec)]
+    if not members:
+        return
+    new = Sensitive.join(site.secrets.get(redis_service.SECRET), "\n")
+    conns = {spec.hostname: ssh_connection(site.inventory, spec) for spec in members}
+    try:
+        for what, script in redis_passwords.ROTATION:
+            for spec in members:
+                out.note(f"{spec.hostname}: {what}")
+                conns[spec.hostname].run("set -euo pipefail\n" + script, stdin=new)
+    finally:
+        for conn in conns.values():
             conn.close()
