@@ -4,12 +4,13 @@ and the live steps that move every Redis and Sentinel of the set to a new one, n
 Four places hold it on each member: redis.conf's `requirepass` and `masterauth`, sentinel.conf's
 `requirepass` (clients and the other Sentinels authenticate with it) and `sentinel auth-pass` (what
 the Sentinel authenticates to the Redis servers with). The facts carry each as a digest: the guest
-reads the value from its file as Redis parses it (quotes and \\xHH escapes undone, the last line
-wins) and prints sha256(SALT + value), 32 hex digits; the planner compares digest(the secrets file's
-value). The value itself never leaves the guest, and a digest is never part of a plan, a diff or
-a log. The files speak for the running processes because every live change below is saved at once
-(CONFIG REWRITE; Sentinel saves its file on SENTINEL SET) and a Sentinel's requirepass changes only
-by a restart with its file.
+reads the value from its file as Redis parses it (the double quotes and \\ \\xHH escapes CONFIG
+REWRITE writes undone, the last line wins; a phase-3 password holds no other quote nor white space,
+sentinel.check_password) and prints sha256(SALT + value), 32 hex digits; the planner compares
+digest(the secrets file's value). The value itself never leaves the guest, and a digest is never
+part of a plan, a diff or a log. The files speak for the running processes because every live change
+below is saved at once (CONFIG REWRITE; Sentinel saves its file on SENTINEL SET) and a Sentinel's
+requirepass changes only by a restart with its file.
 
 What Redis 7.0 (Debian 12's 7.0.15) changes live, read in its source (src/commands.c, sentinel.c,
 acl.c, config.c):
