@@ -13,7 +13,8 @@ def test_container_config_matches_phase(container: dict[str, Any], proxmox: Any)
     # node the phase file created it on
     node = proxmox.find_vmid(container["vmid"]) or container["node"]
     config = proxmox.get_container(node, container["vmid"])
-    assert config is not None, f"container {container['vmid']} does not exist (phase: node {container['node']})"
+    assert config is not None, (f"container {container['vmid']} does not exist "
+                                f"(phase: node {container['node']})")
     want = {
         "hostname": container["hostname"], "cores": container["cores"], "memory": container["memory_mb"],
         "swap": container["swap_mb"], "unprivileged": 1 if container["unprivileged"] else 0,
