@@ -13,6 +13,7 @@ Settings that need a server restart show as `pending_restart` in `patronictl lis
 from __future__ import annotations
 
 import ipaddress
+import json
 
 from ...changes import Change, Noop, Sensitive
 from ...facts import GuestFacts
@@ -21,6 +22,7 @@ from ...render import render
 from ..common import command, content_changed, install, put_file, service
 from ..context import HostContext
 from ..etcd.component import client_urls
+from ..pgbackrest.component import archive_settings
 from ..postgresql import DATABASE, ROLE
 from ..postgresql.component import PSQL, scram_matches, sql_literal
 from ..postgresql.component import settings as pg_settings
@@ -79,9 +81,34 @@ def clients(ctx: HostContext) -> list[str]:
 
 
 def parameters(ctx: HostContext) -> dict[str, object]:
-    """postgresql.parameters: the seed's memory settings (as the standalone server has them) + fixed ones."""
+    """postgresql.parameters: the seed's memory settings (as the standalone server has them), fixed ones,
+    and WAL archiving where the phase has a backup container."""
     tuned = pg_settings(ctx)
-    return {**{name: tuned[name] for name in MEMORY_PARAMETERS}, **FIXED_PARAMETERS}
+    return {**{name: tuned[name] for name in MEMORY_PARAMETERS}, **FIXED_PARAMETERS,
+            **archive_parameters(ctx)}
+
+
+def archive_parameters(ctx: HostContext) -> dict[str, object]:
+    """WAL archiving into the repository host, as this member's local Patroni parameters ({} when the
+    member has no pgbackrest component or the phase no backup container).
+
+    Every member carries them, each archive_command guarded by its own hostname
+    (pgbackrest.archive_command): with archive_mode `on` only a primary archives (a standby does not,
+    PostgreSQL archives on a standby only with `always`), so the leader archives, and after a failover
+    the new leader does, with nothing to change. archive_mode takes effect at a server restart:
+    services/patroni/restart.py applies it member by member.
+    """
+    archive = archive_settings(ctx)
+    if archive is None:
+        return {}
+    return {"archive_mode": "on", "archive_command": archive["command"],
+            "archive_timeout": archive["timeout"]}
+
+
+def yaml_string(value: object) -> str:
+    """A parameter's value as a YAML double-quoted scalar (JSON's string syntax is YAML's), e.g. 200 ->
+    "200": an archive_command holds double quotes, which a plain `"{{ value }}"` would end early."""
+    return json.dumps(str(value))
 
 
 def config_content(ctx: HostContext) -> str:
@@ -99,7 +126,8 @@ def config_content(ctx: HostContext) -> str:
         superuser=SUPERUSER, superuser_password=users[SUPERUSER],
         replication_user=REPLICATION_USER, replication_password=users[REPLICATION_USER],
         rewind_user=REWIND_USER, rewind_password=users[REWIND_USER],
-        parameters=parameters(ctx), subnet=subnet(me), database=DATABASE, app_user=ROLE, clients=clients(ctx),
+        parameters={k: yaml_string(v) for k, v in parameters(ctx).items()}, subnet=subnet(me),
+        database=DATABASE, app_user=ROLE, clients=clients(ctx),
     )
 
 
