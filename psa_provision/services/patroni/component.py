@@ -7,7 +7,7 @@ The stock postgresql@15-main is stopped and masked if it runs (it would fight Pa
 directory); patroni@15-main is enabled and running, and reloaded (SIGHUP, Debian's ExecReload) when its
 file changes: never restarted by `up`, since stopping Patroni stops the server it manages.
 Settings that need a server restart show as `pending_restart` in `patronictl list` after the reload;
-`patronictl restart 15-main` applies them member by member.
+restart.py applies them through `patronictl restart`, member by member, the leader last.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from . import (
     bootstrap_member,
     listen_addresses,
     members,
+    restart,
 )
 
 START_CONF_CONTENT = "# Managed by psa-provision: Patroni starts this cluster, not the stock unit.\nmanual\n"
@@ -65,6 +66,8 @@ FIXED_PARAMETERS: dict[str, object] = {
     "log_filename": "postgresql-15-main.log",
 }
 MEMORY_PARAMETERS = ("shared_buffers", "effective_cache_size", "maintenance_work_mem", "work_mem")
+# parameters that need a server restart and whose running value the facts compare (pg_settings' form)
+RESTART_COMPARED = ("archive_mode",)
 
 
 def subnet(spec: ContainerSpec) -> str:
@@ -227,4 +230,7 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
                     group="postgres")
     out += [conf, *roles(ctx, facts), *stock_cluster(ctx, facts)]
     out += start(ctx, facts, conf)
+    wanted = parameters(ctx)
+    out += restart.changes(ctx, facts, {k: str(v) for k, v in wanted.items() if k in RESTART_COMPARED},
+                           managed=wanted)
     return out
