@@ -316,6 +316,9 @@ def _stores(site: Site, repo: Connection, t: rs.Target, manifest: Manifest | Non
             if art.store == "redis":
                 script, password = put_back.redis(path, site.secrets.get("redis.password").value)
                 conn.run(script, stdin=password)
+            elif standalone.applies(site.phase):  # the copy's queues classic, as phase 1 declares them
+                definitions = conn.run(f"cat {shlex.quote(path)}").stdout
+                conn.run(put_back.rabbitmq_stdin(), stdin=put_back.classic_queues(definitions))
             else:
                 conn.run(put_back.rabbitmq(path))
         conn.run(put_back.clean())

@@ -154,7 +154,7 @@ def test_each_copys_files_are_a_standalone_stores_and_name_no_production_address
     assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"]) == (by[100].ip, "5432")  # no load balancer
     assert (env["REDIS_HOST"], env["RABBITMQ_HOST"], env["ELASTICSEARCH_HOST"]) == (
         by[110].ip, by[210].ip, by[220].ip)
-    assert "REDIS_SENTINELS" not in env and "RABBITMQ_NODES" not in env
+    assert not {"REDIS_SENTINELS", "RABBITMQ_NODES", "RABBITMQ_QUEUE_TYPE"} & set(env)  # phase 1's clients
     urls = {v for k, v in env.items() if k.endswith("_SERVICE_URL")}
     assert len(urls) == 7 and all(u.startswith("http://127.0.0.1:") for u in urls)
     for name in phase3.services:
@@ -247,6 +247,23 @@ def test_phase3_needs_a_set_with_rabbitmqs_definitions(phases_dir: Path, phase3:
     assert standalone.missing_from_set(phase3, None) == ["rabbitmq"]
     assert standalone.missing_from_set(phase3, {"postgresql", "redis"}) == ["rabbitmq"]
     assert standalone.missing_from_set(phase3, {"redis", "rabbitmq", "elasticsearch", "app"}) == []
+
+
+def test_the_sets_quorum_queues_come_back_classic_as_the_app_copy_declares_them() -> None:
+    from psa_provision.services.backup import put_back
+
+    exported = {"users": [{"name": "psa_app", "password_hash": "h"}],
+                "queues": [{"name": "billing.ticket-events", "vhost": "/", "durable": True,
+                            "arguments": {"x-queue-type": "quorum", "x-delivery-limit": 20,
+                                          "x-message-ttl": 60000}},
+                           {"name": "reports.events", "vhost": "/", "durable": True, "arguments": {}}]}
+    got = json.loads(put_back.classic_queues(json.dumps(exported)))
+    assert [q["arguments"] for q in got["queues"]] == [{"x-message-ttl": 60000}, {}]
+    assert got["users"] == exported["users"] and got["queues"][0]["durable"]
+    script = put_back.rabbitmq_stdin()
+    assert script.rstrip().endswith("rabbitmqctl -q import_definitions")  # JSON on stdin
+    # the app copy's .env declares them classic: no RABBITMQ_QUEUE_TYPE=quorum there
+    assert "x-queue-type" not in json.dumps(got)
 
 
 def patronictl_list(leader: str | None) -> str:

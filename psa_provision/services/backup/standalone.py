@@ -12,7 +12,8 @@ that the app runs on it. So beside production it brings back:
   and the WAL archived by whichever member led, following every timeline a failover made;
 - Redis: a copy of the first member, its Sentinel off (redis.standalone_copy), then the set's RDB;
 - RabbitMQ: a copy of the first member as a new node named after the copy (rabbitmq.standalone_copy),
-  then the set's definitions (users, vhosts, queues, policies). A set is required for that reason;
+  then the set's definitions (users, vhosts, queues, policies), its quorum queues made classic
+  (put_back.classic_queues: the app copy declares them as phase 1 does). A set is required for that;
 - Elasticsearch: a copy of the first member, emptied, as a single node (elasticsearch.standalone_copy).
   As in every phase, the set's snapshot is not restored into it (README "Backup and restore");
 - the app: a copy of the gateway's first container (every app container holds the whole built bundle),
