@@ -1,9 +1,11 @@
 """`psa-provision backup [PHASE] [--only ...]` and `backups list`.
 
 PostgreSQL: a pgBackRest backup run on the repository host (stanza-create first: it creates the stanza
-once, then only checks it). The other stores: services/backup/stores.py, shipped into a set on the same
-host. The manifest goes last, atomically. A backup holds the phase's lock, so it waits for no one and
-no migration starts under it; while a migration into or out of the phase is under way it refuses.
+once, then only checks it); under Patroni (phase 3) pgBackRest takes it from whichever member is the
+primary (the repository names all three). The other stores: services/backup/stores.py, shipped into a
+set on the same host. The manifest goes last, atomically. A backup holds the phase's lock, so it waits
+for no one and no migration starts under it; while a migration into or out of the phase is under way it
+refuses.
 """
 
 from __future__ import annotations
