@@ -546,8 +546,8 @@ def backup_cmd(ctx: typer.Context,
                full: Annotated[bool, typer.Option("--full", help="a full PostgreSQL backup (default: "
                                                   "differential; the first one is full anyway)")] = False,
                containers: Annotated[bool, typer.Option(
-                   "--containers", help="also a vzdump of each container (what `restore` starts new "
-                                        "containers from)")] = False,
+                   "--containers", help="also a vzdump of each container `restore` starts new containers "
+                                        "from (all; in phase 3 one per store and the gateway's)")] = False,
                ) -> None:
     """Back up the phase's stores into its backup container: pgBackRest for PostgreSQL, a set with a
     manifest (sizes, sha256) for the others. Refuses while a migration of the phase is under way."""

@@ -30,14 +30,18 @@ def private_phase0(text: str, vmid: int, hostname: str) -> str:
 
 def with_backup_container(text: str) -> str:
     """A phase file's text with the opt-in backup container added as BACKUP_CONTAINER_EXAMPLE says: a
-    second node like the first, pgbackrest after postgresql, the container at the end of `containers:`."""
+    second node like the first (unless the phase has one: phase 3 has pve2 already), pgbackrest after
+    postgresql on every PostgreSQL container (phase 3: all three Patroni members), the container at the
+    end of `containers:`."""
     example = BACKUP_CONTAINER_EXAMPLE.read_text()
     block = example[example.index("containers:\n") + len("containers:\n"):]
     node = re.search(r"(?m)^nodes:\n  (\S+): (.*)\n", text)
-    if node is None or "components: [base, postgresql," not in text:
+    postgresql = re.compile(r"components: \[base, postgresql(?=[,\]])")
+    if node is None or not postgresql.search(text):
         raise ValueError("not a phase file with nodes: and a PostgreSQL container")
-    text = text[:node.end()] + f"  pve2: {node[2]}\n" + text[node.end():]
-    text = text.replace("components: [base, postgresql,", "components: [base, postgresql, pgbackrest,")
+    if not re.search(r"(?m)^  pve2: ", text):
+        text = text[:node.end()] + f"  pve2: {node[2]}\n" + text[node.end():]
+    text = postgresql.sub("components: [base, postgresql, pgbackrest", text)
     end = re.compile(r"(?m)^(?!containers:)\S").search(text, text.index("\ncontainers:\n") + 1)
     at = end.start() if end else len(text)
     return text[:at] + block + text[at:]

@@ -1,9 +1,11 @@
 """`psa-provision backup [PHASE] [--only ...]` and `backups list`.
 
 PostgreSQL: a pgBackRest backup run on the repository host (stanza-create first: it creates the stanza
-once, then only checks it). The other stores: services/backup/stores.py, shipped into a set on the same
-host. The manifest goes last, atomically. A backup holds the phase's lock, so it waits for no one and
-no migration starts under it; while a migration into or out of the phase is under way it refuses.
+once, then only checks it); under Patroni (phase 3) pgBackRest takes it from whichever member is the
+primary (the repository names all three). The other stores: services/backup/stores.py, shipped into a
+set on the same host. The manifest goes last, atomically. A backup holds the phase's lock, so it waits
+for no one and no migration starts under it; while a migration into or out of the phase is under way it
+refuses.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from psa_provision.errors import GuestError, InputError, LockHeld
 from psa_provision.journal import PhaseLock
 from psa_provision.migration import record as migration_record
 from psa_provision.packaged import BACKUP_CONTAINER_EXAMPLE
-from psa_provision.phases import ContainerSpec, around
+from psa_provision.phases import ContainerSpec, Phase, around
 from psa_provision.proxmox import ProxmoxClient, connect
 from psa_provision.services import backup as backup_service
 from psa_provision.services import pgbackrest
-from psa_provision.services.backup import stores
+from psa_provision.services.backup import standalone, stores
 from psa_provision.services.backup.manifest import (
     Artifact,
     Manifest,
@@ -33,6 +35,7 @@ from psa_provision.services.backup.manifest import (
     set_dir,
     write_script,
 )
+from psa_provision.services.backup.restore import restored
 from psa_provision.services.pgbackrest.component import repository_host
 from psa_provision.site import Site, load_site, ssh_connection
 from psa_provision.ssh import Connection
@@ -97,28 +100,47 @@ def list_all(inventory_path: Path, phase: str) -> list[list[str]]:
 
 
 def vzdump_rows(site: Site, px: ProxmoxClient) -> list[list[str]]:
-    """One row per vzdump volume of the phase's containers on the backup storage."""
+    """One row per vzdump volume of the phase's containers on the backup storage (of the node each
+    runs on now)."""
     rows = []
+    nodes = current_nodes(px)
     for spec in site.phase.containers:
-        for v in px.backup_volumes(spec.node, site.inventory.storage.backups, spec.vmid):
+        node = nodes.get(spec.vmid, spec.node)
+        for v in px.backup_volumes(node, site.inventory.storage.backups, spec.vmid):
             rows.append([str(v.get("volid")), site.phase.name, when(int(v.get("ctime") or 0)),
                          f"container {spec.vmid}",
                          f"{int(v.get('size') or 0) / 2**20:.1f} MiB", "vzdump"])
     return rows
 
 
+def current_nodes(px: ProxmoxClient) -> dict[int, str]:
+    """vmid -> the node it runs on now (one /cluster/resources read): the HA manager moves phase 3's
+    containers, and a node's vzdump reaches only the guests on it (PVE skips the others silently)."""
+    return {int(g.get("vmid", -1)): str(g.get("node")) for g in px.cluster_guests() if g.get("node")}
+
+
+def dumped(phase: Phase) -> list[ContainerSpec]:
+    """The containers `backup --containers` dumps: every one of the phase's; in a phase of clusters the
+    ones a restore starts from (restore.restored: one member of each store's cluster and the gateway's
+    container; the other members hold the same data and code)."""
+    return restored(phase) if standalone.applies(phase) else list(phase.containers)
+
+
 def vzdump_all(site: Site, px: ProxmoxClient, set_id: str, note: Callable[[str], None]) -> dict[str, str]:
-    """A snapshot-mode vzdump of each of the phase's containers; vmid -> the new volume's volid."""
+    """A snapshot-mode vzdump of each container `dumped` names, on the node it runs on now; vmid -> the
+    new volume's volid."""
     storage = site.inventory.storage.backups
     out = {}
-    for spec in site.phase.containers:
-        before = {v.get("volid") for v in px.backup_volumes(spec.node, storage, spec.vmid)}
-        note(f"container {spec.vmid}: vzdump (snapshot, zstd) into {storage}")
-        px.vzdump(spec.node, spec.vmid, storage, notes=f"psa-provision {site.phase.name} {set_id}")
-        made = [v for v in px.backup_volumes(spec.node, storage, spec.vmid) if v.get("volid") not in before]
+    nodes = current_nodes(px)
+    for spec in dumped(site.phase):
+        node = nodes.get(spec.vmid, spec.node)
+        before = {v.get("volid") for v in px.backup_volumes(node, storage, spec.vmid)}
+        note(f"container {spec.vmid}: vzdump (snapshot, zstd) into {storage} on {node}")
+        px.vzdump(node, spec.vmid, storage, notes=f"psa-provision {site.phase.name} {set_id}")
+        made = [v for v in px.backup_volumes(node, storage, spec.vmid) if v.get("volid") not in before]
         if not made:
             raise GuestError(f"vzdump of container {spec.vmid} ended but no new volume is on {storage}",
-                             hint=f"the vzdump task log on {spec.node}")
+                             hint=f"the vzdump task log on {node}")
         out[str(spec.vmid)] = str(made[-1]["volid"])
     return out
 

@@ -7,6 +7,9 @@ restarted on them, then PostgreSQL put back by pgBackRest to the time (or a name
 Redis and RabbitMQ from the newest set finished before it, each artifact checked against the manifest
 first; the app starts last, from its rewritten .env. An occupied vmid is refused unless --force (cli
 asks on a terminal or wants --yes). The drill restores beside production, compares, reports and removes.
+A phase whose stores run as clusters (phase 3) is restored into phase 1's layout
+(services/backup/standalone.py): one standalone copy of each store and an app copy running every
+service, each copy's configuration files rendered for that layout instead of rewritten.
 """
 
 from __future__ import annotations
@@ -19,16 +22,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from psa_provision import firewall, waves
-from psa_provision.changes import ApiCall
+from psa_provision.changes import ApiCall, PutFile
 from psa_provision.errors import GuestError, InputError, ProvisionError
+from psa_provision.facts import GuestFacts
 from psa_provision.phases import ContainerSpec, Phase, load_all
+from psa_provision.planner import plan_guest
 from psa_provision.proxmox import ProxmoxClient, Write, connect
 from psa_provision.services import pgbackrest as pgb
 from psa_provision.services.app import pm2
-from psa_provision.services.backup import put_back
+from psa_provision.services.backup import put_back, standalone
 from psa_provision.services.backup import restore as rs
 from psa_provision.services.backup.manifest import Manifest, newest_set_before, parse_sums, problems, set_dir
 from psa_provision.services.container.component import net0
+from psa_provision.services.context import HostContext
 from psa_provision.site import Site, forget_host_key, load_site, ssh_connection
 from psa_provision.ssh import Connection, wait_for_ssh
 
@@ -69,9 +75,11 @@ def parse_backup(text: str | None) -> tuple[str | None, str | None]:
 def plan(site: Site, px: ProxmoxClient, *, kind: str, into: int | None, force: bool) -> list[rs.Target]:
     """The new containers; InputError for an occupied vmid unless force."""
     guests = px.cluster_guests()
-    taken = [c.ip_cidr for p in load_all(site.inventory.phases_dir) for c in p.containers]
+    phases = load_all(site.inventory.phases_dir)
+    taken = [c.ip_cidr for p in phases for c in p.containers]
+    taken += [c.vip for p in phases for c in p.containers if c.vip]
     taken += _guest_addresses(px, guests)
-    targets = rs.derive(site.phase, kind=kind, into=into, taken_addresses=taken)
+    targets = rs.where_now(rs.derive(site.phase, kind=kind, into=into, taken_addresses=taken), guests)
     busy = rs.occupied(targets, guests)
     if busy and not force:
         names = ", ".join(f"{v} (on {n})" for v, n in busy)
@@ -111,10 +119,15 @@ def restore(site: Site, px: ProxmoxClient, *, at: datetime | None, backup: str |
     t0 = time.monotonic()
     repo_spec = repository(site)
     set_id, volid = parse_backup(backup)
+    if volid is not None and standalone.applies(site.phase):
+        raise InputError(f"restore {site.phase.name} --backup takes a set id here, not a vzdump volume: a "
+                         "phase of clusters is restored into standalone copies, whose stores come from a set",
+                         hint="`psa-provision backups list` shows the sets")
     targets = plan(site, px, kind=kind, into=into, force=force)
     repo = ssh_connection(site.inventory, repo_spec)
     try:
         manifest = _choose_set(site, repo, set_id, at)
+        _set_for_standalone(site, manifest, at)
         if manifest is not None:
             _check_set(repo, manifest, repo_spec.hostname)
         if volid is None and ("postgresql" in {c for t in targets for c in t.original.components}):
@@ -141,6 +154,19 @@ def restore(site: Site, px: ProxmoxClient, *, at: datetime | None, backup: str |
         return done
     finally:
         repo.close()
+
+
+def _set_for_standalone(site: Site, manifest: Manifest | None, at: datetime | None) -> None:
+    """InputError when the copies of a phase of clusters need what the set lacks (standalone.py)."""
+    if not standalone.applies(site.phase):
+        return
+    lacking = standalone.missing_from_set(site.phase, None if manifest is None else {
+        a.store for a in manifest.artifacts})
+    if lacking:
+        which = f"set {manifest.id} has no {', '.join(lacking)}" if manifest else "there is no complete set"
+        raise InputError(f"restore {site.phase.name}: {which} (by {at or 'now'}): its standalone RabbitMQ "
+                         "copy is a new node that gets its users and queues from a set",
+                         hint=f"run `psa-provision backup {site.phase.name}` (every store) first")
 
 
 def repository_openings(phase: Phase, targets: list[rs.Target]) -> list[firewall.Rule]:
@@ -205,7 +231,8 @@ def _volumes(site: Site, px: ProxmoxClient, targets: list[rs.Target], volid: str
         if volid is not None and f"-{t.original.vmid}-" in volid:
             out[t.original.vmid] = volid
             continue
-        listed = px.backup_volumes(t.original.node, site.inventory.storage.backups, t.original.vmid)
+        # the copy's node is its original's now (where_now): its vzdumps were made there
+        listed = px.backup_volumes(t.spec.node, site.inventory.storage.backups, t.original.vmid)
         out[t.original.vmid] = str(rs.choose_volume(listed, t.original.vmid, at)["volid"])
     return out
 
@@ -236,10 +263,34 @@ def _container(site: Site, px: ProxmoxClient, t: rs.Target, volid: str, mapping:
     conn = ssh_connection(site.inventory, spec)
     try:
         wait_for_ssh(conn, 300)
-        note(f"container {spec.vmid}: its production addresses rewritten, its services restarted")
-        conn.run(rs.copy_script(t, mapping))
+        if standalone.applies(site.phase):
+            _standalone(site, conn, t, copy, note)
+        else:
+            note(f"container {spec.vmid}: its production addresses rewritten, its services restarted")
+            conn.run(rs.copy_script(t, mapping))
     finally:
         conn.close()
+
+
+def _standalone(site: Site, conn: Connection, t: rs.Target, copy: Phase, note: Callable[[str], None]) -> None:
+    """A cluster member's copy made a standalone store (or the app copy), its files rendered for `copy`."""
+    before, after = rs.standalone_scripts(t)
+    files = copy_files(site, copy, t.spec)
+    note(f"container {t.spec.vmid}: made standalone ({', '.join(f.path for f in files)} as `up` renders "
+         "them for the copies), its services restarted")
+    conn.run(before)
+    for f in files:
+        conn.put(f.path, f.content, mode=f.mode, owner=f.owner, group=f.group)
+    conn.run(after)
+
+
+def copy_files(site: Site, copy: Phase, spec: ContainerSpec) -> list[PutFile]:
+    """The configuration files (standalone.FILES) `up` would write on `spec` in the copies' phase: the
+    planner's own PutFiles for a guest with no facts. No pgBackRest keys in the context: the copy's
+    PostgreSQL never archives (pgBackRest's restore also sets archive_mode off)."""
+    ctx = HostContext(site.inventory, copy, spec, site.secrets)
+    return [c for c in plan_guest(ctx, GuestFacts()).changes
+            if isinstance(c, PutFile) and c.path in standalone.FILES]
 
 
 def _stores(site: Site, repo: Connection, t: rs.Target, manifest: Manifest | None, at: datetime | None,
@@ -265,6 +316,9 @@ def _stores(site: Site, repo: Connection, t: rs.Target, manifest: Manifest | Non
             if art.store == "redis":
                 script, password = put_back.redis(path, site.secrets.get("redis.password").value)
                 conn.run(script, stdin=password)
+            elif standalone.applies(site.phase):  # the copy's queues classic, as phase 1 declares them
+                definitions = conn.run(f"cat {shlex.quote(path)}").stdout
+                conn.run(put_back.rabbitmq_stdin(), stdin=put_back.classic_queues(definitions))
             else:
                 conn.run(put_back.rabbitmq(path))
         conn.run(put_back.clean())

@@ -7,7 +7,9 @@ repository. Then the restore (commands/restore.py) into drill containers (vmid +
 point, the app started there; the restored tables are compared with the ones read at the point. RPO:
 the newest acknowledged ticket present against the newest production had at the point; RTO: wall
 time from the start until the restored app answers /health. The drill containers are removed at the end
-(also when the drill fails), unless --keep.
+(also when the drill fails), unless --keep. Under Patroni (phase 3) the restore point is made on the
+leader (the only member that takes writes and archives), and the restore goes into phase 1's layout
+of standalone copies (services/backup/standalone.py).
 """
 
 from __future__ import annotations
@@ -19,11 +21,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from psa_provision.errors import GuestError, InputError
+from psa_provision.errors import GuestError, InputError, ProvisionError
+from psa_provision.phases import ContainerSpec
 from psa_provision.proxmox import connect
 from psa_provision.services import pgbackrest as pgb
 from psa_provision.services.backup import restore as rs
 from psa_provision.services.mover import compare, tab_lines
+from psa_provision.services.patroni import CONFIG as PATRONI_CONFIG
+from psa_provision.services.patroni import members as patroni_members
+from psa_provision.services.patroni.health import leader as patroni_leader
+from psa_provision.services.patroni.health import parse_list
 from psa_provision.services.postgresql.mover import VERIFY_SQL
 from psa_provision.site import Site, load_site, ssh_connection
 
@@ -77,10 +84,7 @@ def run(inventory_path: Path, phase: str, note: Callable[[str], None], *, keep: 
 def drill(site: Site, note: Callable[[str], None], *, keep: bool = False) -> DrillReport:
     t0 = time.monotonic()
     repository(site)  # refused first in a phase without a backup container
-    db = next((c for c in site.phase.containers if "postgresql" in c.components
-               and pgb.COMPONENT in c.components), None)
-    if db is None:
-        raise InputError(f"phase {site.phase.name} has no PostgreSQL container with pgBackRest to drill")
+    db = database(site, note)
     now = datetime.now(UTC)
     point = rs.drill_point(now)
     conn = ssh_connection(site.inventory, db)
@@ -99,13 +103,15 @@ def drill(site: Site, note: Callable[[str], None], *, keep: bool = False) -> Dri
         restore_cmd.restore(site, px, at=None, backup=None, into=None, force=False, note=note, kind="drill",
                             point=point)
         rto = round(time.monotonic() - t0, 1)
-        restored = next(t.spec for t in targets if t.original.vmid == db.vmid)
+        restored = rs.database_copy(targets)
+        if restored is None:
+            raise InputError(f"phase {site.phase.name}: the drill made no PostgreSQL copy to compare")
         rconn = ssh_connection(site.inventory, restored)
         try:
             after = rconn.run(f"{rs.psql()}\n", stdin=VERIFY_SQL + rs.NEWEST_SQL).stdout
         finally:
             rconn.close()
-    except GuestError:
+    except ProvisionError:  # a failed drill leaves nothing behind (unless --keep)
         if not keep:
             restore_cmd.remove(site, px, targets, note)
         raise
@@ -120,6 +126,50 @@ def drill(site: Site, note: Callable[[str], None], *, keep: bool = False) -> Dri
     if not keep:
         restore_cmd.remove(site, px, targets, note)
     return report
+
+
+def database(site: Site, note: Callable[[str], None]) -> ContainerSpec:
+    """Where the restore point is made: the PostgreSQL container that archives; under Patroni the
+    leader, as `patronictl list` names it on the first member that answers."""
+    archiving = [c for c in site.phase.containers if "postgresql" in c.components
+                 and pgb.COMPONENT in c.components]
+    if not archiving:
+        raise InputError(f"phase {site.phase.name} has no PostgreSQL container with pgBackRest to drill")
+    members = [c for c in patroni_members(site.phase) if c in archiving]
+    if not members:
+        return archiving[0]
+    answers = []
+    for member in members:
+        conn = ssh_connection(site.inventory, member)
+        try:
+            got = conn.run(f"patronictl -c {PATRONI_CONFIG} list -f json", check=False)
+        except ProvisionError as exc:  # unreachable: the next member may answer
+            answers.append(f"{member.hostname}: {exc.message}")
+            continue
+        finally:
+            conn.close()
+        if not got.ok:
+            answers.append(f"{member.hostname}: patronictl list exited {got.exit_code}")
+            continue
+        return leader_spec(members, got.stdout, note)
+    raise GuestError(f"no member of phase {site.phase.name}'s PostgreSQL cluster answered patronictl list: "
+                     f"{'; '.join(answers)}", hint="psa-provision health " + site.phase.name)
+
+
+def leader_spec(members: list[ContainerSpec], listing: str, note: Callable[[str], None]) -> ContainerSpec:
+    """The member `patronictl list -f json` names leader; GuestError when none leads (a failover under
+    way: the restore point needs a primary)."""
+    try:
+        head = patroni_leader(parse_list(listing))
+    except ValueError as exc:
+        raise GuestError(f"patronictl list answered no member list: {exc}") from None
+    found = next((m for m in members if head is not None and m.hostname == head.name), None)
+    if found is None:
+        raise GuestError("no member of the PostgreSQL cluster leads now (a failover under way?): the "
+                         "restore point needs the leader", hint="wait until `patronictl list` shows a "
+                         "Leader, then drill again")
+    note(f"postgresql: {found.hostname} leads the Patroni cluster")
+    return found
 
 
 def _iso(when: datetime | None) -> str | None:

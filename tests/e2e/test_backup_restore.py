@@ -4,8 +4,10 @@ Tickets written through the gateway, `backup phase0`, then: pgBackRest lists the
 being archived (a segment switched after the backup arrives in the repository), the set's manifest
 matches its files byte for byte, and `backups list` shows the set complete. Restore: tickets written
 before a time T are all in a restore to T into new containers and none written after, and the app there
-answers; a vzdump of 200 restored into a new vmid boots healthy; `restore --drill` passes in phase 0.
-New containers: 700 (restore --at), 720 (--into), 800 (the drill); each is removed by its test.
+answers; a vzdump of 200 restored into a new vmid boots healthy; `restore --drill` passes in phase 0,
+then in phase 1, then in phase 3 (Patroni), where archiving goes on from the new leader after a
+failover. New containers: 700 (restore --at), 720 (--into), 800 (the drill); each is removed by its
+test.
 
 The packaged phases leave the backup container out (opt-in); this module's own `phase0` fixture
 provisions phase 0 with it (the lines of data/phases/examples/backup-container.yml added), so it runs
@@ -20,7 +22,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -28,10 +30,12 @@ import pytest
 from psa_provision import sandbox
 from psa_provision.inventory import load_inventory
 from psa_provision.packaged import PHASES_DIR
-from psa_provision.phases import load_phase
-from psa_provision.services import pgbackrest
+from psa_provision.phases import ContainerSpec, load_phase
+from psa_provision.services import patroni, pgbackrest
 from psa_provision.services.backup import SETS_DIR
 from psa_provision.services.backup.manifest import Manifest, parse_sums, problems
+from psa_provision.services.haproxy.config import front_address
+from psa_provision.services.patroni.health import Member, leader, parse_list
 from psa_provision.ssh import Connection
 from psa_provision.testing.loadgen import request
 
@@ -46,6 +50,7 @@ from .conftest import (
     wait_healthy,
     write_inventory,
 )
+from .phase3_site import clear_vmids
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.backup]
 
@@ -75,7 +80,7 @@ def phase0(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     phases_dir.mkdir()
     for src in PHASES_DIR.glob("phase*.yml"):
         text = src.read_text()
-        opted_in = sandbox.with_backup_container(text) if src.stem in ("phase0", "phase1") else text
+        opted_in = sandbox.with_backup_container(text) if src.stem in ("phase0", "phase1", "phase3") else text
         (phases_dir / src.name).write_text(opted_in)
     inventory = write_inventory(workdir, sandbox_credentials())
     inventory.write_text(re.sub(r"(?m)^phases_dir: .*$", f"phases_dir: {phases_dir}", inventory.read_text()))
@@ -286,3 +291,126 @@ def test_backup_and_the_drill_in_phase1(phase0: Site) -> None:
         assert all(px.find_vmid(v) is None for v in report["containers"]), report["containers"]
     finally:
         phase0.cli("destroy", "phase1", "--yes", timeout=900)
+
+
+PSQL = "cd / && runuser -u postgres -- psql -XAtq -c "
+
+
+def on(site: Site, spec: ContainerSpec) -> Connection:
+    inv = site.inventory
+    return Connection(spec.ip, inv.ssh.user, inv.ssh.key_file, inv.ssh.jump_host)
+
+
+def cluster(site: Site, members: list[ContainerSpec]) -> list[Member]:
+    """`patronictl list` as the first member that answers has it."""
+    for spec in members:
+        conn = on(site, spec)
+        try:
+            got = conn.run(f"patronictl -c {patroni.CONFIG} list -f json", check=False)
+        finally:
+            conn.close()
+        if got.ok:
+            return parse_list(got.stdout)
+    pytest.fail("no Patroni member answered patronictl list")
+
+
+def wait_for(site: Site, members: list[ContainerSpec], what: str, ok: Callable[[list[Member]], bool],
+             deadline_s: float = 180.0) -> list[Member]:
+    """Poll `patronictl list` until ok(listing) holds, or fail naming `what`."""
+    deadline = time.monotonic() + deadline_s
+    listing: list[Member] = []
+    while time.monotonic() < deadline:
+        listing = cluster(site, members)
+        if ok(listing):
+            return listing
+        time.sleep(3)
+    pytest.fail(f"{what} not within {deadline_s:.0f} s: {listing}")
+
+
+def led_by(members: list[ContainerSpec], listing: list[Member]) -> ContainerSpec:
+    head = leader(listing)
+    found = next((s for s in members if head is not None and s.hostname == head.name), None)
+    assert found is not None, listing
+    return found
+
+
+@pytest.mark.timeout(7200)  # cold `up phase3` (15-25 min on the 2-core sandbox), backups, a failover, a drill
+def test_backup_a_failover_and_the_drill_in_phase3(phase0: Site) -> None:
+    """Last: phase 3 (Patroni on 100-102) with the backup container, cold: first every container holding
+    one of its vmids goes, 250 too (a new cluster has a new system identifier, which the repository of
+    phase 0's cluster would refuse). Each member archives under its own hostname; tickets through the
+    VIP; `backup phase3 --containers`. Then a failover (the leader's Patroni stopped: it shuts its server
+    down and hands the leader key over): a WAL segment switched on the new leader reaches the
+    repository (`pgbackrest check` there), and a backup taken then comes from the new leader. The old
+    leader rejoins. Then `restore phase3 --drill`: the copies in phase 1's layout pass and are removed."""
+    inv = phase0.inventory
+    phase3 = load_phase("phase3", inv.phases_dir)
+    members = [c for c in phase3.containers if c.cluster == "postgresql"]
+    assert [c.vmid for c in phase3.with_component(pgbackrest.COMPONENT)] == [m.vmid for m in members]
+    for name in ("phase0", "phase1"):  # what the earlier tests left (they destroy their own)
+        phase0.cli("destroy", name, "--yes", timeout=900)
+    clear_vmids(phase3)
+    try:
+        up = phase0.cli("up", "phase3", "--yes", timeout=3600)
+        sys.stderr.write(f"\n[e2e] cold `up phase3` with the backup container: exit {up.code} in "
+                         f"{up.seconds:.0f} s\n")
+        assert up.code == 0, up.output[-8000:]
+        for spec in members:  # every member would archive if it led, each under its own hostname
+            conn = on(phase0, spec)
+            try:
+                mode = conn.run(PSQL + "'SHOW archive_mode'").stdout.strip()
+                command = conn.run(PSQL + "'SHOW archive_command'").stdout.strip()
+            finally:
+                conn.close()
+            assert mode == "on", f"{spec.hostname}: archive_mode {mode}"
+            assert f'test "$(hostname)" = {spec.hostname} && ' in command, command
+        base = f"http://{front_address(phase3)}:3000"
+        write_tickets(phase0, 5, base=base)
+        run = phase0.cli("backup", "phase3", "--containers", timeout=3600)
+        assert run.code == 0, run.output[-4000:]
+
+        old = led_by(members, wait_for(phase0, members, "a leader", lambda m: leader(m) is not None))
+        conn = on(phase0, old)
+        try:
+            conn.run(f"systemctl stop {patroni.UNIT}")
+        finally:
+            conn.close()
+        new = led_by(members, wait_for(phase0, members, "a new leader",
+                                       lambda m: (h := leader(m)) is not None and h.name != old.hostname))
+        sys.stderr.write(f"\n[e2e] failover: {old.hostname} -> {new.hostname}\n")
+        write_tickets(phase0, 5, base=base)
+        conn = on(phase0, new)
+        try:  # archiving goes on from the new leader: check switches a segment and waits for it there
+            conn.run(f"cd / && runuser -u postgres -- pgbackrest --stanza={pgbackrest.STANZA} check",
+                     timeout=600)
+            archived = conn.run(PSQL + "'SELECT archived_count FROM pg_stat_archiver'").stdout.strip()  # noqa: S608
+        finally:
+            conn.close()
+        assert int(archived) > 0, f"{new.hostname} archived nothing"
+        run = phase0.cli("backup", "phase3", timeout=3600)
+        assert run.code == 0, run.output[-4000:]
+        repo = repo_conn(phase0)
+        try:
+            info = json.loads(repo.run(f"{PGBACKREST} info --output=json").stdout)
+        finally:
+            repo.close()
+        assert info[0]["status"]["message"] == "ok" and len(info[0]["backup"]) >= 2, info
+        conn = on(phase0, old)
+        try:
+            conn.run(f"systemctl start {patroni.UNIT}")
+        finally:
+            conn.close()
+        wait_for(phase0, members, "the old leader back as a replica",
+                 lambda m: len([x for x in m if x.state in ("running", "streaming")]) == len(members),
+                 deadline_s=300)
+
+        run = phase0.cli("restore", "phase3", "--drill", "-o", "json", timeout=3600)
+        assert run.code == 0, run.output[-4000:]
+        report = json.loads(run.stdout)
+        assert report["passed"] and report["differences"] == 0 and report["rpo_s"] == 0, report
+        assert any(t["table"].endswith("tickets") for t in report["tables"]), report["tables"]
+        assert report["containers"] == [700, 710, 810, 820, 720], report["containers"]  # 100 110 210 220 120
+        px = admin_api()
+        assert all(px.find_vmid(v) is None for v in report["containers"]), report["containers"]
+    finally:
+        phase0.cli("destroy", "phase3", "--yes", timeout=1800)

@@ -31,11 +31,11 @@ KEYS = BackupKeys(KeyPair(Sensitive("DB-PRIVATE\n", ["DB-PRIVATE"]), "ssh-ed2551
 
 
 def opted_in(dest: Path) -> Path:
-    """dest: the packaged phase files, phases 0-2 with the backup container added."""
+    """dest: the packaged phase files, each with the backup container added."""
     dest.mkdir(parents=True, exist_ok=True)
     for src in PHASES_DIR.glob("phase*.yml"):
         text = src.read_text()
-        if src.stem in ("phase0", "phase1", "phase2"):
+        if src.stem in ("phase0", "phase1", "phase2", "phase3"):
             text = sandbox.with_backup_container(text)
         (dest / src.name).write_text(text)
     return dest
@@ -149,3 +149,93 @@ def test_with_the_backup_container_the_database_and_repository_accept_each_other
     assert rows[250] == [*admin, (22, "10.0.30.10")]
     # phase 0 plus its backup container keeps phase 0's open bridge
     assert not firewall.enabled(phases.load_phase("phase0", with_backup))
+
+
+# Phase 3: PostgreSQL under Patroni on 100-102 (psa-postgres-1..3, 10.0.30.10-12), the backup container
+# 250 on pve2 (10.0.30.60).
+MEMBERS = {100: ("psa-postgres-1", "10.0.30.10"), 101: ("psa-postgres-2", "10.0.30.11"),
+           102: ("psa-postgres-3", "10.0.30.12")}
+
+
+def patroni_parameters(phases_dir: Path, vmid: int, keys: BackupKeys | None = KEYS) -> dict[str, object]:
+    import yaml
+
+    from psa_provision.services.patroni import component as patroni
+
+    doc = yaml.safe_load(patroni.config_content(ctx(phases_dir, "phase3", vmid, keys)))
+    params: dict[str, object] = doc["postgresql"]["parameters"]
+    return params
+
+
+def test_phase3_with_the_backup_container_passes_the_check(with_backup: Path) -> None:
+    # the anti-affinity and single-point-of-failure rules still hold with the repository host on pve2
+    assert [str(p) for p in phases.check_all(with_backup)] == []
+    p3 = phases.load_phase("phase3", with_backup)
+    assert set(p3.nodes) == {"pve1", "pve2", "pve3"} and p3.container(250).node == "pve2"
+    assert [c.vmid for c in p3.with_component(pgbackrest.COMPONENT)] == [100, 101, 102]
+    assert p3.container(250).cluster is None  # no member of any cluster: no anti-affinity rule names it
+
+
+def test_each_patroni_member_archives_under_its_own_hostname(with_backup: Path) -> None:
+    push = "pgbackrest --stanza=psa archive-push %p"
+    for vmid, (hostname, _) in MEMBERS.items():
+        params = patroni_parameters(with_backup, vmid)
+        # archive_mode "on" (a string: a bare on is YAML's true): only a primary archives, so whichever
+        # member leads archives, the others start to when they are promoted
+        assert params["archive_mode"] == "on" and params["archive_timeout"] == "60"
+        assert params["archive_command"] == f'test "$(hostname)" = {hostname} && {push}'
+    # the cluster-wide (DCS) settings stay as they were: archiving is each member's own setting
+    import yaml
+
+    from psa_provision.services.patroni import component as patroni
+
+    doc = yaml.safe_load(patroni.config_content(ctx(with_backup, "phase3", 101)))
+    assert "archive_mode" not in doc["bootstrap"]["dcs"]["postgresql"]["parameters"]
+    assert doc["bootstrap"]["dcs"]["postgresql"]["parameters"]["wal_level"] == "replica"
+
+
+def test_patroni_members_do_not_archive_without_the_backup_container(with_backup: Path) -> None:
+    packaged = patroni_parameters(PHASES_DIR, 100)
+    assert not {"archive_mode", "archive_command", "archive_timeout"} & set(packaged)
+    assert packaged["random_page_cost"] == "1.1"  # the others as before
+    assert "archive_mode" not in patroni_parameters(with_backup, 100, keys=None)
+
+
+def test_phase3_repository_host_names_the_three_members(with_backup: Path) -> None:
+    # pgBackRest 2.45 backs up from whichever of pg1..pg3 is the primary (db/helper.c dbGet: an
+    # unreachable one is a warning, no primary an error), so backups follow the leader
+    c = ctx(with_backup, "phase3", 250)
+    changes = component.repository(c, GuestFacts(), "backup")
+    files = {ch.path: ch.content.reveal() for ch in changes if isinstance(ch, PutFile)}
+    conf = conf_lines(files[pgbackrest.CONF])
+    section = conf[conf.index("[psa]") + 1:]
+    want = [line for i, (_, ip) in enumerate(MEMBERS.values(), 1)
+            for line in (f"pg{i}-host={ip}", f"pg{i}-host-user=postgres", f"pg{i}-path={pgbackrest.PG_DATA}",
+                         f"pg{i}-port=5432")]
+    assert section == want
+    assert "backup-standby=y" not in conf  # backups from the primary
+    ssh = files[pgbackrest.REPO_SSH_CONFIG]
+    assert [line.split()[1] for line in ssh.splitlines() if line.startswith("Host ")] == [
+        ip for _, ip in MEMBERS.values()]
+
+
+def test_each_phase3_member_pushes_to_the_repository_host_and_accepts_it(with_backup: Path) -> None:
+    for vmid in MEMBERS:
+        changes = component.plan(ctx(with_backup, "phase3", vmid), GuestFacts())
+        files = {ch.path: ch.content.reveal() for ch in changes if isinstance(ch, PutFile)}
+        assert "repo1-host=10.0.30.60" in conf_lines(files[pgbackrest.CONF])
+        assert files[pgbackrest.DB_AUTHORIZED].startswith('from="10.0.30.60/32",')
+
+
+def test_phase3_members_and_the_repository_accept_each_others_ssh(with_backup: Path) -> None:
+    from psa_provision import firewall
+
+    p3 = phases.load_phase("phase3", with_backup)
+    ssh = {v: {r.source for r in firewall.rules(p3, p3.container(v)) if r.dport == 22 and "pgbackrest" in
+               r.comment} for v in (*MEMBERS, 250, 110)}
+    for vmid in MEMBERS:
+        assert ssh[vmid] == {"10.0.30.60"}, vmid
+    assert ssh[250] == {ip for _, ip in MEMBERS.values()}  # archive-push from whichever member leads
+    assert ssh[110] == set()  # a Redis member has nothing to do with pgBackRest
+    # the repository host admits nothing else of theirs: only SSH
+    assert {r.dport for r in firewall.rules(p3, p3.container(250))} == {22}

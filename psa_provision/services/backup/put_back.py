@@ -6,6 +6,7 @@ against the manifest's sha256 there (`arrived`); only then does the store's scri
 
 from __future__ import annotations
 
+import json
 import shlex
 
 from ...sensitive import Sensitive
@@ -68,6 +69,29 @@ def rabbitmq(path: str) -> str:
     # the arrival directory (root's, 0700)
     return (f"set -euo pipefail\nsystemctl start {RABBITMQ_UNIT}\n"
             f"{rabbitmq_mover.IMPORT.rstrip()} < {shlex.quote(path)}\n")
+
+
+# queue arguments only a quorum queue takes (RabbitMQ's quorum queue guide): a classic queue refuses them
+QUORUM_ONLY = ("x-queue-type", "x-quorum-initial-group-size", "x-delivery-limit", "x-dead-letter-strategy",
+               "x-max-in-memory-length", "x-max-in-memory-bytes")
+
+
+def classic_queues(definitions: str) -> str:
+    """RabbitMQ definitions with each quorum queue made a classic one, for a restore into standalone
+    copies (phase 3's set into phase 1's layout): the app copy declares its queues as phase 1 does,
+    classic, and a declare of another type than the queue's is refused (PRECONDITION_FAILED); on a
+    single node a quorum queue would protect nothing more. Everything else as exported."""
+    data = json.loads(definitions)
+    for queue in data.get("queues", []):
+        arguments = queue.get("arguments") or {}
+        if arguments.get("x-queue-type") == "quorum":
+            queue["arguments"] = {k: v for k, v in arguments.items() if k not in QUORUM_ONLY}
+    return json.dumps(data)
+
+
+def rabbitmq_stdin() -> str:
+    """As `rabbitmq`, the definitions on the script's stdin (classic_queues' output)."""
+    return f"set -euo pipefail\nsystemctl start {RABBITMQ_UNIT}\n{rabbitmq_mover.IMPORT}"
 
 
 def clean() -> str:

@@ -7,7 +7,8 @@ original in the same network (wrapping to the bottom of it), skipping every addr
 and the gateway. Each starts
 from a vzdump of its original (packages, configuration, the app), then its stores are put back to the
 chosen time: PostgreSQL by pgBackRest (WAL replayed to the second), the others from the newest set
-finished at or before it.
+finished at or before it. A phase whose stores run as clusters (phase 3) is restored into phase 1's
+layout instead: one standalone copy of each store and one app copy (standalone.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .. import catalog, pgbackrest, rabbitmq
 from ..app import UNIT as APP_UNIT
 from ..postgresql import DATABASE
 from ..postgresql.mover import APP_OBJECT
+from . import standalone
 
 RESTORE_OFFSET = 500  # 200 -> 700
 DRILL_OFFSET = 600  # 200 -> 800: a drill never lands on a restore's containers
@@ -44,7 +46,10 @@ class Target:
 
 
 def restored(phase: Phase) -> list[ContainerSpec]:
-    """The containers a restore brings back: all of the phase's but the backup container."""
+    """The containers a restore brings back: all of the phase's but the backup container; in a phase of
+    clusters the first container of each store and the gateway's (standalone.originals)."""
+    if standalone.applies(phase):
+        return standalone.originals(phase)
     return [c for c in phase.containers if "backup" not in c.components]
 
 
@@ -60,6 +65,7 @@ def derive(phase: Phase, *, kind: str = "restore", into: int | None = None,
     offset = (into - first) if into is not None else (DRILL_OFFSET if kind == "drill" else RESTORE_OFFSET)
     taken = {str(ipaddress.IPv4Interface(a).ip) if "/" in a else a for a in taken_addresses}
     taken |= {c.ip for c in phase.containers} | {c.gateway for c in phase.containers}
+    taken |= {str(ipaddress.IPv4Interface(c.vip).ip) for c in phase.containers if c.vip}
     out = []
     for spec in specs:
         ip = _free_address(spec, taken)
@@ -69,7 +75,7 @@ def derive(phase: Phase, *, kind: str = "restore", into: int | None = None,
         hostname = f"{spec.hostname[:62 - len(suffix)]}-{suffix}"
         new = spec.model_copy(update={"vmid": spec.vmid + offset, "hostname": hostname,
                                       "ip_cidr": f"{ip}/{prefix}", "onboot": False})
-        out.append(Target(spec, new))
+        out.append(Target(spec, standalone.as_copy(phase, new) if standalone.applies(phase) else new))
     return out
 
 
@@ -84,6 +90,19 @@ def _free_address(spec: ContainerSpec, taken: set[str]) -> str:
             return ip
     raise InputError(f"no free address in {net} for the restored {spec.hostname}: every one is a phase "
                      "file's or a gateway", hint="free an address in that network")
+
+
+def where_now(targets: list[Target], guests: Iterable[dict[str, Any]]) -> list[Target]:
+    """Each copy on the node its original runs on now (/cluster/resources rows): the HA manager may have
+    moved a phase-3 member off its phase-file node, and its vzdump is made, and found, there."""
+    nodes = {int(g.get("vmid", -1)): str(g.get("node")) for g in guests if g.get("node")}
+    return [Target(t.original, t.spec.model_copy(update={"node": nodes.get(t.original.vmid, t.spec.node)}))
+            for t in targets]
+
+
+def database_copy(targets: list[Target]) -> ContainerSpec | None:
+    """The copy whose PostgreSQL pgBackRest restores (in phase 3 not the leader's copy: any member's)."""
+    return next((t.spec for t in targets if pgbackrest.COMPONENT in t.spec.components), None)
 
 
 def occupied(targets: list[Target], guests: Iterable[dict[str, Any]]) -> list[tuple[int, str]]:
@@ -146,6 +165,15 @@ def copy_script(target: Target, mapping: dict[str, str]) -> str:
     units = [u for u in catalog.managed_services(spec.components) if u != APP_UNIT]
     return (f"set -euo pipefail\nsystemctl stop {APP_UNIT} 2>/dev/null || true\n"
             + rewrite_script(files, mapping) + keep + restart_script(units))
+
+
+def standalone_scripts(target: Target) -> tuple[str, str]:
+    """(before, after) the copy's files are written, for a copy in phase 1's layout (standalone.py): its
+    clustered store made standalone first; then systemd reloaded and each service restarted on the new
+    files (the app stays stopped: it starts last, from its .env)."""
+    units = [u for u in catalog.managed_services(target.spec.components) if u != APP_UNIT]
+    return (f"set -euo pipefail\n{standalone.before_files(target.original)}",
+            f"set -euo pipefail\n{standalone.after_files(target.original)}{restart_script(units)}")
 
 
 def restart_script(units: Iterable[str]) -> str:
@@ -258,7 +286,10 @@ def restored_phase(phase: Phase, targets: list[Target]) -> Phase:
     """The phase as its restored copy is: each original replaced by its target (vmid, hostname,
     address), the services on the targets' vmids; the rest (the backup container) as it is. What the
     copies' firewall rules are computed from: restored from vzdump they still name production's
-    addresses, so the copies would not reach each other (and production's containers would reach them)."""
+    addresses, so the copies would not reach each other (and production's containers would reach them).
+    A phase of clusters: the copies' own phase (standalone.copy_phase), their files rendered from it too."""
+    if standalone.applies(phase):
+        return standalone.copy_phase(phase, [t.spec for t in targets])
     new = {t.original.vmid: t.spec for t in targets}
     services = {name: s.model_copy(update={"container": new[s.container].vmid if s.container in new
                                            else s.container,

@@ -64,6 +64,23 @@ def bootstrap_member(phase: Phase) -> ContainerSpec | None:
     return found[0] if found else None
 
 
+def standalone_copy() -> str:
+    """Bash for a copy of a member (a restore's, booted from its vzdump) made a standalone server: Patroni
+    stopped, disabled and masked (its file names production's etcd and the member's own name, and it
+    must never start there), Patroni's postgresql.conf (its parameters, synchronous_standby_names: a lone
+    server would wait for a standby at every commit) replaced by the one it renamed at its first start,
+    postgresql.base.conf (Debian's, which reads conf.d), no standby.signal (no primary to follow), and
+    the stock postgresql@15-main unmasked and started from start.conf `auto`."""
+    base = f"{CONFIG_DIR}/postgresql.base.conf"
+    return (f"systemctl disable --now {UNIT} 2>/dev/null || true\nsystemctl mask {UNIT}\n"
+            f"[ -f {base} ] || {{ echo '{base} is missing: Patroni never took this server over' >&2\n"
+            "  exit 1; }\n"
+            f"mv -f {base} {CONFIG_DIR}/postgresql.conf\n"
+            f"rm -f {DATA_DIR}/standby.signal\n"
+            f"printf 'auto\\n' > {START_CONF}\n"
+            f"systemctl unmask {STOCK_UNIT}\n")
+
+
 def listen_addresses(ip: str) -> str:
     """PostgreSQL's listen_addresses under Patroni (its `postgresql.listen` without the port): the
     member's address, for its peers, the load balancers and the apps, and loopback for Patroni."""

@@ -7,12 +7,13 @@ The stock postgresql@15-main is stopped and masked if it runs (it would fight Pa
 directory); patroni@15-main is enabled and running, and reloaded (SIGHUP, Debian's ExecReload) when its
 file changes: never restarted by `up`, since stopping Patroni stops the server it manages.
 Settings that need a server restart show as `pending_restart` in `patronictl list` after the reload;
-`patronictl restart 15-main` applies them member by member.
+restart.py applies them through `patronictl restart`, member by member, the leader last.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 
 from ...changes import Change, Noop, Sensitive
 from ...facts import GuestFacts
@@ -21,6 +22,7 @@ from ...render import render
 from ..common import command, content_changed, install, put_file, service
 from ..context import HostContext
 from ..etcd.component import client_urls
+from ..pgbackrest.component import archive_settings
 from ..postgresql import DATABASE, ROLE
 from ..postgresql.component import PSQL, scram_matches, sql_literal
 from ..postgresql.component import settings as pg_settings
@@ -47,6 +49,7 @@ from . import (
     bootstrap_member,
     listen_addresses,
     members,
+    restart,
 )
 
 START_CONF_CONTENT = "# Managed by psa-provision: Patroni starts this cluster, not the stock unit.\nmanual\n"
@@ -63,6 +66,8 @@ FIXED_PARAMETERS: dict[str, object] = {
     "log_filename": "postgresql-15-main.log",
 }
 MEMORY_PARAMETERS = ("shared_buffers", "effective_cache_size", "maintenance_work_mem", "work_mem")
+# parameters that need a server restart and whose running value the facts compare (pg_settings' form)
+RESTART_COMPARED = ("archive_mode",)
 
 
 def subnet(spec: ContainerSpec) -> str:
@@ -79,9 +84,34 @@ def clients(ctx: HostContext) -> list[str]:
 
 
 def parameters(ctx: HostContext) -> dict[str, object]:
-    """postgresql.parameters: the seed's memory settings (as the standalone server has them) + fixed ones."""
+    """postgresql.parameters: the seed's memory settings (as the standalone server has them), fixed ones,
+    and WAL archiving where the phase has a backup container."""
     tuned = pg_settings(ctx)
-    return {**{name: tuned[name] for name in MEMORY_PARAMETERS}, **FIXED_PARAMETERS}
+    return {**{name: tuned[name] for name in MEMORY_PARAMETERS}, **FIXED_PARAMETERS,
+            **archive_parameters(ctx)}
+
+
+def archive_parameters(ctx: HostContext) -> dict[str, object]:
+    """WAL archiving into the repository host, as this member's local Patroni parameters ({} when the
+    member has no pgbackrest component or the phase no backup container).
+
+    Every member carries them, each archive_command guarded by its own hostname
+    (pgbackrest.archive_command): with archive_mode `on` only a primary archives (a standby does not,
+    PostgreSQL archives on a standby only with `always`), so the leader archives, and after a failover
+    the new leader does, with nothing to change. archive_mode takes effect at a server restart:
+    services/patroni/restart.py applies it member by member.
+    """
+    archive = archive_settings(ctx)
+    if archive is None:
+        return {}
+    return {"archive_mode": "on", "archive_command": archive["command"],
+            "archive_timeout": archive["timeout"]}
+
+
+def yaml_string(value: object) -> str:
+    """A parameter's value as a YAML double-quoted scalar (JSON's string syntax is YAML's), e.g. 200 ->
+    "200": an archive_command holds double quotes, which a plain `"{{ value }}"` would end early."""
+    return json.dumps(str(value))
 
 
 def config_content(ctx: HostContext) -> str:
@@ -99,7 +129,8 @@ def config_content(ctx: HostContext) -> str:
         superuser=SUPERUSER, superuser_password=users[SUPERUSER],
         replication_user=REPLICATION_USER, replication_password=users[REPLICATION_USER],
         rewind_user=REWIND_USER, rewind_password=users[REWIND_USER],
-        parameters=parameters(ctx), subnet=subnet(me), database=DATABASE, app_user=ROLE, clients=clients(ctx),
+        parameters={k: yaml_string(v) for k, v in parameters(ctx).items()}, subnet=subnet(me),
+        database=DATABASE, app_user=ROLE, clients=clients(ctx),
     )
 
 
@@ -199,4 +230,7 @@ def plan(ctx: HostContext, facts: GuestFacts) -> list[Change]:
                     group="postgres")
     out += [conf, *roles(ctx, facts), *stock_cluster(ctx, facts)]
     out += start(ctx, facts, conf)
+    wanted = parameters(ctx)
+    out += restart.changes(ctx, facts, {k: str(v) for k, v in wanted.items() if k in RESTART_COMPARED},
+                           managed=wanted)
     return out

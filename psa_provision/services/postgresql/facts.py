@@ -1,5 +1,6 @@
 """PostgreSQL's part of the facts probe: roles (with SCRAM verifiers), databases, extensions, default
-privileges, settings and the last config load, asked only when psql is there and the server runs."""
+privileges, settings (and those waiting for a restart), the last config load, asked only when psql is
+there and the server runs."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class PostgresFacts:
     settings: dict[str, str] = field(default_factory=dict)
     conf_loaded: float = 0.0  # epoch seconds of the last (re)load of its config files (0: unknown)
     in_recovery: bool | None = None  # a standby (Patroni's replicas); None: the server did not answer
+    # settings whose new value in the config files waits for a server restart (pg_settings.pending_restart)
+    pending_restart: frozenset[str] = frozenset()
 
 
 _SQL = r"""
@@ -36,7 +39,8 @@ SELECT 'db', datname, pg_get_userbyid(datdba) FROM pg_database WHERE datallowcon
 SELECT 'setting', name, setting FROM pg_settings WHERE name IN
   ('listen_addresses','port','max_connections','shared_buffers','effective_cache_size',
    'maintenance_work_mem','work_mem','random_page_cost','effective_io_concurrency',
-   'log_min_duration_statement','password_encryption');
+   'log_min_duration_statement','password_encryption','archive_mode');
+SELECT 'pending', name FROM pg_settings WHERE pending_restart;
 SELECT 'loaded', extract(epoch FROM pg_conf_load_time());
 SELECT 'recovery', pg_is_in_recovery();
 """
@@ -65,12 +69,14 @@ fi
 
 
 def parse(text: str) -> PostgresFacts:
-    """The probe's rows (`role`, `db`, `ext`, `defacl`, `setting`, `loaded`, `recovery`) as PostgresFacts."""
+    """The probe's rows (`role`, `db`, `ext`, `defacl`, `setting`, `pending`, `loaded`, `recovery`) as
+    PostgresFacts."""
     roles: dict[str, PgRole] = {}
     dbs: dict[str, str] = {}
     exts: dict[str, set[str]] = {}
     acls: dict[str, set[str]] = {}
     settings: dict[str, str] = {}
+    pending: set[str] = set()
     loaded = 0.0
     recovery: bool | None = None
     for line in text.splitlines():
@@ -85,9 +91,12 @@ def parse(text: str) -> PostgresFacts:
             acls.setdefault(p[1], set()).add(p[2])
         elif p[0] == "setting" and len(p) == 3:
             settings[p[1]] = p[2]
+        elif p[0] == "pending" and len(p) == 2:
+            pending.add(p[1])
         elif p[0] == "loaded" and len(p) == 2:
             loaded = seconds(p[1])
         elif p[0] == "recovery" and len(p) == 2:
             recovery = p[1] == "t"
     return PostgresFacts(roles, dbs, {k: frozenset(v) for k, v in exts.items()},
-                         {k: frozenset(v) for k, v in acls.items()}, settings, loaded, recovery)
+                         {k: frozenset(v) for k, v in acls.items()}, settings, loaded, recovery,
+                         frozenset(pending))

@@ -29,6 +29,10 @@ COOKIE_SECRET = "rabbitmq.erlang_cookie"  # noqa: S105 - the key of the secret, 
 CLUSTER_FILES = (COOKIE,)
 OPAQUE_FILES = (COOKIE,)  # never read by the facts: checksum, mode and owner only
 NODE_PREFIX = "rabbit@"
+# stop the node and epmd, reload the socket unit, start it where the drop-in says (the node restart follows)
+REBIND_EPMD = ("systemctl daemon-reload\n"
+               "systemctl stop rabbitmq-server.service epmd.service epmd.socket\n"
+               "systemctl start epmd.socket\n")
 
 
 def keep_node_name(original_hostname: str) -> str:
@@ -38,3 +42,11 @@ def keep_node_name(original_hostname: str) -> str:
     line = f"NODENAME=rabbit@{original_hostname}"
     return (f"[ ! -f {ENV_CONF} ] || grep -qx '{line}' {ENV_CONF} || "
             f"printf '%s\\n' '# a restored copy keeps its original node name' '{line}' >> {ENV_CONF}\n")
+
+
+def standalone_copy() -> str:
+    """Bash for a copy of a cluster member (a restore's) once a standalone's files are written: epmd back
+    on loopback alone (REBIND_EPMD). The copy's node is named after its own hostname, a NEW node with an
+    empty database: a member's own node would wait at boot for its cluster's peers. The backup set's
+    definitions (users, vhosts, queues, policies) are imported into it."""
+    return REBIND_EPMD

@@ -30,6 +30,7 @@ from . import (
     INETRC,
     PACKAGES,
     PLUGINS,
+    REBIND_EPMD,
     TEMPLATES,
     UNIT,
     USERS,
@@ -38,10 +39,6 @@ from . import (
 )
 from .facts import RabbitFacts
 
-# stop the node and epmd, reload the socket unit, start it where the drop-in says (the node restart follows)
-REBIND_EPMD = ("systemctl daemon-reload\n"
-               "systemctl stop rabbitmq-server.service epmd.service epmd.socket\n"
-               "systemctl start epmd.socket\n")
 ALL = (".*", ".*", ".*")
 
 

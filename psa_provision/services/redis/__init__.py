@@ -31,3 +31,10 @@ CLUSTER_UNITS = (SENTINEL_UNIT,)
 SECRET_FILES = (CONF, SENTINEL_CONF)  # requirepass, masterauth, sentinel auth-pass
 # Redis and Sentinel rewrite their files under their units' UMask=007: 0660, which the tool keeps.
 CLUSTER_MODE = 0o660
+
+
+def standalone_copy() -> str:
+    """Bash for a copy of a replicated member (a restore's) made a standalone Redis: its Sentinel stopped
+    and disabled (it would watch and reconfigure a set that is not there); redis.conf is replaced with a
+    standalone's by the restore, which restarts Redis."""
+    return f"systemctl disable --now {SENTINEL_UNIT} 2>/dev/null || true\n"
