@@ -20,6 +20,7 @@ from psa_provision.phases import ContainerSpec, Phase, load_phase
 from psa_provision.refusals import refuse_root_only
 from psa_provision.secrets import Secrets, load_secrets
 from psa_provision.services.pgbackrest.keys import read_keys
+from psa_provision.services.redis.sentinel import refuse_unrewritable_password
 from psa_provision.ssh import Connection, forget_host
 
 MARKER = "psa-provision"
@@ -51,6 +52,8 @@ def load_site(inventory_path: Path, phase_name: str, *, need_secrets: bool = Tru
     if need_secrets and not key:
         raise InputError(f"{pub}: SSH public key not found",
                          hint="run `psa-provision init` to create the key pair")
+    if need_secrets:
+        refuse_unrewritable_password(phase, secrets)
     if need_secrets and phase.with_component("backup"):
         read_keys(inv.ssh.key_file)  # InputError naming the missing pgBackRest key pair and `init`
     return Site(inv, Path(inventory_path), phase, secrets, key)

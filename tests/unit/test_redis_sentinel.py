@@ -18,7 +18,7 @@ from psa_provision.packaged import PHASES_DIR
 from psa_provision.phases import load_phase
 from psa_provision.secrets import Secrets
 from psa_provision.services import catalog
-from psa_provision.services.redis import health, migration, passwords, topology
+from psa_provision.services.redis import health, migration, passwords, sentinel, topology
 from psa_provision.services.redis.topology import RedisFacts
 
 PASSWORD = SECRETS["redis.password"]
@@ -334,3 +334,11 @@ def test_the_guest_digest_is_the_digest_of_the_password_redis_reads(line: str, t
               + f"password_digest {key} {conf} '{words}'\n")
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, timeout=10)
     assert done.stdout.split() == [key, passwords.digest(WRITTEN[line])]
+
+
+def test_a_phase_with_sentinels_refuses_the_password_before_any_plan_and_one_without_does_not() -> None:
+    hostile = Secrets({**SECRETS, "redis.password": "abc def"}, Path("/site/secrets.yml"), {"redis": 4})
+    p2, p3 = (load_phase(n, PHASES_DIR) for n in ("phase2", "phase3"))
+    sentinel.refuse_unrewritable_password(p2, hostile)  # phase 2: one standalone Redis, no Sentinel
+    with pytest.raises(InputError, match=r"^/site/secrets.yml:4: redis.password holds ' '"):
+        sentinel.refuse_unrewritable_password(p3, hostile)

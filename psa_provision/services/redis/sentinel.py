@@ -29,7 +29,9 @@ import shlex
 from ...changes import Change, Noop, Sensitive
 from ...errors import InputError
 from ...facts import GuestFacts
+from ...phases import Phase
 from ...render import render
+from ...secrets import Secrets
 from ..common import command, content_changed, fix_mode, put_file, service
 from ..context import HostContext
 from . import (
@@ -46,6 +48,7 @@ from . import (
     SENTINEL_TEMPLATE,
     SENTINEL_UNIT,
     passwords,
+    topology,
 )
 from .conffile import conf_word, directives, drift
 
@@ -61,11 +64,19 @@ LIVE: dict[str, tuple[str, str]] = {
 AUTH = "IFS= read -r REDISCLI_AUTH\nexport REDISCLI_AUTH\n"
 
 
-def check_password(ctx: HostContext) -> None:
+def refuse_unrewritable_password(phase: Phase, secrets: Secrets) -> None:
+    """Before any call: a phase that runs Sentinels (a replicated Redis set) needs a Redis password
+    Sentinel can write back (check_password); `up` and `plan` of a phase whose conversion `migrate`
+    holds plan no sentinel.conf yet, and must refuse all the same."""
+    if any(topology.replicated(phase, c) for c in phase.containers):
+        check_password(secrets)
+
+
+def check_password(secrets: Secrets) -> None:
     """InputError naming the secrets file when the Redis password cannot survive Sentinel's rewrite."""
-    found = sorted({repr(c) for c in ctx.secrets.get(SECRET).value if c in UNREWRITABLE})
+    found = sorted({repr(c) for c in secrets.get(SECRET).value if c in UNREWRITABLE})
     if found:
-        raise InputError(f"{ctx.secrets.where(SECRET)}: {SECRET} holds {', '.join(found)}: Redis 7.0's "
+        raise InputError(f"{secrets.where(SECRET)}: {SECRET} holds {', '.join(found)}: Redis 7.0's "
                          "Sentinel writes it back unquoted into sentinel.conf on every rewrite (each "
                          "failover) and then cannot read its own file",
                          hint="`psa-provision rotate-secrets redis --phase <the phase running now>` gives "
@@ -73,7 +84,7 @@ def check_password(ctx: HostContext) -> None:
 
 
 def content(ctx: HostContext, primary: str) -> str:
-    check_password(ctx)
+    check_password(ctx.secrets)
     ip = ctx.container.ip
     return render(SENTINEL_TEMPLATE, port=SENTINEL_PORT, bind=f"{ip} 127.0.0.1", announce_ip=ip,
                   password=conf_word(ctx.secrets.get(SECRET).value), name=MASTER_NAME, primary=primary,
