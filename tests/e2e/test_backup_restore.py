@@ -334,6 +334,7 @@ def led_by(members: list[ContainerSpec], listing: list[Member]) -> ContainerSpec
     return found
 
 
+@pytest.mark.beyond_ci  # a cold `up phase3`: beyond CI's time budget
 @pytest.mark.timeout(7200)  # cold `up phase3` (15-25 min on the 2-core sandbox), backups, a failover, a drill
 def test_backup_a_failover_and_the_drill_in_phase3(phase0: Site) -> None:
     """Last: phase 3 (Patroni on 100-102) with the backup container, cold: first every container holding

@@ -6,8 +6,8 @@ must have had writes acknowledged with and without WAIT and read the keys back (
 reported, not asserted). Phase 3 from phase3_site (cold `up phase3` once, snapshots); a drill that did
 not heal it is rolled back to its snapshot.
 
-`rabbitmq-node` and `app-container` are marked `drills_more`: the default run leaves them out (CI's
-time budget, pyproject's addopts); `pytest -m drills_more tests/e2e/test_drills.py` runs exactly them."""
+`rabbitmq-node` and `app-container` are marked `beyond_ci`: the default run leaves them out (CI's
+time budget, pyproject's addopts); `pytest -m beyond_ci tests/e2e/test_drills.py` runs exactly them."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.phase3]
 
 
 KINDS = ["postgresql-primary", "redis-primary", "lb-active", "node",
-         pytest.param("rabbitmq-node", marks=pytest.mark.drills_more),
-         pytest.param("app-container", marks=pytest.mark.drills_more)]
+         pytest.param("rabbitmq-node", marks=pytest.mark.beyond_ci),
+         pytest.param("app-container", marks=pytest.mark.beyond_ci)]
 
 
 @pytest.mark.parametrize("kind", KINDS)
