@@ -90,7 +90,7 @@ def rewritten_sentinel_conf() -> str:
 
 
 def after_failover(redis_conf: str | None = None, sentinel_conf: str | None = None,
-                   mode: int = 0o660) -> GuestFacts:
+                   mode: int = 0o640) -> GuestFacts:
     files = {}
     for path, text in (("/etc/redis/redis.conf", redis_conf or rewritten_redis_conf()),
                        ("/etc/redis/sentinel.conf", sentinel_conf or rewritten_sentinel_conf())):

@@ -29,8 +29,10 @@ MIN_REPLICAS_MAX_LAG = 10  # seconds
 CLUSTER_FILES = (SENTINEL_CONF,)
 CLUSTER_UNITS = (SENTINEL_UNIT,)
 SECRET_FILES = (CONF, SENTINEL_CONF)  # requirepass, masterauth, sentinel auth-pass
-# Redis and Sentinel rewrite their files under their units' UMask=007: 0660, which the tool keeps.
-CLUSTER_MODE = 0o660
+# The mode Redis and Sentinel give their files on every rewrite (CONFIG REWRITE, each Sentinel state
+# change): config.c's rewriteConfigOverwriteFile does fchmod(0644 & ~umask), and Debian's units run
+# with UMask=007, so 0640; the tool writes the same, or every rewrite would be drift to `up`.
+CLUSTER_MODE = 0o640
 
 
 def standalone_copy() -> str:

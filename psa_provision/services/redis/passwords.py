@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from . import CONF, MASTER_NAME, PORT, SENTINEL_CONF, SENTINEL_PORT, SENTINEL_UNIT, UNIT
+from . import CLUSTER_MODE, CONF, MASTER_NAME, PORT, SENTINEL_CONF, SENTINEL_PORT, SENTINEL_UNIT, UNIT
 
 SALT = "psa-provision redis password:"
 REQUIREPASS, MASTERAUTH = "requirepass", "masterauth"  # redis.conf
@@ -153,7 +153,7 @@ tmp=$(mktemp "$conf.XXXXXX")
 grep -v -E '{_OWN_LINES}' "$conf" >"$tmp" || true
 printf 'requirepass %s\\nsentinel auth-pass %s %s\\n' "$NEW" {MASTER_NAME} "$NEW" >>"$tmp"
 chown redis:redis "$tmp"
-chmod 0660 "$tmp"
+chmod {CLUSTER_MODE:04o} "$tmp"
 mv -f "$tmp" "$conf"
 systemctl reset-failed {SENTINEL_UNIT} 2>/dev/null || true
 systemctl start {SENTINEL_UNIT}
