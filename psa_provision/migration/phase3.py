@@ -65,6 +65,8 @@ class HaSteps(MigrationBase):
                 problems = self._check(action, spec)
                 if problems:
                     self._roll_back_ha(step, action, spec, problems)
+                if action.again:
+                    self.converge(spec, self.new)
                 self.record(step, "check")
         self.record(step, "done", quiesce_s=0.0)
 

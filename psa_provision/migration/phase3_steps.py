@@ -66,6 +66,9 @@ class HaAction:
     shared: bool = False  # the container ran in phase 2 (a rollback converges phase 2's plan again)
     together: tuple[int, ...] = ()  # converge steps: containers converged side by side with `vmid`
     settle_s: float = 0.0  # how long the check may take to hold (asked again every few seconds)
+    # converge again once the check holds: a Patroni replica's clone (Debian's pg_clonecluster_patroni)
+    # makes the cluster's files, start.conf among them, after the first pass found none to write
+    again: bool = False
 
 
 def units_active(spec: ContainerSpec) -> str:
@@ -122,7 +125,7 @@ def actions(old: Phase, new: Phase, passwords: dict[str, str]) -> list[HaAction]
         step = by_name[f"replica {member.hostname}"]
         out.append(HaAction(f"postgresql replica {member.hostname}", member.vmid, "converge", step.summary,
                             check=step.check.script, judge=step.check.judge, rollback=step.rollback,
-                            settle_s=REPLICA_SETTLE_S))
+                            settle_s=REPLICA_SETTLE_S, again=True))
     out.append(dataclasses.replace(_patroni(by_name["synchronous"], "check"), settle_s=SYNC_SETTLE_S))
     redis = cluster_order(new, "redis")
     if redis:  # the replicas copy the standalone first, then it becomes their primary

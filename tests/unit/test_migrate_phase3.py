@@ -141,3 +141,8 @@ def test_verify_holds_the_load_balancers_and_patroni_members_to_what_they_really
     member = verify.expected_values(inv, p3, p3.container(101))
     assert member["postgresql"]["listen_addresses"] == "10.0.30.11,127.0.0.1"  # Patroni's `listen`
     assert "haproxy" not in member
+
+
+def test_only_the_patroni_replicas_converge_again_after_their_clone() -> None:
+    again = {a.name for a in actions(P2, P3, PASSWORDS) if a.again}
+    assert again == {"postgresql replica psa-postgres-2", "postgresql replica psa-postgres-3"}
