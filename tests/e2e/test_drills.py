@@ -36,6 +36,7 @@ def test_a_drill_loses_no_acknowledged_write_and_heals(reset_phase3: Phase3, kin
     monkeypatch.setenv(ENABLE_ENV, "1")  # `node`: the sandbox's node-down fault (API on loopback)
     out = tmp_path / f"{kind}.json"
     run = reset_phase3.cli("drill", "phase3", kind, "--yes", "--json-file", str(out), timeout=1800)
+    assert out.exists(), f"the drill wrote no figures (exit {run.code}):\n{run.output[-4000:]}"
     figures = json.loads(out.read_text())
     sys.stderr.write(f"\n[e2e] drill {kind}: {json.dumps(figures)}\n")
     assert figures["acknowledged"] > 0, run.output[-4000:]

@@ -61,6 +61,7 @@ def test_synchronous_mode_and_no_watchdog() -> None:
     assert dcs["synchronous_mode_strict"] is False
     assert dcs["postgresql"]["use_pg_rewind"] is True
     assert dcs["postgresql"]["parameters"]["max_connections"] == 200
+    assert dcs["postgresql"]["parameters"]["wal_keep_size"] == "512MB"  # replicas catch up after failovers
     assert doc["watchdog"] == {"mode": "off"}
 
 
