@@ -267,6 +267,7 @@ def test_restore_drill_in_phase0_passes_and_removes_its_containers(phase0: Site)
         remove_container(DRILL)
 
 
+@pytest.mark.beyond_ci  # a cold `up phase1` with its backup container: beyond CI's time budget
 def test_backup_and_the_drill_in_phase1(phase0: Site) -> None:
     """Last: phase 0 (200 and 250) destroyed, phase 1 with the backup container up cold, tickets through
     its gateway, a backup with vzdumps, then the drill: the copies (their firewall rules rewritten for
