@@ -39,8 +39,21 @@ export function createRedis(log: Logger): Redis {
     if (lastLogged !== '') log.info('redis connected again');
     lastLogged = '';
   });
+  // Behind Sentinel, ioredis 5 can give a connection up ('end') in the middle of a failover (seen here:
+  // the old primary timing out while the failover detector disconnects, then "Connection is closed."),
+  // and an ended client never connects again by itself. Unless closeRedis ended it, connect again.
+  client.on('end', () => {
+    if (closing.has(client)) return;
+    log.warn('redis connection ended: connecting again', { after_ms: maxDelay });
+    setTimeout(() => {
+      if (client.status === 'end' && !closing.has(client)) client.connect().catch(() => undefined);
+    }, maxDelay).unref();
+  });
   return client;
 }
+
+/** The clients closeRedis is closing: their 'end' is the goal, not a connection to restore. */
+const closing = new WeakSet<Redis>();
 
 /** host:port pairs from a comma-separated list (port defaults to `port`). */
 export function parseAddresses(text: string, port: number): { host: string; port: number }[] {
@@ -80,6 +93,7 @@ export async function checkRedis(client: Redis): Promise<void> {
 
 /** Close the connection, waiting for pending replies. */
 export async function closeRedis(client: Redis): Promise<void> {
+  closing.add(client);
   if (client.status === 'end') return;
   await client.quit().catch(() => client.disconnect());
 }
