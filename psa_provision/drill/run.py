@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from psa_provision.drill.kinds import Kind
-from psa_provision.drill.measure import Measured, confirmed_lost, measure
+from psa_provision.drill.measure import Attempt, Measured, confirmed_lost, measure
 from psa_provision.drill.redis_writer import RedisRun, RedisWriter, writer_host
 from psa_provision.drill.writer import TicketWriter
 from psa_provision.errors import InputError, ProvisionError
@@ -43,6 +43,8 @@ RATE = 5.0
 REDIS_RATE = 5.0  # Redis writes a second, with and without WAIT in turn
 BILLING_DRAIN_S = 60.0  # at most this long for billing to record the confirmed events before counting
 BILLING_POLL_S = 5.0
+STEADY_S = 10.0  # acknowledged writes and no failure this long: the platform rode the fault out
+HOLD_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,25 @@ def _start_redis_writer(site: Site, fault: Fault, run: str, at: float,
     return redis, ""
 
 
+def ridden_out(kind: Kind, attempts: list[Attempt], fault_at: float, now: float) -> bool:
+    """Whether the fault may be undone: held for the kind's resume target at least, and every ticket
+    write answered in the last STEADY_S acknowledged (some were), none failing since. At most
+    kind.longest_hold_s in any case; a kind whose figures the ticket writes do not show is held that long."""
+    held = now - fault_at
+    if held >= kind.longest_hold_s:
+        return True
+    if not kind.seen_in_tickets or held < kind.resume_target_s:
+        return False
+    recent = [a for a in attempts if a.answered >= now - STEADY_S]
+    return bool(recent) and all(a.acked for a in recent) and held >= STEADY_S
+
+
+def hold(writer: TicketWriter, kind: Kind, fault_at: float) -> None:
+    """Wait while the fault lasts, until the platform rode it out (ridden_out)."""
+    while not ridden_out(kind, list(writer.attempts), fault_at, writer.now()):
+        time.sleep(HOLD_POLL_S)
+
+
 def drill(site: Site, kind: Kind, healthy: Callable[[], bool], say: Callable[[str], None]) -> Measured:
     """Run one drill end to end; the figures (Measured.passed: no acknowledged write lost, healed)."""
     base = vip_base(site.phase)
@@ -228,7 +249,7 @@ def drill(site: Site, kind: Kind, healthy: Callable[[], bool], say: Callable[[st
         time.sleep(BASELINE_S)
         fault_at = writer.now()
         sandbox_node = inject(px, fault, owner, say)
-        time.sleep(max(2 * kind.resume_target_s, 30.0))
+        hold(writer, kind, fault_at)
         restored_at = writer.now()
         restore(px, fault, owner, sandbox_node, say)
         deadline = time.monotonic() + HEAL_TIMEOUT_S

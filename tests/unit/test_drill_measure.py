@@ -19,7 +19,7 @@ from psa_provision.drill.measure import (
     measure,
     publishing,
 )
-from psa_provision.drill.run import vip_base
+from psa_provision.drill.run import ridden_out, vip_base
 from psa_provision.errors import InputError
 from psa_provision.packaged import PHASES_DIR
 from psa_provision.phases import load_phase
@@ -210,3 +210,43 @@ def test_rabbitmq_figures_in_the_json_and_the_target_beside_the_figure_it_is_for
     unread = measure(PG, "psa-postgres-1", attempts, held, 10.0, 40.0)
     assert unread.as_dict()["rabbitmq"] is None
     assert dict(unread.rows())["RabbitMQ confirmed publishes lost"] == "not counted (see the notes)"
+
+
+def _tries(*spans: tuple[float, float, bool]) -> list[Attempt]:
+    """Ticket tries every 0.2 s from `start` to `end` (answered 0.1 s after sent), acknowledged or not."""
+    out: list[Attempt] = []
+    for start, end, acked in spans:
+        t = start
+        while t < end:
+            out.append(Attempt(f"k{len(out)}", t, t + 0.1, acked))
+            t += 0.2
+    return out
+
+
+def test_a_fault_is_held_until_writes_have_been_acknowledged_for_ten_seconds_after_the_target() -> None:
+    pg = KINDS["postgresql-primary"]  # resume target 30 s
+    fault = 10.0
+    failing_then_back = _tries((0, fault, True), (fault, fault + 28, False), (fault + 28, fault + 60, True))
+    assert not ridden_out(pg, failing_then_back, fault, fault + 29)  # before the target
+    assert not ridden_out(pg, failing_then_back, fault, fault + 35)  # back for 7 s only
+    assert ridden_out(pg, failing_then_back, fault, fault + 38.2)  # back for 10 s, past the target
+    still_failing = _tries((0, fault, True), (fault, fault + 100, False))
+    assert not ridden_out(pg, still_failing, fault, fault + 59)
+    assert ridden_out(pg, still_failing, fault, fault + 60)  # twice the target: the longest hold
+
+
+def test_a_fault_the_tickets_never_feel_is_held_for_its_target_and_ten_seconds_at_least() -> None:
+    lb = KINDS["lb-active"]  # resume target 5 s
+    fault = 10.0
+    steady = _tries((0, 60, True))
+    assert not ridden_out(lb, steady, fault, fault + 9.9)
+    assert ridden_out(lb, steady, fault, fault + 10.0)
+    assert not ridden_out(lb, [], fault, fault + 20)  # no answer at all is no sign of health
+    assert ridden_out(lb, [], fault, fault + 30)
+
+
+def test_a_redis_drill_holds_its_fault_the_longest_time_whatever_the_tickets_show() -> None:
+    redis = KINDS["redis-primary"]  # its figures come from the Redis writer, read at the end
+    steady = _tries((0, 60, True))
+    assert not ridden_out(redis, steady, 10.0, 10.0 + 29.9)
+    assert ridden_out(redis, steady, 10.0, 10.0 + 30.0)
