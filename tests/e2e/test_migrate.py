@@ -152,7 +152,20 @@ def test_migration_under_load_killed_and_resumed_loses_no_acknowledged_write(
     _check_source_retired(phase0, target)
     again = phase0.cli("migrate", "phase1", timeout=600)
     assert again.code == 0 and "complete" in again.output, again.output[-3000:]
+    check_phase0_refused(phase0)
     _check_cleanup(phase0)
+
+
+def check_phase0_refused(phase0: Site) -> None:
+    """While phase 0's container holds what the migration moved away, `plan` and `up` of phase 0 refuse,
+    with the same message, before changing anything."""
+    refused = {cmd: phase0.cli(cmd, "phase0", *extra, timeout=300)
+               for cmd, extra in (("plan", ()), ("up", ("--yes",)))}
+    for cmd, run in refused.items():
+        assert run.code == 1 and f"refusing `{cmd} phase0`" in run.output, run.output[-3000:]
+        assert "migration phase0 -> phase1 is complete" in run.output, run.output[-3000:]
+    assert (refused["plan"].output.replace("refusing `plan", "refusing `up")
+            == refused["up"].output), "plan and up refuse with the same message"
 
 
 def _wait_acks(load: TicketLoad, count: int, what: str, deadline_s: float = 180.0) -> None:
