@@ -2,7 +2,10 @@
 
 Each step runs, then its check; a failed check runs the step's rollback (a shared container converges
 phase 2's plan again) and stops the migration naming the check. The journal records `run` and `check`
-per step, so a killed run resumes at the first step whose check has not been recorded.
+per step, so a killed run resumes at the first step whose check has not been recorded. A step of
+several containers (`together`: etcd's members, the app's second copies) converges them side by side,
+at most its `at_once`; when one fails, the step fails once all have ended, with no `run` recorded, so
+the rerun converges them all again (a converged one changes nothing).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from psa_provision import planner
 from psa_provision.apply import apply
 from psa_provision.changes import Noop, Package, Plan, PutFile
+from psa_provision.errors import ProvisionError
 from psa_provision.facts_ahead import gather_facts_and_health
 from psa_provision.journal import write_migration_grants
 from psa_provision.migration.base import MigrationBase
@@ -81,11 +85,27 @@ class HaSteps(MigrationBase):
             self.out.note(f"[{action.name}] quorum now: {', '.join(moved) or 'no classic queue was left'}")
         elif action.kind in ("converge", "files"):
             specs = [spec, *(self.new.container(v) for v in action.together)]
-            side_by_side(lambda s: self.converge(s, self.new, files_only=action.kind == "files"), specs)
+            with self.out.steps() as progress:
+                side_by_side(lambda s: self._converge_one(action, s, progress), specs,
+                             workers=action.at_once or len(specs))
 
-    def converge(self, spec: ContainerSpec, phase: Phase, *, files_only: bool = False) -> None:
+    def _converge_one(self, action: HaAction, spec: ContainerSpec, progress: StepProgress) -> None:
+        """One container of a converge or files step; side by side with others, its failure is named
+        here (side_by_side raises only the first, once every container has ended)."""
+        try:
+            self.converge(spec, self.new, files_only=action.kind == "files", progress=progress)
+        except ProvisionError as exc:
+            if action.together:
+                first = exc.message.splitlines()[0] if exc.message else type(exc).__name__
+                named = first if first.startswith(spec.hostname) else f"{spec.hostname}: {first}"
+                self.out.warn(f"[{action.name}] {named}")
+            raise
+
+    def converge(self, spec: ContainerSpec, phase: Phase, *, files_only: bool = False,
+                 progress: StepProgress | None = None) -> None:
         """Apply `phase`'s plan of the container as `up` would (only packages and files when
-        files_only); an app container then answers /health before the next step."""
+        files_only); an app container then answers /health before the next step (its wait shown on
+        `progress`, else on a progress of its own)."""
         conn = self.conn(spec)
         facts, _ = gather_facts_and_health(conn, phase, spec)
         site = dataclasses.replace(self.site, phase=phase)
@@ -97,7 +117,11 @@ class HaSteps(MigrationBase):
         if summary.error is not None:
             raise summary.error
         if "app" in spec.components and phase.services_on(spec.vmid) and not files_only:
-            wait_healthy(conn, phase, spec, StepProgress(self.out))
+            if progress is not None:
+                wait_healthy(conn, phase, spec, progress)
+                return
+            with self.out.steps() as own:
+                wait_healthy(conn, phase, spec, own)
 
     def _check(self, action: HaAction, spec: ContainerSpec) -> list[str]:
         """The action's check; asked again every few seconds for up to its settle_s while it fails."""
@@ -109,16 +133,19 @@ class HaSteps(MigrationBase):
             time.sleep(CHECK_EVERY_S)
 
     def _check_once(self, action: HaAction, spec: ContainerSpec) -> list[str]:
-        if not action.check:
-            return []
+        """The check on each container of the step (its own check: action.check_on), problems named
+        by container when the step has several."""
         problems: list[str] = []
         for each in [spec, *(self.new.container(v) for v in action.together)]:
-            result = self.conn(each).run(action.check, check=False)
+            check = action.check_on(each.vmid)
+            if not check:
+                continue
+            result = self.conn(each).run(check, check=False)
             if action.judge is not None:
                 problems += action.judge(result.exit_code, result.stdout)
             elif not result.ok:
                 where = f" on {each.hostname}" if action.together else ""
-                problems.append(f"{action.check.strip().splitlines()[0]}{where} (exit {result.exit_code})")
+                problems.append(f"{check.strip().splitlines()[0]}{where} (exit {result.exit_code})")
         return problems
 
     def _roll_back_ha(self, step: Step, action: HaAction, spec: ContainerSpec, problems: list[str]) -> None:
@@ -130,7 +157,9 @@ class HaSteps(MigrationBase):
         elif action.shared and action.kind in ("converge", "files"):
             self.converge(self.old.container(spec.vmid), self.old)
         self.record(step, "rolled-back", failed=problems)
-        raise MigrationFailed(f"{step.name} on {spec.hostname}: {'; '.join(problems)}; "
-                              "the step was rolled back",
+        where = "" if action.together else f" on {spec.hostname}"  # else each problem names its container
+        undone = ("the step was rolled back" if action.rollback or action.shared else
+                  "nothing to undo (no container of the step ran in the phase before)")
+        raise MigrationFailed(f"{step.name}{where}: {'; '.join(problems)}; {undone}",
                               hint="find out why (the container's journal: journalctl -u <unit>), then run "
                                    "the same command again: it resumes at this step")

@@ -17,14 +17,17 @@ migration step, journaled, checked and undone when its check fails. Order:
 6. Elasticsearch: the phase-2 node restarts with the cluster configuration first, so the new members
    join the cluster that holds the data (not form a second one).
 7. The load balancer pair (HAProxy, keepalived: the VIP).
-8. The app containers one at a time: a new one builds and starts its copies; a phase-2 one gets
-   phase 3's .env (PostgreSQL through the VIP's port 5000, Sentinels, the RabbitMQ nodes) and PM2
-   reloads the apps that read it one instance at a time, each checked healthy before the next.
+8. The app's second copies (phase 3's new app containers) in one step: built and started side by
+   side, at most SECOND_COPIES_AT_ONCE at once; they serve nothing until each answers /health (HAProxy
+   holds a backend down until then). Then the phase-2 app containers, which serve, one step each in
+   turn: phase 3's .env (PostgreSQL through the VIP's port 5000, Sentinels, the RabbitMQ nodes) and
+   PM2 reloads the apps that read it one instance at a time, each checked healthy before the next.
 9. `finish`: the grants file goes; `up phase3` converges everything from then on.
 
 A `converge` step applies the container's phase-3 plan from `up` (the service homes know the
-clustered configuration); `files` applies only its packages and files (Patroni's takeover then starts
-the server itself); `script` steps are Patroni's own (run, check, rollback).
+clustered configuration), to each of its containers side by side when it has several (`together`),
+each then checked by its own units; `files` applies only its packages and files (Patroni's takeover
+then starts the server itself); `script` steps are Patroni's own (run, check, rollback).
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ from psa_provision.services.rabbitmq import cluster as rabbit_cluster
 from psa_provision.services.redis import topology as redis_topology
 
 PREPARE, FINISH = "prepare", "finish"
+SECOND_COPIES = "app second copies"
+# The app's second copies converging at once. Each installs Node.js and PM2 (apt-get, dpkg, npm) and
+# builds the bundle (npm ci, tsc): CPU and disk bound, with downloads and the /health polls between.
+# The sandbox has 2 cores and phase 2's app containers keep serving meanwhile, so as many as `up`
+# configures at once (waves.WORKERS), not all eight.
+SECOND_COPIES_AT_ONCE = 3
 REPLICA_SETTLE_S = 600.0  # a new replica clones the leader (pg_basebackup) before it streams
 SYNC_SETTLE_S = 120.0  # Patroni names a synchronous standby on its next loop
 KINDS = ("hold", "converge", "files", "script", "check", "queues", "release")
@@ -65,10 +74,17 @@ class HaAction:
     stdin: Sensitive | None = None
     shared: bool = False  # the container ran in phase 2 (a rollback converges phase 2's plan again)
     together: tuple[int, ...] = ()  # converge steps: containers converged side by side with `vmid`
+    at_once: int = 0  # together steps: at most this many converging at once (0: all of them)
+    # together steps: (vmid, its own check) of each of `together` (`check` is `vmid`'s; units may differ)
+    checks: tuple[tuple[int, str], ...] = ()
     settle_s: float = 0.0  # how long the check may take to hold (asked again every few seconds)
     # converge again once the check holds: a Patroni replica's clone (Debian's pg_clonecluster_patroni)
     # makes the cluster's files, start.conf among them, after the first pass found none to write
     again: bool = False
+
+    def check_on(self, vmid: int) -> str:
+        """The check run on container `vmid` of the step (`vmid` or one of `together`)."""
+        return dict(self.checks).get(vmid, self.check)
 
 
 def units_active(spec: ContainerSpec) -> str:
@@ -95,6 +111,14 @@ def _converge(spec: ContainerSpec, old_vmids: set[int], why: str) -> HaAction:
                     shared=shared)
 
 
+def _together(name: str, specs: list[ContainerSpec], why: str, *, at_once: int = 0) -> HaAction:
+    """One converge step for `specs` side by side (the first is the step's vmid), each container checked
+    by its own units (units_active)."""
+    return HaAction(name, specs[0].vmid, "converge", why, check=units_active(specs[0]),
+                    together=tuple(s.vmid for s in specs[1:]), at_once=at_once,
+                    checks=tuple((s.vmid, units_active(s)) for s in specs[1:]))
+
+
 def _patroni(step: patroni_migration.Step, kind: str) -> HaAction:
     return HaAction(f"postgresql {step.name}", step.vmid, kind, step.summary, run=step.run,
                     check=step.check.script, judge=step.check.judge, rollback=step.rollback,
@@ -106,11 +130,9 @@ def actions(old: Phase, new: Phase, passwords: dict[str, str]) -> list[HaAction]
     old_vmids = {c.vmid for c in old.containers}
     out = [HaAction(PREPARE, 0, "hold", "`up` leaves the stores' conversion to this migration")]
     etcd = etcd_members(new)
-    if etcd:  # side by side: each member's first start waits for a quorum of the others
-        out.append(HaAction("etcd members", etcd[0].vmid, "converge",
-                            f"etcd: its {len(etcd)} members side by side (a member's first start waits "
-                            "for a quorum)", check=units_active(etcd[0]),
-                            together=tuple(m.vmid for m in etcd[1:])))
+    if etcd:  # side by side, all at once: each member's first start waits for a quorum of the others
+        out.append(_together("etcd members", etcd, f"etcd: its {len(etcd)} members side by side (a "
+                             "member's first start waits for a quorum)"))
     pg = patroni_migration.steps(old, new, passwords)
     source = patroni_migration.source_of(old, new)
     by_name = {s.name: s for s in pg}
@@ -145,10 +167,14 @@ def actions(old: Phase, new: Phase, passwords: dict[str, str]) -> list[HaAction]
             for i, m in enumerate(es)]
     out += [_converge(m, old_vmids, "load balancer (HAProxy, keepalived)")
             for m in new.with_component("haproxy")]
-    apps = sorted(new.with_component("app"), key=lambda c: (c.vmid in old_vmids, c.vmid))
+    copies = sorted((c for c in new.with_component("app") if c.vmid not in old_vmids), key=lambda c: c.vmid)
+    if copies:  # they serve nothing until each answers /health: no order among them matters
+        out.append(_together(SECOND_COPIES, copies, f"the app's {len(copies)} second copies built and "
+                             f"started side by side, at most {SECOND_COPIES_AT_ONCE} at once (each serves "
+                             "nothing until it answers /health)", at_once=SECOND_COPIES_AT_ONCE))
+    serving = sorted((c for c in new.with_component("app") if c.vmid in old_vmids), key=lambda c: c.vmid)
     out += [_converge(m, old_vmids, "phase 3's .env (the VIP, Sentinels, RabbitMQ nodes), PM2 reload one "
-                      "instance at a time" if m.vmid in old_vmids else "the app's second copy: build, start")
-            for m in apps]
+                      "instance at a time") for m in serving]  # they serve: one container at a time
     out.append(HaAction(FINISH, 0, "release", "the grants file goes: `up phase3` converges everything"))
     return out
 

@@ -52,6 +52,7 @@ class Step:
     source: ContainerSpec | None = None
     target: ContainerSpec | None = None
     kind: str = ""  # SUBSTEPS key when it is not the name (phase 2's per-service steps)
+    together: tuple[ContainerSpec, ...] = ()  # phase 3: containers converged side by side with target
 
     @property
     def substeps(self) -> tuple[str, ...]:
@@ -94,7 +95,8 @@ def ha_steps(old: Phase, new: Phase) -> list[Step]:
     out = []
     for action in phase3_steps.actions(old, new, {}):
         spec = new.container(action.vmid) if action.vmid else None
-        out.append(Step(action.name, target=spec, kind="ha"))
+        out.append(Step(action.name, target=spec, kind="ha",
+                        together=tuple(new.container(v) for v in action.together)))
     return out
 
 
@@ -155,6 +157,8 @@ def report(steps: list[Step], states: dict[str, StepState], seconds: float) -> R
         st = states.get(step.name, StepState())
         where = (f"{step.source.vmid} -> {step.target.vmid} {step.target.hostname} ({step.target.ip})"
                  if step.source and step.target else
+                 f"{', '.join(str(c.vmid) for c in (step.target, *step.together))} side by side"
+                 if step.target and step.together else
                  f"{step.target.vmid} {step.target.hostname} ({step.target.ip})" if step.target else "-")
         quiesce = f"{st.quiesce_s:.1f} s" if st.quiesce_s is not None else "-"
         total += st.quiesce_s or 0.0

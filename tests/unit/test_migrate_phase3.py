@@ -7,7 +7,14 @@ from pathlib import Path
 
 from psa_provision.commands import verify
 from psa_provision.inventory import load_inventory
-from psa_provision.migration.phase3_steps import FINISH, PREPARE, actions, conversion_held, held_spec
+from psa_provision.migration.phase3_steps import (
+    FINISH,
+    PREPARE,
+    SECOND_COPIES,
+    actions,
+    conversion_held,
+    held_spec,
+)
 from psa_provision.migration.record import read_states
 from psa_provision.migration.steps import plan_steps, report
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
@@ -51,11 +58,55 @@ def test_the_phase2_node_goes_first_in_rabbitmq_and_elasticsearch() -> None:
 def test_apps_switch_to_the_vip_only_after_the_clusters_and_the_load_balancers() -> None:
     last_store = max(at("postgresql synchronous"), at("psa-redis-1"), at("psa-rabbitmq-3"), at("psa-es-3"))
     lbs = max(at("psa-lb-1"), at("psa-lb-2"))
-    assert last_store < lbs < at("psa-gateway-2") < at("psa-gateway")
+    assert last_store < lbs < at(SECOND_COPIES) < at("psa-gateway")
     old_apps = [at(c.hostname) for c in P2.with_component("app")]
-    before = {o.vmid for o in P2.containers}
-    new_apps = [at(c.hostname) for c in P3.with_component("app") if c.vmid not in before]
-    assert max(new_apps) < min(old_apps), "second copies serve before the first ones reload"
+    assert at(SECOND_COPIES) < min(old_apps), "second copies serve before the first ones reload"
+
+
+# phase 3's new app containers (phase3.yml: each service's `also_on`), and phase 2's (phase2.yml)
+NEW_APPS = (122, 123, 131, 141, 151, 161, 171, 181)
+PHASE2_APPS = (120, 121, 130, 140, 150, 160, 170, 180)
+
+
+def test_the_second_copies_are_one_step_side_by_side_a_few_at_a_time() -> None:
+    found = actions(P2, P3, PASSWORDS)
+    touching = [a for a in found if {a.vmid, *a.together} & set(NEW_APPS)]
+    assert [a.name for a in touching] == [SECOND_COPIES], "the new copies are converged in one step"
+    copies = touching[0]
+    assert copies.kind == "converge" and (copies.vmid, *copies.together) == NEW_APPS
+    assert 1 < copies.at_once < len(NEW_APPS), "side by side, but not all eight builds on two cores"
+    assert not copies.shared and copies.rollback == "", "new containers: nothing to undo"
+
+
+def test_the_phase2_app_containers_stay_one_step_each_in_turn_after_the_copies() -> None:
+    found = actions(P2, P3, PASSWORDS)
+    serving = [a for a in found if {a.vmid, *a.together} & set(PHASE2_APPS)]
+    assert [(a.vmid, a.together) for a in serving] == [(v, ()) for v in PHASE2_APPS]
+    assert [a.name for a in serving] == [P3.container(v).hostname for v in PHASE2_APPS]
+    assert all(a.shared and a.kind == "converge" for a in serving)
+    assert min(found.index(a) for a in serving) > names().index(SECOND_COPIES)
+
+
+def test_each_container_of_a_side_by_side_step_is_checked_by_its_own_units() -> None:
+    copies = {a.name: a for a in actions(P2, P3, PASSWORDS)}[SECOND_COPIES]
+    for vmid in NEW_APPS:
+        assert "pm2-psa" in copies.check_on(vmid).split()
+    # one copy also holds the backup repository (its timers): only its own check asks for them
+    odd = [c.model_copy(update={"components": [*c.components, "backup"]}) if c.vmid == 141 else c
+           for c in P3.containers]
+    p3 = P3.model_copy(update={"containers": odd})
+    copies = {a.name: a for a in actions(P2, p3, PASSWORDS)}[SECOND_COPIES]
+    backup_timers = {"psa-pgbackrest-full.timer", "psa-pgbackrest-diff.timer"}
+    assert {"pm2-psa", *backup_timers} <= set(copies.check_on(141).split())
+    for vmid in set(NEW_APPS) - {141}:
+        assert "pm2-psa" in copies.check_on(vmid).split()
+        assert not backup_timers & set(copies.check_on(vmid).split())
+
+
+def test_the_etcd_members_start_all_at_once() -> None:
+    etcd = {a.name: a for a in actions(P2, P3, PASSWORDS)}["etcd members"]
+    assert (etcd.vmid, *etcd.together) == (105, 106, 107)
+    assert etcd.at_once == 0, "a member's first start waits for a quorum: none may wait for a worker"
 
 
 def test_the_takeover_carries_patronis_check_and_rollback_and_the_roles_secret_on_stdin() -> None:
@@ -71,7 +122,7 @@ def test_the_takeover_carries_patronis_check_and_rollback_and_the_roles_secret_o
 def test_shared_containers_roll_back_to_phase2_new_ones_do_not() -> None:
     found = {a.name: a for a in actions(P2, P3, PASSWORDS)}
     assert found["psa-redis-1"].shared and found["psa-gateway"].shared
-    assert not found["psa-redis-2"].shared and not found["psa-gateway-2"].shared
+    assert not found["psa-redis-2"].shared and not found[SECOND_COPIES].shared
 
 
 def test_up_holds_the_conversion_while_phase2s_standalone_stores_exist() -> None:
@@ -95,8 +146,8 @@ def test_phase3_plan_steps_are_the_conversion_steps_each_run_then_checked() -> N
 
 def test_the_queues_turn_quorum_after_the_members_join_and_before_any_app() -> None:
     assert at("psa-rabbitmq-3") < at("rabbitmq quorum queues") < at("psa-lb-1")
-    apps = [n for n in names() if n.startswith(("psa-gateway", "psa-auth", "psa-billing"))]
-    assert len(apps) >= 6
+    apps = [n for n in names() if n.startswith(("psa-gateway", "psa-auth", "psa-billing"))] + [SECOND_COPIES]
+    assert len(apps) == 4
     assert all(at("rabbitmq quorum queues") < at(n) for n in apps)
 
 
@@ -128,6 +179,9 @@ def test_the_report_names_the_container_of_each_step() -> None:
     rows = {r[0]: r[1] for r in report(plan_steps(P2, P3), {}, 0.0).rows}
     assert rows["postgresql takeover"] == "100 psa-postgres-1 (10.0.30.10)"
     assert rows["prepare"] == "-"
+    assert rows["etcd members"] == "105, 106, 107 side by side"
+    assert rows[SECOND_COPIES] == "122, 123, 131, 141, 151, 161, 171, 181 side by side"
+    assert rows["psa-gateway"] == "120 psa-gateway (10.0.20.120)"
 
 
 def test_verify_holds_the_load_balancers_and_patroni_members_to_what_they_really_bind(tmp_path: Path) -> None:
