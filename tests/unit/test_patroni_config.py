@@ -174,6 +174,20 @@ def test_new_member_starts_only_after_another_leads() -> None:
     assert not [c for c in changes if isinstance(c, Service)]
 
 
+def test_new_member_waits_for_its_own_server_then_makes_start_conf_manual() -> None:
+    # the clone from the leader is part of the member's start: `up` ends with it serving (Patroni's
+    # /health is 200 only while the server runs), and the start.conf the clone made says `manual`
+    script = next(c for c in patroni.plan(ha_ctx(102), GuestFacts())
+                  if isinstance(c, Command) and "patroni@15-main" in c.summary).script
+    started = script.index("systemctl enable --now patroni@15-main")
+    waits = script.index('"http://10.0.30.12:8008/health"')
+    assert started < waits, script
+    assert "exit 1" in script[waits:]  # a server that never runs fails the step, naming the unit
+    conf = script.index(f"> {START_CONF}")
+    assert waits < conf and "\nmanual\n" in script[waits:conf], script
+    assert f"chown postgres:postgres {START_CONF}" in script
+
+
 @pytest.mark.parametrize("vmid", [100, 101])
 def test_converged_member_plans_only_noops(vmid: int) -> None:
     ctx = ha_ctx(vmid)

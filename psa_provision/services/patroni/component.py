@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shlex
 
 from ...changes import Change, Noop, Sensitive
 from ...facts import GuestFacts
@@ -201,7 +202,10 @@ def stock_cluster(ctx: HostContext, facts: GuestFacts) -> list[Change]:
 
 # A member other than the phase file's first starts Patroni only once another member leads: started
 # into a cluster not yet initialised, its empty data directory would bootstrap a second, empty cluster
-# (and the first member, holding the data, could then never join it).
+# (and the first member, holding the data, could then never join it). Then it waits for its own server
+# to run (Patroni's /health answers 200 only then): the clone from the leader (pg_basebackup, through
+# Debian's pg_clonecluster_patroni) is part of this step, so `up` ends with the member serving, and
+# start.conf, which the clone makes, gets `manual` in the same step (a later `up` finds it as planned).
 _AFTER_LEADER = """for _ in $(seq 150); do
   for ip in {peers}; do
     [ "$(curl -s -o /dev/null -w '%{{http_code}}' "http://$ip:{port}/leader")" = 200 ] && break 2
@@ -209,7 +213,21 @@ _AFTER_LEADER = """for _ in $(seq 150); do
   sleep 2
 done
 systemctl enable --now {unit}
+for _ in $(seq {tries}); do
+  [ "$(curl -s -o /dev/null -w '%{{http_code}}' "http://{own}:{port}/health")" = 200 ] && break
+  sleep 2
+done
+if [ "$(curl -s -o /dev/null -w '%{{http_code}}' "http://{own}:{port}/health")" != 200 ]; then
+  echo "{unit}: the server did not run within {seconds} s of its start (journalctl -u {unit})" >&2
+  exit 1
+fi
+if [ -e {start_conf} ]; then
+  printf '%s' {start_conf_content} > {start_conf}
+  chown postgres:postgres {start_conf}
+  chmod 0644 {start_conf}
+fi
 """
+CLONE_WAIT_S = 600  # a new member's clone of the leader and first start, at most
 
 
 def start(ctx: HostContext, facts: GuestFacts, conf: Change) -> list[Change]:
@@ -219,8 +237,11 @@ def start(ctx: HostContext, facts: GuestFacts, conf: Change) -> list[Change]:
     have = facts.services.get(UNIT)
     if (have is None or not have.active) and first is not None and first.vmid != ctx.container.vmid:
         peers = " ".join(m.ip for m in members(ctx.phase) if m.vmid != ctx.container.vmid)
-        return [command(ctx, COMPONENT, f"start {UNIT} once another member leads",
-                        _AFTER_LEADER.format(peers=peers, port=REST_PORT, unit=UNIT), needs_peers=True)]
+        script = _AFTER_LEADER.format(peers=peers, port=REST_PORT, unit=UNIT, own=ctx.container.ip,
+                                      tries=CLONE_WAIT_S // 2, seconds=CLONE_WAIT_S, start_conf=START_CONF,
+                                      start_conf_content=shlex.quote(START_CONF_CONTENT))
+        return [command(ctx, COMPONENT, f"start {UNIT} once another member leads, wait for its server",
+                        script, needs_peers=True)]
     return service(ctx, facts, COMPONENT, UNIT, reload=content_changed(facts, [conf]))
 
 
