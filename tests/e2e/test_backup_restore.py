@@ -383,6 +383,7 @@ def test_backup_a_failover_and_the_drill_in_phase3(phase0: Site) -> None:
         new = led_by(members, wait_for(phase0, members, "a new leader",
                                        lambda m: (h := leader(m)) is not None and h.name != old.hostname))
         sys.stderr.write(f"\n[e2e] failover: {old.hostname} -> {new.hostname}\n")
+        wait_healthy(front_address(phase3))  # the apps reconnect to the new leader (the drill's window)
         write_tickets(phase0, 5, base=base)
         conn = on(phase0, new)
         try:  # archiving goes on from the new leader: check switches a segment and waits for it there
