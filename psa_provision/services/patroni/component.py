@@ -54,6 +54,9 @@ from . import (
 )
 
 START_CONF_CONTENT = "# Managed by psa-provision: Patroni starts this cluster, not the stock unit.\nmanual\n"
+# shell: start.conf says `manual`, as stock_cluster plans it (the takeover, a new member's first start)
+WRITE_START_CONF = (f"printf '%s' {shlex.quote(START_CONF_CONTENT)} > {START_CONF}\n"
+                    f"chown postgres:postgres {START_CONF}\nchmod 0644 {START_CONF}\n")
 # the seed's settings that are the same whatever the memory ("Install PostgreSQL")
 FIXED_PARAMETERS: dict[str, object] = {
     "random_page_cost": "1.1",
@@ -206,26 +209,24 @@ def stock_cluster(ctx: HostContext, facts: GuestFacts) -> list[Change]:
 # to run (Patroni's /health answers 200 only then): the clone from the leader (pg_basebackup, through
 # Debian's pg_clonecluster_patroni) is part of this step, so `up` ends with the member serving, and
 # start.conf, which the clone makes, gets `manual` in the same step (a later `up` finds it as planned).
-_AFTER_LEADER = """for _ in $(seq 150); do
+_AFTER_LEADER = """code() {{ curl -s -o /dev/null -w '%{{http_code}}' "$1"; }}
+for _ in $(seq 150); do
   for ip in {peers}; do
-    [ "$(curl -s -o /dev/null -w '%{{http_code}}' "http://$ip:{port}/leader")" = 200 ] && break 2
+    [ "$(code "http://$ip:{port}/leader")" = 200 ] && break 2
   done
   sleep 2
 done
 systemctl enable --now {unit}
 for _ in $(seq {tries}); do
-  [ "$(curl -s -o /dev/null -w '%{{http_code}}' "http://{own}:{port}/health")" = 200 ] && break
+  [ "$(code "http://{own}:{port}/health")" = 200 ] && break
   sleep 2
 done
-if [ "$(curl -s -o /dev/null -w '%{{http_code}}' "http://{own}:{port}/health")" != 200 ]; then
+if [ "$(code "http://{own}:{port}/health")" != 200 ]; then
   echo "{unit}: the server did not run within {seconds} s of its start (journalctl -u {unit})" >&2
   exit 1
 fi
 if [ -e {start_conf} ]; then
-  printf '%s' {start_conf_content} > {start_conf}
-  chown postgres:postgres {start_conf}
-  chmod 0644 {start_conf}
-fi
+{write_start_conf}fi
 """
 CLONE_WAIT_S = 600  # a new member's clone of the leader and first start, at most
 
@@ -239,7 +240,7 @@ def start(ctx: HostContext, facts: GuestFacts, conf: Change) -> list[Change]:
         peers = " ".join(m.ip for m in members(ctx.phase) if m.vmid != ctx.container.vmid)
         script = _AFTER_LEADER.format(peers=peers, port=REST_PORT, unit=UNIT, own=ctx.container.ip,
                                       tries=CLONE_WAIT_S // 2, seconds=CLONE_WAIT_S, start_conf=START_CONF,
-                                      start_conf_content=shlex.quote(START_CONF_CONTENT))
+                                      write_start_conf=WRITE_START_CONF)
         return [command(ctx, COMPONENT, f"start {UNIT} once another member leads, wait for its server",
                         script, needs_peers=True)]
     return service(ctx, facts, COMPONENT, UNIT, reload=content_changed(facts, [conf]))

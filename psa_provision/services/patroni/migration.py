@@ -16,7 +16,6 @@ also what a resumed migration asks first: a step whose check already holds is do
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ from ..mover import HaStep
 from ..postgresql.component import PSQL
 from . import CONFIG, CONFIG_DIR, REST_PORT, SCOPE, START_CONF, STOCK_UNIT, UNIT, members
 from . import health as patroni_health
-from .component import START_CONF_CONTENT, roles_sql
+from .component import WRITE_START_CONF, roles_sql
 
 Judge = Callable[[int, str], list[str]]  # (exit code, stdout) -> problems; [] when the step's effect holds
 HBA_BACKUP = f"{CONFIG_DIR}/pg_hba.conf.psa-before-patroni"
@@ -119,8 +118,7 @@ LIST = f"patronictl -c {CONFIG} list -f json\n"
 TAKEOVER = f"""cp -a {CONFIG_DIR}/pg_hba.conf {HBA_BACKUP}
 cp -a {CONFIG_DIR}/postgresql.conf {CONF_BACKUP}
 systemctl stop {STOCK_UNIT}
-printf '%s' {shlex.quote(START_CONF_CONTENT)} > {START_CONF}
-systemctl mask {STOCK_UNIT}
+{WRITE_START_CONF}systemctl mask {STOCK_UNIT}
 systemctl enable --now {UNIT}
 for _ in $(seq 60); do
   [ "$(curl -s -o /dev/null -w '%{{{{http_code}}}}' http://{{ip}}:{REST_PORT}/leader)" = 200 ] && exit 0
