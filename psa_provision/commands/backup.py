@@ -10,6 +10,7 @@ refuses.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from psa_provision.services.backup.manifest import (
     write_script,
 )
 from psa_provision.services.backup.restore import restored
+from psa_provision.services.elasticsearch import snapshot as es_snapshot
 from psa_provision.services.pgbackrest.component import repository_host
 from psa_provision.site import Site, load_site, ssh_connection
 from psa_provision.ssh import Connection
@@ -234,12 +236,14 @@ def _run(site: Site, only: tuple[str, ...], note: Callable[[str], None], kind: s
         producers = {
             "redis": lambda: stores.redis(site.secrets.get("redis.password").value),
             "rabbitmq": stores.rabbitmq,
-            "elasticsearch": lambda: stores.elasticsearch(set_id),
             "app": stores.app_and_config,
         }
         for store in ("redis", "rabbitmq", "elasticsearch", "app"):
             spec = where(site, "app" if store == "app" else store)
             if store not in only or spec is None:
+                continue
+            if store == "elasticsearch":
+                artifacts += elasticsearch(site, conn, repo, set_id, note)
                 continue
             note(f"{store}: from {spec.hostname} into {repo_spec.hostname}:{set_dir(set_id)}")
             artifacts.append(stores.ship(conn(spec), producers[store](), repo, set_id))
@@ -261,6 +265,27 @@ def _run(site: Site, only: tuple[str, ...], note: Callable[[str], None], kind: s
         for c in conns.values():
             c.close()
     return BackupResult(manifest, round(time.monotonic() - t0, 1), notes)
+
+
+def elasticsearch(site: Site, conn: Callable[[ContainerSpec], Connection], repo: Connection, set_id: str,
+                  note: Callable[[str], None]) -> list[Artifact]:
+    """The set's snapshot through the first member, then every member's part of it shipped (one part
+    alone holds only that member's shards: es_snapshot's docstring); the parts' locations removed."""
+    members = site.phase.with_component("elasticsearch")
+    first = members[0]
+    note(f"elasticsearch: snapshot through {first.hostname} ({len(members)} "
+         f"member{'s' if len(members) > 1 else ''}), each member's part into {repo.host}:{set_dir(set_id)}")
+    out: list[Artifact] = []
+    try:
+        detail = es_snapshot.take(conn(first), set_id, len(members))
+        for m in members:
+            shipped = stores.ship(conn(m), stores.elasticsearch_part(set_id, m.hostname, len(members)), repo,
+                                  set_id)
+            out.append(dataclasses.replace(shipped, detail=detail if m is first else {}))
+    finally:
+        for m in members:
+            es_snapshot.forget(conn(m), set_id, registered=m is first)
+    return out
 
 
 def postgresql(repo: Connection, kind: str) -> dict[str, object]:

@@ -35,6 +35,7 @@ from psa_provision.services.backup import restore as rs
 from psa_provision.services.backup.manifest import Manifest, newest_set_before, parse_sums, problems, set_dir
 from psa_provision.services.container.component import net0
 from psa_provision.services.context import HostContext
+from psa_provision.services.elasticsearch import snapshot as es_snapshot
 from psa_provision.site import Site, forget_host_key, load_site, ssh_connection
 from psa_provision.ssh import Connection, wait_for_ssh
 
@@ -304,16 +305,22 @@ def _stores(site: Site, repo: Connection, t: rs.Target, manifest: Manifest | Non
             conn.run(rs.pgbackrest_restore(at=at, point=point), timeout=6 * 3600)
         if manifest is None:
             return
+        # Elasticsearch's parts only into a standalone copy (phase 3's, which starts empty); a copy from
+        # the container's own vzdump holds its indices already
+        wanted = ("redis", "rabbitmq", *(["elasticsearch"] if standalone.applies(site.phase) else []))
+        es_parts: list[str] = []
         for art in manifest.artifacts:
             host = where(site, art.store)
-            if host is None or host.vmid != t.original.vmid or art.store not in ("redis", "rabbitmq"):
+            if host is None or host.vmid != t.original.vmid or art.store not in wanted:
                 continue
             path = put_back.arrival(art.store, Path(art.path).name)
             note(f"{art.store} on {spec.hostname}: {art.path} of set {manifest.id}")
             repo.stream_to(f"cat {shlex.quote(set_dir(manifest.id) + '/' + art.path)}", conn,
                            put_back.receive(path))
             conn.run(put_back.arrived(path, art.sha256, art.bytes))
-            if art.store == "redis":
+            if art.store == "elasticsearch":
+                es_parts.append(path)
+            elif art.store == "redis":
                 script, password = put_back.redis(path, site.secrets.get("redis.password").value)
                 conn.run(script, stdin=password)
             elif standalone.applies(site.phase):  # the copy's queues classic, as phase 1 declares them
@@ -321,6 +328,13 @@ def _stores(site: Site, repo: Connection, t: rs.Target, manifest: Manifest | Non
                 conn.run(put_back.rabbitmq_stdin(), stdin=put_back.classic_queues(definitions))
             else:
                 conn.run(put_back.rabbitmq(path))
+        if es_parts:
+            indices = next((list(a.detail.get("indices", [])) for a in manifest.artifacts
+                            if a.store == "elasticsearch" and a.detail), [])
+            parts = f"{len(es_parts)} part{'s' if len(es_parts) > 1 else ''}"
+            note(f"elasticsearch on {spec.hostname}: snapshot {es_snapshot.name(manifest.id)} from {parts} "
+                 f"({', '.join(indices) or 'no index'})")
+            es_snapshot.put_back(conn, manifest.id, es_parts, indices)
         conn.run(put_back.clean())
     finally:
         conn.close()

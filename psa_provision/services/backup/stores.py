@@ -5,7 +5,8 @@ checksums it there, streams it through the tool host into the set on the reposit
 it on arrival and compares (a stream cut short or damaged in transit fails the backup). Redis: an RDB
 snapshot taken with BGSAVE and waited for (LASTSAVE moves, status ok), pinned with a hard link while
 it is copied. RabbitMQ: definitions, with the message count of each queue. Elasticsearch: a snapshot
-into path.repo, the repository directory as a tar. App and config: one tarball.
+into a location of the set's own, each member's part of it as a tar (elasticsearch/snapshot.py). App and
+config: one tarball.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from ...errors import GuestError
 from ...sensitive import Sensitive
 from ...ssh import Connection
 from ..app import APP_DIR, ECOSYSTEM_FILE, ENV_FILE
-from ..elasticsearch import BACKUP_DIR as ES_REPO_DIR
+from ..elasticsearch import snapshot as es_snapshot
 from ..rabbitmq import VHOST
 from .manifest import Artifact, set_dir
 
 REDIS_PIN = "/var/lib/redis/.psa-backup.rdb"  # same filesystem as dump.rdb: a hard link, no copy
 REDIS_WAIT_S = 600
-ES_REPOSITORY = "psa_backup"
 CONFIG_DIRS = ("etc/postgresql", "etc/redis", "etc/rabbitmq", "etc/elasticsearch", "etc/pgbackrest")
 
 
@@ -78,20 +78,11 @@ rabbitmqctl -q list_queues -p {vhost} name messages --formatter json </dev/null
     return Producer("rabbitmq", "definitions.json", script, path)
 
 
-def elasticsearch(set_id: str) -> Producer:
-    """A snapshot into the path.repo repository (registered if absent), then that directory as a tar."""
+def elasticsearch_part(set_id: str, hostname: str, members: int) -> Producer:
+    """One member's part of the set's Elasticsearch snapshot (elasticsearch/snapshot.py), as a tar."""
     path = "/var/tmp/psa-backup-elasticsearch.tar"
-    snap = f"psa-{set_id.lower()}"
-    body = json.dumps({"type": "fs", "settings": {"location": ES_REPO_DIR}})
-    es = "http://127.0.0.1:9200"
-    script = f"""set -euo pipefail
-curl -fsS -XPUT {es}/_snapshot/{ES_REPOSITORY} -H 'Content-Type: application/json' \\
-  -d {shlex.quote(body)} >/dev/null
-out=$(curl -fsS -XPUT "{es}/_snapshot/{ES_REPOSITORY}/{snap}?wait_for_completion=true")
-tar -C {shlex.quote(ES_REPO_DIR)} -cf {path} .
-printf '%s\\n' "$out"
-"""
-    return Producer("elasticsearch", "repository.tar", script, path)
+    return Producer("elasticsearch", es_snapshot.part_name(hostname, members),
+                    es_snapshot.pack(set_id, path), path)
 
 
 def app_and_config() -> Producer:

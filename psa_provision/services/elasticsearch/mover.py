@@ -49,18 +49,18 @@ class ElasticsearchMover(CopyMover):
             log(f"elasticsearch: no app index on {src.host}, nothing to move")
             return
         log(f"elasticsearch: snapshot of {', '.join(indices)} on {src.host}")
-        answers = _call(src, snapshot_requests(indices), "snapshot")
+        answers = call(src, snapshot_requests(indices), "snapshot")
         snapshot_state(src.host, answers[-1][1])
         try:
             streamed = src.stream_to(PACK, dst, UNPACK)
             log(f"elasticsearch: {streamed.bytes} bytes of repository streamed to {dst.host}")
-            answers = _call(dst, restore_requests(indices), "restore")
+            answers = call(dst, restore_requests(indices), "restore")
             _restored(dst, answers[-1][1], indices)
             log(f"elasticsearch: restored {len(indices)} indices on {dst.host}")
         finally:
-            _call(src, cleanup_requests(), "delete the snapshot")
+            call(src, cleanup_requests(), "delete the snapshot")
             src.run(REMOVE_COPY)  # the repository's own metadata files
-            _call(dst, [("DELETE", f"/_snapshot/{REPO}", None)], "unregister the copy")
+            call(dst, [("DELETE", f"/_snapshot/{REPO}", None)], "unregister the copy")
             dst.run(REMOVE_COPY)
 
     def verify(self, src: Connection, dst: Connection, secrets: Secrets) -> list[Check]:
@@ -72,7 +72,7 @@ class ElasticsearchMover(CopyMover):
         names = app_indices(dst)
         if names:
             log(f"elasticsearch: deleting indices {', '.join(names)} on {dst.host}")
-            _call(dst, [("DELETE", f"/{n}", None) for n in names], "delete indices")
+            call(dst, [("DELETE", f"/{n}", None) for n in names], "delete indices")
 
 
 def app_indices(conn: Connection) -> list[str]:
@@ -116,12 +116,12 @@ def counts(conn: Connection) -> dict[str, str]:
         return {}
     requests: list[Request] = [("POST", f"/{','.join(names)}/_refresh", None)]
     requests += [("GET", f"/{n}/_count", None) for n in names]
-    answers = _call(conn, requests, "count documents")
+    answers = call(conn, requests, "count documents")
     return {name: f"{json.loads(body)['count']} documents"
             for name, (_, body) in zip(names, answers[1:], strict=True)}
 
 
-def _call(conn: Connection, requests: list[Request], what: str) -> list[tuple[int, str]]:
+def call(conn: Connection, requests: list[Request], what: str) -> list[tuple[int, str]]:
     """The requests' answers; GuestError naming the first that failed (a DELETE may find nothing: 404)."""
     answers = http(conn, API, requests)
     for (method, path, _), (code, body) in zip(requests, answers, strict=True):

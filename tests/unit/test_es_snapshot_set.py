@@ -1,0 +1,107 @@
+"""A backup set's Elasticsearch snapshot (services/elasticsearch/snapshot.py): the requests, the checks of
+the answers, and the guest scripts run for real on local directories."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from psa_provision.errors import GuestError
+from psa_provision.services.elasticsearch import BACKUP_DIR
+from psa_provision.services.elasticsearch import snapshot as es
+
+SET = "20261203T101500Z"
+
+
+def test_each_set_has_a_location_and_snapshot_of_its_own_under_path_repo() -> None:
+    assert es.location(SET) == f"{BACKUP_DIR}/sets/20261203t101500z"
+    assert es.location("20261204T000000Z") != es.location(SET)
+    assert es.name(SET) == "psa-20261203t101500z"  # Elasticsearch refuses uppercase snapshot names
+
+
+def test_a_cluster_registers_without_verification_a_single_node_with_it() -> None:
+    single = es.take_requests(SET, 1)
+    cluster = es.take_requests(SET, 3)
+    assert single[0][1] == "/_snapshot/psa-set"
+    # the members' locations are not one shared filesystem: verification would refuse the repository
+    assert cluster[0][1] == "/_snapshot/psa-set?verify=false"
+    for requests in (single, cluster):
+        assert requests[0][0] == "PUT" and requests[0][2] == {"type": "fs",
+                                                             "settings": {"location": es.location(SET)}}
+        method, path, body = requests[1]
+        assert (method, path) == ("PUT", "/_snapshot/psa-set/psa-20261203t101500z?wait_for_completion=true")
+        assert body == {"include_global_state": False}
+
+
+def test_part_names_keep_one_file_per_member_in_a_cluster() -> None:
+    assert es.part_name("psa-app", 1) == "repository.tar"
+    names = {es.part_name(h, 3) for h in ("psa-es-1", "psa-es-2", "psa-es-3")}
+    assert names == {"repository-psa-es-1.tar", "repository-psa-es-2.tar", "repository-psa-es-3.tar"}
+
+
+def _answer(state: str, failed: int, indices: list[str]) -> str:
+    return json.dumps({"snapshot": {"snapshot": es.name(SET), "state": state, "indices": indices,
+                                    "shards": {"total": len(indices), "failed": failed,
+                                               "successful": len(indices) - failed}}})
+
+
+def test_only_a_successful_snapshot_with_no_failed_shard_is_a_backup() -> None:
+    got = es.summary("psa-es-1", _answer("SUCCESS", 0, ["tickets", "assets"]), 3)
+    assert got == {"snapshot": es.name(SET), "indices": ["assets", "tickets"], "shards": 2, "members": 3}
+    with pytest.raises(GuestError, match="did not succeed"):
+        es.summary("psa-es-1", _answer("PARTIAL", 1, ["tickets", "assets"]), 3)
+    with pytest.raises(GuestError, match="did not succeed"):
+        es.summary("psa-es-1", _answer("FAILED", 0, ["tickets"]), 3)
+
+
+def test_a_restore_must_bring_back_every_index_of_the_snapshot() -> None:
+    ok = json.dumps({"snapshot": {"indices": ["tickets", "assets"], "shards": {"failed": 0}}})
+    assert es.restored_indices("c", ok, ["assets", "tickets"]) == ["assets", "tickets"]
+    short = json.dumps({"snapshot": {"indices": ["tickets"], "shards": {"failed": 0}}})
+    with pytest.raises(GuestError, match="restore incomplete"):
+        es.restored_indices("c", short, ["assets", "tickets"])
+    failed = json.dumps({"snapshot": {"indices": ["tickets"], "shards": {"failed": 1}}})
+    with pytest.raises(GuestError, match="restore incomplete"):
+        es.restored_indices("c", failed, ["tickets"])
+
+
+def _bash(script: str, root: Path) -> subprocess.CompletedProcess[str]:
+    """The guest script with BACKUP_DIR moved under `root` (the same script, on a scratch directory)."""
+    moved = script.replace(BACKUP_DIR, str(root / BACKUP_DIR.lstrip("/")))
+    return subprocess.run(["bash", "-c", moved], capture_output=True, text=True, check=False)
+
+
+def test_pack_tars_the_members_part_and_an_empty_tar_when_it_wrote_nothing(tmp_path: Path) -> None:
+    loc = tmp_path / es.location(SET).lstrip("/")
+    (loc / "indices" / "abc" / "0").mkdir(parents=True)
+    (loc / "indices" / "abc" / "0" / "__blob").write_text("shard data")
+    (loc / "index.latest").write_text("x")
+    out = tmp_path / "part.tar"
+    done = _bash(es.pack(SET, str(out)), tmp_path)
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(out) as tar:
+        assert {"./indices/abc/0/__blob", "./index.latest"} <= set(tar.getnames())
+
+    other = tmp_path / "other"  # a member that wrote nothing: no location at all
+    empty = tmp_path / "empty.tar"
+    done = _bash(es.pack(SET, str(empty)), other)
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(empty) as tar:
+        assert tar.getnames() == []
+
+
+def test_unpack_puts_every_part_into_one_directory() -> None:
+    script = es.unpack(SET, ["/var/tmp/psa-restore/elasticsearch-repository-psa-es-1.tar",
+                             "/var/tmp/psa-restore/elasticsearch-repository-psa-es-2.tar"])
+    restore_dir = f"{BACKUP_DIR}/restore/20261203t101500z"
+    assert script.count(f"tar -C {restore_dir} -xf ") == 2
+    assert f"chown -R elasticsearch:elasticsearch {restore_dir}" in script
+    assert subprocess.run(["bash", "-n", "-c", script], check=False).returncode == 0
+    restore = es.restore_requests(SET)
+    assert restore[0] == ("PUT", "/_snapshot/psa-set-restore",
+                          {"type": "fs", "settings": {"location": restore_dir, "readonly": True}})
+    assert restore[1][1] == "/_snapshot/psa-set-restore/psa-20261203t101500z/_restore?wait_for_completion=true"
