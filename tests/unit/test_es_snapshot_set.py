@@ -104,4 +104,5 @@ def test_unpack_puts_every_part_into_one_directory() -> None:
     restore = es.restore_requests(SET)
     assert restore[0] == ("PUT", "/_snapshot/psa-set-restore",
                           {"type": "fs", "settings": {"location": restore_dir, "readonly": True}})
-    assert restore[1][1] == "/_snapshot/psa-set-restore/psa-20261203t101500z/_restore?wait_for_completion=true"
+    assert restore[1][1] == ("/_snapshot/psa-set-restore/psa-20261203t101500z/_restore"
+                             "?wait_for_completion=true")
