@@ -1,8 +1,10 @@
 """The REST endpoints of the stand-in: (method, path) -> (status, JSON body), in Elasticsearch 8's shapes.
 
-Request handling over a Store, the cluster (node.py) and Snapshots, testable without a socket.
-Routing, cluster/node information and snapshot endpoints live here; documents, indices and search
-(routed to the member holding the data) in routing.py and documents.py.
+Request handling over a Store, the cluster (node.py) and the snapshot repositories (repositories.py),
+testable without a socket. Routing, cluster/node information and snapshot endpoints live here (a
+repository or snapshot change, a snapshot listing and a restore run on the elected master, handed
+there by any member); documents, indices and search (routed to the member holding the data) in
+routing.py and documents.py.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from urllib.parse import unquote
 from . import cluster
 from .cluster import Member
 from .config import ES_VERSION, Settings, format_bytes
-from .node import ClusterNode
+from .node import ClusterNode, no_master
+from .repositories import Repositories
 from .request import Handler, Request, Response
 from .routing import ClusterApi
-from .snapshots import Snapshots
 from .store import EsError, Store
 
 STANDIN_NOTE = "pvesim sandbox STAND-IN, not Elasticsearch"
@@ -57,8 +59,9 @@ def _nodes_reached(count: int, want: str) -> bool:
 class Api(ClusterApi):
     """One node's REST API: routes each request to a handler method."""
 
-    def __init__(self, settings: Settings, store: Store, snapshots: Snapshots, node: ClusterNode) -> None:
-        self.settings, self.store, self.snapshots, self.cluster = settings, store, snapshots, node
+    def __init__(self, settings: Settings, store: Store, repositories: Repositories,
+                 node: ClusterNode) -> None:
+        self.settings, self.store, self.repositories, self.cluster = settings, store, repositories, node
         self.node_id, self.address = node.me.node_id, node.me.http
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         for methods, pattern, handler in self._table():
@@ -67,6 +70,7 @@ class Api(ClusterApi):
 
     def _table(self) -> list[tuple[str, str, Handler]]:
         i, d, r, s = r"(?P<index>[^_/][^/]*)", r"(?P<id>[^/]+)", r"(?P<repo>[^/]+)", r"(?P<snap>[^/]+)"
+        master = self._at_master
         return [
             ("GET HEAD", "/", self.banner),
             ("GET", "/_cluster/health(?:/(?P<index>[^/]+))?", self.health),
@@ -81,12 +85,13 @@ class Api(ClusterApi):
             ("GET POST", f"(?:/{i})?/_refresh", self.refresh),
             ("GET", "/_snapshot(?:/_all)?", self.get_repos),
             ("GET", f"/_snapshot/{r}", self.get_repos),
-            ("PUT POST", f"/_snapshot/{r}", self.put_repo),
-            ("DELETE", f"/_snapshot/{r}", self.delete_repo),
-            ("POST", f"/_snapshot/{r}/{s}/_restore", self.restore),
-            ("PUT POST", f"/_snapshot/{r}/{s}", self.create_snapshot),
-            ("GET", f"/_snapshot/{r}/{s}", self.get_snapshot),
-            ("DELETE", f"/_snapshot/{r}/{s}", self.delete_snapshot),
+            ("PUT POST", f"/_snapshot/{r}", master(self.put_repo)),
+            ("DELETE", f"/_snapshot/{r}", master(self.delete_repo)),
+            ("POST", f"/_snapshot/{r}/_verify", master(self.verify_repo)),
+            ("POST", f"/_snapshot/{r}/{s}/_restore", master(self.restore)),
+            ("PUT POST", f"/_snapshot/{r}/{s}", master(self.create_snapshot)),
+            ("GET", f"/_snapshot/{r}/{s}", master(self.get_snapshot)),
+            ("DELETE", f"/_snapshot/{r}/{s}", master(self.delete_snapshot)),
             ("PUT POST", f"/{i}/_doc/{d}", self.put_doc),
             ("PUT POST", f"/{i}/_create/{d}", self.create_doc),
             ("POST", f"/{i}/_doc", self.post_doc),
@@ -330,35 +335,45 @@ class Api(ClusterApi):
         }
 
     # -- snapshots ------------------------------------------------------------------------------
+    def _at_master(self, handler: Handler) -> Handler:
+        """The handler on the elected master: another member hands the request there."""
+        def run(req: Request) -> Response:
+            elected = self.cluster.master()
+            if elected is None:
+                raise no_master()
+            return handler(req) if self._is_me(elected.node_id) else self._forward(elected, req)
+        return run
+
     def get_repos(self, req: Request) -> Response:
-        return 200, self.snapshots.get_repositories(req.match.get("repo"))
+        return 200, self.repositories.get(req.match.get("repo"))
 
     def put_repo(self, req: Request) -> Response:
-        self.snapshots.put_repository(req.match["repo"], req.json())
+        verify = req.params.get("verify", "true") != "false"
+        self.repositories.put(req.match["repo"], req.json(), verify=verify)
         return 200, {"acknowledged": True}
 
     def delete_repo(self, req: Request) -> Response:
-        self.snapshots.delete_repository(req.match["repo"])
+        self.repositories.delete(req.match["repo"])
         return 200, {"acknowledged": True}
 
+    def verify_repo(self, req: Request) -> Response:
+        return 200, self.repositories.verify(req.match["repo"])
+
     def create_snapshot(self, req: Request) -> Response:
-        info = self.snapshots.create(req.match["repo"], req.match["snap"], req.json())
+        info = self.repositories.create(req.match["repo"], req.match["snap"], req.json())
         if req.params.get("wait_for_completion") == "true":
             return 200, {"snapshot": info}
         return 200, {"accepted": True}
 
     def get_snapshot(self, req: Request) -> Response:
-        return 200, self.snapshots.get(req.match["repo"], req.match["snap"])
+        return 200, self.repositories.snapshots_of(req.match["repo"], req.match["snap"])
 
     def delete_snapshot(self, req: Request) -> Response:
-        self.snapshots.delete(req.match["repo"], req.match["snap"])
+        self.repositories.delete_snapshot(req.match["repo"], req.match["snap"])
         return 200, {"acknowledged": True}
 
     def restore(self, req: Request) -> Response:
-        result = self.snapshots.restore(req.match["repo"], req.match["snap"], req.json())
-        for name in result["indices"]:  # this node's restored copy becomes the index's primary
-            meta = self.cluster.meta_of_local(name)
-            self.cluster.master_call("restored", {"index": name, "node": self.node_id, "meta": meta})
+        result = self.repositories.restore(req.match["repo"], req.match["snap"], req.json())
         if req.params.get("wait_for_completion") == "true":
             return 200, {"snapshot": result}
         return 200, {"accepted": True}

@@ -10,7 +10,9 @@ The model (a simplification of Elasticsearch's, named so wherever it shows):
   `in_sync` lists the nodes holding a current copy (the first live one is the primary), `initializing`
   the nodes recovering a copy from the primary;
 - health: red when a primary has no live copy, yellow when a replica is not assigned and started,
-  green otherwise.
+  green otherwise;
+- snapshot repositories are registered in the cluster state (name -> type and settings), so every
+  member knows them; each member resolves a repository's location on its own filesystem.
 
 The cluster state is plain JSON (it travels between nodes and is persisted under path.data).
 """

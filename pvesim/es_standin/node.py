@@ -11,6 +11,9 @@ and every recovering copy before answering: an acknowledged write is on two node
 number_of_replicas is 1. A replica that does not answer is reported to the master, which drops it
 from the in-sync set (the write is not acknowledged if the master cannot be told). A new replica
 recovers the whole index from the primary, then tells the master it is started.
+
+The cluster state also holds the registered snapshot repositories (repositories.py): every member
+knows them, the master changes them.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class ClusterNode:
         self.index_locks: dict[str, threading.Lock] = {}
         self.tracking: dict[str, set[str]] = {}  # index -> nodes recovering from this primary
         self.recovering: dict[str, list[dict[str, Any]]] = {}  # index -> writes buffered meanwhile
+        self.restoring: set[str] = set()  # indices restored here that the state does not name yet
         self.pending = threading.local()
         self.stopped = threading.Event()
         store.listener = self._heard_write
@@ -163,6 +167,9 @@ class ClusterNode:
         state.update(term=state["term"] + 1, master=self.me.node_id, voting=voting)
         if state["version"] == 0:  # a new cluster: the indices on this node's disk are its indices
             state["indices"] = {name: self.meta_of_local(name) for name in sorted(self.store.indices)}
+        if "repositories" not in state:  # a new cluster, or a state from before: this node's own file
+            legacy = self.state_file.parent / "repositories.json"
+            state["repositories"] = json.loads(legacy.read_text()) if legacy.is_file() else {}
         self._publish(state)
         self._reallocate()
 
@@ -173,14 +180,14 @@ class ClusterNode:
                 "mappings": index.mappings, "closed": index.closed, "in_sync": [self.me.node_id],
                 "initializing": []}
 
-    def _data_nodes(self) -> dict[str, str]:
+    def data_nodes(self) -> dict[str, str]:
         return {n: m.name for n, m in self.live().items() if m.data}
 
     def _reallocate(self) -> None:
         """As master: voting configuration and shard routing for the current members."""
         live = self.live()
         voting = cluster.adjust_voting(self.state["voting"], live.values())
-        indices = cluster.reconcile(self.state["indices"], self._data_nodes())
+        indices = cluster.reconcile(self.state["indices"], self.data_nodes())
         nodes = {n: m.to_json() for n, m in live.items()}
         if (voting, indices, nodes) != (self.state["voting"], self.state["indices"], self.state["nodes"]):
             self._publish({**self.state, "voting": voting, "indices": indices, "nodes": nodes})
@@ -233,11 +240,12 @@ class ClusterNode:
             if not self.is_master():
                 raise no_master()
             indices = dict(self.state["indices"])
+            repositories = dict(self.state.get("repositories", {}))
             name = body.get("index", "")
             if op == "create_index":
                 if name not in indices:
                     replicas = cluster.replicas_of(body.get("body", {}))
-                    copies = cluster.allocate_new(indices, replicas, self._data_nodes())
+                    copies = cluster.allocate_new(indices, replicas, self.data_nodes())
                     body_ = body.get("body", {})
                     indices[name] = {"uuid": body["uuid"], "created": int(time.time() * 1000),
                                      "settings": body_.get("settings", {}),
@@ -258,8 +266,13 @@ class ClusterNode:
                 keep = [n for n in meta["in_sync"] if n != body["node"]]
                 indices[name] = {**meta, "in_sync": keep or meta["in_sync"],
                                  "initializing": [n for n in meta["initializing"] if n != body["node"]]}
-            if indices != self.state["indices"]:
-                self._publish({**self.state, "indices": cluster.reconcile(indices, self._data_nodes())})
+            elif op == "put_repository":
+                repositories[body["name"]] = body["repository"]
+            elif op == "delete_repository":
+                repositories.pop(body["name"], None)
+            if (indices, repositories) != (self.state["indices"], self.state.get("repositories", {})):
+                self._publish({**self.state, "indices": cluster.reconcile(indices, self.data_nodes()),
+                               "repositories": repositories})
         self._sync_local()
         return {"acknowledged": True}
 
@@ -276,8 +289,10 @@ class ClusterNode:
             return
         me = self.me.node_id
         for name in list(self.store.indices):
-            meta = state["indices"].get(name)
-            if meta is None or me not in [*meta["in_sync"], *meta["initializing"]]:
+            with self.lock:  # the newest state: an index restored here meanwhile is named by it
+                meta = self.state["indices"].get(name)
+                restoring = name in self.restoring
+            if not restoring and (meta is None or me not in [*meta["in_sync"], *meta["initializing"]]):
                 with self.index_lock(name):
                     self.store.delete_index(name)
         for name, meta in state["indices"].items():
@@ -318,6 +333,20 @@ class ClusterNode:
         with self.index_lock(name), self.store.lock:
             self.tracking.setdefault(name, set()).add(body["node"])
             return self.store.get(name, open_only=False).export()
+
+    def restore_copy(self, name: str, export: dict[str, Any]) -> None:
+        """Import a snapshot's index as this node's copy; the master then makes it the index's only
+        in-sync copy (the primary). Until the state says so, _sync_local leaves the copy alone."""
+        with self.lock:
+            self.restoring.add(name)
+        try:
+            with self.index_lock(name):
+                self.store.import_index(export, name)
+            self.master_call("restored", {"index": name, "node": self.me.node_id,
+                                          "meta": self.meta_of_local(name)})
+        finally:
+            with self.lock:
+                self.restoring.discard(name)
 
     def on_docs(self, body: dict[str, Any]) -> dict[str, Any]:
         """Transport `docs`: an index's documents, for a search coordinated on another node."""

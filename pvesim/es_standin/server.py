@@ -36,6 +36,7 @@ from .config import (
     settings_from,
 )
 from .node import ClusterNode
+from .repositories import Repositories
 from .snapshots import Snapshots
 from .store import EsError, Store, write_json
 
@@ -94,6 +95,7 @@ def make_transport_handler(api: Api) -> type[BaseHTTPRequestHandler]:
     ops: dict[str, Callable[[dict[str, Any]], Any]] = {
         "ping": node.on_ping, "state": node.on_state, "recover": node.on_recover, "docs": node.on_docs,
         "apply": node.on_apply, "master": lambda body: node.on_master(body.pop("op"), body), "rest": rest,
+        **api.repositories.transport_ops(),
     }
 
     class Transport(BaseHTTPRequestHandler):
@@ -208,7 +210,7 @@ def start(settings: Settings) -> tuple[list[ThreadingHTTPServer], Api]:
     transport = f"{hosts[0]}:{transports[0].server_address[1]}" if transports else ""
     me = Member(node_id, settings.node_name, transport, address, tuple(settings.roles))
     node = ClusterNode(settings, store, me, cluster_uuid, data_dir)
-    api = Api(settings, store, Snapshots(data_dir, settings.path_repo, store), node)
+    api = Api(settings, store, Repositories(node, Snapshots(settings.path_repo)), node)
     for server in servers:
         server.RequestHandlerClass = make_handler(api)
         server.daemon_threads = True

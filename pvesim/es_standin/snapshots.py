@@ -1,7 +1,19 @@
-"""Snapshot repositories (type fs, honouring path.repo), snapshots and restore, in Elasticsearch's shapes.
+"""One node's snapshot repository locations (type fs, honouring path.repo), in Elasticsearch's shapes.
 
-A snapshot is a directory <location>/<snapshot>/ holding snapshot.json and one JSON file per index;
-the location also gets an `index.latest` list like Elasticsearch's repository metadata.
+STAND-IN model (not Elasticsearch's blob format): a registered repository is a name and a `location`
+(repositories.py keeps it in the cluster state). Every node resolves that location against ITS OWN
+path.repo on ITS OWN filesystem (each node of the sandbox is a container of its own), so unless the
+directory is a shared filesystem a node sees only the files it wrote itself, as with Elasticsearch's
+fs repository. A location holds:
+
+    <snapshot>/snapshot.json          the snapshot's info, written by the master
+    <snapshot>/indices/<index>.json   an index's documents, written by the node holding its primary
+    index.latest                      the snapshots the master lists there, written by the master
+    tests-<seed>/master.dat           verification probes: the master's, then one per node
+    tests-<seed>/data-<node id>.dat   (removed once verification is over)
+
+This module is the node-local part (files in this node's locations) and pure helpers; who writes what
+is decided in repositories.py.
 """
 
 from __future__ import annotations
@@ -9,15 +21,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import threading
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .config import ES_VERSION
-from .store import EsError, JsonDict, Store, write_json
+from .store import EsError, JsonDict, write_json
 
 VERSION_ID = 8_15_00_99
 
@@ -26,7 +36,7 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-def _names(value: Any) -> list[str]:
+def names_of(value: Any) -> list[str]:
     """`"a,b"` or `["a", "b"]` -> ['a', 'b'] (empty when unset)."""
     if not value:
         return []
@@ -34,18 +44,110 @@ def _names(value: Any) -> list[str]:
     return [str(i).strip() for i in items if str(i).strip()]
 
 
+# -- pure helpers ------------------------------------------------------------------------------------
+def repository_entry(name: str, body: JsonDict) -> JsonDict:
+    """The registration kept for PUT /_snapshot/{repo}: type fs with a settings.location."""
+    kind = body.get("type")
+    if kind != "fs":
+        raise EsError(500, "repository_exception", f"[{name}] repository type [{kind}] does not exist")
+    settings = body.get("settings", {})
+    location = str(settings.get("location", ""))
+    if not location:
+        raise EsError(500, "repository_exception", f"[{name}] missing location")
+    return {"type": "fs", "settings": {**settings, "location": location}}
+
+
+def read_only(entry: JsonDict) -> bool:
+    """`settings.readonly`: Elasticsearch neither writes nor verifies with probes into such a repository."""
+    return str(entry["settings"].get("readonly", "false")).lower() == "true"
+
+
+def validate_snapshot_name(repo: str, snapshot: str) -> None:
+    if not re.fullmatch(r"[a-z0-9][^\\/*?\"<>| ,#A-Z]*", snapshot):
+        raise EsError(
+            400,
+            "invalid_snapshot_name_exception",
+            f"[{repo}:{snapshot}] Invalid snapshot name [{snapshot}], must be lowercase",
+        )
+
+
+def snapshot_info(repo: str, snapshot: str, body: JsonDict, indices: list[str], start: int, end: int,
+                  failures: list[JsonDict]) -> JsonDict:
+    """Elasticsearch's snapshot info: PARTIAL when a shard (one per index here) failed."""
+    return {
+        "snapshot": snapshot,
+        "uuid": uuid.uuid4().hex[:22],
+        "repository": repo,
+        "version_id": VERSION_ID,
+        "version": ES_VERSION,
+        "indices": indices,
+        "data_streams": [],
+        "include_global_state": bool(body.get("include_global_state", True)),
+        "metadata": body.get("metadata", {}),
+        "state": "PARTIAL" if failures else "SUCCESS",
+        "start_time": _iso(start),
+        "start_time_in_millis": start,
+        "end_time": _iso(end),
+        "end_time_in_millis": end,
+        "duration_in_millis": end - start,
+        "failures": failures,
+        "shards": {"total": len(indices), "failed": len(failures),
+                   "successful": len(indices) - len(failures)},
+        "feature_states": [],
+    }
+
+
+def restore_plan(info: JsonDict, body: JsonDict) -> dict[str, str]:
+    """The indices of a snapshot a restore body picks (`indices`, default all), each with its target
+    name (`rename_pattern`/`rename_replacement`); 404 for a named index not in the snapshot."""
+    repo, snapshot = info["repository"], info["snapshot"]
+    wanted = names_of(body.get("indices")) or info["indices"]
+    missing = [w for w in wanted if "*" not in w and w not in info["indices"]]
+    if missing:
+        raise EsError(
+            404,
+            "snapshot_restore_exception",
+            f"[{repo}:{snapshot}/{info['uuid']}] index [{missing[0]}] not found in snapshot",
+        )
+    chosen = [n for n in info["indices"] if any(re.fullmatch(w.replace("*", ".*"), n) for w in wanted)]
+    pattern, replacement = body.get("rename_pattern"), body.get("rename_replacement", "")
+    return {n: re.sub(pattern, replacement.replace("$", "\\"), n) if pattern else n for n in chosen}
+
+
+def restore_conflict(info: JsonDict, target: str) -> EsError:
+    return EsError(
+        500,
+        "snapshot_restore_exception",
+        f"[{info['repository']}:{info['snapshot']}/{info['uuid']}] cannot restore index [{target}] because "
+        "an open index with same name already exists in the cluster. Either close "
+        "or delete the existing index or restore the index under a different name "
+        "by providing a rename pattern and replacement name",
+    )
+
+
+def not_shared(repo: str, path: Path, node: str) -> EsError:
+    """A node that cannot read the master's probe (Elasticsearch's BlobStoreRepository.verify wording);
+    `node` describes the node like Elasticsearch's DiscoveryNode: {name}{id}{ip}{ip:port}."""
+    return EsError(
+        500,
+        "repository_verification_exception",
+        f"[{repo}] a file written by master to the store [{path}] cannot be accessed on the node [{node}]. "
+        f"This might indicate that the store [{path}] is not shared between this node and the master "
+        "node or that permissions on the store don't allow reading files written by the master node",
+    )
+
+
+# -- this node's locations -----------------------------------------------------------------------------
 class Snapshots:
-    """Registered repositories (persisted under path.data) and the snapshots in their locations."""
+    """The snapshot files in this node's repository locations (under this node's path.repo)."""
 
-    def __init__(self, data_dir: Path, path_repo: list[Path], store: Store) -> None:
-        self.file = data_dir / "repositories.json"
+    def __init__(self, path_repo: list[Path]) -> None:
         self.path_repo = [p.resolve() for p in path_repo]
-        self.store = store
-        self.lock = threading.RLock()
-        self.repos: dict[str, JsonDict] = json.loads(self.file.read_text()) if self.file.is_file() else {}
 
-    def _location(self, name: str, location: str) -> Path:
-        """Resolve a location against path.repo like Elasticsearch (relative -> under the first)."""
+    def location(self, name: str, entry: JsonDict) -> Path:
+        """Resolve a repository's location against path.repo like Elasticsearch (relative -> under
+        the first entry); 500 repository_exception outside every path.repo entry."""
+        location = str(entry["settings"]["location"])
         if not self.path_repo:
             raise EsError(
                 500,
@@ -65,161 +167,89 @@ class Snapshots:
             )
         return path
 
-    def put_repository(self, name: str, body: JsonDict) -> None:
-        """PUT /_snapshot/{repo}: type fs with settings.location under path.repo; verified writable."""
-        kind = body.get("type")
-        if kind != "fs":
-            raise EsError(500, "repository_exception", f"[{name}] repository type [{kind}] does not exist")
-        location = str(body.get("settings", {}).get("location", ""))
-        if not location:
-            raise EsError(500, "repository_exception", f"[{name}] missing location")
-        path = self._location(name, location)
+    # -- verification ---------------------------------------------------------------------------
+    def start_verification(self, name: str, root: Path) -> str:
+        """On the master: write tests-<seed>/master.dat into its location; the seed."""
+        seed = uuid.uuid4().hex[:22]
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / f"tests-{uuid.uuid4().hex[:8]}"
-            probe.write_text("verify")
-            probe.unlink()
+            (root / f"tests-{seed}").mkdir(parents=True)
+            (root / f"tests-{seed}" / "master.dat").write_text(seed)
         except OSError as err:
             raise EsError(
-                500, "repository_verification_exception", f"[{name}] cannot write to location [{path}]: {err}"
+                500, "repository_verification_exception", f"[{name}] cannot write to location [{root}]: {err}"
             ) from err
-        with self.lock:
-            self.repos[name] = {"type": "fs", "settings": {**body.get("settings", {}), "location": location}}
-            write_json(self.file, self.repos)
+        return seed
 
-    def get_repositories(self, name: str | None) -> JsonDict:
-        if name in (None, "_all", "*"):
-            return dict(self.repos)
-        return {n: self._repo(n) for n in _names(name)}
+    def verify(self, name: str, root: Path, seed: str, node_id: str, node: str) -> None:
+        """On every master/data node: write data-<node id>.dat next to the master's probe, then read
+        the master's. A node that cannot see it removes its own probe (the master cleans up only the
+        location it sees)."""
+        probe = root / f"tests-{seed}"
+        try:
+            probe.mkdir(parents=True, exist_ok=True)
+            (probe / f"data-{node_id}.dat").write_text(seed)
+        except OSError as err:
+            raise EsError(
+                500,
+                "repository_verification_exception",
+                f"[{name}] store location [{root}] is not accessible on the node [{node}]",
+            ) from err
+        master = probe / "master.dat"
+        if not master.is_file():
+            shutil.rmtree(probe, ignore_errors=True)
+            raise not_shared(name, root, node)
+        read = master.read_text()
+        if read != seed:
+            raise EsError(
+                500,
+                "repository_verification_exception",
+                f"[{name}] Seed read from master.dat was [{read}] but expected seed [{seed}]",
+            )
 
-    def delete_repository(self, name: str) -> None:
-        with self.lock:
-            self._repo(name)
-            del self.repos[name]
-            write_json(self.file, self.repos)
+    def end_verification(self, root: Path, seed: str) -> None:
+        shutil.rmtree(root / f"tests-{seed}", ignore_errors=True)
 
-    def _repo(self, name: str) -> JsonDict:
-        if name not in self.repos:
-            raise EsError(404, "repository_missing_exception", f"[{name}] missing")
-        return self.repos[name]
+    # -- snapshots ------------------------------------------------------------------------------
+    def write_index(self, root: Path, snapshot: str, index: str, export: JsonDict) -> None:
+        write_json(root / snapshot / "indices" / f"{index}.json", export)
 
-    def _repo_path(self, name: str) -> Path:
-        return self._location(name, self._repo(name)["settings"]["location"])
+    def write_info(self, root: Path, info: JsonDict) -> None:
+        """snapshot.json, then index.latest listing the snapshots of this location."""
+        write_json(root / info["snapshot"] / "snapshot.json", info)
+        write_json(root / "index.latest", {"snapshots": self.names(root)})
 
-    def _read(self, repo: str, snapshot: str) -> JsonDict:
-        info = self._repo_path(repo) / snapshot / "snapshot.json"
+    def exists(self, root: Path, snapshot: str) -> bool:
+        return (root / snapshot / "snapshot.json").is_file()
+
+    def read_info(self, repo: str, root: Path, snapshot: str) -> JsonDict:
+        info = root / snapshot / "snapshot.json"
         if not info.is_file():
             raise EsError(404, "snapshot_missing_exception", f"[{repo}:{snapshot}] is missing")
         data: JsonDict = json.loads(info.read_text())
         return data
 
-    def _list(self, repo: str) -> list[str]:
-        root = self._repo_path(repo)
-        found = [p.parent for p in root.glob("*/snapshot.json")]
-        return [
-            p.name
-            for p in sorted(
-                found, key=lambda p: json.loads((p / "snapshot.json").read_text())["start_time_in_millis"]
-            )
-        ]
+    def names(self, root: Path) -> list[str]:
+        """The snapshots in this location, oldest first."""
+        infos = [json.loads(p.read_text()) for p in root.glob("*/snapshot.json")]
+        return [i["snapshot"] for i in sorted(infos, key=lambda i: i["start_time_in_millis"])]
 
-    def create(self, repo: str, snapshot: str, body: JsonDict) -> JsonDict:
-        """PUT /_snapshot/{repo}/{snap}: copy the chosen (default: all open) indices to the location."""
-        if not re.fullmatch(r"[a-z0-9][^\\/*?\"<>| ,#A-Z]*", snapshot):
+    def delete(self, repo: str, root: Path, snapshot: str) -> None:
+        """Remove the snapshot's directory from this location (what the master sees of it)."""
+        self.read_info(repo, root, snapshot)
+        shutil.rmtree(root / snapshot)
+        write_json(root / "index.latest", {"snapshots": self.names(root)})
+
+    def read_index(self, info: JsonDict, root: Path, index: str, node: str) -> JsonDict:
+        """An index's documents from this location; 500 naming the missing file when this node's
+        location does not hold it (another node wrote it into its own, not shared, location)."""
+        path = root / info["snapshot"] / "indices" / f"{index}.json"
+        if not path.is_file():
             raise EsError(
-                400,
-                "invalid_snapshot_name_exception",
-                f"[{repo}:{snapshot}] Invalid snapshot name [{snapshot}], must be lowercase",
+                500,
+                "snapshot_restore_exception",
+                f"[{info['repository']}:{info['snapshot']}/{info['uuid']}] failed to restore index [{index}] "
+                f"on node [{node}]: missing blob [{path}]",
+                caused_by={"type": "no_such_file_exception", "reason": str(path)},
             )
-        with self.lock, self.store.lock:
-            target = self._repo_path(repo) / snapshot
-            if (target / "snapshot.json").is_file():
-                raise EsError(
-                    400,
-                    "invalid_snapshot_name_exception",
-                    f"[{repo}:{snapshot}] Invalid snapshot name [{snapshot}], "
-                    "snapshot with the same name already exists",
-                )
-            wanted = _names(body.get("indices")) or ["_all"]
-            indices = [n for w in wanted for n in self.store.resolve(w)]
-            start = int(time.time() * 1000)
-            for name in indices:
-                write_json(
-                    target / "indices" / f"{name}.json", self.store.get(name, open_only=False).export()
-                )
-            end = int(time.time() * 1000)
-            info = {
-                "snapshot": snapshot,
-                "uuid": uuid.uuid4().hex[:22],
-                "repository": repo,
-                "version_id": VERSION_ID,
-                "version": ES_VERSION,
-                "indices": indices,
-                "data_streams": [],
-                "include_global_state": bool(body.get("include_global_state", True)),
-                "metadata": body.get("metadata", {}),
-                "state": "SUCCESS",
-                "start_time": _iso(start),
-                "start_time_in_millis": start,
-                "end_time": _iso(end),
-                "end_time_in_millis": end,
-                "duration_in_millis": end - start,
-                "failures": [],
-                "shards": {"total": len(indices), "failed": 0, "successful": len(indices)},
-                "feature_states": [],
-            }
-            write_json(target / "snapshot.json", info)
-            write_json(target.parent / "index.latest", {"snapshots": self._list(repo)})
-            return info
-
-    def get(self, repo: str, snapshot: str) -> JsonDict:
-        """GET /_snapshot/{repo}/{snap|_all|a,b}."""
-        names = self._list(repo) if snapshot in ("_all", "*") else _names(snapshot)
-        snaps = [self._read(repo, n) for n in names]
-        return {"snapshots": snaps, "total": len(snaps), "remaining": 0}
-
-    def delete(self, repo: str, snapshot: str) -> None:
-        with self.lock:
-            self._read(repo, snapshot)
-            shutil.rmtree(self._repo_path(repo) / snapshot)
-            write_json(self._repo_path(repo) / "index.latest", {"snapshots": self._list(repo)})
-
-    def restore(self, repo: str, snapshot: str, body: JsonDict) -> JsonDict:
-        """POST .../_restore: fails if an open index of the same name exists, as Elasticsearch does."""
-        with self.lock, self.store.lock:
-            info = self._read(repo, snapshot)
-            wanted = _names(body.get("indices")) or info["indices"]
-            chosen = [
-                n for n in info["indices"] if any(re.fullmatch(w.replace("*", ".*"), n) for w in wanted)
-            ]
-            missing = [w for w in wanted if "*" not in w and w not in info["indices"]]
-            if missing:
-                raise EsError(
-                    404,
-                    "snapshot_restore_exception",
-                    f"[{repo}:{snapshot}/{info['uuid']}] index [{missing[0]}] not found in snapshot",
-                )
-            pattern, replacement = body.get("rename_pattern"), body.get("rename_replacement", "")
-            renamed = {
-                n: re.sub(pattern, replacement.replace("$", "\\"), n) if pattern else n for n in chosen
-            }
-            for target in renamed.values():
-                existing = self.store.indices.get(target)
-                if existing is not None and not existing.closed:
-                    raise EsError(
-                        500,
-                        "snapshot_restore_exception",
-                        f"[{repo}:{snapshot}/{info['uuid']}] cannot restore index [{target}] because "
-                        "an open index with same name already exists in the cluster. Either close "
-                        "or delete the existing index or restore the index under a different name "
-                        "by providing a rename pattern and replacement name",
-                    )
-            root = self._repo_path(repo) / snapshot / "indices"
-            for source, target in renamed.items():
-                self.store.import_index(json.loads((root / f"{source}.json").read_text()), target)
-            count = len(renamed)
-            return {
-                "snapshot": snapshot,
-                "indices": list(renamed.values()),
-                "shards": {"total": count, "failed": 0, "successful": count},
-            }
+        data: JsonDict = json.loads(path.read_text())
+        return data

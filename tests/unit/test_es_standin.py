@@ -21,7 +21,10 @@ from typing import Any
 
 import pytest
 
-from pvesim.es_standin import config, query
+from pvesim.es_standin import config, query, repositories
+from pvesim.es_standin.cluster import Member
+from pvesim.es_standin.node import ClusterNode
+from pvesim.es_standin.repositories import Repositories
 from pvesim.es_standin.snapshots import Snapshots
 from pvesim.es_standin.store import EsError, Store
 
@@ -199,45 +202,124 @@ def test_index_names_are_validated(tmp_path: Path) -> None:
     assert (err.value.status, err.value.kind) == (400, "invalid_index_name_exception")
 
 
-def test_snapshot_location_must_be_under_path_repo(tmp_path: Path) -> None:
+def _single_node(tmp_path: Path, path_repo: list[Path]) -> tuple[Store, ClusterNode, Repositories]:
+    """A single node (its own master) in-process, over the indices already on its disk."""
     store = Store(tmp_path / "data")
-    snapshots = Snapshots(tmp_path / "data", [tmp_path / "repo"], store)
+    settings = config.settings_from({"node.name": "node-1", "discovery.type": "single-node"}, {})
+    node = ClusterNode(settings, store, Member("id-1", "node-1", "", "127.0.0.1:9200"), "uuid-1",
+                       tmp_path / "data")
+    return store, node, Repositories(node, Snapshots(path_repo))
+
+
+def test_snapshot_location_must_be_under_path_repo(tmp_path: Path) -> None:
+    _, _, repos = _single_node(tmp_path, [tmp_path / "repo"])
     with pytest.raises(EsError) as err:
-        snapshots.put_repository(
-            "backup", {"type": "fs", "settings": {"location": str(tmp_path / "elsewhere")}}
-        )
+        repos.put("backup", {"type": "fs", "settings": {"location": str(tmp_path / "elsewhere")}})
     assert (err.value.status, err.value.kind) == (500, "repository_exception")
     assert "doesn't match any of the locations specified by path.repo" in err.value.reason
-    unset = Snapshots(tmp_path / "data", [], store)
+    _, _, unset = _single_node(tmp_path / "other", [])
     with pytest.raises(EsError, match="because this setting is empty"):
-        unset.put_repository("backup", {"type": "fs", "settings": {"location": str(tmp_path / "repo")}})
+        unset.put("backup", {"type": "fs", "settings": {"location": str(tmp_path / "repo")}}, verify=False)
 
 
 def test_snapshot_and_restore(tmp_path: Path) -> None:
-    store = Store(tmp_path / "data")
-    snapshots = Snapshots(tmp_path / "data", [tmp_path / "repo"], store)
-    snapshots.put_repository(
-        "backup", {"type": "fs", "settings": {"location": "psa"}}
-    )  # relative: under path.repo
-    store.put_doc("tickets", "1", {"title": "before"})
-    info = snapshots.create("backup", "snap-1", {})
+    Store(tmp_path / "data").put_doc("tickets", "1", {"title": "before"})
+    store, node, repos = _single_node(tmp_path, [tmp_path / "repo"])
+    repos.put("backup", {"type": "fs", "settings": {"location": "psa"}})  # relative: under path.repo
+    info = repos.create("backup", "snap-1", {})
     assert info["state"] == "SUCCESS" and info["indices"] == ["tickets"]
     assert (tmp_path / "repo" / "psa" / "snap-1" / "snapshot.json").is_file()
+    assert (tmp_path / "repo" / "psa" / "snap-1" / "indices" / "tickets.json").is_file()
     store.put_doc("tickets", "1", {"title": "after"})
     with pytest.raises(EsError) as err:
-        snapshots.restore("backup", "snap-1", {})
+        repos.restore("backup", "snap-1", {})
     assert err.value.status == 500 and "open index with same name already exists" in err.value.reason
-    store.delete_index("tickets")
-    assert snapshots.restore("backup", "snap-1", {"indices": "tickets"})["indices"] == ["tickets"]
+    node.master_call("delete_index", {"index": "tickets"})
+    assert repos.restore("backup", "snap-1", {"indices": "tickets"})["indices"] == ["tickets"]
     assert store.get("tickets").docs["1"].source == {"title": "before"}
-    renamed = snapshots.restore(
+    assert node.state["indices"]["tickets"]["in_sync"] == ["id-1"]  # the restored copy is the primary
+    renamed = repos.restore(
         "backup", "snap-1", {"rename_pattern": "(.+)", "rename_replacement": "restored-$1"}
     )
     assert renamed["indices"] == ["restored-tickets"]
-    assert [s["snapshot"] for s in snapshots.get("backup", "_all")["snapshots"]] == ["snap-1"]
+    assert [s["snapshot"] for s in repos.snapshots_of("backup", "_all")["snapshots"]] == ["snap-1"]
     with pytest.raises(EsError) as missing:
-        snapshots.get("backup", "nope")
+        repos.snapshots_of("backup", "nope")
     assert missing.value.kind == "snapshot_missing_exception"
+
+
+def test_a_repository_is_kept_in_the_cluster_state_and_verified_with_probes_that_go(tmp_path: Path) -> None:
+    _, node, repos = _single_node(tmp_path, [tmp_path / "repo"])
+    repos.put("backup", {"type": "fs", "settings": {"location": "psa"}})
+    assert node.state["repositories"]["backup"]["settings"]["location"] == "psa"
+    assert list((tmp_path / "repo" / "psa").iterdir()) == []  # tests-<seed>/*.dat removed
+    assert repos.verify("backup") == {"nodes": {"id-1": {"name": "node-1"}}}
+    _, _, again = _single_node(tmp_path, [tmp_path / "repo"])  # a restart reads the persisted state
+    assert again.get(None) == {"backup": {"type": "fs", "settings": {"location": "psa"}}}
+    again.delete("backup")
+    with pytest.raises(EsError) as err:
+        again.get("backup")
+    assert (err.value.status, err.value.kind) == (404, "repository_missing_exception")
+
+
+def test_repositories_of_a_node_from_before_the_cluster_state_held_them(tmp_path: Path) -> None:
+    legacy = {"psa": {"type": "fs", "settings": {"location": "/opt/backups/es"}}}
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "repositories.json").write_text(json.dumps(legacy))
+    assert _single_node(tmp_path, [tmp_path / "repo"])[2].get("_all") == legacy
+
+
+def test_restore_names_the_index_file_the_location_lacks(tmp_path: Path) -> None:
+    Store(tmp_path / "data").put_doc("tickets", "1", {"title": "x"})
+    _, node, repos = _single_node(tmp_path, [tmp_path / "repo"])
+    repos.put("backup", {"type": "fs", "settings": {"location": "psa"}})
+    repos.create("backup", "snap-1", {})
+    node.master_call("delete_index", {"index": "tickets"})
+    lost = tmp_path / "repo" / "psa" / "snap-1" / "indices" / "tickets.json"
+    lost.unlink()  # as when another node wrote it into its own directory
+    with pytest.raises(EsError) as err:
+        repos.restore("backup", "snap-1", {})
+    assert (err.value.status, err.value.kind) == (500, "snapshot_restore_exception")
+    assert str(lost) in err.value.reason
+    assert err.value.body()["error"]["caused_by"] == {"type": "no_such_file_exception", "reason": str(lost)}
+    assert "tickets" not in node.state["indices"]
+
+
+def test_a_node_that_cannot_see_the_masters_probe_fails_verification(tmp_path: Path) -> None:
+    master, other = Snapshots([tmp_path / "m"]), Snapshots([tmp_path / "o"])
+    entry = {"type": "fs", "settings": {"location": "psa"}}
+    root = master.location("backup", entry)
+    seed = master.start_verification("backup", root)
+    assert (root / f"tests-{seed}" / "master.dat").read_text() == seed
+    master.verify("backup", root, seed, "id-m", "{m}")  # the master sees its own file
+    node = "{es-2}{id-o}{10.0.0.2}{10.0.0.2:9300}"
+    with pytest.raises(EsError) as err:
+        other.verify("backup", other.location("backup", entry), seed, "id-o", node)
+    assert (err.value.status, err.value.kind) == (500, "repository_verification_exception")
+    store = tmp_path / "o" / "psa"
+    assert err.value.reason == (
+        f"[backup] a file written by master to the store [{store}] cannot be accessed on the node [{node}]. "
+        f"This might indicate that the store [{store}] is not shared between this node and the master node "
+        "or that permissions on the store don't allow reading files written by the master node")
+    assert list((tmp_path / "o" / "psa").iterdir()) == []  # its own probe removed
+    shared = Snapshots([tmp_path / "m"])  # another node with the same (shared) directory
+    shared.verify("backup", shared.location("backup", entry), seed, "id-s", "{s}")
+    assert sorted(p.name for p in (root / f"tests-{seed}").iterdir()) == ["data-id-m.dat", "data-id-s.dat",
+                                                                         "master.dat"]
+    master.end_verification(root, seed)
+    assert list(root.iterdir()) == []
+
+
+def test_verification_failures_are_reported_per_node_as_elasticsearch_does() -> None:
+    member = Member("id-b", "es-b", "10.0.30.42:9300", "10.0.30.42:9200")
+    cause = EsError(500, "repository_verification_exception", "[psa] cannot be accessed")
+    remote = repositories.verification_cause(cause, member, remote=True)
+    assert remote == ("RemoteTransportException[[es-b][10.0.30.42:9300][internal:admin/repository/verify]]; "
+                      "nested: RepositoryVerificationException[[psa] cannot be accessed];")
+    err = repositories.verification_failed("psa", [("id-b", remote), ("id-c", "X[y]")])
+    assert (err.status, err.kind) == (500, "repository_verification_exception")
+    assert err.reason == f"[psa] [[id-b, '{remote}'], [id-c, 'X[y]']]"
+    assert repositories.describe(member) == "{es-b}{id-b}{10.0.30.42}{10.0.30.42:9300}"
 
 
 # -- the real process --------------------------------------------------------------------------------

@@ -1,15 +1,20 @@
 """The Elasticsearch stand-in as a 3-node cluster: membership, election, allocation, health (pure), then
-three real processes on loopback that form a cluster through their seed hosts and lose members.
+three real processes on loopback that form a cluster through their seed hosts and lose members, and
+snapshot into repositories that are, or are not, shared between them.
 
 Expected values come from Elasticsearch's documented behaviour: a master needs a majority of the voting
 configuration; an index has 1 replica by default; health is red when a primary has no copy, yellow
-when a replica is unassigned, green otherwise; a document acknowledged survives the loss of a node.
+when a replica is unassigned, green otherwise; a document acknowledged survives the loss of a node; a
+repository is registered cluster-wide and verified on every master/data node (an fs location must be
+a filesystem shared by all of them); each primary's node writes its shard data into the repository
+as it sees it, the master the snapshot's metadata.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -182,22 +187,29 @@ def _wait(proc: Proc, query: str) -> dict[str, Any]:
         time.sleep(0.2)
 
 
+def _conf(root: Path, name: str, http: int, cluster_lines: str, path_repo: list[Path]) -> Proc:
+    conf = root / "conf"
+    (conf / "jvm.options.d").mkdir(parents=True)
+    repos = ", ".join(f'"{p}"' for p in path_repo)
+    (conf / "elasticsearch.yml").write_text(
+        f"cluster.name: psa-test\nnode.name: {name}\nnetwork.host: 127.0.0.1\nhttp.port: {http}\n"
+        f"{cluster_lines}path.data: {root / 'data'}\npath.logs: {root / 'logs'}\npath.repo: [{repos}]\n")
+    (conf / "jvm.options.d" / "heap.options").write_text("-Xms256m\n-Xmx256m\n")
+    return Proc(name, http, conf)
+
+
 @pytest.fixture
 def three(tmp_path: Path) -> Iterator[list[Proc]]:
+    """es-1..3; path.repo: each its own <node>/repo (first: relative locations resolve there, as on a
+    container's own disk) and tmp/shared (a directory all three see, as a shared filesystem)."""
     ports = _free_ports(6)
     seeds = ", ".join(f'"127.0.0.1:{p}"' for p in ports[3:])
     procs = []
     for i, name in enumerate(("es-1", "es-2", "es-3")):
-        root = tmp_path / name
-        conf = root / "conf"
-        (conf / "jvm.options.d").mkdir(parents=True)
-        (conf / "elasticsearch.yml").write_text(
-            f"cluster.name: psa-test\nnode.name: {name}\nnetwork.host: 127.0.0.1\nhttp.port: {ports[i]}\n"
-            f"transport.port: {ports[3 + i]}\ndiscovery.seed_hosts: [{seeds}]\n"
-            'cluster.initial_master_nodes: ["es-1", "es-2", "es-3"]\n'
-            f"path.data: {root / 'data'}\npath.logs: {root / 'logs'}\n")
-        (conf / "jvm.options.d" / "heap.options").write_text("-Xms256m\n-Xmx256m\n")
-        procs.append(Proc(name, ports[i], conf))
+        lines = (f"transport.port: {ports[3 + i]}\ndiscovery.seed_hosts: [{seeds}]\n"
+                 'cluster.initial_master_nodes: ["es-1", "es-2", "es-3"]\n')
+        procs.append(_conf(tmp_path / name, name, ports[i], lines, [tmp_path / name / "repo",
+                                                                    tmp_path / "shared"]))
     try:
         for proc in procs:
             proc.start()
@@ -261,3 +273,91 @@ def test_health_turns_red_when_an_index_loses_its_only_copy_and_no_quorum_means_
         time.sleep(0.2)
         status, body = left[0].call("GET", "/_cluster/health")
     assert status == 503 and body["error"]["type"] == "master_not_discovered_exception"
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_a_snapshot_into_each_nodes_own_directory_is_split_between_them(three: list[Proc],
+                                                                        tmp_path: Path) -> None:
+    for proc in three:
+        _wait(proc, "wait_for_nodes=3")
+    master = next(n["name"] for n in three[0].call("GET", "/_cat/nodes?format=json&h=name,master")[1]
+                  if n["master"] == "*")
+    docs = {"crm": 3, "tickets": 4, "audit": 5}
+    for name, count in docs.items():
+        assert three[0].call("PUT", f"/{name}")[0] == 200
+        for i in range(count):
+            assert three[i % 3].call("PUT", f"/{name}/_doc/d{i}", {"n": i})[0] == 201
+    primaries = {index: next(node for node, kind in _holders(three[0], index).items() if kind == "p")
+                 for index in docs}
+    assert len(set(primaries.values())) == 3  # one primary on each node
+
+    own = {"type": "fs", "settings": {"location": "psa"}}  # the same setting; each node's own directory
+    status, body = three[1].call("PUT", "/_snapshot/local", own)
+    assert status == 500 and body["error"]["type"] == "repository_verification_exception"
+    reason = body["error"]["reason"]
+    assert reason.startswith("[local] [[") and reason.count("internal:admin/repository/verify") == 2
+    assert reason.count("is not shared between this node and the master node") == 2
+    for proc in three:
+        assert proc.call("GET", "/_snapshot")[1] == {}
+        assert _files(tmp_path / proc.name / "repo") == []  # every probe removed
+
+    assert three[1].call("PUT", "/_snapshot/local?verify=false", own)[0] == 200
+    for proc in three:  # registered cluster-wide
+        assert proc.call("GET", "/_snapshot/local")[1] == {"local": own}
+    status, body = three[2].call("POST", "/_snapshot/local/_verify")
+    assert status == 500 and body["error"]["type"] == "repository_verification_exception"
+
+    status, snap = three[2].call("PUT", "/_snapshot/local/nightly?wait_for_completion=true")
+    assert status == 200 and snap["snapshot"]["state"] == "SUCCESS"
+    assert sorted(snap["snapshot"]["indices"]) == sorted(docs)
+    for proc in three:
+        expected = [f"nightly/indices/{i}.json" for i, node in sorted(primaries.items()) if node == proc.name]
+        if proc.name == master:
+            expected += ["index.latest", "nightly/snapshot.json"]
+        assert _files(tmp_path / proc.name / "repo" / "psa") == sorted(expected)
+    listed = three[0].call("GET", "/_snapshot/local/_all")[1]
+    assert [s["snapshot"] for s in listed["snapshots"]] == ["nightly"]  # the master's listing
+
+    merged = tmp_path / "merged"  # the three directories copied into one, onto a fresh single node
+    for proc in three:
+        shutil.copytree(tmp_path / proc.name / "repo" / "psa", merged / "psa", dirs_exist_ok=True)
+    single = _conf(tmp_path / "single", "solo", _free_ports(1)[0], "discovery.type: single-node\n", [merged])
+    single.start()
+    try:
+        _wait(single, "wait_for_nodes=1")
+        assert single.call("PUT", "/_snapshot/copy", own)[0] == 200
+        assert single.call("POST", "/_snapshot/copy/nightly/_restore?wait_for_completion=true")[0] == 200
+        for name, count in docs.items():
+            assert single.call("GET", f"/{name}/_count")[1]["count"] == count
+    finally:
+        single.stop()
+
+    shared = {"type": "fs", "settings": {"location": str(tmp_path / "shared" / "psa")}}
+    assert three[0].call("PUT", "/_snapshot/shared", shared)[0] == 200
+    assert three[1].call("POST", "/_snapshot/shared/_verify")[1]["nodes"].keys() == set(
+        three[0].call("GET", "/_nodes")[1]["nodes"])
+    assert three[0].call("PUT", "/_snapshot/shared/nightly?wait_for_completion=true")[0] == 200
+    assert _files(tmp_path / "shared" / "psa") == sorted(
+        ["index.latest", "nightly/snapshot.json", *(f"nightly/indices/{i}.json" for i in docs)])
+    rename = {"rename_pattern": "(.+)", "rename_replacement": "restored-$1"}
+    status, restored = three[2].call("POST", "/_snapshot/shared/nightly/_restore?wait_for_completion=true",
+                                     rename)
+    assert status == 200 and sorted(restored["snapshot"]["indices"]) == sorted(f"restored-{i}" for i in docs)
+    placed = {next(node for node, kind in _holders(three[0], f"restored-{i}").items() if kind == "p")
+              for i in docs}
+    assert len(placed) > 1  # spread over the nodes: each read its index from its own view of the repository
+    for proc in three:
+        for name, count in docs.items():
+            assert proc.call("GET", f"/restored-{name}/_count")[1]["count"] == count
+
+    copy = {"rename_pattern": "(.+)", "rename_replacement": "copy-$1"}  # a node lacks another's index file
+    status, body = three[0].call("POST", "/_snapshot/local/nightly/_restore?wait_for_completion=true", copy)
+    assert status == 500 and body["error"]["type"] == "snapshot_restore_exception"
+    assert body["error"]["caused_by"]["type"] == "no_such_file_exception"
+
+    assert three[1].call("DELETE", "/_snapshot/local")[0] == 200
+    for proc in three:
+        assert sorted(proc.call("GET", "/_snapshot")[1]) == ["shared"]
