@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# the stand-in's three-node cluster, each node with a path.repo of its own (tests/unit)
+from test_es_standin_cluster import Proc, _conf, _free_ports, _holders, _wait, three  # noqa: F401
+
 from psa_provision.errors import GuestError
 from psa_provision.services.elasticsearch import BACKUP_DIR
 from psa_provision.services.elasticsearch import snapshot as es
@@ -106,3 +109,57 @@ def test_unpack_puts_every_part_into_one_directory() -> None:
                           {"type": "fs", "settings": {"location": restore_dir, "readonly": True}})
     assert restore[1][1] == ("/_snapshot/psa-set-restore/psa-20261203t101500z/_restore"
                              "?wait_for_completion=true")
+
+
+def test_the_sets_requests_and_parts_restore_a_whole_cluster_on_one_node(three: list[Proc],  # noqa: F811
+                                                                        tmp_path: Path) -> None:
+    """The stand-in's three nodes, each with its own path.repo (as containers are): the set's requests
+    through one member, every member's part packed, the parts unpacked into one directory, restored on a
+    fresh single node with every document (the stand-in refuses a verified registration here)."""
+    for node in three:
+        _wait(node, "wait_for_nodes=3")
+    docs = {"tickets": 4, "crm": 3, "assets": 5}
+    for index, count in docs.items():
+        assert three[0].call("PUT", f"/{index}")[0] == 200
+        for i in range(count):
+            assert three[i % 3].call("PUT", f"/{index}/_doc/d{i}", {"n": i})[0] == 201
+    primaries = {n for i in docs for n, kind in _holders(three[0], i).items() if kind == "p"}
+    assert len(primaries) > 1, "the primaries are spread: no single member holds the snapshot"
+
+    def relative(body: object) -> object:  # the set's location, each node's own under its path.repo
+        text = json.dumps(body).replace(f"{BACKUP_DIR}/", "")
+        return json.loads(text)
+
+    verified = es.take_requests(SET, 1)[0]
+    status, refused = three[1].call(verified[0], verified[1], relative(verified[2]))
+    assert status == 500 and refused["error"]["type"] == "repository_verification_exception"
+    answers = [three[1].call(m, p, relative(b)) for m, p, b in es.take_requests(SET, 3)]
+    assert [code for code, _ in answers] == [200, 200], answers
+    detail = es.summary("es-2", json.dumps(answers[-1][1]), 3)
+    assert detail["indices"] == sorted(docs)
+
+    merged = tmp_path / "merged" / "sets" / SET.lower()
+    merged.mkdir(parents=True)
+    for node in three:
+        part = tmp_path / f"{node.name}.tar"
+        own = es.pack(SET, str(part)).replace(BACKUP_DIR, str(tmp_path / node.name / "repo"))
+        packed = subprocess.run(["bash", "-c", own], capture_output=True, text=True, check=False)
+        assert packed.returncode == 0, packed.stderr
+        with tarfile.open(part) as tar:
+            tar.extractall(merged, filter="data")
+
+    single = _conf(tmp_path / "single", "solo", _free_ports(1)[0], "discovery.type: single-node\n",
+                   [tmp_path / "merged"])
+    single.start()
+    try:
+        _wait(single, "wait_for_nodes=1")
+        register, restore = es.restore_requests(SET)
+        location = {"type": "fs", "settings": {"location": str(merged), "readonly": True}}
+        assert single.call(register[0], register[1], location)[0] == 200
+        status, body = single.call(restore[0], restore[1], restore[2])
+        assert status == 200, body
+        assert es.restored_indices("solo", json.dumps(body), detail["indices"]) == sorted(docs)
+        for index, count in docs.items():
+            assert single.call("GET", f"/{index}/_count")[1]["count"] == count
+    finally:
+        single.stop()
