@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,3 +143,50 @@ def template(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> str:
         upid = proxmox.nodes("pve1").aplinfo.post(storage="local", template=TEMPLATE)
         assert wait_task("pve1", upid, timeout=1800)["exitstatus"] == "OK"
     return volid
+
+
+RRD_MODULE = "test_pvesim_rrd_live.py"
+RRD_VMID, RRD_IP, RRD_MEMORY = 9070, "10.0.20.247", 256
+
+
+@dataclass(frozen=True)
+class RrdContainer:
+    ct: Any  # proxmoxer's nodes("pve1").lxc(vmid)
+    started: int  # the minute it started in (epoch seconds)
+    vmid: int = RRD_VMID
+    memory_mb: int = RRD_MEMORY
+
+
+@pytest.fixture(scope="session")
+def rrd_container(proxmox: ProxmoxAPI, wait_task: TaskWaiter, purge: Purger,
+                  template: str) -> Iterator[RrdContainer]:
+    """CT 9070 on pve1, started, and the minute it started in; removed at the session's end. A whole run
+    starts it with the first sandbox test (pytest_collection_modifyitems), so its rrddata rows (one per
+    closed minute, a counter's rate from the second) are there when the rrd tests run, last."""
+    purge([RRD_VMID])
+    upid = proxmox.nodes("pve1").lxc.post(
+        vmid=RRD_VMID, ostemplate=template, hostname=f"pvesim-rrd-{RRD_VMID}", memory=RRD_MEMORY,
+        swap=0, cores=1, rootfs="local-lvm:2", unprivileged=1, password="rrd-test-only-1",
+        net0=f"name=eth0,bridge=vmbr20,ip={RRD_IP}/24,gw=10.0.20.1")
+    assert wait_task("pve1", upid)["exitstatus"] == "OK"
+    ct = proxmox.nodes("pve1").lxc(RRD_VMID)
+    started = int(time.time()) // 60 * 60
+    assert wait_task("pve1", ct.status.start.post())["exitstatus"] == "OK"
+    yield RrdContainer(ct, started)
+    purge([RRD_VMID])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """When the rrd tests are selected: they move after every other sandbox test, and the first sandbox
+    test starts their container (rrd_container), so their minutes of samples pass meanwhile."""
+    places = [i for i, item in enumerate(items) if "sandbox" in item.path.parts]
+    sandbox = [items[i] for i in places]
+    rrd = [item for item in sandbox if item.path.name == RRD_MODULE]
+    if not rrd or len(rrd) == len(sandbox):
+        return
+    ordered = [item for item in sandbox if item.path.name != RRD_MODULE] + rrd
+    for i, item in zip(places, ordered, strict=True):
+        items[i] = item
+    first = ordered[0]
+    if isinstance(first, pytest.Function) and "rrd_container" not in first.fixturenames:
+        first.fixturenames.insert(0, "rrd_container")

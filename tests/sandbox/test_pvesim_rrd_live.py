@@ -1,12 +1,13 @@
 """rrddata from the real cgroup counters: a running container's rows show its memory and a cpu
-fraction within [0, 1], the node's rows show the host. vmid 9070. Needs a pvesim daemon started
-with this code (the sampler runs inside it) and takes two to three minutes: a row appears once a
-whole minute of samples is closed."""
+fraction within [0, 1], the node's rows show the host. vmid 9070 (conftest's `rrd_container`). Needs
+a pvesim daemon started with this code (the sampler runs inside it). A row appears once a whole
+minute of samples is closed, a counter's rate from the second: in a whole run the container starts
+with the first sandbox test and these tests run last (conftest), so its rows are there by then."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -14,37 +15,19 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 
 if TYPE_CHECKING:  # fixtures' types from this directory's conftest.py
-    from conftest import TaskWaiter
+    from conftest import RrdContainer
 
 pytestmark = pytest.mark.sandbox
 
-VMID, IP, MEMORY = 9070, "10.0.20.247", 256
+@pytest.fixture(scope="module", autouse=True)
+def _removed_after_these_tests(rrd_container: RrdContainer,
+                               purge: Callable[[list[int]], None]) -> Iterator[None]:
+    """The container goes once these tests end (the e2e tests after them never see it)."""
+    yield
+    purge([rrd_container.vmid])
+
+
 ROW_DEADLINE = 240.0  # s: up to two minute boundaries plus the 10 s sampling
-
-
-def _purge(api: ProxmoxAPI, wait_task: TaskWaiter) -> None:
-    for res in api.cluster.resources.get(type="vm"):
-        if res["vmid"] == VMID:
-            ct = api.nodes(res["node"]).lxc(VMID)
-            if res["status"] == "running":
-                wait_task(res["node"], ct.status.stop.post())
-            wait_task(res["node"], ct.delete(purge=1))
-
-
-@pytest.fixture(scope="module")
-def running(proxmox: ProxmoxAPI, wait_task: TaskWaiter, template: str) -> Iterator[tuple[Any, int]]:
-    """CT 9070 on pve1, started, and the minute it started in; removed afterwards."""
-    _purge(proxmox, wait_task)
-    upid = proxmox.nodes("pve1").lxc.post(
-        vmid=VMID, ostemplate=template, hostname="pvesim-rrd-9070", memory=MEMORY,
-        swap=0, cores=1, rootfs="local-lvm:2", unprivileged=1, password="rrd-test-only-1",
-        net0=f"name=eth0,bridge=vmbr20,ip={IP}/24,gw=10.0.20.1")
-    assert wait_task("pve1", upid)["exitstatus"] == "OK"
-    ct = proxmox.nodes("pve1").lxc(VMID)
-    started = int(time.time()) // 60 * 60
-    assert wait_task("pve1", ct.status.start.post())["exitstatus"] == "OK"
-    yield ct, started
-    _purge(proxmox, wait_task)
 
 
 def _rows_with(api_call: Any, field: str, since: int = 0) -> list[dict[str, Any]]:
@@ -65,8 +48,8 @@ def _rows_with(api_call: Any, field: str, since: int = 0) -> list[dict[str, Any]
     pytest.fail(f"no rrddata row with {field} after {ROW_DEADLINE:.0f}s: {last}")
 
 
-def test_running_container_rrddata_has_memory_and_a_cpu_fraction(running: tuple[Any, int]) -> None:
-    ct, started = running
+def test_running_container_rrddata_has_memory_and_a_cpu_fraction(rrd_container: RrdContainer) -> None:
+    ct, started = rrd_container.ct, rrd_container.started
     # netin: a counter (DERIVE) has a rate from its second sample on; before that RRD has no value and
     # rrddata leaves the field out, as PVE does, while the gauges (mem) are there from the first row
     rows = _rows_with(ct, "netin", since=started)
@@ -74,7 +57,7 @@ def test_running_container_rrddata_has_memory_and_a_cpu_fraction(running: tuple[
     assert row["time"] % 60 == 0
     assert row["mem"] > 0
     assert 0 <= row["cpu"] <= 1
-    assert row["maxmem"] == MEMORY * 1024 * 1024 and row["maxcpu"] == 1
+    assert row["maxmem"] == rrd_container.memory_mb * 1024 * 1024 and row["maxcpu"] == 1
     assert row["netin"] >= 0 and row["diskwrite"] >= 0
     peak = [r for r in ct.rrddata.get(timeframe="hour", cf="MAX") if r["time"] == row["time"]]
     assert peak and peak[0]["mem"] >= row["mem"]
@@ -87,7 +70,7 @@ def test_node_rrddata_shows_the_host(proxmox: ProxmoxAPI) -> None:
     assert 0 <= row["cpu"] <= 1 and row["maxcpu"] >= 1 and row["roottotal"] > 0
 
 
-def test_rrddata_refuses_a_timeframe_outside_the_schema(proxmox: ProxmoxAPI) -> None:
+def test_rrddata_refuses_a_timeframe_outside_the_schema(rrd_container: RrdContainer) -> None:
     with pytest.raises(ResourceException) as e:
-        proxmox.nodes("pve1").lxc(VMID).rrddata.get(timeframe="decade")
+        rrd_container.ct.rrddata.get(timeframe="decade")
     assert e.value.status_code == 400 and "timeframe" in str(e.value)
