@@ -155,6 +155,8 @@ def test_backup_phase0_lands_in_the_repository_with_a_matching_manifest(phase0: 
         assert problems(manifest, parse_sums(sums)) == []
         rabbit = next(a for a in manifest.artifacts if a.store == "rabbitmq")
         assert rabbit.detail.get("items") is not None  # each queue's depth recorded with the definitions
+        [es] = [a for a in manifest.artifacts if a.store == "elasticsearch"]  # one node: one part
+        assert es.path == "elasticsearch/repository.tar" and es.detail["indices"], es  # the app's indices
     finally:
         repo.close()
     listed = phase0.cli("backups", "list", "phase0", timeout=300)
@@ -401,6 +403,15 @@ def test_backup_a_failover_and_the_drill_in_phase3(phase0: Site) -> None:
         finally:
             repo.close()
         assert info[0]["status"]["message"] == "ok" and len(info[0]["backup"]) >= 2, info
+        newest = repo.run(f"ls -1 {q(SETS_DIR)} | tail -1").stdout.strip()
+        set_dir = f"{SETS_DIR}/{newest}"
+        manifest = Manifest.from_json(repo.run(f"cat {q(set_dir + '/manifest.json')}").stdout, set_dir)
+        parts = [a for a in manifest.artifacts if a.store == "elasticsearch"]
+        es_members = [c.hostname for c in phase3.with_component("elasticsearch")]
+        # each member's own path.repo holds its primaries' shards: every member's part is in the set
+        wanted = sorted(f"elasticsearch/repository-{h}.tar" for h in es_members)
+        assert sorted(a.path for a in parts) == wanted
+        assert parts[0].detail["members"] == len(es_members) and parts[0].detail["indices"], parts[0].detail
         conn = on(phase0, old)
         try:
             conn.run(f"systemctl start {patroni.UNIT}")
@@ -412,6 +423,7 @@ def test_backup_a_failover_and_the_drill_in_phase3(phase0: Site) -> None:
 
         run = phase0.cli("restore", "phase3", "--drill", "-o", "json", timeout=3600)
         assert run.code == 0, run.output[-4000:]
+        assert f"from {len(es_members)} parts" in run.output, run.output[-4000:]  # its snapshot restored
         report = json.loads(run.stdout)
         assert report["passed"] and report["differences"] == 0 and report["rpo_s"] == 0, report
         assert any(t["table"].endswith("tickets") for t in report["tables"]), report["tables"]
