@@ -29,7 +29,10 @@ def figure(kind: Kind, f: dict[str, Any]) -> str:
     published = ("RabbitMQ not counted" if not rabbit else
                  f"publishing resumed {_secs(rabbit['resumed_s'])}{target('publishing')}, "
                  f"{rabbit['confirmed_lost']} of {rabbit['confirmed']} confirmed publishes lost")
-    return (f"writes resumed {_secs(f['first_ok_after_fault_s'])}{target('writes')}, longest error window "
+    vip = (f", the VIP moved in {_secs(f.get('vip_moved_s'))}{target('vip')}"
+           if kind.resume_target_of == "vip" else "")
+    return (f"writes resumed {_secs(f['first_ok_after_fault_s'])}{target('writes')}{vip}, "
+            "longest error window "
             f"{f['longest_error_window_s']:.1f} s, {f['acknowledged_lost']} of {f['acknowledged']} "
             f"acknowledged lost, {f['duplicates']} duplicates, {published}, "
             f"healed {'in ' + str(f['heal_s']) + ' s' if f['healed'] else 'NO'}")

@@ -10,14 +10,15 @@ from psa_provision.errors import InputError
 @dataclass(frozen=True)
 class Kind:
     """One drill: what it takes down, and the seconds within which what the issue names should resume:
-    ticket writes, or RabbitMQ publishing for `rabbitmq-node` (reported, not asserted: a time on a
-    shared 2-core machine is a measurement, not a property)."""
+    ticket writes, RabbitMQ publishing for `rabbitmq-node`, the VIP's move to the other load balancer
+    for `lb-active` (reported, not asserted: a time on a shared 2-core machine is a measurement, not a
+    property)."""
 
     name: str
     loses: str
     resume_target_s: float
     lost_target: int = 0  # acknowledged writes and confirmed publishes that may be lost: none, every kind
-    resume_target_of: str = "writes"  # writes | publishing: the figure resume_target_s is compared with
+    resume_target_of: str = "writes"  # writes | publishing | vip: the figure resume_target_s is compared with
     # the ticket writes show, while the fault lasts, whether the platform has ridden it out (a ticket is
     # acknowledged only after its commit and its publish's confirm); the Redis writer's figures are read
     # only at the end, so a Redis drill holds its fault for the longest time
@@ -35,7 +36,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          seen_in_tickets=False),
     Kind("rabbitmq-node", "one RabbitMQ member's container (not the app's first node)", 10.0,
          resume_target_of="publishing"),
-    Kind("lb-active", "the load balancer holding the VIP", 5.0),
+    Kind("lb-active", "the load balancer holding the VIP", 5.0, resume_target_of="vip"),
     Kind("app-container", "the first container of the tickets service", 5.0),
     Kind("node", "a Proxmox node: every container on it", 60.0),
 )}

@@ -94,6 +94,7 @@ class Measured:
     notes: list[str] = field(default_factory=list)
     rabbitmq: Publishing | None = None  # None: the tickets' events could not be read
     resume_target_of: str = "writes"  # Kind.resume_target_of
+    vip_moved_s: float | None = None  # lb-active: from the fault until the other load balancer held the VIP
 
     @property
     def passed(self) -> bool:
@@ -113,6 +114,7 @@ class Measured:
                 "duplicates": len(self.duplicates), "duplicate_keys": self.duplicates[:50],
                 "redis_lost": self.redis_lost,
                 "rabbitmq": None if self.rabbitmq is None else self.rabbitmq.as_dict(),
+                "vip_moved_s": _r(self.vip_moved_s),
                 "healed": self.healed, "heal_s": _r(self.heal_s),
                 "passed": self.passed, "notes": self.notes}
 
@@ -125,6 +127,8 @@ class Measured:
                ["first successful write after the fault",
                 f"{s(self.first_ok_after_fault_s)}{target('writes')}"],
                ["longest client error window", s(self.longest_error_window_s)],
+               *([["the VIP moved to the other load balancer", f"{s(self.vip_moved_s)}{target('vip')}"]]
+                 if self.resume_target_of == "vip" else []),
                ["acknowledged writes", str(self.acked)],
                ["acknowledged writes lost", str(len(self.lost))],
                ["duplicates", str(len(self.duplicates))]]

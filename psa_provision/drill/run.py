@@ -12,6 +12,7 @@ offline, the HA manager recovering its resources elsewhere), undone by node-up.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -210,6 +211,54 @@ def _start_redis_writer(site: Site, fault: Fault, run: str, at: float,
     return redis, ""
 
 
+class VipWatch:
+    """lb-active: the other load balancer polled for the VIP from before the fault, in one SSH session
+    (keepalived_vip.appears); the moment that poll returns is taken on the writer's clock."""
+
+    def __init__(self, site: Site, fault: Fault, writer: TicketWriter, within_s: float) -> None:
+        others = [c for c in site.phase.with_component("keepalived") if c not in fault.containers]
+        self.site, self.writer = site, writer
+        self.survivor = others[0] if others else None
+        self.script = keepalived_vip.appears(keepalived_config.vip(site.phase), within_s)
+        self.timeout_s = within_s + 30
+        self.found_at: float | None = None
+        self.problem = "" if others else "no other load balancer to take the VIP"
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="drill-vip", daemon=True)
+
+    def start(self) -> VipWatch:
+        """Connected and polling when this returns (at most 30 s to connect)."""
+        if self.survivor is not None:
+            self._thread.start()
+            self._ready.wait(timeout=30)
+        return self
+
+    def _watch(self) -> None:
+        spec = self.survivor
+        assert spec is not None
+        try:
+            conn = ssh_connection(self.site.inventory, spec)
+            try:
+                conn.run("true")  # connected and authenticated before the fault
+                self._ready.set()
+                result = conn.run(self.script, check=False, timeout=self.timeout_s)
+                if result.ok:
+                    self.found_at = self.writer.now()
+                else:
+                    self.problem = f"the VIP did not reach {spec.hostname}"
+            finally:
+                conn.close()
+        except ProvisionError as exc:
+            self.problem = f"watching {spec.hostname} for the VIP: {exc.message}"
+        finally:
+            self._ready.set()
+
+    def moved_s(self, fault_at: float) -> float | None:
+        """Seconds from the fault until the VIP was on the other load balancer (None: not seen)."""
+        self._thread.join(timeout=self.timeout_s if self._thread.is_alive() else 0)
+        return None if self.found_at is None else max(0.0, self.found_at - fault_at)
+
+
 def ridden_out(kind: Kind, attempts: list[Attempt], fault_at: float, now: float) -> bool:
     """Whether the fault may be undone: held for the kind's resume target at least, and every ticket
     write answered in the last STEADY_S acknowledged (some were), none failing since. At most
@@ -243,6 +292,8 @@ def drill(site: Site, kind: Kind, healthy: Callable[[], bool], say: Callable[[st
     writer = TicketWriter(base, s.get("app.admin_email").value, s.get("app.admin_password").value, run,
                           rate=RATE, max_seconds=MAX_SECONDS).start()
     redis, redis_problem = _start_redis_writer(site, fault, run, writer.now(), say)
+    vip = (VipWatch(site, fault, writer, BASELINE_S + kind.longest_hold_s).start()
+           if kind.resume_target_of == "vip" else None)
     sandbox_node = False
     restored_at: float | None = None
     try:
@@ -273,6 +324,10 @@ def drill(site: Site, kind: Kind, healthy: Callable[[], bool], say: Callable[[st
     result = measure(kind, fault.target, attempts + redis_run.attempts, held, fault_at, restored_at,
                      redis_held=redis_run.held, events=events, billing_waited_s=waited)
     result.healed, result.heal_s = healed, heal_s
+    if vip is not None:
+        result.vip_moved_s = vip.moved_s(fault_at)
+        if vip.problem:
+            result.notes.append(vip.problem)
     if redis_run.problem:
         result.notes.append(f"Redis writes with and without WAIT: {redis_run.problem}")
     if events is None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -204,3 +206,30 @@ def test_the_gateway_reaches_a_service_on_two_containers_through_the_load_balanc
     assert service_url(p2, p2.container(120), "auth") == f"http://{p2.container(121).ip}:3010"
     p0 = load_phase("phase0", PHASES_DIR)
     assert service_url(p0, p0.container(200), "auth") == "http://127.0.0.1:3010"
+
+
+def _poll(tmp_path: Path, answers: list[str], within_s: float) -> tuple[int, int]:
+    """vip.appears run with a fake `ip` printing `answers` in turn (the last one from then on): (exit
+    code, how many times it asked)."""
+    calls = tmp_path / "calls"
+    for i, text in enumerate(answers):
+        (tmp_path / f"answer{i}").write_text(text)
+    fake = tmp_path / "ip"
+    fake.write_text(f"#!/bin/bash\nn=$(cat {calls} 2>/dev/null || echo 0); echo $((n + 1)) > {calls}\n"
+                    f"i=$(( n < {len(answers) - 1} ? n : {len(answers) - 1} ))\ncat {tmp_path}/answer$i\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    done = subprocess.run(["bash", "-c", vip.appears("10.0.20.240/24", within_s)], env=env, check=False)
+    return done.returncode, int(calls.read_text())
+
+
+def test_the_vip_watch_returns_once_the_vip_is_on_this_load_balancer(tmp_path: Path) -> None:
+    mine = "2: eth0    inet 10.0.20.201/24 brd 10.0.20.255 scope global eth0\\\n"
+    vip_too = mine + "2: eth0    inet 10.0.20.240/24 scope global secondary eth0\\\n"
+    code, asked = _poll(tmp_path, [mine, mine, mine, vip_too], within_s=10)
+    assert code == 0 and asked == 4
+    other = tmp_path / "never"
+    other.mkdir()
+    near = mine.replace("10.0.20.201", "10.0.20.24")  # 10.0.20.24 is not the VIP 10.0.20.240
+    code, asked = _poll(other, [near], within_s=1)
+    assert code == 1 and asked > 3

@@ -39,3 +39,13 @@ def problem(outputs: Mapping[str, str], vip: str) -> str:
     if not found:
         return f"no load balancer holds the VIP {vip} ({', '.join(sorted(outputs))} checked)"
     return f"the VIP {vip} is on {len(found)} load balancers at once ({', '.join(found)}): split brain"
+
+
+def appears(vip: str, within_s: float) -> str:
+    """Bash on a load balancer: poll its addresses every 0.1 s until the VIP is on it (exit 0), at most
+    `within_s` seconds (exit 1). Returning is the moment: the caller times it on its own clock."""
+    address = str(ipaddress.IPv4Interface(vip).ip)
+    return (f"end=$((SECONDS + {int(within_s) + 1}))\n"
+            f"while [ $SECONDS -lt $end ]; do\n"
+            f"  {ADDRESSES} | grep -qF ' inet {address}/' && exit 0\n"
+            "  sleep 0.1\ndone\nexit 1\n")
