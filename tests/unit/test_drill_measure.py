@@ -264,3 +264,45 @@ def test_lb_active_reports_the_vips_move_against_its_5_s_target_not_the_writes()
     assert result.as_dict()["vip_moved_s"] == 3.64
     pg = dict(measure(PG, "psa-postgres-1", [ok("a", 1.0)], Counter({"a": 1}), 10.0, 40.0).rows())
     assert "the VIP moved to the other load balancer" not in pg
+
+
+def test_the_vip_watch_polls_the_other_load_balancer_and_times_the_move(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from psa_provision.drill import run as drill_run
+    from psa_provision.ssh.wire import Result
+
+    phase3 = load_phase("phase3", PHASES_DIR)
+    lbs = phase3.with_component("keepalived")
+    moved = threading.Event()
+    asked: list[tuple[str, str]] = []
+
+    class Guest:  # the other load balancer: its poll returns once the test says the VIP moved
+        def __init__(self, spec: object) -> None:
+            self.host = spec.hostname
+
+        def run(self, script: str, **_: object) -> Result:
+            asked.append((self.host, script))
+            if script != "true":
+                moved.wait(timeout=10)
+            return Result("", "", 0 if moved.is_set() else 1)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(drill_run, "ssh_connection", lambda _inv, spec: Guest(spec))
+    start = time.monotonic()
+    writer = SimpleNamespace(now=lambda: time.monotonic() - start)
+    fault = drill_run.Fault("psa-lb-1 (holds the VIP)", (lbs[0],))
+    watch = drill_run.VipWatch(SimpleNamespace(phase=phase3, inventory=None), fault, writer, 30.0).start()
+    assert asked[0] == (lbs[1].hostname, "true"), "connected to the survivor before the fault"
+    fault_at = writer.now()
+    time.sleep(0.3)
+    moved.set()
+    took = watch.moved_s(fault_at)
+    assert took is not None and 0.3 <= took < 2.0
+    assert {h for h, _ in asked} == {lbs[1].hostname} and " inet 10.0.20.250/" in asked[-1][1]  # phase3.yml
+    assert watch.problem == ""
