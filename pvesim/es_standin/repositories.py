@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import cluster
@@ -132,10 +133,7 @@ class Repositories:
             for member in members:
                 body = {"repository": name, "entry": entry, "seed": seed}
                 try:
-                    if member.node_id == self.node.me.node_id:
-                        self.on_verify(body)
-                    else:
-                        call(member.transport, "repo_verify", body, timeout=TRANSFER_TIMEOUT_S)
+                    self._on(member, "repo_verify", body, self.on_verify)
                 except EsError as err:
                     failures.append((member.node_id, verification_cause(err, member, remote=False)))
                 except TransportError as err:
@@ -195,10 +193,7 @@ class Repositories:
         """Have the primary's node write the index; its failure, or None."""
         body = {"repository": repo, "entry": entry, "snapshot": snapshot, "index": index}
         try:
-            if member.node_id == self.node.me.node_id:
-                self.on_snapshot_index(body)
-            else:
-                call(member.transport, "snapshot_index", body, timeout=TRANSFER_TIMEOUT_S)
+            self._on(member, "snapshot_index", body, self.on_snapshot_index)
         except EsError as err:
             return shard_failure(index, member.node_id, err.reason)
         except TransportError as err:
@@ -257,13 +252,17 @@ class Repositories:
                           f"[{repo}:{info['snapshot']}/{info['uuid']}] no data node to restore [{target}] on")
         member = live[chosen[0]]
         body = {"repository": repo, "entry": entry, "info": info, "index": source, "target": target}
-        if member.node_id == self.node.me.node_id:
-            self.on_restore_index(body)
-            return
         try:
-            call(member.transport, "restore_index", body, timeout=TRANSFER_TIMEOUT_S)
+            self._on(member, "restore_index", body, self.on_restore_index)
         except TransportError as err:
             raise err.as_es_error() from err
+
+    def _on(self, member: Member, op: str, body: JsonDict, here: Callable[[JsonDict], JsonDict]) -> None:
+        """Transport operation `op` on `member`: this node's own handler when the member is this node."""
+        if member.node_id == self.node.me.node_id:
+            here(body)
+        else:
+            call(member.transport, op, body, timeout=TRANSFER_TIMEOUT_S)
 
     def on_restore_index(self, body: JsonDict) -> JsonDict:
         """Transport `restore_index` (on the node the master chose): the index from this node's location."""
