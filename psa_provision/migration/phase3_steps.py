@@ -127,8 +127,7 @@ def _together(name: str, specs: list[ContainerSpec], why: str, *, at_once: int =
 
 def _packages_ahead(steps: list[HaAction], old_vmids: set[int]) -> HaAction | None:
     """The packages of the new containers that later steps converge one at a time, installed side by
-    side first: those steps then only configure, start and join (no check: none of them serves the
-    platform yet)."""
+    side first: those steps then only configure, start and join (no check: nothing runs yet)."""
     ahead = [a.vmid for a in steps if a.kind == "converge" and not a.together and a.vmid not in old_vmids]
     if not ahead:
         return None

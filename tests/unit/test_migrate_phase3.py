@@ -216,7 +216,7 @@ def test_the_new_members_packages_are_installed_side_by_side_before_any_conversi
     assert ahead.kind == "packages" and 1 < ahead.at_once < len(NEW_MEMBERS)
     hosts = {P3.container(v).hostname for v in (ahead.vmid, *ahead.together)}
     assert hosts == NEW_MEMBERS  # not phase 2's stores (they serve), not etcd's or the app's (own steps)
-    assert ahead.check == "" and ahead.rollback == "" and not ahead.shared, "none serves yet: no check"
+    assert ahead.check == "" and ahead.rollback == "" and not ahead.shared, "nothing runs yet: no check"
     for host in NEW_MEMBERS:  # each still converged by its own step afterwards
         own = next(a for a in found.values()
                    if a.kind == "converge" and P3.container(a.vmid).hostname == host)
