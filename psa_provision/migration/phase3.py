@@ -15,7 +15,7 @@ import time
 
 from psa_provision import planner
 from psa_provision.apply import apply
-from psa_provision.changes import Change, Noop, Package, Plan, PutFile
+from psa_provision.changes import Noop, Package, Plan, PutFile
 from psa_provision.errors import ProvisionError
 from psa_provision.facts_ahead import gather_facts_and_health
 from psa_provision.journal import write_migration_grants
@@ -27,7 +27,6 @@ from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.reads import side_by_side
 from psa_provision.services import rabbitmq
 from psa_provision.services.app import APP_HOME, APP_USER
-from psa_provision.services.common import is_install
 from psa_provision.services.context import build_context
 from psa_provision.services.patroni.component import user_passwords
 from psa_provision.services.rabbitmq import migration as rabbitmq_migration
@@ -36,16 +35,6 @@ from psa_provision.waits import wait_healthy
 
 CHECK_EVERY_S = 3.0
 FILES_ONLY = (Package, PutFile)  # `files` steps: install and write, start and stop nothing
-
-
-def only(kind: str, changes: list[Change]) -> list[Change]:
-    """The changes a step of `kind` applies of a container's plan: `files` installs and writes,
-    `packages` installs (common.is_install), `converge` all of them."""
-    if kind == "files":
-        return [c for c in changes if isinstance(c, (*FILES_ONLY, Noop))]
-    if kind == "packages":
-        return [c for c in changes if is_install(c)]
-    return changes
 
 
 class HaSteps(MigrationBase):
@@ -94,7 +83,7 @@ class HaSteps(MigrationBase):
             moved = rabbitmq_migration.move_all(self.conn(spec), self.site.secrets, rabbitmq.VHOST,
                                                 self.out.note)
             self.out.note(f"[{action.name}] quorum now: {', '.join(moved) or 'no classic queue was left'}")
-        elif action.kind in ("converge", "files", "packages"):
+        elif action.kind in ("converge", "files"):
             specs = [spec, *(self.new.container(v) for v in action.together)]
             with self.out.steps() as progress:
                 side_by_side(lambda s: self._converge_one(action, s, progress), specs,
@@ -104,7 +93,7 @@ class HaSteps(MigrationBase):
         """One container of a converge or files step; side by side with others, its failure is named
         here (side_by_side raises only the first, once every container has ended)."""
         try:
-            self.converge(spec, self.new, kind=action.kind, progress=progress)
+            self.converge(spec, self.new, files_only=action.kind == "files", progress=progress)
         except ProvisionError as exc:
             if action.together:
                 first = exc.message.splitlines()[0] if exc.message else type(exc).__name__
@@ -112,20 +101,22 @@ class HaSteps(MigrationBase):
                 self.out.warn(f"[{action.name}] {named}")
             raise
 
-    def converge(self, spec: ContainerSpec, phase: Phase, *, kind: str = "converge",
+    def converge(self, spec: ContainerSpec, phase: Phase, *, files_only: bool = False,
                  progress: StepProgress | None = None) -> None:
-        """Apply `phase`'s plan of the container as `up` would (the part a `files` or `packages` step
-        applies: only()); after a whole converge an app container answers /health before the next step
-        (its wait shown on `progress`, else on a progress of its own)."""
+        """Apply `phase`'s plan of the container as `up` would (only packages and files when
+        files_only); an app container then answers /health before the next step (its wait shown on
+        `progress`, else on a progress of its own)."""
         conn = self.conn(spec)
         facts, _ = gather_facts_and_health(conn, phase, spec)
         site = dataclasses.replace(self.site, phase=phase)
-        changes = only(kind, planner.guest_plan(site, spec, facts).changes)
+        changes = planner.guest_plan(site, spec, facts).changes
+        if files_only:
+            changes = [c for c in changes if isinstance(c, (*FILES_ONLY, Noop))]
         summary = apply(Plan(changes), {spec.hostname: conn}, self.px, self.journal, None,
                         pm2_user=APP_USER, pm2_home=APP_HOME)
         if summary.error is not None:
             raise summary.error
-        if "app" in spec.components and phase.services_on(spec.vmid) and kind == "converge":
+        if "app" in spec.components and phase.services_on(spec.vmid) and not files_only:
             if progress is not None:
                 wait_healthy(conn, phase, spec, progress)
                 return

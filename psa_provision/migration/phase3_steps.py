@@ -5,11 +5,7 @@ containers join them. `up phase3` on a live phase 2 creates the new containers a
 conversion to `migrate phase3` (conversion_held): converting a store that serves the app is a
 migration step, journaled, checked and undone when its check fails. Order:
 
-1. `prepare`: the grants file says a conversion is under way (so `up phase3` keeps holding). Then the
-   packages of the new members that later steps converge one at a time (Patroni's replicas, Redis',
-   RabbitMQ's and Elasticsearch's members, the load balancers), installed side by side, at most
-   SECOND_COPIES_AT_ONCE at once: apt and dpkg are most of a member's time, and its own step then only
-   configures, starts and joins.
+1. `prepare`: the grants file says a conversion is under way (so `up phase3` keeps holding).
 2. etcd: its three members side by side (a member's first start waits for a quorum), then a quorum.
 3. PostgreSQL (services/patroni/migration.py): Patroni's packages and files on the standalone
    server, its users, the takeover of the data directory as leader, each replica cloned, a
@@ -31,8 +27,7 @@ migration step, journaled, checked and undone when its check fails. Order:
 A `converge` step applies the container's phase-3 plan from `up` (the service homes know the
 clustered configuration), to each of its containers side by side when it has several (`together`),
 each then checked by its own units; `files` applies only its packages and files (Patroni's takeover
-then starts the server itself); `packages` only the base component, apt's sources and the packages;
-`script` steps are Patroni's own (run, check, rollback).
+then starts the server itself); `script` steps are Patroni's own (run, check, rollback).
 """
 
 from __future__ import annotations
@@ -50,7 +45,6 @@ from psa_provision.services.rabbitmq import cluster as rabbit_cluster
 from psa_provision.services.redis import topology as redis_topology
 
 PREPARE, FINISH = "prepare", "finish"
-PACKAGES_AHEAD = "new members' packages"
 SECOND_COPIES = "app second copies"
 # The app's second copies converging at once. Each installs Node.js and PM2 (apt-get, dpkg, npm) and
 # builds the bundle (npm ci, tsc): CPU and disk bound, with downloads and the /health polls between.
@@ -59,7 +53,7 @@ SECOND_COPIES = "app second copies"
 SECOND_COPIES_AT_ONCE = 3
 REPLICA_SETTLE_S = 600.0  # a new replica clones the leader (pg_basebackup) before it streams
 SYNC_SETTLE_S = 120.0  # Patroni names a synchronous standby on its next loop
-KINDS = ("hold", "packages", "converge", "files", "script", "check", "queues", "release")
+KINDS = ("hold", "converge", "files", "script", "check", "queues", "release")
 # the check of the `queues` step: no classic queue left in vhost /
 NO_CLASSIC_QUEUE = ("out=$(rabbitmqctl -q list_queues --no-table-headers name type </dev/null) || exit 1\n"
                     "! printf '%s\\n' \"$out\" | grep -Eq '[[:space:]]classic$'\n")
@@ -125,18 +119,6 @@ def _together(name: str, specs: list[ContainerSpec], why: str, *, at_once: int =
                     checks=tuple((s.vmid, units_active(s)) for s in specs[1:]))
 
 
-def _packages_ahead(steps: list[HaAction], old_vmids: set[int]) -> HaAction | None:
-    """The packages of the new containers that later steps converge one at a time, installed side by
-    side first: those steps then only configure, start and join (no check: nothing runs yet)."""
-    ahead = [a.vmid for a in steps if a.kind == "converge" and not a.together and a.vmid not in old_vmids]
-    if not ahead:
-        return None
-    return HaAction(PACKAGES_AHEAD, ahead[0], "packages",
-                    f"the packages of the {len(ahead)} new members, side by side, at most "
-                    f"{SECOND_COPIES_AT_ONCE} at once (each configured and started by its own step)",
-                    together=tuple(ahead[1:]), at_once=SECOND_COPIES_AT_ONCE)
-
-
 def _patroni(step: patroni_migration.Step, kind: str) -> HaAction:
     return HaAction(f"postgresql {step.name}", step.vmid, kind, step.summary, run=step.run,
                     check=step.check.script, judge=step.check.judge, rollback=step.rollback,
@@ -194,8 +176,7 @@ def actions(old: Phase, new: Phase, passwords: dict[str, str]) -> list[HaAction]
     out += [_converge(m, old_vmids, "phase 3's .env (the VIP, Sentinels, RabbitMQ nodes), PM2 reload one "
                       "instance at a time") for m in serving]  # they serve: one container at a time
     out.append(HaAction(FINISH, 0, "release", "the grants file goes: `up phase3` converges everything"))
-    ahead = _packages_ahead(out, old_vmids)
-    return [*out[:1], ahead, *out[1:]] if ahead else out
+    return out
 
 
 def standalone_firsts(old: Phase, new: Phase, existing: set[int]) -> list[ContainerSpec]:

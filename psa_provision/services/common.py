@@ -11,7 +11,6 @@ from ..facts import FileFact, GuestFacts
 from ..inventory import AptRepo
 from ..render import render
 from .base import APT_SOURCE_TEMPLATE
-from .base import COMPONENT as BASE
 from .catalog import SECRET_FILES, mask_secret_lines
 from .context import HostContext
 
@@ -145,19 +144,9 @@ def size_mb(mb: int, *, units: tuple[str, str] = ("MB", "GB")) -> str:
     return f"{mb // 1024}{units[1]}" if mb % 1024 == 0 and mb >= 1024 else f"{mb}{units[0]}"
 
 
-APT_UPDATE = "apt-get update"
-
-
 def apt_update(ctx: HostContext, component: str, why: str) -> Command:
     """`apt-get update` (through the proxy conf base wrote); the planner places one per guest."""
-    return command(ctx, component, f"{APT_UPDATE} ({why})", f"{APT_UPDATE} -qq\n")
-
-
-def is_install(change: Change) -> bool:
-    """A change of what a guest installs: the base component's (apt proxy, base packages, CAs), apt's
-    sources, `apt-get update`, a Package. Nothing configured or started for a service."""
-    return (isinstance(change, (Package, Noop)) or change.component == BASE or is_apt_source(change)
-            or (isinstance(change, Command) and change.summary.startswith(f"{APT_UPDATE} (")))
+    return command(ctx, component, f"apt-get update ({why})", "apt-get update -qq\n")
 
 
 def install(ctx: HostContext, facts: GuestFacts, component: str, names: Iterable[str]) -> list[Change]:

@@ -9,7 +9,6 @@ from psa_provision.commands import verify
 from psa_provision.inventory import load_inventory
 from psa_provision.migration.phase3_steps import (
     FINISH,
-    PACKAGES_AHEAD,
     PREPARE,
     SECOND_COPIES,
     actions,
@@ -158,13 +157,12 @@ def _entry(step: str, state: str, **fields: object) -> dict[str, object]:
 
 def test_a_killed_run_resumes_at_the_step_whose_check_was_not_recorded() -> None:
     steps = plan_steps(P2, P3)
-    entries = [_entry("prepare", "done"), _entry(PACKAGES_AHEAD, "run"), _entry(PACKAGES_AHEAD, "check"),
-               _entry(PACKAGES_AHEAD, "done"), _entry("etcd members", "run"), _entry("etcd members", "check"),
+    entries = [_entry("prepare", "done"), _entry("etcd members", "run"), _entry("etcd members", "check"),
                _entry("etcd members", "done"), _entry("postgresql etcd", "run")]
     states = read_states(entries)
     todo = [s.name for s in steps if not states.get(s.name) or not states[s.name].finished]
     assert todo[0] == "postgresql etcd"
-    assert [x for x in steps[3].substeps if x not in states["postgresql etcd"].done] == ["check"]
+    assert [x for x in steps[2].substeps if x not in states["postgresql etcd"].done] == ["check"]
     rows = {r[0]: r[2] for r in report(steps, states, 0.0).rows}
     assert rows["etcd members"] == "done" and rows["postgresql etcd"] == "interrupted after run"
     assert rows["postgresql files psa-postgres-1"] == "to do"
@@ -202,44 +200,3 @@ def test_verify_holds_the_load_balancers_and_patroni_members_to_what_they_really
 def test_only_the_patroni_replicas_converge_again_after_their_clone() -> None:
     again = {a.name for a in actions(P2, P3, PASSWORDS) if a.again}
     assert again == {"postgresql replica psa-postgres-2", "postgresql replica psa-postgres-3"}
-
-
-# phase 3's new members that a step of their own converges after the stores' conversion (phase3.yml)
-NEW_MEMBERS = {"psa-postgres-2", "psa-postgres-3", "psa-redis-2", "psa-redis-3", "psa-rabbitmq-2",
-               "psa-rabbitmq-3", "psa-es-2", "psa-es-3", "psa-lb-1", "psa-lb-2"}
-
-
-def test_the_new_members_packages_are_installed_side_by_side_before_any_conversion() -> None:
-    found = {a.name: a for a in actions(P2, P3, PASSWORDS)}
-    ahead = found[PACKAGES_AHEAD]
-    assert at(PACKAGES_AHEAD) == 1, "right after prepare, before etcd and the takeover"
-    assert ahead.kind == "packages" and 1 < ahead.at_once < len(NEW_MEMBERS)
-    hosts = {P3.container(v).hostname for v in (ahead.vmid, *ahead.together)}
-    assert hosts == NEW_MEMBERS  # not phase 2's stores (they serve), not etcd's or the app's (own steps)
-    assert ahead.check == "" and ahead.rollback == "" and not ahead.shared, "nothing runs yet: no check"
-    for host in NEW_MEMBERS:  # each still converged by its own step afterwards
-        own = next(a for a in found.values()
-                   if a.kind == "converge" and P3.container(a.vmid).hostname == host)
-        assert at(own.name) > at(PACKAGES_AHEAD)
-
-
-def test_a_packages_step_applies_the_installs_and_nothing_that_configures_or_starts() -> None:
-    from psa_provision.changes import Command, Noop, Package, PutFile, Service
-    from psa_provision.migration.phase3 import only
-    proxy, conf = "/etc/apt/apt.conf.d/01psa-proxy", "/etc/rabbitmq/rabbitmq.conf"
-    plan = [PutFile("h", "base", f"create {proxy}", path=proxy),
-            Command("h", "nodejs", "fetch apt key nodesource", script="curl ..."),
-            PutFile("h", "nodejs", "create sources list", path="/etc/apt/sources.list.d/nodesource.list"),
-            Command("h", "base", "apt-get update (package lists)", script="apt-get update -qq"),
-            Package("h", "rabbitmq", "install rabbitmq-server", names=("rabbitmq-server",)),
-            PutFile("h", "rabbitmq", f"create {conf}", path=conf),
-            Command("h", "rabbitmq", "join rabbit@b to the cluster of rabbit@a", script="rabbitmqctl ..."),
-            Service("h", "rabbitmq", "restart rabbitmq-server", name="rabbitmq-server"),
-            Noop("h", "redis", "redis-server installed")]
-    assert [c.summary for c in only("packages", plan)] == [
-        "create /etc/apt/apt.conf.d/01psa-proxy", "fetch apt key nodesource", "create sources list",
-        "apt-get update (package lists)", "install rabbitmq-server", "redis-server installed"]
-    assert [c.summary for c in only("files", plan)] == [
-        "create /etc/apt/apt.conf.d/01psa-proxy", "create sources list", "install rabbitmq-server",
-        "create /etc/rabbitmq/rabbitmq.conf", "redis-server installed"]
-    assert only("converge", plan) == plan

@@ -57,7 +57,7 @@ class Steps(HaSteps):
     def conn(self, spec: ContainerSpec) -> Guest:  # type: ignore[override]
         return Guest(self, spec)
 
-    def converge(self, spec: ContainerSpec, phase: Phase, *, kind: str = "converge",
+    def converge(self, spec: ContainerSpec, phase: Phase, *, files_only: bool = False,
                  progress: object = None) -> None:
         with self.lock:
             self.running += 1
