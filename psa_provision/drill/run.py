@@ -37,7 +37,7 @@ from psa_provision.services.redis import SECRET as REDIS_SECRET
 from psa_provision.services.redis import writes as redis_writes
 from psa_provision.site import Site, ssh_connection
 
-BASELINE_S = 10.0  # writes before the fault
+BASELINE_S = 5.0  # writes before the fault, and after healing
 HEAL_TIMEOUT_S = 600.0
 MAX_SECONDS = 900.0  # the writer stops by itself after this, whatever happens
 RATE = 5.0
