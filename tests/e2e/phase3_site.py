@@ -46,11 +46,14 @@ class Phase3:
         return run_cli(self.inventory_path, *args, timeout=timeout)
 
 
-def clear_vmids(phase: Phase) -> None:
-    """Every guest holding one of the phase's vmids gone: its HA resource, then the container."""
+def clear_vmids(phase: Phase, keep: set[int] | None = None) -> None:
+    """Every guest holding one of the phase's vmids (but those in `keep`) gone: its HA resource, then
+    the container."""
     px = admin_api()
     managed = {str(r.get("sid")) for r in px.request("GET", "/cluster/ha/resources") or []}
     for spec in phase.containers:
+        if keep and spec.vmid in keep:
+            continue
         node = px.find_vmid(spec.vmid)
         if f"ct:{spec.vmid}" in managed:
             px.request("DELETE", f"/cluster/ha/resources/ct:{spec.vmid}")

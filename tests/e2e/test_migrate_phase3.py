@@ -14,7 +14,7 @@ import pytest
 from psa_provision.phases import load_phase
 from psa_provision.testing.loadgen import TicketLoad, request
 
-from .phase3_site import MIGRATED, MIGRATING
+from .phase3_site import MIGRATED, MIGRATING, clear_vmids
 from .test_phase2 import PSQL, Phase1, phase1_site, q  # noqa: F401 - the session's phase-1/2 site
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.phase3]
@@ -40,6 +40,8 @@ def test_migrate_phase3_from_phase2_under_load_loses_no_acknowledged_write(
     phase2, phase3 = (load_phase(n, site.inventory.phases_dir) for n in ("phase2", "phase3"))
     gateway = f"http://{phase2.container(phase2.services['api-gateway'].container).ip}:3000"
     _phase2_live(site, gateway)
+    # what an interrupted run left of phase 3's new containers would be taken for this run's
+    clear_vmids(phase3, keep={c.vmid for c in phase2.containers})
     vip = "http://10.0.20.250:3000"
     load = TicketLoad([gateway, vip], site.secret("app.admin_email"), site.secret("app.admin_password"),
                       rate=RATE, max_seconds=LOAD_BOUND_S, label="phase3-load").start()
