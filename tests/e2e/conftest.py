@@ -128,6 +128,24 @@ LEAST_PRIVILEGE_TOKEN = "psa-e2e"
 _LEAST_PRIVILEGE: list[tuple[str, Path]] = []
 
 
+def clear_vmids(phase: Phase, keep: set[int] | None = None) -> None:
+    """Every guest holding one of the phase's vmids (but those in `keep`) gone: its HA resource, then
+    the container."""
+    px = admin_api()
+    managed = {str(r.get("sid")) for r in px.request("GET", "/cluster/ha/resources") or []}
+    for spec in phase.containers:
+        if keep and spec.vmid in keep:
+            continue
+        node = px.find_vmid(spec.vmid)
+        if f"ct:{spec.vmid}" in managed:
+            px.request("DELETE", f"/cluster/ha/resources/ct:{spec.vmid}")
+        if node is None:
+            continue
+        if px.status(node, spec.vmid).get("status") == "running":
+            px.stop(node, spec.vmid)
+        px.delete(node, spec.vmid)
+
+
 def least_privilege_token(creds: dict[str, object], workdir: Path) -> tuple[str, Path]:
     """(token id, secret file) of a privilege-separated token that holds the README's role, exactly
     privileges.ROLE_PRIVILEGES, granted on exactly privileges.ROLE_GRANTS, made through the API as an

@@ -27,7 +27,7 @@ import pytest
 from psa_provision.inventory import Inventory, load_inventory
 from psa_provision.phases import Phase, load_phase
 
-from .conftest import Run, admin_api, run_cli, sandbox_credentials, write_inventory
+from .conftest import Run, clear_vmids, run_cli, sandbox_credentials, write_inventory
 
 UP_TIMEOUT = 3600.0
 MIGRATED: list[Path] = []  # the inventory test_migrate_phase3 took from phase 2 to phase 3, if it did
@@ -44,24 +44,6 @@ class Phase3:
 
     def cli(self, *args: str, timeout: float = UP_TIMEOUT) -> Run:
         return run_cli(self.inventory_path, *args, timeout=timeout)
-
-
-def clear_vmids(phase: Phase, keep: set[int] | None = None) -> None:
-    """Every guest holding one of the phase's vmids (but those in `keep`) gone: its HA resource, then
-    the container."""
-    px = admin_api()
-    managed = {str(r.get("sid")) for r in px.request("GET", "/cluster/ha/resources") or []}
-    for spec in phase.containers:
-        if keep and spec.vmid in keep:
-            continue
-        node = px.find_vmid(spec.vmid)
-        if f"ct:{spec.vmid}" in managed:
-            px.request("DELETE", f"/cluster/ha/resources/ct:{spec.vmid}")
-        if node is None:
-            continue
-        if px.status(node, spec.vmid).get("status") == "running":
-            px.stop(node, spec.vmid)
-        px.delete(node, spec.vmid)
 
 
 _BUILT: list[Phase3] = []

@@ -43,6 +43,7 @@ from .conftest import (
     VMID,
     Site,
     admin_api,
+    clear_vmids,
     make_passwords_hostile,
     q,
     run_cli,
@@ -50,7 +51,6 @@ from .conftest import (
     wait_healthy,
     write_inventory,
 )
-from .phase3_site import clear_vmids
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.backup]
 

@@ -14,7 +14,8 @@ import pytest
 from psa_provision.phases import load_phase
 from psa_provision.testing.loadgen import TicketLoad, request
 
-from .phase3_site import MIGRATED, MIGRATING, clear_vmids
+from .conftest import clear_vmids
+from .phase3_site import MIGRATED, MIGRATING
 from .test_phase2 import PSQL, Phase1, phase1_site, q  # noqa: F401 - the session's phase-1/2 site
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.phase3]

@@ -28,7 +28,7 @@ from psa_provision.seams import ENABLE_ENV
 from psa_provision.testing.loadgen import TicketLoad, request
 from psa_provision.testing.sabotage import SABOTAGE_ENV
 
-from .conftest import Run, Site, q
+from .conftest import Run, Site, clear_vmids, q
 from .test_phase1 import Phase1, provision
 
 pytestmark = [pytest.mark.sandbox]
@@ -58,13 +58,8 @@ def _fresh(phase1: Phase1, phase2: Phase) -> None:
     journal.write_migration_grants(phase1.inventory_path, "phase2", None)
     if os.environ.get("PSA_E2E_KEEP") == "1":
         return
-    px = proxmox.connect(phase1.inventory)
-    for spec in _added(phase1.phase, phase2):
-        if px.find_vmid(spec.vmid) is None:
-            continue
-        if px.status(spec.node, spec.vmid).get("status") == "running":
-            px.stop(spec.node, spec.vmid)
-        px.delete(spec.node, spec.vmid)
+    # an interrupted phase-3 run leaves them HA resources too, which Proxmox will not delete as such
+    clear_vmids(phase2, keep={c.vmid for c in phase1.phase.containers})
 
 
 def _added(phase1: Phase, phase2: Phase) -> list[ContainerSpec]:
