@@ -255,7 +255,8 @@ class VipWatch:
 
     def moved_s(self, fault_at: float) -> float | None:
         """Seconds from the fault until the VIP was on the other load balancer (None: not seen)."""
-        self._thread.join(timeout=self.timeout_s if self._thread.is_alive() else 0)
+        if self._thread.is_alive():  # never started when there is no other load balancer
+            self._thread.join(timeout=self.timeout_s)
         return None if self.found_at is None else max(0.0, self.found_at - fault_at)
 
 

@@ -306,3 +306,16 @@ def test_the_vip_watch_polls_the_other_load_balancer_and_times_the_move(
     assert took is not None and 0.3 <= took < 2.0
     assert {h for h, _ in asked} == {lbs[1].hostname} and " inet 10.0.20.250/" in asked[-1][1]  # phase3.yml
     assert watch.problem == ""
+
+
+def test_without_another_load_balancer_the_vip_watch_says_so() -> None:
+    from types import SimpleNamespace
+
+    from psa_provision.drill import run as drill_run
+
+    phase3 = load_phase("phase3", PHASES_DIR)
+    both = tuple(phase3.with_component("keepalived"))
+    writer = SimpleNamespace(now=lambda: 0.0)
+    watch = drill_run.VipWatch(SimpleNamespace(phase=phase3, inventory=None), drill_run.Fault("both", both),
+                               writer, 10.0).start()
+    assert watch.moved_s(0.0) is None and watch.problem == "no other load balancer to take the VIP"
