@@ -63,13 +63,13 @@ def test_only_a_successful_snapshot_with_no_failed_shard_is_a_backup() -> None:
 
 def test_a_restore_must_bring_back_every_index_of_the_snapshot() -> None:
     ok = json.dumps({"snapshot": {"indices": ["tickets", "assets"], "shards": {"failed": 0}}})
-    assert es.restored_indices("c", ok, ["assets", "tickets"]) == ["assets", "tickets"]
+    assert es.restored("c", ok, ["assets", "tickets"]) == ["assets", "tickets"]
     short = json.dumps({"snapshot": {"indices": ["tickets"], "shards": {"failed": 0}}})
     with pytest.raises(GuestError, match="restore incomplete"):
-        es.restored_indices("c", short, ["assets", "tickets"])
+        es.restored("c", short, ["assets", "tickets"])
     failed = json.dumps({"snapshot": {"indices": ["tickets"], "shards": {"failed": 1}}})
     with pytest.raises(GuestError, match="restore incomplete"):
-        es.restored_indices("c", failed, ["tickets"])
+        es.restored("c", failed, ["tickets"])
 
 
 def _bash(script: str, root: Path) -> subprocess.CompletedProcess[str]:
@@ -158,7 +158,7 @@ def test_the_sets_requests_and_parts_restore_a_whole_cluster_on_one_node(three: 
         assert single.call(register[0], register[1], location)[0] == 200
         status, body = single.call(restore[0], restore[1], restore[2])
         assert status == 200, body
-        assert es.restored_indices("solo", json.dumps(body), detail["indices"]) == sorted(docs)
+        assert es.restored("solo", json.dumps(body), detail["indices"]) == sorted(docs)
         for index, count in docs.items():
             assert single.call("GET", f"/{index}/_count")[1]["count"] == count
     finally:

@@ -55,7 +55,7 @@ class ElasticsearchMover(CopyMover):
             streamed = src.stream_to(PACK, dst, UNPACK)
             log(f"elasticsearch: {streamed.bytes} bytes of repository streamed to {dst.host}")
             answers = call(dst, restore_requests(indices), "restore")
-            _restored(dst, answers[-1][1], indices)
+            restored(dst.host, answers[-1][1], indices)
             log(f"elasticsearch: restored {len(indices)} indices on {dst.host}")
         finally:
             call(src, cleanup_requests(), "delete the snapshot")
@@ -138,11 +138,14 @@ def snapshot_state(host: str, body: str) -> None:
         raise GuestError(f"{host}: Elasticsearch snapshot did not succeed: {body[:400]}")
 
 
-def _restored(conn: Connection, body: str, indices: list[str]) -> None:
-    """GuestError unless the restore answer names every index and no failed shard."""
+def restored(host: str, body: str, indices: list[str]) -> list[str]:
+    """The restore answer's indices; GuestError unless they are `indices` and no shard failed."""
     result = json.loads(body).get("snapshot", {})
-    if sorted(result.get("indices", [])) != sorted(indices) or result.get("shards", {}).get("failed", 1):
-        raise GuestError(f"{conn.host}: Elasticsearch restore incomplete: {body[:400]}")
+    got = sorted(result.get("indices", []))
+    if got != sorted(indices) or result.get("shards", {}).get("failed", 1):
+        raise GuestError(f"{host}: Elasticsearch restore incomplete (expected {', '.join(sorted(indices))}): "
+                         f"{body[:400]}")
+    return got
 
 
 MOVER = ElasticsearchMover()

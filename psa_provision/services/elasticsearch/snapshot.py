@@ -22,9 +22,8 @@ import json
 import shlex
 from typing import Any
 
-from psa_provision.errors import GuestError
 from psa_provision.services.elasticsearch import BACKUP_DIR
-from psa_provision.services.elasticsearch.mover import call
+from psa_provision.services.elasticsearch.mover import call, restored, snapshot_state
 from psa_provision.services.mover import Request, http
 from psa_provision.ssh import Connection
 
@@ -67,13 +66,11 @@ def take(conn: Connection, set_id: str, members: int) -> dict[str, Any]:
 
 def summary(host: str, body: str, members: int) -> dict[str, Any]:
     """The manifest's detail of a finished snapshot; GuestError unless it is SUCCESS with no failed
-    shard (PARTIAL is no backup)."""
+    shard (mover.snapshot_state: PARTIAL is no backup)."""
+    snapshot_state(host, body)
     info = json.loads(body).get("snapshot", {})
-    shards = info.get("shards", {})
-    if info.get("state") != "SUCCESS" or shards.get("failed", 0):
-        raise GuestError(f"{host}: Elasticsearch snapshot did not succeed: {body[:400]}")
     return {"snapshot": info.get("snapshot"), "indices": sorted(info.get("indices", [])),
-            "shards": shards.get("successful", 0), "members": members}
+            "shards": info.get("shards", {}).get("successful", 0), "members": members}
 
 
 def pack(set_id: str, path: str) -> str:
@@ -121,19 +118,8 @@ def put_back(conn: Connection, set_id: str, parts: list[str], indices: list[str]
     conn.run(unpack(set_id, parts))
     try:
         answers = call(conn, restore_requests(set_id), "restore") if indices else []
-        restored = restored_indices(conn.host, answers[-1][1], indices) if answers else []
+        done = restored(conn.host, answers[-1][1], indices) if answers else []
     finally:
         http(conn, API, [("DELETE", f"/_snapshot/{RESTORE_REPO}", None)])
         conn.run(f"rm -rf {shlex.quote(f'{RESTORE_DIR}/{set_id.lower()}')}\n", check=False)
-    return restored
-
-
-def restored_indices(host: str, body: str, indices: list[str]) -> list[str]:
-    """The restore answer's indices; GuestError unless they are the snapshot's and no shard failed."""
-    result = json.loads(body).get("snapshot", {})
-    got = sorted(result.get("indices", []))
-    if got != sorted(indices) or result.get("shards", {}).get("failed", 1):
-        held = ", ".join(indices)
-        raise GuestError(f"{host}: Elasticsearch restore incomplete (the snapshot held {held}): {body[:400]}")
-    return got
-
+    return done
