@@ -23,11 +23,10 @@ import shlex
 from typing import Any
 
 from psa_provision.services.elasticsearch import BACKUP_DIR
-from psa_provision.services.elasticsearch.mover import call, restored, snapshot_state
+from psa_provision.services.elasticsearch.mover import API, call, restored, snapshot_state
 from psa_provision.services.mover import Request, http
 from psa_provision.ssh import Connection
 
-API = "http://127.0.0.1:9200"
 REPO = "psa-set"  # the sets' repository (backup-psa.sh keeps its own, psa_backup)
 RESTORE_REPO = "psa-set-restore"
 SETS_DIR = f"{BACKUP_DIR}/sets"
@@ -37,6 +36,11 @@ READY_S = 300  # a restored copy's Elasticsearch answering before the put back g
 
 def location(set_id: str) -> str:
     return f"{SETS_DIR}/{set_id.lower()}"
+
+
+def restore_location(set_id: str) -> str:
+    """Where a restored node unpacks the set's parts (under path.repo)."""
+    return f"{RESTORE_DIR}/{set_id.lower()}"
 
 
 def name(set_id: str) -> str:
@@ -92,7 +96,7 @@ def forget(conn: Connection, set_id: str, registered: bool) -> None:
 def unpack(set_id: str, parts: list[str]) -> str:
     """Bash on the restored node: every part into one directory under path.repo, owned by the service
     user, once Elasticsearch answers."""
-    loc = shlex.quote(f"{RESTORE_DIR}/{set_id.lower()}")
+    loc = shlex.quote(restore_location(set_id))
     lines = ["set -euo pipefail", f"rm -rf {loc}",
              f"install -d -m 0750 -o elasticsearch -g elasticsearch {shlex.quote(RESTORE_DIR)} {loc}"]
     lines += [f"tar -C {loc} -xf {shlex.quote(p)} --no-same-owner" for p in parts]
@@ -105,7 +109,7 @@ def unpack(set_id: str, parts: list[str]) -> str:
 
 def restore_requests(set_id: str) -> list[Request]:
     """Register the unpacked set read-only (another cluster wrote it) and restore its indices, waiting."""
-    settings = {"location": f"{RESTORE_DIR}/{set_id.lower()}", "readonly": True}
+    settings = {"location": restore_location(set_id), "readonly": True}
     return [("PUT", f"/_snapshot/{RESTORE_REPO}", {"type": "fs", "settings": settings}),
             ("POST", f"/_snapshot/{RESTORE_REPO}/{name(set_id)}/_restore?wait_for_completion=true",
              {"include_global_state": False})]
@@ -121,5 +125,5 @@ def put_back(conn: Connection, set_id: str, parts: list[str], indices: list[str]
         done = restored(conn.host, answers[-1][1], indices) if answers else []
     finally:
         http(conn, API, [("DELETE", f"/_snapshot/{RESTORE_REPO}", None)])
-        conn.run(f"rm -rf {shlex.quote(f'{RESTORE_DIR}/{set_id.lower()}')}\n", check=False)
+        conn.run(f"rm -rf {shlex.quote(restore_location(set_id))}\n", check=False)
     return done
