@@ -176,17 +176,67 @@ def rrd_container(proxmox: ProxmoxAPI, wait_task: TaskWaiter, purge: Purger,
     purge([RRD_VMID])
 
 
+FRESH_ROOT_MODULE = "test_fresh_root.py"
+FRESH_ROOT = Path(__file__).resolve().parents[2] / "bench" / "fresh-root"
+
+
+@dataclass
+class FreshRootRun:
+    """bench/fresh-root running in the background; `finish` waits for it: (exit code, its output)."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def finish(self, timeout: float) -> tuple[int, str]:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        return code, self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def fresh_root_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshRootRun]:
+    """bench/fresh-root started in the background. It needs no running sandbox and touches none of it
+    (its root is a chroot in /var/tmp), so a whole run starts it with the first sandbox test
+    (pytest_collection_modifyitems) and its test, run near the end, mostly only waits for it."""
+    log = tmp_path_factory.mktemp("fresh-root") / "fresh-root.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(FRESH_ROOT)], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    run = FreshRootRun(proc, log)
+    yield run
+    if proc.poll() is None:  # its test did not run to the end (a failure or an interrupt)
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# (module, session fixture): when the module's tests run with other sandbox tests, they move after them
+# and the first sandbox test sets the fixture going, so its slow work overlaps theirs
+EARLY_STARTS = ((FRESH_ROOT_MODULE, "fresh_root_run"), (RRD_MODULE, "rrd_container"))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """When the rrd tests are selected: they move after every other sandbox test, and the first sandbox
-    test starts their container (rrd_container), so their minutes of samples pass meanwhile."""
+    """When the fresh-root or rrd tests are selected with others: they move after every other sandbox test
+    (fresh root, then rrd), and the first sandbox test starts what they wait for (EARLY_STARTS): the
+    fresh-root build, and the rrd tests' container, whose minutes of samples pass meanwhile."""
     places = [i for i, item in enumerate(items) if "sandbox" in item.path.parts]
     sandbox = [items[i] for i in places]
-    rrd = [item for item in sandbox if item.path.name == RRD_MODULE]
-    if not rrd or len(rrd) == len(sandbox):
+    early = [(module, fixture) for module, fixture in EARLY_STARTS
+             if any(item.path.name == module for item in sandbox)]
+    modules = [module for module, _ in early]
+    if not early or all(item.path.name in modules for item in sandbox):
         return
-    ordered = [item for item in sandbox if item.path.name != RRD_MODULE] + rrd
+    ordered = ([item for item in sandbox if item.path.name not in modules]
+               + [item for module in modules for item in sandbox if item.path.name == module])
     for i, item in zip(places, ordered, strict=True):
         items[i] = item
     first = ordered[0]
-    if isinstance(first, pytest.Function) and "rrd_container" not in first.fixturenames:
-        first.fixturenames.insert(0, "rrd_container")
+    if isinstance(first, pytest.Function):
+        for _, fixture in reversed(early):
+            if fixture not in first.fixturenames:
+                first.fixturenames.insert(0, fixture)
