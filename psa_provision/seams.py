@@ -94,8 +94,9 @@ def sabotage_service(service: str, stop: Callable[[], object], warn: Callable[[s
 
 
 def node_fault(action: str, node: str, owner: str) -> bool:
-    """`drill ... node` on the sandbox: testing.nodefault runs `pvesim fault node-down|node-up NODE`;
-    False (nothing done) when the doors are shut: a real Proxmox stops the node's containers instead."""
+    """`drill ... node` on the sandbox: testing.nodefault runs `pvesim fault node-down|node-up NODE` (or
+    releases what the drill's owner took down); False (nothing done) when the doors are shut: a real
+    Proxmox stops the node's containers instead."""
     if GATE.open():
         from psa_provision.testing import nodefault
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pvesim import backup_fault, daemon, lxc, network, node_fault, npmproxy, preflight, proxy, repos
+from pvesim.backend import BackendError
 from pvesim.faults import Faults
 from pvesim.paths import DEFAULT_STATE_DIR, StateDir
 
@@ -155,8 +156,15 @@ def cmd_fault(args: argparse.Namespace) -> int:
         faults.set_ticket_lifetime(args.seconds)
     elif kind == "node-down":
         backend = lxc.LxcBackend(state)
+
+        def power_off(vmid: int) -> bool:
+            if not backend.running(vmid):
+                return False
+            backend.stop(vmid, lambda line: None)
+            return True
+
         print(node_fault.down(state, args.node, daemon.load_settings(state)["nodes"], args.fence_delay,
-                              args.owner, stop=lambda vmid: backend.stop(vmid, lambda line: None), say=_say))
+                              args.owner, stop=power_off, say=_say))
     elif kind == "node-up":
         if not node_fault.up(state, args.node):
             raise ValueError(f"node {args.node} is not down")
@@ -287,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         rc: int = args.func(args)
-    except (OSError, RuntimeError, TimeoutError, ValueError) as e:
+    except (BackendError, OSError, RuntimeError, TimeoutError, ValueError) as e:
         print(f"pvesim: {e}", file=sys.stderr)
         return 1
     return rc

@@ -81,6 +81,10 @@ class LxcBackend:
         """RUNNING, STOPPED, FROZEN, ... as lxc-info reports it."""
         return _run(self._lxc("lxc-info", vmid, "-s", "-H"), f"CT {vmid}: lxc-info").strip()
 
+    def running(self, vmid: int) -> bool:
+        """The container exists and runs (or is frozen)."""
+        return self._running(vmid)
+
     def _running(self, vmid: int) -> bool:
         return self.exists(vmid) and self._state(vmid) in ("RUNNING", "FROZEN")
 

@@ -1,6 +1,7 @@
 """`pvesim fault node-down NODE` / `node-up NODE`: a node loses power, and comes back.
 
-Down: every container whose config is on NODE stops at once (a hard stop, as a power loss), and the
+Down: every container whose config is on NODE stops at once (a hard stop, as a power loss; one that was
+stopped already stays so, and a stop that fails is reported after the others were stopped), and the
 node is recorded in faults.json (`nodes_down`, with `owner` so `fault clear --owner` brings it back).
 From then on the API answers as a cluster missing a member does: the node shows `online: 0` in
 /cluster/status and `status: offline` in /nodes and /cluster/resources, its guests `status: unknown`,
@@ -18,8 +19,10 @@ own `onboot` containers as a booting node does (done by the CRM's next round).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
+from pvesim.backend import BackendError
 from pvesim.faults import Faults
 from pvesim.paths import StateDir
 
@@ -33,10 +36,12 @@ def _containers_on(state: StateDir, node: str) -> list[int]:
 
 
 def down(state: StateDir, node: str, nodes: list[str], fence_delay: float = DEFAULT_FENCE_DELAY,
-         owner: str | None = None, stop: Any = None, say: Any = print) -> int:
-    """Take `node` down: record it, then hard-stop each of its containers; returns the rule number.
+         owner: str | None = None, stop: Callable[[int], bool] | None = None, say: Any = print) -> int:
+    """Take `node` down: record it, then hard-stop each of its running containers; returns the rule number.
 
-    `stop(vmid)` stops a container (the LXC backend's hard stop)."""
+    `stop(vmid)` stops a container if it runs (the LXC backend's hard stop): True if it did, False if it
+    was not running. Every container gets its stop; BackendError afterwards names those that failed (the
+    node stays down: `node-up` or `fault clear` brings it back)."""
     if node not in nodes:
         raise ValueError(f"no node '{node}' in this sandbox (nodes: {', '.join(nodes)})")
     if fence_delay < 0:
@@ -45,10 +50,16 @@ def down(state: StateDir, node: str, nodes: list[str], fence_delay: float = DEFA
     if owner is not None:
         entry["owner"] = owner
     number = Faults(state.faults).add_node_down(entry)
+    failed: list[str] = []
     for vmid in _containers_on(state, node):
-        if stop is not None:
-            stop(vmid)
-        say(f"- CT {vmid} on {node}: power lost")
+        try:
+            stopped = stop(vmid) if stop is not None else True
+        except BackendError as err:
+            failed.append(f"CT {vmid}: {err}")
+            continue
+        say(f"- CT {vmid} on {node}: {'power lost' if stopped else 'was stopped already'}")
+    if failed:
+        raise BackendError(f"node {node} is down, but not every container on it stopped: {'; '.join(failed)}")
     return number
 
 

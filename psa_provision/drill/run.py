@@ -317,8 +317,11 @@ def drill(site: Site, kind: Kind, healthy: Callable[[], bool], say: Callable[[st
         attempts = writer.stop()
         if redis is not None:
             redis.stop()
-        if sandbox_node and restored_at is None and fault.node is not None:
-            node_fault("up", fault.node, owner)
+        if restored_at is None and fault.node is not None:  # cut short: a node it took down comes back
+            try:
+                node_fault("release", fault.node, owner)
+            except ProvisionError as err:
+                say(f"{err}: bring node {fault.node} back with `pvesim fault clear --owner {owner}`")
     redis_run = redis.collect() if redis is not None else RedisRun(problem=redis_problem)
     held = tickets_held(site, run)
     events, waited = ticket_events(site, run, say)

@@ -1,4 +1,5 @@
-"""The sandbox's node fault for `drill phase3 node`: `pvesim fault node-down NODE --owner X` / `node-up`."""
+"""The sandbox's node fault for `drill phase3 node`: `pvesim fault node-down NODE --owner X` / `node-up`,
+and `fault clear --owner X` (what a drill cut short leaves down comes back)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import shutil
 import subprocess
 import sys
 
+from psa_provision.errors import ProvisionError
+
 
 def node_fault(action: str, node: str, owner: str) -> bool:
-    """Run pvesim's node fault (action: down or up); False when pvesim is not on this machine."""
+    """Run pvesim's node fault (action: down, up, or release: the owner's faults cleared, a node it
+    took down back online, nothing if there is none); False when pvesim is not on this machine."""
     found = shutil.which("pvesim")
     if found is not None:
         cli = [found]
@@ -17,8 +21,12 @@ def node_fault(action: str, node: str, owner: str) -> bool:
         cli = [sys.executable, "-m", "pvesim"]
     else:
         return False
-    args = [*cli, "fault", f"node-{action}", node]
-    if action == "down":
-        args += ["--owner", owner]
-    subprocess.run(args, check=True, capture_output=True, timeout=120)
+    if action == "release":
+        args = [*cli, "fault", "clear", "--owner", owner]
+    else:
+        args = [*cli, "fault", f"node-{action}", node] + (["--owner", owner] if action == "down" else [])
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        said = (proc.stderr or proc.stdout).strip() or f"exit {proc.returncode}"
+        raise ProvisionError(f"sandbox: `pvesim {' '.join(args[len(cli):])}` failed: {said}")
     return True
