@@ -1,12 +1,15 @@
-"""Starting over: every phase destroyed (3, 2, 1: each shares the earlier one's stores; then 0), then
-`up phase0` builds it again from nothing and a second `up` changes nothing. It deletes every container of
-the session, so it runs last (tests/e2e/conftest.py moves tests marked `session_end` to the end).
+"""Starting over: every phase destroyed (3, 2, 1: each shares the earlier one's stores; then 0), after
+which `plan phase0` wants to create container 200 from nothing and refuses nothing: the project is back
+where `init` left it. It deletes every container of the session, so it runs last (tests/e2e/conftest.py
+moves tests marked `session_end` to the end).
 
-The whole life cycle (up 0 -> up 1 -> migrate 1 -> destroy 1 -> destroy 0 -> up 0) is the `beyond_ci`
-test here, for CI's time budget (a cold `up phase1` and a migration more): while phase 0's container
-holds the data a migration moved away, `plan` and `up` of phase 0 refuse with the same message (CI checks
-that in tests/e2e/test_migrate.py, right after its migration); once phase 1 is destroyed (its migration
-record is closed) and phase 0 too, `up phase0` starts over from nothing.
+CI stops there, for its time budget: the cold `up` that follows is the same as the session's first one,
+and test_resume.py destroys phase 0 and builds it again in the same project. The whole life cycle (up 0
+-> up 1 -> migrate 1 -> destroy 1 -> destroy 0 -> up 0 from nothing, a second `up` changing nothing)
+is the `beyond_ci` test here: while phase 0's container holds the data a migration moved away, `plan`
+and `up` of phase 0 refuse with the same message (CI checks that in tests/e2e/test_migrate.py, right
+after its migration); once phase 1 is destroyed (its migration record is closed) and phase 0 too, `up
+phase0` starts over from nothing.
 """
 
 from __future__ import annotations
@@ -31,12 +34,18 @@ def _destroy_later_phases(phase0: Site) -> None:
         assert run.code == 0, run.output[-4000:]
 
 
-def _start_over(phase0: Site) -> None:
-    """phase 0 destroyed; `plan` then wants to create it (exit 2, no refusal), `up` does, from nothing."""
+def _destroy_phase0_then_plan_wants_it_made(phase0: Site) -> None:
+    """phase 0 destroyed; `plan` then wants to create it again (exit 2) and refuses nothing."""
     gone0 = phase0.cli("destroy", "phase0", "--yes", timeout=900)
     assert gone0.code == 0 and "1 destroyed" in gone0.output, gone0.output[-3000:]
     plan = phase0.cli("plan", "phase0", timeout=600)
     assert plan.code == 2 and "refusing" not in plan.output, plan.output[-3000:]
+    assert f"create container {phase0.container.vmid}" in plan.output, plan.output[-3000:]
+
+
+def _start_over(phase0: Site) -> None:
+    """phase 0 destroyed, `plan` wants it made, `up` makes it from nothing; a second `up` changes nothing."""
+    _destroy_phase0_then_plan_wants_it_made(phase0)
     again = phase0.cli("up", "phase0", "--yes")
     assert again.code == 0 and again.summary()[2] == 0, again.output[-4000:]
     wait_gateway_healthy(phase0)
@@ -44,12 +53,12 @@ def _start_over(phase0: Site) -> None:
     assert second.code == 0 and second.summary()[0] == 0, second.output[-4000:]
 
 
-def test_destroy_every_phase_then_up_phase0_starts_over(phase0: Site) -> None:
+def test_destroy_every_phase_then_plan_phase0_starts_from_nothing(phase0: Site) -> None:
     _destroy_later_phases(phase0)
-    _start_over(phase0)
+    _destroy_phase0_then_plan_wants_it_made(phase0)
 
 
-@pytest.mark.beyond_ci  # a cold `up phase1` and `migrate phase1` more than the test above
+@pytest.mark.beyond_ci  # cold `up phase0` twice, a cold `up phase1` and `migrate phase1`
 def test_destroy_then_up_starts_over_and_plan_refuses_what_up_refuses(phase0: Site) -> None:
     _destroy_later_phases(phase0)
     up0 = phase0.cli("up", "phase0", "--yes")
