@@ -1,8 +1,9 @@
 """`up phase3` then `migrate phase3` from a running phase 2 under a ticket load: the standalone stores
 become their clusters' first members and no acknowledged ticket is lost (the lead runs this: it needs
 phase 2 live, tests/e2e/test_phase2.py's session, and the sandbox's three nodes). What it leaves is
-phase 3's for tests/e2e/test_phase3.py, which runs next: `verify phase3`, and a second `up` with 0
-changed (not repeated here: each costs a minute or more of CI's budget on 33 containers)."""
+phase 3's for tests/e2e/test_phase3.py, which runs next: `verify phase3`, and the first `up` after the
+migration, which must change nothing (not run here: each costs a minute or more of CI's budget on 33
+containers)."""
 
 from __future__ import annotations
 
@@ -60,8 +61,6 @@ def test_migrate_phase3_from_phase2_under_load_loses_no_acknowledged_write(
         assert up.code == 0, up.output[-8000:]
         migrated = site.cli("migrate", "phase3", "--yes", timeout=3600)
         assert migrated.code == 0 and "complete" in migrated.output, migrated.output[-8000:]
-        after = site.cli("up", "phase3", "--yes", timeout=1800)  # `up` converges it from now on
-        assert after.code == 0, after.output[-6000:]
     finally:
         result = load.stop()
     sys.stderr.write(f"\n[e2e] migrate phase3 under load: {len(result.acked)} tickets acknowledged, "

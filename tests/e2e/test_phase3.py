@@ -1,5 +1,7 @@
 """`up phase3` for real on the sandbox's three nodes: verify passes, a second `up` changes nothing, and
-Proxmox holds every container as an HA resource kept apart by the rules (PVE 9).
+Proxmox holds every container as an HA resource kept apart by the rules (PVE 9). In a full session phase 3
+is the one `migrate phase3` made: verify runs on what the migration left, and the first `up` after it
+must change nothing.
 
 Select with `-m phase3`; the provisioning (tests/e2e/phase3_site.py) takes 15-25 min cold.
 """
@@ -22,7 +24,7 @@ def test_verify_phase3_passes(phase3: Phase3) -> None:  # noqa: F811
 
 
 def test_a_second_up_changes_nothing(phase3: Phase3) -> None:  # noqa: F811
-    run = phase3.cli("up", "phase3", "--yes")
+    run = phase3.cli("up", "phase3", "--yes")  # after a migration: the first `up`
     assert run.code == 0, run.output[-6000:]
     changed, unchanged, failed = run.summary()
     assert (changed, failed) == (0, 0) and unchanged > 0, run.output[-6000:]
