@@ -50,7 +50,7 @@ CANDIDATES = [
     ("app: pm2 start ecosystem.config.js*", 1.0),
     ("app: wait for /health", 0.0),
 ]
-EXTRA_POINTS = 4
+EXTRA_POINTS = 3
 RUN_TIMEOUT = 1800
 
 
@@ -113,7 +113,7 @@ def test_killed_up_is_finished_by_the_next_up(phase0: Site) -> None:
     final = run_up(phase0, None)
     assert final.code == 0, f"the resuming up failed:\n{final.output[-6000:]}"
     killed = [p.glob for p in points if p.killed]
-    assert len(killed) >= 4, f"only {len(killed)} kill points were reached: {killed}"
+    assert len(killed) >= EXTRA_POINTS, f"only {len(killed)} kill points were reached: {killed}"
 
     records = journal.entries()[first_record:]
     creates = [r for r in records if r.get("event") == "task" and r.get("state") == "running"
