@@ -101,3 +101,39 @@ def test_destroy_stops_an_ha_resource_through_the_ha_manager_then_purges_it(
                                                              ("vzstop", "root@pam")]
     assert "stopping container 100 (an HA resource: through the HA manager)" in err.getvalue()
     assert "deleting container 101 and its HA resource" in err.getvalue()
+
+
+def test_destroy_asks_every_ha_resource_to_stop_before_it_waits_for_any(
+        tmp_path: Path, secrets: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HA manager then stops them in the same rounds: a phase's destroy does not wait a round per
+    container (33 of them took minutes)."""
+    site = make_site(tmp_path / "site", "phase3")
+    state = StateDir(tmp_path / "pvesim")
+    state.template_cache.mkdir(parents=True)
+    (state.template_cache / TEMPLATE).write_bytes(b"not really a tarball")
+    app = App(state, ["pve1", "pve2", "pve3"], MemoryBackend(), auth.Auth(secrets))
+    api: Client = token(app, secrets)
+    first, second = site.phase.containers[0], site.phase.containers[1]  # 100 on pve1, 101 on pve2
+    for spec in (first, second):
+        create(api, spec.vmid, spec.node, tags=MARKER, start=1)
+        api.ok("POST", "/cluster/ha/resources", sid=f"ct:{spec.vmid}", state="started")
+    crm = Crm(app)
+    calls: list[str] = []
+
+    def ha_manager_acts(method: str, path: str) -> None:
+        calls.append(f"{method} {path}")
+        if method == "GET" and path.endswith("/status/current"):
+            crm.round()
+            _settle(app)
+
+    px = InProcessPve(app, api.headers, ha_manager_acts)
+    monkeypatch.setattr(destroy_cmd, "connect", lambda inv: px)
+    _px, targets, _notes = destroy_cmd.destroy_targets(site)
+    summary = destroy_cmd.destroy(site, px, targets, Output(stdout=io.StringIO(), stderr=io.StringIO()))
+    _settle(app)
+    assert summary.changed == 2
+    assert px.find_vmid(first.vmid) is None and px.find_vmid(second.vmid) is None
+    writes = [call for call in calls if not call.startswith("GET")]
+    assert writes == [f"POST /nodes/pve1/lxc/{first.vmid}/status/stop",
+                      f"POST /nodes/pve2/lxc/{second.vmid}/status/stop",
+                      f"DELETE /nodes/pve1/lxc/{first.vmid}", f"DELETE /nodes/pve2/lxc/{second.vmid}"]
