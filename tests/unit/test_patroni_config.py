@@ -217,3 +217,27 @@ def test_the_guest_plan_adds_patroni_on_cluster_members_only() -> None:
     assert not [c for c in standalone if c.component == "patroni"]
     assert CONFIG in catalog.managed_files(["postgresql"], clustered=True)
     assert CONFIG not in catalog.managed_files(["postgresql"])
+
+
+DEBIAN_START_CONF = """# Automatic startup configuration
+#   auto: automatically start the cluster
+#   manual: manual startup with pg_ctlcluster/postgresql@.service only
+#   disabled: refuse to start cluster
+# See pg_createcluster(1) for details. When running from systemd,
+# invoke 'systemctl daemon-reload' after editing this file.
+
+manual
+"""
+
+
+@pytest.mark.parametrize(("content", "mode", "planned"), [
+    (DEBIAN_START_CONF, 0o644, False),  # the bootstrap member's, as its first start leaves it: as wanted
+    (DEBIAN_START_CONF.replace("\nmanual", "\nauto"), 0o644, True),
+    (DEBIAN_START_CONF, 0o600, True),
+])
+def test_a_start_conf_saying_manual_already_is_left_as_it_is(content: str, mode: int, planned: bool) -> None:
+    facts = GuestFacts(files={START_CONF: FileFact(START_CONF, sha256(content), mode, "postgres", "postgres",
+                                                   content)})
+    put = [c for c in patroni.plan(ha_ctx(100), facts) if isinstance(c, PutFile) and c.path == START_CONF]
+    assert bool(put) == planned
+    assert patroni.start_mode(content) == ("auto" if "\nauto" in content else "manual")

@@ -85,3 +85,8 @@ def listen_addresses(ip: str) -> str:
     """PostgreSQL's listen_addresses under Patroni (its `postgresql.listen` without the port): the
     member's address, for its peers, the load balancers and the apps, and loopback for Patroni."""
     return f"{ip},127.0.0.1"
+
+
+def start_mode(text: str) -> str:
+    """start.conf's setting: its first line that is neither empty nor a comment (auto, manual, disabled)."""
+    return next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")), "")

@@ -10,7 +10,7 @@ import pytest
 
 from psa_provision.suites.checks import assert_running_and_enabled, output
 
-from . import REST_PORT, START_CONF, STOCK_UNIT, UNIT
+from . import REST_PORT, START_CONF, STOCK_UNIT, UNIT, start_mode
 from .health import ENDPOINTS, LIST, parse_list, problems
 
 STREAMING = ("runuser -u postgres -- psql -XAt -c \"SELECT count(*) FILTER (WHERE state = 'streaming') "
@@ -26,8 +26,7 @@ def test_patroni_running_and_enabled(host: Any) -> None:
 @pytest.mark.component("postgresql")
 def test_stock_postgresql_unit_stays_out_of_the_way(host: Any) -> None:
     assert not host.service(STOCK_UNIT).is_running, f"{STOCK_UNIT} runs beside Patroni"
-    lines = [ln.strip() for ln in host.file(START_CONF).content_string.splitlines()]
-    mode = next((ln for ln in lines if ln and not ln.startswith("#")), "")
+    mode = start_mode(host.file(START_CONF).content_string)
     assert mode == "manual", f"{START_CONF} says {mode or 'nothing'}: the stock unit would start the server"
 
 

@@ -51,6 +51,7 @@ from . import (
     listen_addresses,
     members,
     restart,
+    start_mode,
 )
 
 START_CONF_CONTENT = "# Managed by psa-provision: Patroni starts this cluster, not the stock unit.\nmanual\n"
@@ -187,9 +188,16 @@ def roles(ctx: HostContext, facts: GuestFacts) -> list[Change]:
 
 
 def stock_cluster(ctx: HostContext, facts: GuestFacts) -> list[Change]:
-    """start.conf `manual` where postgresql-common has the cluster; stop + mask postgresql@15-main if up."""
+    """start.conf `manual` where postgresql-common has the cluster; stop + mask postgresql@15-main if up.
+
+    A start.conf that says `manual` already is left as it is: the bootstrap member's, which Patroni's
+    first start makes from createcluster.d (Debian's comment header above `manual`), is what is wanted."""
     out: list[Change] = []
-    if START_CONF in facts.files:
+    conf = facts.files.get(START_CONF)
+    if (conf is not None and conf.content is not None and start_mode(conf.content) == "manual"
+            and (conf.mode, conf.owner, conf.group) == (0o644, "postgres", "postgres")):
+        out.append(Noop(ctx.host, COMPONENT, f"{START_CONF} says manual"))
+    elif conf is not None:
         out.append(put_file(ctx, facts, COMPONENT, START_CONF, START_CONF_CONTENT, owner="postgres",
                             group="postgres"))
     else:
