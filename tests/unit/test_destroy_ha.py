@@ -53,28 +53,22 @@ def _settle(app: App) -> None:
         time.sleep(0.01)
 
 
-def test_destroy_stops_an_ha_resource_through_the_ha_manager_then_purges_it(
-        tmp_path: Path, secrets: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    site = make_site(tmp_path / "site", "phase3")
+def _pve(tmp_path: Path, secrets: dict[str, Any]) -> tuple[App, Client]:
+    """pvesim's App on an in-memory backend with a template, and a token client of it."""
     state = StateDir(tmp_path / "pvesim")
     state.template_cache.mkdir(parents=True)
     (state.template_cache / TEMPLATE).write_bytes(b"not really a tarball")
     app = App(state, ["pve1", "pve2", "pve3"], MemoryBackend(), auth.Auth(secrets))
-    api: Client = token(app, secrets)
-    running, stopped = site.phase.containers[0], site.phase.containers[1]  # 100 on pve1, 101 on pve2
-    create(api, running.vmid, running.node, tags=MARKER, start=1)
-    create(api, stopped.vmid, stopped.node, tags=MARKER)
-    api.ok("POST", "/cluster/ha/resources", sid=f"ct:{running.vmid}", state="started")
-    api.ok("POST", "/cluster/ha/resources", sid=f"ct:{stopped.vmid}", state="stopped")
-    api.ok("POST", "/cluster/ha/rules", rule="psa-postgresql-apart", type="resource-affinity",
-           affinity="negative", resources=f"ct:{running.vmid},ct:{stopped.vmid}")
-    crm = Crm(app)
+    return app, token(app, secrets)
 
+
+def _watched(app: App, api: Client, monkeypatch: pytest.MonkeyPatch) -> tuple[InProcessPve, list[str]]:
+    """destroy's client, and the calls it makes. A CRM round (and its tasks) runs before each read of
+    a container's status, never between a stop request and the next call: PVE's CRM acts every 10 s."""
+    crm = Crm(app)
     calls: list[str] = []
 
     def ha_manager_acts(method: str, path: str) -> None:
-        """A CRM round (and its tasks) before each read of a container's status, never between a
-        stop request and the next call: PVE's CRM acts every 10 s."""
         calls.append(f"{method} {path}")
         if method == "GET" and path.endswith("/status/current"):
             crm.round()
@@ -82,6 +76,21 @@ def test_destroy_stops_an_ha_resource_through_the_ha_manager_then_purges_it(
 
     px = InProcessPve(app, api.headers, ha_manager_acts)
     monkeypatch.setattr(destroy_cmd, "connect", lambda inv: px)
+    return px, calls
+
+
+def test_destroy_stops_an_ha_resource_through_the_ha_manager_then_purges_it(
+        tmp_path: Path, secrets: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    site = make_site(tmp_path / "site", "phase3")
+    app, api = _pve(tmp_path, secrets)
+    running, stopped = site.phase.containers[0], site.phase.containers[1]  # 100 on pve1, 101 on pve2
+    create(api, running.vmid, running.node, tags=MARKER, start=1)
+    create(api, stopped.vmid, stopped.node, tags=MARKER)
+    api.ok("POST", "/cluster/ha/resources", sid=f"ct:{running.vmid}", state="started")
+    api.ok("POST", "/cluster/ha/resources", sid=f"ct:{stopped.vmid}", state="stopped")
+    api.ok("POST", "/cluster/ha/rules", rule="psa-postgresql-apart", type="resource-affinity",
+           affinity="negative", resources=f"ct:{running.vmid},ct:{stopped.vmid}")
+    px, calls = _watched(app, api, monkeypatch)
     got, targets, _notes = destroy_cmd.destroy_targets(site)
     assert got is px and [t.spec.vmid for t in targets] == [running.vmid, stopped.vmid]
     err = io.StringIO()
@@ -108,26 +117,12 @@ def test_destroy_asks_every_ha_resource_to_stop_before_it_waits_for_any(
     """The HA manager then stops them in the same rounds: a phase's destroy does not wait a round per
     container (33 of them took minutes)."""
     site = make_site(tmp_path / "site", "phase3")
-    state = StateDir(tmp_path / "pvesim")
-    state.template_cache.mkdir(parents=True)
-    (state.template_cache / TEMPLATE).write_bytes(b"not really a tarball")
-    app = App(state, ["pve1", "pve2", "pve3"], MemoryBackend(), auth.Auth(secrets))
-    api: Client = token(app, secrets)
+    app, api = _pve(tmp_path, secrets)
     first, second = site.phase.containers[0], site.phase.containers[1]  # 100 on pve1, 101 on pve2
     for spec in (first, second):
         create(api, spec.vmid, spec.node, tags=MARKER, start=1)
         api.ok("POST", "/cluster/ha/resources", sid=f"ct:{spec.vmid}", state="started")
-    crm = Crm(app)
-    calls: list[str] = []
-
-    def ha_manager_acts(method: str, path: str) -> None:
-        calls.append(f"{method} {path}")
-        if method == "GET" and path.endswith("/status/current"):
-            crm.round()
-            _settle(app)
-
-    px = InProcessPve(app, api.headers, ha_manager_acts)
-    monkeypatch.setattr(destroy_cmd, "connect", lambda inv: px)
+    px, calls = _watched(app, api, monkeypatch)
     _px, targets, _notes = destroy_cmd.destroy_targets(site)
     summary = destroy_cmd.destroy(site, px, targets, Output(stdout=io.StringIO(), stderr=io.StringIO()))
     _settle(app)
