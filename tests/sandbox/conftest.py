@@ -209,10 +209,7 @@ def fresh_root_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshRo
     yield run
     if proc.poll() is None:  # its test did not run to the end (a failure or an interrupt)
         proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        run.finish(timeout=60)
 
 
 # (module, session fixture): when the module's tests run with other sandbox tests, they move after them
