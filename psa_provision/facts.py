@@ -21,6 +21,8 @@ from typing import Any
 
 from .errors import GuestError
 from .phases import ContainerSpec
+from .secrets import Secrets
+from .sensitive import Sensitive
 from .services import base, catalog, postgresql, redis
 from .services.app import facts as app_facts
 from .services.app.facts import Pm2App
@@ -33,7 +35,7 @@ from .services.redis import topology as redis_topology
 from .services.redis.topology import RedisFacts
 
 __all__ = ["DirFact", "FileFact", "GuestFacts", "PgRole", "Pm2App", "PostgresFacts", "RabbitFacts",
-           "RedisFacts", "ServiceFact", "fresh", "gather_script", "parse_guest_facts"]
+           "RedisFacts", "ServiceFact", "fresh", "gather_input", "gather_script", "parse_guest_facts"]
 
 FACTS_VERSION = 2
 
@@ -96,8 +98,15 @@ class GuestFacts:
         return bool(s and s.active and s.enabled)
 
 
+def gather_input(secrets: Secrets) -> Sensitive:
+    """The gather script's stdin (so the script rides argv): one line, RabbitMQ's management API
+    credentials as a curl config line when the secrets hold them, else empty."""
+    return rabbitmq_facts.facts_input(secrets)
+
+
 def gather_script(spec: ContainerSpec, databases: tuple[str, ...] = (postgresql.DATABASE,)) -> str:
-    """The read-only bash script that prints this guest's facts as one JSON document."""
+    """The read-only bash script that prints this guest's facts as one JSON document; its stdin is
+    gather_input's."""
     clustered = spec.cluster is not None
     files = catalog.managed_files(spec.components, clustered=clustered)
     dirs = catalog.managed_dirs(spec.components)
@@ -122,8 +131,8 @@ DIRS=({' '.join(q(d) for d in dirs)})
 SERVICES=({' '.join(q(s) for s in services)})
 is_secret() {{ local s; for s in "${{SECRET[@]}}"; do [ "$s" = "$1" ] && return 0; done; return 1; }}
 is_opaque() {{ local s; for s in "${{OPAQUE[@]}}"; do [ "$s" = "$1" ] && return 0; done; return 1; }}
-# One group read whole before it runs, stdin /dev/null: no command can eat a script fed on stdin.
-{{
+# stdin: gather_input's one line, read before anything else; the probes then read /dev/null
+{rabbitmq_facts.AUTH_READ}{{
 # The slow probes (rabbitmqctl boots an Erlang VM, pm2 a Node.js) start now, side by side, and are
 # read where their JSON field goes: the facts cost the slowest probe, not their sum.
 {rabbitmq_facts.START}{cluster_start}{app_facts.START}\

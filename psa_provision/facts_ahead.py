@@ -9,6 +9,7 @@ from psa_provision import facts as facts_mod
 from psa_provision.errors import ProvisionError
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.preflight import ContainerState
+from psa_provision.secrets import Secrets
 from psa_provision.services.app.health import health_script
 from psa_provision.site import Site, known_hosts, ssh_connection
 from psa_provision.ssh import Connection, pinned_hosts
@@ -19,14 +20,14 @@ HEALTH_MARK = "@@psa-provision-health@@"
 FACTS_AT_ONCE = 8
 
 
-def gather_facts(conn: Connection, spec: ContainerSpec) -> facts_mod.GuestFacts:
+def gather_facts(conn: Connection, spec: ContainerSpec, secrets: Secrets) -> facts_mod.GuestFacts:
     """ONE ssh command: the facts script, parsed."""
-    result = conn.run(facts_mod.gather_script(spec))
+    result = conn.run(facts_mod.gather_script(spec), stdin=facts_mod.gather_input(secrets))
     return facts_mod.parse_guest_facts(result.stdout)
 
 
-def gather_facts_and_health(conn: Connection, phase: Phase,
-                            spec: ContainerSpec) -> tuple[facts_mod.GuestFacts, bool]:
+def gather_facts_and_health(conn: Connection, phase: Phase, spec: ContainerSpec,
+                            secrets: Secrets) -> tuple[facts_mod.GuestFacts, bool]:
     """ONE ssh command: the facts script, then one /health probe of the container's services.
 
     Returns (facts, every service answered 200): a converged `up` then needs no second round trip.
@@ -35,7 +36,8 @@ def gather_facts_and_health(conn: Connection, phase: Phase,
     script = facts_mod.gather_script(spec)
     if services:
         script += f"\necho {HEALTH_MARK}\n" + health_script(phase, spec)
-    head, _, tail = conn.run(script).stdout.partition(f"{HEALTH_MARK}\n")
+    out = conn.run(script, stdin=facts_mod.gather_input(secrets)).stdout
+    head, _, tail = out.partition(f"{HEALTH_MARK}\n")
     codes = dict(line.split() for line in tail.splitlines() if len(line.split()) == 2)
     healthy = bool(services) and all(codes.get(str(s.port)) == "200" for s in services.values())
     return facts_mod.parse_guest_facts(head), healthy
@@ -99,8 +101,8 @@ class FactsAhead:
 
     def _gather_on(self, conn: Connection, spec: ContainerSpec) -> tuple[facts_mod.GuestFacts, bool]:
         if self._health:
-            return gather_facts_and_health(conn, self._site.phase, spec)
-        return gather_facts(conn, spec), False
+            return gather_facts_and_health(conn, self._site.phase, spec, self._site.secrets)
+        return gather_facts(conn, spec, self._site.secrets), False
 
     def take(self, hostname: str, *, usable: bool) -> tuple[facts_mod.GuestFacts, bool] | None:
         """(facts, healthy) gathered ahead, if `usable` and they were; else None, without waiting."""

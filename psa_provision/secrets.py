@@ -82,6 +82,9 @@ class Secrets:
     def values(self) -> list[str]:
         return [v for k, v in self._data.items() if k not in NOT_SECRET]
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
     def as_dict(self) -> dict[str, str]:
         return dict(self._data)
 

@@ -59,7 +59,8 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
             facts = facts_mod.fresh()
             if state.running:
                 early = ahead.take(state.spec.hostname, usable=True)
-                facts = early[0] if early else gather_facts(conns[state.spec.hostname], state.spec)
+                conn = conns[state.spec.hostname]
+                facts = early[0] if early else gather_facts(conn, state.spec, site.secrets)
             elif state.config is not None:
                 out.note(f"{state.spec.hostname} is stopped: planning as for a fresh guest")
             full.add(guest_plan(site, hold.spec(state.spec), facts).changes)

@@ -175,7 +175,7 @@ def _up_container(site: Site, px: ProxmoxClient, state: ContainerState, wall: Fi
             wait_for_ssh(conn, SSH_TIMEOUT)
         progress.message(f"gathering facts on {spec.hostname}")
         with WATCH.timed("facts"):
-            facts, healthy = gather_facts_and_health(conn, site.phase, spec)
+            facts, healthy = gather_facts_and_health(conn, site.phase, spec, site.secrets)
     gplan = guest_plan(site, hold.spec(spec), facts)
     _apply(Plan([c for c in gplan.changes if not c.needs_peers]), conns, px, journal, progress, result)
 

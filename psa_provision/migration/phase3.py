@@ -107,7 +107,7 @@ class HaSteps(MigrationBase):
         files_only); an app container then answers /health before the next step (its wait shown on
         `progress`, else on a progress of its own)."""
         conn = self.conn(spec)
-        facts, _ = gather_facts_and_health(conn, phase, spec)
+        facts, _ = gather_facts_and_health(conn, phase, spec, self.site.secrets)
         site = dataclasses.replace(self.site, phase=phase)
         changes = planner.guest_plan(site, spec, facts).changes
         if files_only:

@@ -112,7 +112,7 @@ def test_facts_ahead_start_early_only_where_we_pinned_a_host_key_and_use_them_on
                         lambda inv, spec: opened.setdefault(spec.hostname, _FakeConn(spec.hostname)))
     release = threading.Event()
 
-    def gather(conn: Any, phase_: Any, spec: Any) -> tuple[str, bool]:
+    def gather(conn: Any, phase_: Any, spec: Any, secrets: Any) -> tuple[str, bool]:
         if spec is failing:
             raise ConnectionFailed("no route")
         if spec is stopped:  # a stopped container's address: fails only after seconds

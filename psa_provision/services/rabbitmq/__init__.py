@@ -13,6 +13,9 @@ UNITS = (UNIT,)
 TEMPLATES = {CONF: "rabbitmq.conf.j2", PLUGINS: "enabled_plugins.j2", ENV_CONF: "rabbitmq-env.conf.j2",
              INETRC: "erl_inetrc.j2", EPMD_DROPIN: "epmd-loopback.conf.j2"}
 VHOST = "/"
+# The management API on loopback (the seed's plugin), spoken as the admin user
+API = "http://127.0.0.1:15672/api"
+ADMIN = "admin"
 # The CLI tools' Erlang node ports (RabbitMQ's networking guide: the distribution port + 10000 to
 # + 10010); in a cluster the other members send list_queues' rows and the like to that node.
 CLI_PORTS = (35672, 35682)

@@ -25,9 +25,9 @@ from psa_provision.secrets import Secrets
 from psa_provision.services.mover import Check, CopyMover, Request, compare, http
 from psa_provision.ssh import Connection
 
-ADMIN = "admin"
-SECRET = "rabbitmq.admin_password"  # noqa: S105 - the key of the secret, not its value
-API = "http://127.0.0.1:15672/api"
+from . import ADMIN, API, USERS
+
+SECRET = USERS[ADMIN][0]
 TEMP_EXCHANGE = "psa-provision.move"
 PUBLISH_BATCH = 500
 # what a definitions import carries; users stay as provisioning made them, global parameters
