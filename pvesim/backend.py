@@ -66,6 +66,9 @@ class Backend(Protocol):
 
     def status(self, vmid: int) -> RuntimeStatus: ...
 
+    def is_running(self, vmid: int) -> bool:
+        """status(vmid).status == "running", without the figures (the HA manager asks every second)."""
+
     def interfaces(self, vmid: int) -> list[dict[str, str]]:
         """[{name, hwaddr, inet, inet6}] as GET .../interfaces returns."""
 

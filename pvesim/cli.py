@@ -158,7 +158,7 @@ def cmd_fault(args: argparse.Namespace) -> int:
         backend = lxc.LxcBackend(state)
 
         def power_off(vmid: int) -> bool:
-            if not backend.running(vmid):
+            if not backend.is_running(vmid):
                 return False
             backend.stop(vmid, lambda line: None)
             return True

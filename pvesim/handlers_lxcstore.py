@@ -85,8 +85,11 @@ def runtime(app: App, vmid: int) -> RuntimeStatus:
 
 
 def is_running(app: App, vmid: int) -> bool:
-    """True when the container is running."""
-    return runtime(app, vmid).status == "running"
+    """True when the container is running (False when the backend does not know it)."""
+    try:
+        return app.backend.is_running(vmid)
+    except BackendError:
+        return False
 
 
 def rootfs_size(values: dict[str, str]) -> int:

@@ -81,9 +81,20 @@ class LxcBackend:
         """RUNNING, STOPPED, FROZEN, ... as lxc-info reports it."""
         return _run(self._lxc("lxc-info", vmid, "-s", "-H"), f"CT {vmid}: lxc-info").strip()
 
-    def running(self, vmid: int) -> bool:
-        """The container exists and runs (or is frozen)."""
-        return self._running(vmid)
+    def _running_pid(self, vmid: int) -> int | None:
+        """The init pid of a container that exists and runs (or is frozen); None otherwise. One
+        lxc-info for both (`State:` and, while it runs, `PID:`)."""
+        if not self.exists(vmid):
+            return None
+        out = _run(self._lxc("lxc-info", vmid, "-s", "-p"), f"CT {vmid}: lxc-info")
+        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        pid = fields.get("PID", "").strip()
+        running = fields.get("State", "").strip() in ("RUNNING", "FROZEN")
+        return int(pid) if running and pid.isdigit() else None
+
+    def is_running(self, vmid: int) -> bool:
+        """status(vmid).status == "running"."""
+        return self._running_pid(vmid) is not None
 
     def _running(self, vmid: int) -> bool:
         return self.exists(vmid) and self._state(vmid) in ("RUNNING", "FROZEN")
@@ -248,7 +259,7 @@ class LxcBackend:
         self._require(vmid)
         maxmem, maxswap = cgroup.config_maxima((self._dir(vmid) / "config").read_text())
         disk = self._disk_usage(vmid)
-        pid = self._pid(vmid) if self._running(vmid) else None
+        pid = self._running_pid(vmid)
         if pid is None:
             return RuntimeStatus("stopped", maxmem=maxmem, maxswap=maxswap, disk=disk)
         usage = self.cgroups.usage(vmid)
@@ -284,7 +295,7 @@ class LxcBackend:
     def interfaces(self, vmid: int) -> list[dict[str, str]]:
         """[{name, hwaddr, inet, inet6}] read from the container's network namespace."""
         self._require(vmid)
-        pid = self._pid(vmid) if self._running(vmid) else None
+        pid = self._running_pid(vmid)
         if pid is None:
             raise BackendError(f"CT {vmid} not running")
         out = _run(["nsenter", "-t", str(pid), "-n", "ip", "-j", "addr", "show"], f"CT {vmid}: ip addr")

@@ -174,7 +174,10 @@ def test_set_password_writes_a_hash_root_can_use(
 
 def test_status_and_interfaces_report_the_running_container(backend: LxcBackend) -> None:
     status = backend.status(VMID)
-    assert status.status == "running"
+    assert status.status == "running" and backend.is_running(VMID)
+    pid = subprocess.run(["lxc-info", "-P", str(backend.lxcpath), "-n", str(VMID), "-p", "-H"],
+                         capture_output=True, text=True, check=True).stdout
+    assert status.pid == int(pid)
     assert status.maxmem == MEMORY_MIB * 2**20
     assert 0 < status.mem < status.maxmem
     assert status.disk > 100 * 2**20
@@ -191,7 +194,7 @@ def test_snapshot_then_rollback_restores_the_rootfs(
     backend.snapshot(VMID, "after", log)  # hard-linked to 'before' where unchanged; both stay intact
     client.close()
     backend.rollback(VMID, "before", log)
-    assert backend.status(VMID).status == "stopped"
+    assert backend.status(VMID).status == "stopped" and not backend.is_running(VMID)
     backend.start(VMID, log)
     client = ssh(state, client_key[0])
     try:

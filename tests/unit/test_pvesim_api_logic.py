@@ -51,6 +51,9 @@ class MemoryBackend:
     def destroy(self, vmid: int, log: Log) -> None:
         del self.cts[vmid]
 
+    def is_running(self, vmid: int) -> bool:
+        return self.status(vmid).status == "running"
+
     def status(self, vmid: int) -> RuntimeStatus:
         ct = self.cts.get(vmid)
         if ct is None:

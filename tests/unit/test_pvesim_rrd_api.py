@@ -33,6 +33,9 @@ class StubBackend:
     def __init__(self, clock: Clock) -> None:
         self.clock, self.start = clock, clock.now
 
+    def is_running(self, vmid: int) -> bool:
+        return self.status(vmid).status == "running"
+
     def status(self, vmid: int) -> RuntimeStatus:
         if vmid != 101:
             raise BackendError(f"CT {vmid} does not exist")

@@ -54,6 +54,9 @@ class DirBackend:
 
         shutil.rmtree(self.rootfs(vmid))
 
+    def is_running(self, vmid: int) -> bool:
+        return self.status(vmid).status == "running"
+
     def status(self, vmid: int) -> RuntimeStatus:
         if not self.exists(vmid):
             raise BackendError(f"CT {vmid} does not exist")
