@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from psa_provision import proxmox
+from psa_provision.secrets import load_secrets
 from psa_provision.services import app as app_service
 from psa_provision.services import catalog
+from psa_provision.services.app import pm2
 from psa_provision.ssh import Connection
 from psa_provision.testing import loadgen
 
@@ -135,6 +137,18 @@ def test_pm2_runs_every_service_with_its_instance_count(guest: Connection, phase
     assert owners == [app_service.APP_USER]
 
 
+def test_pm2_facts_come_from_the_daemon_over_rpc_and_jlist_agrees(guest: Connection, phase0: Site) -> None:
+    """The facts' process list is asked of PM2's daemon through its RPC client, no `pm2 jlist` started;
+    without that client, `pm2 jlist` gives the same list."""
+    no_cli = pm2.FACTS.replace(json.dumps(pm2.JLIST_AS_APP_USER), json.dumps(["false"]))
+    no_rpc = pm2.FACTS.replace(pm2.PM2_DIR, "PM2_DIR=/nonexistent")
+    assert no_cli != pm2.FACTS and no_rpc != pm2.FACTS
+    over_rpc, over_cli = (json.loads(guest.run(f"cd / && {script}").stdout) for script in (no_cli, no_rpc))
+    assert over_rpc == over_cli
+    online = {p["name"] for p in over_rpc["running"] if p["status"] == "online"}
+    assert online == set(phase0.phase.services), over_rpc
+
+
 def test_gateway_health_from_the_host(phase0: Site) -> None:
     status, body = http("GET", f"http://{phase0.container.ip}:3000/health")
     assert status == 200, body
@@ -245,12 +259,13 @@ def test_facts_read_what_pm2_resurrects_at_boot(phase0: Site, guest: Connection)
     unsaved process list is what the next plan saves."""
     from psa_provision.facts_ahead import gather_facts
 
-    facts = gather_facts(guest, phase0.container)
+    secrets = load_secrets(phase0.inventory.secrets_file)
+    facts = gather_facts(guest, phase0.container, secrets)
     running = {a.name: a.instances for a in facts.pm2 or []}
     assert running and facts.pm2_saved == running, (facts.pm2_saved, running)
     guest.run(f"mv {app_service.APP_HOME}/.pm2/dump.pm2 {app_service.APP_HOME}/.pm2/dump.pm2.moved")
     try:
-        assert gather_facts(guest, phase0.container).pm2_saved == {}
+        assert gather_facts(guest, phase0.container, secrets).pm2_saved == {}
         plan = phase0.cli("plan", "phase0", "--output", "json")
         assert [c["summary"] for c in json.loads(plan.stdout)["changes"]] == [
             "pm2 save (the process list restored at boot differs from the running one)"], plan.output[-3000:]

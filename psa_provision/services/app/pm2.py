@@ -7,6 +7,7 @@ never printed whole.
 
 from __future__ import annotations
 
+import json
 import shlex
 
 from . import APP_DIR, APP_HOME, APP_USER, ECOSYSTEM_FILE, PM2_HOME, UNIT
@@ -33,17 +34,36 @@ def start_from_ecosystem() -> str:
 
 # Without a running daemon `pm2 jlist` would start one: the tool asks this first and only looks.
 DAEMON_ALIVE = f'kill -0 "$(cat {PID_FILE} 2>/dev/null)" 2>/dev/null'
-# `pm2 jlist` on stdin as `ps` (a line PM2 printed before the JSON is skipped), then the reducer runs
-_READ = ('let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const t=s.trim(),i=t.lastIndexOf("\\n[");'
-         'const ps=JSON.parse((i>=0?t.slice(i+1):t)||"[]");')
+# The process list as `pm2 jlist` prints it (the daemon's getMonitorData), asked through the RPC
+# client shipped inside the pm2 package (pm2-axon-rpc) by the one Node.js that reduces it: the pm2 CLI
+# loads its hundred modules first, and a converged phase 3 asks 16 app containers. `pm2 jlist` itself
+# stays the way when that client cannot be loaded or the call fails (a line it prints before the JSON
+# is skipped). Neither starts a daemon; callers ask DAEMON_ALIVE first.
+PM2_DIR = 'PM2_DIR="$(dirname "$(dirname "$(readlink -f "$(command -v pm2)")")")"'
+_LIST = ('};const cli=()=>{let t="";try{t=cp.execFileSync(CLI[0],CLI.slice(1),{encoding:"utf8",'
+         'stdio:["ignore","pipe","ignore"]}).trim()}catch(e){}const i=t.lastIndexOf("\\n[");'
+         'done(JSON.parse((i>=0?t.slice(i+1):t)||"[]"))};'
+         'let axon,rpc;try{const at={paths:[process.env.PM2_DIR]};'
+         'axon=require(require.resolve("pm2-axon",at));rpc=require(require.resolve("pm2-axon-rpc",at))}catch(e){}'
+         'if(!rpc)cli();else{const req=axon.socket("req"),client=new rpc.Client(req);'
+         'const late=setTimeout(()=>{req.close();cli()},10000);req.connect(process.env.PM2_HOME+"/rpc.sock");'
+         'client.call("getMonitorData",{},(err,ps)=>{clearTimeout(late);req.close();'
+         'if(err)cli();else done(ps)})}')
+
+
+JLIST = ["pm2", "jlist"]
+JLIST_AS_APP_USER = ["runuser", "-u", APP_USER, "--", "env", f"HOME={APP_HOME}", f"PM2_HOME={PM2_HOME}",
+                     *JLIST]
 
 
 def jlist(reducer: str, *args: str, as_root: bool = True) -> str:
-    """`pm2 jlist 2>/dev/null | node -e PROGRAM ARGS`: the JavaScript `reducer` runs over `ps` (the process
-    list) and prints what the caller parses; `args` are its process.argv[1:]."""
-    pm2 = AS_APP_USER if as_root else "pm2"
+    """Bash: one `node -e PROGRAM ARGS` running the JavaScript `reducer` over `ps` (the process list, see
+    _LIST), which prints what the caller parses; `args` are its process.argv[1:]. As root the fallback
+    `pm2 jlist` runs as the app user."""
+    program = (f"const CLI={json.dumps(JLIST_AS_APP_USER if as_root else JLIST)};"
+               f'const cp=require("child_process"),done=ps=>{{{reducer}' + _LIST)
     tail = "".join(f" {shlex.quote(a)}" for a in args)
-    return f"{pm2} jlist 2>/dev/null | node -e {shlex.quote(_READ + reducer + '})')}{tail}"
+    return f"{PM2_DIR} PM2_HOME={PM2_HOME} node -e {shlex.quote(program)}{tail}"
 
 
 # {running: [{name, status, started}], saved: [name]}: the processes and the names in dump.pm2 (argv[1])
