@@ -1,8 +1,9 @@
-"""PM2 of the app user, spelled once: its environment, whether its daemon runs, and `pm2 jlist` reduced
-by Node.js on the guest (facts, health, status and migrate each ask it for what they need).
+"""PM2 of the app user, spelled once: its environment, whether its daemon runs, and its process list
+(what `pm2 jlist` prints) reduced by Node.js on the guest (facts, health, status and migrate each ask
+it for what they need).
 
-`pm2 jlist` carries every app's environment (the .env's passwords): it is reduced on the guest and
-never printed whole.
+The process list carries every app's environment (the .env's passwords): it is reduced on the guest
+and never printed whole.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""RabbitMQ's part of the facts probe: users with their tags and the permissions on vhost / (from
-`rabbitmqctl export_definitions`, password hashes blanked on the guest)."""
+"""RabbitMQ's part of the facts probe: users with their tags and the permissions on vhost / (the
+definitions, password hashes blanked on the guest), and a cluster member's view of its cluster; from
+the management API on loopback, or rabbitmqctl when the API does not answer."""
 
 from __future__ import annotations
 
