@@ -74,7 +74,7 @@ esac
 
 
 @pytest.fixture()
-def guest(tmp_path: Path) -> dict[str, str]:
+def guest(tmp_path: Path) -> Env:
     bin_dir, fixtures = tmp_path / "bin", tmp_path / "fixtures"
     bin_dir.mkdir()
     fixtures.mkdir()
@@ -88,14 +88,14 @@ def guest(tmp_path: Path) -> dict[str, str]:
             "CALLS": str(tmp_path / "calls")}
 
 
-def run_script(env: dict[str, str], secrets: Secrets) -> str:
+def run_script(env: Env, secrets: Secrets) -> str:
     spec = load_phase("phase3", PHASES_DIR).container(211)  # a cluster member
     stdin = facts_mod.gather_input(secrets).reveal()
     return subprocess.run(["bash", "-c", facts_mod.gather_script(spec)], input=stdin, env=env,
                           capture_output=True, text=True, check=True, timeout=60).stdout
 
 
-def gather(env: dict[str, str], secrets: Secrets) -> tuple[facts_mod.GuestFacts, list[str]]:
+def gather(env: Env, secrets: Secrets) -> tuple[facts_mod.GuestFacts, list[str]]:
     out = run_script(env, secrets)
     calls = Path(env["CALLS"])
     return facts_mod.parse_guest_facts(out), calls.read_text().splitlines() if calls.exists() else []

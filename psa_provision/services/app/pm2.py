@@ -19,7 +19,8 @@ PID_FILE = f"{PM2_HOME}/pm2.pid"
 DUMP_FILE = f"{PM2_HOME}/dump.pm2"  # what `pm2 resurrect` restores at boot (written by `pm2 save`)
 DUMP_BACKUP = f"{DUMP_FILE}.bak"  # `pm2 resurrect` falls back to it when DUMP_FILE is missing
 # PM2 as the app user, from root
-AS_APP_USER = f"runuser -u {APP_USER} -- env HOME={APP_HOME} PM2_HOME={PM2_HOME} pm2"
+AS_APP_USER_ARGV = ["runuser", "-u", APP_USER, "--", "env", f"HOME={APP_HOME}", f"PM2_HOME={PM2_HOME}", "pm2"]
+AS_APP_USER = " ".join(AS_APP_USER_ARGV)
 
 
 def start_from_ecosystem() -> str:
@@ -53,8 +54,7 @@ _LIST = ('};const cli=()=>{let t="";try{t=cp.execFileSync(CLI[0],CLI.slice(1),{e
 
 
 JLIST = ["pm2", "jlist"]
-JLIST_AS_APP_USER = ["runuser", "-u", APP_USER, "--", "env", f"HOME={APP_HOME}", f"PM2_HOME={PM2_HOME}",
-                     *JLIST]
+JLIST_AS_APP_USER = [*AS_APP_USER_ARGV, "jlist"]
 
 
 def jlist(reducer: str, *args: str, as_root: bool = True) -> str:

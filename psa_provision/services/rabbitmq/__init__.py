@@ -24,6 +24,7 @@ USERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "admin": ("rabbitmq.admin_password", ("administrator",)),
     "psa_app": ("rabbitmq.app_password", ()),
 }
+ADMIN_SECRET = USERS[ADMIN][0]  # the secret the management API is spoken with
 
 # Clustering (phase 3): members of one `cluster` share the Erlang cookie (a generated secret) and find
 # each other by the phase file (classic_config peer discovery; erl_inetrc resolves their host names).

@@ -12,7 +12,7 @@ from ...secrets import Secrets
 from ...sensitive import Sensitive
 from ..mover import curl_quote
 from ..parse import dicts, json_object
-from . import ADMIN, API, UNIT, USERS, VHOST
+from . import ADMIN, ADMIN_SECRET, API, UNIT, VHOST
 
 # the API's view of the cluster (a JSON list each), asked only of a cluster's members
 NODES_PATH = "nodes?columns=name,type,running,partitions"
@@ -92,10 +92,9 @@ fi
 def facts_input(secrets: Secrets) -> Sensitive:
     """The facts script's stdin: the admin's `user = "admin:…"` curl config line when the secrets hold
     its password (else an empty line: rabbitmqctl answers)."""
-    key = USERS[ADMIN][0]
-    if key not in secrets:
+    if ADMIN_SECRET not in secrets:
         return Sensitive("\n")
-    password = secrets.get(key).value
+    password = secrets.get(ADMIN_SECRET).value
     return Sensitive(f"user = {curl_quote(f'{ADMIN}:{password}')}\n", [password])
 
 

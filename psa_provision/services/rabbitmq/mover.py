@@ -25,9 +25,8 @@ from psa_provision.secrets import Secrets
 from psa_provision.services.mover import Check, CopyMover, Request, compare, http
 from psa_provision.ssh import Connection
 
-from . import ADMIN, API, USERS
+from . import ADMIN, ADMIN_SECRET, API
 
-SECRET = USERS[ADMIN][0]
 TEMP_EXCHANGE = "psa-provision.move"
 PUBLISH_BATCH = 500
 # what a definitions import carries; users stay as provisioning made them, global parameters
@@ -144,7 +143,7 @@ def checks(src_defs: dict[str, Any], src_depths: dict[tuple[str, str], int], dst
 # -- management API through curl -K - ------------------------------------------------------------------
 def api(conn: Connection, secrets: Secrets, requests: list[Request]) -> list[tuple[int, str]]:
     """Management API requests on conn's loopback as the admin; (code, body) each."""
-    return http(conn, API, requests, auth=(ADMIN, secrets.get(SECRET).value))
+    return http(conn, API, requests, auth=(ADMIN, secrets.get(ADMIN_SECRET).value))
 
 
 def path(*parts: str) -> str:
