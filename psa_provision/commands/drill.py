@@ -30,10 +30,13 @@ def load(inventory: Path, phase: str, kind: str) -> tuple[Site, Kind]:
 
 def run(site: Site, kind: Kind, out: Output) -> Measured:
     """The drill, healed when `health` of the whole phase is clean again."""
-    def healthy() -> bool:
-        return health_cmd.run(site.inventory, site.phase).exit_code == 0
+    def unhealthy() -> list[str]:
+        report = health_cmd.run(site.inventory, site.phase)
+        if not report.containers:
+            return ["no container of the phase answered"]
+        return [f"{line.container} {line.component}: {line.why}" for line in report.failed]
 
-    return drill(site, kind, healthy, out.note)
+    return drill(site, kind, unhealthy, out.note)
 
 
 def write_json(site: Site, result: Measured, path: Path | None) -> Path:

@@ -39,6 +39,7 @@ from psa_provision.site import Site, ssh_connection
 
 BASELINE_S = 5.0  # writes before the fault, and after healing
 HEAL_TIMEOUT_S = 600.0
+MAX_FAILING_NAMED = 12  # health lines named in an error or a note
 MAX_SECONDS = 900.0  # the writer stops by itself after this, whatever happens
 RATE = 5.0
 REDIS_RATE = 5.0  # Redis writes a second, with and without WAIT in turn
@@ -279,11 +280,21 @@ def hold(writer: TicketWriter, kind: Kind, fault_at: float) -> None:
         time.sleep(HOLD_POLL_S)
 
 
-def drill(site: Site, kind: Kind, healthy: Callable[[], bool], say: Callable[[str], None]) -> Measured:
-    """Run one drill end to end; the figures (Measured.passed: no acknowledged write lost, healed)."""
+def named(failing: list[str]) -> str:
+    """The first MAX_FAILING_NAMED health failures, `; `-joined, and how many more there were."""
+    more = len(failing) - MAX_FAILING_NAMED
+    return "; ".join(failing[:MAX_FAILING_NAMED]) + (f" (and {more} more)" if more > 0 else "")
+
+
+def drill(site: Site, kind: Kind, unhealthy: Callable[[], list[str]],
+          say: Callable[[str], None]) -> Measured:
+    """Run one drill end to end; the figures (Measured.passed: no acknowledged write lost, healed).
+    `unhealthy` names what `health` finds failing (nothing: healthy); when the platform does not heal
+    in time, what still failed goes into the figures' notes."""
     base = vip_base(site.phase)
-    if not healthy():
-        raise ProvisionError(f"{site.phase.name} is not healthy before the drill: nothing was stopped",
+    if failing := unhealthy():
+        raise ProvisionError(f"{site.phase.name} is not healthy before the drill: nothing was stopped "
+                             f"({named(failing)})",
                              hint=f"psa-provision health {site.phase.name}")
     px = connect(site.inventory)
     run = secrets.token_hex(4)
@@ -305,12 +316,11 @@ def drill(site: Site, kind: Kind, healthy: Callable[[], bool], say: Callable[[st
         restored_at = writer.now()
         restore(px, fault, owner, sandbox_node, say)
         deadline = time.monotonic() + HEAL_TIMEOUT_S
-        healed = False
-        while time.monotonic() < deadline:
-            if healthy():
-                healed = True
-                break
+        failing = unhealthy()
+        while failing and time.monotonic() < deadline:
             time.sleep(5.0)
+            failing = unhealthy()
+        healed = not failing
         heal_s = writer.now() - restored_at
         time.sleep(BASELINE_S)  # writes after healing count too
     finally:
@@ -328,6 +338,8 @@ def drill(site: Site, kind: Kind, healthy: Callable[[], bool], say: Callable[[st
     result = measure(kind, fault.target, attempts + redis_run.attempts, held, fault_at, restored_at,
                      redis_held=redis_run.held, events=events, billing_waited_s=waited)
     result.healed, result.heal_s = healed, heal_s
+    if not healed:
+        result.notes.append(f"not healed after {heal_s:.0f} s; still failing: {named(failing)}")
     if vip is not None:
         result.vip_moved_s = vip.moved_s(fault_at)
         if vip.problem:

@@ -47,7 +47,7 @@ def test_a_drill_loses_no_acknowledged_write_and_heals(reset_phase3: Phase3, kin
     assert rabbitmq is not None, figures["notes"]
     assert rabbitmq["confirmed"] > 0, rabbitmq
     assert rabbitmq["confirmed_lost"] == 0, rabbitmq["lost_ids"]
-    assert figures["healed"], run.output[-4000:]
+    assert figures["healed"], (figures["notes"], run.output[-4000:])
     if kind == "lb-active":  # timed on the other load balancer, reported against the 5 s target
         assert figures["vip_moved_s"] is not None and figures["vip_moved_s"] > 0, figures["notes"]
     reset_phase3.dirty = run.code != 0  # healed and verified by the drill: the next one starts from here

@@ -19,7 +19,7 @@ from psa_provision.drill.measure import (
     measure,
     publishing,
 )
-from psa_provision.drill.run import ridden_out, vip_base
+from psa_provision.drill.run import MAX_FAILING_NAMED, named, ridden_out, vip_base
 from psa_provision.errors import InputError
 from psa_provision.packaged import PHASES_DIR
 from psa_provision.phases import load_phase
@@ -319,3 +319,12 @@ def test_without_another_load_balancer_the_vip_watch_says_so() -> None:
     watch = drill_run.VipWatch(SimpleNamespace(phase=phase3, inventory=None), drill_run.Fault("both", both),
                                writer, 10.0).start()
     assert watch.moved_s(0.0) is None and watch.problem == "no other load balancer to take the VIP"
+
+
+def test_what_still_fails_is_named_up_to_a_limit_and_the_rest_counted() -> None:
+    assert named(["psa-postgres-2 (161) patroni: not running"]) == "psa-postgres-2 (161) patroni: not running"
+    many = [f"psa-app-{i} app: http 502" for i in range(MAX_FAILING_NAMED + 3)]
+    text = named(many)
+    assert text.count("http 502") == MAX_FAILING_NAMED
+    assert text.endswith("(and 3 more)")
+    assert named(many[:MAX_FAILING_NAMED]).count(";") == MAX_FAILING_NAMED - 1
