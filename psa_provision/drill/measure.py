@@ -39,6 +39,7 @@ from psa_provision.drill.kinds import Kind
 from psa_provision.services.app.tickets import TicketEvent
 
 REDIS_STORES = ("redis-wait", "redis-nowait")  # Attempt.store of the Redis writer's writes
+MOST_ERRORS = 5  # kinds of client error a drill reports
 REDIS_LABELS = (("with_wait", "with WAIT"), ("without_wait", "without WAIT"))  # JSON key, table words
 
 
@@ -51,6 +52,7 @@ class Attempt:
     answered: float
     acked: bool
     store: str = "postgresql"  # postgresql (tickets), redis-wait, redis-nowait
+    error: str = ""  # what the client saw when not acknowledged (writer.error_of)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Measured:
     rabbitmq: Publishing | None = None  # None: the tickets' events could not be read
     resume_target_of: str = "writes"  # Kind.resume_target_of
     vip_moved_s: float | None = None  # lb-active: from the fault until the other load balancer held the VIP
+    client_errors: list[dict[str, Any]] = field(default_factory=list)  # what failed writes saw
 
     @property
     def passed(self) -> bool:
@@ -116,7 +119,7 @@ class Measured:
                 "rabbitmq": None if self.rabbitmq is None else self.rabbitmq.as_dict(),
                 "vip_moved_s": _r(self.vip_moved_s),
                 "healed": self.healed, "heal_s": _r(self.heal_s),
-                "passed": self.passed, "notes": self.notes}
+                "client_errors": self.client_errors, "passed": self.passed, "notes": self.notes}
 
     def rows(self) -> list[list[str]]:
         def s(v: float | None) -> str:
@@ -131,7 +134,10 @@ class Measured:
                  if self.resume_target_of == "vip" else []),
                ["acknowledged writes", str(self.acked)],
                ["acknowledged writes lost", str(len(self.lost))],
-               ["duplicates", str(len(self.duplicates))]]
+               ["duplicates", str(len(self.duplicates))],
+               *([["what failed writes saw (count, from-to s)",
+                   "\n".join(f"{e['count']} x {e['error']} ({e['first_s']:.0f}-{e['last_s']:.0f} s)"
+                             for e in self.client_errors)]] if self.client_errors else [])]
         for label, how in REDIS_LABELS:
             if label in self.redis_lost:
                 r = self.redis_lost[label]
@@ -149,6 +155,20 @@ class Measured:
                      f"(billing read after {p.billing_waited_s:.0f} s)"]]
         out.append(["healed", f"yes, {s(self.heal_s)}" if self.healed else "NO"])
         return out
+
+
+def client_errors(attempts: Iterable[Attempt], most: int = MOST_ERRORS) -> list[dict[str, Any]]:
+    """The failed writes grouped by what their client saw, most frequent first: error, count, and when
+    the first and last were sent (seconds since the drill started)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for a in attempts:
+        if a.acked:
+            continue
+        e = seen.setdefault(a.error or "unknown", {"error": a.error or "unknown", "count": 0,
+                                                   "first_s": round(a.sent, 2), "last_s": round(a.sent, 2)})
+        e["count"] += 1
+        e["last_s"] = round(a.sent, 2)
+    return sorted(seen.values(), key=lambda e: (-e["count"], e["first_s"]))[:most]
 
 
 def _r(v: float | None) -> float | None:
@@ -262,5 +282,5 @@ def measure(kind: Kind, target: str, attempts: list[Attempt], held: Counter[str]
     return Measured(kind.name, target, fault_at, restored_at, len(tickets), sum(a.acked for a in tickets),
                     first_ok_after(tickets, fault_at), longest_error_window(tickets), lost, dupes,
                     redis_lost, kind.resume_target_s, rabbitmq=rabbitmq,
-                    resume_target_of=kind.resume_target_of)
+                    resume_target_of=kind.resume_target_of, client_errors=client_errors(tickets))
 

@@ -18,11 +18,12 @@ from typing import Any
 from psa_provision.drill.measure import Attempt
 
 TIMEOUT_S = 5.0
+ERROR_CHARS = 120  # of an error's message kept per attempt
 
 
 def request(method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None,
             timeout: float = TIMEOUT_S) -> tuple[int, Any]:
-    """(HTTP status, decoded JSON body); status 0 when nothing answered (refused, timed out)."""
+    """(HTTP status, decoded JSON body); status 0 when nothing answered (refused, timed out), with why."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http to the phase's own VIP
     req.add_header("Content-Type", "application/json")
@@ -38,8 +39,17 @@ def request(method: str, url: str, body: dict[str, Any] | None = None, token: st
             return exc.code, json.loads(raw)
         except ValueError:
             return exc.code, raw.decode(errors="replace")
-    except (OSError, ValueError):
-        return 0, None
+    except (OSError, ValueError) as exc:
+        return 0, str(getattr(exc, "reason", None) or exc)
+
+
+def error_of(status: int, body: Any) -> str:
+    """What a failed write's client saw, short enough to count alike ones: `HTTP 503: <message>`,
+    `no answer: timed out`."""
+    if isinstance(body, dict):
+        body = body.get("error") or body.get("message") or json.dumps(body)
+    text = " ".join(str(body or "").split())[:ERROR_CHARS]
+    return f"no answer: {text}" if status == 0 else f"HTTP {status}: {text}" if text else f"HTTP {status}"
 
 
 class TicketWriter:
@@ -54,6 +64,7 @@ class TicketWriter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="drill-writer", daemon=True)
         self._token: str | None = None
+        self._login_error = ""
 
     def now(self) -> float:
         """Seconds since the writer started (the drill's clock)."""
@@ -76,6 +87,7 @@ class TicketWriter:
         status, body = request("POST", f"{self.base}/api/auth/login",
                                {"email": self.email, "password": self.password})
         self._token = body.get("token") if status == 200 and isinstance(body, dict) else None
+        self._login_error = "" if self._token else error_of(status, body)
         return self._token is not None
 
     def _loop(self) -> None:
@@ -84,7 +96,7 @@ class TicketWriter:
         while not self._stop.is_set() and n <= self.max_tickets and self.now() < self.max_seconds:
             began = time.monotonic()
             sent = self.now()
-            ok = False
+            ok, error = False, ""
             if self._token is not None or self._login():
                 status, body = request("POST", f"{self.base}/api/tickets",
                                        {"title": self.key(n), "body": "written by psa-provision drill"},
@@ -92,7 +104,10 @@ class TicketWriter:
                 ok = status == 201 and isinstance(body, dict) and body.get("id") is not None
                 if status == 401:
                     self._token = None
-            self.attempts.append(Attempt(self.key(n), sent, self.now(), ok))
+                error = "" if ok else error_of(status, body)
+            else:
+                error = f"login failed: {self._login_error}"
+            self.attempts.append(Attempt(self.key(n), sent, self.now(), ok, error=error))
             tries += 1
             if ok or tries >= self.retries:
                 n, tries = n + 1, 0

@@ -9,7 +9,9 @@ import pytest
 
 from psa_provision.drill.kinds import KINDS, parse_kind
 from psa_provision.drill.measure import (
+    MOST_ERRORS,
     Attempt,
+    client_errors,
     confirmed_lost,
     database_clock,
     first_ok_after,
@@ -20,6 +22,7 @@ from psa_provision.drill.measure import (
     publishing,
 )
 from psa_provision.drill.run import MAX_FAILING_NAMED, named, ridden_out, vip_base
+from psa_provision.drill.writer import error_of, request
 from psa_provision.errors import InputError
 from psa_provision.packaged import PHASES_DIR
 from psa_provision.phases import load_phase
@@ -328,3 +331,41 @@ def test_what_still_fails_is_named_up_to_a_limit_and_the_rest_counted() -> None:
     assert text.count("http 502") == MAX_FAILING_NAMED
     assert text.endswith("(and 3 more)")
     assert named(many[:MAX_FAILING_NAMED]).count(";") == MAX_FAILING_NAMED - 1
+
+
+def test_failed_writes_are_grouped_by_what_their_client_saw_most_frequent_first() -> None:
+    attempts = [Attempt("k1", 1.0, 1.1, True),
+                Attempt("k2", 2.0, 7.0, False, error="no answer: timed out"),
+                Attempt("k2", 7.0, 7.2, False, error="HTTP 503: no PostgreSQL leader"),
+                Attempt("k2", 8.0, 8.2, False, error="HTTP 503: no PostgreSQL leader"),
+                Attempt("k2", 9.5, 9.6, False, error="HTTP 503: no PostgreSQL leader"),
+                Attempt("k2", 10.0, 10.1, True)]
+    assert client_errors(attempts) == [
+        {"error": "HTTP 503: no PostgreSQL leader", "count": 3, "first_s": 7.0, "last_s": 9.5},
+        {"error": "no answer: timed out", "count": 1, "first_s": 2.0, "last_s": 2.0}]
+    many = [Attempt(f"k{i}", float(i), float(i), False, error=f"HTTP 50{i}") for i in range(MOST_ERRORS + 2)]
+    assert len(client_errors(many)) == MOST_ERRORS
+    assert client_errors([Attempt("k", 1.0, 1.0, False)])[0]["error"] == "unknown"
+    measured = measure(PG, "t", attempts, Counter({"k1": 1, "k2": 1}), 1.5, 20.0)
+    assert measured.as_dict()["client_errors"][0]["count"] == 3
+    assert any(row[0].startswith("what failed writes saw") and "3 x HTTP 503: no PostgreSQL leader (7-10 s)"
+               in row[1] for row in measured.rows())
+    assert not any(row[0].startswith("what failed writes saw")
+                   for row in measure(PG, "t", attempts[:1], Counter({"k1": 1}), 1.5, 20.0).rows())
+
+
+def test_what_a_failed_write_saw_is_its_status_and_the_apps_message_or_why_nothing_answered() -> None:
+    assert error_of(503, {"error": "no PostgreSQL leader"}) == "HTTP 503: no PostgreSQL leader"
+    assert error_of(502, "<html>\n  502 Bad Gateway\n</html>") == "HTTP 502: <html> 502 Bad Gateway </html>"
+    assert error_of(500, None) == "HTTP 500"
+    assert error_of(0, "timed out") == "no answer: timed out"
+    assert len(error_of(500, "x" * 1000)) < 200
+
+
+def test_a_refused_connection_is_told_apart_from_an_answer() -> None:
+    import socket
+    with socket.socket() as sock:  # a loopback port with nothing listening on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    status, body = request("GET", f"http://127.0.0.1:{port}/health", timeout=2.0)
+    assert status == 0 and "refused" in error_of(status, body).lower()
