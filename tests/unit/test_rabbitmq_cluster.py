@@ -158,8 +158,10 @@ def test_the_app_gets_the_cluster_in_phase_3_only() -> None:
     assert "RABBITMQ_QUEUE_TYPE=quorum" in env
     assert "REDIS_SENTINELS=10.0.30.20:26379,10.0.30.21:26379,10.0.30.22:26379" in env
     assert "REDIS_SENTINEL_NAME=psa-redis" in env
+    assert "ELASTICSEARCH_NODES=10.0.30.40:9200,10.0.30.41:9200,10.0.30.42:9200" in env
     phase2 = env_content(make_ctx("phase2", 140))
     assert "RABBITMQ_NODES" not in phase2 and "REDIS_SENTINELS" not in phase2
+    assert "ELASTICSEARCH_NODES" not in phase2
 
 
 def test_the_queues_to_make_quorum_are_the_classic_ones_and_any_left_half_done() -> None:

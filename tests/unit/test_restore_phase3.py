@@ -154,7 +154,7 @@ def test_each_copys_files_are_a_standalone_stores_and_name_no_production_address
     assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"]) == (by[100].ip, "5432")  # no load balancer
     assert (env["REDIS_HOST"], env["RABBITMQ_HOST"], env["ELASTICSEARCH_HOST"]) == (
         by[110].ip, by[210].ip, by[220].ip)
-    assert not {"REDIS_SENTINELS", "RABBITMQ_NODES", "RABBITMQ_QUEUE_TYPE"} & set(env)  # phase 1's clients
+    assert not {"REDIS_SENTINELS", "RABBITMQ_NODES", "RABBITMQ_QUEUE_TYPE", "ELASTICSEARCH_NODES"} & set(env)
     urls = {v for k, v in env.items() if k.endswith("_SERVICE_URL")}
     assert len(urls) == 7 and all(u.startswith("http://127.0.0.1:") for u in urls)
     for name in phase3.services:

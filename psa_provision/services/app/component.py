@@ -19,6 +19,8 @@ from ...phases import APP_SERVICES, ContainerSpec, Phase
 from ...render import render
 from ..common import changed, command, content_changed, put_file
 from ..context import HostContext
+from ..elasticsearch import PORT as ES_PORT
+from ..elasticsearch.component import members as es_members
 from ..haproxy.config import front_address
 from ..nodejs.component import npm_env
 from ..patroni.haproxy import client_endpoint
@@ -77,14 +79,16 @@ def service_url(phase: Phase, spec: ContainerSpec, service: str) -> str:
 
 
 def cluster_env(phase: Phase) -> dict[str, str]:
-    """Phase 3's store clusters for .env: Redis Sentinels (host:port, phase order) and RabbitMQ nodes
-    (host:port); empty values where the phase runs a store standalone."""
+    """Phase 3's store clusters for .env: Redis Sentinels, RabbitMQ nodes and Elasticsearch nodes
+    (host:port, phase order); empty values where the phase runs a store standalone."""
     redis = next((c for c in phase.with_component("redis") if redis_topology.replicated(phase, c)), None)
     rabbit = next((c for c in phase.with_component("rabbitmq") if rabbit_cluster.members(phase, c)), None)
     sentinels = [f"{c.ip}:{SENTINEL_PORT}" for c in redis_topology.members(phase, redis)] if redis else []
     nodes = [f"{c.ip}:5672" for c in rabbit_cluster.members(phase, rabbit)] if rabbit else []
+    search = es_members(phase)
     return {"redis_sentinels": ",".join(sentinels), "redis_sentinel_name": MASTER_NAME if sentinels else "",
-            "rabbitmq_nodes": ",".join(nodes)}
+            "rabbitmq_nodes": ",".join(nodes),
+            "elasticsearch_nodes": ",".join(f"{c.ip}:{ES_PORT}" for c in search) if len(search) > 1 else ""}
 
 
 def env_content(ctx: HostContext) -> str:

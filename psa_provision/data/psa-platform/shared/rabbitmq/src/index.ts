@@ -11,7 +11,7 @@
  */
 
 import { connect, ChannelModel, Channel, ConfirmChannel, ConsumeMessage } from 'amqplib';
-import { backoffDelay, env, envInt, errorText, Logger, sleep, withTimeout } from '@psa/utils';
+import { backoffDelay, env, envInt, errorText, Logger, parseAddresses, sleep, withTimeout } from '@psa/utils';
 
 /** The exchange every service publishes its events to (topic, durable). */
 export const EVENTS_EXCHANGE = 'psa.events';
@@ -31,15 +31,8 @@ const PUBLISH_TIMEOUT_MS = 5000;
 /** host:port pairs from RABBITMQ_NODES, or the one RABBITMQ_HOST/PORT. */
 export function brokerNodes(): { host: string; port: number }[] {
   const port = envInt('RABBITMQ_PORT', 5672);
-  const listed = (process.env.RABBITMQ_NODES ?? '').split(',').map((n) => n.trim()).filter((n) => n !== '');
-  if (listed.length === 0) return [{ host: env('RABBITMQ_HOST', '127.0.0.1'), port }];
-  return listed.map((item) => {
-    const at = item.lastIndexOf(':');
-    if (at <= 0) return { host: item, port };
-    const value = Number.parseInt(item.slice(at + 1), 10);
-    if (!Number.isInteger(value) || value < 1 || value > 65535) throw new Error(`RABBITMQ_NODES: bad port in ${item}`);
-    return { host: item.slice(0, at), port: value };
-  });
+  const listed = parseAddresses(process.env.RABBITMQ_NODES ?? '', port);
+  return listed.length > 0 ? listed : [{ host: env('RABBITMQ_HOST', '127.0.0.1'), port }];
 }
 
 /** The arguments a consumer's queue is declared with: x-queue-type from RABBITMQ_QUEUE_TYPE, if set. */

@@ -9,7 +9,7 @@
  */
 
 import { Redis, RedisOptions } from 'ioredis';
-import { backoffDelay, env, envInt, errorText, Logger } from '@psa/utils';
+import { backoffDelay, env, envInt, errorText, Logger, parseAddresses } from '@psa/utils';
 
 export type { Redis } from 'ioredis';
 
@@ -54,17 +54,6 @@ export function createRedis(log: Logger): Redis {
 
 /** The clients closeRedis is closing: their 'end' is the goal, not a connection to restore. */
 const closing = new WeakSet<Redis>();
-
-/** host:port pairs from a comma-separated list (port defaults to `port`). */
-export function parseAddresses(text: string, port: number): { host: string; port: number }[] {
-  return text.split(',').map((item) => item.trim()).filter((item) => item !== '').map((item) => {
-    const at = item.lastIndexOf(':');
-    if (at <= 0) return { host: item, port };
-    const value = Number.parseInt(item.slice(at + 1), 10);
-    if (!Number.isInteger(value) || value < 1 || value > 65535) throw new Error(`bad port in address ${item}`);
-    return { host: item.slice(0, at), port: value };
-  });
-}
 
 /** Where the primary is: REDIS_HOST/PORT, or the Sentinels of REDIS_SENTINELS when set. */
 function target(): RedisOptions {

@@ -19,3 +19,14 @@ export function envInt(name: string, fallback?: number): number {
   }
   return value;
 }
+
+/** host:port pairs from a comma-separated list (RABBITMQ_NODES, REDIS_SENTINELS...); `port` where none is given. */
+export function parseAddresses(text: string, port: number): { host: string; port: number }[] {
+  return text.split(',').map((item) => item.trim()).filter((item) => item !== '').map((item) => {
+    const at = item.lastIndexOf(':');
+    if (at <= 0) return { host: item, port };
+    const value = Number.parseInt(item.slice(at + 1), 10);
+    if (!Number.isInteger(value) || value < 1 || value > 65535) throw new ConfigError(`bad port in address ${item}`);
+    return { host: item.slice(0, at), port: value };
+  });
+}

@@ -2,9 +2,15 @@
  * Elasticsearch over its REST API with global fetch. Uses only PUT/HEAD /{index},
  * PUT/GET /{index}/_doc/{id}, POST /{index}/_refresh, POST /{index}/_search and
  * GET /_cluster/health — the calls the sandbox's stand-in implements.
+ *
+ * A cluster (ELASTICSEARCH_NODES=host[:port],...) is reached through any member, as Elastic's own
+ * client does: requests stay on the node that last answered; one that does not answer (refused,
+ * unreachable, timed out) or answers 502/503/504 is set aside for DEAD_MS and the request goes to the
+ * next. Every call here is idempotent (a document is PUT under its id), so a retry on another node
+ * cannot duplicate anything.
  */
 
-import { env, envInt } from './config';
+import { env, envInt, parseAddresses } from './config';
 
 export interface SearchHit<T> {
   id: string;
@@ -32,16 +38,56 @@ function field(value: unknown, ...path: string[]): unknown {
   return current;
 }
 
-export class Elasticsearch {
-  constructor(readonly baseUrl: string, private readonly timeoutMs = 5000) {}
+const DEAD_MS = 30_000; // a node that failed is tried again after this, or sooner when no other answers
+const RETRY_STATUSES = new Set([502, 503, 504]); // a node that cannot serve now: ask another
 
-  /** The client for http://ELASTICSEARCH_HOST:ELASTICSEARCH_PORT. */
+export class Elasticsearch {
+  private current = 0; // index of the node that answered last
+  private readonly deadUntil: number[];
+
+  constructor(readonly baseUrls: string[], private readonly timeoutMs = 5000) {
+    if (baseUrls.length === 0) throw new Error('Elasticsearch: no node to connect to');
+    this.deadUntil = baseUrls.map(() => 0);
+  }
+
+  /** The client for the nodes of ELASTICSEARCH_NODES, or http://ELASTICSEARCH_HOST:ELASTICSEARCH_PORT. */
   static fromEnv(): Elasticsearch {
-    return new Elasticsearch(`http://${env('ELASTICSEARCH_HOST', '127.0.0.1')}:${envInt('ELASTICSEARCH_PORT', 9200)}`);
+    const port = envInt('ELASTICSEARCH_PORT', 9200);
+    const nodes = parseAddresses(process.env.ELASTICSEARCH_NODES ?? '', port);
+    const hosts = nodes.length > 0 ? nodes : [{ host: env('ELASTICSEARCH_HOST', '127.0.0.1'), port }];
+    return new Elasticsearch(hosts.map((n) => `http://${n.host}:${n.port}`));
+  }
+
+  /** The nodes in the order to try them: from the current one on, those set aside last. */
+  private order(): number[] {
+    const now = Date.now();
+    const all = this.baseUrls.map((_, i) => (this.current + i) % this.baseUrls.length);
+    return [...all.filter((i) => (this.deadUntil[i] ?? 0) <= now), ...all.filter((i) => (this.deadUntil[i] ?? 0) > now)];
   }
 
   private async call(method: string, path: string, body?: unknown): Promise<EsResponse> {
-    const response = await fetch(`${this.baseUrl}${path}`, {
+    let failure: unknown;
+    for (const i of this.order()) {
+      try {
+        const response = await this.once(this.baseUrls[i] as string, method, path, body);
+        if (RETRY_STATUSES.has(response.status) && this.baseUrls.length > 1) {
+          failure = new ElasticsearchError(`${this.baseUrls[i]}: HTTP ${response.status}`);
+          this.deadUntil[i] = Date.now() + DEAD_MS;
+          continue;
+        }
+        this.current = i;
+        this.deadUntil[i] = 0;
+        return response;
+      } catch (err) {
+        failure = err;
+        this.deadUntil[i] = Date.now() + DEAD_MS;
+      }
+    }
+    throw failure;
+  }
+
+  private async once(baseUrl: string, method: string, path: string, body?: unknown): Promise<EsResponse> {
+    const response = await fetch(`${baseUrl}${path}`, {
       method,
       headers: body === undefined ? {} : { 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
