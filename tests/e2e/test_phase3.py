@@ -8,8 +8,14 @@ Select with `-m phase3`; the provisioning (tests/e2e/phase3_site.py) takes 15-25
 
 from __future__ import annotations
 
+import secrets
+import time
+
 import pytest
 
+from psa_provision.drill.run import vip_base
+from psa_provision.drill.writer import request
+from psa_provision.secrets import load_secrets
 from psa_provision.services.container import ha
 
 from .conftest import admin_api
@@ -49,3 +55,47 @@ def test_every_container_is_an_ha_resource_kept_apart_by_rules(phase3: Phase3) -
     for rid, vmids in ha.apart(phase3.phase).items():
         nodes = [where[str(v)] for v in vmids]
         assert len(set(nodes)) == len(nodes), (rid, nodes)
+
+
+def _healthy_within(site: Phase3, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if site.cli("health", "phase3", timeout=300).code == 0:
+            return True
+        time.sleep(5)
+    return False
+
+
+def test_tickets_are_indexed_and_found_with_the_first_elasticsearch_member_stopped(
+        reset_phase3: Phase3) -> None:  # noqa: F811
+    """The app's clients know every member of each store cluster: with the Elasticsearch member its .env
+    names first (ELASTICSEARCH_HOST) stopped, the services stay healthy behind the load balancer, a ticket
+    written through the VIP is indexed, and a search finds it."""
+    site = reset_phase3
+    px = admin_api()
+    first = site.phase.with_component("elasticsearch")[0]
+    node = px.find_vmid(first.vmid) or first.node
+    base = vip_base(site.phase)
+    s = load_secrets(site.inventory.secrets_file)
+    status, body = request("POST", f"{base}/api/auth/login", {"email": s.get("app.admin_email").value,
+                                                              "password": s.get("app.admin_password").value})
+    assert status == 200 and isinstance(body, dict), (status, body)
+    token = body["token"]
+    word = f"esloss{secrets.token_hex(4)}"
+    px.stop(node, first.vmid)
+    try:
+        seen: list[tuple[int, object]] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status, body = request("POST", f"{base}/api/tickets", {"title": f"{word} {len(seen)}"}, token)
+            seen.append((status, body))
+            if status == 201 and isinstance(body, dict) and body["propagation"].get("elasticsearch") == "ok":
+                break
+            time.sleep(1)
+        assert seen[-1][0] == 201, seen[-8:]
+        assert seen[-1][1]["propagation"]["elasticsearch"] == "ok", seen[-1]  # type: ignore[index]
+        status, found = request("GET", f"{base}/api/tickets?q={word}", None, token)
+        assert status == 200 and found["source"] == "elasticsearch" and found["total"] >= 1, (status, found)
+    finally:
+        px.start(node, first.vmid)
+    site.dirty = not _healthy_within(site, 300)  # healed by itself: nothing for `up` to undo
