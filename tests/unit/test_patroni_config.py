@@ -63,6 +63,10 @@ def test_synchronous_mode_and_no_watchdog() -> None:
     assert dcs["postgresql"]["parameters"]["max_connections"] == 200
     assert dcs["postgresql"]["parameters"]["wal_keep_size"] == "512MB"  # replicas catch up after failovers
     assert doc["watchdog"] == {"mode": "off"}
+    # a former leader that cannot rewind is cloned again rather than left down (nothing acknowledged is
+    # only on it: synchronous mode)
+    assert doc["postgresql"]["remove_data_directory_on_rewind_failure"] is True
+    assert doc["postgresql"]["remove_data_directory_on_diverged_timelines"] is True
 
 
 def test_users_are_the_secrets() -> None:
