@@ -43,6 +43,13 @@ def request(method: str, url: str, body: dict[str, Any] | None = None, token: st
         return 0, str(getattr(exc, "reason", None) or exc)
 
 
+def login(base: str, email: str, password: str) -> tuple[str | None, str]:
+    """The app's bearer token from POST /api/auth/login at `base`, or None and what the client saw."""
+    status, body = request("POST", f"{base}/api/auth/login", {"email": email, "password": password})
+    token = body.get("token") if status == 200 and isinstance(body, dict) else None
+    return (str(token), "") if token else (None, error_of(status, body))
+
+
 def error_of(status: int, body: Any) -> str:
     """What a failed write's client saw, short enough to count alike ones: `HTTP 503: <message>`,
     `no answer: timed out`."""
@@ -84,10 +91,7 @@ class TicketWriter:
         return f"drill {self.run} {n}"
 
     def _login(self) -> bool:
-        status, body = request("POST", f"{self.base}/api/auth/login",
-                               {"email": self.email, "password": self.password})
-        self._token = body.get("token") if status == 200 and isinstance(body, dict) else None
-        self._login_error = "" if self._token else error_of(status, body)
+        self._token, self._login_error = login(self.base, self.email, self.password)
         return self._token is not None
 
     def _loop(self) -> None:

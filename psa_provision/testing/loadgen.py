@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from psa_provision.drill.writer import TIMEOUT_S, request
+from psa_provision.drill.writer import TIMEOUT_S, login, request
 
 __all__ = ["LoadResult", "TicketLoad", "request"]
 
@@ -69,9 +69,7 @@ class TicketLoad:
         return self.result
 
     def _login(self, base: str) -> bool:
-        creds = {"email": self.email, "password": self.password}
-        status, body = request("POST", f"{base}/api/auth/login", creds)
-        self._token = body.get("token") if status == 200 and isinstance(body, dict) else None
+        self._token = login(base, self.email, self.password)[0]
         return self._token is not None
 
     def _next_gateway(self) -> None:

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from psa_provision.drill.run import vip_base
-from psa_provision.drill.writer import request
+from psa_provision.drill.writer import login, request
 from psa_provision.secrets import load_secrets
 from psa_provision.services.container import ha
 
@@ -80,10 +80,8 @@ def test_tickets_are_indexed_and_found_with_the_first_elasticsearch_member_stopp
     node = px.find_vmid(first.vmid) or first.node
     base = vip_base(site.phase)
     s = load_secrets(site.inventory.secrets_file)
-    status, body = request("POST", f"{base}/api/auth/login", {"email": s.get("app.admin_email").value,
-                                                              "password": s.get("app.admin_password").value})
-    assert status == 200 and isinstance(body, dict), (status, body)
-    token = body["token"]
+    token, why = login(base, s.get("app.admin_email").value, s.get("app.admin_password").value)
+    assert token is not None, why
     word = f"esloss{secrets.token_hex(4)}"
     px.stop(node, first.vmid)  # an HA resource: the stop is the HA manager's, a moment later
     try:
