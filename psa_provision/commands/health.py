@@ -73,12 +73,6 @@ probe() {
   out=$("$@" 2>&1); rc=$?
   printf '%s\t%s\t%s\n' "$name" "$rc" "$(printf '%s' "$out" | tr '\t\n' '  ' | cut -c1-300)"
 }
-http() {
-  body=$(curl -s --max-time 10 -w '\n%{http_code}' "http://${3:-127.0.0.1}:$2/health")
-  code=$(printf '%s' "$body" | tail -n1)
-  body=$(printf '%s' "$body" | head -n -1 | tr '\t\n' '  ' | cut -c1-300)
-  printf 'http:%s\t%s\t%s\n' "$1" "${code:-000}" "$body"
-}
 fact() {  # whole output (stderr when stdout is empty), base64 on one line
   name=$1; shift
   err=$(mktemp)
@@ -179,11 +173,12 @@ def usage_from(status: Mapping[str, Any]) -> Usage:
                  disk_bytes=num("disk"), maxdisk_bytes=num("maxdisk"))
 
 
-def probe_script(components: Iterable[str], services: Mapping[str, int],
+def probe_script(components: Iterable[str], services: Mapping[str, tuple[int, int]],
                  hosts: Mapping[str, str] | None = None, facts: str = "") -> str:
     """The bash script probing one container's components (reads the Redis password from stdin);
-    a service is probed on hosts[name] (where it listens), else on loopback; `facts`: what its
-    cluster's verdict needs of it (clusters.facts_script), gathered last."""
+    every instance of a service (name -> (port, instances)) is probed on hosts[name] (where it listens),
+    else on loopback; `facts`: what its cluster's verdict needs of it (clusters.facts_script), gathered
+    last."""
     parts = [_PRELUDE]
     comps = list(components)
     parts += [_PROBES[c] for c in PROBED if c in comps and c in _PROBES]
@@ -286,7 +281,7 @@ def check_container(spec: Any, phase: Any, usage: Usage | None, conn: Runner,
         health.facts = MemberFacts(spec.hostname, spec.ip, absent=f"container is {usage.status}")
         return health
     hosts = {n: probe_address(phase, spec, n) for n in services}
-    script = probe_script(comps, {n: p for n, (p, _) in services.items()}, hosts, facts)
+    script = probe_script(comps, services, hosts, facts)
     try:
         result = conn.run(script, stdin=redis_password + "\n", check=False, timeout=PROBE_TIMEOUT)
     except (ProvisionError, OSError) as exc:  # SSH down: every component of it is FAILED

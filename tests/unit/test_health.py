@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import http.server
 import re
 import socket
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from psa_provision.commands import health
 from psa_provision.commands.health import HealthLine, HealthReport
 from psa_provision.phases import ContainerSpec, Phase, ServiceSpec
+from psa_provision.services.app import health as app_health
 
 # as the probe passes it on: one line, cut at 300 characters (so not always whole JSON)
 ES_GREEN = '{"cluster_name": "psa-platform", "status": "green", "timed_out": false, "number_'
@@ -88,7 +93,7 @@ def _free_port() -> int:
 def test_probe_script_runs_and_reports_absent_tools_as_failed() -> None:
     # On this machine there is no psql/redis-cli/pm2 for user psa: every probe must come back FAILED.
     port = _free_port()
-    script = health.probe_script(["postgresql", "redis", "app"], {"crm": port})
+    script = health.probe_script(["postgresql", "redis", "app"], {"crm": (port, 2)})
     result = LocalBash().run(script, stdin="pw\n")
     probes = health.parse_probes(result.stdout)
     assert set(probes) == {"postgresql", "redis", "pm2", "http:crm"}
@@ -98,7 +103,7 @@ def test_probe_script_runs_and_reports_absent_tools_as_failed() -> None:
 
 
 def test_probe_script_keeps_the_password_off_argv() -> None:
-    script = health.probe_script(COMPONENTS, {"crm": 3020})
+    script = health.probe_script(COMPONENTS, {"crm": (3020, 2)})
     assert "REDIS_PASSWORD" in script and "read -r REDIS_PASSWORD" in script
 
 
@@ -170,3 +175,93 @@ def test_probe_script_keeps_the_redis_password_out_of_process_arguments() -> Non
     assert "REDISCLI_AUTH" in script
     assert not re.search(r"\benv\s+[^\n]*REDISCLI_AUTH=", script), script
     assert "-a " not in script
+
+
+SICK = (b'{"status":"error","service":"billing",'
+        b'"checks":{"postgres":"ok","rabbitmq":"error: connect ECONNREFUSED"}}')
+WELL = b'{"status":"ok","service":"billing","checks":{"postgres":"ok","rabbitmq":"ok"}}'
+
+
+@contextmanager
+def _instances(healthy: list[bool]) -> Iterator[tuple[int, list[int]]]:
+    """A /health server that, like PM2's cluster mode, hands each new connection to the next instance
+    in turn (healthy[i]: what instance i answers) and keeps a kept-alive connection on its instance.
+    Yields (port, the instance of every request served)."""
+    served: list[int] = []
+    turn = iter(range(10**6))
+
+    class Instance(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive unless the client says Connection: close
+
+        def setup(self) -> None:
+            super().setup()
+            self.instance = next(turn) % len(healthy)
+
+        def do_GET(self) -> None:
+            served.append(self.instance)
+            body = WELL if healthy[self.instance] else SICK
+            self.send_response(200 if healthy[self.instance] else 503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Instance)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd.server_address[1], served
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _every_instance(port: int, instances: int) -> tuple[str, str]:
+    script = f"{app_health.EVERY_INSTANCE}\nhealth_of_every_instance 127.0.0.1 {port} " \
+             f"{app_health.requests_for(instances)}"
+    code, _, body = LocalBash().run(script).stdout.rstrip("\n").partition("\t")
+    return code, body
+
+
+def test_the_probe_reaches_every_instance_and_reports_the_one_that_is_not_healthy() -> None:
+    # the second of two instances still waits to reconnect to its broker: a single GET (or a kept-alive
+    # connection) would have seen only the first one's 200
+    with _instances([True, False]) as (port, served):
+        code, body = _every_instance(port, 2)
+    assert code == "503", (code, body)
+    assert "rabbitmq" in body and "ECONNREFUSED" in body
+    assert set(served) == {0, 1} and len(served) == app_health.requests_for(2)
+
+
+def test_the_probe_answers_200_when_every_instance_is_healthy() -> None:
+    with _instances([True, True, True, True]) as (port, served):
+        code, body = _every_instance(port, 4)
+    assert (code, body) == ("200", WELL.decode())
+    assert sorted(set(served)) == [0, 1, 2, 3]
+
+
+def test_the_probe_answers_000_when_nothing_listens() -> None:
+    assert _every_instance(_free_port(), 2) == ("000", "")
+
+
+def test_health_names_the_failing_check_of_the_sick_instance() -> None:
+    with _instances([True, False]) as (port, _):
+        script = health.probe_script(["app"], {"billing": (port, 2)})
+        probes = health.parse_probes(LocalBash().run(script).stdout)
+    (line,) = health.judge("here", ["app"], {"billing": (port, 2)}, probes)
+    assert not line.ok
+    assert f"GET :{port}/health answered 503 (rabbitmq: error: connect ECONNREFUSED)" in line.why, line.why
+
+
+def test_the_wait_for_health_sees_every_instance() -> None:
+    spec = ContainerSpec(vmid=200, hostname="aio", role="all-in-one", node="pve1", cores=4, memory_mb=8192,
+                         rootfs_gb=20, bridge="vmbr20", ip_cidr="10.0.20.100/24", gateway="10.0.20.1",
+                         components=COMPONENTS, services=["billing", "crm"])
+    with _instances([True, True]) as (good, _), _instances([False, True]) as (bad, _):
+        phase = Phase(name="phase0", containers=[spec], services={
+            "billing": ServiceSpec(port=bad, container=200, instances=2),
+            "crm": ServiceSpec(port=good, container=200, instances=2)})
+        out = LocalBash().run(app_health.health_script(phase, spec)).stdout
+    assert sorted(out.splitlines()) == sorted([f"{bad} 503", f"{good} 200"])

@@ -14,6 +14,7 @@ from psa_provision.suites.checks import hs256_token
 
 from . import APP_USER, ENV_FILE, pm2
 from .expected import HEALTH_STATUS, ROUTED_STATUS
+from .health import EVERY_INSTANCE, requests_for
 
 
 def pm2_apps(host: Any) -> dict[str, list[str]]:
@@ -39,17 +40,20 @@ def test_pm2_app_online_with_instances(host: Any, ctx: dict[str, Any], service: 
                                             f"phase wants {want} (statuses: {statuses})"
 
 
-def http_get(host: Any, url: str) -> tuple[int, str]:
-    out = host.run(f"curl -s --max-time 10 -w '\\n%{{http_code}}' {shlex.quote(url)}")
-    body, _, code = out.stdout.rpartition("\n")
-    return int(code or 0), body
+def health_get(host: Any, address: str, port: int, instances: int) -> tuple[int, str]:
+    """GET /health of every instance (health.EVERY_INSTANCE): the first answer that is not 200, else the
+    last, as (code, body); code 0 when nothing answered."""
+    out = host.run(f"{EVERY_INSTANCE}\nhealth_of_every_instance {shlex.quote(address)} {int(port)} "
+                   f"{requests_for(instances)}")
+    code, _, body = out.stdout.rstrip("\n").partition("\t")
+    return int(code) if code.isdigit() else 0, body
 
 
 @pytest.mark.component("app")
 def test_service_health(host: Any, ctx: dict[str, Any], service: str, expected: dict[str, Any]) -> None:
     port = ctx["services"][service]["port"]
     address = expected.get("service_addresses", {}).get(service, "127.0.0.1")
-    code, body = http_get(host, f"http://{address}:{port}/health")
+    code, body = health_get(host, address, port, ctx["services"][service]["instances"])
     assert code == 200, f"GET :{port}/health answered {code:03d} {body[:200]!r}" if code else \
         f"nothing answers GET :{port}/health"
     assert json.loads(body).get("status") == HEALTH_STATUS, f"{service} /health: {body[:200]}"
@@ -60,7 +64,7 @@ def test_service_health(host: Any, ctx: dict[str, Any], service: str, expected: 
 def test_gateway_routes_to_service(ctx: dict[str, Any], host: Any, service: str, run_stdin: Any,
                                    secrets: Any) -> None:
     port = ctx["services"]["api-gateway"]["port"]
-    code, body = http_get(host, f"http://127.0.0.1:{port}/health")
+    code, body = health_get(host, "127.0.0.1", port, ctx["services"]["api-gateway"]["instances"])
     assert body.startswith("{"), f"gateway GET :{port}/health answered {code:03d} {body[:100]!r}"
     check = json.loads(body).get("checks", {}).get(service)
     assert check == "ok", f"gateway :{port}/health says {service}: {check!r}"

@@ -24,11 +24,45 @@ PM2_PROBE = f"""pm2_counts() {{
 probe pm2 pm2_counts"""
 
 
-def probes(services: Mapping[str, int], hosts: Mapping[str, str] | None = None) -> list[str]:
-    """The PM2 probe, then GET /health of each service (name -> port) on hosts[name], else loopback."""
+# PM2 runs a service's instances in cluster mode: its master hands each new connection to the next
+# instance in turn, and a kept-alive connection stays on one instance. One GET /health therefore speaks
+# for one instance only (an instance still waiting to reconnect to its broker answers 503 while the
+# others answer 200). The probe opens a new connection per request (Connection: close) and asks
+# REQUESTS_PER_INSTANCE times per instance, so that every instance answers even when another client's
+# connections come in between; the first answer that is not 200 is the service's.
+REQUESTS_PER_INSTANCE = 2
+
+EVERY_INSTANCE = r"""health_of_every_instance() {  # HOST PORT REQUESTS -> code<TAB>body of the first non-200
+  dir=$(mktemp -d) || return 1
+  codes=$(curl -s --fail-early -m 10 -H 'Connection: close' -w '%{http_code}\n' -o "$dir/#1" \
+    "http://$1:$2/health?probe=[1-$3]")
+  n=0; pick=0; code=
+  for c in $codes; do
+    n=$((n + 1)); pick=$n; code=$c
+    [ "$c" = 200 ] || break
+  done
+  printf '%s\t%s\n' "${code:-000}" "$(cat "$dir/$pick" 2>/dev/null | tr '\t\n' '  ')"
+  rm -rf "$dir"
+}"""
+
+
+HTTP_PROBE = r"""http() {  # NAME PORT HOST REQUESTS -> http:NAME<TAB>code<TAB>body
+  printf 'http:%s\t%s\n' "$1" "$(health_of_every_instance "$3" "$2" "$4" | cut -c1-300)"
+}"""
+
+
+def requests_for(instances: int) -> int:
+    """How many GET /health reach every one of `instances` instances (see EVERY_INSTANCE)."""
+    return REQUESTS_PER_INSTANCE * max(1, instances)
+
+
+def probes(services: Mapping[str, tuple[int, int]], hosts: Mapping[str, str] | None = None) -> list[str]:
+    """The PM2 probe, then GET /health of every instance of each service (name -> (port, instances)) on
+    hosts[name], else loopback."""
     where = hosts or {}
-    return [PM2_PROBE] + [f"http {shlex.quote(name)} {int(port)} {shlex.quote(where.get(name, '127.0.0.1'))}"
-                          for name, port in sorted(services.items())]
+    return [PM2_PROBE, EVERY_INSTANCE, HTTP_PROBE] + [
+        f"http {shlex.quote(name)} {int(port)} {shlex.quote(where.get(name, '127.0.0.1'))} {requests_for(n)}"
+        for name, (port, n) in sorted(services.items())]
 
 
 def _pm2_counts(detail: str) -> dict[str, tuple[int, int]]:
@@ -71,18 +105,20 @@ def failing_checks(body: str) -> str:
     return f" ({'; '.join(bad)[:160]})" if bad else ""
 
 
-HEALTH_SCRIPT = """for hp in {ports}; do
-  code=$(curl -s -o /dev/null -m 5 -w '%{{http_code}}' http://$hp/health || true)
-  echo "${{hp##*:}} $code"
+HEALTH_LOOP = """for target in {targets}; do  # host:port:requests
+  set -- $(echo "$target" | tr ':' ' ')
+  echo "$2 $(health_of_every_instance "$1" "$2" "$3" | cut -f1)"
 done
 """
 
 
 def health_script(phase: Phase, spec: ContainerSpec) -> str:
-    """HEALTH_SCRIPT for the services on `spec`, each probed where it listens (`<port> <code>` lines)."""
+    """The probe of the services on `spec`, every instance where it listens: `<port> <code>` lines (the
+    first answer that is not 200, else 200)."""
     services = phase.services_on(spec.vmid)
-    targets = [f"{probe_address(phase, spec, name)}:{svc.port}" for name, svc in services.items()]
-    return HEALTH_SCRIPT.format(ports=" ".join(shlex.quote(t) for t in targets))
+    targets = [f"{probe_address(phase, spec, name)}:{svc.port}:{requests_for(svc.instances)}"
+               for name, svc in services.items()]
+    return EVERY_INSTANCE + "\n" + HEALTH_LOOP.format(targets=" ".join(shlex.quote(t) for t in targets))
 
 
 PM2_STATES = f"cd / && {pm2.STATES} 2>/dev/null || true\n"
