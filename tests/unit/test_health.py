@@ -220,7 +220,7 @@ def _instances(healthy: list[bool]) -> Iterator[tuple[int, list[int]]]:
 
 def _every_instance(port: int, instances: int) -> tuple[str, str]:
     script = f"{app_health.EVERY_INSTANCE}\nhealth_of_every_instance 127.0.0.1 {port} " \
-             f"{app_health.requests_for(instances)}"
+             f"{app_health.requests_for(instances)} body"
     code, _, body = LocalBash().run(script).stdout.rstrip("\n").partition("\t")
     return code, body
 
@@ -263,5 +263,15 @@ def test_the_wait_for_health_sees_every_instance() -> None:
         phase = Phase(name="phase0", containers=[spec], services={
             "billing": ServiceSpec(port=bad, container=200, instances=2),
             "crm": ServiceSpec(port=good, container=200, instances=2)})
-        out = LocalBash().run(app_health.health_script(phase, spec)).stdout
+        # as the facts script runs it (facts_ahead): under `set -u`, after the facts
+        out = LocalBash().run("set -u\n" + app_health.health_script(phase, spec)).stdout
     assert sorted(out.splitlines()) == sorted([f"{bad} 503", f"{good} 200"])
+
+
+def test_the_wait_for_health_says_000_for_a_service_nothing_answers() -> None:
+    spec = ContainerSpec(vmid=200, hostname="aio", role="all-in-one", node="pve1", cores=4, memory_mb=8192,
+                         rootfs_gb=20, bridge="vmbr20", ip_cidr="10.0.20.100/24", gateway="10.0.20.1",
+                         components=COMPONENTS, services=["crm"])
+    port = _free_port()
+    phase = Phase(name="phase0", containers=[spec], services={"crm": ServiceSpec(port=port, container=200)})
+    assert LocalBash().run("set -u\n" + app_health.health_script(phase, spec)).stdout == f"{port} 000\n"

@@ -44,7 +44,7 @@ def health_get(host: Any, address: str, port: int, instances: int) -> tuple[int,
     """GET /health of every instance (health.EVERY_INSTANCE): the first answer that is not 200, else the
     last, as (code, body); code 0 when nothing answered."""
     out = host.run(f"{EVERY_INSTANCE}\nhealth_of_every_instance {shlex.quote(address)} {int(port)} "
-                   f"{requests_for(instances)}")
+                   f"{requests_for(instances)} body")
     code, _, body = out.stdout.rstrip("\n").partition("\t")
     return int(code) if code.isdigit() else 0, body
 

@@ -32,22 +32,30 @@ probe pm2 pm2_counts"""
 # connections come in between; the first answer that is not 200 is the service's.
 REQUESTS_PER_INSTANCE = 2
 
-EVERY_INSTANCE = r"""health_of_every_instance() {  # HOST PORT REQUESTS -> code<TAB>body of the first non-200
-  dir=$(mktemp -d) || return 1
-  codes=$(curl -s --fail-early -m 10 -H 'Connection: close' -w '%{http_code}\n' -o "$dir/#1" \
+EVERY_INSTANCE = r"""health_of_every_instance() {  # HOST PORT REQUESTS [body]
+  # -> the first code that is not 200 (else 200; 000: no answer), with `body` then <TAB> and its body
+  local out=/dev/null dir="" codes c n=0 pick=0 code=""
+  if [ -n "${4:-}" ]; then
+    dir=$(mktemp -d) || return 1
+    out="$dir/#1"
+  fi
+  codes=$(curl -s --fail-early -m 10 -H 'Connection: close' -w '%{http_code}\n' -o "$out" \
     "http://$1:$2/health?probe=[1-$3]")
-  n=0; pick=0; code=
   for c in $codes; do
     n=$((n + 1)); pick=$n; code=$c
     [ "$c" = 200 ] || break
   done
-  printf '%s\t%s\n' "${code:-000}" "$(cat "$dir/$pick" 2>/dev/null | tr '\t\n' '  ')"
-  rm -rf "$dir"
+  if [ -z "$dir" ]; then
+    echo "${code:-000}"
+  else
+    printf '%s\t%s\n' "${code:-000}" "$(tr '\t\n' '  ' < "$dir/$pick" 2>/dev/null)"
+    rm -rf "$dir"
+  fi
 }"""
 
 
 HTTP_PROBE = r"""http() {  # NAME PORT HOST REQUESTS -> http:NAME<TAB>code<TAB>body
-  printf 'http:%s\t%s\n' "$1" "$(health_of_every_instance "$3" "$2" "$4" | cut -c1-300)"
+  printf 'http:%s\t%s\n' "$1" "$(health_of_every_instance "$3" "$2" "$4" body | cut -c1-300)"
 }"""
 
 
@@ -106,8 +114,8 @@ def failing_checks(body: str) -> str:
 
 
 HEALTH_LOOP = """for target in {targets}; do  # host:port:requests
-  set -- $(echo "$target" | tr ':' ' ')
-  echo "$2 $(health_of_every_instance "$1" "$2" "$3" | cut -f1)"
+  host=${{target%%:*}}; port=${{target#*:}}; requests=${{port#*:}}; port=${{port%%:*}}
+  echo "$port $(health_of_every_instance "$host" "$port" "$requests")"
 done
 """
 
