@@ -6,7 +6,7 @@ Nothing is written before every check has passed; returns each container's state
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psa_provision import firewall, privileges
@@ -21,11 +21,13 @@ from psa_provision.site import Site, is_ours
 
 @dataclass
 class Preflight:
-    """What preflight found: each container's state, and the datacenter's firewall options when the
-    phase has a firewall (read once: reads.firewall_now and the firewall plans use them too)."""
+    """What preflight found: each container's state, the datacenter's firewall options when the
+    phase has a firewall (read once: reads.firewall_now and the firewall plans use them too), and the
+    /cluster/resources rows it read (nodes, guests, storages), for what else asks which guests exist."""
 
     states: list[ContainerState]
     datacenter_firewall: dict[str, Any] | None = None
+    resources: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -79,7 +81,7 @@ def preflight(px: ProxmoxClient, site: Site, *, download: bool, note: Callable[[
         datacenter_firewall(px, access, cluster_firewall)
     for node in sorted(nodes):
         _ensure_template(px, inv, node, download=download, note=note, access=access)
-    return Preflight(states, cluster_firewall)
+    return Preflight(states, cluster_firewall, resources)
 
 
 def privilege_target(site: Site, specs: list[ContainerSpec] | None = None) -> privileges.Target:

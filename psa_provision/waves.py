@@ -13,7 +13,7 @@ only time out waiting for /health).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -155,11 +155,13 @@ def ha_changes(px: ProxmoxClient, phase: Phase) -> list[Change]:
     return container_ha.plan(phase, major, px.ha_resources(), rules, groups)
 
 
-def others_holding_data(px: ProxmoxClient, phase: Phase, earlier: Sequence[Phase]) -> list[str]:
-    """Notes for containers of earlier phases that still exist and this phase leaves alone."""
+def others_holding_data(phase: Phase, earlier: Sequence[Phase], resources: Sequence[Mapping[str, Any]]
+                        ) -> list[str]:
+    """Notes for containers of earlier phases that still exist (in `resources`, /cluster/resources as
+    preflight read it) and this phase leaves alone."""
     mine = {c.vmid for c in phase.containers}
     candidates = [(old, spec) for old in earlier for spec in old.containers if spec.vmid not in mine]
-    there = {int(g.get("vmid", -1)) for g in px.cluster_guests()} if candidates else set()  # one read
+    there = {int(g.get("vmid", -1)) for g in resources if g.get("type") in ("lxc", "qemu")}
     out = []
     for old, spec in candidates:
         if spec.vmid in there:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from psa_provision import facts as facts_mod
 from psa_provision import waves
@@ -16,7 +18,7 @@ from psa_provision.output import Output
 from psa_provision.phases import around
 from psa_provision.planner import container_changes, guest_plan
 from psa_provision.preflight import preflight
-from psa_provision.proxmox import ProxmoxClient, connect
+from psa_provision.proxmox import connect
 from psa_provision.reads import firewall_now
 from psa_provision.refusals import unbuilt_clusters
 from psa_provision.site import Site, connections, load_site
@@ -48,7 +50,7 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
         hold = conversion_hold(site, states)  # what `up` holds back for `migrate`, planned as up does
         if hold.note:
             out.note(hold.note)
-        for text in earlier_containers(px, site):
+        for text in earlier_containers(site, checked.resources):
             out.note(text)
         walls = firewall_now(px, site.phase, [s.spec for s in states if s.config is not None],
                              checked.datacenter_firewall)
@@ -70,7 +72,8 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
     return full
 
 
-def earlier_containers(px: ProxmoxClient, site: Site) -> list[str]:
-    """Notes on containers of earlier phases that this phase leaves running (they hold the data)."""
+def earlier_containers(site: Site, resources: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Notes on containers of earlier phases that this phase leaves running (they hold the data), from
+    the /cluster/resources rows preflight read."""
     earlier, _ = around(site.phase.name, site.inventory.phases_dir)
-    return waves.others_holding_data(px, site.phase, earlier)
+    return waves.others_holding_data(site.phase, earlier, resources)

@@ -79,7 +79,7 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
         if hold.note:
             out.note(hold.note)
         result = UpResult(Summary())
-        for text in earlier_containers(px, site):
+        for text in earlier_containers(site, checked.resources):
             out.note(text)
         handover.before_up(px, site.inventory_path, site.inventory.phases_dir, site.phase, out.note)
         walls = firewall_now(px, site.phase, [s.spec for s in states if s.config is not None],

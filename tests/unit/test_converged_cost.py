@@ -23,7 +23,7 @@ from psa_provision.inventory import load_inventory
 from psa_provision.migration import handover
 from psa_provision.output import Output
 from psa_provision.packaged import PHASES_DIR, SANDBOX_INVENTORY
-from psa_provision.phases import load_phase
+from psa_provision.phases import around, load_phase
 from psa_provision.preflight import ContainerState, preflight
 from psa_provision.secrets import Secrets, generate
 from psa_provision.site import Site
@@ -41,8 +41,8 @@ def make_site(tmp_path: Path, phase_name: str) -> Site:
 def cluster_wide(nodes: int, *, ha: bool = False) -> Counter[str]:
     """The calls of a converged plan that name no container: per run, or per node (and for an HA phase
     the HA resources and rules, once each)."""
+    # the earlier phases' containers that still exist come from preflight's /cluster/resources
     out = Counter({"GET /access/permissions": 1, "GET /cluster/resources": 1,
-                   "GET /cluster/resources?type=vm": 1,  # earlier phases' containers, all at once
                    "GET /cluster/firewall/options": 1,  # preflight's check, shared with the firewall plans
                    "GET /nodes/{node}/network": nodes, "GET /nodes/{node}/storage/local/content": nodes})
     if ha:
@@ -77,7 +77,7 @@ def test_up_reads_each_container_once_before_its_wave_and_nothing_in_it(tmp_path
     checked = preflight(px, site, download=True, note=lambda _: None)
     states = checked.states
     assert all(s.running and s.config is not None for s in states)
-    plan_cmd.earlier_containers(px, site)
+    plan_cmd.earlier_containers(site, checked.resources)
     handover.before_up(px, site.inventory_path, site.inventory.phases_dir, site.phase, lambda _: None)
     walls = reads.firewall_now(px, site.phase, [s.spec for s in states], checked.datacenter_firewall)
     before = Counter(px.calls)
@@ -174,3 +174,15 @@ def test_facts_are_gathered_at_most_so_many_at_once(tmp_path: Path, monkeypatch:
 class _Conn:
     def close(self) -> None:
         pass
+
+
+def test_the_containers_of_earlier_phases_still_there_are_named_from_preflights_rows() -> None:
+    earlier, _ = around("phase1", PHASES_DIR)
+    phase1 = load_phase("phase1", PHASES_DIR)
+    rows = [{"type": "node", "node": "pve1", "status": "online"},
+            {"type": "storage", "id": "storage/pve1/local"},
+            {"type": "lxc", "vmid": 200, "node": "pve1", "status": "running"}]
+    notes = waves.others_holding_data(phase1, earlier, rows)
+    assert len(notes) == 1, notes
+    assert notes[0].startswith("container 200 (psa-all-in-one, phase0) is not touched"), notes
+    assert waves.others_holding_data(phase1, earlier, rows[:2]) == []
