@@ -6,7 +6,9 @@ test running at the same time would lose its firewall."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,3 +28,12 @@ def _check_only(script: str) -> None:
 @pytest.fixture(autouse=True)
 def _host_firewall_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(firewall_nft, "load", _check_only)
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses every connection for the whole test: bound and never listening, so
+    no other test (four run at once) can take it and answer there, as a port merely found free can."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,6 @@ from psa_provision.cli import app
 from psa_provision.packaged import PHASES_DIR
 
 runner = CliRunner()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 INVENTORY = """\
@@ -40,11 +33,11 @@ phases_dir: {phases}
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Path:
+def site(tmp_path: Path, closed_port: int) -> Path:
     """An inventory whose API port is closed, initialised (secrets + key) by `init`."""
     (tmp_path / "token").write_text("not-a-real-token\n")
     inv = tmp_path / "site.yml"
-    inv.write_text(INVENTORY.format(port=closed_port(), phases=PHASES_DIR))
+    inv.write_text(INVENTORY.format(port=closed_port, phases=PHASES_DIR))
     result = runner.invoke(app, ["-i", str(inv), "init"])
     assert result.exit_code == 0, result.output
     return inv

@@ -242,8 +242,8 @@ def test_the_probe_answers_200_when_every_instance_is_healthy() -> None:
     assert sorted(set(served)) == [0, 1, 2, 3]
 
 
-def test_the_probe_answers_000_when_nothing_listens() -> None:
-    assert _every_instance(_free_port(), 2) == ("000", "")
+def test_the_probe_answers_000_when_nothing_listens(closed_port: int) -> None:
+    assert _every_instance(closed_port, 2) == ("000", "")
 
 
 def test_health_names_the_failing_check_of_the_sick_instance() -> None:
@@ -268,10 +268,10 @@ def test_the_wait_for_health_sees_every_instance() -> None:
     assert sorted(out.splitlines()) == sorted([f"{bad} 503", f"{good} 200"])
 
 
-def test_the_wait_for_health_says_000_for_a_service_nothing_answers() -> None:
+def test_the_wait_for_health_says_000_for_a_service_nothing_answers(closed_port: int) -> None:
     spec = ContainerSpec(vmid=200, hostname="aio", role="all-in-one", node="pve1", cores=4, memory_mb=8192,
                          rootfs_gb=20, bridge="vmbr20", ip_cidr="10.0.20.100/24", gateway="10.0.20.1",
                          components=COMPONENTS, services=["crm"])
-    port = _free_port()
+    port = closed_port
     phase = Phase(name="phase0", containers=[spec], services={"crm": ServiceSpec(port=port, container=200)})
     assert LocalBash().run("set -u\n" + app_health.health_script(phase, spec)).stdout == f"{port} 000\n"
