@@ -204,7 +204,10 @@ def lxc_destroy(req: Request) -> str:
     """Destroy a container, a vzdestroy task, as pve-container API2/LXC.pm destroy_vm: refused while
     protected, locked, running (unless force=1) or an HA resource without purge=1. ACLs and the
     firewall always go; with purge the HA resource too (HA::Config delete_service_from_config, also
-    from the rules). pvesim keeps no backup or replication jobs, the other configurations purge cleans."""
+    from the rules). pvesim keeps no backup or replication jobs, the other configurations purge cleans.
+    With destroy-unreferenced-disks every volume of the vmid on the storage goes too, also those no
+    config names (LXC.pm destroy_lxc_container: vdisk_list of the vmid), e.g. what an interrupted
+    destroy left."""
     app = req.app
     node, vmid = _vmid(req)
     force, purge = req.flag("force"), req.flag("purge")
@@ -239,6 +242,8 @@ def lxc_destroy(req: Request) -> str:
                 app.backend.stop(vmid, log)
         if app.backend.exists(vmid):
             app.backend.destroy(vmid, log)
+        if req.flag("destroy-unreferenced-disks"):
+            store.free_unreferenced_volumes(app, vmid, log)
         app.acl.update(lambda cfg: acl.remove_vm_access(cfg, vmid))  # AccessControl.pm remove_vm_access
         if app.state.vm_firewall(vmid).exists():
             forget_firewall(app, vmid)

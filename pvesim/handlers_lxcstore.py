@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pvesim import pveconf
@@ -115,6 +117,13 @@ def volumes(app: App, node: str, vmid: int) -> list[dict[str, Any]]:
                 out.append({"volid": volid, "size": pveconf.parse_size(props.get("size", "0")) or 0,
                             "ctime": ctime, "key": key})
     return out
+
+
+def free_unreferenced_volumes(app: App, vmid: int, log: Callable[[str], None]) -> None:
+    """Remove every volume of `vmid` left on local-lvm (vm-<vmid>-disk-<n>), named by a config or not."""
+    for path in sorted(app.state.rootdir_storage.glob(f"vm-{vmid}-disk-*")):
+        log(f"destroying unreferenced volume local-lvm:{path.name}")
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def status_entry(app: App, node: str, vmid: int) -> dict[str, Any]:

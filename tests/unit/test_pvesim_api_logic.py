@@ -336,3 +336,18 @@ def test_onboot_containers_start_after_a_host_boot(app: App, api: Client) -> Non
     running = {v for v, ct in app.backend.cts.items() if ct["running"]}  # type: ignore[attr-defined]
     assert running == {9000, 9002}
     assert start_onboot(app) == []  # nothing left to start
+
+
+def test_destroy_unreferenced_disks_frees_the_volumes_no_config_names(app: App, api: Client) -> None:
+    # what an interrupted destroy leaves: a volume of the vmid that no config names any more
+    create(api, 9000)
+    create(api, 9001)
+    storage = app.state.rootdir_storage
+    for name in ("vm-9000-disk-1", "vm-9001-disk-1", "vm-90000-disk-0"):
+        (storage / name / "etc").mkdir(parents=True)
+    assert api.task("DELETE", "/nodes/pve1/lxc/9001", purge=1)["exitstatus"] == "OK"
+    assert (storage / "vm-9001-disk-1").is_dir()  # without the flag, as PVE: only what the config names
+    rec = api.task("DELETE", "/nodes/pve1/lxc/9000", purge=1, **{"destroy-unreferenced-disks": 1})
+    assert rec["exitstatus"] == "OK"
+    assert not (storage / "vm-9000-disk-1").exists()
+    assert (storage / "vm-90000-disk-0").is_dir()  # another vmid's
