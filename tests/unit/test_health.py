@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import re
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -83,16 +82,9 @@ def test_missing_probe_answer_is_a_failure() -> None:
     assert lines["crm"].why == "no answer from pm2; nothing answers :3020/health"
 
 
-def _free_port() -> int:
-    """A loopback port nobody listens on (bound then released), so the /health probe finds nothing."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_probe_script_runs_and_reports_absent_tools_as_failed() -> None:
+def test_probe_script_runs_and_reports_absent_tools_as_failed(closed_port: int) -> None:
     # On this machine there is no psql/redis-cli/pm2 for user psa: every probe must come back FAILED.
-    port = _free_port()
+    port = closed_port
     script = health.probe_script(["postgresql", "redis", "app"], {"crm": (port, 2)})
     result = LocalBash().run(script, stdin="pw\n")
     probes = health.parse_probes(result.stdout)
