@@ -6,7 +6,7 @@ Nothing is written before every check has passed; returns each container's state
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from psa_provision import firewall, privileges
@@ -15,7 +15,7 @@ from psa_provision.errors import ProxmoxError
 from psa_provision.inventory import Inventory
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.proxmox import ProxmoxClient
-from psa_provision.reads import side_by_side
+from psa_provision.reads import running_in, side_by_side
 from psa_provision.site import Site, is_ours
 
 
@@ -38,6 +38,10 @@ class ContainerState:
     config: dict[str, Any] | None
     running: bool = False
     pending: frozenset[str] = frozenset()  # keys whose new value waits for the next start
+
+    def now(self, running: bool) -> ContainerState:
+        """This state with whether the container runs (a stopped one has nothing pending)."""
+        return replace(self, running=running, pending=self.pending if running else frozenset())
 
 
 def preflight(px: ProxmoxClient, site: Site, *, download: bool, note: Callable[[str], None],
@@ -153,18 +157,32 @@ def _capacity(node_entry: dict[str, Any], phase: Phase, node: str) -> list[str]:
 def container_states(px: ProxmoxClient, specs: Sequence[ContainerSpec],
                      resources: list[dict[str, Any]] | None = None, *, moved_ok: bool = False
                      ) -> list[ContainerState]:
-    """Each container as Proxmox has it: one /cluster/resources (read now unless given) says which exist,
-    where and whether they run; their configs are read side by side (reads.py). The first refusal in
-    the specs' order is raised. `moved_ok`: see container_state."""
+    """Each container as Proxmox has it: one /cluster/resources (read now unless given) says which exist
+    and where; whether they run comes from their nodes' own container lists, and their configs are read
+    beside those lists (reads.py). The first refusal in the specs' order is raised. `moved_ok`: see
+    container_state."""
     guests = px.cluster_resources() if resources is None else resources
-    return side_by_side(lambda spec: container_state(px, spec, guests, moved_ok=moved_ok), specs)
+    wanted = {spec.vmid for spec in specs}
+    nodes = sorted({str(g.get("node")) for g in guests
+                    if g.get("type") == "lxc" and int(g.get("vmid", -1)) in wanted})
+
+    def read(job: str | ContainerSpec) -> Any:
+        if isinstance(job, str):
+            return px.containers(job)
+        return container_state(px, job, guests, moved_ok=moved_ok)
+
+    jobs: list[str | ContainerSpec] = [*nodes, *specs]
+    answers = side_by_side(read, jobs)
+    running = running_in(answers[:len(nodes)])
+    return [state.now(state.spec.vmid in running) for state in answers[len(nodes):]]
 
 
 def container_state(px: ProxmoxClient, spec: ContainerSpec, resources: list[dict[str, Any]] | None = None,
                     *, moved_ok: bool = False) -> ContainerState:
-    """The container as Proxmox has it, from /cluster/resources (read now unless given) + its config.
-    `moved_ok`: a container the HA manager moved to another node is used where it is (its spec's node
-    becomes that node)."""
+    """The container as Proxmox has it, from /cluster/resources (read now unless given) + its config;
+    not whether it runs (`running` False, `pending` every pending key): container_states reads that
+    from its node. `moved_ok`: a container the HA manager moved to another node is used where it is
+    (its spec's node becomes that node)."""
     guests = px.cluster_resources() if resources is None else resources
     guest = find_resource(guests, "lxc", "qemu", vmid=spec.vmid)
     if guest is None:
@@ -184,8 +202,7 @@ def container_state(px: ProxmoxClient, spec: ContainerSpec, resources: list[dict
         raise ProxmoxError(f"vmid {spec.vmid} is taken by container '{config.get('hostname')}', "
                            f"not {spec.hostname}; psa-provision will not touch it",
                            hint="free the vmid or choose another one in the phase file")
-    running = guest.get("status") == "running"
-    return ContainerState(spec, config, running, frozenset(pending) if running else frozenset())
+    return ContainerState(spec, config, pending=frozenset(pending))
 
 
 def _ensure_template(px: ProxmoxClient, inv: Inventory, node: str, *, download: bool,

@@ -1,7 +1,9 @@
 """What `plan` and `up` read from Proxmox per container, asked side by side.
 
-Whether a container exists, where and whether it runs, is one cluster-wide read (/cluster/resources);
-what it is configured with is not: PVE has no call that returns many containers' configs or firewalls,
+Whether a container exists and where is one cluster-wide read (/cluster/resources); whether it runs is
+one read per node (GET /nodes/{node}/lxc): /cluster/resources gives the status pvestatd broadcast at its
+last 10-second sample, `unknown` before the first, not the container's state now. What it is configured
+with is neither: PVE has no call that returns many containers' configs or firewalls,
 and drift in net0, the nameserver or a rule is visible only there. So each container's own reads (its
 pending config; its firewall options and rules) are made for every container at once, at most READERS
 in flight: a converged run's wall time then does not grow with the container count, while its call
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from psa_provision import firewall
+from psa_provision.errors import ProxmoxAuthError, ProxmoxError
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.proxmox import ProxmoxClient
 
@@ -34,6 +37,47 @@ def side_by_side(read: Callable[[T], R], items: Iterable[T], *, workers: int = R
     with ThreadPoolExecutor(max_workers=min(workers, len(todo)), thread_name_prefix="px-read") as pool:
         futures = [pool.submit(read, item) for item in todo]
     return [future.result() for future in futures]
+
+
+def running_on(px: ProxmoxClient, nodes: Iterable[str]) -> set[int]:
+    """vmids running now on `nodes`: each node's own container list, read side by side."""
+    return running_in(side_by_side(px.containers, sorted(set(nodes))))
+
+
+def running_in(lists: Iterable[Sequence[dict[str, Any]]]) -> set[int]:
+    """vmids whose row says `running` in nodes' container lists (GET /nodes/{node}/lxc answers)."""
+    return {int(row.get("vmid", -1)) for rows in lists for row in rows if row.get("status") == "running"}
+
+
+def guests_now(px: ProxmoxClient) -> dict[int, dict[str, Any]]:
+    """vmid -> the guest's /cluster/resources row, a container's `status` as its node answers now. A
+    node that does not answer (down) leaves its guests the cluster's status (`unknown`)."""
+    guests = {int(g["vmid"]): dict(g) for g in px.cluster_guests()}
+    nodes = sorted({str(g.get("node")) for g in guests.values() if g.get("type") == "lxc"})
+
+    def read(node: str) -> list[dict[str, Any]] | None:
+        try:
+            return px.containers(node)
+        except ProxmoxAuthError:
+            raise
+        except ProxmoxError:
+            return None
+
+    for node, rows in zip(nodes, side_by_side(read, nodes), strict=True):
+        if rows is None:
+            continue
+        running = running_in([rows])
+        for vmid, guest in guests.items():
+            if guest.get("node") == node and guest.get("type") == "lxc":
+                guest["status"] = "running" if vmid in running else "stopped"
+    return guests
+
+
+def newest_running(phases: Sequence[Phase], guests: dict[int, dict[str, Any]]) -> Phase | None:
+    """The last of `phases` whose containers all run in `guests` (guests_now), None when none does."""
+    live = [p for p in phases if p.containers and all(
+        guests.get(c.vmid, {}).get("status") == "running" for c in p.containers)]
+    return live[-1] if live else None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from psa_provision.errors import InputError, ProvisionError, ProxmoxAuthError, P
 from psa_provision.inventory import Inventory, load_inventory
 from psa_provision.limits import Limits, load_limits
 from psa_provision.phases import ContainerSpec, Phase, load_all, load_phase
+from psa_provision.reads import guests_now, newest_running
 from psa_provision.services.app import usage
 from psa_provision.site import ssh_connection
 from psa_provision.ssh import Connection
@@ -74,13 +75,11 @@ class Report:
 
 def current_phase(inv: Inventory, px: proxmox.ProxmoxClient) -> str:
     """The newest phase whose containers all run (what `status` shows services of)."""
-    guests = {int(g["vmid"]): g for g in px.cluster_guests()}
-    live = [p.name for p in load_all(inv.phases_dir) if p.containers and all(
-        guests.get(c.vmid, {}).get("status") == "running" for c in p.containers)]
-    if not live:
+    live = newest_running(load_all(inv.phases_dir), guests_now(px))
+    if live is None:
         raise InputError("no phase has all its containers running: nothing to measure",
                          hint="name the phase (`psa-provision capacity phase0`), or `psa-provision status`")
-    return live[-1]
+    return live.name
 
 
 def run(inventory_path: Path, phase: str | None = None, *, limits: Limits | None = None,

@@ -9,6 +9,7 @@ from psa_provision.errors import ConnectionFailed
 from psa_provision.inventory import Inventory, load_inventory
 from psa_provision.phases import ContainerSpec, Phase, load_all
 from psa_provision.proxmox import connect
+from psa_provision.reads import guests_now, newest_running
 from psa_provision.services.app.health import PM2_STATES, health_script
 from psa_provision.site import ssh_connection
 
@@ -20,7 +21,7 @@ def status(inventory_path: Path, phase: str | None = None) -> tuple[list[list[st
     inv = load_inventory(inventory_path)
     phases = load_all(inv.phases_dir)
     px = connect(inv)
-    guests = {int(g["vmid"]): g for g in px.cluster_guests()}
+    guests = guests_now(px)
     seen: dict[int, ContainerSpec] = {}
     for ph in phases:
         for spec in ph.containers:
@@ -39,11 +40,9 @@ def status(inventory_path: Path, phase: str | None = None) -> tuple[list[list[st
 
 def _service_rows(inv: Inventory, phases: list[Phase], guests: dict[int, dict[str, Any]]) -> list[list[str]]:
     """Services of the newest phase whose containers all run: PM2 instances online + /health."""
-    live = [p for p in phases if p.containers and all(
-        guests.get(c.vmid, {}).get("status") == "running" for c in p.containers)]
-    if not live:
+    phase = newest_running(phases, guests)
+    if phase is None:
         return []
-    phase = live[-1]
     rows = []
     for spec in phase.containers:
         services = phase.services_on(spec.vmid)

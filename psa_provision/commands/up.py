@@ -74,7 +74,7 @@ def up(site: Site, out: Output, *, force: bool = False) -> UpResult:
             for state in states:  # created by the killed run, which may have died before forgetting
                 if any(f":vzcreate:{state.spec.vmid}:" in str(t["upid"]) for t in waited):
                     forget_host_key(site.inventory, state.spec)
-            states = container_states(px, [s.spec for s in states])
+            states = container_states(px, [s.spec for s in states], moved_ok=site.phase.high_availability)
         hold = conversion_hold(site, states)
         if hold.note:
             out.note(hold.note)

@@ -175,12 +175,14 @@ class ProxmoxClient:
         """PVE 8's HA groups (`group`, `nodes`, `restricted`, `nofailback`)."""
         return [dict(g) for g in self.request("GET", "/cluster/ha/groups") or []]
 
-    def _containers(self, node: str) -> list[dict[str, Any]]:
+    def containers(self, node: str) -> list[dict[str, Any]]:
+        """The node's containers as the node sees them now (GET /nodes/{node}/lxc, pve-container's
+        vmstatus): `status` is live here, where /cluster/resources carries pvestatd's last sample."""
         return list(self.request("GET", f"/nodes/{node}/lxc") or [])
 
     def get_container(self, node: str, vmid: int) -> dict[str, Any] | None:
         """The container's config (with `digest`), or None when the node has no such container."""
-        if not any(int(c.get("vmid", -1)) == vmid for c in self._containers(node)):
+        if not any(int(c.get("vmid", -1)) == vmid for c in self.containers(node)):
             return None
         return dict(self.request("GET", f"/nodes/{node}/lxc/{vmid}/config") or {})
 

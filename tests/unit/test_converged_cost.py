@@ -1,6 +1,7 @@
 """What a converged `plan` / `up` asks Proxmox, counted at the client's HTTP seam (converged_pve.py).
 
-Cluster-wide facts are read once per run or once per node, whatever the container count; each container
+Cluster-wide facts are read once per run or once per node (whether its containers run: its own list,
+live, where /cluster/resources has pvestatd's last sample), whatever the container count; each container
 costs exactly its three own reads (pending config, firewall options, firewall rules: PVE has no call
 returning several), and those are made side by side. Call counts only: timing is bench/run's.
 """
@@ -19,6 +20,7 @@ from psa_provision import facts_ahead, reads, waves
 from psa_provision.changes import ApiCall
 from psa_provision.commands import plan as plan_cmd
 from psa_provision.cost import Cost
+from psa_provision.errors import ProxmoxError
 from psa_provision.inventory import load_inventory
 from psa_provision.migration import handover
 from psa_provision.output import Output
@@ -44,7 +46,8 @@ def cluster_wide(nodes: int, *, ha: bool = False) -> Counter[str]:
     # the earlier phases' containers that still exist come from preflight's /cluster/resources
     out = Counter({"GET /access/permissions": 1, "GET /cluster/resources": 1,
                    "GET /cluster/firewall/options": 1,  # preflight's check, shared with the firewall plans
-                   "GET /nodes/{node}/network": nodes, "GET /nodes/{node}/storage/local/content": nodes})
+                   "GET /nodes/{node}/network": nodes, "GET /nodes/{node}/storage/local/content": nodes,
+                   "GET /nodes/{node}/lxc": nodes})
     if ha:
         # /version chooses rules or groups (a real run has read it at connect already)
         out.update({"GET /cluster/ha/resources": 1, "GET /cluster/ha/rules": 1, "GET /version": 1})
@@ -87,6 +90,32 @@ def test_up_reads_each_container_once_before_its_wave_and_nothing_in_it(tmp_path
         fw = waves.firewall_changes(px, site.phase, state.spec, state.config, walls[state.spec.vmid])
         assert not [c for c in fw if isinstance(c, ApiCall)]
     assert px.calls == before
+
+
+class Sampled(ConvergedPve):
+    """/cluster/resources with the status pvestatd last broadcast (`stale`), the nodes' lists live."""
+
+    def __init__(self, *args: Any, stale: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stale = stale
+
+    def _answer(self, path: str, params: dict[str, Any]) -> Any:
+        answer = super()._answer(path, params)
+        if path == "/cluster/resources":
+            return [{**row, "status": self.stale} if row["type"] == "lxc" else row for row in answer]
+        return answer
+
+
+@pytest.mark.parametrize(("live", "stale"), [(True, "stopped"), (True, "unknown"), (False, "running")])
+def test_whether_a_container_runs_is_its_nodes_answer_not_the_last_sample(
+        tmp_path: Path, live: bool, stale: str) -> None:
+    """Started or stopped less than 10 s ago (or never sampled), /cluster/resources still says otherwise."""
+    site = make_site(tmp_path, "phase2")
+    px = Sampled(site.phase, site.inventory, running=live, stale=stale)
+    states = preflight(px, site, download=False, note=lambda _: None).states
+    assert [s.running for s in states] == [live] * len(site.phase.containers)
+    assert all(s.config is not None for s in states)
+    assert all((s.pending == frozenset()) or live for s in states)
 
 
 class Gate:
@@ -186,3 +215,34 @@ def test_the_containers_of_earlier_phases_still_there_are_named_from_preflights_
     assert len(notes) == 1, notes
     assert notes[0].startswith("container 200 (psa-all-in-one, phase0) is not touched"), notes
     assert waves.others_holding_data(phase1, earlier, rows[:2]) == []
+
+
+class Nodes:
+    """cluster_guests as pvestatd last sampled them; each node's list now, or a node that is down."""
+
+    def __init__(self, sampled: list[dict[str, Any]], now: dict[str, list[dict[str, Any]] | None]) -> None:
+        self.sampled, self.now = sampled, now
+
+    def cluster_guests(self) -> list[dict[str, Any]]:
+        return [dict(g) for g in self.sampled]
+
+    def containers(self, node: str) -> list[dict[str, Any]]:
+        rows = self.now[node]
+        if rows is None:
+            raise ProxmoxError(f"GET /nodes/{node}/lxc: 595 No route to host")
+        return rows
+
+
+def test_guests_now_take_each_containers_status_from_its_node_and_keep_unknown_where_it_is_down() -> None:
+    sampled = [{"vmid": 200, "node": "pve1", "type": "lxc", "status": "stopped"},   # started since
+               {"vmid": 201, "node": "pve1", "type": "lxc", "status": "running"},   # stopped since
+               {"vmid": 202, "node": "pve2", "type": "lxc", "status": "unknown"},   # its node is down
+               {"vmid": 300, "node": "pve1", "type": "qemu", "status": "running"}]
+    px = Nodes(sampled, {"pve1": [{"vmid": 200, "status": "running"}, {"vmid": 201, "status": "stopped"}],
+                         "pve2": None})
+    guests = reads.guests_now(px)  # type: ignore[arg-type]
+    assert {v: g["status"] for v, g in guests.items()} == {200: "running", 201: "stopped", 202: "unknown",
+                                                           300: "running"}
+    phases = [load_phase(name, PHASES_DIR) for name in ("phase0", "phase1")]
+    assert reads.newest_running(phases, guests) is phases[0]
+    assert reads.newest_running(phases, {}) is None
