@@ -152,20 +152,22 @@ def status_entry(app: App, node: str, vmid: int) -> dict[str, Any]:
 
 
 def resource_entry(app: App, node: str, vmid: int) -> dict[str, Any]:
-    """A /cluster/resources entry (type lxc) for a container on its node."""
+    """A /cluster/resources entry (type lxc) for a container on its node, as pve-manager's
+    extract_vm_stats builds it: id, vmid, node and type from the vmlist, the rest from the line the
+    sampler (pvestatd) broadcast at its last cycle, `status` unknown before the first; lock and tags
+    from the config now."""
+    from pvesim.rrd_sampler import sampler_for  # the sampler imports this module
+
+    out: dict[str, Any] = {"id": f"lxc/{vmid}", "type": "lxc", "node": node, "vmid": vmid,
+                           "status": "unknown"}
+    out.update(sampler_for(app).broadcast(vmid))
     try:
-        e = status_entry(app, node, vmid)
+        values = load(app, node, vmid)[0].main.values
     except (ApiError, FileNotFoundError):
-        e = {"vmid": vmid, "status": "unknown", "name": f"CT{vmid}", "maxmem": 0, "mem": 0,
-             "maxdisk": 0, "disk": 0, "cpu": 0, "cpus": 1, "uptime": 0, "netin": 0, "netout": 0}
-    out = {"id": f"lxc/{vmid}", "type": "lxc", "node": node, "vmid": vmid, "name": e["name"],
-           "status": e["status"], "maxcpu": e["cpus"], "cpu": e["cpu"], "maxmem": e["maxmem"],
-           "mem": e["mem"],
-           "maxdisk": e["maxdisk"], "disk": e["disk"], "uptime": e["uptime"], "netin": e["netin"],
-           "netout": e["netout"], "diskread": 0, "diskwrite": 0, "template": 0}
+        return out
     for key in ("tags", "lock"):
-        if key in e:
-            out[key] = e[key]
+        if key in values:
+            out[key] = values[key]
     return out
 
 

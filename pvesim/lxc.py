@@ -31,6 +31,7 @@ LXCFS_DIR = Path("/var/lib/lxcfs")
 START_TIMEOUT = 60
 DU_CACHE_SECONDS = 60.0
 _VOLUME = re.compile(r"^[^:]+:(vm-\d+-disk-\d+)$")
+PROC_NET_UNIX = "/proc/net/unix"
 
 
 def _run(argv: list[str], what: str, timeout: float = 120, stdin: str | None = None) -> str:
@@ -81,10 +82,24 @@ class LxcBackend:
         """RUNNING, STOPPED, FROZEN, ... as lxc-info reports it."""
         return _run(self._lxc("lxc-info", vmid, "-s", "-H"), f"CT {vmid}: lxc-info").strip()
 
+    def active(self) -> set[int]:
+        """vmids whose container runs: those with an LXC command socket (@<lxcpath>/<vmid>/command) in
+        /proc/net/unix, as pve-container's list_active_containers finds them, with no process spawned."""
+        prefix = f"@{self.lxcpath}/"
+        out: set[int] = set()
+        with contextlib.suppress(OSError), open(PROC_NET_UNIX, encoding="ascii", errors="replace") as table:
+            for line in table:
+                path = line.rsplit(None, 1)[-1]
+                if path.startswith(prefix) and path.endswith("/command"):
+                    name = path[len(prefix):-len("/command")]
+                    if name.isdigit():
+                        out.add(int(name))
+        return out
+
     def _running_pid(self, vmid: int) -> int | None:
-        """The init pid of a container that exists and runs (or is frozen); None otherwise. One
-        lxc-info for both (`State:` and, while it runs, `PID:`)."""
-        if not self.exists(vmid):
+        """The init pid of a container that exists and runs (or is frozen); None otherwise. Whether it
+        runs is its command socket (active); only then lxc-info asks for the pid (find_lxc_pid)."""
+        if not self.exists(vmid) or vmid not in self.active():
             return None
         out = _run(self._lxc("lxc-info", vmid, "-s", "-p"), f"CT {vmid}: lxc-info")
         fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
@@ -93,8 +108,8 @@ class LxcBackend:
         return int(pid) if running and pid.isdigit() else None
 
     def is_running(self, vmid: int) -> bool:
-        """status(vmid).status == "running"."""
-        return self._running_pid(vmid) is not None
+        """Whether the container runs, from its command socket (active): what PVE's check_running asks."""
+        return self.exists(vmid) and vmid in self.active()
 
     def _running(self, vmid: int) -> bool:
         return self.exists(vmid) and self._state(vmid) in ("RUNNING", "FROZEN")
@@ -259,13 +274,15 @@ class LxcBackend:
         self._require(vmid)
         maxmem, maxswap = cgroup.config_maxima((self._dir(vmid) / "config").read_text())
         disk = self._disk_usage(vmid)
-        pid = self._running_pid(vmid)
-        if pid is None:
+        if vmid not in self.active():  # vmstatus: running is the command socket, the pid comes after
             return RuntimeStatus("stopped", maxmem=maxmem, maxswap=maxswap, disk=disk)
+        pid = None
+        with contextlib.suppress(BackendError):  # vmstatus warns and goes on without it
+            pid = self._pid(vmid)
         usage = self.cgroups.usage(vmid)
         netin, netout = _veth_bytes(vmid)
         cpu = self._cpu_fraction(vmid, usage.cpu_ns)
-        return RuntimeStatus("running", pid=pid, uptime=_uptime(pid), cpu=cpu, mem=usage.mem,
+        return RuntimeStatus("running", pid=pid, uptime=_uptime(pid) if pid else 0, cpu=cpu, mem=usage.mem,
                              maxmem=maxmem, swap=usage.swap, maxswap=maxswap,
                              disk=disk, netin=netin, netout=netout, cputime=usage.cpu_ns / 1e9,
                              diskread=usage.io_read, diskwrite=usage.io_written)

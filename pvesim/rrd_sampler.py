@@ -7,8 +7,13 @@ and disk 0, the rest unknown. update_node_status records the host (see hoststats
 
 The databases live in memory and in <state>/rrd/pve-vm-9.0/<vmid>.json and
 <state>/rrd/pve-node-9.0/host.json (one for every node: all are this machine), rewritten when a
-sample closes a 60 s step. `start(app)` runs the sampler in a daemon thread; `sampler_for(app)`
-is what the rrddata handlers read.
+sample closes a 60 s step. `start(app)` runs the sampler in a daemon thread, its first cycle at once;
+`sampler_for(app)` is what the rrddata handlers read.
+
+Each cycle also broadcasts every container's line, as pvestatd does through pmxcfs: its name, status
+(running or stopped), uptime and figures. /cluster/resources and a pool's members answer from that
+line (pve-manager API2Tools extract_vm_stats), so their status is up to a cycle old and `unknown` for
+a container not sampled yet; GET /nodes/{node}/lxc and status/current ask the container now.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from pvesim import handlers_lxcstore as store
 from pvesim.hoststats import HostReader
@@ -46,6 +52,7 @@ class Sampler:
         self._guests: dict[int, Database] = {}
         self._node: Database | None = None
         self._cpu: dict[int, Reading] = {}
+        self._broadcast: dict[int, dict[str, Any]] = {}
         self._stop = threading.Event()
 
     # --- the databases ---------------------------------------------------------------------------
@@ -99,6 +106,11 @@ class Sampler:
             if db.update(when, values):
                 self._save(vmid, db)
 
+    def broadcast(self, vmid: int) -> dict[str, Any]:
+        """The container's line of the last cycle (name, status, uptime, figures); {} before its first."""
+        with self.lock:
+            return dict(self._broadcast.get(vmid, {}))
+
     # --- sampling --------------------------------------------------------------------------------
 
     def guest_values(self, node: str, vmid: int, when: float) -> dict[str, float | None]:
@@ -111,8 +123,13 @@ class Sampler:
             "maxdisk": store.rootfs_size(values), "disk": 0,
         }
         rt = store.runtime(self.app, vmid)
+        line = {"name": values.get("hostname", f"CT{vmid}"), "status": rt.status, "uptime": 0,
+                "template": 0, "maxcpu": cores, "cpu": 0, "maxmem": sample["maxmem"], "mem": 0,
+                "maxdisk": sample["maxdisk"], "disk": 0, "netin": 0, "netout": 0, "diskread": 0,
+                "diskwrite": 0}
         if rt.status != "running":
             self._cpu.pop(vmid, None)
+            self._broadcast_line(vmid, line)
             return sample
         reading = (when, rt.cputime)
         cpu = cpu_fraction(self._cpu.get(vmid), reading, cores)
@@ -120,25 +137,37 @@ class Sampler:
         sample.update(cpu=0.0 if cpu is None else cpu,  # vmstatus answers 0 before it has a delta
                       mem=rt.mem, disk=rt.disk, netin=rt.netin, netout=rt.netout,
                       diskread=rt.diskread, diskwrite=rt.diskwrite)
+        self._broadcast_line(vmid, {**line, **{k: v for k, v in sample.items() if k in line},
+                                    "uptime": rt.uptime})
         return sample
+
+    def _broadcast_line(self, vmid: int, line: dict[str, Any]) -> None:
+        with self.lock:
+            self._broadcast[vmid] = line
 
     def sample(self) -> None:
         """One pvestatd cycle: every container on every node, then the node."""
+        seen: set[int] = set()
         for node in self.app.nodes:
             for vmid in store.vmids(self.app, node):
+                seen.add(vmid)
                 when = self.clock()
                 with contextlib.suppress(ApiError, FileNotFoundError):  # destroyed meanwhile
                     self._record(vmid, when, self.guest_values(node, vmid, when))
+        with self.lock:
+            for gone in set(self._broadcast) - seen:
+                del self._broadcast[gone]
         values = self.host.values()
         self._record(None, self.clock(), values)  # update_node_status takes the time after df
 
     def run(self) -> None:
-        """Sample every INTERVAL seconds until stopped; a failed cycle is logged, not fatal."""
-        while not self._stop.wait(INTERVAL - self.clock() % INTERVAL):
+        """Sample at once, then every INTERVAL seconds until stopped; a failed cycle is logged, not fatal."""
+        while not self._stop.is_set():
             try:
                 self.sample()
             except Exception:  # a bad cycle must not end the statistics for good
                 traceback.print_exc()
+            self._stop.wait(INTERVAL - self.clock() % INTERVAL)
 
     def stop(self) -> None:
         self._stop.set()

@@ -263,6 +263,34 @@ def test_cluster_resources_place_containers_on_their_nodes(api: Client) -> None:
     assert [v["volid"] for v in vols] == ["local-lvm:vm-9001-disk-0"]
 
 
+def test_cluster_resources_status_is_the_last_sample_the_nodes_list_now(app: App, api: Client) -> None:
+    """pve-manager answers /cluster/resources from pvestatd's last broadcast (every 10 s): a container
+    not sampled yet is `unknown` with no name, one started since its sample still `stopped`; the node's
+    own list (vmstatus) says what is true now. Lock and tags come from the config at once."""
+    from pvesim.rrd_sampler import sampler_for
+
+    create(api, 9000, "pve1")
+
+    def row() -> dict[str, Any]:
+        (entry,) = api.ok("GET", "/cluster/resources", type="vm")
+        return dict(entry)
+
+    assert (row()["status"], "name" in row()) == ("unknown", False)
+    sampler_for(app).sample()
+    assert (row()["status"], row()["name"]) == ("stopped", "ct9000")
+    api.task("POST", "/nodes/pve1/lxc/9000/status/start")
+    assert row()["status"] == "stopped"
+    assert [(c["vmid"], c["status"]) for c in api.ok("GET", "/nodes/pve1/lxc")] == [(9000, "running")]
+    api.ok("PUT", "/nodes/pve1/lxc/9000/config", tags="psa")
+    assert (row()["status"], row()["tags"]) == ("stopped", "psa")
+    sampler_for(app).sample()
+    assert row()["status"] == "running"
+    api.task("POST", "/nodes/pve1/lxc/9000/status/stop")
+    api.task("DELETE", "/nodes/pve1/lxc/9000")
+    sampler_for(app).sample()
+    assert api.ok("GET", "/cluster/resources", type="vm") == []
+
+
 def test_task_failure_fault_and_log_paging(app: App, api: Client) -> None:
     app.faults.add({"kind": "task-fail", "count": 1, "type": "vzcreate", "message": "disk on fire"})
     rec = create(api)

@@ -135,3 +135,27 @@ def test_update_applies_limits_live_to_the_payload_cgroup(tmp_path: Path, layout
                  "cpu.cfs_quota_us": "50000", "cpu.shares": "200"})
     assert {key: cgroups.read(200, key) for key in expected} == expected
     assert "cpuset.cpus=0-1 not applied live" in lines[0] and "applied live:" in lines[-1]
+
+
+def test_running_is_the_containers_command_socket_as_pve_lists_active_containers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pve-container's list_active_containers: an `@<lxcpath>/<vmid>/command` socket in /proc/net/unix."""
+    from pvesim import lxc
+
+    lxcpath = tmp_path / "lxc"
+    table = tmp_path / "unix"
+    table.write_text(
+        "Num       RefCount Protocol Flags    Type St Inode Path\n"
+        f"00000000a5785346: 00000002 00000000 00010000 0001 01 9547594 @{lxcpath}/200/command\n"
+        f"00000000a5785347: 00000002 00000000 00010000 0001 01 9547595 @{lxcpath}/201/command\n"
+        f"00000000a5785348: 00000002 00000000 00010000 0001 01 9547596 @{lxcpath}/202/monitor-sock\n"
+        "00000000a5785349: 00000002 00000000 00010000 0001 01 9547597 @/var/lib/other/203/command\n"
+        f"00000000a578534a: 00000002 00000000 00010000 0001 01 9547598 @{lxcpath}/psa/command\n"
+        "00000000a578534b: 00000003 00000000 00000000 0001 03 9547599\n")
+    monkeypatch.setattr(lxc, "PROC_NET_UNIX", str(table))
+    backend = LxcBackend(StateDir(tmp_path / "state"), lxcpath)
+    assert backend.active() == {200, 201}
+    for vmid in (200, 202):
+        (lxcpath / str(vmid)).mkdir(parents=True)
+        (lxcpath / str(vmid) / "config").write_text("")
+    assert [backend.is_running(v) for v in (200, 201, 202)] == [True, False, False]  # 201: no config
