@@ -122,7 +122,7 @@ def purge(proxmox: ProxmoxAPI, wait_task: TaskWaiter) -> Purger:
         for res in proxmox.cluster.resources.get(type="vm"):
             if res["vmid"] in vmids:
                 ct = proxmox.nodes(res["node"]).lxc(res["vmid"])
-                if res["status"] == "running":
+                if ct.status.current.get()["status"] == "running":  # now, not pvestatd's last sample
                     wait_task(res["node"], ct.status.stop.post())
                 wait_task(res["node"], ct.delete(purge=1))
 
