@@ -39,11 +39,6 @@ def side_by_side(read: Callable[[T], R], items: Iterable[T], *, workers: int = R
     return [future.result() for future in futures]
 
 
-def running_on(px: ProxmoxClient, nodes: Iterable[str]) -> set[int]:
-    """vmids running now on `nodes`: each node's own container list, read side by side."""
-    return running_in(side_by_side(px.containers, sorted(set(nodes))))
-
-
 def running_in(lists: Iterable[Sequence[dict[str, Any]]]) -> set[int]:
     """vmids whose row says `running` in nodes' container lists (GET /nodes/{node}/lxc answers)."""
     return {int(row.get("vmid", -1)) for rows in lists for row in rows if row.get("status") == "running"}
