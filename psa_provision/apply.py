@@ -186,10 +186,10 @@ def _revived(targets: Targets, host: str, *, settle: bool = False) -> bool:
     px = targets.proxmox
     if px is None:
         return False
-    guest = next((g for g in px.cluster_guests() if g.get("name") == host and g.get("type") == "lxc"), None)
-    if guest is None:
+    found = container_named(px, host)
+    if found is None:
         return False
-    node, vmid = str(guest["node"]), int(guest["vmid"])
+    node, vmid = found
     deadline = time.monotonic() + (SETTLE_S if settle else 0.0)
     while px.status(node, vmid).get("status") == "running":
         if time.monotonic() >= deadline:
@@ -201,6 +201,17 @@ def _revived(targets: Targets, host: str, *, settle: bool = False) -> bool:
     conn.close()
     wait_for_ssh(conn, REVIVE_TIMEOUT)
     return True
+
+
+def container_named(px: ProxmoxClient, host: str) -> tuple[str, int] | None:
+    """(node, vmid) of the container whose hostname is `host`, from its node's list (the config's name):
+    /cluster/resources names a guest only once pvestatd has sampled it."""
+    nodes = sorted({str(g.get("node")) for g in px.cluster_guests() if g.get("type") == "lxc"})
+    for node in nodes:
+        for row in px.containers(node):
+            if row.get("name") == host:
+                return node, int(row["vmid"])
+    return None
 
 
 def _warn(text: str) -> None:
