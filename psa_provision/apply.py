@@ -28,6 +28,7 @@ from psa_provision.changes import (
 from psa_provision.errors import ConnectionFailed, GuestError, ProvisionError
 from psa_provision.journal import Journal
 from psa_provision.proxmox import ProxmoxClient, Write
+from psa_provision.reads import container_named
 from psa_provision.seams import kill_point
 from psa_provision.ssh import Connection, Result, wait_for_ssh
 
@@ -201,17 +202,6 @@ def _revived(targets: Targets, host: str, *, settle: bool = False) -> bool:
     conn.close()
     wait_for_ssh(conn, REVIVE_TIMEOUT)
     return True
-
-
-def container_named(px: ProxmoxClient, host: str) -> tuple[str, int] | None:
-    """(node, vmid) of the container whose hostname is `host`, from its node's list (the config's name):
-    /cluster/resources names a guest only once pvestatd has sampled it."""
-    nodes = sorted({str(g.get("node")) for g in px.cluster_guests() if g.get("type") == "lxc"})
-    for node in nodes:
-        for row in px.containers(node):
-            if row.get("name") == host:
-                return node, int(row["vmid"])
-    return None
 
 
 def _warn(text: str) -> None:

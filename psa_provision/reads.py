@@ -44,11 +44,10 @@ def running_in(lists: Iterable[Sequence[dict[str, Any]]]) -> set[int]:
     return {int(row.get("vmid", -1)) for rows in lists for row in rows if row.get("status") == "running"}
 
 
-def guests_now(px: ProxmoxClient) -> dict[int, dict[str, Any]]:
-    """vmid -> the guest's /cluster/resources row, a container's `status` as its node answers now. A
-    node that does not answer (down) leaves its guests the cluster's status (`unknown`)."""
-    guests = {int(g["vmid"]): dict(g) for g in px.cluster_guests()}
-    nodes = sorted({str(g.get("node")) for g in guests.values() if g.get("type") == "lxc"})
+def node_lists(px: ProxmoxClient, nodes: Iterable[str]) -> dict[str, list[dict[str, Any]] | None]:
+    """node -> its containers as it answers now (GET /nodes/{node}/lxc), read side by side; None for a
+    node that does not answer (down)."""
+    chosen = sorted(set(nodes))
 
     def read(node: str) -> list[dict[str, Any]] | None:
         try:
@@ -58,7 +57,15 @@ def guests_now(px: ProxmoxClient) -> dict[int, dict[str, Any]]:
         except ProxmoxError:
             return None
 
-    for node, rows in zip(nodes, side_by_side(read, nodes), strict=True):
+    return dict(zip(chosen, side_by_side(read, chosen), strict=True))
+
+
+def guests_now(px: ProxmoxClient) -> dict[int, dict[str, Any]]:
+    """vmid -> the guest's /cluster/resources row, a container's `status` as its node answers now. A
+    node that does not answer (down) leaves its guests the cluster's status (`unknown`)."""
+    guests = {int(g["vmid"]): dict(g) for g in px.cluster_guests()}
+    lists = node_lists(px, {str(g.get("node")) for g in guests.values() if g.get("type") == "lxc"})
+    for node, rows in lists.items():
         if rows is None:
             continue
         running = running_in([rows])
@@ -66,6 +73,18 @@ def guests_now(px: ProxmoxClient) -> dict[int, dict[str, Any]]:
             if guest.get("node") == node and guest.get("type") == "lxc":
                 guest["status"] = "running" if vmid in running else "stopped"
     return guests
+
+
+def container_named(px: ProxmoxClient, host: str) -> tuple[str, int] | None:
+    """(node, vmid) of the container whose hostname is `host`, from its node's list (the config's name):
+    /cluster/resources names a guest only once pvestatd has sampled it. Nodes that do not answer are
+    passed over."""
+    lists = node_lists(px, {str(g.get("node")) for g in px.cluster_guests() if g.get("type") == "lxc"})
+    for node, rows in lists.items():
+        for row in rows or []:
+            if row.get("name") == host:
+                return node, int(row["vmid"])
+    return None
 
 
 def newest_running(phases: Sequence[Phase], guests: dict[int, dict[str, Any]]) -> Phase | None:

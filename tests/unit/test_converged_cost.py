@@ -250,12 +250,12 @@ def test_guests_now_take_each_containers_status_from_its_node_and_keep_unknown_w
 
 def test_a_container_is_found_by_its_hostname_in_its_nodes_list_not_by_the_samples_name() -> None:
     """A container created moments ago has no name in /cluster/resources yet (pvestatd has not sampled it)."""
-    from psa_provision.apply import container_named
-
-    sampled = [{"vmid": 200, "node": "pve1", "type": "lxc", "status": "unknown"},
+    sampled = [{"vmid": 199, "node": "pve0", "type": "lxc", "status": "unknown", "name": "psa-away"},
+               {"vmid": 200, "node": "pve1", "type": "lxc", "status": "unknown"},
                {"vmid": 201, "node": "pve2", "type": "lxc", "status": "running", "name": "psa-other"}]
-    px = Nodes(sampled, {"pve1": [{"vmid": 200, "status": "running", "name": "psa-core"}],
+    px = Nodes(sampled, {"pve0": None,  # down: passed over
+                         "pve1": [{"vmid": 200, "status": "running", "name": "psa-core"}],
                          "pve2": [{"vmid": 201, "status": "running", "name": "psa-other"}]})
-    assert container_named(px, "psa-core") == ("pve1", 200)  # type: ignore[arg-type]
-    assert container_named(px, "psa-other") == ("pve2", 201)  # type: ignore[arg-type]
-    assert container_named(px, "psa-gone") is None  # type: ignore[arg-type]
+    assert reads.container_named(px, "psa-core") == ("pve1", 200)  # type: ignore[arg-type]
+    assert reads.container_named(px, "psa-other") == ("pve2", 201)  # type: ignore[arg-type]
+    assert reads.container_named(px, "psa-away") is None  # type: ignore[arg-type]
