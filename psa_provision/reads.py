@@ -61,17 +61,19 @@ def node_lists(px: ProxmoxClient, nodes: Iterable[str]) -> dict[str, list[dict[s
 
 
 def guests_now(px: ProxmoxClient) -> dict[int, dict[str, Any]]:
-    """vmid -> the guest's /cluster/resources row, a container's `status` as its node answers now. A
-    node that does not answer (down) leaves its guests the cluster's status (`unknown`)."""
+    """vmid -> the guest's /cluster/resources row, a container's `status` and `mem` as its node answers
+    now. A node that does not answer (down) leaves its guests the cluster's (`unknown`)."""
     guests = {int(g["vmid"]): dict(g) for g in px.cluster_guests()}
     lists = node_lists(px, {str(g.get("node")) for g in guests.values() if g.get("type") == "lxc"})
     for node, rows in lists.items():
         if rows is None:
             continue
-        running = running_in([rows])
+        now = {int(row.get("vmid", -1)): row for row in rows}
         for vmid, guest in guests.items():
             if guest.get("node") == node and guest.get("type") == "lxc":
-                guest["status"] = "running" if vmid in running else "stopped"
+                row = now.get(vmid, {})
+                guest["status"] = "running" if row.get("status") == "running" else "stopped"
+                guest["mem"] = row.get("mem", 0)
     return guests
 
 

@@ -238,11 +238,13 @@ def test_guests_now_take_each_containers_status_from_its_node_and_keep_unknown_w
                {"vmid": 201, "node": "pve1", "type": "lxc", "status": "running"},   # stopped since
                {"vmid": 202, "node": "pve2", "type": "lxc", "status": "unknown"},   # its node is down
                {"vmid": 300, "node": "pve1", "type": "qemu", "status": "running"}]
-    px = Nodes(sampled, {"pve1": [{"vmid": 200, "status": "running"}, {"vmid": 201, "status": "stopped"}],
+    px = Nodes(sampled, {"pve1": [{"vmid": 200, "status": "running", "mem": 512},
+                                  {"vmid": 201, "status": "stopped", "mem": 0}],
                          "pve2": None})
     guests = reads.guests_now(px)  # type: ignore[arg-type]
     assert {v: g["status"] for v, g in guests.items()} == {200: "running", 201: "stopped", 202: "unknown",
                                                            300: "running"}
+    assert guests[200]["mem"] == 512
     phases = [load_phase(name, PHASES_DIR) for name in ("phase0", "phase1")]
     assert reads.newest_running(phases, guests) is phases[0]
     assert reads.newest_running(phases, {}) is None
