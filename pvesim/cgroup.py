@@ -12,6 +12,10 @@ The container's cgroup is lxc's default payload cgroup, `lxc.payload.<vmid>`, at
 hierarchy (the LXC config sets neither lxc.cgroup.dir.* nor lxc.cgroup.relative, and lxc run as
 root leaves its own cgroup for the root one): /sys/fs/cgroup/<controller>/lxc.payload.<vmid>/ on
 v1, /sys/fs/cgroup/lxc.payload.<vmid>/ on unified. (pve-container's own layout is lxc/<vmid>.)
+When that name is still taken at start (a cgroup an earlier stop could not remove: on a hybrid
+host the guest's systemd leaves sub-cgroups behind), lxc takes `lxc.payload.<vmid>-1`, `-2`, ...
+So the name is never built from the vmid alone: PVE asks the running container's LXC monitor for
+its path (PVE::LXC::Command::get_cgroup_path); here its init's /proc/<pid>/cgroup tells it.
 Live writes follow PVE::CGroup's change_memory_limit, change_cpu_quota and change_cpu_shares.
 Usage counts the page cache as used memory, where PVE::CGroup::get_memory_stat subtracts it.
 """
@@ -19,6 +23,7 @@ Usage counts the page cache as used memory, where PVE::CGroup::get_memory_stat s
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +37,18 @@ PAYLOAD = "lxc.payload.{vmid}"
 # what PVE::CGroup writes when a setting is deleted (change_cpu_quota(undef), change_cpu_shares(undef))
 LIVE_DEFAULTS = {1: {"cpu.cfs_quota_us": "-1", "cpu.shares": "1024"},
                  2: {"cpu.max": "max", "cpu.weight": "100"}}
+
+
+def payload_name(vmid: int, proc_cgroup: str | None) -> str:
+    """Container `vmid`'s cgroup directory as its init's /proc/<pid>/cgroup names it (the first
+    component of a hierarchy's path: `lxc.payload.<vmid>` or `lxc.payload.<vmid>-N`); the plain name
+    when that text is not at hand (the container does not run)."""
+    own = re.compile(rf"lxc\.payload\.{vmid}(?:-\d+)?")
+    for line in (proc_cgroup or "").splitlines():
+        first = line.split(":", 2)[-1].lstrip("/").split("/", 1)[0]
+        if own.fullmatch(first):
+            return first
+    return PAYLOAD.format(vmid=vmid)
 
 
 class CgroupError(RuntimeError):
@@ -119,6 +136,7 @@ class Cgroups:
 
     layout: Layout
     root: Path = CGROUP_ROOT
+    proc: Path = Path("/proc")
 
     @classmethod
     def of_host(cls, mounts: Path = Path("/proc/self/mounts"), root: Path = CGROUP_ROOT) -> Cgroups:
@@ -136,39 +154,61 @@ class Cgroups:
             memsw = (self.root / "memory" / "memory.memsw.limit_in_bytes").exists()
         return guestconf.HostCaps(memsw=memsw, cpus=os.cpu_count() or 1, cgroup=self.version)
 
-    def path(self, vmid: int, key: str) -> Path:
-        """The file `key` (memory.max, cpuset.cpus ...) of container `vmid`'s cgroup."""
-        payload = PAYLOAD.format(vmid=vmid)
+    def payload(self, vmid: int, pid: int | None) -> str:
+        """The cgroup directory of container `vmid` whose init is `pid` (payload_name)."""
+        text = None
+        if pid is not None:
+            try:
+                text = (self.proc / str(pid) / "cgroup").read_text()
+            except OSError:
+                text = None
+        return payload_name(vmid, text)
+
+    def path(self, vmid: int, key: str, pid: int | None = None) -> Path:
+        """The file `key` (memory.max, cpuset.cpus ...) of container `vmid`'s cgroup (its init: `pid`)."""
+        return self._file(self.payload(vmid, pid), key)
+
+    def _file(self, payload: str, key: str) -> Path:
         if self.version == 2:
             return self.root / payload / key
         return self.root / key.split(".", 1)[0] / payload / key
 
-    def read(self, vmid: int, key: str) -> str | None:
+    def read(self, vmid: int, key: str, pid: int | None = None) -> str | None:
         """A cgroup file's content, None when it cannot be read (the container is not running)."""
+        return self._read(self.path(vmid, key, pid))
+
+    @staticmethod
+    def _read(path: Path) -> str | None:
         try:
-            return self.path(vmid, key).read_text().strip()
+            return path.read_text().strip()
         except OSError:
             return None
 
-    def write(self, vmid: int, key: str, value: str) -> None:
-        self.path(vmid, key).write_text(value)
+    def write(self, vmid: int, key: str, value: str, pid: int | None = None) -> None:
+        self.path(vmid, key, pid).write_text(value)
 
-    def writes(self, vmid: int, limits: Mapping[str, str]) -> list[tuple[str, str]]:
+    def writes(self, vmid: int, limits: Mapping[str, str], pid: int | None = None) -> list[tuple[str, str]]:
         """live_writes for container `vmid`, reading its current values where the order needs them."""
-        return live_writes(limits, self.version, lambda key: self.read(vmid, key))
+        return live_writes(limits, self.version, lambda key: self.read(vmid, key, pid))
 
-    def usage(self, vmid: int) -> Usage:
-        """Memory, swap and CPU time used: v2 memory.current, memory.swap.current and cpu.stat's
-        usage_usec; v1 memory.usage_in_bytes, memsw minus it, and cpuacct.usage."""
+    def usage(self, vmid: int, pid: int | None = None) -> Usage:
+        """Memory, swap and CPU time used by container `vmid` (its init: `pid`): v2 memory.current,
+        memory.swap.current and cpu.stat's usage_usec; v1 memory.usage_in_bytes, memsw minus it, and
+        cpuacct.usage."""
+        payload = self.payload(vmid, pid)  # read once for the five files
+
+        def read(key: str) -> str | None:
+            return self._read(self._file(payload, key))
+
         if self.version == 2:
-            mem = int(self.read(vmid, "memory.current") or 0)
-            swap = int(self.read(vmid, "memory.swap.current") or 0)
-            cpu_us = flat_keyed(self.read(vmid, "cpu.stat") or "").get("usage_usec", "0")
-            return Usage(mem, swap, int(cpu_us) * 1000, *io_stat_bytes(self.read(vmid, "io.stat")))
-        mem = int(self.read(vmid, "memory.usage_in_bytes") or 0)
-        memsw = int(self.read(vmid, "memory.memsw.usage_in_bytes") or mem)
-        return Usage(mem, max(0, memsw - mem), int(self.read(vmid, "cpuacct.usage") or 0),
-                     *blkio_bytes(self.read(vmid, "blkio.throttle.io_service_bytes_recursive")))
+            mem = int(read("memory.current") or 0)
+            swap = int(read("memory.swap.current") or 0)
+            cpu_us = flat_keyed(read("cpu.stat") or "").get("usage_usec", "0")
+            return Usage(mem, swap, int(cpu_us) * 1000, *io_stat_bytes(read("io.stat")))
+        mem = int(read("memory.usage_in_bytes") or 0)
+        memsw = int(read("memory.memsw.usage_in_bytes") or mem)
+        return Usage(mem, max(0, memsw - mem), int(read("cpuacct.usage") or 0),
+                     *blkio_bytes(read("blkio.throttle.io_service_bytes_recursive")))
 
 def blkio_bytes(text: str | None) -> tuple[int, int]:
     """(read, written) bytes from blkio.throttle.io_service_bytes_recursive, summed over devices

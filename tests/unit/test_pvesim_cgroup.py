@@ -7,7 +7,16 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from pvesim import guestconf
-from pvesim.cgroup import CgroupError, Cgroups, Layout, config_maxima, detect_layout, flat_keyed, live_writes
+from pvesim.cgroup import (
+    CgroupError,
+    Cgroups,
+    Layout,
+    config_maxima,
+    detect_layout,
+    flat_keyed,
+    live_writes,
+    payload_name,
+)
 from pvesim.guestconf import HostCaps
 from pvesim.lxc import LxcBackend
 from pvesim.paths import StateDir
@@ -102,6 +111,42 @@ def test_paths_per_layout(tmp_path: Path) -> None:
     assert hybrid.path(200, "cpuset.cpus") == tmp_path / "cpuset/lxc.payload.200/cpuset.cpus"
 
 
+HYBRID_INIT = """9:name=systemd:/lxc.payload.200-3/init.scope
+4:memory:/lxc.payload.200-3/init.scope
+2:cpuacct:/lxc.payload.200-3
+0::/lxc.payload.200-3/init.scope
+"""
+
+
+def test_payload_name_is_the_one_the_containers_init_is_in() -> None:
+    """lxc takes lxc.payload.<vmid>-N when an earlier cgroup of that name was left behind: the name comes
+    from the init's /proc/<pid>/cgroup, the plain one only when that is not at hand."""
+    assert payload_name(200, HYBRID_INIT) == "lxc.payload.200-3"
+    assert payload_name(200, "0::/lxc.payload.200/init.scope\n") == "lxc.payload.200"
+    assert payload_name(200, None) == "lxc.payload.200"
+    assert payload_name(20, HYBRID_INIT) == "lxc.payload.20"  # another container's path is not its own
+    assert payload_name(200, "0::/user.slice\n") == "lxc.payload.200"
+
+
+def test_usage_reads_the_live_cgroup_not_one_left_behind(tmp_path: Path) -> None:
+    """A stale lxc.payload.200 (0.5 MiB, nothing in it) beside the live lxc.payload.200-3: status reads the
+    live one, and a live limit goes to it."""
+    cgroups = Cgroups("hybrid", tmp_path / "cgroup", proc=tmp_path / "proc")
+    (tmp_path / "proc/4242").mkdir(parents=True)
+    (tmp_path / "proc/4242/cgroup").write_text(HYBRID_INIT)
+    for payload, mem in (("lxc.payload.200", "532480"), ("lxc.payload.200-3", "416595968")):
+        for key, value in (("memory.usage_in_bytes", mem), ("cpuacct.usage", "9"),
+                           ("memory.limit_in_bytes", str(512 * MIB))):
+            path = tmp_path / "cgroup" / key.split(".")[0] / payload / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(value + "\n")
+    assert cgroups.usage(200, 4242).mem == 416595968
+    assert cgroups.usage(200).mem == 532480  # no pid: the plain name, as before
+    cgroups.write(200, "memory.limit_in_bytes", str(1024 * MIB), 4242)
+    assert cgroups.read(200, "memory.limit_in_bytes", 4242) == str(1024 * MIB)
+    assert cgroups.read(200, "memory.limit_in_bytes") == str(512 * MIB)
+
+
 def test_caps_see_swap_accounting_per_version(tmp_path: Path) -> None:
     caps = Cgroups("unified", tmp_path).caps()
     assert (caps.memsw, caps.cgroup) == (False, 2)
@@ -128,7 +173,7 @@ def test_update_applies_limits_live_to_the_payload_cgroup(tmp_path: Path, layout
     cgroups.path(200, "cpuset.cpus").mkdir()  # a write that fails as an EBUSY cpuset would
     backend = LxcBackend(StateDir(tmp_path / "state"), tmp_path / "lxc", cgroups)
     lines: list[str] = []
-    backend._apply_limits(200, CONF, lines.append)
+    backend._apply_limits(200, CONF, lines.append, None)
     expected = ({"memory.max": str(1024 * MIB), "memory.swap.max": str(256 * MIB),
                  "cpu.max": "50000 100000", "cpu.weight": "200"} if layout == "unified" else
                 {"memory.limit_in_bytes": str(1024 * MIB), "memory.memsw.limit_in_bytes": str(1280 * MIB),
