@@ -3,17 +3,19 @@
 Guests have no route out; apt goes through this proxy (backends: the Debian and Debian security mirrors
 of this machine's apt sources, see hostconf.py) and HTTPS to those mirrors and to this machine's npm
 registry is tunnelled through it (CONNECT, PassThroughPattern); this machine's own proxy, if it has one,
-is apt-cacher-ng's upstream `Proxy`. This machine's TLS is
-inspected by a CA the guests do not know, so the host's CA bundle is copied for them (guest-ca.crt).
+is apt-cacher-ng's upstream `Proxy`. This machine's TLS may be
+inspected by a CA the guests do not know: the CAs this machine trusts beyond Debian's ca-certificates
+are copied for them (guest-ca.crt), as an admin lists a site's own CA in the inventory.
 The host's /etc/apt-cacher-ng is never touched: the daemon runs with `-c <state>/apt-cacher-ng/conf`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -28,6 +30,8 @@ PROXY_PORT = 3142  # apt-cacher-ng cannot bind ports above 32767
 BIND_ADDRESSES = ("127.0.0.1", "10.0.20.1", "10.0.30.1")
 GUEST_PROXY_URL = f"http://10.0.20.1:{PROXY_PORT}"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+STOCK_CAS = Path("/usr/share/ca-certificates")  # Debian's ca-certificates package (mozilla/*.crt)
+_PEM = re.compile(r"-----BEGIN CERTIFICATE-----\s*(.*?)\s*-----END CERTIFICATE-----", re.S)
 START_TIMEOUT = 15.0
 
 
@@ -44,8 +48,31 @@ def pidfile(state: StateDir) -> Path:
 
 
 def guest_ca_file(state: StateDir) -> Path:
-    """The host's CA bundle, copied for guests (npm --cafile, apt over HTTPS)."""
+    """The CAs guests need beyond their own bundle (guest_cas), for apt and npm through the proxy."""
     return state.root / "guest-ca.crt"
+
+
+def _certificates(text: str) -> list[tuple[bytes, str]]:
+    """(DER, PEM block) of each certificate in a PEM text; a block that is not base64 is skipped."""
+    out: list[tuple[bytes, str]] = []
+    for m in _PEM.finditer(text):
+        try:
+            out.append((base64.b64decode("".join(m.group(1).split()), validate=True), m.group(0)))
+        except (binascii.Error, ValueError):
+            continue
+    return out
+
+
+def guest_cas(bundle: Path = HOST_CA_BUNDLE, stock: Path = STOCK_CAS) -> str:
+    """The certificates of this machine's CA bundle that Debian's ca-certificates does not ship (those
+    of /usr/local/share/ca-certificates: a TLS-inspecting proxy's, a site's own), one PEM text. A
+    guest has Debian's set already. A machine that trusts none beyond it gets its whole bundle: the
+    inventory names the file, and the stock certificates are harmless."""
+    text = bundle.read_text(encoding="utf-8", errors="replace")
+    known = {der for path in sorted(stock.rglob("*.crt"))
+             for der, _ in _certificates(path.read_text(encoding="utf-8", errors="replace"))}
+    own = [block for der, block in _certificates(text) if der not in known]
+    return "\n".join(own) + "\n" if own else text
 
 
 def _local_addresses() -> set[str]:
@@ -109,7 +136,7 @@ def write_config(state: StateDir, addresses: list[str], port: int = PROXY_PORT,
         sub.mkdir(parents=True, exist_ok=True)
     (conf / "acng.conf").write_text(config_text(state, addresses, mirrors, port))
     (conf / "backends_debian").write_text(_with_slash(mirrors.debian) + "\n")
-    shutil.copyfile(HOST_CA_BUNDLE, guest_ca_file(state))
+    guest_ca_file(state).write_text(guest_cas())
     return conf
 
 

@@ -167,7 +167,7 @@ def test_proxy_config_stays_in_the_state_dir(tmp_path: Path) -> None:
     assert "BindAddress: 127.0.0.1 10.0.20.1" in text
     assert "Port: 3142" in text and "ForeGround: 1" in text
     assert "Proxy:" not in text
-    assert proxy.guest_ca_file(state).read_bytes() == proxy.HOST_CA_BUNDLE.read_bytes()
+    assert proxy.guest_ca_file(state).read_text() == proxy.guest_cas()
     assert proxy.status(state)["running"] is False
 
 
@@ -183,6 +183,30 @@ def test_proxy_config_names_the_hosts_mirrors_and_registry(tmp_path: Path) -> No
         " http://security.example/debian-security/" in lines
     assert r"PassThroughPattern: ^(mirror\.example|npm\.example|security\.example):443$" in lines
     assert "Proxy: http://proxy.example:3128" in lines
+
+
+def _pem(der: bytes) -> str:
+    import base64
+    body = base64.b64encode(der).decode()
+    lines = "\n".join(body[i:i + 64] for i in range(0, len(body), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
+
+
+def test_guest_cas_are_the_hosts_own_beyond_debians(tmp_path: Path) -> None:
+    """Guests get the CAs this machine trusts beyond Debian's set (a proxy's), not its whole bundle; the
+    same certificate wrapped at another width is still Debian's."""
+    stock = tmp_path / "share"
+    (stock / "mozilla").mkdir(parents=True)
+    (stock / "mozilla" / "A.crt").write_text(_pem(b"stock-a" * 20))
+    (stock / "mozilla" / "B.crt").write_text(_pem(b"stock-b" * 20))
+    bundle = tmp_path / "ca-certificates.crt"
+    rewrapped = _pem(b"stock-b" * 20).replace("\n", "\n\n", 2)
+    bundle.write_text(_pem(b"stock-a" * 20) + rewrapped + _pem(b"egress-proxy" * 9) + _pem(b"site" * 30))
+    assert proxy.guest_cas(bundle, stock) == _pem(b"egress-proxy" * 9) + _pem(b"site" * 30)
+    bundle.write_text(_pem(b"stock-a" * 20))  # nothing of its own: the whole bundle, as before
+    assert proxy.guest_cas(bundle, stock) == _pem(b"stock-a" * 20)
+    host = proxy.guest_cas()  # this machine: every certificate in it is in its bundle
+    assert "BEGIN CERTIFICATE" in host and len(host) <= len(proxy.HOST_CA_BUNDLE.read_text())
 
 
 def test_bind_addresses_always_include_loopback() -> None:
