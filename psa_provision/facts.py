@@ -15,6 +15,7 @@ import binascii
 import dataclasses
 import json
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -104,9 +105,11 @@ def gather_input(secrets: Secrets) -> Sensitive:
     return rabbitmq_facts.facts_input(secrets)
 
 
-def gather_script(spec: ContainerSpec, databases: tuple[str, ...] = (postgresql.DATABASE,)) -> str:
+def gather_script(spec: ContainerSpec, databases: tuple[str, ...] = (postgresql.DATABASE,), *,
+                  apps: Mapping[str, int] | None = None) -> str:
     """The read-only bash script that prints this guest's facts as one JSON document; its stdin is
-    gather_input's."""
+    gather_input's. `apps`: the PM2 processes the phase runs here (app_facts.processes), which a
+    converged guest's facts then read without a Node.js."""
     clustered = spec.cluster is not None
     files = catalog.managed_files(spec.components, clustered=clustered)
     dirs = catalog.managed_dirs(spec.components)
@@ -135,7 +138,7 @@ is_opaque() {{ local s; for s in "${{OPAQUE[@]}}"; do [ "$s" = "$1" ] && return 
 {rabbitmq_facts.AUTH_READ}{{
 # The slow probes (rabbitmqctl boots an Erlang VM, pm2 a Node.js) start now, side by side, and are
 # read where their JSON field goes: the facts cost the slowest probe, not their sum.
-{rabbitmq_facts.START}{cluster_start}{app_facts.START}\
+{rabbitmq_facts.START}{cluster_start}{app_facts.start(apps or {})}\
 printf '{{"version":{FACTS_VERSION},"hostname":"%s"' "$(hostname)"
 printf ',"os_release":"%s"' "$(cat /etc/os-release 2>/dev/null | b64)"
 printf ',"packages":"%s"' \\

@@ -10,6 +10,7 @@ from psa_provision.errors import ProvisionError
 from psa_provision.phases import ContainerSpec, Phase
 from psa_provision.preflight import ContainerState
 from psa_provision.secrets import Secrets
+from psa_provision.services.app.facts import processes
 from psa_provision.services.app.health import health_script
 from psa_provision.site import Site, known_hosts, ssh_connection
 from psa_provision.ssh import Connection, pinned_hosts
@@ -20,10 +21,17 @@ HEALTH_MARK = "@@psa-provision-health@@"
 FACTS_AT_ONCE = 8
 
 
-def gather_facts(conn: Connection, spec: ContainerSpec, secrets: Secrets) -> facts_mod.GuestFacts:
-    """ONE ssh command: the facts script, parsed."""
-    result = conn.run(facts_mod.gather_script(spec), stdin=facts_mod.gather_input(secrets))
+def gather_facts(conn: Connection, spec: ContainerSpec, secrets: Secrets,
+                 phase: Phase | None = None) -> facts_mod.GuestFacts:
+    """ONE ssh command: the facts script (for the PM2 processes `phase` runs there), parsed."""
+    result = conn.run(_script(phase, spec), stdin=facts_mod.gather_input(secrets))
     return facts_mod.parse_guest_facts(result.stdout)
+
+
+def _script(phase: Phase | None, spec: ContainerSpec) -> str:
+    """The facts script of `spec`, told the PM2 processes `phase` runs there (none: the daemon is asked)."""
+    apps = processes(phase.services_on(spec.vmid)) if phase is not None else None
+    return facts_mod.gather_script(spec, apps=apps)
 
 
 def gather_facts_and_health(conn: Connection, phase: Phase, spec: ContainerSpec,
@@ -33,7 +41,7 @@ def gather_facts_and_health(conn: Connection, phase: Phase, spec: ContainerSpec,
     Returns (facts, every service answered 200): a converged `up` then needs no second round trip.
     """
     services = phase.services_on(spec.vmid)
-    script = facts_mod.gather_script(spec)
+    script = _script(phase, spec)
     if services:
         script += f"\necho {HEALTH_MARK}\n" + health_script(phase, spec)
     out = conn.run(script, stdin=facts_mod.gather_input(secrets)).stdout
@@ -102,7 +110,7 @@ class FactsAhead:
     def _gather_on(self, conn: Connection, spec: ContainerSpec) -> tuple[facts_mod.GuestFacts, bool]:
         if self._health:
             return gather_facts_and_health(conn, self._site.phase, spec, self._site.secrets)
-        return gather_facts(conn, spec, self._site.secrets), False
+        return gather_facts(conn, spec, self._site.secrets, self._site.phase), False
 
     def take(self, hostname: str, *, usable: bool) -> tuple[facts_mod.GuestFacts, bool] | None:
         """(facts, healthy) gathered ahead, if `usable` and they were; else None, without waiting."""

@@ -62,7 +62,7 @@ def plan(site: Site, out: Output, *, force: bool = False, cost: Cost | None = No
             if state.running:
                 early = ahead.take(state.spec.hostname, usable=True)
                 conn = conns[state.spec.hostname]
-                facts = early[0] if early else gather_facts(conn, state.spec, site.secrets)
+                facts = early[0] if early else gather_facts(conn, state.spec, site.secrets, site.phase)
             elif state.config is not None:
                 out.note(f"{state.spec.hostname} is stopped: planning as for a fresh guest")
             full.add(guest_plan(site, hold.spec(state.spec), facts).changes)

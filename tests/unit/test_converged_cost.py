@@ -186,7 +186,7 @@ def test_facts_are_gathered_at_most_so_many_at_once(tmp_path: Path, monkeypatch:
     gate = Gate(3)
     monkeypatch.setattr(facts_ahead, "ssh_connection", lambda inv, spec: _Conn())
 
-    def gather(conn: Any, spec: Any, secrets: Any) -> str:
+    def gather(conn: Any, spec: Any, secrets: Any, phase: Any) -> str:
         gate("ssh", spec.hostname)
         return str(spec.hostname)
 

@@ -44,6 +44,7 @@ from . import (
     UNIT_FILE,
     env_readers,
 )
+from .facts import processes
 
 PM2_ENV = f"export HOME={APP_HOME} PM2_HOME={APP_HOME}/.pm2\ncd {APP_DIR}\n"
 
@@ -222,7 +223,7 @@ def _older_than_their_code(facts: GuestFacts, apps: set[str]) -> set[str]:
 def _processes(ctx: HostContext, facts: GuestFacts, env: str, *, code_changed: bool,
                env_changed: bool) -> list[Change]:
     """Start, reload (only the apps whose code or environment changed), scale or delete PM2 apps."""
-    wanted = {n: s.instances for n, s in ctx.services.items()}
+    wanted = processes(ctx.services)
     running = {a.name: a for a in facts.pm2 or []}
     if ctx.hold_app and running:
         return [Noop(ctx.host, COMPONENT, "PM2 apps left as they are: a migration to this phase is under way "

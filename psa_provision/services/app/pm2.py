@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Mapping
 
 from . import APP_DIR, APP_HOME, APP_USER, ECOSYSTEM_FILE, PM2_HOME, UNIT
 
@@ -17,7 +18,10 @@ from . import APP_DIR, APP_HOME, APP_USER, ECOSYSTEM_FILE, PM2_HOME, UNIT
 ENV = f"export HOME={APP_HOME} PM2_HOME={PM2_HOME}\ncd {APP_DIR}\n"
 PID_FILE = f"{PM2_HOME}/pm2.pid"
 DUMP_FILE = f"{PM2_HOME}/dump.pm2"  # what `pm2 resurrect` restores at boot (written by `pm2 save`)
-DUMP_BACKUP = f"{DUMP_FILE}.bak"  # `pm2 resurrect` falls back to it when DUMP_FILE is missing
+DUMP_BACKUP = f"{DUMP_FILE}.bak"
+# <name>-<pm_id>.pid of each live process: written by the process as it starts (ProcessContainer, or
+# the daemon in fork mode), removed by the daemon when it exits (God.handleExit)
+PIDS_DIR = f"{PM2_HOME}/pids"  # `pm2 resurrect` falls back to it when DUMP_FILE is missing
 # PM2 as the app user, from root
 AS_APP_USER_ARGV = ["runuser", "-u", APP_USER, "--", "env", f"HOME={APP_HOME}", f"PM2_HOME={PM2_HOME}", "pm2"]
 AS_APP_USER = " ".join(AS_APP_USER_ARGV)
@@ -72,6 +76,59 @@ FACTS = jlist(
     'let d=[];try{d=JSON.parse(require("fs").readFileSync(process.argv[1]))}catch(e){}'
     "console.log(JSON.stringify({running:ps.map(p=>({name:p.name,status:p.pm2_env.status,"
     "started:p.pm2_env.pm_uptime})),saved:(Array.isArray(d)?d:[]).map(p=>p.name)}))", DUMP_FILE)
+
+
+def live_facts(apps: Mapping[str, int]) -> str:
+    """Bash defining `pm2_live`, which prints FACTS' document without a Node.js when exactly `apps`
+    (name -> processes) run, and nothing otherwise (then the daemon is asked: FACTS).
+
+    Exactly: a pid file per process, each process alive and a child of the daemon, no other pid file,
+    the counts as wanted. Each such process is online or about to be (launching, stopping); a stopped,
+    errored or restarting one has no process and no pid file. Its start is its pid file's write (PM2's
+    pm_uptime is taken just before). What `pm2 resurrect` restores is dump.pm2 as `pm2 save` writes it
+    (JSON indented by 2, so a process's own `name` is the key indented by 4); a dump in another form
+    is left to the daemon's reader."""
+    checks = "".join(f'  [ "${{count[{shlex.quote(name)}]:-0}}" = {int(n)} ] || return 0\n'
+                      for name, n in sorted(apps.items()))
+    return f"""pm2_live() {{
+  local daemon pid ppid key value f base name line saved="" sep="" stamp
+  local -a files=() stats=()
+  local -A count=()
+  read -r daemon < {PID_FILE} || [ -n "$daemon" ] || return 0  # PM2 ends no pid file with a newline
+  for f in {PIDS_DIR}/*.pid; do
+    [ -e "$f" ] || continue
+    pid="" ppid=""
+    read -r pid < "$f" || true
+    if [[ $pid =~ ^[0-9]+$ ]]; then
+      while read -r key value; do
+        if [ "$key" = PPid: ]; then ppid=$value; break; fi
+      done 2>/dev/null < "/proc/$pid/status"
+    fi
+    [ -n "$ppid" ] && [ "$ppid" = "$daemon" ] || return 0
+    base=${{f##*/}}; base=${{base%.pid}}; name=${{base%-*}}
+    [[ $name =~ ^[A-Za-z0-9._-]+$ ]] || return 0
+    count[$name]=$(( ${{count[$name]:-0}} + 1 ))
+    files+=("$f")
+  done
+  [ ${{#count[@]}} = {len(apps)} ] || return 0
+{checks}  mapfile -t stats < <(stat -c '%.6Y %n' -- "${{files[@]}}" 2>/dev/null)
+  [ ${{#stats[@]}} = ${{#files[@]}} ] || return 0
+  if [ -e {DUMP_FILE} ]; then
+    read -r line < {DUMP_FILE} || true
+    [ "$line" = "[" ] || return 0
+    saved=$(sed -n 's/^    "name": "\\([A-Za-z0-9._-]*\\)",\\{{0,1\\}}$/"\\1"/p' {DUMP_FILE} | paste -sd, -)
+  fi
+  printf '{{"running":['
+  for line in "${{stats[@]}}"; do
+    stamp=${{line%% *}}; f=${{line#* }}; base=${{f##*/}}; base=${{base%.pid}}
+    printf '%s{{"name":"%s","status":"online","started":%se-3}}' "$sep" "${{base%-*}}" "${{stamp/./}}"
+    sep=,
+  done
+  printf '],"saved":[%s]}}\\n' "$saved"
+}}
+"""
+
+
 # `name=online/total,...` per app (health's pm2 probe)
 COUNTS = jlist(
     "const c={};for(const p of ps){c[p.name]=c[p.name]||[0,0];c[p.name][1]++;"
