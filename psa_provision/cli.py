@@ -20,12 +20,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from psa_provision.commands import destroy as destroy_cmd
-from psa_provision.commands import health as health_cmd
-from psa_provision.commands import plan as plan_cmd
-from psa_provision.commands import status as status_cmd
-from psa_provision.commands import up as up_cmd
-from psa_provision.commands import verify as verify_cmd
 from psa_provision.errors import GuestError, InputError, ProvisionError, TaskError
 from psa_provision.inventory import PROJECT_INVENTORY
 from psa_provision.output import Output, plan_json
@@ -191,6 +185,8 @@ def plan(ctx: typer.Context, phase: str,
     out = Output(json_mode=output is Format.json, verbose=state.verbose)
 
     def run() -> int:
+        from psa_provision.commands import plan as plan_cmd
+
         site = plan_cmd.load(state.inventory, phase)
         cost = plan_cmd.Cost()
         result = plan_cmd.plan(site, out, force=force, cost=cost)
@@ -214,6 +210,9 @@ def up(ctx: typer.Context, phase: str,
     out = Output(verbose=state.verbose)
 
     def run() -> int:
+        from psa_provision.commands import plan as plan_cmd
+        from psa_provision.commands import up as up_cmd
+
         site = up_cmd.load(state.inventory, phase)
         if not yes and _interactive():
             preview = plan_cmd.plan(site, out, force=force)
@@ -242,6 +241,8 @@ def status(ctx: typer.Context,
                                                         "newest phase whose containers all run)")] = None,
            ) -> None:
     """One table of containers (node, vmid, state, cpu/mem) and one of services (health)."""
+    from psa_provision.commands import status as status_cmd
+
     out = Output()
     containers, services = _guard(out, lambda: status_cmd.status(_state(ctx).inventory, phase))
     out.table("containers", ["node", "vmid", "hostname", "state", "cpu", "memory"], containers)
@@ -260,6 +261,8 @@ def destroy(ctx: typer.Context, phase: str,
     out = Output()
 
     def run() -> int:
+        from psa_provision.commands import destroy as destroy_cmd
+
         site = destroy_cmd.load(state.inventory, phase)
         px, targets, notes = destroy_cmd.destroy_targets(site)
         for note in notes:
@@ -329,6 +332,8 @@ def verify(ctx: typer.Context, phase: str,
     out = Output()
 
     def run() -> int:
+        from psa_provision.commands import verify as verify_cmd
+
         report = verify_cmd.run_phase(state.inventory, phase, junit_xml=junit_xml)
         rows = [[r.host, r.check, "skipped" if r.skipped else "ok" if r.passed else "FAILED", r.detail]
                 for r in report.results if state.verbose or not r.passed]
@@ -348,6 +353,8 @@ def health(ctx: typer.Context,
     out = Output()
 
     def run() -> int:
+        from psa_provision.commands import health as health_cmd
+
         report = health_cmd.run_phase(state.inventory, phase)
         out.table("health", list(report.columns), report.rows())
         return report.exit_code
