@@ -18,10 +18,10 @@ from . import APP_DIR, APP_HOME, APP_USER, ECOSYSTEM_FILE, PM2_HOME, UNIT
 ENV = f"export HOME={APP_HOME} PM2_HOME={PM2_HOME}\ncd {APP_DIR}\n"
 PID_FILE = f"{PM2_HOME}/pm2.pid"
 DUMP_FILE = f"{PM2_HOME}/dump.pm2"  # what `pm2 resurrect` restores at boot (written by `pm2 save`)
-DUMP_BACKUP = f"{DUMP_FILE}.bak"
+DUMP_BACKUP = f"{DUMP_FILE}.bak"  # `pm2 resurrect` falls back to it when DUMP_FILE is missing
 # <name>-<pm_id>.pid of each live process: written by the process as it starts (ProcessContainer, or
 # the daemon in fork mode), removed by the daemon when it exits (God.handleExit)
-PIDS_DIR = f"{PM2_HOME}/pids"  # `pm2 resurrect` falls back to it when DUMP_FILE is missing
+PIDS_DIR = f"{PM2_HOME}/pids"
 # PM2 as the app user, from root
 AS_APP_USER_ARGV = ["runuser", "-u", APP_USER, "--", "env", f"HOME={APP_HOME}", f"PM2_HOME={PM2_HOME}", "pm2"]
 AS_APP_USER = " ".join(AS_APP_USER_ARGV)
