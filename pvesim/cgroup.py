@@ -17,7 +17,8 @@ host the guest's systemd leaves sub-cgroups behind), lxc takes `lxc.payload.<vmi
 So the name is never built from the vmid alone: PVE asks the running container's LXC monitor for
 its path (PVE::LXC::Command::get_cgroup_path); here its init's /proc/<pid>/cgroup tells it.
 Live writes follow PVE::CGroup's change_memory_limit, change_cpu_quota and change_cpu_shares.
-Usage counts the page cache as used memory, where PVE::CGroup::get_memory_stat subtracts it.
+Usage is PVE::CGroup::get_memory_stat's: the memory in use without the page cache (memory.stat's
+`file` on v2, `total_cache` on v1), swap beside it.
 """
 
 from __future__ import annotations
@@ -192,22 +193,26 @@ class Cgroups:
         return live_writes(limits, self.version, lambda key: self.read(vmid, key, pid))
 
     def usage(self, vmid: int, pid: int | None = None) -> Usage:
-        """Memory, swap and CPU time used by container `vmid` (its init: `pid`): v2 memory.current,
-        memory.swap.current and cpu.stat's usage_usec; v1 memory.usage_in_bytes, memsw minus it, and
-        cpuacct.usage."""
+        """Memory, swap and CPU time used by container `vmid` (its init: `pid`), as PVE::CGroup's
+        get_memory_stat reads them: v2 memory.current less memory.stat's `file`, memory.swap.current,
+        cpu.stat's usage_usec; v1 memory.usage_in_bytes less memory.stat's `total_cache`, memsw minus
+        usage, cpuacct.usage."""
         payload = self.payload(vmid, pid)  # read once for the five files
 
         def read(key: str) -> str | None:
             return self._read(self._file(payload, key))
 
+        stat = flat_keyed(read("memory.stat") or "")
         if self.version == 2:
             mem = int(read("memory.current") or 0)
             swap = int(read("memory.swap.current") or 0)
             cpu_us = flat_keyed(read("cpu.stat") or "").get("usage_usec", "0")
-            return Usage(mem, swap, int(cpu_us) * 1000, *io_stat_bytes(read("io.stat")))
+            return Usage(max(0, mem - int(stat.get("file", "0"))), swap, int(cpu_us) * 1000,
+                         *io_stat_bytes(read("io.stat")))
         mem = int(read("memory.usage_in_bytes") or 0)
         memsw = int(read("memory.memsw.usage_in_bytes") or mem)
-        return Usage(mem, max(0, memsw - mem), int(read("cpuacct.usage") or 0),
+        return Usage(max(0, mem - int(stat.get("total_cache", "0"))), max(0, memsw - mem),
+                     int(read("cpuacct.usage") or 0),
                      *blkio_bytes(read("blkio.throttle.io_service_bytes_recursive")))
 
 def blkio_bytes(text: str | None) -> tuple[int, int]:

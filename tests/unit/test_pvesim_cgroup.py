@@ -96,6 +96,12 @@ def _tree(cgroups: Cgroups, files: dict[str, str]) -> None:
                  "cpu.stat": "usage_usec 7\nuser_usec 5\nsystem_usec 2\n"}, (300, 20, 7000)),
     ("hybrid", {"memory.usage_in_bytes": "300\n", "memory.memsw.usage_in_bytes": "320\n",
                 "cpuacct.usage": "7000\n"}, (300, 20, 7000)),
+    # PVE::CGroup::get_memory_stat: the page cache is not memory in use (swap still from the whole usage)
+    ("unified", {"memory.current": "300\n", "memory.swap.current": "20\n", "cpu.stat": "usage_usec 7\n",
+                 "memory.stat": "anon 80\nfile 200\nkernel 20\n"}, (100, 20, 7000)),
+    ("hybrid", {"memory.usage_in_bytes": "300\n", "memory.memsw.usage_in_bytes": "320\n",
+                "cpuacct.usage": "7000\n", "memory.stat": "cache 150\nrss 80\ntotal_cache 200\n"},
+     (100, 20, 7000)),
 ])
 def test_usage_reads_the_layouts_files(tmp_path: Path, layout: Layout, files: dict[str, str],
                                        expected: tuple[int, int, int]) -> None:
