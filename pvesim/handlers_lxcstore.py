@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -126,15 +127,23 @@ def free_unreferenced_volumes(app: App, vmid: int, log: Callable[[str], None]) -
         shutil.rmtree(path, ignore_errors=True)
 
 
+def cpus(values: dict[str, str]) -> float:
+    """The cores a container's CPU figures are a fraction of: its cores, else its cpulimit, else the
+    host's (pve-container's vmstatus `cpus`, which pvestatd records as maxcpu)."""
+    return float(values.get("cores", 0)) or float(values.get("cpulimit", 0)) or float(os.cpu_count() or 1)
+
+
 def status_entry(app: App, node: str, vmid: int) -> dict[str, Any]:
-    """What GET lxc and status/current share: status, limits, usage."""
+    """What GET lxc and status/current share: status, limits, usage. `cpu` is the fraction of `cpus`
+    in use since the previous reading (vmstatus: used time / elapsed time / cpus)."""
     conf, _ = load(app, node, vmid)
     values = conf.main.values
     rt = runtime(app, vmid)
     running = rt.status == "running"
+    share = cpus(values)
     entry: dict[str, Any] = {
         "vmid": vmid, "name": values.get("hostname", f"CT{vmid}"), "type": "lxc", "status": rt.status,
-        "cpus": float(values.get("cores", 0)) or 1, "cpu": rt.cpu if running else 0,
+        "cpus": share, "cpu": rt.cpu / share if running else 0,
         "maxmem": int(values.get("memory", "512")) * MIB, "mem": rt.mem if running else 0,
         "maxswap": int(values.get("swap", "512")) * MIB, "swap": rt.swap if running else 0,
         "maxdisk": rootfs_size(values), "disk": rt.disk if running else 0,

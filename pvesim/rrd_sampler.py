@@ -1,9 +1,9 @@
 """What pvestatd does for the RRDs: every 10 s, one sample of every container and of the node.
 
 PVE/Service/pvestatd.pm update_lxc_status records for each configured container: maxcpu (cores,
-else the host's cpus), cpu (fraction of those cores), maxmem, mem, maxdisk, disk and the netin,
-netout, diskread and diskwrite counters while it runs; a stopped one gets maxcpu, maxmem, maxdisk
-and disk 0, the rest unknown. update_node_status records the host (see hoststats).
+else its cpulimit, else the host's cpus), cpu (fraction of those cores), maxmem, mem, maxdisk, disk
+and the netin, netout, diskread and diskwrite counters while it runs; a stopped one gets maxcpu,
+maxmem, maxdisk and disk 0, the rest unknown. update_node_status records the host (see hoststats).
 
 The databases live in memory and in <state>/rrd/pve-vm-9.0/<vmid>.json and
 <state>/rrd/pve-node-9.0/host.json (one for every node: all are this machine), rewritten when a
@@ -117,7 +117,7 @@ class Sampler:
         """One update_lxc_status sample of a container."""
         conf, _ = store.load(self.app, node, vmid)
         values = conf.main.values
-        cores = float(values.get("cores", 0)) or float(os.cpu_count() or 1)
+        cores = store.cpus(values)
         sample: dict[str, float | None] = {
             "maxcpu": cores, "maxmem": int(values.get("memory", "512")) * store.MIB,
             "maxdisk": store.rootfs_size(values), "disk": 0,

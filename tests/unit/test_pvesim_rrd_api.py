@@ -3,6 +3,7 @@ against the schema's `returns`, parameter validation and the privileges the sche
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -186,3 +187,20 @@ def test_privileges_are_vm_audit_and_sys_audit(app: Any) -> None:
     assert get_as(only_sys, "/nodes/pve1/rrddata")[0] == 200
     assert get_as(only_vm, "/nodes/pve1/rrddata")[0] == 403
     assert get_as(only_vm, "/nodes/pve1/lxc/101/rrddata")[0] == 200
+
+
+@pytest.mark.parametrize(("limits", "cpus"), [("cores: 2\n", 2.0), ("cpulimit: 4\n", 4.0), ("", None)])
+def test_status_cpu_is_a_fraction_of_the_containers_cpus(app: Any, limits: str, cpus: float | None) -> None:
+    """vmstatus: `cpus` is cores, else cpulimit, else the host's; `cpu` is the time used over the time
+    elapsed over `cpus` (half a core in use: 0.25 of two), as in the RRD rows."""
+    app, secrets, _clock = app
+    conf = app.state.lxc_conf("pve1", 101)
+    kept = [line + "\n" for line in CONF.splitlines() if not line.startswith("cores:")]
+    conf.write_text("".join(kept) + limits)
+    cast(Any, app.backend).status = lambda vmid: RuntimeStatus("running", pid=4242, cpu=0.5)
+    want = cpus or float(os.cpu_count() or 1)
+    for url in ("/nodes/pve1/lxc/101/status/current", "/nodes/pve1/lxc"):
+        status, body = get(app, secrets, url)
+        assert status == 200, body
+        entry = body["data"] if isinstance(body["data"], dict) else body["data"][0]
+        assert (entry["cpus"], entry["cpu"]) == (want, pytest.approx(0.5 / want))
