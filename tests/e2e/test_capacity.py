@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from psa_provision.capacity import use_from_rrd
+from psa_provision.limits import load_limits
 from psa_provision.ssh import Connection
 from psa_provision.testing.loadgen import request
 
@@ -45,13 +47,16 @@ def sql(guest: Connection, query: str) -> int:
 def wait_for_a_closed_cpu_step(site: Site, deadline_s: float = 150.0) -> None:
     """Proxmox's RRD has a container's CPU only once a 60 s step has closed with samples in it: a
     container made moments ago (reset_phase0 may have rebuilt it) has none yet, and capacity rightly
-    says unknown. Wait, bounded, until rrddata (timeframe hour) holds a row with cpu."""
+    says unknown. Wait, bounded, until capacity's own window of rrddata (timeframe hour) holds one.
+    Any row of the hour would not do: Proxmox keeps a destroyed container's RRD, and a container made
+    again with its vmid within the hour shows the old one's rows before a gap."""
     px = admin_api()
     spec = site.container
+    window = load_limits().headroom.window_minutes
     deadline = time.monotonic() + deadline_s
     while True:
         rows = px.rrddata(spec.node, spec.vmid, timeframe="hour")
-        if any(isinstance(r.get("cpu"), int | float) for r in rows):
+        if use_from_rrd(rows, window)[0] is not None:
             return
         assert time.monotonic() < deadline, f"no CPU row in rrddata of {spec.vmid} after {deadline_s:g} s"
         time.sleep(5)
