@@ -156,7 +156,8 @@ class Cgroups:
         return guestconf.HostCaps(memsw=memsw, cpus=os.cpu_count() or 1, cgroup=self.version)
 
     def payload(self, vmid: int, pid: int | None) -> str:
-        """The cgroup directory of container `vmid` whose init is `pid` (payload_name)."""
+        """The cgroup directory of container `vmid` whose init is `pid` (payload_name): read once by a
+        caller and handed to the methods below (None there: the plain name)."""
         text = None
         if pid is not None:
             try:
@@ -165,42 +166,35 @@ class Cgroups:
                 text = None
         return payload_name(vmid, text)
 
-    def path(self, vmid: int, key: str, pid: int | None = None) -> Path:
-        """The file `key` (memory.max, cpuset.cpus ...) of container `vmid`'s cgroup (its init: `pid`)."""
-        return self._file(self.payload(vmid, pid), key)
-
-    def _file(self, payload: str, key: str) -> Path:
+    def path(self, vmid: int, key: str, payload: str | None = None) -> Path:
+        """The file `key` (memory.max, cpuset.cpus ...) of container `vmid`'s cgroup `payload`."""
+        payload = payload or PAYLOAD.format(vmid=vmid)
         if self.version == 2:
             return self.root / payload / key
         return self.root / key.split(".", 1)[0] / payload / key
 
-    def read(self, vmid: int, key: str, pid: int | None = None) -> str | None:
+    def read(self, vmid: int, key: str, payload: str | None = None) -> str | None:
         """A cgroup file's content, None when it cannot be read (the container is not running)."""
-        return self._read(self.path(vmid, key, pid))
-
-    @staticmethod
-    def _read(path: Path) -> str | None:
         try:
-            return path.read_text().strip()
+            return self.path(vmid, key, payload).read_text().strip()
         except OSError:
             return None
 
-    def write(self, vmid: int, key: str, value: str, pid: int | None = None) -> None:
-        self.path(vmid, key, pid).write_text(value)
+    def write(self, vmid: int, key: str, value: str, payload: str | None = None) -> None:
+        self.path(vmid, key, payload).write_text(value)
 
-    def writes(self, vmid: int, limits: Mapping[str, str], pid: int | None = None) -> list[tuple[str, str]]:
+    def writes(self, vmid: int, limits: Mapping[str, str],
+               payload: str | None = None) -> list[tuple[str, str]]:
         """live_writes for container `vmid`, reading its current values where the order needs them."""
-        return live_writes(limits, self.version, lambda key: self.read(vmid, key, pid))
+        return live_writes(limits, self.version, lambda key: self.read(vmid, key, payload))
 
-    def usage(self, vmid: int, pid: int | None = None) -> Usage:
-        """Memory, swap and CPU time used by container `vmid` (its init: `pid`), as PVE::CGroup's
+    def usage(self, vmid: int, payload: str | None = None) -> Usage:
+        """Memory, swap and CPU time used by container `vmid` (its cgroup `payload`), as PVE::CGroup's
         get_memory_stat reads them: v2 memory.current less memory.stat's `file`, memory.swap.current,
         cpu.stat's usage_usec; v1 memory.usage_in_bytes less memory.stat's `total_cache`, memsw minus
         usage, cpuacct.usage."""
-        payload = self.payload(vmid, pid)  # read once for the five files
-
         def read(key: str) -> str | None:
-            return self._read(self._file(payload, key))
+            return self.read(vmid, key, payload)
 
         stat = flat_keyed(read("memory.stat") or "")
         if self.version == 2:

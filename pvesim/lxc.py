@@ -189,15 +189,16 @@ class LxcBackend:
         _write_guest_files(rootfs, files_conf, self._owner(conf), fresh=False)
         log(f"CT {vmid}: LXC config and guest network files rewritten")
         if running:  # its cgroup is the one its init is in (cgroup.payload_name)
-            self._apply_limits(vmid, conf, log, self._pid(vmid))
+            self._apply_limits(vmid, conf, log, self.cgroups.payload(vmid, self._pid(vmid)))
 
-    def _apply_limits(self, vmid: int, conf: Mapping[str, str], log: Log, pid: int | None) -> None:
-        """Write the new cgroup limits to the running container whose init is `pid`, in an order the
+    def _apply_limits(self, vmid: int, conf: Mapping[str, str], log: Log, payload: str | None) -> None:
+        """Write the new cgroup limits to the running container's cgroup `payload`, in an order the
         kernel accepts."""
         applied = []
-        for key, value in self.cgroups.writes(vmid, guestconf.cgroup_limits(conf, self.cgroups.caps()), pid):
+        limits = guestconf.cgroup_limits(conf, self.cgroups.caps())
+        for key, value in self.cgroups.writes(vmid, limits, payload):
             try:
-                self.cgroups.write(vmid, key, value, pid)
+                self.cgroups.write(vmid, key, value, payload)
                 applied.append(f"{key}={value}")
             except OSError as exc:
                 if not key.startswith("cpuset."):
@@ -280,7 +281,7 @@ class LxcBackend:
         pid = None
         with contextlib.suppress(BackendError):  # vmstatus warns and goes on without it
             pid = self._pid(vmid)
-        usage = self.cgroups.usage(vmid, pid)
+        usage = self.cgroups.usage(vmid, self.cgroups.payload(vmid, pid))
         netin, netout = _veth_bytes(vmid)
         cpu = self._cpu_fraction(vmid, usage.cpu_ns)
         return RuntimeStatus("running", pid=pid, uptime=_uptime(pid) if pid else 0, cpu=cpu, mem=usage.mem,

@@ -146,10 +146,11 @@ def test_usage_reads_the_live_cgroup_not_one_left_behind(tmp_path: Path) -> None
             path = tmp_path / "cgroup" / key.split(".")[0] / payload / key
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(value + "\n")
-    assert cgroups.usage(200, 4242).mem == 416595968
+    live = cgroups.payload(200, 4242)
+    assert cgroups.usage(200, live).mem == 416595968
     assert cgroups.usage(200).mem == 532480  # no pid: the plain name, as before
-    cgroups.write(200, "memory.limit_in_bytes", str(1024 * MIB), 4242)
-    assert cgroups.read(200, "memory.limit_in_bytes", 4242) == str(1024 * MIB)
+    cgroups.write(200, "memory.limit_in_bytes", str(1024 * MIB), live)
+    assert cgroups.read(200, "memory.limit_in_bytes", live) == str(1024 * MIB)
     assert cgroups.read(200, "memory.limit_in_bytes") == str(512 * MIB)
 
 
